@@ -1,0 +1,120 @@
+"""Decayed linear attention: one functional entry point over interchangeable backends.
+
+    S_t = diag(lambda_t) S_{t-1} + k_t v_t^T,    o_t = scale * S_t^T q_t,    lambda_t = exp(log_decay_t)
+
+``log_decay`` is ``[B, T, H]`` (scalar decay: one per head and token) or ``[B, T, H, K]`` (vector decay: one
+per key channel). Every backend has the same signature and is registered in ``BACKENDS``; ``backend="auto"``
+picks the fastest correct one for the device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from decaylab.ops.reference.recurrent import recurrent_decay_linear_attention
+from decaylab.registry import Registry
+
+BACKENDS: Registry = Registry("backend")
+BACKENDS.register("recurrent")(recurrent_decay_linear_attention)
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _register_optional_backends() -> None:
+    # Each import registers its backend; a missing optional dependency (triton) leaves it out.
+    import importlib
+
+    for module in ("decaylab.ops.reference.parallel", "decaylab.ops.chunk", "decaylab.ops.triton"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+
+
+def triton_available() -> bool:
+    return "triton" in BACKENDS
+
+
+def auto_backend(device: torch.device) -> str:
+    """The fastest correct backend for a device: Triton on CUDA when present, else the chunked torch path."""
+    if device.type == "cuda" and "triton" in BACKENDS:
+        return "triton"
+    return "chunk" if "chunk" in BACKENDS else "recurrent"
+
+
+def _check_inputs(q, k, v, log_decay, initial_state) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v), ("log_decay", log_decay)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"{name} has dtype {t.dtype}; expected float16, bfloat16, float32 or float64")
+    if q.ndim != 4:
+        raise ValueError(f"q must be [B, T, H, K]; got shape {tuple(q.shape)}")
+    B, T, H, K = q.shape
+    if k.shape != q.shape:
+        raise ValueError(f"k must be [B, T, H, K] = {tuple(q.shape)} like q; got {tuple(k.shape)}")
+    if v.ndim != 4 or v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"v must be [B, T, H, V] = [{B}, {T}, {H}, V]; got {tuple(v.shape)}")
+    if tuple(log_decay.shape) not in ((B, T, H), (B, T, H, K)):
+        raise ValueError(
+            f"log_decay must be [B, T, H] = {(B, T, H)} (scalar decay) or [B, T, H, K] = {(B, T, H, K)} "
+            f"(vector decay); got {tuple(log_decay.shape)}"
+        )
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v must share one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
+    for name, t in (("k", k), ("v", v), ("log_decay", log_decay)):
+        if t.device != q.device:
+            raise ValueError(f"{name} is on {t.device} but q is on {q.device}; move all inputs to one device")
+    if initial_state is not None:
+        V = v.shape[-1]
+        if not isinstance(initial_state, torch.Tensor) or tuple(initial_state.shape) != (B, H, K, V):
+            shape = tuple(initial_state.shape) if isinstance(initial_state, torch.Tensor) else initial_state
+            raise ValueError(f"initial_state must be [B, H, K, V] = {(B, H, K, V)}; got {shape}")
+        if initial_state.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"initial_state must be float32 (float64 allowed for tests); got {initial_state.dtype}")
+        if initial_state.device != q.device:
+            raise ValueError(f"initial_state is on {initial_state.device} but q is on {q.device}")
+    # One reduction; a positive log decay means lambda > 1, which makes the state grow without bound.
+    if bool((log_decay > 0).any()):
+        raise ValueError(
+            "log_decay has positive values (decay > 1); it must be <= 0. Compute it with a non-positive map "
+            "such as logsigmoid or -softplus, or clamp it with log_decay.clamp(max=0)"
+        )
+
+
+def decay_linear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    *,
+    scale: float = 1.0,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Decayed linear attention.
+
+    Args:
+        q, k: ``[B, T, H, K]``.
+        v: ``[B, T, H, V]`` (V may differ from K).
+        log_decay: ``[B, T, H]`` (scalar) or ``[B, T, H, K]`` (vector), values <= 0; any float dtype.
+        scale: multiplies the output (1 in the paper's models).
+        initial_state: ``[B, H, K, V]`` float32 state to start from, or None for zeros.
+        output_final_state: also return the ``[B, H, K, V]`` float32 state after the last token.
+        backend: ``"auto"`` or a name in ``BACKENDS`` (``recurrent``, ``parallel``, ``chunk``, ``triton``).
+
+    Returns:
+        ``(o, final_state)``: o ``[B, T, H, V]`` in the input dtype; final_state or None.
+    """
+    _check_inputs(q, k, v, log_decay, initial_state)
+    name = auto_backend(q.device) if backend == "auto" else backend
+    fn = BACKENDS.get(name)
+    return fn(
+        q, k, v, log_decay, scale=scale, initial_state=initial_state, output_final_state=output_final_state
+    )
+
+
+_register_optional_backends()
+
+__all__ = ["decay_linear_attention", "BACKENDS", "auto_backend", "triton_available"]

@@ -1,0 +1,1 @@
+"""Pure-torch implementations of decayed linear attention: ground truth and CPU paths."""

@@ -49,7 +49,7 @@ def summarize_decays(log_decay: np.ndarray | torch.Tensor) -> dict[str, Any]:
     if lam.size == 0:
         raise ValueError("no decay values to summarise: the evaluation text is empty")
     if not np.isfinite(lam).all():
-        raise ValueError("the model produced non-finite log decays; the checkpoint is probably diverged")
+        raise FloatingPointError("the model produced non-finite log decays; the checkpoint is probably diverged")
     p25, median, p75 = np.percentile(lam, [25.0, 50.0, 75.0])
     stats = {
         "median": float(median),

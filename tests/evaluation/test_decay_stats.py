@@ -94,5 +94,5 @@ def test_model_without_decay_gives_no_stats():
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="input_ids must be"):
         decay_statistics(FixedDecayLM([]), torch.zeros(1, 0, dtype=torch.long))
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(FloatingPointError, match="non-finite"):
         summarize_decays(torch.tensor([0.0, float("nan")]))

@@ -1,0 +1,179 @@
+"""``evaluate(run_dir)``: every evaluation of a trained run, written to ``RUN_DIR/eval.json``.
+
+eval.json holds (keys absent when they do not apply to the run):
+
+- ``val_loss``, ``val_ppl``, ``test_loss``, ``test_ppl``: mean token loss (nats) and its exp over the split,
+  in windows of the training context. For PTB a token is a word, so this is word-level perplexity.
+- ``val_bpb``, ``test_bpb``: bits per UTF-8 byte (BPE corpora), comparable across tokenizers.
+- ``mqar_accuracy``: fraction of MQAR queries answered exactly (MQAR runs, instead of perplexity).
+- ``extrapolation``: ``{"1": ppl, "2": ppl, ...}`` on test windows of f x the training context (lengths in
+  ``extrapolation_context``), and ``loss_by_position``: ``[[bucket_start, mean loss], ...]`` for the longest.
+- ``decay_stats``: per-layer statistics of lambda on a fixed text (see ``decay_stats``); the figure is
+  ``decay_median.png``. Empty for the softmax baseline.
+- ``model_source``, ``step``, ``seq_len``, ``corpus``, ``word_level``, ``eval_time_s``.
+
+Evaluating a checkpoint writes ``eval-step-N.json`` / ``decay_median-step-N.png`` instead, so the final
+model's results are never replaced by those of an intermediate one.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from decaylab.evaluation.decay_stats import decay_statistics
+from decaylab.evaluation.extrapolation import batch_size_for, length_extrapolation
+from decaylab.evaluation.perplexity import PositionLoss, bits_per_byte, perplexity, position_losses
+from decaylab.evaluation.plots import plot_median_decay
+from decaylab.evaluation.run_dir import LoadedRun, open_run
+
+DEFAULT_DECAY_TOKENS = 2048  # the paper's decay analysis used the first 2,048 tokens of one text
+SPLIT_KEYS = {"valid": "val", "test": "test"}  # split name -> eval.json key prefix
+
+
+def _silent(message: str) -> None:
+    pass
+
+
+def evaluate(
+    run_dir: str | Path,
+    *,
+    splits: Sequence[str] = ("valid", "test"),
+    extrapolation: Sequence[int] = (1, 2, 4, 8),
+    decay_text: str | Path | None = None,
+    device: str | torch.device | None = None,
+    checkpoint: str | None = None,
+    decay_tokens: int = DEFAULT_DECAY_TOKENS,
+    max_tokens: int | None = None,
+    log: Callable[[str], None] = _silent,
+) -> dict[str, Any]:
+    """Evaluate a run directory and write eval.json (atomically) and decay_median.png beside it.
+
+    Args:
+        run_dir: a directory written by ``decaylab train``.
+        splits: which of "valid" and "test" to score at the training context.
+        extrapolation: multiples of the training context for the length-extrapolation test (() skips it).
+        decay_text: a text file for the decay statistics; default: the start of the valid split.
+        device: "cpu", "cuda", ...; default cuda when available.
+        checkpoint: None for the final model, "latest", "step-N" or a checkpoint path.
+        decay_tokens: how many tokens of the decay text to run (the paper: 2,048).
+        max_tokens: cap on scored tokens per split and length (quick looks; None scores everything).
+        log: called with one line per stage (progress messages).
+    Returns:
+        the eval.json contents.
+    """
+    unknown = [s for s in splits if s not in SPLIT_KEYS]
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; choose from {', '.join(SPLIT_KEYS)}")
+    if decay_tokens < 1:
+        raise ValueError(f"decay_tokens={decay_tokens} must be >= 1")
+    if decay_text is not None and not Path(decay_text).is_file():
+        raise FileNotFoundError(f"decay text file {decay_text} does not exist")
+    started = time.perf_counter()
+    run = open_run(run_dir, checkpoint=checkpoint, device=device)
+    if run.step is not None:
+        log(f"evaluating checkpoint {run.model_source} (not the final model)")
+
+    from decaylab.data import build_dataset
+
+    data = build_dataset(run.config.data, run.run_dir)
+    seq_len = run.config.train.seq_len
+    result: dict[str, Any] = {
+        "model_source": run.model_source,
+        "step": run.step,
+        "seq_len": seq_len,
+        "corpus": run.config.data.corpus,
+        "word_level": bool(getattr(data, "word_level", False)),
+    }
+    if run.config.data.corpus == "mqar":
+        result.update(_mqar(run, data, splits, log))
+    else:
+        result.update(_language_model(run, data, splits, extrapolation, max_tokens, log))
+    try:
+        result["decay_stats"] = _decay(run, data, decay_text, decay_tokens, log)
+    except FloatingPointError as e:  # a diverged model: keep the other results
+        log(f"warning: {e}")
+        result["decay_stats"], result["decay_error"] = [], str(e)
+    result["decay_text"] = str(decay_text) if decay_text is not None else f"valid[:{decay_tokens}]"
+    result["eval_time_s"] = round(time.perf_counter() - started, 3)
+    _write_outputs(run, result)
+    return json_safe(result)
+
+
+def output_names(step: int | None) -> tuple[str, str]:
+    """(eval json, decay plot) file names for the final model (step None) or a checkpoint."""
+    return ("eval.json", "decay_median.png") if step is None else (f"eval-step-{step}.json", f"decay_median-step-{step}.png")
+
+
+def _language_model(run: LoadedRun, data, splits, factors, max_tokens, log) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    seq_len = run.config.train.seq_len
+    scored: dict[str, PositionLoss] = {}
+    for split in splits:
+        log(f"scoring the {split} split in windows of {seq_len} tokens")
+        batches = data.eval_batches(split, seq_len, batch_size_for(seq_len))
+        scored[split] = result = position_losses(run.model, batches, max_tokens=max_tokens)
+        key = SPLIT_KEYS[split]
+        out[f"{key}_loss"] = result.mean_loss
+        out[f"{key}_ppl"] = perplexity(result.mean_loss)
+        out[f"{key}_tokens"] = result.tokens
+        if not getattr(data, "word_level", False):
+            tokens, num_bytes = data.split_size(split)
+            out[f"{key}_bpb"] = bits_per_byte(result.mean_loss, tokens, num_bytes)
+    if factors:
+        log(f"length extrapolation at {', '.join(f'{f}x' for f in factors)} the training context")
+        known = {seq_len: scored["test"]} if "test" in scored and max_tokens is None else {}
+        windows = functools.partial(data.eval_batches, "test")
+        out.update(length_extrapolation(run.model, windows, seq_len, factors, max_tokens=max_tokens, known=known))
+    return out
+
+
+def _mqar(run: LoadedRun, data, splits, log) -> dict[str, Any]:
+    split = "test" if "test" in splits else "valid"
+    log(f"MQAR recall accuracy on the {split} set")
+    return {"mqar_accuracy": float(data.mqar_accuracy(run.model, split)), "mqar_split": split}
+
+
+def _decay_input(data, decay_text, decay_tokens) -> torch.Tensor:
+    if decay_text is not None:
+        ids = data.tokenizer.encode(Path(decay_text).read_text(encoding="utf-8"))[:decay_tokens]
+        if not ids:
+            raise ValueError(f"decay text file {decay_text} holds no tokens; give a non-empty text")
+        return torch.tensor(ids, dtype=torch.long)
+    if hasattr(data, "split"):
+        return torch.from_numpy(data.split("valid")[:decay_tokens].astype("int64"))
+    x, _ = next(iter(data.eval_batches("valid", decay_tokens, 1)))  # MQAR: one evaluation sequence
+    return x[0]
+
+
+def _decay(run: LoadedRun, data, decay_text, decay_tokens, log) -> list[dict[str, Any]]:
+    input_ids = _decay_input(data, decay_text, decay_tokens)
+    log(f"decay statistics on {input_ids.numel()} tokens")
+    return decay_statistics(run.model, input_ids)
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities (a diverged model) become None: eval.json stays strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _write_outputs(run: LoadedRun, result: dict[str, Any]) -> None:
+    from decaylab.training.checkpoint import atomic_write_text
+
+    json_name, plot_name = output_names(run.step)
+    if result["decay_stats"]:
+        plot_median_decay({run.run_dir.name: result["decay_stats"]}, run.run_dir / plot_name)
+        result["decay_plot"] = plot_name
+    atomic_write_text(run.run_dir / json_name, json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")

@@ -1,0 +1,75 @@
+"""Length extrapolation: perplexity on windows longer than the training context, and loss by position.
+
+For each factor f the test split is cut into windows of f x (training context) tokens; each window starts
+from an empty state, so position t is predicted from the t tokens before it. A model that extrapolates keeps
+its loss flat (or falling) past the training context; one that does not shows a rising curve there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+from decaylab.evaluation.perplexity import PositionLoss, perplexity, position_losses
+
+# Tokens per evaluation batch: batch size = BATCH_TOKENS // window length (at least one window).
+BATCH_TOKENS = 8192
+# Points on the loss-by-position curve (positions are grouped into this many equal buckets).
+POSITION_BUCKETS = 64
+
+
+def batch_size_for(seq_len: int, batch_tokens: int = BATCH_TOKENS) -> int:
+    return max(1, batch_tokens // seq_len)
+
+
+def length_extrapolation(
+    model: torch.nn.Module,
+    windows: Callable[[int, int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+    train_seq_len: int,
+    factors: Sequence[int],
+    *,
+    max_tokens: int | None = None,
+    batch_tokens: int = BATCH_TOKENS,
+    known: dict[int, PositionLoss] | None = None,
+) -> dict[str, Any]:
+    """Perplexity at ``f x train_seq_len`` for each factor, and the loss-by-position curve of the longest.
+
+    Args:
+        model: the language model.
+        windows: ``windows(seq_len, batch_size)`` yields ``(x, y)`` evaluation batches of that length
+            (e.g. ``functools.partial(dataset.eval_batches, "test")``).
+        train_seq_len: the context length the model was trained with.
+        factors: multiples of the training context, e.g. (1, 2, 4, 8).
+        max_tokens: optional cap on scored tokens per length.
+        known: already computed results by window length (the test perplexity at 1x), reused as they are.
+    Returns:
+        ``{"extrapolation": {"1": ppl, ...}, "extrapolation_context": {"1": tokens, ...},
+        "extrapolation_loss": {"1": loss, ...}, "loss_by_position": [[bucket_start, loss], ...],
+        "loss_by_position_context": tokens}``. A length longer than the split gives ``None`` for its factor.
+    """
+    bad = [f for f in factors if not isinstance(f, int) or isinstance(f, bool) or f < 1]
+    if bad:
+        raise ValueError(f"extrapolation factors must be integers >= 1 (multiples of the training context); got {bad}")
+    known = dict(known or {})
+    out: dict[str, Any] = {"extrapolation": {}, "extrapolation_context": {}, "extrapolation_loss": {}}
+    longest: PositionLoss | None = None
+    for factor in sorted(set(factors)):
+        seq_len = factor * train_seq_len
+        result = known.get(seq_len)
+        if result is None:
+            batches = windows(seq_len, batch_size_for(seq_len, batch_tokens))
+            result = position_losses(model, batches, max_tokens=max_tokens)
+        key = str(factor)
+        out["extrapolation_context"][key] = seq_len
+        if result.tokens == 0:  # the split holds no window this long
+            out["extrapolation"][key] = out["extrapolation_loss"][key] = None
+            continue
+        out["extrapolation_loss"][key] = result.mean_loss
+        out["extrapolation"][key] = perplexity(result.mean_loss)
+        longest = result
+    if longest is not None:
+        context = len(longest.count)
+        out["loss_by_position"] = longest.by_position(max(1, context // POSITION_BUCKETS))
+        out["loss_by_position_context"] = context
+    return out

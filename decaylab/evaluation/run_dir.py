@@ -1,0 +1,149 @@
+"""Open a run directory for evaluation or generation: its config, tokenizer/data and the model to use.
+
+The model is the final one (``RUN_DIR/model``) unless a checkpoint is asked for: ``"latest"`` (the newest
+``checkpoints/step-N``), a checkpoint name (``"step-200"``) or a path. A run without a final model is
+unfinished; it is an error (naming ``--checkpoint latest``) rather than a silent fallback, so an eval.json
+never describes a half-trained model by accident.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    config: Any  # RunConfig: .model, .train, .data
+    model: torch.nn.Module
+    model_source: str  # "model" or "checkpoints/step-N", relative to run_dir
+    step: int | None  # checkpoint step, None for the final model
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None -> cuda when available, else cpu; a named device must exist."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available here; use --device cpu")
+    return device
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist; check the path or train one first")
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir} is a file, not a run directory")
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{run_dir} has no config.json, so it is not a decaylab run directory; pass the folder that "
+            "`decaylab train` wrote"
+        )
+    return run_dir
+
+
+def load_run_config(run_dir: Path) -> Any:
+    from decaylab.config import load_json
+    from decaylab.training.config import RunConfig
+
+    return load_json(RunConfig, run_dir / "config.json")
+
+
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """``[(step, path), ...]`` of the run's complete checkpoints, oldest first."""
+    from decaylab.training.checkpoint import list_checkpoints
+
+    return list_checkpoints(run_dir)
+
+
+def locate_model(run_dir: Path, checkpoint: str | None) -> tuple[Path, str, int | None]:
+    """``(folder to load, source relative to run_dir, step or None)`` for the requested model."""
+    if checkpoint is None:
+        if (run_dir / "model").is_dir():
+            return run_dir / "model", "model", None
+        ckpts = checkpoints(run_dir)
+        if ckpts:
+            step, _ = ckpts[-1]
+            raise FileNotFoundError(
+                f"{run_dir} has no final model (training has not finished; newest checkpoint: step {step}). "
+                "Pass --checkpoint latest to evaluate that checkpoint, or finish training with "
+                "`decaylab train --resume`"
+            )
+        raise FileNotFoundError(
+            f"{run_dir} has no model/ and no checkpoints/: train it first with `decaylab train` "
+            "(or pass --checkpoint PATH to a checkpoint elsewhere)"
+        )
+    if checkpoint == "latest":
+        ckpts = checkpoints(run_dir)
+        if not ckpts:
+            raise FileNotFoundError(
+                f"{run_dir}/checkpoints holds no step-N checkpoint; train first (with train.ckpt_every > 0 to "
+                "keep checkpoints during training)"
+            )
+        step, path = ckpts[-1]
+        return path, f"checkpoints/{path.name}", step
+    path = Path(checkpoint)
+    if not path.is_absolute() and not path.exists():
+        path = run_dir / "checkpoints" / checkpoint
+    if not path.is_dir():
+        names = ", ".join(p.name for _, p in checkpoints(run_dir)) or "none"
+        raise FileNotFoundError(
+            f"checkpoint {checkpoint!r} not found (looked for {path}); available in {run_dir}/checkpoints: "
+            f"{names}; or pass --checkpoint latest"
+        )
+    try:
+        source = str(path.resolve().relative_to(run_dir.resolve()))
+    except ValueError:
+        source = str(path)
+    match = CHECKPOINT_PATTERN.match(path.name)
+    return path, source, int(match.group(1)) if match else None
+
+
+def load_model(path: Path, model_config: Any, device: torch.device) -> torch.nn.Module:
+    """Load a final model folder or a checkpoint (built from ``model_config``) onto ``device``, in eval mode."""
+    try:
+        model = _from_checkpoint(path, model_config) if (path / "manifest.json").exists() else _from_pretrained(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"cannot load the model in {path}: {e}") from None
+    except Exception as e:  # safetensors / JSON / shape errors all mean the same to the user
+        raise ValueError(
+            f"cannot load the model in {path} ({type(e).__name__}: {e}); the files are corrupt or incomplete. "
+            "Retrain, or pass --checkpoint latest (or --checkpoint step-N) to use a checkpoint"
+        ) from None
+    return model.to(device).eval()
+
+
+def _from_pretrained(path: Path) -> torch.nn.Module:
+    from decaylab.model import DecayLM
+
+    return DecayLM.from_pretrained(path)
+
+
+def _from_checkpoint(path: Path, model_config: Any) -> torch.nn.Module:
+    from decaylab.model import DecayLM
+    from decaylab.training.checkpoint import load_checkpoint
+
+    parts = load_checkpoint(path)  # verifies every file against the manifest first
+    if "model" not in parts:
+        raise ValueError(f"checkpoint {path} has no model part (found: {', '.join(parts) or 'nothing'})")
+    model = DecayLM(model_config)
+    model.load_state_dict(parts["model"])
+    return model
+
+
+def open_run(run_dir: str | Path, *, checkpoint: str | None = None, device=None) -> LoadedRun:
+    """Check ``run_dir``, read its config and load the requested model (see the module docstring)."""
+    run_dir = check_run_dir(run_dir)
+    config = load_run_config(run_dir)
+    path, source, step = locate_model(run_dir, checkpoint)
+    model = load_model(path, config.model, resolve_device(device))
+    return LoadedRun(run_dir=run_dir, config=config, model=model, model_source=source, step=step)

@@ -1,0 +1,252 @@
+"""Tokenizers: word level (PTB), byte-level BPE (any text, via `tokenizers`) and integer (MQAR).
+
+All three share one small interface: ``encode(str) -> list[int]``, ``decode(list[int]) -> str``,
+``vocab_size``, ``save(path)`` (one JSON file), ``content_hash()`` (identifies the vocabulary for the token
+cache) and ``encode_documents(list[str]) -> np.ndarray`` (a document stream ending each document with the
+end-of-document token). ``load_tokenizer(path)`` reads any of them back; a plain `tokenizers` tokenizer.json
+(e.g. GPT-2's) is loaded as a BPE tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from decaylab.registry import Registry
+
+TOKENIZERS: Registry[type] = Registry("tokenizer type")
+FORMAT_KEY = "decaylab_tokenizer"  # top-level key naming the type in files that decaylab writes itself
+END_OF_TEXT = "<|endoftext|>"
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """Smallest unsigned dtype holding every id (halves the cache size for vocabularies <= 65536)."""
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+@TOKENIZERS.register("word")
+class WordTokenizer:
+    """Whitespace-separated words, one ``<eos>`` per line; out-of-vocabulary words map to ``<unk>``."""
+
+    def __init__(self, vocab: Sequence[str], unk: str = "<unk>", eos: str = "<eos>"):
+        if len(set(vocab)) != len(vocab):
+            raise ValueError("word vocabulary has duplicate entries; rebuild the tokenizer file")
+        for special in (unk, eos):
+            if special not in vocab:
+                raise ValueError(f"word vocabulary lacks {special!r}; rebuild the tokenizer file")
+        self.vocab = list(vocab)
+        self.unk, self.eos = unk, eos
+        self.index = {w: i for i, w in enumerate(self.vocab)}
+        self.unk_id, self.eos_id = self.index[unk], self.index[eos]
+
+    @classmethod
+    def from_text(cls, text: str, unk: str = "<unk>", eos: str = "<eos>") -> "WordTokenizer":
+        """Vocabulary of a training text, in order of first appearance (stable, so ids never depend on hashing)."""
+        vocab = list(dict.fromkeys(text.split()))
+        for special in (unk, eos):
+            if special not in vocab:
+                vocab.append(special)
+        return cls(vocab, unk, eos)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        get, unk = self.index.get, self.unk_id
+        for line in text.split("\n"):
+            words = line.split()
+            if words:  # blank lines carry no sentence, hence no <eos> (the PTB convention)
+                ids.extend(get(w, unk) for w in words)
+                ids.append(self.eos_id)
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        words = [self.vocab[int(i)] for i in ids]
+        lines, current = [], []
+        for w in words:
+            if w == self.eos:
+                lines.append(" ".join(current) + "\n")
+                current = []
+            else:
+                current.append(w)
+        return "".join(lines) + " ".join(current)
+
+    def encode_documents(self, documents: Sequence[str]) -> np.ndarray:
+        # every non-empty line already ends in <eos>, which also separates documents
+        return np.array([i for doc in documents for i in self.encode(doc)], dtype=token_dtype(self.vocab_size))
+
+    def to_json(self) -> dict[str, Any]:
+        return {FORMAT_KEY: "word", "unk": self.unk, "eos": self.eos, "vocab": self.vocab}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "WordTokenizer":
+        return cls(data["vocab"], data["unk"], data["eos"])
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json()) + "\n")
+
+    def content_hash(self) -> str:
+        return _sha256(json.dumps(self.to_json(), sort_keys=True))
+
+
+@TOKENIZERS.register("bpe")
+class BPETokenizer:
+    """A `tokenizers` tokenizer (trained byte-level BPE, or any tokenizer.json the user supplies)."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self.eot_id = tokenizer.token_to_id(END_OF_TEXT)
+
+    @classmethod
+    def train(cls, documents: Sequence[str], vocab_size: int) -> "BPETokenizer":
+        """Byte-level BPE: any string round-trips exactly (no unknown tokens, no added prefix space)."""
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[END_OF_TEXT],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, so nothing is ever unknown
+            show_progress=False,
+        )
+        tok.train_from_iterator(documents, trainer=trainer)
+        return cls(tok)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def encode_documents(self, documents: Sequence[str], batch: int = 1024) -> np.ndarray:
+        """Concatenated ids, each non-empty document followed by <|endoftext|> when the vocabulary has it."""
+        # Long documents are encoded in blocks of lines so that encode_batch can use every core.
+        pieces: list[str] = []
+        last_piece_of_doc: set[int] = set()
+        for doc in documents:
+            pieces.extend(_line_blocks(doc))
+            if doc:
+                last_piece_of_doc.add(len(pieces) - 1)
+        dtype = token_dtype(self.vocab_size)
+        out: list[np.ndarray] = []
+        for start in range(0, len(pieces), batch):
+            encodings = self.tokenizer.encode_batch(pieces[start : start + batch], add_special_tokens=False)
+            for j, enc in enumerate(encodings):
+                out.append(np.asarray(enc.ids, dtype=dtype))
+                if self.eot_id is not None and start + j in last_piece_of_doc:
+                    out.append(np.array([self.eot_id], dtype=dtype))
+        return np.concatenate(out) if out else np.zeros(0, dtype=dtype)
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(self.tokenizer.to_str())
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "BPETokenizer":
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_str(json.dumps(data)))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.tokenizer.to_str() + "\n")
+
+    def content_hash(self) -> str:
+        return _sha256(self.tokenizer.to_str())
+
+
+def _line_blocks(text: str, block_chars: int = 1 << 16):
+    """Split text after newlines into blocks of about ``block_chars`` characters (concatenation == text)."""
+    start = 0
+    while start < len(text):
+        cut = text.find("\n", start + block_chars)
+        end = len(text) if cut < 0 else cut + 1
+        yield text[start:end]
+        start = end
+
+
+@TOKENIZERS.register("integer")
+class IntegerTokenizer:
+    """Tokens are their own ids, written as space-separated integers (synthetic tasks such as MQAR)."""
+
+    def __init__(self, vocab_size: int):
+        self._vocab_size = int(vocab_size)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            ids = [int(t) for t in text.split()]
+        except ValueError:
+            raise ValueError(f"integer tokenizer: expected space-separated integers, got {text[:50]!r}") from None
+        bad = [i for i in ids if not 0 <= i < self._vocab_size]
+        if bad:
+            raise ValueError(f"integer tokenizer: ids {bad[:5]} are outside [0, {self._vocab_size})")
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return " ".join(str(int(i)) for i in ids)
+
+    def encode_documents(self, documents: Sequence[str]) -> np.ndarray:
+        return np.array([i for doc in documents for i in self.encode(doc)], dtype=token_dtype(self._vocab_size))
+
+    def to_json(self) -> dict[str, Any]:
+        return {FORMAT_KEY: "integer", "vocab_size": self._vocab_size}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "IntegerTokenizer":
+        return cls(data["vocab_size"])
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json()) + "\n")
+
+    def content_hash(self) -> str:
+        return _sha256(json.dumps(self.to_json(), sort_keys=True))
+
+
+def tokenizer_from_json(data: Any, source: str = "tokenizer") -> Any:
+    """Rebuild a tokenizer from its JSON object (the contents of a saved tokenizer file)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{source} is not a tokenizer file (expected a JSON object)")
+    # Files without our key are `tokenizers` files (their top level has "model"), e.g. a downloaded GPT-2 BPE.
+    kind = data.get(FORMAT_KEY, "bpe" if "model" in data else None)
+    if kind is None:
+        raise ValueError(
+            f"{source} is neither a decaylab tokenizer nor a `tokenizers` tokenizer.json (no {FORMAT_KEY!r} or "
+            f"'model' key); pass a tokenizer.json saved by `tokenizers` or by decaylab"
+        )
+    cls = TOKENIZERS.get(kind)
+    try:
+        return cls.from_json(data)
+    except ValueError:
+        raise  # already names the problem and the fix
+    except Exception as e:  # KeyError for missing fields; `tokenizers` raises a bare Exception on bad files
+        raise ValueError(f"{source} is a corrupt {kind} tokenizer file ({e}); re-create or re-download it") from None
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """Load a tokenizer file written by ``save`` (or any `tokenizers` tokenizer.json)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer file {path} does not exist; fix data.tokenizer or train one (unset it)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"tokenizer file {path} is not valid JSON ({e}); re-create or re-download it") from None
+    return tokenizer_from_json(data, source=f"tokenizer file {path}")

@@ -29,7 +29,7 @@ import torch
 
 from decaylab.evaluation.decay_stats import decay_statistics
 from decaylab.evaluation.extrapolation import batch_size_for, length_extrapolation
-from decaylab.evaluation.perplexity import PositionLoss, bits_per_byte, perplexity, position_losses
+from decaylab.evaluation.perplexity import IGNORE_INDEX, PositionLoss, bits_per_byte, perplexity, position_losses
 from decaylab.evaluation.plots import plot_median_decay
 from decaylab.evaluation.run_dir import LoadedRun, open_run
 
@@ -91,7 +91,7 @@ def evaluate(
         "corpus": run.config.data.corpus,
         "word_level": bool(getattr(data, "word_level", False)),
     }
-    if run.config.data.corpus == "mqar":
+    if getattr(data, "task", "lm") == "mqar":
         result.update(_mqar(run, data, splits, log))
     else:
         result.update(_language_model(run, data, splits, extrapolation, max_tokens, log))
@@ -123,21 +123,38 @@ def _language_model(run: LoadedRun, data, splits, factors, max_tokens, log) -> d
         out[f"{key}_loss"] = result.mean_loss
         out[f"{key}_ppl"] = perplexity(result.mean_loss)
         out[f"{key}_tokens"] = result.tokens
-        if not getattr(data, "word_level", False):
-            tokens, num_bytes = data.split_size(split)
-            out[f"{key}_bpb"] = bits_per_byte(result.mean_loss, tokens, num_bytes)
+        if not getattr(data, "word_level", False):  # bits per byte: the loss of the split spread over its bytes
+            out[f"{key}_bpb"] = bits_per_byte(result.mean_loss, len(data.split(split)), data.bytes_in_split(split))
     if factors:
         log(f"length extrapolation at {', '.join(f'{f}x' for f in factors)} the training context")
-        known = {seq_len: scored["test"]} if "test" in scored and max_tokens is None else {}
+        known = {seq_len: scored["test"]} if "test" in scored else {}
         windows = functools.partial(data.eval_batches, "test")
-        out.update(length_extrapolation(run.model, windows, seq_len, factors, max_tokens=max_tokens, known=known))
+        out.update(
+            length_extrapolation(
+                run.model, windows, seq_len, factors, max_tokens=max_tokens, known=known,
+                available_tokens=data.num_eval_targets("test"),
+            )
+        )
     return out
 
 
+@torch.no_grad()
 def _mqar(run: LoadedRun, data, splits, log) -> dict[str, Any]:
+    """Recall accuracy over every query of the split's fixed sequences (argmax prediction == stored value)."""
     split = "test" if "test" in splits else "valid"
+    seq_len = run.config.train.seq_len
     log(f"MQAR recall accuracy on the {split} set")
-    return {"mqar_accuracy": float(data.mqar_accuracy(run.model, split)), "mqar_split": split}
+    device = next(run.model.parameters()).device
+    correct = asked = 0
+    for x, y in data.eval_batches(split, seq_len, batch_size_for(seq_len)):
+        y = y.to(device)
+        mask = y != IGNORE_INDEX
+        predicted = run.model(x.to(device)).argmax(dim=-1)  # [B, T]
+        correct += int((predicted[mask] == y[mask]).sum())
+        asked += int(mask.sum())
+    if asked == 0:
+        raise ValueError(f"the MQAR {split} set holds no queries; check data.mqar_num_queries")
+    return {"mqar_accuracy": correct / asked, "mqar_split": split, "mqar_queries": asked}
 
 
 def _decay_input(data, decay_text, decay_tokens) -> torch.Tensor:
@@ -146,10 +163,10 @@ def _decay_input(data, decay_text, decay_tokens) -> torch.Tensor:
         if not ids:
             raise ValueError(f"decay text file {decay_text} holds no tokens; give a non-empty text")
         return torch.tensor(ids, dtype=torch.long)
-    if hasattr(data, "split"):
-        return torch.from_numpy(data.split("valid")[:decay_tokens].astype("int64"))
-    x, _ = next(iter(data.eval_batches("valid", decay_tokens, 1)))  # MQAR: one evaluation sequence
-    return x[0]
+    if getattr(data, "task", "lm") == "mqar":  # no text: the first fixed evaluation sequence
+        x, _ = next(iter(data.eval_batches("valid", decay_tokens, 1)))
+        return x[0]
+    return torch.from_numpy(data.split("valid")[:decay_tokens].astype("int64"))
 
 
 def _decay(run: LoadedRun, data, decay_text, decay_tokens, log) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from decaylab.evaluation.perplexity import PositionLoss, perplexity, position_lo
 
 # Tokens per evaluation batch: batch size = BATCH_TOKENS // window length (at least one window).
 BATCH_TOKENS = 8192
-# Points on the loss-by-position curve (positions are grouped into this many equal buckets).
+# Most points on the loss-by-position curve (positions are grouped into at most this many equal buckets).
 POSITION_BUCKETS = 64
 
 
@@ -32,6 +32,7 @@ def length_extrapolation(
     max_tokens: int | None = None,
     batch_tokens: int = BATCH_TOKENS,
     known: dict[int, PositionLoss] | None = None,
+    available_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Perplexity at ``f x train_seq_len`` for each factor, and the loss-by-position curve of the longest.
 
@@ -43,10 +44,12 @@ def length_extrapolation(
         factors: multiples of the training context, e.g. (1, 2, 4, 8).
         max_tokens: optional cap on scored tokens per length.
         known: already computed results by window length (the test perplexity at 1x), reused as they are.
+        available_tokens: scorable tokens in the split; lengths longer than this are skipped (a window that
+            is mostly padding would not measure that length).
     Returns:
         ``{"extrapolation": {"1": ppl, ...}, "extrapolation_context": {"1": tokens, ...},
         "extrapolation_loss": {"1": loss, ...}, "loss_by_position": [[bucket_start, loss], ...],
-        "loss_by_position_context": tokens}``. A length longer than the split gives ``None`` for its factor.
+        "loss_by_position_context": tokens}``. A length with no full window in the split gives ``None``.
     """
     bad = [f for f in factors if not isinstance(f, int) or isinstance(f, bool) or f < 1]
     if bad:
@@ -56,13 +59,16 @@ def length_extrapolation(
     longest: PositionLoss | None = None
     for factor in sorted(set(factors)):
         seq_len = factor * train_seq_len
+        key = str(factor)
+        out["extrapolation_context"][key] = seq_len
+        if available_tokens is not None and available_tokens < seq_len:
+            out["extrapolation"][key] = out["extrapolation_loss"][key] = None
+            continue
         result = known.get(seq_len)
         if result is None:
             batches = windows(seq_len, batch_size_for(seq_len, batch_tokens))
             result = position_losses(model, batches, max_tokens=max_tokens)
-        key = str(factor)
-        out["extrapolation_context"][key] = seq_len
-        if result.tokens == 0:  # the split holds no window this long
+        if result.tokens == 0:  # nothing scored
             out["extrapolation"][key] = out["extrapolation_loss"][key] = None
             continue
         out["extrapolation_loss"][key] = result.mean_loss
@@ -70,6 +76,6 @@ def length_extrapolation(
         longest = result
     if longest is not None:
         context = len(longest.count)
-        out["loss_by_position"] = longest.by_position(max(1, context // POSITION_BUCKETS))
+        out["loss_by_position"] = longest.by_position(-(-context // POSITION_BUCKETS))  # at most 64 buckets
         out["loss_by_position_context"] = context
     return out

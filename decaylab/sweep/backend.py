@@ -1,0 +1,48 @@
+"""What the sweep runner calls to resolve, train and evaluate one point: a small, swappable bundle.
+
+The default backend is decaylab's own training and evaluation (``decaylab.training.train`` and
+``decaylab.evaluation.evaluate``). Tests, and users wrapping another trainer, pass their own ``RunBackend``
+to ``run_sweep``. Its functions must be importable module-level functions, because each point runs in a
+fresh (spawned) worker process that receives them by reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+
+@dataclass(frozen=True)
+class RunBackend:
+    resolve: Callable[[str, Mapping[str, Any]], dict]
+    """(run preset, dotted overrides) -> the resolved run config as a nested dict; ValueError on bad input."""
+    train: Callable[[dict, Path, bool], Any]
+    """(resolved config, run directory, resume) -> summary; writes summary.json when done."""
+    evaluate: Callable[[Path], Any] | None = None
+    """run directory -> eval results; writes eval.json. None: the sweep only trains."""
+
+
+def resolve_run_config(preset: str, overrides: Mapping[str, Any]) -> dict:
+    from decaylab.config import to_dict
+    from decaylab.training.config import RunConfig
+
+    return to_dict(RunConfig.from_preset(preset, dict(overrides)))
+
+
+def train_run(config: dict, run_dir: Path, resume: bool) -> Any:
+    from decaylab.config import from_dict
+    from decaylab.training import train
+    from decaylab.training.config import RunConfig
+
+    return train(from_dict(RunConfig, config), run_dir, resume=resume)
+
+
+def evaluate_run(run_dir: Path) -> Any:
+    from decaylab.evaluation import evaluate
+
+    return evaluate(run_dir)
+
+
+def default_backend() -> RunBackend:
+    return RunBackend(resolve=resolve_run_config, train=train_run, evaluate=evaluate_run)

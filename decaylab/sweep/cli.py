@@ -1,0 +1,68 @@
+"""``decaylab sweep SPEC_OR_PRESET --out DIR``: run a design-space study, resumably and in parallel."""
+
+from __future__ import annotations
+
+import argparse
+
+from decaylab.config import parse_set_args
+from decaylab.sweep.runner import run_sweep
+from decaylab.sweep.spec import expand, load_spec, preset_names
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "spec",
+        metavar="SPEC_OR_PRESET",
+        help=f"a sweep spec (.toml path) or a shipped preset: {', '.join(preset_names())}",
+    )
+    parser.add_argument("--out", required=True, help="sweep directory: run directories, results.sqlite, sweep.json")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="points run at once, each in its own process (default: 1, or one per --devices entry); "
+        "CPU threads are split evenly between workers",
+    )
+    parser.add_argument(
+        "--devices",
+        default=None,
+        help="comma-separated devices, one worker each, e.g. cuda:0,cuda:1 (default: whatever each run picks)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override applied to every point after the spec, e.g. --set train.max_steps=5 for a smoke run "
+        "(repeatable)",
+    )
+    parser.add_argument(
+        "--study",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only this study of the spec (repeatable); run ids are the same as in the full sweep",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list the planned runs (id, labels, status) and exit without training"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    if args.study:
+        spec = spec.select_studies(args.study)
+    overrides = parse_set_args(args.overrides)
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else []
+    workers = args.workers if args.workers is not None else max(1, len(devices))
+    if args.dry_run:
+        from decaylab.sweep.backend import default_backend
+
+        for run_ in expand(spec, default_backend().resolve, overrides):
+            rows = ", ".join(f"{m.study}/{m.label}" for m in run_.memberships)
+            print(f"{run_.run_id}  seed {run_.memberships[0].seed}  {rows}")
+        return 0
+    result = run_sweep(spec, args.out, workers=workers, devices=devices, overrides=overrides)
+    print(f"next: decaylab report {args.out}")
+    return 0 if result.ok else 1

@@ -1,0 +1,247 @@
+"""Run a sweep: every planned point in its own run directory, in parallel worker processes, resumably.
+
+Layout of a sweep directory::
+
+    DIR/sweep.json          the spec and the --set overrides of the latest invocation
+    DIR/results.sqlite      the results database (decaylab.sweep.db)
+    DIR/runs/<run_id>/      one run directory per resolved config (run_id = hash of the config)
+    DIR/runs/<run_id>/worker.log, error.txt    the worker's output; the traceback of a failure
+
+Each point runs in a fresh spawned process (so a crash, an out-of-memory kill or a CUDA error takes down only that
+point), pinned to one device and ``cpu_count // workers`` torch threads. A point is skipped when its run
+directory already holds summary.json (and eval.json when the spec evaluates); a point with a checkpoint is
+resumed with ``train(..., resume=True)``. Failures are recorded with their traceback and the sweep goes on.
+Ctrl-C or a kill leaves every run directory resumable: checkpoints are atomic, and a run marked "running" by
+a dead process is simply run again. A lock per run directory keeps two processes off the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from decaylab.sweep.backend import RunBackend, default_backend
+from decaylab.sweep.db import ResultsDB
+from decaylab.sweep.ingest import read_run
+from decaylab.sweep.spec import PlannedRun, SweepSpec, expand
+
+EXIT_BUSY = 75  # a worker found its run directory locked by another process
+
+
+@dataclasses.dataclass
+class SweepResult:
+    planned: int
+    skipped: int  # already finished before this invocation
+    finished: list[str]
+    failed: list[str]
+    busy: list[str]  # run by another process right now
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.busy
+
+
+def _lock(path: Path):
+    """An exclusive non-blocking flock on ``path``; None when another process holds it. Released on exit/kill."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def run_is_done(run_dir: Path, evaluate: bool) -> bool:
+    if not (run_dir / "summary.json").is_file():
+        return False
+    return not evaluate or (run_dir / "eval.json").is_file()
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    root = run_dir / "checkpoints"
+    return root.is_dir() and any(p.name.startswith("step-") for p in root.iterdir())
+
+
+# ---------------------------------------------------------------- worker process
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _worker(run_id: str, config: dict, run_dir: str, db_path: str, backend: RunBackend, evaluate: bool,
+            threads: int, device: str | None) -> None:  # fmt: skip
+    """Entry point of a spawned worker: train (or resume), evaluate, ingest one run; exit code tells the parent."""
+    # torch sizes its intra-op pool from these at import, so setting them before the backend imports torch is enough.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if device is not None:
+        # One device per worker: the run sees it as its only GPU (or none), so the config needs no device key.
+        index = device.partition(":")[2] or "0"
+        os.environ["CUDA_VISIBLE_DEVICES"] = index if device.startswith("cuda") else ""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    run_path = Path(run_dir)
+    run_path.mkdir(parents=True, exist_ok=True)
+    lock = _lock(run_path / ".lock")
+    if lock is None:
+        sys.exit(EXIT_BUSY)
+    log = os.open(run_path / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    db = ResultsDB(db_path)
+    db.mark_running(run_id)
+    try:
+        if not (run_path / "summary.json").is_file():
+            backend.train(config, run_path, has_checkpoint(run_path))
+        if evaluate and backend.evaluate is not None and not (run_path / "eval.json").is_file():
+            backend.evaluate(run_path)
+        db.mark_finished(run_id, read_run(run_path))
+        (run_path / "error.txt").unlink(missing_ok=True)
+    except KeyboardInterrupt:
+        db.mark_failed(run_id, "interrupted; run the sweep again to resume", status="interrupted")
+        sys.exit(130)
+    except BaseException:
+        error = traceback.format_exc()
+        print(error, file=sys.stderr, flush=True)
+        (run_path / "error.txt").write_text(error)
+        db.mark_failed(run_id, error)
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------- driver
+
+
+def _threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def _last_line(text: str | None) -> str:
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out_dir: str | Path,
+    *,
+    workers: int = 1,
+    devices: list[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    backend: RunBackend | None = None,
+    log: Callable[[str], None] = print,
+) -> SweepResult:
+    """Run every point of ``spec`` into ``out_dir``; see the module docstring. Returns what happened."""
+    if workers < 1:
+        raise ValueError(f"--workers {workers}: need at least 1 worker")
+    devices = list(devices or [])
+    if devices and workers > len(devices):
+        raise ValueError(f"--workers {workers} exceeds the {len(devices)} --devices given; one worker per device")
+    backend = backend or default_backend()
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; give a directory for the sweep")
+    out.mkdir(parents=True, exist_ok=True)
+    sweep_lock = _lock(out / ".sweep.lock")
+    if sweep_lock is None:
+        raise FileExistsError(f"another `decaylab sweep` is running in {out}; wait for it or use another --out")
+    try:
+        plan = expand(spec, backend.resolve, overrides)
+        record = {"spec": dataclasses.asdict(spec), "overrides": dict(overrides or {})}
+        db = ResultsDB(out / "results.sqlite")
+        previous = db.spec()
+        if previous and previous["spec"]["name"] != spec.name:
+            raise FileExistsError(
+                f"{out} holds results of sweep {previous['spec']['name']!r}, not {spec.name!r}; use another --out"
+            )
+        db.set_plan(record, plan)
+        (out / "sweep.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+        return _execute(plan, out, db, spec.evaluate, workers, devices, backend, log)
+    finally:
+        os.close(sweep_lock)
+
+
+def _label(run: PlannedRun) -> str:
+    names = sorted({m.label for m in run.memberships})
+    return f"{run.run_id} {'/'.join(names)} (seed {run.memberships[0].seed})"
+
+
+def _execute(plan: list[PlannedRun], out: Path, db: ResultsDB, evaluate: bool, workers: int, devices: list[str],
+             backend: RunBackend, log: Callable[[str], None]) -> SweepResult:  # fmt: skip
+    result = SweepResult(planned=len(plan), skipped=0, finished=[], failed=[], busy=[])
+    todo: list[PlannedRun] = []
+    for run in plan:
+        run_dir = out / "runs" / run.run_id
+        if run_is_done(run_dir, evaluate):
+            if db.status(run.run_id) != "finished":  # finished on disk but not recorded (killed while ingesting)
+                db.mark_finished(run.run_id, read_run(run_dir))
+            result.skipped += 1
+        else:
+            todo.append(run)
+    log(f"sweep: {len(plan)} runs, {result.skipped} already finished, {len(todo)} to run with {workers} worker(s)")
+    ctx = multiprocessing.get_context("spawn")
+    threads = _threads_per_worker(workers)
+    free_slots = list(range(workers))
+    active: dict[Any, tuple[PlannedRun, int, float, Any]] = {}  # sentinel -> (run, slot, start time, process)
+    queue = list(todo)
+    done = 0
+    try:
+        while queue or active:
+            while queue and free_slots:
+                run, slot = queue.pop(0), free_slots.pop(0)
+                device = devices[slot] if devices else None
+                args = (run.run_id, run.config, str(out / "runs" / run.run_id), str(db.path), backend, evaluate,
+                        threads, device)  # fmt: skip
+                proc = ctx.Process(target=_worker, args=args, name=f"sweep-{run.run_id}")
+                proc.start()
+                active[proc.sentinel] = (run, slot, time.time(), proc)
+                log(f"  start  {_label(run)}" + (f" on {device}" if device else ""))
+            ready = multiprocessing.connection.wait(list(active), timeout=5.0)
+            for sentinel in ready:
+                run, slot, started, proc = active.pop(sentinel)
+                proc.join()
+                free_slots.append(slot)
+                done += 1
+                elapsed = time.time() - started
+                prefix = f"  [{done}/{len(todo)}]"
+                if proc.exitcode == 0:
+                    result.finished.append(run.run_id)
+                    log(f"{prefix} done   {_label(run)} in {elapsed:.0f} s")
+                elif proc.exitcode == EXIT_BUSY:
+                    result.busy.append(run.run_id)
+                    log(f"{prefix} busy   {_label(run)}: another process is running it; left alone")
+                else:
+                    if db.status(run.run_id) == "running":  # died without recording (killed, out of memory)
+                        db.mark_failed(run.run_id, f"worker process exited with code {proc.exitcode}")
+                    result.failed.append(run.run_id)
+                    error = _last_line(next((r["error"] for r in db.runs() if r["run_id"] == run.run_id), None))
+                    log(f"{prefix} FAILED {_label(run)}: {error} (see {out / 'runs' / run.run_id / 'worker.log'})")
+    except KeyboardInterrupt:
+        for run, _, _, proc in active.values():
+            proc.terminate()  # SIGTERM -> KeyboardInterrupt in the worker: it records "interrupted"
+        for run, _, _, proc in active.values():
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            if db.status(run.run_id) == "running":
+                db.mark_failed(run.run_id, "interrupted; run the sweep again to resume", status="interrupted")
+        log("sweep: interrupted; run the same command again to resume")
+        raise
+    log(
+        f"sweep: {len(result.finished)} finished, {len(result.failed)} failed, {len(result.busy)} busy, "
+        f"{result.skipped} skipped (already done); results in {db.path}"
+    )
+    return result

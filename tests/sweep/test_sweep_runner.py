@@ -1,0 +1,140 @@
+"""The sweep runner with a fake backend: parallel runs, skip-if-done, failure isolation, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fake_backend import BACKEND
+
+from decaylab.sweep.db import ResultsDB
+from decaylab.sweep.runner import run_sweep
+from decaylab.sweep.spec import spec_from_dict
+
+HERE = Path(__file__).resolve().parent
+
+
+def make_spec(kinds=("simple",), ps=(0.8, 0.99), seeds=(0,)):
+    points = [
+        {"study": "a", "label": f"{kind}-{p}", "set": {"model.decay.kind": kind, "model.decay.p": p}}
+        for kind in kinds
+        for p in ps
+    ]
+    return spec_from_dict({"name": "t", "base": "fake", "seeds": list(seeds), "points": points})
+
+
+def calls(run_dir: Path) -> list[dict]:
+    path = run_dir / "calls.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_parallel_sweep_records_results_and_skips_finished_runs(tmp_path):
+    spec = make_spec(seeds=(0, 1))
+    result = run_sweep(spec, tmp_path, workers=2, backend=BACKEND, log=lambda s: None)
+    assert result.ok and len(result.finished) == 4 and result.skipped == 0
+    db = ResultsDB(tmp_path / "results.sqlite")
+    runs = db.runs()
+    assert {r["status"] for r in runs} == {"finished"} and all(r["attempts"] == 1 for r in runs)
+    metrics = db.metrics()
+    assert all(metrics[r["run_id"]]["val_ppl"] > 100 for r in runs)
+    assert all(len(points) == 10 for points in db.curves("train_loss").values())
+    assert all(len(points) == 2 for points in db.curves("extrapolation_ppl").values())
+    stats = db.decay_stats()
+    assert all(set(layers) == {0, 1, 2} for layers in stats.values())
+    assert len(db.memberships()) == 4
+
+    again = run_sweep(spec, tmp_path, workers=2, backend=BACKEND, log=lambda s: None)
+    assert again.skipped == 4 and not again.finished
+    assert all(len(calls(tmp_path / "runs" / r["run_id"])) == 1 for r in runs)  # nothing was retrained
+
+
+def test_failing_point_is_isolated(tmp_path):
+    spec = make_spec(kinds=("simple", "boom", "crash"), ps=(0.9,))
+    result = run_sweep(spec, tmp_path, workers=2, backend=BACKEND, log=lambda s: None)
+    db = ResultsDB(tmp_path / "results.sqlite")
+    by_kind = {r["config"]["model"]["decay"]["kind"]: r for r in db.runs()}
+    assert by_kind["simple"]["status"] == "finished"
+    assert by_kind["boom"]["status"] == "failed" and "boom: this point is broken" in by_kind["boom"]["error"]
+    assert by_kind["crash"]["status"] == "failed" and "exited with code 9" in by_kind["crash"]["error"]
+    assert sorted(result.failed) == sorted([by_kind["boom"]["run_id"], by_kind["crash"]["run_id"]])
+    assert "RuntimeError" in (tmp_path / "runs" / by_kind["boom"]["run_id"] / "error.txt").read_text()
+
+
+DRIVER = """
+import sys
+sys.path.insert(0, {here!r})
+from fake_backend import BACKEND
+from test_sweep_runner import make_spec
+from decaylab.sweep.runner import run_sweep
+run_sweep(make_spec(kinds=("simple", "block"), ps=(0.8, 0.99)), {out!r}, workers=2, backend=BACKEND)
+"""
+
+
+def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
+    out = tmp_path / "sweep"
+    env = dict(os.environ)
+    env.pop("FAKE_BACKEND_NO_BLOCK", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER.format(here=str(HERE), out=str(out))], env=env, start_new_session=True
+    )
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:  # wait until the simple runs finished and both block runs checkpointed
+            ckpts = list(out.glob("runs/*/checkpoints/step-1"))
+            if len(ckpts) == 2 and (out / "results.sqlite").exists():
+                db = ResultsDB(out / "results.sqlite")
+                if sum(r["status"] == "finished" for r in db.runs()) == 2:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("sweep did not reach the blocking points in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, as a kill -9 of the whole job
+        proc.wait()
+
+    db = ResultsDB(out / "results.sqlite")
+    assert sorted(r["status"] for r in db.runs()) == ["finished", "finished", "running", "running"]
+    os.environ["FAKE_BACKEND_NO_BLOCK"] = "1"
+    try:
+        result = run_sweep(make_spec(kinds=("simple", "block")), out, workers=2, backend=BACKEND, log=lambda s: None)
+    finally:
+        del os.environ["FAKE_BACKEND_NO_BLOCK"]
+    assert result.ok and result.skipped == 2 and len(result.finished) == 2
+    for run in db.runs():
+        history = calls(out / "runs" / run["run_id"])
+        if run["config"]["model"]["decay"]["kind"] == "simple":
+            assert len(history) == 1  # finished before the kill: not redone
+        else:
+            assert [c["resume"] for c in history] == [False, True]  # resumed from its checkpoint
+        assert run["status"] == "finished"
+
+
+def test_second_driver_on_same_directory_is_refused(tmp_path):
+    from decaylab.sweep.runner import _lock
+
+    fd = _lock(tmp_path / ".sweep.lock")
+    try:
+        with pytest.raises(FileExistsError, match="another `decaylab sweep` is running"):
+            run_sweep(make_spec(), tmp_path, backend=BACKEND, log=lambda s: None)
+    finally:
+        os.close(fd)
+
+
+def test_directory_of_another_sweep_is_refused(tmp_path):
+    run_sweep(make_spec(ps=(0.9,)), tmp_path, backend=BACKEND, log=lambda s: None)
+    other = spec_from_dict({"name": "other", "base": "fake", "points": [{"study": "a", "label": "x"}]})
+    with pytest.raises(FileExistsError, match="holds results of sweep 't'"):
+        run_sweep(other, tmp_path, backend=BACKEND, log=lambda s: None)
+
+
+def test_bad_worker_settings():
+    with pytest.raises(ValueError, match="at least 1 worker"):
+        run_sweep(make_spec(), "unused", workers=0, backend=BACKEND)
+    with pytest.raises(ValueError, match="one worker per device"):
+        run_sweep(make_spec(), "unused", workers=3, devices=["cuda:0"], backend=BACKEND)

@@ -1,0 +1,142 @@
+"""Sweep specs: loading, grid expansion (deterministic ids and order), budgets and clear errors."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from fake_backend import resolve
+
+from decaylab.sweep.spec import expand, find_spec, load_spec, preset_names, run_id_of, spec_from_dict
+
+SPEC = """
+name = "demo"
+base = "fake"
+seeds = [0, 1]
+[budget]
+max_steps = 7
+[overrides]
+"train.lr" = 0.002
+[studies]
+param = "A. Parameterization"
+gran = "C. Granularity"
+[[points]]
+study = "param"
+label = "Base"
+[[points]]
+study = "param"
+label = "SD-{model.decay.p}"
+axes = { "model.decay.p" = [0.8, 0.9] }
+[[points]]
+study = "gran"
+label = "Base"
+[[points]]
+study = "gran"
+label = "Scalar"
+[points.set.model.decay]
+granularity = "scalar"
+"""
+
+
+def write(tmp_path, text, name="spec.toml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_expansion_is_deterministic_and_dedupes_shared_configs(tmp_path):
+    path = write(tmp_path, SPEC)
+    first = expand(load_spec(path), resolve)
+    second = expand(load_spec(path), resolve)
+    assert [r.run_id for r in first] == [r.run_id for r in second]
+    assert [r.config for r in first] == [r.config for r in second]
+    # 4 distinct configs per seed: Base (in both studies), SD-0.8, SD-0.9, Scalar; seed-major order.
+    assert len(first) == 8
+    assert [r.memberships[0].seed for r in first] == [0] * 4 + [1] * 4
+    base = first[0]
+    assert {(m.study, m.label) for m in base.memberships} == {("param", "Base"), ("gran", "Base")}
+    labels = [m.label for r in first[:4] for m in r.memberships]
+    assert labels == ["Base", "Base", "SD-0.8", "SD-0.9", "Scalar"]  # file order
+    assert len({r.run_id for r in first}) == 8
+    # precedence: spec overrides, budget, point settings, seed
+    scalar = first[3].config
+    assert scalar["train"]["max_steps"] == 7 and scalar["train"]["lr"] == 0.002
+    assert scalar["model"]["decay"]["granularity"] == "scalar" and first[7].config["train"]["seed"] == 1
+    assert first[1].config["model"]["decay"]["p"] == 0.8
+
+
+def test_run_id_depends_only_on_config():
+    a = {"model": {"x": 1}, "train": {"seed": 0}}
+    assert run_id_of(a) == run_id_of({"train": {"seed": 0}, "model": {"x": 1}})  # key order does not matter
+    assert run_id_of(a) != run_id_of({"model": {"x": 2}, "train": {"seed": 0}})
+    assert len(run_id_of(a)) == 12
+
+
+def test_cli_overrides_apply_to_every_point_and_change_ids(tmp_path):
+    spec = load_spec(write(tmp_path, SPEC))
+    plain = expand(spec, resolve)
+    smoke = expand(spec, resolve, {"train.max_steps": "2"})
+    assert all(r.config["train"]["max_steps"] == 2 for r in smoke)
+    assert not {r.run_id for r in plain} & {r.run_id for r in smoke}
+
+
+def test_token_budget_becomes_steps(tmp_path):
+    spec = load_spec(write(tmp_path, SPEC.replace("max_steps = 7", "tokens = 100")))
+    # fake preset: batch 2 x seq 8 = 16 tokens per step -> ceil(100 / 16) = 7
+    assert {r.config["train"]["max_steps"] for r in expand(spec, resolve)} == {7}
+
+
+def test_select_studies_keeps_ids(tmp_path):
+    spec = load_spec(write(tmp_path, SPEC))
+    full = {r.run_id for r in expand(spec, resolve)}
+    only = expand(spec.select_studies(["gran"]), resolve)
+    assert len(only) == 4 and {r.run_id for r in only} <= full
+    with pytest.raises(ValueError, match="Did you mean 'gran'"):
+        spec.select_studies(["grna"])
+
+
+def test_malformed_toml_names_the_line(tmp_path):
+    path = write(tmp_path, 'name = "x"\nbase = fake\nseeds = [0]\n')
+    with pytest.raises(ValueError, match=r"spec.toml: invalid TOML.*line 2"):
+        load_spec(path)
+
+
+def test_unknown_preset_suggests_closest():
+    assert "quick" in preset_names() and "paper" in preset_names()
+    with pytest.raises(ValueError, match="Did you mean 'quick'"):
+        find_spec("quik")
+    with pytest.raises(FileNotFoundError):
+        find_spec("missing/spec.toml")
+
+
+def test_unknown_override_key_is_reported_with_the_point(tmp_path):
+    spec = load_spec(write(tmp_path, SPEC.replace('"train.lr" = 0.002', '"train.lrr" = 0.002')))
+    with pytest.raises(ValueError, match=r"point 'Base'.*train.lrr.*Did you mean 'lr'"):
+        expand(spec, resolve)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"name": "x", "base": "fake", "pointz": []}, "unknown key 'pointz'.*Did you mean 'points'"),
+        ({"name": "x", "base": "fake"}, "has no points"),
+        ({"name": "x", "base": "fake", "points": [{"study": "a", "label": "L"}] * 2}, "appears twice"),
+        ({"name": "x", "base": "fake", "seeds": "0", "points": [{"study": "a", "label": "L"}]}, "list of integers"),
+        ({"name": "x", "base": "fake", "budget": {"max_steps": 1, "tokens": 2}, "points": [{"study": "a", "label": "L"}]},
+         "not both"),  # fmt: skip
+        ({"name": "x", "base": "fake", "points": [{"study": "a", "label": "{model.p}", "axes": {"model.q": [1]}}]},
+         "not an axis"),  # fmt: skip
+        ({"name": "x", "base": "fake", "studies": {"a": "A"}, "points": [{"study": "b", "label": "L"}]},
+         "does not list"),  # fmt: skip
+    ],
+    ids=["unknown-key", "no-points", "duplicate-label", "bad-seeds", "two-budgets", "bad-template", "unlisted-study"],
+)
+def test_bad_specs_raise_clear_errors(data, message):
+    with pytest.raises(ValueError, match=message):
+        spec_from_dict(data)
+
+
+def test_shipped_presets_parse():
+    for name in preset_names():
+        spec = load_spec(name)
+        assert spec.points and spec.study_order()

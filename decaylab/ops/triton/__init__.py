@@ -1,0 +1,18 @@
+"""Triton GPU kernels for decayed linear attention (scalar and vector decay), registered as backend "triton".
+
+    S_t = diag(exp(log_decay_t)) S_{t-1} + k_t v_t^T,    o_t = scale * S_t^T q_t
+
+Importing this package raises ImportError when triton is missing, so ``decaylab.ops`` simply leaves the backend
+out. The kernels run on CUDA tensors, or on CPU tensors when TRITON_INTERPRET=1 was set before triton was
+imported (slow; used by the tests).
+"""
+
+import triton  # noqa: F401  (ImportError here keeps the backend unregistered)
+
+from decaylab.ops import BACKENDS
+from decaylab.ops.triton.configs import LaunchConfig, use_config
+from decaylab.ops.triton.function import chunk_decay_linear_attention
+
+BACKENDS.register("triton")(chunk_decay_linear_attention)
+
+__all__ = ["chunk_decay_linear_attention", "LaunchConfig", "use_config"]

@@ -1,0 +1,71 @@
+"""Pinned launch configurations: no run-time autotuning, so the first call per shape costs only compilation.
+
+A config is (chunk size BT, num_warps, num_stages), looked up by GPU architecture (compute capability major),
+decay granularity and head dims. Under TRITON_INTERPRET=1 (CPU tests) the smallest chunk keeps the simulated
+programs cheap. Values were chosen from timings on an H200 (docs/benchmarks.md, "GPU kernels").
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+# Head dims the kernels take; others fall back to the torch chunked backend.
+SUPPORTED_DIMS = (16, 32, 64, 128)
+
+# Largest chunk decay span (log2 units) for the vector fast path: split factors stay within 2^±(SPAN_LIMIT/2),
+# their products within fp32/bf16 range. Wider spans take the exact element-wise path.
+SPAN_LIMIT = 100.0
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    chunk: int
+    num_warps: int
+    num_stages: int
+
+
+# (arch major, vector decay, max(K, V)) -> config; arch None is the default for unlisted GPUs.
+_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
+    (None, False, 64): LaunchConfig(64, 4, 2),
+    (None, False, 128): LaunchConfig(64, 8, 1),
+    (None, True, 64): LaunchConfig(32, 4, 2),
+    (None, True, 128): LaunchConfig(32, 8, 1),
+}
+
+_INTERPRETER_CONFIG = LaunchConfig(16, 4, 1)
+
+
+def interpreter_active() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def pick_config(device: torch.device, vector: bool, K: int, V: int) -> LaunchConfig:
+    if interpreter_active():
+        return _INTERPRETER_CONFIG
+    width = 64 if max(K, V) <= 64 else 128
+    major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else None
+    return _CONFIGS.get((major, vector, width)) or _CONFIGS[(None, vector, width)]
+
+
+_override: list[LaunchConfig] = []
+
+
+class use_config:
+    """Context manager forcing one launch config (benchmark sweeps over chunk size and warps)."""
+
+    def __init__(self, config: LaunchConfig):
+        self.config = config
+
+    def __enter__(self) -> LaunchConfig:
+        _override.append(self.config)
+        return self.config
+
+    def __exit__(self, *exc) -> None:
+        _override.pop()
+
+
+def active_config(device: torch.device, vector: bool, K: int, V: int) -> LaunchConfig:
+    return _override[-1] if _override else pick_config(device, vector, K, V)

@@ -1,0 +1,131 @@
+"""Intra-chunk pieces of the chunked kernels: the decayed score matrix and its two input gradients.
+
+Inside one chunk of BT tokens, with chunk-local cumulative log2 decays G (fp32, non-increasing down the rows),
+
+    A_ij  = sum_k q_ik k_jk 2^(G_ik - G_jk)          for i >= j, else 0
+    dq_i  = sum_j dA_ij k_j * 2^(G_i - G_j)           (j <= i)
+    dk_j  = sum_i dA_ij q_i * 2^(G_i - G_j)           (i >= j)
+
+Scalar decay (G is one number per row) factors exactly: A = (q k^T) * D with D_ij = 2^(G_i - G_j), masked
+before the exp2 so every exponent is <= 0. Vector decay (G is a K-vector per row) has no such product form, so
+the fast path splits the exponent around the per-channel midpoint R = (G_first + G_last) / 2:
+
+    2^(G_i - G_j) = 2^(G_i - R) * 2^(R - G_j),    |G - R| <= span / 2,   span = max_k (G_first - G_last)
+
+and runs the products on tensor cores. That is exact arithmetic, but the factors overflow once the chunk's
+decay span exceeds SPAN_LIMIT (log2 units); such chunks take an exact element-wise path (one key row at a time,
+exponents masked to <= 0). Typical gates (per-step log decay > -5 at BT = 16..32) never take it; hard resets
+(log decay -1e3) do, and stay exact and finite.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _row(x, rows, j):
+    """Row j of a [BT, N] register tile, as an [N] vector."""
+    return tl.sum(tl.where(rows[:, None] == j, x, 0.0), axis=0)
+
+
+@triton.jit
+def _col(x, cols, j):
+    """Column j of a [BT, BT] register tile, as a [BT] vector."""
+    return tl.sum(tl.where(cols[None, :] == j, x, 0.0), axis=1)
+
+
+@triton.jit
+def _pair_decay(G, G_j, rows, j):
+    """2^(G_i - G_j) for rows i >= j and 0 above (exponent masked first, so it never overflows)."""
+    return tl.exp2(tl.where(rows[:, None] >= j, G - G_j[None, :], float("-inf")))
+
+
+@triton.jit
+def _split_factors(q, k, G, INTRA_FP32: tl.constexpr, DT: tl.constexpr):
+    """q * 2^(G - R) and k * 2^(R - G) around the per-channel midpoint R, in the dot operand dtype."""
+    R = 0.5 * (tl.max(G, axis=0) + tl.min(G, axis=0))  # [K]
+    up = tl.exp2(G - R[None, :])
+    q_split = q * up
+    k_split = k / up
+    if INTRA_FP32:  # fp16 cannot hold 2^±60; fp32 operands (tf32 / ieee dot) can
+        return q_split, k_split, R
+    else:
+        return q_split.to(DT), k_split.to(DT), R
+
+
+@triton.jit
+def _span(G):
+    """Largest decay (log2 units) across the chunk over all key channels."""
+    return tl.max(tl.max(G, axis=0) - tl.min(G, axis=0), axis=0)
+
+
+@triton.jit
+def vector_scores(q, k, G, rows, cols, BT: tl.constexpr, SPAN_LIMIT: tl.constexpr,
+                  INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """Masked A_ij (without scale) for vector decay; q, k, G are fp32 [BT, K]."""
+    if _span(G) <= SPAN_LIMIT:
+        q_split, k_split, R = _split_factors(q, k, G, INTRA_FP32, DT)
+        A = tl.dot(q_split, tl.trans(k_split), input_precision=PREC)
+        A = tl.where(rows[:, None] >= cols[None, :], A, 0.0)
+    else:
+        A = tl.zeros([BT, BT], dtype=tl.float32)
+        for j in range(BT):
+            k_j = _row(k, rows, j)
+            G_j = _row(G, rows, j)
+            a = tl.sum(q * k_j[None, :] * _pair_decay(G, G_j, rows, j), axis=1)  # [BT]
+            A = tl.where(cols[None, :] == j, a[:, None], A)
+    return A
+
+
+@triton.jit
+def vector_dq_intra(dA, k, G, rows, cols, BT: tl.constexpr, SPAN_LIMIT: tl.constexpr,
+                    INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """dq_i = sum_{j<=i} dA_ij k_j 2^(G_i - G_j); dA is masked fp32 [BT, BT]."""
+    if _span(G) <= SPAN_LIMIT:
+        R = 0.5 * (tl.max(G, axis=0) + tl.min(G, axis=0))
+        up = tl.exp2(G - R[None, :])
+        k_split = k / up
+        if INTRA_FP32:
+            dq = tl.dot(dA, k_split, input_precision=PREC) * up
+        else:
+            dq = tl.dot(dA.to(DT), k_split.to(DT), input_precision=PREC) * up
+    else:
+        dq = tl.zeros(k.shape, dtype=tl.float32)
+        for j in range(BT):
+            k_j = _row(k, rows, j)
+            G_j = _row(G, rows, j)
+            dq += _col(dA, cols, j)[:, None] * k_j[None, :] * _pair_decay(G, G_j, rows, j)
+    return dq
+
+
+@triton.jit
+def vector_scores_and_dk_intra(q, k, G, dA, rows, cols, BT: tl.constexpr, SPAN_LIMIT: tl.constexpr,
+                               INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """(A, dk) for the reverse sweep: masked scores and dk_j = sum_{i>=j} dA_ij q_i 2^(G_i - G_j)."""
+    if _span(G) <= SPAN_LIMIT:
+        q_split, k_split, R = _split_factors(q, k, G, INTRA_FP32, DT)
+        A = tl.dot(q_split, tl.trans(k_split), input_precision=PREC)
+        A = tl.where(rows[:, None] >= cols[None, :], A, 0.0)
+        down = tl.exp2(R[None, :] - G)
+        if INTRA_FP32:
+            dk = tl.dot(tl.trans(dA), q_split, input_precision=PREC) * down
+        else:
+            dk = tl.dot(tl.trans(dA).to(DT), q_split, input_precision=PREC) * down
+    else:
+        A = tl.zeros([BT, BT], dtype=tl.float32)
+        dk = tl.zeros(k.shape, dtype=tl.float32)
+        for j in range(BT):
+            k_j = _row(k, rows, j)
+            G_j = _row(G, rows, j)
+            decay = _pair_decay(G, G_j, rows, j)  # [BT, K], rows i >= j
+            a = tl.sum(q * k_j[None, :] * decay, axis=1)
+            A = tl.where(cols[None, :] == j, a[:, None], A)
+            dk_j = tl.sum(_col(dA, cols, j)[:, None] * q * decay, axis=0)  # [K]
+            dk = tl.where(rows[:, None] == j, dk_j[None, :], dk)
+    return A, dk
+
+
+@triton.jit
+def scalar_pair_decay(G, rows, cols):
+    """D_ij = 2^(G_i - G_j) for i >= j, else 0; G is fp32 [BT]."""
+    return tl.exp2(tl.where(rows[:, None] >= cols[None, :], G[:, None] - G[None, :], float("-inf")))

@@ -1,0 +1,249 @@
+"""Chunked Triton kernels for decayed linear attention, scalar and vector decay, forward and backward.
+
+Per head, S_t = diag(lambda_t) S_{t-1} + k_t v_t^T and o_t = scale * S_t^T q_t with lambda_t = exp(log_decay_t).
+One program owns one (sequence, head): it walks the chunks of BT tokens with the [K, V] state in fp32 registers,
+so chunk states never touch memory (fla's chunk kernels store them per chunk and re-read them). Per chunk, with
+G the chunk-local cumulative decay in log2 units (fp32) and G_last its last row:
+
+    1. o     = scale * ((q * 2^G) S  +  A v)                 A: masked intra-chunk scores (intra.py)
+    2. S     = 2^G_last * S + (k * 2^(G_last - G))^T v       every exponent <= 0 for log_decay <= 0
+
+Backward, two sweeps (gradients of every input; the state is recomputed, never saved):
+
+    forward sweep:  dq = scale * 2^G * (do S^T) + intra(dA, k),   dA = scale * do v^T (masked)
+    reverse sweep:  dS carried from dht backwards; dv = A^T do + (k * 2^(G_last - G)) dS,
+                    dk = intra(dA, q) + 2^(G_last - G) * (v dS^T);   dS <- 2^G_last dS + scale (q 2^G)^T do
+                    dlog_decay_t = sum_{s >= t} (q_s dq_s - k_s dk_s)  (+ sum_v h_T * dh_T from the final state)
+
+The last line is the reverse-cumsum identity: b_t = sum_{s<=t} log_decay_s enters as +b for the query side and
+the final state, and as -b for the key side. It is accumulated inside the reverse sweep, so the gate gradient
+costs no extra pass. Varlen: with VARLEN the sequence bounds come from cu_seqlens (B = 1, packed tokens).
+"""
+
+import triton
+import triton.language as tl
+
+from decaylab.ops.triton.intra import scalar_pair_decay, vector_dq_intra, vector_scores, vector_scores_and_dk_intra
+
+RCP_LN2 = 1.4426950408889634  # exp(x) = 2^(x / ln 2); exp2 has dedicated hardware
+
+
+@triton.jit
+def _bounds(cu_seqlens, i_n, T, VARLEN: tl.constexpr):
+    if VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    else:
+        bos = i_n.to(tl.int64) * T
+        eos = bos + T
+    return bos, eos - bos
+
+
+@triton.jit
+def _load_chunk(ptr, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr):
+    """[BT, D] tile of a [*, H, D] tensor at token rows `tok`, zeros past the sequence end, as fp32."""
+    offs = tl.arange(0, D)
+    return tl.load(ptr + tok[:, None] * (H * D) + i_h * D + offs[None, :], mask=valid[:, None], other=0.0).to(
+        tl.float32
+    )
+
+
+@triton.jit
+def _store_chunk(ptr, x, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr):
+    offs = tl.arange(0, D)
+    tl.store(ptr + tok[:, None] * (H * D) + i_h * D + offs[None, :], x.to(ptr.dtype.element_ty), mask=valid[:, None])
+
+
+@triton.jit
+def _load_gates(g, tok, valid, i_h, H: tl.constexpr, K: tl.constexpr, VECTOR: tl.constexpr):
+    """Chunk-local cumulative log2 decay: [BT, K] (vector) or [BT] (scalar), fp32; padding rows add 0."""
+    if VECTOR:
+        g_t = _load_chunk(g, tok, valid, i_h, H, K)
+    else:
+        g_t = tl.load(g + tok * H + i_h, mask=valid, other=0.0).to(tl.float32)
+    return tl.cumsum(g_t, axis=0) * RCP_LN2
+
+
+@triton.jit
+def _state_ptrs(ptr, i_nh, K: tl.constexpr, V: tl.constexpr):
+    offs_k = tl.arange(0, K)
+    offs_v = tl.arange(0, V)
+    return ptr + i_nh.to(tl.int64) * (K * V) + offs_k[:, None] * V + offs_v[None, :]
+
+
+@triton.jit
+def _decay_rows(x, G, VECTOR: tl.constexpr):
+    """x * 2^G with G [BT, K] (vector) or [BT] (scalar, broadcast over columns)."""
+    if VECTOR:
+        return x * tl.exp2(G)
+    else:
+        return x * tl.exp2(G)[:, None]
+
+
+@triton.jit
+def _scores(q, k, G, rows, cols, BT: tl.constexpr, VECTOR: tl.constexpr, SPAN_LIMIT: tl.constexpr,
+            INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    if VECTOR:
+        A = vector_scores(q, k, G, rows, cols, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
+    else:
+        A = tl.dot(q.to(DT), tl.trans(k.to(DT)), input_precision=PREC) * scalar_pair_decay(G, rows, cols)
+    return A
+
+
+@triton.jit
+def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, scale, T,
+                   H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, VECTOR: tl.constexpr,
+                   VARLEN: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, SPAN_LIMIT: tl.constexpr,
+                   INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
+    i_nh = tl.program_id(0)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
+    DT = q.dtype.element_ty
+    rows = tl.arange(0, BT)
+    cols = tl.arange(0, BT)
+    S = tl.zeros([K, V], dtype=tl.float32)
+    if HAS_H0:
+        S = tl.load(_state_ptrs(h0, i_nh, K, V)).to(tl.float32)
+    for i_t in range(0, tl.cdiv(seq_len, BT)):
+        tok = bos + i_t * BT + rows
+        valid = i_t * BT + rows < seq_len
+        q_t = _load_chunk(q, tok, valid, i_h, H, K)
+        k_t = _load_chunk(k, tok, valid, i_h, H, K)
+        v_t = _load_chunk(v, tok, valid, i_h, H, V)
+        G = _load_gates(g, tok, valid, i_h, H, K, VECTOR)
+        G_last = tl.min(G, axis=0)
+        # 1. output: inter-chunk through the carried state, intra-chunk through the masked scores
+        A = _scores(q_t, k_t, G, rows, cols, BT, VECTOR, SPAN_LIMIT, INTRA_FP32, DT, PREC)
+        o_t = tl.dot(_decay_rows(q_t, G, VECTOR).to(DT), S.to(DT), input_precision=PREC)
+        o_t += tl.dot(A.to(DT), v_t.to(DT), input_precision=PREC)
+        _store_chunk(o, o_t * scale, tok, valid, i_h, H, V)
+        # 2. state update; keys decayed to the chunk end
+        k_end = _decay_rows(k_t, G_last - G, VECTOR).to(DT)
+        if VECTOR:
+            S = S * tl.exp2(G_last)[:, None]
+        else:
+            S = S * tl.exp2(G_last)
+        S += tl.dot(tl.trans(k_end), v_t.to(DT), input_precision=PREC)
+    if STORE_HT:
+        tl.store(_state_ptrs(ht, i_nh, K, V), S)
+
+
+@triton.jit
+def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, cu_seqlens, scale, T,
+                       H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, VECTOR: tl.constexpr,
+                       VARLEN: tl.constexpr, HAS_H0: tl.constexpr, SPAN_LIMIT: tl.constexpr,
+                       INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
+    """Forward sweep: dq, and q * dq in fp32 (summed over K for scalar decay) for the gate gradient."""
+    i_nh = tl.program_id(0)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
+    DT = q.dtype.element_ty
+    rows = tl.arange(0, BT)
+    cols = tl.arange(0, BT)
+    causal = rows[:, None] >= cols[None, :]
+    S = tl.zeros([K, V], dtype=tl.float32)
+    if HAS_H0:
+        S = tl.load(_state_ptrs(h0, i_nh, K, V)).to(tl.float32)
+    for i_t in range(0, tl.cdiv(seq_len, BT)):
+        tok = bos + i_t * BT + rows
+        valid = i_t * BT + rows < seq_len
+        q_t = _load_chunk(q, tok, valid, i_h, H, K)
+        k_t = _load_chunk(k, tok, valid, i_h, H, K)
+        v_t = _load_chunk(v, tok, valid, i_h, H, V)
+        do_t = _load_chunk(do, tok, valid, i_h, H, V)
+        G = _load_gates(g, tok, valid, i_h, H, K, VECTOR)
+        G_last = tl.min(G, axis=0)
+        dA = tl.dot(do_t.to(DT), tl.trans(v_t.to(DT)), input_precision=PREC)
+        dA = tl.where(causal, dA * scale, 0.0)
+        dq_t = _decay_rows(tl.dot(do_t.to(DT), tl.trans(S.to(DT)), input_precision=PREC), G, VECTOR) * scale
+        if VECTOR:
+            dq_t += vector_dq_intra(dA, k_t, G, rows, cols, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
+        else:
+            dq_t += tl.dot((dA * scalar_pair_decay(G, rows, cols)).to(DT), k_t.to(DT), input_precision=PREC)
+        _store_chunk(dq, dq_t, tok, valid, i_h, H, K)
+        if VECTOR:
+            _store_chunk(qdq, q_t * dq_t, tok, valid, i_h, H, K)
+        else:
+            tl.store(qdq + tok * H + i_h, tl.sum(q_t * dq_t, axis=1), mask=valid)
+        k_end = _decay_rows(k_t, G_last - G, VECTOR).to(DT)
+        if VECTOR:
+            S = S * tl.exp2(G_last)[:, None]
+        else:
+            S = S * tl.exp2(G_last)
+        S += tl.dot(tl.trans(k_end), v_t.to(DT), input_precision=PREC)
+
+
+@triton.jit
+def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, cu_seqlens, scale, T,
+                        H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+                        VECTOR: tl.constexpr, VARLEN: tl.constexpr, HAS_DHT: tl.constexpr,
+                        STORE_DH0: tl.constexpr, SPAN_LIMIT: tl.constexpr, INTRA_FP32: tl.constexpr,
+                        PREC: tl.constexpr):
+    """Reverse sweep: dk, dv, dlog_decay (reverse cumsum carried across chunks) and dh0."""
+    i_nh = tl.program_id(0)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
+    DT = q.dtype.element_ty
+    rows = tl.arange(0, BT)
+    cols = tl.arange(0, BT)
+    causal = rows[:, None] >= cols[None, :]
+    dS = tl.zeros([K, V], dtype=tl.float32)
+    if VECTOR:
+        carry = tl.zeros([K], dtype=tl.float32)
+    else:
+        carry = tl.zeros([], dtype=tl.float32)
+    if HAS_DHT:
+        dS = tl.load(_state_ptrs(dht, i_nh, K, V)).to(tl.float32)
+        # the final state's gate gradient, sum_v h_T * dh_T, seeds the reverse cumsum
+        if VECTOR:
+            carry = tl.load(dg_final + i_nh.to(tl.int64) * K + tl.arange(0, K))
+        else:
+            carry = tl.load(dg_final + i_nh)
+    NT = tl.cdiv(seq_len, BT)
+    for i_r in range(0, NT):
+        i_t = NT - 1 - i_r
+        tok = bos + i_t * BT + rows
+        valid = i_t * BT + rows < seq_len
+        q_t = _load_chunk(q, tok, valid, i_h, H, K)
+        k_t = _load_chunk(k, tok, valid, i_h, H, K)
+        v_t = _load_chunk(v, tok, valid, i_h, H, V)
+        do_t = _load_chunk(do, tok, valid, i_h, H, V)
+        G = _load_gates(g, tok, valid, i_h, H, K, VECTOR)
+        G_last = tl.min(G, axis=0)
+        dA = tl.dot(do_t.to(DT), tl.trans(v_t.to(DT)), input_precision=PREC)
+        dA = tl.where(causal, dA * scale, 0.0)
+        if VECTOR:
+            A, dk_t = vector_scores_and_dk_intra(q_t, k_t, G, dA, rows, cols, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
+        else:
+            D = scalar_pair_decay(G, rows, cols)
+            A = tl.dot(q_t.to(DT), tl.trans(k_t.to(DT)), input_precision=PREC) * D
+            dk_t = tl.dot(tl.trans(dA * D).to(DT), q_t.to(DT), input_precision=PREC)
+        A = A * scale
+        k_end = _decay_rows(k_t, G_last - G, VECTOR)  # fp32 [BT, K]
+        dS_dt = dS.to(DT)
+        dv_t = tl.dot(tl.trans(A).to(DT), do_t.to(DT), input_precision=PREC)
+        dv_t += tl.dot(k_end.to(DT), dS_dt, input_precision=PREC)
+        dk_t += _decay_rows(tl.dot(v_t.to(DT), tl.trans(dS_dt), input_precision=PREC), G_last - G, VECTOR)
+        _store_chunk(dk, dk_t, tok, valid, i_h, H, K)
+        _store_chunk(dv, dv_t, tok, valid, i_h, H, V)
+        # gate gradient: suffix sums of q*dq - k*dk within the chunk plus everything after it
+        if VECTOR:
+            db = _load_chunk(qdq, tok, valid, i_h, H, K) - k_t * dk_t  # [BT, K]
+            total = tl.sum(db, axis=0)
+            suffix = total[None, :] - tl.cumsum(db, axis=0) + db + carry[None, :]
+            _store_chunk(dg, suffix, tok, valid, i_h, H, K)
+        else:
+            db = tl.load(qdq + tok * H + i_h, mask=valid, other=0.0) - tl.sum(k_t * dk_t, axis=1)  # [BT]
+            total = tl.sum(db, axis=0)
+            suffix = total - tl.cumsum(db, axis=0) + db + carry
+            tl.store(dg + tok * H + i_h, suffix, mask=valid)
+        carry += total
+        # carry the state gradient to the chunk start
+        q_start = _decay_rows(q_t, G, VECTOR).to(DT)
+        if VECTOR:
+            dS = dS * tl.exp2(G_last)[:, None]
+        else:
+            dS = dS * tl.exp2(G_last)
+        dS += tl.dot(tl.trans(q_start), do_t.to(DT), input_precision=PREC) * scale
+    if STORE_DH0:
+        tl.store(_state_ptrs(dh0, i_nh, K, V), dS)

@@ -1,0 +1,31 @@
+"""Layers: token mixers (decay linear attention, softmax baseline), norms, SwiGLU and positional encodings."""
+
+from decaylab.layers.base import MIXERS, MixerOutput
+from decaylab.layers.ffn import SwiGLU
+from decaylab.layers.linear_attention import DecayLinearAttention, LinearAttentionCache
+from decaylab.layers.norms import GatedRMSNorm, RMSNorm
+from decaylab.layers.positional import (
+    POSITIONAL_ENCODINGS,
+    CosineEncoding,
+    PositionalEncoding,
+    RotaryEncoding,
+    TemporalPositionEncoding,
+)
+from decaylab.layers.softmax_attention import KVCache, SoftmaxAttention
+
+__all__ = [
+    "MIXERS",
+    "MixerOutput",
+    "SwiGLU",
+    "DecayLinearAttention",
+    "LinearAttentionCache",
+    "GatedRMSNorm",
+    "RMSNorm",
+    "POSITIONAL_ENCODINGS",
+    "CosineEncoding",
+    "PositionalEncoding",
+    "RotaryEncoding",
+    "TemporalPositionEncoding",
+    "SoftmaxAttention",
+    "KVCache",
+]

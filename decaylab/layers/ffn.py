@@ -1,0 +1,18 @@
+"""SwiGLU feed-forward block: w3(silu(w1 x) * w2 x), bias-free."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, d_model: int, hidden: int):
+        super().__init__()
+        self.w1 = nn.Linear(d_model, hidden, bias=False)  # gate branch
+        self.w2 = nn.Linear(d_model, hidden, bias=False)  # value branch
+        self.w3 = nn.Linear(hidden, d_model, bias=False)  # output (zero-initialized by the model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w3(F.silu(self.w1(x)) * self.w2(x))

@@ -1,0 +1,176 @@
+"""Positional encodings for q and k, and LightNet's TPE on the layer input; registered in ``POSITIONAL_ENCODINGS``.
+
+With t the absolute position (a decode offset included) and theta_i = base^(-2i/K):
+
+* ``none``: q, k unchanged.
+* ``rope``: standard rotary embedding in the rotate-half layout: channel i pairs with i + K/2, and
+  (x_i, x_{i+K/2}) -> (x_i cos t theta_i - x_{i+K/2} sin t theta_i, x_{i+K/2} cos t theta_i + x_i sin t theta_i).
+  With vector decay both channels of a pair must share one decay (a rotation commutes with diag(lambda) only
+  then), so the decay gives K/2 values per head and ``widen_channels`` tiles them, [lambda, lambda], onto the
+  pair layout. Softmax attention uses the same rotation.
+* ``lrpe``: the paper's cosine form. theta_c = base^(-2c/K) for c < K/2 and 0 for the second half;
+  x -> [x * cos(t theta), x * sin(t theta)], so q_t . k_s = sum_c q_c k_c cos((t - s) theta_c). q and k double
+  to 2K; a vector decay is repeated over the cos and sin copies (``widen_decay``).
+* ``tpe``: LightNet's temporal PE, a module on the layer input instead of q and k (``input_module``):
+  y_t = o_proj(RMSNorm(o_t)), o_t = (qbar_h . kbar_h) sum_{s<=t} lambda_h^(t-s) x_{s,h}, lambda_h = sigmoid(w_h);
+  it replaces the embedding output (not a residual). It does not shift layer indices.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from decaylab.layers.norms import RMSNorm
+from decaylab.ops import decay_linear_attention
+from decaylab.registry import Registry
+
+POSITIONAL_ENCODINGS: Registry = Registry("positional encoding")
+
+
+def _angles(offset: int, T: int, theta: torch.Tensor, dtype, device) -> torch.Tensor:
+    """``[T, 1, len(theta)]`` angles t * theta for positions offset .. offset + T - 1 (broadcast over heads)."""
+    t = torch.arange(offset, offset + T, device=device, dtype=dtype)
+    return (t[:, None] * theta.to(device=device, dtype=dtype)[None, :])[:, None, :]
+
+
+class PositionalEncoding(nn.Module):
+    """Identity encoding; the base of the others. Acts on ``[B, T, H, K]`` q and k."""
+
+    acts_on_input = False
+
+    def __init__(self, head_dim: int, base: float = 10000.0):
+        super().__init__()
+        self.head_dim = head_dim
+        self.base = base
+
+    @property
+    def decay_channels(self) -> int:
+        """Vector-decay values per head the decay must produce."""
+        return self.head_dim
+
+    @property
+    def qk_dim(self) -> int:
+        """Width of q and k after the encoding."""
+        return self.head_dim
+
+    def widen_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., decay_channels] -> [..., head_dim]`` (vector log decay and shared key, before the encoding)."""
+        return x
+
+    def widen_decay(self, log_decay: torch.Tensor) -> torch.Tensor:
+        """``[..., head_dim] -> [..., qk_dim]`` (vector log decay, matching the encoded q and k)."""
+        return log_decay
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        return q, k
+
+    @staticmethod
+    def input_module(d_model: int, n_heads: int, eps: float) -> nn.Module | None:
+        """A module applied to the embedding output, or None."""
+        return None
+
+
+POSITIONAL_ENCODINGS.register("none")(PositionalEncoding)
+
+
+@POSITIONAL_ENCODINGS.register("rope")
+class RotaryEncoding(PositionalEncoding):
+    def __init__(self, head_dim: int, base: float = 10000.0):
+        super().__init__(head_dim, base)
+        if head_dim % 2:
+            raise ValueError(f"pos='rope' needs an even head dimension; got {head_dim} (change d_model or n_heads)")
+        # A plain CPU fp64 tensor (not a buffer): exact angles whatever the module dtype or device.
+        self.theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64, device="cpu") / head_dim)  # [K/2]
+
+    @property
+    def decay_channels(self) -> int:
+        return self.head_dim // 2
+
+    def widen_channels(self, x):
+        return torch.cat([x, x], dim=-1)  # channel i and i + K/2 form one rotated pair
+
+    def rotate(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        angle = _angles(offset, x.shape[1], self.theta, dtype, x.device)  # [T, 1, K/2]
+        cos, sin = angle.cos(), angle.sin()
+        x1, x2 = x.to(dtype).chunk(2, dim=-1)
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
+
+    def forward(self, q, k, offset=0):
+        return self.rotate(q, offset), self.rotate(k, offset)
+
+
+@POSITIONAL_ENCODINGS.register("lrpe")
+class CosineEncoding(PositionalEncoding):
+    def __init__(self, head_dim: int, base: float = 10000.0):
+        super().__init__(head_dim, base)
+        half = head_dim // 2
+        theta = torch.zeros(head_dim, dtype=torch.float64, device="cpu")
+        theta[:half] = base ** (-2.0 * torch.arange(half, dtype=torch.float64, device="cpu") / head_dim)
+        self.theta = theta  # [K]; the second half carries no position signal
+
+    @property
+    def qk_dim(self) -> int:
+        return 2 * self.head_dim
+
+    def widen_decay(self, log_decay):
+        return torch.cat([log_decay, log_decay], dim=-1)  # the cos and sin copies of a channel share its decay
+
+    def encode(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        angle = _angles(offset, x.shape[1], self.theta, dtype, x.device)  # [T, 1, K]
+        y = x.to(dtype)
+        return torch.cat([y * angle.cos(), y * angle.sin()], dim=-1).to(x.dtype)  # [B, T, H, 2K]
+
+    def forward(self, q, k, offset=0):
+        return self.encode(q, offset), self.encode(k, offset)
+
+
+class TemporalPositionEncoding(nn.Module):
+    """LightNet's TPE: a fixed-query, fixed-key, scalar-decay linear attention over the embeddings."""
+
+    def __init__(self, d_model: int, n_heads: int, eps: float = 1e-5):
+        super().__init__()
+        self.n_heads = n_heads
+        self.query = nn.Parameter(torch.ones(d_model))  # qbar, per head [H, e]
+        self.key = nn.Parameter(torch.ones(d_model))  # kbar
+        self.decay_logit = nn.Parameter(torch.zeros(n_heads))  # lambda_h = sigmoid(w_h) = 0.5 at init
+        for p in (self.query, self.key, self.decay_logit):
+            p._no_weight_decay = True
+        self.norm = RMSNorm(d_model, eps)
+        self.o_proj = nn.Linear(d_model, d_model, bias=False)
+        self.backend = "auto"
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        self.query.fill_(1.0)
+        self.key.fill_(1.0)
+        self.decay_logit.zero_()
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None, output_state: bool = False):
+        """x ``[B, T, d]``; state ``[B, H, 1, e]``. Returns ``(y [B, T, d], state or None)``."""
+        B, T, d = x.shape
+        H = self.n_heads
+        v = x.view(B, T, H, d // H)
+        coef = (self.query.view(H, -1) * self.key.view(H, -1)).sum(-1)  # qbar . kbar per head, [H]
+        q = coef.to(x.dtype).view(1, 1, H, 1).expand(B, T, H, 1)
+        k = torch.ones_like(q)
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        log_decay = F.logsigmoid(self.decay_logit.to(dtype)).expand(B, T, H)
+        o, state = decay_linear_attention(
+            q, k, v, log_decay, initial_state=state, output_final_state=output_state, backend=self.backend
+        )
+        return self.o_proj(self.norm(o.reshape(B, T, d))), state
+
+
+@POSITIONAL_ENCODINGS.register("tpe")
+class TemporalEncodingSpec(PositionalEncoding):
+    """``pos='tpe'``: q and k stay as they are; the model puts a TemporalPositionEncoding after the embedding."""
+
+    acts_on_input = True
+
+    @staticmethod
+    def input_module(d_model: int, n_heads: int, eps: float) -> nn.Module:
+        return TemporalPositionEncoding(d_model, n_heads, eps)

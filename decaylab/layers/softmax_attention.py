@@ -1,0 +1,59 @@
+"""SoftmaxAttention: the Llama-style baseline mixer (bias-free q/k/v/o, rotary or other q/k encoding, causal SDPA).
+
+    o = softmax(q k^T / sqrt(K) + causal mask) v,   y = W_o o
+
+Decoding keeps a KV cache ``KVCache(k, v)`` of the already-encoded keys and values ``[B, H, T_past, K]``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from decaylab.layers.base import MIXERS, MixerOutput
+from decaylab.layers.positional import POSITIONAL_ENCODINGS
+
+
+class KVCache(NamedTuple):
+    k: torch.Tensor
+    """``[B, H, T_past, K']`` encoded keys."""
+    v: torch.Tensor
+    """``[B, H, T_past, K]`` values."""
+
+
+@MIXERS.register("softmax")
+class SoftmaxAttention(nn.Module):
+    def __init__(self, cfg, layer_idx: int):
+        super().__init__()
+        d, H = cfg.d_model, cfg.n_heads
+        self.n_heads, self.head_dim = H, d // H
+        self.layer_idx = layer_idx
+        self.pe = POSITIONAL_ENCODINGS.get(cfg.pos)(self.head_dim, cfg.rope_base)
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, d, bias=False)
+        self.v_proj = nn.Linear(d, d, bias=False)
+        self.o_proj = nn.Linear(d, d, bias=False)
+
+    def forward(self, x, *, lower_bound=None, cache: KVCache | None = None, offset=0, use_cache=False):
+        B, T, d = x.shape
+        H, K = self.n_heads, self.head_dim
+        q = self.q_proj(x).view(B, T, H, K)
+        k = self.k_proj(x).view(B, T, H, K)
+        q, k = self.pe(q, k, offset)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, T, K']
+        v = self.v_proj(x).view(B, T, H, K).transpose(1, 2)  # [B, H, T, K]
+        if cache is not None:
+            k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)
+        past = k.shape[2] - T
+        scale = self.head_dim**-0.5
+        if past == 0:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+        else:  # queries sit at positions past .. past + T - 1: each sees every key up to its own position
+            pos_q = torch.arange(past, past + T, device=x.device)[:, None]
+            mask = torch.arange(k.shape[2], device=x.device)[None, :] <= pos_q  # [T, T_past + T]
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        y = self.o_proj(o.transpose(1, 2).reshape(B, T, d))
+        return MixerOutput(y, None, KVCache(k, v) if use_cache else None)

@@ -1,0 +1,94 @@
+"""ModelConfig (with its nested DecayConfig) and the size presets.
+
+``ModelConfig.from_preset("tiny", {"decay.kind": "gla", "pos": "rope"})`` builds a preset with dotted overrides
+(``decaylab.config.with_overrides``); every combination is validated here, at construction time.
+
+Presets (vocabulary 50,432 = a GPT-2 BPE padded to a multiple of 256 for the paper shapes):
+
+    tiny    d 32,   2 layers,  2 heads, ffn 64,   vocab 256     tests
+    small   d 256,  4 layers,  4 heads, ffn 768,  vocab 10,000  CPU study (~3.7M non-embedding params; PTB vocab)
+    160m    d 768,  12 layers, 12 heads, ffn 2048               the paper's 160M  (164.8M with vector Mamba2)
+    410m    d 1024, 24 layers, 16 heads, ffn 2816               the paper's 410M  (418.0M)
+    1.45b   d 2048, 24 layers, 32 heads, ffn 5632               the paper's 1.45B (1452.5M)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, Mapping
+
+from decaylab.config import from_dict, with_overrides
+from decaylab.decay import DecayConfig
+from decaylab.registry import closest
+
+PAPER_VOCAB = 50_432
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = PAPER_VOCAB
+    """Vocabulary size (embedding rows and LM-head outputs)."""
+    d_model: int = 768
+    """Model width d."""
+    n_layers: int = 12
+    """Number of blocks L."""
+    n_heads: int = 12
+    """Attention heads H; the head dimension is d_model / n_heads (64 in the paper)."""
+    ffn_dim: int = 2048
+    """SwiGLU hidden width (about 8/3 d, rounded up to a multiple of 256 in the paper)."""
+    mixer: Literal["linear", "softmax"] = "linear"
+    """Token mixer: decay linear attention or the softmax-attention baseline (which ignores ``decay``)."""
+    pos: Literal["none", "rope", "lrpe", "tpe"] = "none"
+    """Positional encoding: none, rope (rotary on q/k), lrpe (the paper's cosine form), tpe (LightNet's TPE)."""
+    decay: DecayConfig = dataclasses.field(default_factory=DecayConfig)
+    """The decay design: kind, granularity, share, p, gla_form, lower_bound, rank."""
+    dropout: float = 0.0
+    """Dropout on the embedding output and on each residual branch."""
+    gate_rank: int | None = None
+    """Rank of the low-rank output gate d -> rank -> d. None: the head dimension."""
+    rope_base: float = 10000.0
+    """Base of the rotary / cosine position frequencies."""
+    norm_eps: float = 1e-5
+    """RMSNorm epsilon."""
+    init_std: float = 0.02
+    """Std of the truncated-normal init (cut at 3 std) of embeddings and linear layers."""
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "ffn_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model={self.d_model} must be divisible by n_heads={self.n_heads} (head dim = d_model / n_heads)"
+            )
+        if self.pos == "rope" and self.head_dim % 2:
+            raise ValueError(f"pos='rope' needs an even head dimension; d_model / n_heads = {self.head_dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        if self.gate_rank is not None and self.gate_rank < 1:
+            raise ValueError(f"gate_rank={self.gate_rank} must be a positive integer or None (head dimension)")
+        if self.norm_eps <= 0 or self.init_std <= 0 or self.rope_base <= 1:
+            raise ValueError("norm_eps and init_std must be > 0 and rope_base > 1")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def from_preset(cls, name: str, overrides: Mapping[str, Any] | None = None) -> "ModelConfig":
+        """A preset with dotted-key overrides, e.g. ``from_preset("small", {"decay.kind": "gla"})``."""
+        if name not in PRESETS:
+            hint = closest(name, list(PRESETS))
+            raise ValueError(f"unknown model preset {name!r}.{hint} Available: {', '.join(PRESETS)}")
+        return with_overrides(from_dict(cls, PRESETS[name]), dict(overrides or {}))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(vocab_size=256, d_model=32, n_layers=2, n_heads=2, ffn_dim=64),
+    "small": dict(vocab_size=10_000, d_model=256, n_layers=4, n_heads=4, ffn_dim=768),
+    "160m": dict(vocab_size=PAPER_VOCAB, d_model=768, n_layers=12, n_heads=12, ffn_dim=2048),
+    "410m": dict(vocab_size=PAPER_VOCAB, d_model=1024, n_layers=24, n_heads=16, ffn_dim=2816),
+    "1.45b": dict(vocab_size=PAPER_VOCAB, d_model=2048, n_layers=24, n_heads=32, ffn_dim=5632),
+}
+
+__all__ = ["ModelConfig", "DecayConfig", "PRESETS", "PAPER_VOCAB"]

@@ -105,6 +105,10 @@ class TokenDataset:
         check_split_name(name, list(self.splits))
         return self.split_bytes[name]
 
+    def split_size(self, name: str) -> tuple[int, int]:
+        """(tokens, UTF-8 bytes) of a split, the two counts that convert loss per token into bits per byte."""
+        return len(self.split(name)), self.bytes_in_split(name)
+
     def train_batch(self, step: int, batch_size: int, seq_len: int, seed: int, rank: int = 0,
                     world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows ``rank * batch_size : (rank + 1) * batch_size`` of global batch ``step``: (x, y) [batch_size, seq_len]."""

@@ -89,7 +89,8 @@ class MQARDataset:
     """MQAR with the dataset interface: ``train_batch`` draws fresh sequences, ``eval_batches`` fixed sets.
 
     Attributes: ``vocab_size``, ``tokenizer`` (integer tokens), ``word_level`` (False), ``task`` ("mqar").
-    There are no token arrays, so ``split()`` and ``bytes_in_split()`` are not available.
+    There are no token arrays, so ``split()``, ``split_size()`` and ``bytes_in_split()`` are not available;
+    ``mqar_accuracy(model, split, seq_len)`` scores a model.
     """
 
     task = "mqar"
@@ -108,12 +109,26 @@ class MQARDataset:
     def split(self, name: str) -> np.ndarray:
         raise ValueError("MQAR has no token arrays; use train_batch / eval_batches and score with mqar_accuracy")
 
+    def split_size(self, name: str) -> tuple[int, int]:
+        return self.bytes_in_split(name)
+
     def bytes_in_split(self, name: str) -> int:
         raise ValueError("MQAR is scored by recall accuracy (decaylab.data.mqar_accuracy), not bits per byte")
 
-    @staticmethod
-    def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-        return mqar_accuracy(logits, y)
+    @torch.no_grad()
+    def mqar_accuracy(self, model: torch.nn.Module, split: str = "test", seq_len: int | None = None,
+                      batch_size: int = 64) -> float:
+        """Recall accuracy of ``model`` (input ids [B, T] -> logits [B, T, vocab]) on a split's fixed set."""
+        if seq_len is None:
+            raise ValueError("MQAR accuracy needs seq_len=... (the length the run was trained with, train.seq_len)")
+        device = next(model.parameters()).device
+        correct = total = 0
+        for x, y in self.eval_batches(split, seq_len, batch_size):
+            logits = model(x.to(device))
+            mask = y != IGNORE_INDEX
+            correct += (logits.argmax(dim=-1).cpu()[mask] == y[mask]).sum().item()
+            total += int(mask.sum())
+        return correct / total
 
     def train_batch(self, step: int, batch_size: int, seq_len: int, seed: int, rank: int = 0,
                     world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

@@ -151,6 +151,11 @@ def load_hf(cfg: DataConfig):
                 f"data.hf_path={cfg.hf_path!r} (data.hf_name={cfg.hf_name!r}) was not found ({e}); check the "
                 f"name, or the path of a local dataset directory"
             ) from None
+        except ConnectionError as e:
+            raise ValueError(
+                f"cannot reach the Hugging Face hub for data.hf_path={cfg.hf_path!r} ({e}); on a machine with network "
+                f"run datasets.load_dataset(...).save_to_disk(DIR) and set data.hf_path=DIR"
+            ) from None
     if isinstance(loaded, datasets.Dataset):  # a single saved Dataset is the training split
         loaded = datasets.DatasetDict({cfg.hf_train_split: loaded})
     return loaded

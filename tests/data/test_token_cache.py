@@ -1,0 +1,105 @@
+"""The token cache: reused when valid, rebuilt (with a message) when corrupt, written atomically."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from decaylab.data import BPETokenizer, DataConfig, build_dataset, cache_root
+from decaylab.data.cache import TokenCache, atomic_write
+
+
+def text_cfg(text_dir, cache_dir) -> DataConfig:
+    return DataConfig(corpus="text", paths=(str(text_dir),), vocab_size=290, cache_dir=str(cache_dir))
+
+
+def cache_dirs(cache_dir):
+    return sorted(p for p in cache_dir.iterdir() if p.name.startswith("text-"))
+
+
+def test_cache_is_reused(text_dir, tmp_path, monkeypatch):
+    cache_dir = tmp_path / "cache"
+    first = build_dataset(text_cfg(text_dir, cache_dir))
+    [entry] = cache_dirs(cache_dir)
+    assert {p.name for p in entry.iterdir()} == {"train.npy", "valid.npy", "test.npy", "meta.json"}
+    assert len(list((cache_dir / "tokenizers").glob("bpe-*.json"))) == 1
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("the cached tokens should have been reused")
+
+    monkeypatch.setattr(BPETokenizer, "encode_documents", no_tokenizing)
+    monkeypatch.setattr(BPETokenizer, "train", no_tokenizing)
+    second = build_dataset(text_cfg(text_dir, cache_dir))
+    for split in ("train", "valid", "test"):
+        assert np.array_equal(first.split(split), second.split(split))
+        assert isinstance(second.split(split), np.memmap)
+    assert second.bytes_in_split("valid") == first.bytes_in_split("valid")
+
+
+def test_changed_text_gets_a_new_cache_entry(text_dir, tmp_path):
+    cache_dir = tmp_path / "cache"
+    build_dataset(text_cfg(text_dir, cache_dir))
+    (text_dir / "b.txt").write_text("completely different text\n" * 50)
+    build_dataset(text_cfg(text_dir, cache_dir))
+    assert len(cache_dirs(cache_dir)) == 2
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "meta"])
+def test_corrupt_cache_is_rebuilt_with_a_message(text_dir, tmp_path, caplog, damage):
+    cache_dir = tmp_path / "cache"
+    good = np.array(build_dataset(text_cfg(text_dir, cache_dir)).split("train"))
+    [entry] = cache_dirs(cache_dir)
+    target = entry / "train.npy"
+    raw = bytearray(target.read_bytes())
+    if damage == "flip":
+        raw[-3] ^= 0xFF
+        target.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        target.write_bytes(bytes(raw[: len(raw) // 2]))
+    elif damage == "delete":
+        target.unlink()
+    else:
+        (entry / "meta.json").write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="decaylab.data"):
+        rebuilt = build_dataset(text_cfg(text_dir, cache_dir))
+    assert "is corrupt" in caplog.text and "rebuilding" in caplog.text
+    assert np.array_equal(rebuilt.split("train"), good)
+    assert TokenCache(entry).load() is not None  # the rebuilt cache verifies again
+
+
+def test_interrupted_write_leaves_nothing_behind(tmp_path):
+    target = tmp_path / "train.npy"
+
+    def crash(f):
+        np.save(f, np.arange(1000))
+        raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of tokenizing
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, crash)
+    assert list(tmp_path.iterdir()) == []
+    # and an interrupted store() (arrays written, meta.json not yet) is not mistaken for a cache
+    cache = TokenCache(tmp_path / "entry")
+    cache.store({"train": np.arange(10, dtype=np.uint16)})
+    (tmp_path / "entry" / "meta.json").unlink()
+    assert cache.load() is None
+
+
+def test_store_records_lengths_and_checksums(tmp_path):
+    cache = TokenCache(tmp_path / "entry")
+    arrays = cache.store({"train": np.arange(7, dtype=np.uint16), "valid": np.arange(3, dtype=np.uint16)}, {"k": 1})
+    meta = json.loads((tmp_path / "entry" / "meta.json").read_text())
+    assert meta["splits"]["train"]["length"] == 7 and meta["splits"]["valid"]["dtype"] == "uint16"
+    assert len(meta["splits"]["train"]["sha256"]) == 64 and meta["extra"] == {"k": 1}
+    loaded, extra = cache.load()
+    assert np.array_equal(loaded["train"], arrays["train"]) and extra == {"k": 1}
+
+
+def test_cache_location(monkeypatch, tmp_path):
+    monkeypatch.setenv("DECAYLAB_CACHE", str(tmp_path / "env-cache"))
+    assert cache_root(None) == tmp_path / "env-cache"
+    assert cache_root(str(tmp_path / "explicit")) == tmp_path / "explicit"
+    monkeypatch.delenv("DECAYLAB_CACHE")
+    assert str(cache_root(None)).endswith(".cache/decaylab")

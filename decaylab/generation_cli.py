@@ -96,16 +96,15 @@ def generate_text(
     run = open_run(run_dir, checkpoint=checkpoint, device=device)
     if run.step is not None:
         notices.append(f"using checkpoint {run.model_source}")
-    vocab = run.model.config.vocab_size if hasattr(run.model, "config") else None
-    if top_k is not None and vocab is not None and top_k > vocab:
+    vocab = run.model.cfg.vocab_size
+    if top_k is not None and top_k > vocab:
         raise ValueError(f"--top-k {top_k} exceeds the vocabulary size {vocab}; use a smaller K")
-    torch.manual_seed(seed)
     device_of_model = next(run.model.parameters()).device
+    generator = torch.Generator(device_of_model).manual_seed(seed)  # same seed, same sample
     input_ids = torch.tensor([ids], dtype=torch.long, device=device_of_model)  # [1, T]
-    with torch.no_grad():
-        out = run.model.generate(
-            input_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p
-        )
+    out = run.model.generate(
+        input_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+    )
     new_ids = out[0, input_ids.shape[1] :].tolist()
     return tokenizer.decode(new_ids), notices
 

@@ -91,16 +91,23 @@ def evaluate(
         "corpus": run.config.data.corpus,
         "word_level": bool(getattr(data, "word_level", False)),
     }
-    if getattr(data, "task", "lm") == "mqar":
+    is_mqar = getattr(data, "task", "lm") == "mqar"
+    if is_mqar:
         result.update(_mqar(run, data, splits, log))
     else:
         result.update(_language_model(run, data, splits, extrapolation, max_tokens, log))
+    input_ids = _decay_input(data, decay_text, decay_tokens, seq_len)
+    log(f"decay statistics on {input_ids.numel()} tokens")
     try:
-        result["decay_stats"] = _decay(run, data, decay_text, decay_tokens, log)
+        result["decay_stats"] = decay_statistics(run.model, input_ids)
     except FloatingPointError as e:  # a diverged model: keep the other results
         log(f"warning: {e}")
         result["decay_stats"], result["decay_error"] = [], str(e)
-    result["decay_text"] = str(decay_text) if decay_text is not None else f"valid[:{decay_tokens}]"
+    if decay_text is not None:
+        result["decay_text"] = str(decay_text)
+    else:
+        result["decay_text"] = "valid sequence 0 (MQAR)" if is_mqar else f"valid[:{decay_tokens}]"
+    result["decay_tokens"] = input_ids.numel()
     result["eval_time_s"] = round(time.perf_counter() - started, 3)
     _write_outputs(run, result)
     return json_safe(result)
@@ -157,22 +164,16 @@ def _mqar(run: LoadedRun, data, splits, log) -> dict[str, Any]:
     return {"mqar_accuracy": correct / asked, "mqar_split": split, "mqar_queries": asked}
 
 
-def _decay_input(data, decay_text, decay_tokens) -> torch.Tensor:
+def _decay_input(data, decay_text, decay_tokens, seq_len) -> torch.Tensor:
     if decay_text is not None:
         ids = data.tokenizer.encode(Path(decay_text).read_text(encoding="utf-8"))[:decay_tokens]
         if not ids:
             raise ValueError(f"decay text file {decay_text} holds no tokens; give a non-empty text")
         return torch.tensor(ids, dtype=torch.long)
-    if getattr(data, "task", "lm") == "mqar":  # no text: the first fixed evaluation sequence
-        x, _ = next(iter(data.eval_batches("valid", decay_tokens, 1)))
-        return x[0]
+    if getattr(data, "task", "lm") == "mqar":  # no text: the first fixed validation sequence
+        x, _ = next(iter(data.eval_batches("valid", seq_len, 1)))
+        return x[0, :decay_tokens]
     return torch.from_numpy(data.split("valid")[:decay_tokens].astype("int64"))
-
-
-def _decay(run: LoadedRun, data, decay_text, decay_tokens, log) -> list[dict[str, Any]]:
-    input_ids = _decay_input(data, decay_text, decay_tokens)
-    log(f"decay statistics on {input_ids.numel()} tokens")
-    return decay_statistics(run.model, input_ids)
 
 
 def json_safe(value: Any) -> Any:
@@ -191,6 +192,8 @@ def _write_outputs(run: LoadedRun, result: dict[str, Any]) -> None:
 
     json_name, plot_name = output_names(run.step)
     if result["decay_stats"]:
-        plot_median_decay({run.run_dir.name: result["decay_stats"]}, run.run_dir / plot_name)
+        decay = run.config.model.decay
+        label = f"{run.run_dir.name} ({decay.kind}, {decay.granularity})"
+        plot_median_decay({label: result["decay_stats"]}, run.run_dir / plot_name)
         result["decay_plot"] = plot_name
     atomic_write_text(run.run_dir / json_name, json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")

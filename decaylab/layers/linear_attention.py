@@ -63,7 +63,7 @@ class DecayLinearAttention(nn.Module):
         if decay.key is None:
             k = F.silu(self.k_proj(x)).view(B, T, H, K)
         else:
-            k = self.pe.widen_channels(decay.key).to(x.dtype)  # [B, T, H, K]
+            k = self.pe.widen_channels(decay.key).to(q.dtype)  # [B, T, H, K]; q's dtype also under autocast
         v = self.v_proj(x).view(B, T, H, K)
         q, k = self.pe(q, k, offset)
         log_decay = decay.log_decay

@@ -88,5 +88,10 @@ def load_pretrained(cls, directory: str | Path, map_location="cpu"):
             parts.append(f"shape of {n}: file {tuple(state[n].shape)} vs config {expected[n]}")
         raise ValueError(f"{weights} does not match {directory / CONFIG_NAME} ({'; '.join(parts)}); the config must be "
                          f"the one the weights were saved with")
+    # assign=True swaps in new Parameter objects; carry the no-weight-decay tags over to them.
+    tagged = [name for name, p in model.named_parameters() if getattr(p, "_no_weight_decay", False)]
     model.load_state_dict(state, assign=True)
+    params = dict(model.named_parameters())
+    for name in tagged:
+        params[name]._no_weight_decay = True
     return model

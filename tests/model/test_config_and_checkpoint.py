@@ -69,6 +69,8 @@ def test_round_trip_is_exact(tmp_path, ov):
     ids = torch.randint(0, 256, (2, 7))
     assert torch.equal(model(ids), loaded(ids))
     assert torch.equal(model.generate(ids, 4, temperature=0), loaded.generate(ids, 4, temperature=0))
+    groups = [[p.shape for p in g["params"]] for g in model.param_groups(0.1)]
+    assert [[p.shape for p in g["params"]] for g in loaded.param_groups(0.1)] == groups
 
 
 def test_existing_checkpoint_is_not_overwritten(tmp_path):

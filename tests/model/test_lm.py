@@ -153,3 +153,14 @@ def test_set_backend_checks_the_name():
     ids = torch.randint(0, 256, (1, 5))
     ref = model(ids)
     assert torch.allclose(model.set_backend("recurrent")(ids), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("ov", [{"decay.kind": "gla", "decay.share": True, "pos": "rope"},
+                                {"decay.kind": "lightnet", "pos": "tpe"}, {"mixer": "softmax"}])
+def test_bf16_autocast_forward_and_decoding(ov):
+    model = tiny_model(**ov)
+    ids = torch.randint(0, 256, (2, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, cache = model(ids, use_cache=True)
+        step, _ = model(ids[:, :1], cache=cache)
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all() and torch.isfinite(step).all()

@@ -2,7 +2,8 @@
 
 The prompt is encoded with the run's own tokenizer (``RUN_DIR/tokenizer.json``), the model continues it
 (temperature 0 = greedy; top-k / top-p restrict sampling to the likeliest tokens) and the new tokens are
-decoded and printed.
+decoded and printed. A prompt is continued mid-sentence: the end-of-line token that a word-level tokenizer
+adds to each line is dropped unless the prompt itself ends with a newline.
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ def generate_text(
         raise FileNotFoundError(f"{run_dir} has no tokenizer.json; the run directory is incomplete, retrain it")
     tokenizer = load_tokenizer(tokenizer_path)
     ids = tokenizer.encode(prompt)
+    eos_id = getattr(tokenizer, "eos_id", None)
+    if ids and eos_id is not None and ids[-1] == eos_id and not prompt.endswith("\n"):
+        ids = ids[:-1]  # the word tokenizer ends every line with <eos>; a prompt is continued mid-sentence
     if not ids:
         raise ValueError("the prompt encodes to no tokens; give some text with --prompt")
     notices = []

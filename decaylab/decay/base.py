@@ -65,6 +65,8 @@ class DecayParam(nn.Module):
     data_dependent: bool = True
     options: tuple[str, ...] = ()
     """DecayConfig fields (besides the common ones) this kind reads, e.g. ``("p",)``."""
+    label: str = ""
+    """Display name in tables and plots (the paper's name where it has one)."""
 
     def __init__(self, cfg, dims: DecayDims):
         super().__init__()

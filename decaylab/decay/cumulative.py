@@ -27,6 +27,7 @@ from decaylab.decay.base import DECAY_KINDS, DecayOutput, DecayParam
 @DECAY_KINDS.register("lightnet")
 class LightNet(DecayParam):
     stateful = True
+    label = "LightNet"
 
     def forward(self, x, *, lower_bound=None, state=None) -> DecayOutput:
         f = self.preactivation(x)  # [B, T, *shape]
@@ -40,6 +41,7 @@ class LightNet(DecayParam):
 @DECAY_KINDS.register("lssp")
 class LogSumSoftplus(DecayParam):
     stateful = True
+    label = "LSSP"
 
     def forward(self, x, *, lower_bound=None, state=None) -> DecayOutput:
         f = self.preactivation(x)

@@ -45,12 +45,16 @@ class FixedDecay(DecayParam):
 
 @DECAY_KINDS.register("tnl")
 class TNL(FixedDecay):
+    label = "TNL"
+
     def per_head(self, dtype, device):
         return tnl_log_decay(self.dims.n_heads, self.dims.layer_idx, self.dims.n_layers, dtype, device)
 
 
 @DECAY_KINDS.register("tnl_l")
 class TNLLearnable(FixedDecay):
+    label = "TNL-L"
+
     def __init__(self, cfg, dims):
         super().__init__(cfg, dims)
         self.log_decay = self.decay_parameter(torch.zeros(self.shape))
@@ -67,6 +71,8 @@ class TNLLearnable(FixedDecay):
 
 @DECAY_KINDS.register("retnet")
 class RetNet(FixedDecay):
+    label = "RetNet"
+
     def per_head(self, dtype, device):
         h = torch.arange(self.dims.n_heads, dtype=dtype, device=device)
         return torch.log1p(-torch.exp2(-5.0 - h))
@@ -74,5 +80,7 @@ class RetNet(FixedDecay):
 
 @DECAY_KINDS.register("none")
 class NoDecay(FixedDecay):
+    label = "No decay"
+
     def per_head(self, dtype, device):
         return torch.zeros(self.dims.n_heads, dtype=dtype, device=device)

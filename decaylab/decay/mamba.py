@@ -57,10 +57,14 @@ class Mamba2Decay(DecayParam):
 class Mamba2(Mamba2Decay):
     """log lambda = -A * softplus(z + dt_bias)."""
 
+    label = "Mamba2"
+
 
 @DECAY_KINDS.register("mamba2_no_a")
 class Mamba2NoA(Mamba2Decay):
     """log lambda = -softplus(z + dt_bias)  (A = 1)."""
+
+    label = "Mamba2 W/O A"
 
     use_a = False
 
@@ -69,12 +73,16 @@ class Mamba2NoA(Mamba2Decay):
 class Mamba2NoDt(Mamba2Decay):
     """log lambda = -A * softplus(z)  (no dt bias, hence no dt-range init)."""
 
+    label = "Mamba2 W/O Δ"
+
     use_dt_bias = False
 
 
 @DECAY_KINDS.register("mamba2_no_a_no_dt")
 class Mamba2NoANoDt(Mamba2Decay):
     """log lambda = -softplus(z)."""
+
+    label = "Mamba2 W/O A & Δ"
 
     use_a = False
     use_dt_bias = False

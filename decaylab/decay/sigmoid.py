@@ -42,6 +42,7 @@ class GLA(SigmoidDecay):
     """Gated linear attention's forget gate, in the paper's form or GLA's original form (``gla_form``)."""
 
     options = ("gla_form",)
+    label = "GLA"
 
     def raw_log_decay(self, z):
         if self.cfg.gla_form == "original":
@@ -54,6 +55,7 @@ class HGRN2(SigmoidDecay):
     """HGRN2's forget gate; the per-layer lower bound is on by default."""
 
     default_lower_bound = True
+    label = "HGRN2"
 
     def raw_log_decay(self, z):
         return F.logsigmoid(z)
@@ -64,6 +66,7 @@ class SimpleDecay(SigmoidDecay):
     """Simple Decay SD-p: a learnable bias initialized so that the median initial decay is p."""
 
     options = ("p",)
+    label = "Simple Decay"
 
     def __init__(self, cfg, dims):
         super().__init__(cfg, dims)

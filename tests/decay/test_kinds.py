@@ -29,8 +29,10 @@ def expected_valid(kind, granularity, share, lower_bound) -> bool:
     return ok
 
 
-def test_public_names_are_registered():
+def test_public_names_are_registered_with_labels():
     assert PUBLIC <= set(DECAY_KINDS.names())
+    labels = [cls.label for _, cls in DECAY_KINDS.items()]
+    assert all(labels) and len(set(labels)) == len(labels)
 
 
 @pytest.mark.parametrize("kind,granularity,share,lower_bound", GRID, ids=lambda v: str(v))

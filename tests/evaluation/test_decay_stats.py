@@ -96,3 +96,19 @@ def test_bad_inputs_raise():
         decay_statistics(FixedDecayLM([]), torch.zeros(1, 0, dtype=torch.long))
     with pytest.raises(FloatingPointError, match="non-finite"):
         summarize_decays(torch.tensor([0.0, float("nan")]))
+
+
+@pytest.mark.parametrize("granularity", ["vector", "scalar"])
+def test_simple_decay_at_init_has_median_p(granularity):
+    """Simple Decay initialises its bias so the median decay equals p; the statistics must find it."""
+    from decaylab.model import DecayLM, ModelConfig
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_preset("tiny", {"decay.p": 0.9, "decay.granularity": granularity})
+    stats = decay_statistics(DecayLM(cfg), torch.randint(0, cfg.vocab_size, (300,)))
+    channels = cfg.n_heads * (cfg.head_dim if granularity == "vector" else 1)
+    assert [s["count"] for s in stats] == [300 * channels] * cfg.n_layers + [300 * channels * cfg.n_layers]
+    assert {s["granularity"] for s in stats} == {granularity}
+    for s in stats:
+        assert s["median"] == pytest.approx(0.9, abs=0.01)
+        assert s["half_life_tokens"] == pytest.approx(math.log(0.5) / math.log(s["median"]))

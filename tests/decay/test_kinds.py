@@ -196,3 +196,14 @@ def test_lower_bound_formula(kind):
     raw = module(x).log_decay.exp()
     assert_close("decay", lb + (1 - lb) * raw, module(x, lower_bound=lb).log_decay.exp(), 1e-12)
     assert math.isclose(DecayConfig(kind="hgrn2").uses_lower_bound, True)
+
+
+def test_projection_shapes_follow_granularity_share_and_rank():
+    dims = DecayDims(d_model=24, n_heads=3, channels=4, layer_idx=0, n_layers=1)
+    vector = build_decay(DecayConfig(kind="gla", rank=5), dims)
+    assert [tuple(m.weight.shape) for m in vector.proj] == [(5, 24), (12, 5)] and vector.key_proj is None
+    scalar = build_decay(DecayConfig(kind="gla", granularity="scalar"), dims)
+    assert tuple(scalar.proj.weight.shape) == (3, 24)
+    shared = build_decay(DecayConfig(kind="gla", share=True), dims)
+    assert shared.proj is None and tuple(shared.key_proj.weight.shape) == (12, 24)
+    assert not list(build_decay(DecayConfig(kind="tnl", granularity="scalar"), dims).parameters())

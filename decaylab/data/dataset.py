@@ -33,11 +33,13 @@ def check_batch_args(batch_size: int, seq_len: int, rank: int = 0, world_size: i
 
 
 def check_split_name(name: str, available) -> None:
-    if name not in available:
-        raise ValueError(
-            f"no split {name!r} in this corpus; available: {', '.join(available)}"
-            + ("" if name in SPLITS else f" (split names are {', '.join(SPLITS)})")
-        )
+    if name in available:
+        return
+    if name in SPLITS:  # a standard split this corpus was configured without
+        fix = f"; give the corpus one with data.{name}_paths or data.{name}_fraction > 0"
+    else:
+        fix = f" (split names are {', '.join(SPLITS)})"
+    raise ValueError(f"no split {name!r} in this corpus; available: {', '.join(available)}{fix}")
 
 
 def epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:

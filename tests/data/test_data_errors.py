@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from decaylab.config import from_dict, with_overrides
+from decaylab.config import from_dict, to_dict, with_overrides
 from decaylab.data import CORPORA, DataConfig, build_dataset, load_tokenizer
 from decaylab.data.config import CORPUS_NAMES
 
@@ -25,6 +27,19 @@ def test_command_line_overrides_parse():
     assert cfg.paths == ("a.txt", "b.txt") and cfg.vocab_size == 4096
     cfg = from_dict(DataConfig, {"corpus": "mqar", "mqar_num_kv_pairs": "4", "mqar_num_queries": "None"})
     assert cfg.mqar_num_kv_pairs == 4 and cfg.mqar_num_queries is None
+
+
+def test_json_round_trip():
+    cfg = DataConfig(corpus="text", paths=("a", "b"), valid_fraction=0.02, vocab_size=512)
+    assert from_dict(DataConfig, json.loads(json.dumps(to_dict(cfg)))) == cfg
+
+
+def test_corpus_without_a_valid_split_names_the_fix(tmp_path, text_dir):
+    cfg = DataConfig(corpus="text", paths=(str(text_dir),), valid_fraction=0.0, vocab_size=260,
+                     cache_dir=str(tmp_path))
+    data = build_dataset(cfg)
+    with pytest.raises(ValueError, match="no split 'valid'.*data.valid_paths or data.valid_fraction > 0"):
+        next(data.eval_batches("valid", 16, 2))
 
 
 @pytest.mark.parametrize(

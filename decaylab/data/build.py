@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from decaylab.data.cache import TokenCache, atomic_write_text, cache_key, cache_root
+from decaylab.data.cache import TokenCache, cache_key, cache_root
 from decaylab.data.config import DataConfig
 from decaylab.data.corpora import CorpusText, hf_text, local_text, ptb_text
 from decaylab.data.dataset import TokenDataset
@@ -50,12 +50,13 @@ def _run_tokenizer(run_dir: Path | None, configured: Any | None) -> Any | None:
 def _save_run_tokenizer(run_dir: Path | None, tokenizer: Any) -> None:
     if run_dir is not None and not (run_dir / RUN_TOKENIZER).exists():
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / RUN_TOKENIZER, json.dumps(tokenizer.to_json()) + "\n")
+        tokenizer.save(run_dir / RUN_TOKENIZER)
 
 
 def _cached_bpe(cfg: DataConfig, corpus: CorpusText) -> BPETokenizer:
     """Train byte-level BPE on the training split once per (training text, vocab size); reuse it after."""
-    path = cache_root(cfg.cache_dir) / "tokenizers" / f"bpe-{cache_key(corpus.content_hash(), str(cfg.bpe_vocab_size))}.json"
+    key = cache_key(corpus.content_hash, str(cfg.bpe_vocab_size))
+    path = cache_root(cfg.cache_dir) / "tokenizers" / f"bpe-{key}.json"
     if path.exists():
         try:
             return tokenizer_from_json(json.loads(path.read_text()), source=str(path))
@@ -64,7 +65,7 @@ def _cached_bpe(cfg: DataConfig, corpus: CorpusText) -> BPETokenizer:
     start = time.perf_counter()
     tokenizer = BPETokenizer.train(corpus.documents["train"], cfg.bpe_vocab_size)
     log.info("trained a %d-token byte-level BPE in %.1f s", tokenizer.vocab_size, time.perf_counter() - start)
-    atomic_write_text(path, json.dumps(tokenizer.to_json()) + "\n")
+    tokenizer.save(path)
     return tokenizer
 
 
@@ -72,7 +73,8 @@ def _lm_dataset(cfg: DataConfig, run_dir: Path | None, corpus: CorpusText,
                 default_tokenizer: Callable[[], Any]) -> TokenDataset:
     configured = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
     tokenizer = _run_tokenizer(run_dir, configured) or configured or default_tokenizer()
-    cache = TokenCache(cache_root(cfg.cache_dir) / f"{cfg.corpus}-{cache_key(corpus.content_hash(), tokenizer.content_hash())}")
+    key = cache_key(corpus.content_hash, tokenizer.content_hash())
+    cache = TokenCache(cache_root(cfg.cache_dir) / f"{cfg.corpus}-{key}")
     loaded = cache.load()
     if loaded is None:
         start = time.perf_counter()

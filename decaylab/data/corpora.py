@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from decaylab.data.config import DataConfig
@@ -21,7 +22,9 @@ class CorpusText:
     name: str
     documents: dict[str, list[str]]  # split -> documents
 
+    @cached_property
     def content_hash(self) -> str:
+        """Identifies the text of every split (keys the token cache and the trained tokenizer)."""
         h = hashlib.sha256(self.name.encode())
         for split in sorted(self.documents):
             h.update(b"\1" + split.encode())

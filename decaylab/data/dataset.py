@@ -113,7 +113,11 @@ class TokenDataset:
 
     def train_batch(self, step: int, batch_size: int, seq_len: int, seed: int, rank: int = 0,
                     world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows ``rank * batch_size : (rank + 1) * batch_size`` of global batch ``step``: (x, y) [batch_size, seq_len]."""
+        """Rows ``rank * batch_size : (rank + 1) * batch_size`` of global batch ``step``.
+
+        Returns:
+            (x, y): LongTensors [batch_size, seq_len], ``y`` is ``x`` shifted by one token.
+        """
         check_batch_args(batch_size, seq_len, rank, world_size)
         if step < 0:
             raise ValueError(f"step={step} must be >= 0")

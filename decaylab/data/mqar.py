@@ -78,7 +78,9 @@ def mqar_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
         y: [B, T] (or [N]) targets, -100 where nothing is asked.
     """
     if logits.shape[:-1] != y.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(y.shape)} do not match ([..., vocab] vs [...])")
+        raise ValueError(
+            f"logits {tuple(logits.shape)} do not match targets {tuple(y.shape)}: need [..., vocab] and [...]"
+        )
     mask = y != IGNORE_INDEX
     if not mask.any():
         raise ValueError("no positions to score: every target is -100")

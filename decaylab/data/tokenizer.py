@@ -16,11 +16,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from decaylab.data.cache import atomic_write_text
 from decaylab.registry import Registry
 
 TOKENIZERS: Registry[type] = Registry("tokenizer type")
 FORMAT_KEY = "decaylab_tokenizer"  # top-level key naming the type in files that decaylab writes itself
 END_OF_TEXT = "<|endoftext|>"
+
+
+def save_json(path: str | Path, data: dict[str, Any]) -> None:
+    atomic_write_text(Path(path), json.dumps(data) + "\n")  # a crash never leaves half a tokenizer file
 
 
 def _sha256(text: str) -> str:
@@ -93,7 +98,7 @@ class WordTokenizer:
         return cls(data["vocab"], data["unk"], data["eos"])
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json()) + "\n")
+        save_json(path, self.to_json())
 
     def content_hash(self) -> str:
         return _sha256(json.dumps(self.to_json(), sort_keys=True))
@@ -163,7 +168,7 @@ class BPETokenizer:
         return cls(Tokenizer.from_str(json.dumps(data)))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.tokenizer.to_str() + "\n")
+        atomic_write_text(Path(path), self.tokenizer.to_str() + "\n")
 
     def content_hash(self) -> str:
         return _sha256(self.tokenizer.to_str())
@@ -214,7 +219,7 @@ class IntegerTokenizer:
         return cls(data["vocab_size"])
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json()) + "\n")
+        save_json(path, self.to_json())
 
     def content_hash(self) -> str:
         return _sha256(json.dumps(self.to_json(), sort_keys=True))

@@ -114,7 +114,9 @@ def test_mqar_errors():
     with pytest.raises(ValueError, match="mqar_power_a"):
         DataConfig(corpus="mqar", mqar_power_a=0.0)
     data = build_dataset(DataConfig(corpus="mqar", vocab_size=64))
-    with pytest.raises(ValueError, match="seq_len=31 is too short for MQAR with 8 pairs and 8 queries; use seq_len >= 32"):
+    with pytest.raises(
+        ValueError, match="seq_len=31 is too short for MQAR with 8 pairs and 8 queries; use seq_len >= 32"
+    ):
         data.train_batch(0, 2, 31, seed=0)
     with pytest.raises(ValueError, match="recall accuracy"):
         data.bytes_in_split("test")

@@ -37,7 +37,8 @@ def test_splits_documents_and_bytes(text_dir, cache_dir):
     total = sum(len(f.read_bytes()) for f in files)
     sizes = {s: data.bytes_in_split(s) for s in ("train", "valid", "test")}
     assert sum(sizes.values()) == total
-    assert sizes["valid"] == pytest.approx(0.1 * total, abs=200) and sizes["test"] == pytest.approx(0.05 * total, abs=200)
+    assert sizes["valid"] == pytest.approx(0.1 * total, abs=200)
+    assert sizes["test"] == pytest.approx(0.05 * total, abs=200)
     # held-out parts start on a line boundary, and the whole text is recovered in order
     docs = local_text(cfg).documents
     joined = "".join(docs["train"]) + "".join(docs["valid"]) + "".join(docs["test"])

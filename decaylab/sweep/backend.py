@@ -3,7 +3,7 @@
 The default backend is decaylab's own training and evaluation (``decaylab.training.train`` and
 ``decaylab.evaluation.evaluate``). Tests, and users wrapping another trainer, pass their own ``RunBackend``
 to ``run_sweep``. Its functions must be importable module-level functions, because each point runs in a
-fresh (spawned) worker process that receives them by reference.
+fresh worker process that receives them by reference.
 """
 
 from __future__ import annotations

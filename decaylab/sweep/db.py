@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import socket
 import sqlite3
 import time
@@ -74,13 +75,16 @@ class ResultsDB:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each write is exactly one transaction.
         self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        self._set_busy_timeout(BUSY_TIMEOUT_S)
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL keeps it consistent
         with self.transaction() as c:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 c.execute(statement)
             c.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+
+    def _set_busy_timeout(self, seconds: float) -> None:
+        self.conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
 
     def close(self) -> None:
         self.conn.close()
@@ -93,8 +97,26 @@ class ResultsDB:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator["_Cursor"]:
-        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error); waits up to the busy timeout for the write lock."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error); waits up to BUSY_TIMEOUT_S for the write lock.
+
+        SQLite's own busy handler backs off to 100 ms sleeps, which starves writers under steady contention;
+        a short handler plus our own jittered retry keeps parallel workers' writes flowing.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        delay = 0.002
+        self._set_busy_timeout(0.005)
+        try:
+            while True:
+                try:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(delay * random.uniform(0.5, 1.5))
+                    delay = min(2 * delay, 0.05)
+        finally:
+            self._set_busy_timeout(BUSY_TIMEOUT_S)
         try:
             yield _Cursor(self.conn)
         except BaseException:

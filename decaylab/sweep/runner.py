@@ -7,7 +7,7 @@ Layout of a sweep directory::
     DIR/runs/<run_id>/      one run directory per resolved config (run_id = hash of the config)
     DIR/runs/<run_id>/worker.log, error.txt    the worker's output; the traceback of a failure
 
-Each point runs in a fresh spawned process (so a crash, an out-of-memory kill or a CUDA error takes down only that
+Each point runs in a fresh worker process (so a crash, an out-of-memory kill or a CUDA error takes down only that
 point), pinned to one device and ``cpu_count // workers`` torch threads. A point is skipped when its run
 directory already holds summary.json (and eval.json when the spec evaluates); a point with a checkpoint is
 resumed with ``train(..., resume=True)``. Failures are recorded with their traceback and the sweep goes on.
@@ -84,10 +84,11 @@ def _raise_interrupt(signum, frame):
 
 def _worker(run_id: str, config: dict, run_dir: str, db_path: str, backend: RunBackend, evaluate: bool,
             threads: int, device: str | None) -> None:  # fmt: skip
-    """Entry point of a spawned worker: train (or resume), evaluate, ingest one run; exit code tells the parent."""
-    # torch sizes its intra-op pool from these at import, so setting them before the backend imports torch is enough.
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    """Entry point of a worker process: train (or resume), evaluate, ingest one run; exit code tells the parent."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # read by torch when it is imported here
         os.environ[var] = str(threads)
+    if "torch" in sys.modules:  # preloaded by the fork server: its thread pool is not started yet, so size it now
+        sys.modules["torch"].set_num_threads(threads)
     if device is not None:
         # One device per worker: the run sees it as its only GPU (or none), so the config needs no device key.
         index = device.partition(":")[2] or "0"
@@ -122,6 +123,21 @@ def _worker(run_id: str, config: dict, run_dir: str, db_path: str, backend: RunB
 
 
 # ---------------------------------------------------------------- driver
+
+
+def worker_context():
+    """Fresh processes for workers: a fork server where available, else spawn (never plain fork).
+
+    Plain fork would copy the parent's thread pools and any CUDA state into each worker. A fork server is a
+    clean single-threaded process that imports decaylab (and with it torch) once and forks each worker from
+    there, so workers start in milliseconds instead of re-importing torch; CUDA is first touched in the worker,
+    after it has restricted CUDA_VISIBLE_DEVICES to its own device.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["decaylab.sweep.runner"])
+        return ctx
+    return multiprocessing.get_context("spawn")
 
 
 def _threads_per_worker(workers: int) -> int:
@@ -191,7 +207,7 @@ def _execute(plan: list[PlannedRun], out: Path, db: ResultsDB, evaluate: bool, w
         else:
             todo.append(run)
     log(f"sweep: {len(plan)} runs, {result.skipped} already finished, {len(todo)} to run with {workers} worker(s)")
-    ctx = multiprocessing.get_context("spawn")
+    ctx = worker_context()
     threads = _threads_per_worker(workers)
     free_slots = list(range(workers))
     active: dict[Any, tuple[PlannedRun, int, float, Any]] = {}  # sentinel -> (run, slot, start time, process)

@@ -78,11 +78,9 @@ run_sweep(make_spec(kinds=("simple", "block"), ps=(0.8, 0.99)), {out!r}, workers
 
 def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
     out = tmp_path / "sweep"
-    env = dict(os.environ)
-    env.pop("FAKE_BACKEND_NO_BLOCK", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", DRIVER.format(here=str(HERE), out=str(out))], env=env, start_new_session=True
-    )
+    out.mkdir()
+    (out / "BLOCK").touch()
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER.format(here=str(HERE), out=str(out))], start_new_session=True)
     try:
         deadline = time.time() + 60
         while time.time() < deadline:  # wait until the simple runs finished and both block runs checkpointed
@@ -100,11 +98,8 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
 
     db = ResultsDB(out / "results.sqlite")
     assert sorted(r["status"] for r in db.runs()) == ["finished", "finished", "running", "running"]
-    os.environ["FAKE_BACKEND_NO_BLOCK"] = "1"
-    try:
-        result = run_sweep(make_spec(kinds=("simple", "block")), out, workers=2, backend=BACKEND, log=lambda s: None)
-    finally:
-        del os.environ["FAKE_BACKEND_NO_BLOCK"]
+    (out / "BLOCK").unlink()
+    result = run_sweep(make_spec(kinds=("simple", "block")), out, workers=2, backend=BACKEND, log=lambda s: None)
     assert result.ok and result.skipped == 2 and len(result.finished) == 2
     for run in db.runs():
         history = calls(out / "runs" / run["run_id"])

@@ -7,9 +7,16 @@ A run's configuration is resolved in this order: preset (or the defaults) -> con
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping
 
+from decaylab.config import with_overrides
+from decaylab.data import DataConfig
+from decaylab.model import ModelConfig
+from decaylab.registry import Registry
 from decaylab.training.optim import SCHEDULES
 
 
@@ -115,3 +122,142 @@ class TrainConfig:
 
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything a run needs: the model, how to train it and on which data. Stored as RUN_DIR/config.json."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+
+
+# -- run presets ---------------------------------------------------------------------------------------------
+# name -> function returning a RunConfig; the docstring's first line is the --list-presets description.
+RUN_PRESETS: Registry[Callable[[], RunConfig]] = Registry("run preset")
+
+
+def preset_description(name: str) -> str:
+    return (RUN_PRESETS.get(name).__doc__ or "").strip().splitlines()[0]
+
+
+def run_preset(name: str) -> RunConfig:
+    """The RunConfig of a registered preset (unknown names get the closest valid ones)."""
+    return RUN_PRESETS.get(name)()
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A nested settings table from a .json or .toml file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path} does not exist")
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--config {path} is not valid JSON ({e})") from None
+    elif path.suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            try:
+                import tomli as tomllib
+            except ImportError:
+                raise ValueError(f"reading {path} needs Python >= 3.11 or `pip install tomli`; or use JSON") from None
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"--config {path} is not valid TOML ({e})") from None
+    else:
+        raise ValueError(f"--config {path}: expected a .json or .toml file")
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a table of settings at the top level")
+    return data
+
+
+def resolve_run_config(
+    preset: str | None = None, config_file: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> RunConfig:
+    """preset (or the defaults) -> config file -> dotted overrides, validated once at the end."""
+    file_data = load_config_file(config_file) if config_file else {}
+    file_preset = file_data.pop("preset", None)
+    if preset and file_preset and preset != file_preset:
+        raise ValueError(f"--preset {preset} conflicts with preset = {file_preset!r} in {config_file}; keep one")
+    preset = preset or file_preset
+    base = run_preset(preset) if preset else RunConfig()
+    changes = {**_flatten(file_data), **dict(overrides or {})}
+    return with_overrides(base, changes)
+
+
+def _run(model: ModelConfig, data: DataConfig, **train: Any) -> RunConfig:
+    return RunConfig(model=model, train=TrainConfig(**train), data=data)
+
+
+PTB_VOCAB = 10_000  # the Mikolov PTB vocabulary (incl. <unk> and <eos>)
+
+
+@RUN_PRESETS.register("tiny")
+def tiny_run() -> RunConfig:
+    """tiny model on PTB, about a minute on a CPU with its evaluation (smoke test of the whole pipeline)"""
+    model = ModelConfig.from_preset("tiny", {"vocab_size": PTB_VOCAB, "d_model": 64, "ffn_dim": 128})
+    return _run(model, DataConfig(corpus="ptb"), max_steps=300, batch_size=16, seq_len=64, lr=3e-3,
+                warmup_steps=30, eval_every=100, eval_batches=20, ckpt_every=100, log_every=10)
+
+
+@RUN_PRESETS.register("ptb-small")
+def ptb_small_run() -> RunConfig:
+    """Simple Decay on word-level PTB: test ppl below Kneser-Ney 5-gram (141) in <= 30 min on 2 CPU cores"""
+    model = ModelConfig.from_preset(
+        "small", {"vocab_size": PTB_VOCAB, "decay.kind": "simple", "dropout": 0.3}
+    )
+    return _run(model, DataConfig(corpus="ptb"), max_steps=3000, batch_size=16, seq_len=128, lr=2e-3,
+                warmup_steps=100, eval_every=500, eval_batches=40, ckpt_every=250, log_every=25)
+
+
+@RUN_PRESETS.register("mqar")
+def mqar_run() -> RunConfig:
+    """small multi-query associative recall run (8 key-value pairs, 256 tokens), a few minutes on a CPU"""
+    data = DataConfig(corpus="mqar", vocab_size=256, mqar_num_kv_pairs=8, mqar_eval_examples=256)
+    model = ModelConfig.from_preset("tiny", {"vocab_size": 256, "d_model": 64, "ffn_dim": 128})
+    return _run(model, data, max_steps=1500, batch_size=64, seq_len=64, lr=3e-3, warmup_steps=100,
+                weight_decay=0.0, eval_every=250, ckpt_every=500, log_every=50)
+
+
+def _fineweb(size: str, lr: float, fsdp: bool) -> RunConfig:
+    # The paper's setting: FineWeb-Edu 10B sample, 20k steps x 256 sequences x 2048 tokens (~10.5B tokens).
+    data = DataConfig(corpus="hf", hf_path="HuggingFaceFW/fineweb-edu", hf_name="sample-10BT",
+                      hf_valid_split=None, hf_test_split=None, valid_fraction=0.0005, test_fraction=0.0005,
+                      vocab_size=50_432)
+    model = ModelConfig.from_preset(size, {"vocab_size": 50_432})
+    return _run(model, data, max_steps=20_000, batch_size=256, seq_len=2048, lr=lr, warmup_steps=1024,
+                eval_every=1000, eval_batches=50, eval_batch_size=16, ckpt_every=1000, log_every=10,
+                fsdp=fsdp, device="cuda")
+
+
+@RUN_PRESETS.register("160m-fineweb")
+def fineweb_160m_run() -> RunConfig:
+    """the paper's 160M shape on FineWeb-Edu (GPU; torchrun --nproc-per-node 8, else raise train.grad_accum)"""
+    return _fineweb("160m", lr=1e-3, fsdp=False)
+
+
+@RUN_PRESETS.register("410m-fineweb")
+def fineweb_410m_run() -> RunConfig:
+    """the paper's 410M shape on FineWeb-Edu (GPU; torchrun, 8 GPUs)"""
+    return _fineweb("410m", lr=6e-4, fsdp=False)
+
+
+@RUN_PRESETS.register("1.45b-fineweb")
+def fineweb_1_45b_run() -> RunConfig:
+    """the paper's 1.45B shape on FineWeb-Edu (GPU; torchrun, 8 GPUs, FSDP2)"""
+    return _fineweb("1.45b", lr=3e-4, fsdp=True)

@@ -118,6 +118,49 @@ def broadcast_object(obj: Any, ctx: DistContext) -> Any:
     return box[0]
 
 
+def _full_options(**kw):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True, **kw)
+
+
+def model_state(model: torch.nn.Module, ctx: DistContext, fsdp: bool) -> dict[str, torch.Tensor]:
+    """The full (unsharded) model state dict on CPU; under FSDP only rank 0 receives it."""
+    if fsdp and ctx.distributed:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(model, options=_full_options())
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], ctx: DistContext, fsdp: bool) -> None:
+    if fsdp and ctx.distributed:
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        set_model_state_dict(model, state, options=_full_options(broadcast_from_rank0=True))
+        return
+    model.load_state_dict(state)
+
+
+def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ctx: DistContext, fsdp: bool) -> dict:
+    if fsdp and ctx.distributed:
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        return get_optimizer_state_dict(model, optimizer, options=_full_options())
+    return optimizer.state_dict()
+
+
+def load_optimizer_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict, ctx: DistContext, fsdp: bool
+) -> None:
+    if fsdp and ctx.distributed:
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer, state, options=_full_options(broadcast_from_rank0=True))
+        return
+    optimizer.load_state_dict(state)
+
+
 __all__ = [
     "DistContext",
     "setup",
@@ -127,4 +170,8 @@ __all__ = [
     "all_reduce_mean",
     "gather_objects",
     "broadcast_object",
+    "model_state",
+    "load_model_state",
+    "optimizer_state",
+    "load_optimizer_state",
 ]

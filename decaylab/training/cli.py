@@ -1,0 +1,99 @@
+"""``decaylab train``: resolve a run configuration, train into a run directory, then evaluate it.
+
+    decaylab train --preset tiny --out runs/tiny
+    decaylab train --preset ptb-small --set model.decay.kind=simple --out runs/ptb-simple
+    decaylab train --resume --out runs/ptb-simple                 # after a crash or kill -9
+    torchrun --nproc-per-node 2 -m decaylab train --preset tiny --out runs/tiny-ddp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from decaylab.config import parse_set_args, to_dict
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preset", metavar="NAME", help="run preset to start from (tiny, ptb-small, mqar, 160m-fineweb, ...; "
+        "see --list-presets)"
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="a .json or .toml file with [model]/[train]/[data] tables (and optionally "
+        "preset = NAME); applied on top of --preset"
+    )
+    parser.add_argument(
+        "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+        help="override one setting by its dotted key, e.g. --set train.max_steps=200 --set model.decay.kind=gla "
+        "(repeatable; applied last)",
+    )
+    parser.add_argument("--out", metavar="DIR", help="run directory to create (default: runs/<preset or config name>)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its newest checkpoint (its stored "
+        "configuration is used when no --preset/--config/--set is given)"
+    )
+    parser.add_argument("--no-eval", action="store_true", help="skip the evaluation (val/test ppl) after training")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved configuration as JSON and exit"
+    )
+    parser.add_argument("--list-presets", action="store_true", help="list the run presets and exit")
+
+
+def _default_out(args: argparse.Namespace) -> Path:
+    if args.preset:
+        return Path("runs") / args.preset
+    if args.config:
+        return Path("runs") / Path(args.config).stem
+    raise ValueError("give --out DIR (or --preset NAME, whose run goes to runs/NAME by default)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from decaylab.training.config import RUN_PRESETS, preset_description, resolve_run_config
+    from decaylab.training.loop import TrainingDiverged, train
+
+    if args.list_presets:
+        for name in RUN_PRESETS.names():
+            print(f"{name:16s} {preset_description(name)}")
+        return 0
+    overrides = parse_set_args(args.overrides)
+    given = bool(args.preset or args.config or overrides)
+    if args.resume and not args.out:
+        raise ValueError("--resume needs --out DIR: the run directory to continue")
+    cfg = resolve_run_config(args.preset, args.config, overrides) if (given or not args.resume) else None
+    if args.print_config:
+        print(json.dumps(to_dict(cfg), indent=2, sort_keys=True) if cfg is not None else "{}")
+        return 0
+    out = Path(args.out) if args.out else _default_out(args)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    try:
+        summary = train(cfg, out, resume=args.resume)
+    except TrainingDiverged as e:
+        print(f"decaylab train: error: {e}", file=sys.stderr)
+        return 1
+    if not is_main:
+        return 0
+    print(
+        f"trained {summary['steps']} steps ({summary['tokens']:,} tokens) in {summary['train_time_s']:.0f} s, "
+        f"{summary['tokens_per_s']:,.0f} tokens/s, final loss {summary['final_loss']:.4f} -> {out}"
+    )
+    if args.no_eval:
+        return 0
+    return _evaluate(out)
+
+
+def _evaluate(out: Path) -> int:
+    try:
+        from decaylab.evaluation import evaluate
+    except ImportError:
+        print("decaylab.evaluation is not available; run `decaylab eval` later", file=sys.stderr)
+        return 0
+    result = evaluate(out)
+    shown = [f"{key} {result[key]:.2f}" for key in ("val_ppl", "test_ppl") if key in result]
+    if "mqar_accuracy" in result:
+        shown.append(f"mqar_accuracy {result['mqar_accuracy']:.3f}")
+    print("eval: " + (", ".join(shown) or "done") + f" (eval.json in {out})")
+    return 0

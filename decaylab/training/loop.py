@@ -1,0 +1,339 @@
+"""The training loop: ``train(run_config, out_dir, resume=False) -> summary``.
+
+Each optimizer step s (0-based) draws rows of global batch s from the dataset (a pure function of s and the
+seed), splits this process's rows into ``grad_accum`` micro-batches, averages their mean token loss, clips
+the gradient norm and takes an AdamW step with lr(s). A checkpoint after step s holds the model, the
+optimizer, s and every random-number state (per process), so a resumed run continues exactly where the
+killed one was: on CPU it reproduces the uninterrupted loss curve bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from decaylab.config import with_overrides
+from decaylab.training import distributed as dist_utils
+from decaylab.training import rundir
+from decaylab.training.checkpoint import atomic_write_text, load_latest, save_checkpoint
+from decaylab.training.config import RunConfig
+from decaylab.training.optim import build_optimizer, learning_rate, set_learning_rate
+
+IGNORE_INDEX = -100
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm became NaN or infinite."""
+
+
+def resolve_vocab(cfg: RunConfig, dataset_vocab: int) -> RunConfig:
+    """Fill ``model.vocab_size`` from the dataset when unset; an explicit mismatch is an error."""
+    if cfg.model.vocab_size is None:
+        return with_overrides(cfg, {"model.vocab_size": dataset_vocab})
+    if cfg.model.vocab_size != dataset_vocab:
+        raise ValueError(
+            f"model.vocab_size={cfg.model.vocab_size} but the dataset ({cfg.data.corpus}) has {dataset_vocab} "
+            f"tokens; set model.vocab_size={dataset_vocab} or leave it unset (None) to take it from the data"
+        )
+    return cfg
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state()[1].tolist(),
+        "numpy_pos": int(np.random.get_state()[2]),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _autocast(device: torch.device, precision: str):
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if use_bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _token_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    logits = model(x)  # [B, T, vocab]
+    return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
+
+
+@torch.no_grad()
+def validation_loss(model, dataset, cfg: RunConfig, device, max_batches: int | None) -> float:
+    """Mean token loss (nats) on the valid split, over at most ``max_batches`` batches."""
+    train = cfg.train
+    batch_size = train.eval_batch_size or max(1, train.batch_size // train.grad_accum)
+    was_training = model.training
+    model.eval()
+    total, count = torch.zeros((), dtype=torch.float64), 0
+    for i, (x, y) in enumerate(dataset.eval_batches("valid", train.seq_len, batch_size)):
+        if max_batches is not None and i >= max_batches:
+            break
+        x, y = x.to(device), y.to(device)
+        with _autocast(device, train.precision):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+        total += loss.double().cpu()
+        count += int((y != IGNORE_INDEX).sum())
+    model.train(was_training)
+    if count == 0:
+        raise ValueError("the valid split is shorter than one evaluation window; lower train.seq_len")
+    return float(total / count)
+
+
+def train(run_config: RunConfig | None, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Train into ``out_dir`` (see the module docstring and docs/training.md); returns the summary.
+
+    ``run_config`` may be None with ``resume=True``: the run's stored configuration is used.
+    """
+    run_dir = Path(out_dir)
+    if run_config is None and not resume:
+        raise ValueError("train() needs a run_config for a new run (None is only allowed with resume=True)")
+    if resume:
+        stored = rundir.load_stored_config(run_dir, RunConfig)
+        run_config = run_config or stored
+    else:
+        rundir.check_fresh(run_dir)
+        stored = None
+    ctx = dist_utils.setup(run_config.train.device)
+    try:
+        return _Trainer(run_config, stored, run_dir, ctx).run()
+    finally:
+        dist_utils.teardown(ctx)
+
+
+class _Trainer:
+    def __init__(self, cfg: RunConfig, stored: RunConfig | None, run_dir: Path, ctx: dist_utils.DistContext):
+        from decaylab.data import build_dataset
+        from decaylab.model import DecayLM
+
+        self.ctx, self.run_dir = ctx, run_dir
+        if ctx.device.type == "cpu":
+            torch.set_flush_denormal(True)  # denormal floats slow the CPU backward pass by up to 13x
+        # Rank 0 builds (and caches) the dataset first, so the other processes only read the cache.
+        if not ctx.is_main:
+            dist_utils.barrier(ctx)
+        # On resume the data layer checks that the run's saved tokenizer is the one the corpus uses now.
+        self.dataset = build_dataset(cfg.data, run_dir if stored is not None else None)
+        if ctx.is_main:
+            dist_utils.barrier(ctx)
+        self.cfg = cfg = resolve_vocab(cfg, self.dataset.vocab_size)
+        if stored is not None:
+            rundir.check_same_config(run_dir, stored, cfg)
+        self.micro_batch = cfg.train.micro_batch(ctx.world_size)
+        self.resumed_from: int | None = None
+        self.step, self.train_time_s = 0, 0.0
+
+        _seed_all(cfg.train.seed)
+        self.model = DecayLM(cfg.model).to(ctx.device)
+        self.num_params = self.model.num_params()
+        self.wrapped = dist_utils.wrap_model(self.model, ctx, cfg.train.fsdp)
+        self.optimizer = build_optimizer(self.model, cfg.train)
+        # Dropout draws from its own stream per process, started after initialization.
+        torch.manual_seed(cfg.train.seed + 1 + ctx.rank)
+        self.forward_model = torch.compile(self.wrapped) if cfg.train.compile else self.wrapped
+
+        if stored is not None:
+            self._restore()
+        elif ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            rundir.write_config(run_dir, cfg)
+            tokenizer_json = json.dumps(self.dataset.tokenizer.to_json()) + "\n"
+            atomic_write_text(run_dir / rundir.TOKENIZER, tokenizer_json)
+        dist_utils.barrier(ctx)
+
+    # -- state ------------------------------------------------------------------------------------------
+    def _restore(self) -> None:
+        found = load_latest(self.run_dir, map_location="cpu")
+        if found is None:  # killed before its first checkpoint: start over, keeping config and tokenizer
+            if self.ctx.is_main:
+                rundir.truncate_metrics(self.run_dir, 0)
+            return
+        step, parts = found
+        dist_utils.load_model_state(self.model, parts["model"], self.ctx, self.cfg.train.fsdp)
+        dist_utils.load_optimizer_state(self.model, self.optimizer, parts["optimizer"], self.ctx, self.cfg.train.fsdp)
+        trainer = parts["trainer"]
+        self.step, self.train_time_s = trainer["step"], trainer["train_time_s"]
+        rng = trainer["rng"]
+        _set_rng_state(rng[self.ctx.rank] if self.ctx.rank < len(rng) else rng[0])
+        self.resumed_from = step
+        if self.ctx.is_main:
+            rundir.truncate_metrics(self.run_dir, step)
+
+    def _checkpoint(self) -> None:
+        model_state = dist_utils.model_state(self.model, self.ctx, self.cfg.train.fsdp)
+        optim_state = dist_utils.optimizer_state(self.model, self.optimizer, self.ctx, self.cfg.train.fsdp)
+        rng = dist_utils.gather_objects(_rng_state(), self.ctx)
+        if self.ctx.is_main:
+            trainer = {"step": self.step, "train_time_s": self.train_time_s, "rng": rng}
+            parts = {"model": model_state, "optimizer": optim_state, "trainer": trainer}
+            save_checkpoint(self.run_dir, self.step, parts, keep=self.cfg.train.keep_checkpoints)
+        dist_utils.barrier(self.ctx)
+
+    # -- one optimizer step ------------------------------------------------------------------------------
+    def _train_step(self, step: int) -> tuple[float, float, float]:
+        train, ctx = self.cfg.train, self.ctx
+        lr = learning_rate(step, train)
+        set_learning_rate(self.optimizer, lr)
+        rows = train.batch_size // ctx.world_size
+        x, y = self.dataset.train_batch(step, rows, train.seq_len, train.seed, ctx.rank, ctx.world_size)
+        x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+        self.forward_model.train()
+        loss_sum = torch.zeros((), device=ctx.device)
+        for i in range(train.grad_accum):
+            part = slice(i * self.micro_batch, (i + 1) * self.micro_batch)
+            last = i == train.grad_accum - 1
+            # DDP would all-reduce after every backward; only the last micro-step needs it.
+            sync = contextlib.nullcontext() if last or not hasattr(self.wrapped, "no_sync") else self.wrapped.no_sync()
+            with sync:
+                with _autocast(ctx.device, train.precision):
+                    loss = _token_loss(self.forward_model, x[part], y[part])
+                (loss / train.grad_accum).backward()
+            loss_sum += loss.detach()
+        max_norm = train.grad_clip if train.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a sharded (DTensor) norm
+            grad_norm = grad_norm.full_tensor()
+        loss_value = float(dist_utils.all_reduce_mean(loss_sum / train.grad_accum, ctx))
+        grad_value = float(grad_norm)
+        if not (math.isfinite(loss_value) and math.isfinite(grad_value)):
+            raise TrainingDiverged(
+                f"training diverged at step {step + 1}: loss={loss_value}, grad_norm={grad_value} (lr={lr:.3g}). "
+                f"The last good checkpoint is kept in {self.run_dir / 'checkpoints'}; lower train.lr or raise "
+                "train.warmup_steps and start a new run"
+            )
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, grad_value, lr
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg, ctx, train = self.cfg, self.ctx, self.cfg.train
+        summary_path = self.run_dir / rundir.SUMMARY
+        if summary_path.exists() and self.step >= train.max_steps:
+            if ctx.is_main:
+                print(f"{self.run_dir} has already finished ({train.max_steps} steps); nothing to resume")
+            return json.loads(summary_path.read_text())
+        log = rundir.MetricsLog(self.run_dir, train.tensorboard) if ctx.is_main else None
+        bar = _progress_bar(train, self.step, enabled=train.progress and ctx.is_main)
+        tokens_per_step = train.tokens_per_step()
+        window_tokens, window_time = 0, 0.0
+        loss = val_loss = None
+        try:
+            while self.step < train.max_steps:
+                t0 = time.perf_counter()
+                loss, grad_norm, lr = self._train_step(self.step)
+                elapsed = time.perf_counter() - t0
+                self.step += 1
+                self.train_time_s += elapsed
+                window_tokens, window_time = window_tokens + tokens_per_step, window_time + elapsed
+                tokens_per_s = window_tokens / max(window_time, 1e-9)
+                record = None
+                if self.step % train.log_every == 0 or self.step == train.max_steps:
+                    record = {"step": self.step, "tokens": self.step * tokens_per_step, "loss": loss, "lr": lr,
+                              "grad_norm": grad_norm, "tokens_per_s": round(tokens_per_s, 1)}
+                    window_tokens, window_time = 0, 0.0
+                evaluate_now = train.eval_every and (self.step % train.eval_every == 0 or self.step == train.max_steps)
+                if evaluate_now:
+                    val_loss = validation_loss(self.forward_model, self.dataset, cfg, ctx.device, train.eval_batches)
+                    record = record or {"step": self.step, "tokens": self.step * tokens_per_step, "loss": loss,
+                                        "lr": lr, "grad_norm": grad_norm, "tokens_per_s": round(tokens_per_s, 1)}
+                    record.update(val_loss=val_loss, val_ppl=math.exp(min(val_loss, 700.0)))
+                if record is not None and log is not None:
+                    log.write(record)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+                if (train.ckpt_every and self.step % train.ckpt_every == 0) or self.step == train.max_steps:
+                    self._checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+            if log is not None:
+                log.close()
+        return self._finish(loss, val_loss)
+
+    def _finish(self, loss: float | None, val_loss: float | None) -> dict[str, Any]:
+        train = self.cfg.train
+        sharded = train.fsdp and self.ctx.distributed
+        final_state = dist_utils.model_state(self.model, self.ctx, train.fsdp) if sharded else None
+        summary = {
+            "status": "finished",
+            "steps": self.step,
+            "tokens": self.step * train.tokens_per_step(),
+            "train_time_s": round(self.train_time_s, 3),
+            "tokens_per_s": round(self.step * train.tokens_per_step() / max(self.train_time_s, 1e-9), 1),
+            "final_loss": loss,
+            "num_params": self.num_params,
+            "world_size": self.ctx.world_size,
+            "device": self.ctx.device.type,
+            "resumed_from": self.resumed_from,
+        }
+        if loss is None:  # resumed at the last step: take the final loss from the log
+            records = rundir.read_metrics(self.run_dir) if self.ctx.is_main else []
+            summary["final_loss"] = records[-1]["loss"] if records else None
+        if val_loss is not None:
+            summary.update(val_loss=val_loss, val_ppl=math.exp(min(val_loss, 700.0)))
+        if self.ctx.is_main:
+            _save_final_model(self.model, self.cfg, final_state, self.run_dir)
+            atomic_write_text(self.run_dir / rundir.SUMMARY, json.dumps(summary, indent=2) + "\n")
+        dist_utils.barrier(self.ctx)
+        return summary
+
+
+def _save_final_model(model: torch.nn.Module, cfg: RunConfig, state: dict | None, run_dir: Path) -> None:
+    """``RUN_DIR/model`` via save_pretrained, written beside and renamed into place.
+
+    ``state`` is the gathered full state dict when the model is sharded (FSDP), else None.
+    """
+    import shutil
+
+    from decaylab.model import DecayLM
+
+    if state is not None:
+        model = DecayLM(cfg.model)
+        model.load_state_dict(state)
+    tmp = run_dir / ".tmp-model"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    final = run_dir / "model"
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
+def _progress_bar(train, start: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=train.max_steps, initial=start, unit="step", dynamic_ncols=True, desc="train")

@@ -1,0 +1,132 @@
+"""The run directory on the training side: refuse to clobber other runs, match configs on resume, keep logs clean.
+
+Rules: a fresh run needs a missing or empty directory; ``--resume`` needs a directory holding a run
+(``config.json``) whose configuration equals the one asked for (when one is given). On resume,
+``metrics.jsonl`` is cut back to the steps the restored checkpoint covers, so the log never holds duplicates
+or a half-written line from a killed process.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from decaylab.config import load_json, to_dict
+from decaylab.training.checkpoint import atomic_write_text
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+TOKENIZER = "tokenizer.json"
+
+
+def check_fresh(run_dir: Path) -> None:
+    """A new run may only go into a missing or empty directory."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise FileExistsError(f"--out {run_dir} is a file; choose a directory path for the run")
+    if (run_dir / CONFIG).exists():
+        raise FileExistsError(
+            f"{run_dir} already holds a run; continue it with --resume, or choose a new --out directory "
+            "(nothing is overwritten)"
+        )
+    if any(run_dir.iterdir()):
+        raise FileExistsError(
+            f"{run_dir} is not empty and holds no run; choose a new --out directory (nothing is overwritten)"
+        )
+
+
+def load_stored_config(run_dir: Path, config_cls: type) -> Any:
+    """The configuration of the run in ``run_dir`` (for ``--resume``)."""
+    if not (run_dir / CONFIG).is_file():
+        what = "does not exist" if not run_dir.exists() else "holds no run (no config.json)"
+        raise FileNotFoundError(
+            f"--resume: {run_dir} {what}, so there is nothing to resume; start a new run without --resume"
+        )
+    return load_json(config_cls, run_dir / CONFIG)
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def config_differences(stored: Any, requested: Any) -> list[str]:
+    """``["train.lr: 0.001 (run) != 0.002 (asked)", ...]`` for every leaf that differs."""
+    a, b = _flatten(to_dict(stored)), _flatten(to_dict(requested))
+    return [f"{k}: {a.get(k)!r} (run) != {b.get(k)!r} (asked)" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def check_same_config(run_dir: Path, stored: Any, requested: Any) -> None:
+    diffs = config_differences(stored, requested)
+    if diffs:
+        shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+        raise FileExistsError(
+            f"{run_dir} holds a run with a different configuration ({shown}). Resume it with its own settings "
+            "(--resume --out DIR without --preset/--config/--set), or train the new configuration into a new --out"
+        )
+
+
+def write_config(run_dir: Path, cfg: Any) -> None:
+    atomic_write_text(run_dir / CONFIG, json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
+
+
+def truncate_metrics(run_dir: Path, last_step: int) -> None:
+    """Keep the metrics lines of steps <= ``last_step``; drop later ones and any unreadable (half-written) line."""
+    path = run_dir / METRICS
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("step", last_step + 1) <= last_step:
+            kept.append(line)
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl`` in order."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class MetricsLog:
+    """Appends one JSON line per logged step; each line is flushed so a crash loses at most the line being written."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool):
+        self._file = open(run_dir / METRICS, "a")
+        self._writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self._file.close()
+                raise ValueError(
+                    "train.tensorboard=true needs the tensorboard package: pip install tensorboard "
+                    "(or pip install 'decaylab[tensorboard]'), or set train.tensorboard=false"
+                ) from None
+            self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._writer.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        self._file.close()
+        if self._writer is not None:
+            self._writer.close()

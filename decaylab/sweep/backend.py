@@ -18,16 +18,17 @@ class RunBackend:
     resolve: Callable[[str, Mapping[str, Any]], dict]
     """(run preset, dotted overrides) -> the resolved run config as a nested dict; ValueError on bad input."""
     train: Callable[[dict, Path, bool], Any]
-    """(resolved config, run directory, resume) -> summary; writes summary.json when done."""
+    """(resolved config, run directory, resume) -> summary; writes summary.json when done. ``resume`` is True
+    when the directory already holds the run's config.json (killed before, with or without a checkpoint)."""
     evaluate: Callable[[Path], Any] | None = None
     """run directory -> eval results; writes eval.json. None: the sweep only trains."""
 
 
 def resolve_run_config(preset: str, overrides: Mapping[str, Any]) -> dict:
     from decaylab.config import to_dict
-    from decaylab.training.config import RunConfig
+    from decaylab.training import resolve_run_config as resolve
 
-    return to_dict(RunConfig.from_preset(preset, dict(overrides)))
+    return to_dict(resolve(preset, None, dict(overrides)))
 
 
 def train_run(config: dict, run_dir: Path, resume: bool) -> Any:

@@ -5,12 +5,13 @@ Layout of a sweep directory::
     DIR/sweep.json          the spec and the --set overrides of the latest invocation
     DIR/results.sqlite      the results database (decaylab.sweep.db)
     DIR/runs/<run_id>/      one run directory per resolved config (run_id = hash of the config)
-    DIR/runs/<run_id>/worker.log, error.txt    the worker's output; the traceback of a failure
+    DIR/logs/<run_id>.log   the worker's output (training progress, warnings, the traceback of a failure)
+    DIR/locks/<run_id>.lock held while a worker runs the point
 
 Each point runs in a fresh worker process (so a crash, an out-of-memory kill or a CUDA error takes down only that
 point), pinned to one device and ``cpu_count // workers`` torch threads. A point is skipped when its run
-directory already holds summary.json (and eval.json when the spec evaluates); a point with a checkpoint is
-resumed with ``train(..., resume=True)``. Failures are recorded with their traceback and the sweep goes on.
+directory already holds summary.json (and eval.json when the spec evaluates); a point whose directory holds
+its config.json is resumed with ``train(..., resume=True)`` (from its newest checkpoint, if any). Failures are recorded with their traceback and the sweep goes on.
 Ctrl-C or a kill leaves every run directory resumable: checkpoints are atomic, and a run marked "running" by
 a dead process is simply run again. A lock per run directory keeps two processes off the same run.
 """
@@ -70,9 +71,16 @@ def run_is_done(run_dir: Path, evaluate: bool) -> bool:
     return not evaluate or (run_dir / "eval.json").is_file()
 
 
-def has_checkpoint(run_dir: Path) -> bool:
-    root = run_dir / "checkpoints"
-    return root.is_dir() and any(p.name.startswith("step-") for p in root.iterdir())
+def has_started(run_dir: Path) -> bool:
+    """True when training wrote the run's config.json: resume it rather than start afresh."""
+    return (run_dir / "config.json").is_file()
+
+
+def _set_aside_aborted(run_dir: Path) -> None:
+    """A run directory with files but no config.json (killed while being created) cannot be resumed, and training
+    refuses a non-empty directory; move it aside (nothing is deleted) so the point starts afresh."""
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not has_started(run_dir):
+        run_dir.rename(run_dir.with_name(f"{run_dir.name}.aborted-{int(time.time())}"))
 
 
 # ---------------------------------------------------------------- worker process
@@ -95,29 +103,30 @@ def _worker(run_id: str, config: dict, run_dir: str, db_path: str, backend: RunB
         os.environ["CUDA_VISIBLE_DEVICES"] = index if device.startswith("cuda") else ""
     signal.signal(signal.SIGTERM, _raise_interrupt)
     run_path = Path(run_dir)
-    run_path.mkdir(parents=True, exist_ok=True)
-    lock = _lock(run_path / ".lock")
+    sweep_dir = run_path.parent.parent
+    (sweep_dir / "locks").mkdir(exist_ok=True)
+    (sweep_dir / "logs").mkdir(exist_ok=True)
+    lock = _lock(sweep_dir / "locks" / f"{run_id}.lock")
     if lock is None:
         sys.exit(EXIT_BUSY)
-    log = os.open(run_path / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log = os.open(sweep_dir / "logs" / f"{run_id}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
     db = ResultsDB(db_path)
     db.mark_running(run_id)
     try:
         if not (run_path / "summary.json").is_file():
-            backend.train(config, run_path, has_checkpoint(run_path))
+            _set_aside_aborted(run_path)
+            backend.train(config, run_path, has_started(run_path))
         if evaluate and backend.evaluate is not None and not (run_path / "eval.json").is_file():
             backend.evaluate(run_path)
         db.mark_finished(run_id, read_run(run_path))
-        (run_path / "error.txt").unlink(missing_ok=True)
     except KeyboardInterrupt:
         db.mark_failed(run_id, "interrupted; run the sweep again to resume", status="interrupted")
         sys.exit(130)
     except BaseException:
         error = traceback.format_exc()
         print(error, file=sys.stderr, flush=True)
-        (run_path / "error.txt").write_text(error)
         db.mark_failed(run_id, error)
         sys.exit(1)
 
@@ -243,7 +252,7 @@ def _execute(plan: list[PlannedRun], out: Path, db: ResultsDB, evaluate: bool, w
                         db.mark_failed(run.run_id, f"worker process exited with code {proc.exitcode}")
                     result.failed.append(run.run_id)
                     error = _last_line(next((r["error"] for r in db.runs() if r["run_id"] == run.run_id), None))
-                    log(f"{prefix} FAILED {_label(run)}: {error} (see {out / 'runs' / run.run_id / 'worker.log'})")
+                    log(f"{prefix} FAILED {_label(run)}: {error} (see {out / 'logs' / f'{run.run_id}.log'})")
     except KeyboardInterrupt:
         for run, _, _, proc in active.values():
             proc.terminate()  # SIGTERM -> KeyboardInterrupt in the worker: it records "interrupted"

@@ -63,7 +63,7 @@ def test_failing_point_is_isolated(tmp_path):
     assert by_kind["boom"]["status"] == "failed" and "boom: this point is broken" in by_kind["boom"]["error"]
     assert by_kind["crash"]["status"] == "failed" and "exited with code 9" in by_kind["crash"]["error"]
     assert sorted(result.failed) == sorted([by_kind["boom"]["run_id"], by_kind["crash"]["run_id"]])
-    assert "RuntimeError" in (tmp_path / "runs" / by_kind["boom"]["run_id"] / "error.txt").read_text()
+    assert "RuntimeError: boom" in (tmp_path / "logs" / f"{by_kind['boom']['run_id']}.log").read_text()
 
 
 DRIVER = """
@@ -113,7 +113,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
 def test_second_driver_on_same_directory_is_refused(tmp_path):
     from decaylab.sweep.runner import _lock
 
-    fd = _lock(tmp_path / ".sweep.lock")
+    fd = _lock(tmp_path / ".sweep.lock")  # as held by a running driver
     try:
         with pytest.raises(FileExistsError, match="another `decaylab sweep` is running"):
             run_sweep(make_spec(), tmp_path, backend=BACKEND, log=lambda s: None)

@@ -34,18 +34,6 @@ def _to_chunks(x: torch.Tensor, C: int, dtype: torch.dtype) -> torch.Tensor:
     return out.view(B * H, N, C, D)
 
 
-def _to_chunks_tokens_last(x: torch.Tensor, C: int, dtype: torch.dtype) -> torch.Tensor:
-    """``[B, T, H, D]`` -> zero-padded ``[B*H, N, D, C]`` in ``dtype``: tokens last, for segment sums."""
-    B, T, H, D = x.shape
-    N, full = -(-T // C), T // C
-    out = x.new_empty(B, H, N, D, C, dtype=dtype)
-    out[:, :, :full].copy_(x[:, : full * C].reshape(B, full, C, H, D).permute(0, 3, 1, 4, 2))
-    if full < N:  # the last, partial chunk: padded decays are 0 (lambda = 1 keeps the state)
-        out[:, :, full].zero_()
-        out[:, :, full, :, : T - full * C].copy_(x[:, full * C :].permute(0, 2, 3, 1))
-    return out.view(B * H, N, D, C)
-
-
 def _from_chunks(x: torch.Tensor, B: int, T: int, dtype: torch.dtype) -> torch.Tensor:
     """Inverse of :func:`_to_chunks`: ``[B*H, N, C, D]`` -> ``[B, T, H, D]`` in ``dtype``."""
     Z, N, C, D = x.shape
@@ -63,7 +51,7 @@ class ChunkDecayLinearAttention(torch.autograd.Function):
         q_c = _to_chunks(q, C, dtype).mul_(scale)  # [Z, N, C, K]; scale folded into q once
         k_c = _to_chunks(k, C, dtype)
         v_c = _to_chunks(v, C, dtype)
-        ld_c = _to_chunks_tokens_last(log_decay.unsqueeze(-1) if scalar else log_decay, C, dtype)  # [Z, N, D, C]
+        ld_c = _to_chunks(log_decay.unsqueeze(-1) if scalar else log_decay, C, dtype)  # [Z, N, C, 1 or K]
         h0 = None if initial_state is None else initial_state.to(dtype).reshape(B * H, K, V)
 
         o, states, final, A, decay_matrix = function.forward(q_c, k_c, v_c, ld_c, h0)

@@ -1,7 +1,7 @@
 """The chunked algorithm on chunk-major tensors, forward and hand-written backward.
 
-Layout: ``Z = B*H`` sequences of ``N`` chunks of ``C`` tokens; q, k ``[Z, N, C, K]``, v ``[Z, N, C, V]``; the log
-decay travels tokens-last, ``ldT`` ``[Z, N, D, C]``, with D = 1 (scalar, broadcast over keys) or D = K (vector).
+Layout: ``Z = B*H`` sequences of ``N`` chunks of ``C`` tokens; q, k ``[Z, N, C, K]``, v ``[Z, N, C, V]``, log
+decay ``ld`` ``[Z, N, C, D]`` with D = 1 (scalar, broadcast over keys) or D = K (vector).
 q arrives already multiplied by ``scale``. Within chunk n, with S_n the state entering it (the state after chunk n-1):
 
     in_i  = sum_{t<=i} ld_t        decay from the chunk start to token i          (inclusive cumsum, <= 0)
@@ -31,19 +31,19 @@ import torch
 from decaylab.ops.chunk import intra
 
 
-def _scores(q, k, ldT):
+def _scores(q, k, ld):
     """Intra-chunk A ``[Z, N, C, C]`` and what its backward needs (scalar: the decay matrix)."""
-    if ldT.shape[2] == 1:
-        return intra.scalar_scores(q, k, ldT)
-    return intra.vector_scores(q, k, ldT), None
+    if ld.shape[-1] == 1:
+        return intra.scalar_scores(q, k, ld)
+    return intra.vector_scores(q, k, ld), None
 
 
-def forward(q, k, v, ldT, initial_state):
+def forward(q, k, v, ld, initial_state):
     """Returns o ``[Z, N, C, V]``, entering states ``[Z, N, K, V]``, final state ``[Z, K, V]``, A, decay matrix."""
     Z, N, C, K = q.shape
     V = v.shape[-1]
     # 1. Decay factors relative to the chunk boundaries.
-    into_token, out_of_token, across_chunk = intra.chunk_decays(ldT)  # [Z, N, C, D] x2, [Z, N, D]
+    into_token, out_of_token, across_chunk = intra.chunk_decays(ld)  # [Z, N, C, D] x2, [Z, N, D]
     # 2. Each chunk's own contribution to the state it hands on: (k * exp(out))^T v.
     local_states = (k * out_of_token).transpose(-1, -2) @ v  # [Z, N, K, V]
     # 3. State passing, sequential over chunks only.
@@ -54,17 +54,17 @@ def forward(q, k, v, ldT, initial_state):
         states[:, n] = state
         state = torch.addcmul(local_states[:, n], decay[:, n], state)
     # 4. Intra-chunk scores.
-    A, decay_matrix = _scores(q, k, ldT)  # [Z, N, C, C]
+    A, decay_matrix = _scores(q, k, ld)  # [Z, N, C, C]
     # 5. Output: read the entering state, plus the causal decayed attention inside the chunk.
     o = torch.baddbmm((A @ v).view(Z * N, C, V), (q * into_token).view(Z * N, C, K), states.view(Z * N, K, V))
     return o.view(Z, N, C, V), states, state, A, decay_matrix
 
 
-def backward(do, d_final, q, k, v, ldT, initial_state, states, final_state, A, decay_matrix):
+def backward(do, d_final, q, k, v, ld, initial_state, states, final_state, A, decay_matrix):
     """Gradients (dq, dk, dv, dld, d_initial_state) on chunk-major tensors; dq is w.r.t. the scaled q."""
     Z, N, C, K = q.shape
     V = v.shape[-1]
-    into_token, out_of_token, across_chunk = intra.chunk_decays(ldT)
+    into_token, out_of_token, across_chunk = intra.chunk_decays(ld)
     q_in = q * into_token  # [Z, N, C, K]
     k_out = k * out_of_token  # [Z, N, C, K]
 
@@ -83,7 +83,7 @@ def backward(do, d_final, q, k, v, ldT, initial_state, states, final_state, A, d
     if decay_matrix is not None:
         dq, dk = intra.scalar_scores_backward(dA, q, k, decay_matrix)
     else:
-        dq, dk = intra.vector_scores_backward(dA, q, k, ldT)
+        dq, dk = intra.vector_scores_backward(dA, q, k, ld)
 
     # 3. Inter-chunk part: through the entering state (q side) and the leaving state (k, v side).
     dq.addcmul_(do @ states.transpose(-1, -2), into_token)
@@ -93,7 +93,7 @@ def backward(do, d_final, q, k, v, ldT, initial_state, states, final_state, A, d
 
     # 4. Log decay: reverse cumulative sum of q*dq - k*dk over the whole sequence, final-state term last.
     dG = q * dq - k * dk  # [Z, N, C, K]
-    scalar = ldT.shape[2] == 1
+    scalar = ld.shape[-1] == 1
     if scalar:
         dG = dG.sum(-1, keepdim=True)  # [Z, N, C, 1]
     dG = dG.view(Z, N * C, -1)

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import assemble_run, text_data
+from eval_run_helpers import assemble_run, text_data
 
 from decaylab.cli import main
 from decaylab.config import load_json, with_overrides

@@ -33,6 +33,10 @@ CASES = {
     "scalar-decay1000-B1-T40-H1-K16-V16-fp16-h0": (1, 40, 1, 16, 16, False, "float16", True, -1000.0, None),
     "vector-varlen-T50-H2-K16-V32-fp32-h0": (1, 50, 2, 16, 32, True, "float32", True, -1.0, [0, 7, 7, 30, 50]),
     "scalar-varlen-T50-H2-K16-V32-fp32": (1, 50, 2, 16, 32, False, "float32", False, -1.0, [0, 16, 17, 50]),
+    # T > 64: the backward's saved states and gate-carry restarts (every 64 tokens) are exercised
+    "vector-long-decay5-B1-T150-H1-K16-V16-fp32-h0": (1, 150, 1, 16, 16, True, "float32", True, -5.0, None),
+    "scalar-long-B2-T129-H1-K16-V16-fp16-h0": (2, 129, 1, 16, 16, False, "float16", True, -2.0, None),
+    "vector-long-varlen-T200-H1-K16-V16-fp32": (1, 200, 1, 16, 16, True, "float32", False, -1.0, [0, 64, 65, 200]),
     "fallback-K24-B1-T20-H1-V16-fp32-h0": (1, 20, 1, 24, 16, True, "float32", True, -1.0, None),
 }
 

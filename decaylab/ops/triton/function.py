@@ -12,7 +12,13 @@ from __future__ import annotations
 import torch
 
 from decaylab.ops.triton import kernels
-from decaylab.ops.triton.configs import SPAN_LIMIT, SUPPORTED_DIMS, active_config, interpreter_active
+from decaylab.ops.triton.configs import (
+    GATE_CARRY_STRIDE,
+    SPAN_LIMIT,
+    SUPPORTED_DIMS,
+    active_config,
+    interpreter_active,
+)
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -21,6 +27,8 @@ def _launch_options(q: torch.Tensor, log_decay: torch.Tensor, cu_seqlens: torch.
     B, T, H, K = q.shape
     vector = log_decay.ndim == 4
     cfg = active_config(q.device, vector, K, -1)
+    if GATE_CARRY_STRIDE % cfg.chunk:
+        raise ValueError(f"chunk size {cfg.chunk} must divide the gate-carry stride {GATE_CARRY_STRIDE}")
     return dict(
         H=H, K=K, BT=cfg.chunk, VECTOR=vector, VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT,
         # fp16 cannot hold the vector fast path's 2^±50 split factors: those dots run on fp32 operands
@@ -60,8 +68,10 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         qdq = q.new_empty(log_decay.shape, dtype=torch.float32)  # q * dq (summed over K for scalar decay)
         dg = q.new_empty(log_decay.shape, dtype=torch.float32)
         has_h0 = initial_state is not None
+        states, boundary_offsets = _boundary_buffers(q, v, T, cu_seqlens)
         kernels.backward_dq_kernel[(N * H,)](
-            q, k, v, log_decay, do, dq, qdq, initial_state, cu_seqlens, ctx.scale, T, V=V, HAS_H0=has_h0, **opts
+            q, k, v, log_decay, do, dq, qdq, initial_state, states, boundary_offsets, cu_seqlens, ctx.scale, T,
+            V=V, HAS_H0=has_h0, STRIDE=GATE_CARRY_STRIDE, **opts
         )
         dg_final = None
         if dht is not None:
@@ -72,10 +82,28 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
             dg_final = dg_final.contiguous()
         dh0 = torch.empty_like(initial_state) if has_h0 else None
         kernels.backward_dkv_kernel[(N * H,)](
-            q, k, v, log_decay, do, qdq, dk, dv, dg, dht, dg_final, dh0, cu_seqlens, ctx.scale, T, V=V,
-            HAS_DHT=dht is not None, STORE_DH0=has_h0, **opts,
+            q, k, v, log_decay, do, qdq, dk, dv, dg, dht, dg_final, dh0, states, boundary_offsets, cu_seqlens,
+            ctx.scale, T, V=V, HAS_DHT=dht is not None, STORE_DH0=has_h0, STRIDE=GATE_CARRY_STRIDE, **opts,
         )
         return dq, dk, dv, dg.to(log_decay.dtype), None, dh0, None, None
+
+
+def _boundary_buffers(q, v, T, cu_seqlens):
+    """fp32 states saved every GATE_CARRY_STRIDE tokens of each sequence (its end excluded), and for packed
+    sequences the index of each sequence's first one."""
+    H, K, V = q.shape[2], q.shape[3], v.shape[-1]
+    if cu_seqlens is None:
+        per_sequence = [max(T - 1, 0) // GATE_CARRY_STRIDE] * q.shape[0]
+        offsets = None
+    else:
+        bounds = cu_seqlens.tolist()
+        per_sequence = [max(e - b - 1, 0) // GATE_CARRY_STRIDE for b, e in zip(bounds[:-1], bounds[1:])]
+        starts = [0]
+        for count in per_sequence[:-1]:
+            starts.append(starts[-1] + count)
+        offsets = torch.tensor(starts, dtype=torch.int64, device=q.device)
+    states = q.new_empty(max(sum(per_sequence), 1), H, K, V, dtype=torch.float32)
+    return states, offsets
 
 
 def _kernels_cover(q: torch.Tensor, v: torch.Tensor) -> bool:

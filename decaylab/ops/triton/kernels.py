@@ -25,7 +25,7 @@ import triton.language as tl
 
 from decaylab.ops.triton.intra import scalar_pair_decay, vector_dq_intra, vector_scores, vector_scores_and_dk_intra
 
-RCP_LN2 = 1.4426950408889634  # exp(x) = 2^(x / ln 2); exp2 has dedicated hardware
+RCP_LN2 = tl.constexpr(1.4426950408889634)  # exp(x) = 2^(x / ln 2); exp2 has dedicated hardware
 
 
 @triton.jit
@@ -37,6 +37,15 @@ def _bounds(cu_seqlens, i_n, T, VARLEN: tl.constexpr):
         bos = i_n.to(tl.int64) * T
         eos = bos + T
     return bos, eos - bos
+
+
+@triton.jit
+def _first_boundary(boundary_offsets, i_n, T, VARLEN: tl.constexpr, STRIDE: tl.constexpr):
+    """Index of this sequence's first saved state (one every STRIDE tokens, the sequence end excluded)."""
+    if VARLEN:
+        return tl.load(boundary_offsets + i_n).to(tl.int64)
+    else:
+        return i_n.to(tl.int64) * ((T - 1) // STRIDE)
 
 
 @triton.jit
@@ -129,14 +138,16 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, scale, T,
 
 
 @triton.jit
-def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, cu_seqlens, scale, T,
+def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu_seqlens, scale, T,
                        H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, VECTOR: tl.constexpr,
-                       VARLEN: tl.constexpr, HAS_H0: tl.constexpr, SPAN_LIMIT: tl.constexpr,
+                       VARLEN: tl.constexpr, HAS_H0: tl.constexpr, SPAN_LIMIT: tl.constexpr, STRIDE: tl.constexpr,
                        INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
-    """Forward sweep: dq, and q * dq in fp32 (summed over K for scalar decay) for the gate gradient."""
+    """Forward sweep: dq; q * dq in fp32 (summed over K for scalar decay) and the state every STRIDE tokens,
+    both for the gate gradient."""
     i_nh = tl.program_id(0)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
+    first_boundary = _first_boundary(boundary_offsets, i_n, T, VARLEN, STRIDE)
     DT = q.dtype.element_ty
     rows = tl.arange(0, BT)
     cols = tl.arange(0, BT)
@@ -171,18 +182,22 @@ def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, cu_seqlens, scale, T,
         else:
             S = S * tl.exp2(G_last)
         S += tl.dot(tl.trans(k_end), v_t.to(DT), input_precision=PREC)
+        end = (i_t + 1) * BT
+        if (end % STRIDE == 0) & (end < seq_len):
+            tl.store(_state_ptrs(states, (first_boundary + end // STRIDE - 1) * H + i_h, K, V), S)
 
 
 @triton.jit
-def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, cu_seqlens, scale, T,
-                        H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, states, boundary_offsets, cu_seqlens,
+                        scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
                         VECTOR: tl.constexpr, VARLEN: tl.constexpr, HAS_DHT: tl.constexpr,
-                        STORE_DH0: tl.constexpr, SPAN_LIMIT: tl.constexpr, INTRA_FP32: tl.constexpr,
-                        PREC: tl.constexpr):
+                        STORE_DH0: tl.constexpr, SPAN_LIMIT: tl.constexpr, STRIDE: tl.constexpr,
+                        INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
     """Reverse sweep: dk, dv, dlog_decay (reverse cumsum carried across chunks) and dh0."""
     i_nh = tl.program_id(0)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
+    first_boundary = _first_boundary(boundary_offsets, i_n, T, VARLEN, STRIDE)
     DT = q.dtype.element_ty
     rows = tl.arange(0, BT)
     cols = tl.arange(0, BT)
@@ -204,6 +219,16 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, cu_
         i_t = NT - 1 - i_r
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
+        end = (i_t + 1) * BT
+        if (end % STRIDE == 0) & (end < seq_len):
+            # Restart the gate-gradient carry from its direct form, sum_v S_end * dS_end (S_end saved by the
+            # forward sweep): the suffix sums of q dq - k dk cancel heavily under strong decay, and their
+            # rounding error would otherwise grow with the sequence length.
+            S_end = tl.load(_state_ptrs(states, (first_boundary + end // STRIDE - 1) * H + i_h, K, V))
+            if VECTOR:
+                carry = tl.sum(S_end * dS, axis=1)
+            else:
+                carry = tl.sum(tl.sum(S_end * dS, axis=1), axis=0)
         q_t = _load_chunk(q, tok, valid, i_h, H, K)
         k_t = _load_chunk(k, tok, valid, i_h, H, K)
         v_t = _load_chunk(v, tok, valid, i_h, H, V)

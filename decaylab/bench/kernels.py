@@ -1,0 +1,223 @@
+"""``decaylab bench kernels``: speed of the Triton backend against the memory floor and, optionally, fla.
+
+For each shape and decay granularity: bf16 inputs made outside the timed region, warm-up calls (compilation),
+then the median of ``triton.testing.do_bench`` for the forward and for forward+backward. The floor is the larger
+of two times measured on the same card in the same run: the fewest bytes (each input read once, each output
+written once; q, k, v, o in bf16, the log decay and its gradient in fp32) over the measured copy bandwidth, and
+the chunked algorithm's matmul FLOPs over the measured bf16 matmul rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+
+import torch
+
+DEFAULT_SHAPES = ("4x4096x64x128", "4x2048x16x128", "32x2048x12x64")
+
+
+@dataclass(frozen=True)
+class Shape:
+    B: int
+    T: int
+    H: int
+    D: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Shape":
+        try:
+            B, T, H, D = (int(x) for x in text.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"shape {text!r} must be BxTxHxD, e.g. 4x4096x64x128") from None
+        return cls(B, T, H, D)
+
+    def __str__(self) -> str:
+        return f"B{self.B}·T{self.T}·H{self.H}·D{self.D}"
+
+
+def floor_bytes(shape: Shape, vector: bool, backward: bool) -> float:
+    """Fewest HBM bytes: bf16 q, k, v, o (+ do, dq, dk, dv), fp32 log decay (+ its gradient)."""
+    D = shape.D
+    gate = 4 * (D if vector else 1)
+    per_token_head = 2 * 4 * D + gate  # q, k, v in, o out; gate in
+    if backward:
+        per_token_head += 2 * 4 * D + gate  # q, k, v, do in; gate in
+        per_token_head += 2 * 3 * D + gate  # dq, dk, dv out; dgate out
+    return per_token_head * shape.B * shape.T * shape.H
+
+
+def floor_flops(shape: Shape, backward: bool, chunk: int = 64) -> float:
+    """Matmul FLOPs of the chunked algorithm (kernels.md section 2.4): 4D^2+4CD forward, 10D^2+8CD backward."""
+    D = shape.D
+    per = 4 * D * D + 4 * chunk * D + ((10 * D * D + 8 * chunk * D) if backward else 0)
+    return per * shape.B * shape.T * shape.H
+
+
+def measure_ceilings(device: torch.device) -> dict:
+    """Copy bandwidth (read + write bytes) and bf16 matmul rate on random data."""
+    from triton.testing import do_bench
+
+    src = torch.randn(2**29, device=device, dtype=torch.bfloat16)  # 1 GiB
+    dst = torch.empty_like(src)
+    ms = do_bench(lambda: dst.copy_(src), warmup=25, rep=100, return_mode="median")
+    bandwidth = 2 * src.numel() * src.element_size() / (ms * 1e-3)
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    ms = do_bench(lambda: a @ b, warmup=25, rep=100, return_mode="median")
+    del src, dst, a, b
+    return {"copy_bytes_per_s": bandwidth, "bf16_flops_per_s": 2 * 8192**3 / (ms * 1e-3)}
+
+
+def make_inputs(shape: Shape, vector: bool, device, dtype=torch.bfloat16, seed: int = 0) -> dict:
+    gen = torch.Generator(device=device).manual_seed(seed)
+    B, T, H, D = shape.B, shape.T, shape.H, shape.D
+
+    def randn(*size):
+        return torch.randn(*size, generator=gen, device=device)
+
+    gate_shape = (B, T, H, D) if vector else (B, T, H)
+    return {
+        "q": randn(B, T, H, D).to(dtype),
+        "k": (randn(B, T, H, D) * D**-0.5).to(dtype),
+        "v": randn(B, T, H, D).to(dtype),
+        # fla's benchmark gate: logsigmoid(randn), clamped at -5 per step
+        "log_decay": torch.nn.functional.logsigmoid(randn(*gate_shape)).clamp_min(-5.0),
+        "do": randn(B, T, H, D).to(dtype),
+    }
+
+
+def _decaylab_op(inputs: dict):
+    from decaylab.ops import BACKENDS
+
+    op = BACKENDS.get("triton")
+    return lambda q, k, v, g: op(q, k, v, g, scale=1.0)[0]
+
+
+def _fla_op(inputs: dict):
+    """fla's chunk_gla; a scalar gate is broadcast over K first (fla's scalar backward refuses triton 3.6)."""
+    from fla.ops.gla import chunk_gla
+
+    if inputs["log_decay"].ndim == 3:
+        K = inputs["q"].shape[-1]
+        inputs["log_decay"] = inputs["log_decay"][..., None].expand(*inputs["log_decay"].shape, K).contiguous()
+    return lambda q, k, v, g: chunk_gla(q, k, v, g, scale=1.0)[0]
+
+
+PROVIDERS = {"decaylab": _decaylab_op, "fla": _fla_op}
+
+
+def time_provider(name: str, inputs: dict, warmup_calls: int = 3) -> dict:
+    """Median ms of forward and of forward+backward, after warm-up calls outside the timed region."""
+    import time
+
+    from triton.testing import do_bench
+
+    inputs = dict(inputs)
+    fn = PROVIDERS[name](inputs)
+    leaves = [inputs[n].detach().clone().requires_grad_() for n in ("q", "k", "v", "log_decay")]
+    do = inputs["do"]
+
+    def fwd():
+        with torch.no_grad():
+            fn(*leaves)
+
+    def fwd_bwd():
+        fn(*leaves).backward(do)
+
+    start = time.perf_counter()
+    fwd_bwd()
+    torch.cuda.synchronize()
+    first_call_s = time.perf_counter() - start
+    for _ in range(warmup_calls):
+        fwd_bwd()
+    fwd_ms = do_bench(fwd, warmup=25, rep=100, return_mode="median")
+    fwd_bwd_ms = do_bench(fwd_bwd, warmup=25, rep=100, grad_to_none=leaves, return_mode="median")
+    return {"fwd_ms": fwd_ms, "fwd_bwd_ms": fwd_bwd_ms, "first_call_s": first_call_s}
+
+
+def bench(shapes: list[Shape], decays: list[str], providers: list[str], device: torch.device) -> dict:
+    ceilings = measure_ceilings(device)
+    rows = []
+    for shape in shapes:
+        for decay in decays:
+            vector = decay == "vector"
+            inputs = make_inputs(shape, vector, device)
+            floors = {
+                mode: max(floor_bytes(shape, vector, bwd) / ceilings["copy_bytes_per_s"],
+                          floor_flops(shape, bwd) / ceilings["bf16_flops_per_s"]) * 1e3
+                for mode, bwd in (("fwd", False), ("fwd_bwd", True))
+            }
+            row = {"shape": str(shape), "decay": decay, "floor_fwd_ms": floors["fwd"],
+                   "floor_fwd_bwd_ms": floors["fwd_bwd"]}
+            for provider in providers:
+                try:
+                    for key, value in time_provider(provider, inputs).items():
+                        row[f"{provider}_{key}"] = value
+                except Exception as e:  # one refusing provider (fla on some stacks) must not end the run
+                    row[f"{provider}_error"] = f"{type(e).__name__}: {str(e)[:120]}"
+            rows.append(row)
+            del inputs
+            torch.cuda.empty_cache()
+    return {"ceilings": ceilings, "rows": rows}
+
+
+def format_table(result: dict, providers: list[str]) -> str:
+    head = "| shape | decay | mode | floor ms | " + " | ".join(f"{p} ms | {p}/floor" for p in providers)
+    if "fla" in providers and "decaylab" in providers:
+        head += " | speedup vs fla"
+    lines = [head + " |", "|" + "---|" * (head.count("|"))]
+    for row in result["rows"]:
+        for mode in ("fwd", "fwd_bwd"):
+            floor = row[f"floor_{mode}_ms"]
+            cells = [row["shape"], row["decay"], mode.replace("_", "+"), f"{floor:.3f}"]
+            for p in providers:
+                t = row.get(f"{p}_{mode}_ms")
+                cells += [f"{t:.3f}", f"{t / floor:.1f}×"] if t else [row.get(f"{p}_error", "—")[:40], "—"]
+            if "fla" in providers and "decaylab" in providers:
+                a, b = row.get(f"decaylab_{mode}_ms"), row.get(f"fla_{mode}_ms")
+                cells.append(f"{b / a:.2f}×" if a and b else "—")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shapes", nargs="+", default=list(DEFAULT_SHAPES), metavar="BxTxHxD",
+                        help=f"shapes to time (default: {' '.join(DEFAULT_SHAPES)})")
+    parser.add_argument("--decay", choices=("scalar", "vector", "both"), default="both",
+                        help="decay granularity to time (default: both)")
+    parser.add_argument("--compare", choices=("fla",), nargs="*", default=[],
+                        help="also time fla-core's chunk_gla in the same run (needs fla-core installed)")
+    parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON to PATH")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not torch.cuda.is_available():
+        raise ValueError("bench kernels needs a CUDA GPU (the triton backend); none is visible here")
+    from decaylab.ops import BACKENDS
+
+    if "triton" not in BACKENDS:
+        raise ValueError("the triton backend is not available: install triton (pip install 'decaylab[triton]')")
+    if "fla" in args.compare:
+        try:
+            import fla.ops.gla  # noqa: F401
+        except ImportError as e:
+            raise ValueError(f"--compare fla needs fla-core (pip install fla-core==0.6.0): {e}") from None
+    shapes = [Shape.parse(s) for s in args.shapes]
+    decays = ["scalar", "vector"] if args.decay == "both" else [args.decay]
+    providers = ["decaylab", *args.compare]
+    device = torch.device("cuda")
+    result = bench(shapes, decays, providers, device)
+    result["device"] = torch.cuda.get_device_name(device)
+    c = result["ceilings"]
+    print(f"{result['device']}: copy {c['copy_bytes_per_s'] / 1e9:.0f} GB/s, bf16 matmul "
+          f"{c['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s (measured)")
+    print(format_table(result, providers))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+__all__ = ["Shape", "bench", "configure", "run", "floor_bytes", "floor_flops", "format_table"]

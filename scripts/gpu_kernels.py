@@ -1,0 +1,226 @@
+"""One-call GPU check of the Triton backend: bf16 correctness, config sweep, speed vs fla and the floor, model tok/s.
+
+Run on the GPU machine from the repository root (fla-core optional, for --compare):
+    python3 scripts/gpu_kernels.py [--sections correctness,sweep,bench,model] [--out DIR]
+Prints short tables; writes results.json to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from decaylab.bench import kernels as kb  # noqa: E402
+from decaylab.ops import BACKENDS  # noqa: E402
+from decaylab.ops.reference.recurrent import recurrent_decay_linear_attention as reference  # noqa: E402
+from decaylab.ops.triton import LaunchConfig, use_config  # noqa: E402
+
+DEV = torch.device("cuda")
+
+
+def rel(out, ref):
+    out, ref = out.double(), ref.double()
+    if not torch.isfinite(out).all():
+        return float("nan")
+    return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def check_case(B, T, H, K, V, vector, dtype, lowest, offsets=None, seed=0):
+    gen = torch.Generator(device=DEV).manual_seed(seed)
+    rn = lambda *s: torch.randn(*s, generator=gen, device=DEV)  # noqa: E731
+    N = B if offsets is None else len(offsets) - 1
+    q, k, v = rn(B, T, H, K).to(dtype), (rn(B, T, H, K) * K**-0.5).to(dtype), rn(B, T, H, V).to(dtype)
+    g = torch.rand((B, T, H, K) if vector else (B, T, H), generator=gen, device=DEV) * lowest
+    h0, do, dht = rn(N, H, K, V), rn(B, T, H, V).to(dtype), rn(N, H, K, V)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v, g, h0)]
+    cu = None if offsets is None else torch.tensor(offsets, device=DEV)
+    o, ht = BACKENDS.get("triton")(*leaves[:4], scale=0.5, initial_state=leaves[4], output_final_state=True,
+                                   cu_seqlens=cu)
+    ((o.float() * do.float()).sum() + (ht * dht).sum()).backward()
+    refs = [t.double().requires_grad_() for t in (q, k, v, g, h0)]
+    spans = [(0, T)] if offsets is None else list(zip(offsets[:-1], offsets[1:]))
+    ro, rh = [], []
+    for n, (a, b) in enumerate(spans):
+        h0n = refs[4] if offsets is None else refs[4][n : n + 1]
+        on, hn = reference(*(t[:, a:b] for t in refs[:4]), scale=0.5, initial_state=h0n, output_final_state=True)
+        ro.append(on)
+        rh.append(hn)
+    ro, rh = torch.cat(ro, 1), torch.cat(rh)
+    ((ro * do.double()).sum() + (rh * dht.double()).sum()).backward()
+    errs = {"o": rel(o, ro), "ht": rel(ht, rh)}
+    for name, a, b in zip(("dq", "dk", "dv", "dg", "dh0"), leaves, refs):
+        errs[name] = rel(a.grad, b.grad)
+    finite = all(torch.isfinite(t).all().item() for t in [o, ht] + [x.grad for x in leaves])
+    return errs, finite
+
+
+def correctness():
+    bf = torch.bfloat16
+    cases = [dict(B=2, T=333, H=2, K=128, V=128, vector=v, dtype=bf, lowest=lo) for v in (False, True)
+             for lo in (-5.0, 0.0)]
+    cases += [dict(B=2, T=333, H=2, K=64, V=64, vector=v, dtype=bf, lowest=-5.0) for v in (False, True)]
+    cases += [dict(B=1, T=1024, H=2, K=128, V=128, vector=v, dtype=bf, lowest=-5.0) for v in (False, True)]
+    cases += [dict(B=1, T=600, H=2, K=128, V=128, vector=v, dtype=bf, lowest=-1.0, offsets=[0, 100, 101, 357, 600])
+              for v in (False, True)]
+    cases += [dict(B=2, T=200, H=2, K=128, V=128, vector=True, dtype=torch.float16, lowest=-3.0)]
+    results = []
+    print("\n## correctness vs fp64 recurrence (relative RMS error)")
+    for c in cases:
+        errs, finite = check_case(**c)
+        worst = max(errs.values())
+        tag = f"{'vec' if c['vector'] else 'sca'} B{c['B']} T{c['T']} D{c['K']} {str(c['dtype'])[6:]} " \
+              f"lo{c['lowest']}{' varlen' if c.get('offsets') else ''}"
+        print(f"{tag:42s} worst {worst:.2e} " + " ".join(f"{k}={v:.1e}" for k, v in errs.items()))
+        results.append(dict(case=tag, errs=errs, worst=worst))
+    for vector in (False, True):  # extreme decays: finiteness only
+        _, finite = check_case(2, 200, 2, 128, 128, vector, torch.bfloat16, -1000.0)
+        print(f"{'vec' if vector else 'sca'} log decay down to -1e3: all finite = {finite}")
+        results.append(dict(case=f"extreme-{vector}", finite=finite))
+    return results
+
+
+def sweep(shape_text, variants):
+    shape = kb.Shape.parse(shape_text)
+    out = []
+    print(f"\n## config sweep at {shape}")
+    for vector in (False, True):
+        inputs = kb.make_inputs(shape, vector, DEV)
+        for cfg in variants[vector]:
+            with use_config(cfg):
+                try:
+                    r = kb.time_provider("decaylab", inputs)
+                except Exception as e:
+                    print(f"{'vec' if vector else 'sca'} {cfg}: FAILED {type(e).__name__}: {str(e)[:200]}")
+                    continue
+            print(f"{'vec' if vector else 'sca'} BT{cfg.chunk} w{cfg.num_warps} s{cfg.num_stages}: fwd "
+                  f"{r['fwd_ms']:.3f} fwd+bwd {r['fwd_bwd_ms']:.3f} ms (first call {r['first_call_s']:.1f}s)")
+            out.append(dict(vector=vector, cfg=cfg.__dict__, **r))
+        del inputs
+    return out
+
+
+def model_tokens_per_s(backend, decay_overrides, B=8, T=2048, steps=6):
+    from decaylab import DecayLM, ModelConfig
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_preset("160m", decay_overrides)
+    model = DecayLM(cfg).to(DEV).set_backend(backend)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    x = torch.randint(0, cfg.vocab_size, (B, T + 1), device=DEV)
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model(x[:, :-1])
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    for _ in range(2):
+        step()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    return B * T * steps / dt, loss.item()
+
+
+def register_fla_backend():
+    from fla.ops.gla import chunk_gla
+
+    def fla_backend(q, k, v, log_decay, *, scale=1.0, initial_state=None, output_final_state=False):
+        if log_decay.ndim == 3:
+            log_decay = log_decay[..., None].expand(*log_decay.shape, q.shape[-1])
+        return chunk_gla(q, k, v, log_decay, scale=scale, initial_state=initial_state,
+                         output_final_state=output_final_state)
+
+    if "fla" not in BACKENDS:
+        BACKENDS.register("fla")(fla_backend)
+
+
+def model_level():
+    print("\n## model level: 160m, B8 T2048, bf16 autocast, AdamW, tokens/s")
+    register_fla_backend()
+    out = []
+    for overrides in ({"decay.kind": "simple", "decay.granularity": "vector"},
+                      {"decay.kind": "mamba2", "decay.granularity": "scalar"}):
+        for backend in ("triton", "fla"):
+            try:
+                tps, loss = model_tokens_per_s(backend, overrides)
+                print(f"{overrides} {backend}: {tps:,.0f} tok/s (loss {loss:.3f})")
+                out.append(dict(overrides=overrides, backend=backend, tokens_per_s=tps))
+            except Exception as e:
+                print(f"{overrides} {backend}: FAILED {type(e).__name__}: {str(e)[:300]}")
+            torch.cuda.empty_cache()
+    return out
+
+
+def limit_autotune(max_configs):
+    """Cap every triton autotuner at its first configs (fla autotunes ~400 s per shape otherwise)."""
+    from triton.runtime.autotuner import Autotuner
+
+    original = Autotuner.prune_configs
+
+    def prune(self, *args, **kwargs):
+        return original(self, *args, **kwargs)[:max_configs]
+
+    Autotuner.prune_configs = prune
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--sections", default="correctness,sweep,bench,model")
+    p.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = p.parse_args()
+    import triton
+
+    print(f"{torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}")
+    results = {}
+    sections = args.sections.split(",")
+    try:
+        import fla  # noqa: F401
+        has_fla = True
+    except ImportError:
+        has_fla = False
+    if "correctness" in sections:
+        results["correctness"] = correctness()
+    if "sweep" in sections:
+        variants = {
+            False: [LaunchConfig(c, w, s) for c, w, s in ((64, 4, 2), (64, 8, 2), (32, 4, 2), (128, 8, 2),
+                                                           (64, 8, 1))],
+            True: [LaunchConfig(c, w, s) for c, w, s in ((16, 4, 2), (32, 4, 2), (32, 8, 2), (64, 8, 2),
+                                                          (32, 8, 1))],
+        }
+        results["sweep"] = sweep("4x4096x64x128", variants)
+    if has_fla:
+        limit_autotune(int(os.environ.get("FLA_MAX_CONFIGS", "4")))
+    if "bench" in sections:
+        providers = ["decaylab"] + (["fla"] if has_fla else [])
+        shapes = [kb.Shape.parse(s) for s in kb.DEFAULT_SHAPES]
+        res = kb.bench(shapes, ["scalar", "vector"], providers, DEV)
+        c = res["ceilings"]
+        print(f"\n## bench: copy {c['copy_bytes_per_s'] / 1e9:.0f} GB/s, matmul {c['bf16_flops_per_s'] / 1e12:.0f} TF/s")
+        print(kb.format_table(res, providers))
+        print("first call s:", {f"{r['shape']} {r['decay']}": round(r.get("decaylab_first_call_s", -1), 1)
+                                for r in res["rows"]})
+        results["bench"] = res
+    if "model" in sections and has_fla:
+        results["model"] = model_level()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    with open(Path(args.out) / "results.json", "w") as f:
+        json.dump(results, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()

@@ -45,18 +45,16 @@ def forward(q, k, v, ld, initial_state):
     # 1. Decay factors relative to the chunk boundaries.
     into_token, out_of_token, across_chunk = intra.chunk_decays(ld)  # [Z, N, C, D] x2, [Z, N, D]
     # 2. Each chunk's own contribution to the state it hands on: (k * exp(out))^T v.
-    local_states = (k * out_of_token).transpose(-1, -2) @ v  # [Z, N, K, V]
-    # 3. State passing, sequential over chunks only.
-    states = q.new_empty(Z, N, K, V)  # states[:, n] = S_n, entering chunk n
+    states = (k * out_of_token).transpose(-1, -2) @ v  # [Z, N, K, V]
+    # 3. State passing, sequential over chunks only; states[:, n] is overwritten by S_n, entering chunk n.
     state = q.new_zeros(Z, K, V) if initial_state is None else initial_state.clone()  # never alias an input
     decay = across_chunk.unsqueeze(-1)  # [Z, N, D, 1]: broadcasts over the state's value columns
     for n in range(N):
-        states[:, n] = state
-        state = torch.addcmul(local_states[:, n], decay[:, n], state)
+        state, states[:, n] = torch.addcmul(states[:, n], decay[:, n], state), state
     # 4. Intra-chunk scores.
     A, decay_matrix = _scores(q, k, ld)  # [Z, N, C, C]
-    # 5. Output: read the entering state, plus the causal decayed attention inside the chunk.
-    o = torch.baddbmm((A @ v).view(Z * N, C, V), (q * into_token).view(Z * N, C, K), states.view(Z * N, K, V))
+    # 5. Output: the causal decayed attention inside the chunk, plus what the entering state contributes.
+    o = (A @ v).view(Z * N, C, V).baddbmm_((q * into_token).view(Z * N, C, K), states.view(Z * N, K, V))
     return o.view(Z, N, C, V), states, state, A, decay_matrix
 
 
@@ -65,17 +63,13 @@ def backward(do, d_final, q, k, v, ld, initial_state, states, final_state, A, de
     Z, N, C, K = q.shape
     V = v.shape[-1]
     into_token, out_of_token, across_chunk = intra.chunk_decays(ld)
-    q_in = q * into_token  # [Z, N, C, K]
-    k_out = k * out_of_token  # [Z, N, C, K]
 
-    # 1. Reverse state passing: d_leaving[:, n] is the gradient of the state leaving chunk n.
-    from_outputs = q_in.transpose(-1, -2) @ do  # [Z, N, K, V]
-    d_leaving = q.new_empty(Z, N, K, V)
+    # 1. Reverse state passing; d_leaving[:, n] ends up as the gradient of the state leaving chunk n.
+    d_leaving = (q * into_token).transpose(-1, -2) @ do  # [Z, N, K, V]: what chunk n's outputs send back
     d_state = q.new_zeros(Z, K, V) if d_final is None else d_final
     decay = across_chunk.unsqueeze(-1)  # [Z, N, D, 1]
     for n in range(N - 1, -1, -1):
-        d_leaving[:, n] = d_state
-        d_state = torch.addcmul(from_outputs[:, n], decay[:, n], d_state)
+        d_state, d_leaving[:, n] = torch.addcmul(d_leaving[:, n], decay[:, n], d_state), d_state
     d_initial = d_state if initial_state is not None else None
 
     # 2. Intra-chunk part: dA = causal(do v^T), then through A to q and k.
@@ -88,17 +82,20 @@ def backward(do, d_final, q, k, v, ld, initial_state, states, final_state, A, de
     # 3. Inter-chunk part: through the entering state (q side) and the leaving state (k, v side).
     dq.addcmul_(do @ states.transpose(-1, -2), into_token)
     dk.addcmul_(v @ d_leaving.transpose(-1, -2), out_of_token)
-    dv = (k_out @ d_leaving).view(Z * N, C, V).baddbmm_(A.view(Z * N, C, C).transpose(-1, -2), do.view(Z * N, C, V))
-    dv = dv.view(Z, N, C, V)
+    dv = ((k * out_of_token) @ d_leaving).view(Z * N, C, V)
+    dv = dv.baddbmm_(A.view(Z * N, C, C).transpose(-1, -2), do.view(Z * N, C, V)).view(Z, N, C, V)
 
-    # 4. Log decay: reverse cumulative sum of q*dq - k*dk over the whole sequence, final-state term last.
-    dG = q * dq - k * dk  # [Z, N, C, K]
-    scalar = ld.shape[-1] == 1
-    if scalar:
+    # 4. Log decay: dG = q*dq - k*dk (+ the final-state term at the last token), reverse-summed over the
+    #    sequence: inside each chunk by a 0/1 matrix product, across chunks by carrying the later chunks' totals.
+    dG = (q * dq).addcmul_(k, dk, value=-1)  # [Z, N, C, K]
+    if ld.shape[-1] == 1:
         dG = dG.sum(-1, keepdim=True)  # [Z, N, C, 1]
-    dG = dG.view(Z, N * C, -1)
+    D = dG.shape[-1]
     if d_final is not None:
         carried = (final_state * d_final).sum(-1)  # [Z, K]
-        dG[:, -1] += carried.sum(-1, keepdim=True) if scalar else carried
-    dld = dG.flip(1).cumsum(1).flip(1).view(Z, N, C, -1)  # token-major [Z, N, C, D]
+        dG[:, -1, -1] += carried.sum(-1, keepdim=True) if D == 1 else carried
+    W = intra._segment_matrix("suffix", C, ld.dtype, ld.device)
+    dld = intra.segment_sums(dG.view(Z * N, C, D), W).view(Z, N, C, D)  # sum over t >= j inside the chunk
+    if N > 1:  # add the totals of all later chunks, [Z, N-1, D]
+        dld[:, :-1] += dld[:, 1:, 0].flip(1).cumsum(1).flip(1).unsqueeze(2)
     return dq, dk, dv, dld, d_initial

@@ -39,12 +39,15 @@ def _segment_matrix(kind: str, C: int, dtype: torch.dtype, device: torch.device)
     ``halves`` [C, C] with C = 2s: column j < s sums j < t < s (key j to the boundary), column s + i sums
                s <= t <= s + i (the boundary to query i).
     ``halves:b`` [b, b]: ``halves`` for 2s = C repeated along the diagonal b / C times (b a multiple of C).
+    ``suffix`` [C, C]: column j sums t >= j (to the chunk end, inclusive).
     ``pairs``  [C, C*C]: column i*C + j sums j < t <= i (empty, i.e. 0, when j >= i).
     """
     t = torch.arange(C, device=device)
     if kind.startswith("halves:"):
         repeat = int(kind.split(":")[1]) // C
         return torch.block_diag(*[_segment_matrix("halves", C, dtype, device)] * repeat)
+    if kind == "suffix":
+        return (t[:, None] >= t[None, :]).to(dtype)  # column j sums t >= j
     if kind == "chunk":
         W = torch.cat([t[:, None] <= t[None, :], t[:, None] > t[None, :]], dim=1)
     elif kind == "halves":

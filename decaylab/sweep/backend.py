@@ -20,8 +20,8 @@ class RunBackend:
     train: Callable[[dict, Path, bool], Any]
     """(resolved config, run directory, resume) -> summary; writes summary.json when done. ``resume`` is True
     when the directory already holds the run's config.json (killed before, with or without a checkpoint)."""
-    evaluate: Callable[[Path], Any] | None = None
-    """run directory -> eval results; writes eval.json. None: the sweep only trains."""
+    evaluate: Callable[..., Any] | None = None
+    """(run directory, **spec [evaluation] options) -> eval results; writes eval.json. None: only train."""
 
 
 def resolve_run_config(preset: str, overrides: Mapping[str, Any]) -> dict:
@@ -39,10 +39,10 @@ def train_run(config: dict, run_dir: Path, resume: bool) -> Any:
     return train(from_dict(RunConfig, config), run_dir, resume=resume)
 
 
-def evaluate_run(run_dir: Path) -> Any:
+def evaluate_run(run_dir: Path, **options: Any) -> Any:
     from decaylab.evaluation import evaluate
 
-    return evaluate(run_dir)
+    return evaluate(run_dir, **options)
 
 
 def default_backend() -> RunBackend:

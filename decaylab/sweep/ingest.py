@@ -97,8 +97,9 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
 
     curves = read_metrics_jsonl(run_dir / "metrics.jsonl")
     extrapolation = evaluation.get("extrapolation")
-    if isinstance(extrapolation, dict) and "ppl" in extrapolation:
-        extrapolation = extrapolation["ppl"]
+    contexts = evaluation.get("extrapolation_context")  # {factor: length in tokens}
+    if isinstance(extrapolation, dict) and isinstance(contexts, dict):
+        extrapolation = {contexts.get(factor, factor): ppl for factor, ppl in extrapolation.items()}
     extrap = _pairs(extrapolation, "length", ("ppl", "val_ppl", "test_ppl"))
     if extrap:
         curves["extrapolation_ppl"] = extrap

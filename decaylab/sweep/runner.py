@@ -90,8 +90,16 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _worker(run_id: str, config: dict, run_dir: str, db_path: str, backend: RunBackend, evaluate: bool,
-            threads: int, device: str | None) -> None:  # fmt: skip
+def _worker(
+    run_id: str,
+    config: dict,
+    run_dir: str,
+    db_path: str,
+    backend: RunBackend,
+    evaluate: dict | None,
+    threads: int,
+    device: str | None,
+) -> None:
     """Entry point of a worker process: train (or resume), evaluate, ingest one run; exit code tells the parent."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # read by torch when it is imported here
         os.environ[var] = str(threads)
@@ -118,8 +126,8 @@ def _worker(run_id: str, config: dict, run_dir: str, db_path: str, backend: RunB
         if not (run_path / "summary.json").is_file():
             _set_aside_aborted(run_path)
             backend.train(config, run_path, has_started(run_path))
-        if evaluate and backend.evaluate is not None and not (run_path / "eval.json").is_file():
-            backend.evaluate(run_path)
+        if evaluate is not None and backend.evaluate is not None and not (run_path / "eval.json").is_file():
+            backend.evaluate(run_path, **evaluate)
         db.mark_finished(run_id, read_run(run_path))
     except KeyboardInterrupt:
         db.mark_failed(run_id, "interrupted; run the sweep again to resume", status="interrupted")
@@ -193,7 +201,8 @@ def run_sweep(
             )
         db.set_plan(record, plan)
         (out / "sweep.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-        return _execute(plan, out, db, spec.evaluate, workers, devices, backend, log)
+        evaluate = dict(spec.evaluation) if spec.evaluate and backend.evaluate is not None else None
+        return _execute(plan, out, db, evaluate, workers, devices, backend, log)
     finally:
         os.close(sweep_lock)
 
@@ -203,13 +212,21 @@ def _label(run: PlannedRun) -> str:
     return f"{run.run_id} {'/'.join(names)} (seed {run.memberships[0].seed})"
 
 
-def _execute(plan: list[PlannedRun], out: Path, db: ResultsDB, evaluate: bool, workers: int, devices: list[str],
-             backend: RunBackend, log: Callable[[str], None]) -> SweepResult:  # fmt: skip
+def _execute(
+    plan: list[PlannedRun],
+    out: Path,
+    db: ResultsDB,
+    evaluate: dict | None,
+    workers: int,
+    devices: list[str],
+    backend: RunBackend,
+    log: Callable[[str], None],
+) -> SweepResult:
     result = SweepResult(planned=len(plan), skipped=0, finished=[], failed=[], busy=[])
     todo: list[PlannedRun] = []
     for run in plan:
         run_dir = out / "runs" / run.run_id
-        if run_is_done(run_dir, evaluate):
+        if run_is_done(run_dir, evaluate is not None):
             if db.status(run.run_id) != "finished":  # finished on disk but not recorded (killed while ingesting)
                 db.mark_finished(run.run_id, read_run(run_dir))
             result.skipped += 1

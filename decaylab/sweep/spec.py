@@ -14,6 +14,9 @@ Order of precedence, last wins: base preset < spec ``[overrides]`` < ``[budget]`
     seeds = [0, 1]
     [budget]
     max_steps = 300                 # or tokens = 2_000_000 (converted with the run's batch size and length)
+    [evaluation]                    # options of decaylab.evaluation.evaluate (not part of the run id)
+    max_tokens = 20_000
+    extrapolation = [1, 4]
     [studies]
     parameterization = "A. Decay parameterization"
     [[points]]
@@ -87,6 +90,7 @@ class SweepSpec:
     studies: tuple[tuple[str, str], ...] = ()  # (study name, title) in report order
     description: str = ""
     evaluate: bool = True  # run decaylab.evaluation after training (ppl, extrapolation, decay statistics)
+    evaluation: tuple[tuple[str, Any], ...] = ()  # keyword arguments of evaluate(): max_tokens, extrapolation, ...
 
     def __post_init__(self):
         if not self.points:
@@ -160,7 +164,9 @@ def run_id_of(config: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------- loading
 
-_TOP_KEYS = {"name", "description", "base", "seeds", "budget", "overrides", "studies", "points", "evaluate"}
+_TOP_KEYS = {"name", "description", "base", "seeds", "budget", "overrides", "studies", "points", "evaluate", "evaluation"}
+# [evaluation] keys: passed to decaylab.evaluation.evaluate(); not part of the run config (and not of the run id)
+EVALUATION_KEYS = {"max_tokens": int, "extrapolation": list, "splits": list, "decay_tokens": int}
 _POINT_KEYS = {"study", "label", "set", "base", "axes"}
 
 
@@ -221,6 +227,11 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> SweepSpec:
     if not isinstance(studies, Mapping) or not all(isinstance(t, str) for t in studies.values()):
         raise ValueError(f'{where} [studies]: expected study = "title" pairs')
 
+    evaluation = data.get("evaluation", {})
+    _check_keys(evaluation, set(EVALUATION_KEYS), f"{where} [evaluation]")
+    for key, value in evaluation.items():
+        if not isinstance(value, EVALUATION_KEYS[key]) or isinstance(value, bool):
+            raise ValueError(f"{where} [evaluation] {key}={value!r}: expected a {EVALUATION_KEYS[key].__name__}")
     points: list[Point] = []
     for i, entry in enumerate(data.get("points", [])):
         what = f"{where} [[points]] #{i + 1}"
@@ -245,6 +256,7 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> SweepSpec:
         studies=tuple(studies.items()),
         points=tuple(points),
         evaluate=bool(data.get("evaluate", True)),
+        evaluation=tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in evaluation.items()),
     )
 
 

@@ -82,7 +82,7 @@ def train(config: dict, run_dir: Path, resume: bool) -> dict:
     return summary
 
 
-def evaluate(run_dir: Path) -> dict:
+def evaluate(run_dir: Path, **options) -> dict:
     config = json.loads((Path(run_dir) / "config.json").read_text())
     ppl = fake_val_ppl(config)
     p = float(config["model"]["decay"]["p"])
@@ -93,6 +93,7 @@ def evaluate(run_dir: Path) -> dict:
         "extrapolation": [{"length": 8, "ppl": ppl}, {"length": 16, "ppl": ppl * 1.1}],
         "loss_by_position": [[0, 6.0], [4, 5.0]],
         "decay_stats": layers + [{"layer": "all", "granularity": "vector", "median": p}],
+        "options": options,
     }
     (Path(run_dir) / "eval.json").write_text(json.dumps(result))
     return result

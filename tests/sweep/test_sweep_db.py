@@ -72,7 +72,8 @@ def test_read_run_parses_every_source(tmp_path):
     evaluation = {
         "val_ppl": 50.0,
         "test_ppl": float("nan"),
-        "extrapolation": {"512": 60.0, "128": 55.0},
+        "extrapolation": {"4": 60.0, "1": 55.0},
+        "extrapolation_context": {"1": 128, "4": 512},
         "loss_by_position": [[0, 6.0], [64, 4.0]],
         "decay_stats": [{"layer": 1, "granularity": "scalar", "median": 0.5}, {"layer": "all", "median": 0.6}],
     }

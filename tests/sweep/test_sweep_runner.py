@@ -20,13 +20,14 @@ from decaylab.sweep.spec import spec_from_dict
 HERE = Path(__file__).resolve().parent
 
 
-def make_spec(kinds=("simple",), ps=(0.8, 0.99), seeds=(0,)):
+def make_spec(kinds=("simple",), ps=(0.8, 0.99), seeds=(0,), evaluation=None):
     points = [
         {"study": "a", "label": f"{kind}-{p}", "set": {"model.decay.kind": kind, "model.decay.p": p}}
         for kind in kinds
         for p in ps
     ]
-    return spec_from_dict({"name": "t", "base": "fake", "seeds": list(seeds), "points": points})
+    data = {"name": "t", "base": "fake", "seeds": list(seeds), "points": points}
+    return spec_from_dict({**data, "evaluation": evaluation} if evaluation else data)
 
 
 def calls(run_dir: Path) -> list[dict]:
@@ -35,7 +36,7 @@ def calls(run_dir: Path) -> list[dict]:
 
 
 def test_parallel_sweep_records_results_and_skips_finished_runs(tmp_path):
-    spec = make_spec(seeds=(0, 1))
+    spec = make_spec(seeds=(0, 1), evaluation={"max_tokens": 500, "extrapolation": [1, 2]})
     result = run_sweep(spec, tmp_path, workers=2, backend=BACKEND, log=lambda s: None)
     assert result.ok and len(result.finished) == 4 and result.skipped == 0
     db = ResultsDB(tmp_path / "results.sqlite")
@@ -48,6 +49,8 @@ def test_parallel_sweep_records_results_and_skips_finished_runs(tmp_path):
     stats = db.decay_stats()
     assert all(set(layers) == {0, 1, 2} for layers in stats.values())
     assert len(db.memberships()) == 4
+    evaluation = json.loads((tmp_path / "runs" / runs[0]["run_id"] / "eval.json").read_text())
+    assert evaluation["options"] == {"max_tokens": 500, "extrapolation": [1, 2]}  # the spec's [evaluation]
 
     again = run_sweep(spec, tmp_path, workers=2, backend=BACKEND, log=lambda s: None)
     assert again.skipped == 4 and not again.finished

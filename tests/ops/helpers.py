@@ -1,0 +1,44 @@
+"""Random inputs and a forward+backward runner shared by the ops tests."""
+
+from __future__ import annotations
+
+import torch
+
+from decaylab.ops import decay_linear_attention
+
+
+def make_inputs(B, T, H, K, V, *, vector, dtype=torch.float64, initial_state=False, log_decay=None, seed=0):
+    """q, k, v, log_decay, initial_state (or None) on CPU; decays are logsigmoid of shifted normals (<= 0)."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, T, H, K, generator=g, dtype=torch.float64)
+    k = torch.randn(B, T, H, K, generator=g, dtype=torch.float64)
+    v = torch.randn(B, T, H, V, generator=g, dtype=torch.float64)
+    shape = (B, T, H, K) if vector else (B, T, H)
+    if log_decay is None:
+        log_decay = torch.nn.functional.logsigmoid(torch.randn(shape, generator=g, dtype=torch.float64) + 2.0)
+    h0 = torch.randn(B, H, K, V, generator=g, dtype=torch.float64) if initial_state else None
+    q, k, v = (x.to(dtype) for x in (q, k, v))
+    return q, k, v, log_decay.to(dtype), h0
+
+
+def run(backend, q, k, v, log_decay, h0, *, scale=1.0, seed=1, **kwargs):
+    """Forward, then backward with random upstream gradients on o and on the final state.
+
+    Returns a dict of o, final_state and the gradient of every input (grads in the inputs' dtypes).
+    """
+    leaves = {n: t.detach().clone().requires_grad_() for n, t in zip("q k v log_decay".split(), (q, k, v, log_decay))}
+    if h0 is not None:
+        leaves["initial_state"] = h0.detach().clone().requires_grad_()
+    fn = backend if callable(backend) else (lambda *a, **kw: decay_linear_attention(*a, **kw, backend=backend))
+    o, final = fn(
+        leaves["q"], leaves["k"], leaves["v"], leaves["log_decay"],
+        scale=scale, initial_state=leaves.get("initial_state"), output_final_state=True, **kwargs,
+    )
+    g = torch.Generator().manual_seed(seed)
+    # Upstream gradients from fixed shapes (not *_like: outputs may be strided views).
+    d_o = torch.randn(tuple(o.shape), generator=g, dtype=torch.float64).to(o.dtype)
+    d_final = torch.randn(tuple(final.shape), generator=g, dtype=torch.float64).to(final.dtype)
+    ((o.double() * d_o.double()).sum() + (final.double() * d_final.double()).sum()).backward()
+    out = {"o": o.detach(), "final_state": final.detach()}
+    out.update({f"d{name}": t.grad for name, t in leaves.items()})
+    return out

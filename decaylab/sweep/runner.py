@@ -227,8 +227,8 @@ def _execute(
     for run in plan:
         run_dir = out / "runs" / run.run_id
         if run_is_done(run_dir, evaluate is not None):
-            if db.status(run.run_id) != "finished":  # finished on disk but not recorded (killed while ingesting)
-                db.mark_finished(run.run_id, read_run(run_dir))
+            # Re-read finished runs: cheap, and it records runs killed while ingesting or re-evaluated since.
+            db.mark_finished(run.run_id, read_run(run_dir))
             result.skipped += 1
         else:
             todo.append(run)

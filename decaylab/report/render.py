@@ -1,0 +1,167 @@
+"""report.md and a self-contained report.html (figures embedded as base64 PNG data URIs) for a sweep.
+
+Both are built from the same pieces: per study a table (sorted best first by the score), the median-decay
+figure, loss and extrapolation curves; then the verdicts on the paper's four findings with their evidence.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+
+from decaylab.report.data import Row, Stat, SweepData, load_sweep, sorted_rows
+from decaylab.report.findings import SIGMA_FACTOR, Verdict, all_findings
+from decaylab.report.plots import study_figures
+
+FIGURE_DIR = "report_files"
+FIGURE_TITLES = {
+    "decay": "Median decay per layer (one line per method)",
+    "loss": "Training loss",
+    "extrapolation": "Length extrapolation",
+}
+
+
+def _ms(stat: Stat, digits: int = 2) -> str:
+    if not stat.n:
+        return "–"
+    return f"{stat.mean:.{digits}f}" if stat.std is None else f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f}"
+
+
+def _count(stat: Stat, unit: float, suffix: str) -> str:
+    return f"{stat.mean / unit:.2f}{suffix}" if stat.n else "–"
+
+
+def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of a study table; MQAR and extrapolation columns only when some row has them."""
+    rows = sorted_rows(rows)
+    lengths = {r.stat("extrapolation_length").mean for r in rows if r.stat("extrapolation_length").n}
+    extrap_head = f"Extrap. ppl @{int(max(lengths))}" if len(lengths) == 1 else "Extrap. ppl (longest)"
+    columns = [
+        ("Method", lambda r: r.label),
+        ("Params", lambda r: _count(r.stat("num_params"), 1e6, "M")),
+        ("Tokens", lambda r: _count(r.stat("tokens"), 1e6, "M")),
+        ("Val ppl", lambda r: _ms(r.stat("val_ppl"))),
+        ("Test ppl", lambda r: _ms(r.stat("test_ppl"))),
+    ]
+    if lengths:
+        columns.append((extrap_head, lambda r: _ms(r.stat("extrapolation_ppl"))))
+    if any(r.stat("mqar_accuracy").n for r in rows):
+        columns.append(("MQAR acc.", lambda r: _ms(r.stat("mqar_accuracy"), 3)))
+    columns += [
+        ("Median λ", lambda r: _ms(r.stat("decay_median"), 3)),
+        ("Tokens/s", lambda r: f"{r.stat('tokens_per_s').mean:,.0f}" if r.stat("tokens_per_s").n else "–"),
+        ("Seeds", _seeds),
+    ]
+    return [c[0] for c in columns], [[c[1](r) for c in columns] for r in rows]
+
+
+def _seeds(row: Row) -> str:
+    done = row.statuses.count("finished")
+    other = [s for s in row.statuses if s != "finished"]
+    return f"{done}/{len(row.statuses)}" + (f" ({', '.join(sorted(set(other)))})" if other else "")
+
+
+def _add_decay_medians(data: SweepData) -> None:
+    # The pooled (all layers) median decay of each run becomes a row metric, so tables can show it.
+    for rows in data.rows.values():
+        for row in rows:
+            values = [data.decay_stats[i][0]["median"] for i in row.run_ids
+                      if row.statuses[row.run_ids.index(i)] == "finished" and "median" in data.decay_stats.get(i, {}).get(0, {})]  # fmt: skip
+            row.metrics["decay_median"] = Stat(tuple(values))
+
+
+def _rule() -> str:
+    return (
+        f"Rule: a difference between two rows counts only if it exceeds {SIGMA_FACTOR:g}× their pooled seed "
+        "standard deviation (sqrt of the mean of the two variances); with one seed on either side it is undecided. "
+        "Scores: test perplexity (lower is better), else validation perplexity, else MQAR accuracy. Rows compared "
+        "for a finding differ in exactly one setting."
+    )
+
+
+def write_report(out_dir: str | Path) -> tuple[Path, Path]:
+    """Write DIR/report.md (figures in DIR/report_files/) and DIR/report.html; returns both paths."""
+    data = load_sweep(out_dir)
+    _add_decay_medians(data)
+    figures = {
+        study: study_figures(data, study, title, data.rows[study], data.out_dir / FIGURE_DIR)
+        for study, title in data.studies
+    }
+    verdicts = all_findings(data)
+    md, page = _markdown(data, figures, verdicts), _html(data, figures, verdicts)
+    paths = data.out_dir / "report.md", data.out_dir / "report.html"
+    for path, text in zip(paths, (md, page)):
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return paths
+
+
+def _header_lines(data: SweepData) -> list[str]:
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(data.status_counts.items()))
+    lines = [f"Sweep `{data.name}` in `{data.out_dir}`: {counts}."]
+    if data.description:
+        lines.append(data.description)
+    if data.overrides:
+        lines.append("Overrides for every point: " + ", ".join(f"`{k}={v}`" for k, v in data.overrides.items()))
+    return lines
+
+
+def _markdown(data: SweepData, figures: dict[str, dict[str, Path]], verdicts: list[Verdict]) -> str:
+    out = [f"# Decay design-space report: {data.name}", "", *[line + "\n" for line in _header_lines(data)]]
+    out += ["## Findings", "", _rule(), ""]
+    for v in verdicts:
+        out += [f"**{v.number}. {v.claim}** — **{v.verdict}**: {v.reason}.", ""]
+        out += [f"- {e}" for e in v.evidence] + ([""] if v.evidence else [])
+    for study, title in data.studies:
+        head, cells = table(data.rows[study])
+        out += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+        out.append("")
+        for kind, path in figures[study].items():
+            out += [f"![{FIGURE_TITLES[kind]}]({FIGURE_DIR}/{path.name})", ""]
+        out += _failures(data.rows[study], lambda s: f"- {s}")
+    return "\n".join(out) + "\n"
+
+
+def _failures(rows: list[Row], bullet) -> list[str]:
+    lines = []
+    for row in rows:
+        for error in row.errors:
+            last = [line for line in error.strip().splitlines() if line.strip()][-1:] or ["unknown error"]
+            lines.append(bullet(f"{row.label} failed: {last[0]}"))
+    return (["Failed runs:", ""] + lines + [""]) if lines else []
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}img{max-width:48%;margin:4px}
+.supported{color:#17692b}.not-supported{color:#a31b1b}.inconclusive,.no-data{color:#8a6d00}"""
+
+
+def _html(data: SweepData, figures: dict[str, dict[str, Path]], verdicts: list[Verdict]) -> str:
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(data.name)} report</title>",
+             f"<style>{_CSS}</style></head><body><h1>Decay design-space report: {e(data.name)}</h1>"]  # fmt: skip
+    parts += [f"<p>{e(line)}</p>" for line in _header_lines(data)]
+    parts += ["<h2>Findings</h2>", f"<p>{e(_rule())}</p>"]
+    for v in verdicts:
+        css = v.verdict.replace(" ", "-")
+        parts.append(f"<p><b>{v.number}. {e(v.claim)}</b> — <b class='{css}'>{e(v.verdict)}</b>: {e(v.reason)}.</p>")
+        parts.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in v.evidence) + "</ul>")
+    for study, title in data.studies:
+        head, cells = table(data.rows[study])
+        parts.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in cells]
+        parts.append("</table><div>")
+        for kind, path in figures[study].items():
+            encoded = base64.b64encode(path.read_bytes()).decode()
+            parts.append(f"<img alt='{e(FIGURE_TITLES[kind])}' src='data:image/png;base64,{encoded}'>")
+        parts.append("</div>")
+        failures = _failures(data.rows[study], lambda s: f"<li>{e(s)}</li>")
+        if failures:
+            parts.append("<p>Failed runs:</p><ul>" + "".join(failures[2:-1]) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

@@ -151,7 +151,7 @@ def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu
     DT = q.dtype.element_ty
     rows = tl.arange(0, BT)
     cols = tl.arange(0, BT)
-    causal = rows[:, None] >= cols[None, :]
+    strict = rows[:, None] > cols[None, :]  # dA without its diagonal
     S = tl.zeros([K, V], dtype=tl.float32)
     if HAS_H0:
         S = tl.load(_state_ptrs(h0, i_nh, K, V)).to(tl.float32)
@@ -164,14 +164,18 @@ def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu
         do_t = _load_chunk(do, tok, valid, i_h, H, V)
         G = _load_gates(g, tok, valid, i_h, H, K, VECTOR)
         G_last = tl.min(G, axis=0)
-        dA = tl.dot(do_t.to(DT), tl.trans(v_t.to(DT)), input_precision=PREC)
-        dA = tl.where(causal, dA * scale, 0.0)
+        dA = tl.dot(do_t.to(DT), tl.trans(v_t.to(DT)), input_precision=PREC) * scale
+        # The diagonal (i = j, decay 2^0 = 1) adds dA_ii k_i to dq_i and dA_ii q_i to dk_i, which cancel exactly
+        # in q dq - k dk. It is kept out of the low-precision dots and out of the gate gradient, whose true
+        # value under strong decay is far smaller than that term's rounding error.
+        dA_diag = tl.sum(tl.where(rows[:, None] == cols[None, :], dA, 0.0), axis=1)
+        dA = tl.where(strict, dA, 0.0)
         dq_t = _decay_rows(tl.dot(do_t.to(DT), tl.trans(S.to(DT)), input_precision=PREC), G, VECTOR) * scale
         if VECTOR:
             dq_t += vector_dq_intra(dA, k_t, G, rows, cols, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
         else:
             dq_t += tl.dot((dA * scalar_pair_decay(G, rows, cols)).to(DT), k_t.to(DT), input_precision=PREC)
-        _store_chunk(dq, dq_t, tok, valid, i_h, H, K)
+        _store_chunk(dq, dq_t + dA_diag[:, None] * k_t, tok, valid, i_h, H, K)
         if VECTOR:
             _store_chunk(qdq, q_t * dq_t, tok, valid, i_h, H, K)
         else:
@@ -201,7 +205,7 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
     DT = q.dtype.element_ty
     rows = tl.arange(0, BT)
     cols = tl.arange(0, BT)
-    causal = rows[:, None] >= cols[None, :]
+    strict = rows[:, None] > cols[None, :]  # dA without its diagonal
     dS = tl.zeros([K, V], dtype=tl.float32)
     if VECTOR:
         carry = tl.zeros([K], dtype=tl.float32)
@@ -235,8 +239,9 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
         do_t = _load_chunk(do, tok, valid, i_h, H, V)
         G = _load_gates(g, tok, valid, i_h, H, K, VECTOR)
         G_last = tl.min(G, axis=0)
-        dA = tl.dot(do_t.to(DT), tl.trans(v_t.to(DT)), input_precision=PREC)
-        dA = tl.where(causal, dA * scale, 0.0)
+        dA = tl.dot(do_t.to(DT), tl.trans(v_t.to(DT)), input_precision=PREC) * scale
+        dA_diag = tl.sum(tl.where(rows[:, None] == cols[None, :], dA, 0.0), axis=1)  # see backward_dq_kernel
+        dA = tl.where(strict, dA, 0.0)
         if VECTOR:
             A, dk_t = vector_scores_and_dk_intra(q_t, k_t, G, dA, rows, cols, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
         else:
@@ -249,7 +254,7 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
         dv_t = tl.dot(tl.trans(A).to(DT), do_t.to(DT), input_precision=PREC)
         dv_t += tl.dot(k_end.to(DT), dS_dt, input_precision=PREC)
         dk_t += _decay_rows(tl.dot(v_t.to(DT), tl.trans(dS_dt), input_precision=PREC), G_last - G, VECTOR)
-        _store_chunk(dk, dk_t, tok, valid, i_h, H, K)
+        _store_chunk(dk, dk_t + dA_diag[:, None] * q_t, tok, valid, i_h, H, K)
         _store_chunk(dv, dv_t, tok, valid, i_h, H, V)
         # gate gradient: suffix sums of q*dq - k*dk within the chunk plus everything after it
         if VECTOR:

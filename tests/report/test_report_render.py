@@ -1,0 +1,99 @@
+"""End to end on real tiny runs: `decaylab sweep` (a few steps) then `decaylab report` renders tables and plots."""
+
+from __future__ import annotations
+
+import base64
+import re
+import textwrap
+
+import pytest
+
+from decaylab.cli import build_parser, main
+from decaylab.report.render import write_report
+
+SMOKE = """
+name = "smoke"
+base = "tiny"
+seeds = [0]
+[budget]
+max_steps = 3
+[overrides]
+"train.progress" = false
+"train.warmup_steps" = 1
+"train.eval_every" = 0
+"train.ckpt_every" = 0
+[evaluation]
+max_tokens = 1000
+extrapolation = [1, 2]
+decay_tokens = 128
+[studies]
+granularity = "C. Scalar vs vector decay"
+[[points]]
+study = "granularity"
+label = "SD vector"
+set = { "model.decay.kind" = "simple" }
+[[points]]
+study = "granularity"
+label = "SD scalar"
+set = { "model.decay.kind" = "simple", "model.decay.granularity" = "scalar" }
+"""
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    spec = root / "smoke.toml"
+    spec.write_text(textwrap.dedent(SMOKE))
+    out = root / "sweep"
+    assert main(["sweep", str(spec), "--out", str(out), "--workers", "2"]) == 0
+    return out
+
+
+def test_report_renders_tables_plots_and_findings(sweep_dir):
+    assert main(["report", str(sweep_dir)]) == 0
+    md = (sweep_dir / "report.md").read_text()
+    assert "## C. Scalar vs vector decay" in md
+    assert re.search(r"\| Method \| Params \| Tokens \| Val ppl \| Test ppl \| Extrap\. ppl @128 \|", md)
+    rows = [line for line in md.splitlines() if line.startswith("| SD ")]
+    assert len(rows) == 2 and all("1/1" in r for r in rows)
+    assert "**3. Vector decay usually beats scalar decay" in md and "inconclusive" in md  # one seed
+    for kind in ("decay", "loss", "extrapolation"):
+        path = sweep_dir / "report_files" / f"granularity-{kind}.png"
+        assert path.read_bytes().startswith(PNG_MAGIC)
+        assert f"report_files/granularity-{kind}.png" in md
+
+    page = (sweep_dir / "report.html").read_text()
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == 3 and all(base64.b64decode(i).startswith(PNG_MAGIC) for i in images)
+    assert "<td>SD vector</td>" in page and "report_files/" not in page  # self-contained
+
+
+def test_rerun_skips_finished_points(sweep_dir, capsys):
+    before = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("runs/*/summary.json")}
+    assert main(["sweep", str(sweep_dir.parent / "smoke.toml"), "--out", str(sweep_dir)]) == 0
+    assert "2 already finished, 0 to run" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in sweep_dir.glob("runs/*/summary.json")} == before
+
+
+def test_report_of_a_missing_directory_is_a_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="run `decaylab sweep"):
+        write_report(tmp_path)
+
+
+def test_sweep_errors_are_one_line(tmp_path, capsys):
+    assert main(["sweep", "quik", "--out", str(tmp_path)]) == 2
+    assert "Did you mean 'quick'" in capsys.readouterr().err
+    assert main(["sweep", "quick", "--out", str(tmp_path), "--set", "train.max_stepz=5", "--dry-run"]) == 2
+    assert "max_steps" in capsys.readouterr().err  # did-you-mean from the run config
+
+
+def test_every_flag_has_help():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name in ("sweep", "report"):
+        for action in sub.choices[name]._actions:
+            assert action.help, f"decaylab {name}: {action.option_strings or action.dest} has no help"

@@ -140,3 +140,16 @@ def test_shipped_presets_parse():
     for name in preset_names():
         spec = load_spec(name)
         assert spec.points and spec.study_order()
+
+
+@pytest.mark.parametrize("name", ["quick", "paper"])
+def test_presets_resolve_against_the_real_run_config(name):
+    from decaylab.sweep.backend import resolve_run_config
+
+    runs = expand(load_spec(name), resolve_run_config)
+    spec = load_spec(name)
+    assert {m.label for r in runs for m in r.memberships} == {p.label for p in spec.points}
+    softmax = [r for r in runs if r.config["model"]["mixer"] == "softmax" and r.config["model"]["pos"] == "rope"]
+    studies = {m.study for r in softmax for m in r.memberships}
+    assert studies == {s for s, _ in spec.study_order()}  # the softmax baseline is a row of every table
+    assert len(softmax) == len(spec.seeds)  # ... and trained once per seed

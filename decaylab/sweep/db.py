@@ -127,12 +127,16 @@ class ResultsDB:
     # ------------------------------------------------------------ plan and status
 
     def set_plan(self, spec: Mapping[str, Any], runs: Iterable[Any]) -> None:
-        """Record a sweep's planned runs (``PlannedRun``s); memberships are replaced by this spec's.
+        """Record a sweep's planned runs (``PlannedRun``s).
 
-        Runs already known keep their status and results, so a re-run of the same spec skips them.
+        The memberships of the studies planned now are replaced (the latest --set wins); other studies keep
+        theirs, so ``--study`` runs one table without dropping the others from the report. Runs already known
+        keep their status and results, so a re-run of the same spec skips them.
         """
+        runs = list(runs)
         with self.transaction() as c:
-            c.execute("DELETE FROM memberships")
+            for study in sorted({m.study for run in runs for m in run.memberships}):
+                c.execute("DELETE FROM memberships WHERE study=?", (study,))
             for run in runs:
                 seed = run.memberships[0].seed
                 c.execute(

@@ -136,3 +136,17 @@ def test_bad_worker_settings():
         run_sweep(make_spec(), "unused", workers=0, backend=BACKEND)
     with pytest.raises(ValueError, match="one worker per device"):
         run_sweep(make_spec(), "unused", workers=3, devices=["cuda:0"], backend=BACKEND)
+
+
+def test_running_one_study_keeps_the_others_in_the_database(tmp_path):
+    points = [{"study": s, "label": f"p{i}", "set": {"model.decay.p": p}} for s, i, p in
+              (("a", 0, 0.8), ("b", 1, 0.9))]  # fmt: skip
+    spec = spec_from_dict({"name": "t", "base": "fake", "points": points})
+    run_sweep(spec, tmp_path, backend=BACKEND, log=lambda s: None)
+    smoke = {"train.max_steps": 3}
+    run_sweep(spec.select_studies(["b"]), tmp_path, overrides=smoke, backend=BACKEND, log=lambda s: None)
+    db = ResultsDB(tmp_path / "results.sqlite")
+    members = {m["study"]: m["run_id"] for m in db.memberships()}
+    configs = {r["run_id"]: r["config"] for r in db.runs()}
+    assert set(members) == {"a", "b"}
+    assert configs[members["a"]]["train"]["max_steps"] == 10 and configs[members["b"]]["train"]["max_steps"] == 3

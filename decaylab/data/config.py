@@ -20,7 +20,7 @@ CORPUS_FIELDS: dict[str, set[str]] = {
     "text": {"paths", "valid_paths", "test_paths", "glob", "valid_fraction", "test_fraction", "vocab_size"},
     "hf": {
         "hf_path", "hf_name", "hf_text_field", "hf_train_split", "hf_valid_split", "hf_test_split",
-        "hf_join_rows", "valid_fraction", "test_fraction", "vocab_size",
+        "hf_join_rows", "hf_streaming", "valid_fraction", "test_fraction", "vocab_size",
     },
     "mqar": {
         "vocab_size", "mqar_num_kv_pairs", "mqar_num_queries", "mqar_power_a", "mqar_random_filler",
@@ -28,7 +28,13 @@ CORPUS_FIELDS: dict[str, set[str]] = {
     },
 }
 
+# Streaming settings shared by the corpora that are tokenized with BPE ('text' and 'hf').
+STREAM_FIELDS = {"max_tokens", "max_documents", "tokenizer_sample_bytes", "tokenize_batch_bytes"}
+CORPUS_FIELDS["text"] |= STREAM_FIELDS
+CORPUS_FIELDS["hf"] |= STREAM_FIELDS
+
 DEFAULT_BPE_VOCAB = 8192
+DEFAULT_TOKENIZER_SAMPLE_BYTES = 100_000_000
 DEFAULT_MQAR_VOCAB = 8192
 DEFAULT_HOLDOUT_FRACTION = 0.01
 MIN_BPE_VOCAB = 257  # 256 byte tokens + the end-of-text token
@@ -50,6 +56,20 @@ class DataConfig:
     vocab_size: int | None = None
     """'text'/'hf': size of the byte-level BPE to train (default 8192). 'mqar': token vocabulary (default 8192)."""
 
+    # --- corpus = "text" or "hf": streaming ---
+    max_tokens: int | None = None
+    """Cap on the training split: the first `max_tokens` tokens of the training text (after the held-out
+    splits are taken), e.g. 2_000_000_000 of a 10B-token corpus. Default: all of it."""
+
+    max_documents: int | None = None
+    """Cap on the training split in documents (files for 'text', rows for 'hf'). Default: all of them."""
+
+    tokenizer_sample_bytes: int = DEFAULT_TOKENIZER_SAMPLE_BYTES
+    """BPE training reads only the first this-many bytes of the training split (default 100 MB)."""
+
+    tokenize_batch_bytes: int = 1 << 24
+    """Text encoded per batch and appended to the cache file per flush (16 MiB); bounds memory, not results."""
+
     # --- corpus = "text" ---
     paths: tuple[str, ...] = ()
     """Text files or directories (searched with `glob`) that make up the training text."""
@@ -64,11 +84,13 @@ class DataConfig:
     """Pattern for files inside directories given in `paths`/`valid_paths`/`test_paths`."""
 
     valid_fraction: float | None = None
-    """Fraction of the training text held out (from its end) for validation when no separate valid split
-    exists; default 0.01. Setting it together with `valid_paths` (or an HF valid split) is an error."""
+    """Share of the training source held out for validation when the corpus has no valid split of its own;
+    default 0.01. 'text': the text right after the test part at the start of the training files (bytes, cut
+    at a line boundary). 'hf': evenly spaced rows (one row in 1/fraction). Setting it together with
+    `valid_paths` (or an HF valid split) is an error."""
 
     test_fraction: float | None = None
-    """Like `valid_fraction`, for the test split (taken from the very end, before the valid part)."""
+    """Like `valid_fraction`, for the test split ('text': the very start of the training files)."""
 
     # --- corpus = "hf" ---
     hf_path: str | None = None
@@ -88,6 +110,11 @@ class DataConfig:
 
     hf_test_split: str | None = "test"
     """Split used for testing (None: carve `test_fraction` from the training split)."""
+
+    hf_streaming: bool = False
+    """Read the dataset with `load_dataset(..., streaming=True)`: nothing is downloaded or converted up front,
+    so `data.max_tokens` of a huge corpus costs only the text it reads. `save_to_disk` directories are always
+    read lazily (memory-mapped), with or without it."""
 
     hf_join_rows: bool = False
     """Rows are lines of one text (e.g. wikitext): join each split into one document. Otherwise every row is a
@@ -141,6 +168,17 @@ class DataConfig:
         self._check_holdout("valid", bool(self.valid_paths))
         self._check_holdout("test", bool(self.test_paths))
         self._check_bpe_vocab()
+        self._check_stream()
+
+    def _check_stream(self) -> None:
+        for name in ("max_tokens", "max_documents", "tokenizer_sample_bytes", "tokenize_batch_bytes"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"data.{name}={value!r} must be a positive integer")
+        if self.tokenizer is not None and self.tokenizer_sample_bytes != DEFAULT_TOKENIZER_SAMPLE_BYTES:
+            raise ValueError(
+                "data.tokenizer_sample_bytes sizes BPE training but data.tokenizer gives a tokenizer; set only one"
+            )
 
     def _check_hf(self) -> None:
         if not self.hf_path:
@@ -148,6 +186,7 @@ class DataConfig:
         self._check_holdout("valid", self.hf_valid_split is not None)
         self._check_holdout("test", self.hf_test_split is not None)
         self._check_bpe_vocab()
+        self._check_stream()
 
     def _check_holdout(self, split: str, has_own_split: bool) -> None:
         if has_own_split and getattr(self, f"{split}_fraction") is not None:

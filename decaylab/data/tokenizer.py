@@ -2,8 +2,9 @@
 
 All three share one small interface: ``encode(str) -> list[int]``, ``decode(list[int]) -> str``,
 ``vocab_size``, ``save(path)`` (one JSON file), ``content_hash()`` (identifies the vocabulary for the token
-cache) and ``encode_documents(list[str]) -> np.ndarray`` (a document stream ending each document with the
-end-of-document token). ``load_tokenizer(path)`` reads any of them back; a plain `tokenizers` tokenizer.json
+cache), ``encode_batch(list[str]) -> list[np.ndarray]`` (many texts at once, in the cache's dtype),
+``end_of_document`` (the id appended after each document, or None) and ``encode_documents(list[str])``
+(the in-memory form of what the streaming tokenizer writes: each document's ids, then ``end_of_document``). ``load_tokenizer(path)`` reads any of them back; a plain `tokenizers` tokenizer.json
 (e.g. GPT-2's) is loaded as a BPE tokenizer.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -35,6 +36,18 @@ def _sha256(text: str) -> str:
 def token_dtype(vocab_size: int) -> np.dtype:
     """Smallest unsigned dtype holding every id (halves the cache size for vocabularies <= 65536)."""
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def encode_documents(tokenizer: Any, documents: Sequence[str]) -> np.ndarray:
+    """Concatenated ids of ``documents``, each non-empty one followed by ``tokenizer.end_of_document``."""
+    dtype = token_dtype(tokenizer.vocab_size)
+    eod = tokenizer.end_of_document
+    out: list[np.ndarray] = []
+    for doc, ids in zip(documents, tokenizer.encode_batch(list(documents))):
+        out.append(ids)
+        if doc and eod is not None:
+            out.append(np.array([eod], dtype=dtype))
+    return np.concatenate(out).astype(dtype, copy=False) if out else np.zeros(0, dtype=dtype)
 
 
 @TOKENIZERS.register("word")
@@ -86,9 +99,14 @@ class WordTokenizer:
                 current.append(w)
         return "".join(lines) + " ".join(current)
 
+    end_of_document = None  # every non-empty line already ends in <eos>, which also separates documents
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        dtype = token_dtype(self.vocab_size)
+        return [np.array(self.encode(t), dtype=dtype) for t in texts]
+
     def encode_documents(self, documents: Sequence[str]) -> np.ndarray:
-        # every non-empty line already ends in <eos>, which also separates documents
-        return np.array([i for doc in documents for i in self.encode(doc)], dtype=token_dtype(self.vocab_size))
+        return encode_documents(self, documents)
 
     def to_json(self) -> dict[str, Any]:
         return {FORMAT_KEY: "word", "unk": self.unk, "eos": self.eos, "vocab": self.vocab}
@@ -113,8 +131,12 @@ class BPETokenizer:
         self.eot_id = tokenizer.token_to_id(END_OF_TEXT)
 
     @classmethod
-    def train(cls, documents: Sequence[str], vocab_size: int) -> "BPETokenizer":
-        """Byte-level BPE: any string round-trips exactly (no unknown tokens, no added prefix space)."""
+    def train(cls, documents: Iterable[str], vocab_size: int) -> "BPETokenizer":
+        """Byte-level BPE: any string round-trips exactly (no unknown tokens, no added prefix space).
+
+        ``documents`` may be any iterable of texts, e.g. a stream of pieces (see ``decaylab.data.pieces``):
+        pieces cut at exact cuts give the same pre-token counts, hence the same merges, as whole documents.
+        """
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tok = Tokenizer(models.BPE())
@@ -139,24 +161,18 @@ class BPETokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
-    def encode_documents(self, documents: Sequence[str], batch: int = 1024) -> np.ndarray:
-        """Concatenated ids, each non-empty document followed by <|endoftext|> when the vocabulary has it."""
-        # Long documents are encoded in blocks of lines so that encode_batch can use every core.
-        pieces: list[str] = []
-        last_piece_of_doc: set[int] = set()
-        for doc in documents:
-            pieces.extend(_line_blocks(doc))
-            if doc:
-                last_piece_of_doc.add(len(pieces) - 1)
+    @property
+    def end_of_document(self) -> int | None:
+        return self.eot_id  # <|endoftext|>, when the vocabulary has it
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Ids of many texts, encoded in parallel by `tokenizers` (without offsets when it can skip them)."""
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
         dtype = token_dtype(self.vocab_size)
-        out: list[np.ndarray] = []
-        for start in range(0, len(pieces), batch):
-            encodings = self.tokenizer.encode_batch(pieces[start : start + batch], add_special_tokens=False)
-            for j, enc in enumerate(encodings):
-                out.append(np.asarray(enc.ids, dtype=dtype))
-                if self.eot_id is not None and start + j in last_piece_of_doc:
-                    out.append(np.array([self.eot_id], dtype=dtype))
-        return np.concatenate(out) if out else np.zeros(0, dtype=dtype)
+        return [np.array(enc.ids, dtype=dtype) for enc in encode(list(texts), add_special_tokens=False)]
+
+    def encode_documents(self, documents: Sequence[str]) -> np.ndarray:
+        return encode_documents(self, documents)
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(self.tokenizer.to_str())
@@ -172,16 +188,6 @@ class BPETokenizer:
 
     def content_hash(self) -> str:
         return _sha256(self.tokenizer.to_str())
-
-
-def _line_blocks(text: str, block_chars: int = 1 << 16):
-    """Split text after newlines into blocks of about ``block_chars`` characters (concatenation == text)."""
-    start = 0
-    while start < len(text):
-        cut = text.find("\n", start + block_chars)
-        end = len(text) if cut < 0 else cut + 1
-        yield text[start:end]
-        start = end
 
 
 @TOKENIZERS.register("integer")
@@ -208,8 +214,13 @@ class IntegerTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return " ".join(str(int(i)) for i in ids)
 
+    end_of_document = None
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return [np.array(self.encode(t), dtype=token_dtype(self._vocab_size)) for t in texts]
+
     def encode_documents(self, documents: Sequence[str]) -> np.ndarray:
-        return np.array([i for doc in documents for i in self.encode(doc)], dtype=token_dtype(self._vocab_size))
+        return encode_documents(self, documents)
 
     def to_json(self) -> dict[str, Any]:
         return {FORMAT_KEY: "integer", "vocab_size": self._vocab_size}

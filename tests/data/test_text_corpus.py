@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from decaylab.data import RUN_TOKENIZER, BPETokenizer, DataConfig, build_dataset, load_tokenizer
-from decaylab.data.corpora import carve_tail, local_text
 
 ASCII_SAMPLES = [
     "Hello, world!\n",
@@ -39,17 +38,15 @@ def test_splits_documents_and_bytes(text_dir, cache_dir):
     assert sum(sizes.values()) == total
     assert sizes["valid"] == pytest.approx(0.1 * total, abs=200)
     assert sizes["test"] == pytest.approx(0.05 * total, abs=200)
-    # held-out parts start on a line boundary, and the whole text is recovered in order
-    docs = local_text(cfg).documents
-    joined = "".join(docs["train"]) + "".join(docs["valid"]) + "".join(docs["test"])
-    assert joined == "".join(f.read_text() for f in files)
-    assert docs["train"][-1].endswith("\n") and docs["valid"][-1].endswith("\n")
-    # each document ends with <|endoftext|>: 3 files, one of them cut across train/valid or valid/test
-    eot = data.tokenizer.eot_id
-    eot_count = sum(int((data.split(s) == eot).sum()) for s in ("train", "valid", "test"))
-    assert eot_count in (3, 4, 5)
-    decoded = data.tokenizer.decode(data.split("test")[:-1])  # drop the final <|endoftext|>
-    assert decoded == docs["test"][-1]
+    # test is the start of the training files, valid comes next, both end on a line boundary; nothing is lost
+    tok, eot = data.tokenizer, "<|endoftext|>"
+    text = {s: tok.decode(data.split(s)) for s in ("test", "valid", "train")}
+    assert text["test"].endswith("\n" + eot) and text["valid"].endswith("\n" + eot)
+    assert (text["test"] + text["valid"] + text["train"]).replace(eot, "") == "".join(f.read_text() for f in files)
+    assert all(len(text[s].replace(eot, "").encode()) == sizes[s] for s in text)
+    # each document ends with <|endoftext|>: 3 files, the first one cut into test / valid (/ train)
+    eot_count = sum(int((data.split(s) == tok.eot_id).sum()) for s in ("train", "valid", "test"))
+    assert eot_count in (4, 5)
 
 
 def test_separate_valid_and_test_files(text_dir, tmp_path, cache_dir):
@@ -89,10 +86,3 @@ def test_run_tokenizer_wins_over_retraining(text_dir, tmp_path, cache_dir):
     assert again.tokenizer.content_hash() == trained.tokenizer.content_hash()
     assert "brand new words appear here" in again.tokenizer.decode(again.split("train"))  # tokenized anew
     assert "brand new words" not in trained.tokenizer.decode(trained.split("train"))
-
-
-def test_carve_tail_cuts_after_a_newline():
-    head, tail = carve_tail(["one\ntwo\nthree\n", "four\nfive\n"], 12, "x")
-    assert "".join(head) + "".join(tail) == "one\ntwo\nthree\nfour\nfive\n"
-    assert tail[0].startswith("three") or tail[0].startswith("two")
-    assert len("".join(tail)) >= 12

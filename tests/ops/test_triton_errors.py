@@ -1,0 +1,46 @@
+"""Argument checks of the Triton backend that need no GPU (they run before any kernel launch)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+triton_backend = pytest.importorskip("decaylab.ops.triton", reason="triton is not installed")
+
+
+def _inputs(B=1, T=8, H=2, K=16, V=16):
+    return torch.randn(B, T, H, K), torch.randn(B, T, H, K), torch.randn(B, T, H, V), -torch.rand(B, T, H)
+
+
+def test_registered_as_backend():
+    from decaylab.ops import BACKENDS
+
+    assert BACKENDS.get("triton") is triton_backend.chunk_decay_linear_attention
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-tensor message")
+def test_cpu_tensors_without_interpreter_are_refused(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="backend='chunk'"):
+        triton_backend.chunk_decay_linear_attention(*_inputs())
+
+
+@pytest.mark.parametrize(
+    "offsets, message",
+    [([0, 3, 9], "end at T = 8"), ([1, 8], "start at 0"), ([0, 5, 3, 8], "never decrease")],
+    ids=["wrong-total", "wrong-start", "decreasing"],
+)
+def test_bad_cu_seqlens_are_refused(offsets, message):
+    with pytest.raises(ValueError, match=message):
+        triton_backend.chunk_decay_linear_attention(*_inputs(), cu_seqlens=torch.tensor(offsets))
+
+
+def test_cu_seqlens_needs_batch_one_and_matching_states():
+    with pytest.raises(ValueError, match="batch 1"):
+        triton_backend.chunk_decay_linear_attention(*_inputs(B=2), cu_seqlens=torch.tensor([0, 8]))
+    with pytest.raises(ValueError, match="N = 2 sequences"):
+        triton_backend.chunk_decay_linear_attention(
+            *_inputs(), cu_seqlens=torch.tensor([0, 4, 8]), initial_state=torch.zeros(1, 2, 16, 16)
+        )
+    with pytest.raises(ValueError, match="int32/int64"):
+        triton_backend.chunk_decay_linear_attention(*_inputs(), cu_seqlens=torch.tensor([0.0, 8.0]))

@@ -105,7 +105,8 @@ def pairs_differing_in(rows: list[Row], key: str) -> list[tuple[Row, Row]]:
 
 
 def _median_decay(row: Row, data: SweepData) -> float | None:
-    values = [data.decay_stats[i][0]["median"] for i in row.run_ids if "median" in data.decay_stats.get(i, {}).get(0, {})]
+    pooled = [data.decay_stats.get(i, {}).get(0, {}) for i in row.run_ids]  # layer 0: all layers pooled
+    values = [p["median"] for p in pooled if "median" in p]
     return sum(values) / len(values) if values else None
 
 
@@ -155,7 +156,9 @@ def finding_sharing(data: SweepData) -> Verdict:
     return Verdict(2, claim, "not supported", "no shared model is significantly worse than its twin", evidence)
 
 
-def _majority(data: SweepData, number: int, claim: str, key: str, treatment: Any, control: Any, want_win: bool) -> Verdict:
+def _majority(
+    data: SweepData, number: int, claim: str, key: str, treatment: Any, control: Any, want_win: bool
+) -> Verdict:
     comparisons = []
     for a, b in pairs_differing_in(unique_linear_rows(data), key):
         va, vb = a.config[key], b.config[key]

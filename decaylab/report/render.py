@@ -67,9 +67,9 @@ def _add_decay_medians(data: SweepData) -> None:
     # The pooled (all layers) median decay of each run becomes a row metric, so tables can show it.
     for rows in data.rows.values():
         for row in rows:
-            values = [data.decay_stats[i][0]["median"] for i in row.run_ids
-                      if row.statuses[row.run_ids.index(i)] == "finished" and "median" in data.decay_stats.get(i, {}).get(0, {})]  # fmt: skip
-            row.metrics["decay_median"] = Stat(tuple(values))
+            pooled = [data.decay_stats.get(i, {}).get(0, {}) for i, status in zip(row.run_ids, row.statuses)
+                      if status == "finished"]  # fmt: skip
+            row.metrics["decay_median"] = Stat(tuple(p["median"] for p in pooled if "median" in p))
 
 
 def _rule() -> str:

@@ -180,9 +180,15 @@ class ResultsDB:
             )
             c.executemany(
                 "INSERT INTO decay_stats VALUES (?, ?, ?, ?)",
-                [(run_id, layer, stat, v) for layer, stats in results["decay_stats"].items() for stat, v in stats.items()],
+                [
+                    (run_id, layer, stat, value)
+                    for layer, stats in results["decay_stats"].items()
+                    for stat, value in stats.items()
+                ],
             )
-            c.execute("UPDATE runs SET status='finished', finished_at=?, error=NULL WHERE run_id=?", (time.time(), run_id))
+            c.execute(
+                "UPDATE runs SET status='finished', finished_at=?, error=NULL WHERE run_id=?", (time.time(), run_id)
+            )
 
     # ------------------------------------------------------------ queries
 
@@ -199,7 +205,9 @@ class ResultsDB:
         return out
 
     def memberships(self) -> list[dict[str, Any]]:
-        cur = self.conn.execute("SELECT study, label, seed, run_id, point_index FROM memberships ORDER BY point_index, seed")
+        cur = self.conn.execute(
+            "SELECT study, label, seed, run_id, point_index FROM memberships ORDER BY point_index, seed"
+        )
         return [dict(zip(("study", "label", "seed", "run_id", "point_index"), row)) for row in cur.fetchall()]
 
     def metrics(self) -> dict[str, dict[str, float]]:

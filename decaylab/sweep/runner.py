@@ -11,7 +11,8 @@ Layout of a sweep directory::
 Each point runs in a fresh worker process (so a crash, an out-of-memory kill or a CUDA error takes down only that
 point), pinned to one device and ``cpu_count // workers`` torch threads. A point is skipped when its run
 directory already holds summary.json (and eval.json when the spec evaluates); a point whose directory holds
-its config.json is resumed with ``train(..., resume=True)`` (from its newest checkpoint, if any). Failures are recorded with their traceback and the sweep goes on.
+its config.json is resumed with ``train(..., resume=True)`` (from its newest checkpoint, if any). Failures are
+recorded with their traceback and the sweep goes on.
 Ctrl-C or a kill leaves every run directory resumable: checkpoints are atomic, and a run marked "running" by
 a dead process is simply run again. A lock per run directory keeps two processes off the same run.
 """

@@ -2,9 +2,10 @@
 
 A spec is a base run preset, overrides shared by every point, a budget, seeds, and a list of labelled points, each
 belonging to one study (one table of the report). A point with ``axes`` is a grid: it expands to the Cartesian
-product of its axes, in place, so points keep the order of the file. Expansion resolves every (point, seed) to a full run config and names its run directory by a short hash of
-that config, so the same spec always gives the same run ids in the same order, and a configuration shared by
-several studies (the softmax baseline, "Mamba2" in the parameterization and sharing tables) is trained once.
+product of its axes, in place, so points keep the order of the file. Expansion resolves every (point, seed) to a
+full run config and names its run directory by a short hash of that config, so the same spec always gives the
+same run ids in the same order, and a configuration shared by several studies (the softmax baseline, "Mamba2"
+in the parameterization and sharing tables) is trained once.
 
 Order of precedence, last wins: base preset < spec ``[overrides]`` < ``[budget]`` < point ``set`` < seed <
 ``--set`` from the command line.
@@ -124,7 +125,8 @@ class SweepSpec:
         known = [n for n, _ in self.study_order()]
         for n in names:
             if n not in known:
-                raise ValueError(f"unknown study {n!r}.{closest(n, known)} Studies in {self.name!r}: {', '.join(known)}")
+                hint = closest(n, known)
+                raise ValueError(f"unknown study {n!r}.{hint} Studies in {self.name!r}: {', '.join(known)}")
         return dataclasses.replace(self, points=tuple(p for p in self.points if p.study in names))
 
 
@@ -164,7 +166,9 @@ def run_id_of(config: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------- loading
 
-_TOP_KEYS = {"name", "description", "base", "seeds", "budget", "overrides", "studies", "points", "evaluate", "evaluation"}
+_TOP_KEYS = {
+    "name", "description", "base", "seeds", "budget", "overrides", "studies", "points", "evaluate", "evaluation"
+}  # fmt: skip
 # [evaluation] keys: passed to decaylab.evaluation.evaluate(); not part of the run config (and not of the run id)
 EVALUATION_KEYS = {"max_tokens": int, "extrapolation": list, "splits": list, "decay_tokens": int}
 _POINT_KEYS = {"study", "label", "set", "base", "axes"}

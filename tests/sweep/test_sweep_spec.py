@@ -122,8 +122,8 @@ def test_unknown_override_key_is_reported_with_the_point(tmp_path):
         ({"name": "x", "base": "fake"}, "has no points"),
         ({"name": "x", "base": "fake", "points": [{"study": "a", "label": "L"}] * 2}, "appears twice"),
         ({"name": "x", "base": "fake", "seeds": "0", "points": [{"study": "a", "label": "L"}]}, "list of integers"),
-        ({"name": "x", "base": "fake", "budget": {"max_steps": 1, "tokens": 2}, "points": [{"study": "a", "label": "L"}]},
-         "not both"),  # fmt: skip
+        ({"name": "x", "base": "fake", "budget": {"max_steps": 1, "tokens": 2},
+          "points": [{"study": "a", "label": "L"}]}, "not both"),  # fmt: skip
         ({"name": "x", "base": "fake", "points": [{"study": "a", "label": "{model.p}", "axes": {"model.q": [1]}}]},
          "not an axis"),  # fmt: skip
         ({"name": "x", "base": "fake", "studies": {"a": "A"}, "points": [{"study": "b", "label": "L"}]},

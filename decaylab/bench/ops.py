@@ -3,7 +3,8 @@
 For each sequence length T and decay granularity, on random fp32 inputs of shape B x T x H x D (K = V = D):
 the forward and the forward+backward (random upstream gradient on o) of every backend in
 ``decaylab.ops.BACKENDS``, and of PyTorch's causal ``scaled_dot_product_attention`` ("sdpa") at the same
-shape. Time is the median of ``--repeats`` calls after one warm-up call.
+shape. Time is the median of ``--repeats`` calls (``--reference-repeats`` for recurrent and parallel) after
+one warm-up call.
 
 Peak memory is measured with the PyTorch profiler's allocation records (``profile_memory=True``), in a separate
 call from the timed ones: every allocation and free of a torch CPU tensor during the call, in time order, summed;
@@ -32,6 +33,7 @@ import torch
 from decaylab.ops import BACKENDS, decay_linear_attention
 
 SDPA = "sdpa"
+REFERENCES = ("recurrent", "parallel")  # slow by design: timed --reference-repeats times
 DEFAULT_T = (512, 1024, 2048, 4096, 8192)
 QUICK_T = (512, 1024)
 
@@ -142,8 +144,9 @@ def measure(args: argparse.Namespace) -> list[Result]:
                     forward_backward()  # warm-up (and a first estimate for the time cap)
                     if time.perf_counter() - start > args.time_cap:
                         slow_backends.add(backend)
-                    result.fwd_ms = 1e3 * _median_seconds(forward_only, args.repeats)
-                    result.fwd_bwd_ms = 1e3 * _median_seconds(forward_backward, args.repeats)
+                    repeats = args.reference_repeats if backend in REFERENCES else args.repeats
+                    result.fwd_ms = 1e3 * _median_seconds(forward_only, repeats)
+                    result.fwd_bwd_ms = 1e3 * _median_seconds(forward_backward, repeats)
                     result.fwd_peak_mb = peak_allocated_bytes(forward_only) / 2**20
                     result.fwd_bwd_peak_mb = peak_allocated_bytes(forward_backward) / 2**20
                 results.append(result)
@@ -201,6 +204,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decay", choices=("scalar", "vector", "both"), default="both",
                         help="decay granularity (default both)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per cell; the median is reported")
+    parser.add_argument("--reference-repeats", type=int, default=1,
+                        help="timed calls per cell for the slow references, recurrent and parallel (default 1)")
     parser.add_argument("--quick", action="store_true",
                         help=f"T {' '.join(map(str, QUICK_T))} and one repeat: a smoke test, not a measurement")
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
@@ -225,10 +230,10 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(names)}")
     if args.quick:
-        args.T, args.repeats = args.T or list(QUICK_T), 1
+        args.T, args.repeats, args.reference_repeats = args.T or list(QUICK_T), 1, 1
     args.T = args.T or list(DEFAULT_T)
-    if min(args.T) < 1 or args.repeats < 1 or args.threads < 1:
-        raise ValueError("--T, --repeats and --threads must be positive")
+    if min(args.T) < 1 or min(args.repeats, args.reference_repeats, args.threads) < 1:
+        raise ValueError("--T, --repeats, --reference-repeats and --threads must be positive")
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it or choose another --out")
@@ -239,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
     config = {
         "B": args.batch, "H": args.heads, "K": args.head_dim, "V": args.head_dim, "dtype": "float32",
         "threads": torch.get_num_threads(), "flush_denormal": True, "repeats": args.repeats,
+        "reference_repeats": args.reference_repeats,
         "torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "timing": "median wall time after one warm-up call",
         "memory": "peak of bytes allocated minus freed by torch on CPU during the call (profiler records)",

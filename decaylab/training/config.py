@@ -37,7 +37,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of lr (cosine and wsd)."""
     warmup_steps: int = 100
-    """Linear warmup steps."""
+    """Linear warmup steps (more than max_steps is allowed: the peak is then never reached)."""
     schedule: str = "cosine"
     """Learning-rate schedule: cosine, wsd (warmup-stable-decay) or constant."""
     wsd_decay_fraction: float = 0.2
@@ -93,10 +93,6 @@ class TrainConfig:
             raise ValueError(f"train.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
         if not 0 < self.wsd_decay_fraction <= 1:
             raise ValueError(f"train.wsd_decay_fraction={self.wsd_decay_fraction} must be in (0, 1]")
-        if self.warmup_steps > self.max_steps:
-            raise ValueError(
-                f"train.warmup_steps={self.warmup_steps} exceeds train.max_steps={self.max_steps}; lower the warmup"
-            )
         if self.weight_decay < 0 or self.grad_clip < 0 or self.eps <= 0:
             raise ValueError("train.weight_decay and train.grad_clip must be >= 0 and train.eps > 0")
         for name in ("beta1", "beta2"):

@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -243,7 +244,10 @@ class _Trainer:
                 print(f"{self.run_dir} has already finished ({train.max_steps} steps); nothing to resume")
             return json.loads(summary_path.read_text())
         log = rundir.MetricsLog(self.run_dir, train.tensorboard) if ctx.is_main else None
-        bar = _progress_bar(train, self.step, enabled=train.progress and ctx.is_main)
+        # A terminal gets a live bar; a log file (nohup, sweeps) gets one plain line per metrics record.
+        plain_progress = train.progress and ctx.is_main and not sys.stderr.isatty()
+        bar = _progress_bar(train, self.step, enabled=train.progress and ctx.is_main and not plain_progress)
+        started, first = time.perf_counter(), self.step
         tokens_per_step = train.tokens_per_step()
         window_tokens, window_time = 0, 0.0
         loss = val_loss = None
@@ -269,6 +273,8 @@ class _Trainer:
                     record.update(val_loss=val_loss, val_ppl=math.exp(min(val_loss, 700.0)))
                 if record is not None and log is not None:
                     log.write(record)
+                    if plain_progress:
+                        _print_progress(record, train.max_steps, time.perf_counter() - started, self.step - first)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
@@ -337,3 +343,14 @@ def _progress_bar(train, start: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=train.max_steps, initial=start, unit="step", dynamic_ncols=True, desc="train")
+
+
+def _print_progress(record: dict[str, Any], max_steps: int, elapsed: float, steps_done: int) -> None:
+    eta = elapsed / max(steps_done, 1) * (max_steps - record["step"])
+    val = f" val_loss {record['val_loss']:.4f}" if "val_loss" in record else ""
+    print(
+        f"step {record['step']}/{max_steps} loss {record['loss']:.4f}{val} lr {record['lr']:.2e} "
+        f"{record['tokens_per_s']:,.0f} tok/s eta {eta / 60:.1f} min",
+        file=sys.stderr,
+        flush=True,
+    )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from decaylab.config import parse_set_args
-from decaylab.sweep.runner import run_sweep
+from decaylab.sweep.runner import run_is_done, run_sweep
 from decaylab.sweep.spec import expand, load_spec, preset_names
 
 
@@ -34,8 +35,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override applied to every point after the spec, e.g. --set train.max_steps=5 for a smoke run "
-        "(repeatable)",
+        help="override applied to every point after the spec (repeatable), e.g. --set train.max_steps=5 "
+        "--set train.warmup_steps=1 for a smoke run",
     )
     parser.add_argument(
         "--study",
@@ -45,7 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="run only this study of the spec (repeatable); run ids are the same as in the full sweep",
     )
     parser.add_argument(
-        "--dry-run", action="store_true", help="list the planned runs (id, labels, status) and exit without training"
+        "--dry-run",
+        action="store_true",
+        help="list the planned runs (run id, seed, done or to run, study/label rows) and exit without training",
     )
 
 
@@ -61,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
         for run_ in expand(spec, default_backend().resolve, overrides):
             rows = ", ".join(f"{m.study}/{m.label}" for m in run_.memberships)
-            print(f"{run_.run_id}  seed {run_.memberships[0].seed}  {rows}")
+            done = run_is_done(Path(args.out) / "runs" / run_.run_id, spec.evaluate)
+            print(f"{run_.run_id}  seed {run_.memberships[0].seed}  {'done  ' if done else 'to run'}  {rows}")
         return 0
     result = run_sweep(spec, args.out, workers=workers, devices=devices, overrides=overrides)
     print(f"next: decaylab report {args.out}")

@@ -25,7 +25,7 @@ from decaylab.data.dataset import SPLITS
 from decaylab.data.holdout import EveryNth, HeadBytes, Piece, Routed, cap_documents
 from decaylab.data.pieces import PIECE_CHARS, cut_pieces
 
-READ_CHARS = 1 << 20  # characters read from a file at a time
+READ_CHARS = PIECE_CHARS  # characters read from a file at a time
 
 
 @dataclass
@@ -114,7 +114,7 @@ def find_text_files(paths: tuple[str, ...], glob: str, setting: str) -> list[Pat
     return files
 
 
-def read_chunks(path: Path, setting: str, chunk_chars: int = READ_CHARS) -> Iterator[str]:
+def read_chunks(path: Path, setting: str, chunk_chars: int) -> Iterator[str]:
     """A UTF-8 file's text (universal newlines), ``chunk_chars`` characters at a time."""
     has_text = False
     with open(path, encoding="utf-8") as f:
@@ -133,7 +133,7 @@ def read_chunks(path: Path, setting: str, chunk_chars: int = READ_CHARS) -> Iter
 
 def file_documents(files: list[Path], setting: str) -> Iterator[Piece]:
     for path in files:
-        yield from document(read_chunks(path, setting))
+        yield from document(read_chunks(path, setting, READ_CHARS))
 
 
 def text_corpus(cfg: DataConfig) -> Corpus:

@@ -10,7 +10,8 @@ hold-out rule turns it into ``(split, text, doc_end)``, in stream order:
 - ``EveryNth`` (datasets of rows, whose number may be unknown when streaming): document ``i`` (0-based) is a
   test document when ``floor((i + 1) * f_test) > floor(i * f_test)``, i.e. one in every ``1 / f_test``, evenly
   spaced; of the others (counted by ``j``), valid takes those with ``floor((j + 1) * g) > floor(j * g)``,
-  ``g = f_valid / (1 - f_test)``. The rule depends on the order only, so it works with any cap on the stream.
+  ``g = f_valid / (1 - f_test)``. (Each product gets 1e-9 added before the floor, so that 27 * (0.1 / 0.9)
+  counts as 3.) The rule depends on the order only, so it works with any cap on the stream.
 
 ``cap_documents`` then ends the stream after ``max_documents`` training documents.
 """
@@ -78,14 +79,19 @@ class EveryNth:
         doc, others, split = 0, 0, None
         for text, doc_end in pieces:
             if split is None:  # the first piece of document `doc` decides where the document goes
-                if math.floor((doc + 1) * f_test) > math.floor(doc * f_test):
+                if _steps(doc, f_test):
                     split = "test"
                 else:
-                    split = "valid" if math.floor((others + 1) * g_valid) > math.floor(others * g_valid) else "train"
+                    split = "valid" if _steps(others, g_valid) else "train"
                     others += 1
             yield split, text, doc_end
             if doc_end:
                 doc, split = doc + 1, None
+
+
+def _steps(i: int, fraction: float) -> bool:
+    """Whether ``floor(n * fraction)`` goes up between ``n = i`` and ``n = i + 1``."""
+    return math.floor((i + 1) * fraction + 1e-9) > math.floor(i * fraction + 1e-9)
 
 
 def cap_documents(routed: Iterator[Routed], max_documents: int | None) -> Iterator[Routed]:

@@ -3,8 +3,10 @@ and a `save_to_disk` dataset. Skipped only when `datasets` is not installed."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
+import numpy as np
 import pytest
 
 from decaylab.data import DataConfig, build_dataset
@@ -73,3 +75,35 @@ def test_missing_datasets_package_names_the_fix(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match=r"needs the `datasets` package: pip install 'decaylab\[hf\]'"):
         build_dataset(DataConfig(corpus="hf", hf_path="wikitext", hf_name="wikitext-103-raw-v1",
                                  cache_dir=str(tmp_path)))
+
+
+def test_streaming_reads_the_same_tokens(datasets_offline, tmp_path):
+    root = tmp_path / "rows"
+    root.mkdir()
+    (root / "train.txt").write_text("".join(f"row {i} about the decay of a gate\n" for i in range(200)))
+    base = dict(corpus="hf", hf_path=str(root), hf_valid_split=None, hf_test_split=None, valid_fraction=0.05,
+                test_fraction=0.05, vocab_size=280, cache_dir=str(tmp_path / "cache"))
+    mapped = build_dataset(DataConfig(**base))
+    streamed = build_dataset(DataConfig(**base, hf_streaming=True))
+    for split in ("train", "valid", "test"):
+        assert np.array_equal(mapped.split(split), streamed.split(split))
+    # every 20th row is test (19, 39, ...), and each row is one document
+    eot = mapped.tokenizer.eot_id
+    assert int((mapped.split("test") == eot).sum()) == 10
+    assert mapped.tokenizer.decode(mapped.split("test")).startswith("row 19 about")
+    capped = build_dataset(DataConfig(**base, hf_streaming=True, max_documents=50))
+    assert int((capped.split("train") == eot).sum()) == 50
+    with pytest.raises(ValueError, match="data.hf_text_field='content' is not a column .*columns: text"):
+        build_dataset(DataConfig(**{**base, "cache_dir": str(tmp_path / "c2")}, hf_streaming=True,
+                                 hf_text_field="content"))
+
+
+def test_joined_rows_hold_out_the_head(datasets_offline, split_files, tmp_path):
+    cfg = DataConfig(corpus="hf", hf_path=str(split_files), hf_join_rows=True, hf_valid_split=None,
+                     valid_fraction=0.1, vocab_size=280, cache_dir=str(tmp_path / "cache"))
+    data = build_dataset(cfg)
+    valid = data.tokenizer.decode(data.split("valid"))
+    assert valid.startswith("line 0 of the decay corpus\n") and valid.endswith("\n<|endoftext|>")
+    assert data.bytes_in_split("valid") == pytest.approx(0.1 * (split_files / "train.txt").stat().st_size, abs=40)
+    with pytest.raises(ValueError, match="hf_streaming=true cannot hold out .*set data.hf_streaming=false"):
+        build_dataset(dataclasses.replace(cfg, hf_streaming=True))

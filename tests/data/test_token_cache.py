@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from decaylab.data import BPETokenizer, DataConfig, build_dataset, cache_root
+from decaylab.data import cache as cache_module
 from decaylab.data.cache import TokenCache, atomic_write
 
 
@@ -103,3 +105,76 @@ def test_cache_location(monkeypatch, tmp_path):
     assert cache_root(str(tmp_path / "explicit")) == tmp_path / "explicit"
     monkeypatch.delenv("DECAYLAB_CACHE")
     assert str(cache_root(None)).endswith(".cache/decaylab")
+
+
+def test_streamed_file_equals_np_save(tmp_path):
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(0, 60000, size=n).astype(np.uint16) for n in (0, 1, 777, 5000, 3)]
+    cache = TokenCache(tmp_path / "entry")
+    with cache.writer(block_bytes=1000) as w:
+        for part in parts:
+            w.split("train", np.uint16).append(part)
+        w.commit({})
+    expected = np.concatenate(parts)
+    assert np.array_equal(np.load(tmp_path / "entry" / "train.npy"), expected)
+    meta = json.loads((tmp_path / "entry" / "meta.json").read_text())["splits"]["train"]
+    assert meta["length"] == len(expected) and len(meta["block_crc32"]) == -(-expected.nbytes // 1000)
+    assert meta["sha256"] == hashlib.sha256(expected.tobytes()).hexdigest()
+
+
+def test_interrupted_streaming_write_leaves_nothing(tmp_path):
+    cache = TokenCache(tmp_path / "entry")
+    with pytest.raises(KeyboardInterrupt):
+        with cache.writer() as w:
+            w.split("train", np.uint16).append(np.arange(100, dtype=np.uint16))
+            raise KeyboardInterrupt
+    assert list((tmp_path / "entry").iterdir()) == [] and cache.load() is None
+
+
+@pytest.fixture
+def many_blocks(tmp_path):
+    """A stored split of 100 blocks of 64 bytes, and the offset of its data in the file."""
+    cache = TokenCache(tmp_path / "entry")
+    cache.store({"train": np.arange(3200, dtype=np.uint16)}, block_bytes=64)
+    path = tmp_path / "entry" / "train.npy"
+    return cache, path, path.stat().st_size - 6400
+
+
+def damage(path, offset):
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+def test_load_reads_only_a_few_blocks(many_blocks, monkeypatch):
+    cache, path, start = many_blocks
+    checked, crc32 = [], cache_module.zlib.crc32
+    monkeypatch.setattr(cache_module.zlib, "crc32", lambda data, value=0: checked.append(len(data)) or crc32(data))
+    assert cache.load() is not None
+    assert len(checked) <= 2 + cache_module.SAMPLED_BLOCKS and set(checked) == {64}  # 4 blocks of 100
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_cheap_load_catches_damage_in_the_end_blocks(many_blocks, where, caplog):
+    cache, path, start = many_blocks
+    damage(path, start + 10 if where == "first" else path.stat().st_size - 10)
+    with caplog.at_level(logging.WARNING, logger="decaylab.data"):
+        assert cache.load() is None
+    assert "does not match its checksum (block" in caplog.text
+
+
+def test_full_verification_catches_damage_anywhere(many_blocks, monkeypatch):
+    cache, path, start = many_blocks
+    monkeypatch.setattr(cache_module, "SAMPLED_BLOCKS", 0)  # the cheap check looks at the end blocks only
+    damage(path, start + 50 * 64 + 5)  # block 50
+    assert cache.load() is not None  # missed by the cheap check (by design) ...
+    assert cache.load(full=True) is None  # ... found by the full one
+    monkeypatch.setenv("DECAYLAB_VERIFY_CACHE", "1")
+    assert cache.load() is None
+
+
+def test_truncation_is_caught_by_size_alone(many_blocks, monkeypatch):
+    cache, path, start = many_blocks
+    monkeypatch.setattr(cache_module.zlib, "crc32", lambda *a: pytest.fail("size should have failed first"))
+    path.write_bytes(path.read_bytes()[:-2])
+    assert cache.load() is None

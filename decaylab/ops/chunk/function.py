@@ -30,72 +30,120 @@ import torch
 
 from decaylab.ops.chunk import intra
 
+# Chunks processed together between the two sequential state passes. Everything made per tile (decay factors,
+# scores, partial products) then stays in the CPU cache and lives in buffers reused tile after tile, so the
+# time per token does not grow with T; only inputs, outputs, saved tensors and per-chunk states are full size.
+TILE_CHUNKS = 16
 
-def _scores(q, k, ld):
-    """Intra-chunk A ``[Z, N, C, C]`` and what its backward needs (scalar: the decay matrix)."""
-    if ld.shape[-1] == 1:
-        return intra.scalar_scores(q, k, ld)
-    return intra.vector_scores(q, k, ld), None
+
+def _tiles(*tensors: torch.Tensor):
+    """Yield aligned ``[G, ...]`` views of at most TILE_CHUNKS chunks of each ``[Z, N, ...]`` tensor."""
+    flat = [t.flatten(0, 1) for t in tensors]
+    for start in range(0, flat[0].shape[0], TILE_CHUNKS):
+        yield [t[start : start + TILE_CHUNKS] for t in flat]
+
+
+class _Buffers:
+    """Per-call scratch tensors for one tile; a shorter last tile uses their leading views."""
+
+    def __init__(self, q, v, D, backward):
+        G, (C, K), V = TILE_CHUNKS, q.shape[2:], v.shape[-1]
+        self.decays = q.new_empty(G, 2 * C, D)
+        self.scaled = q.new_empty(G, C, K)  # q * exp(in), then k * exp(out)
+        self.product = q.new_empty(G, C, max(K, V))
+        self.scores = q.new_empty(G, C, C) if backward else None
+        self.vector = intra.Workspace(q, G, backward) if D > 1 else None
+
+    def take(self, G, name, *shape):
+        buffer = getattr(self, name)[:G]
+        return buffer if not shape else buffer.flatten(1)[:, : shape[0] * shape[1]].view(G, *shape)
+
+
+def _scores(q, k, ld, A, decay, buffers):
+    if decay is not None:
+        intra.scalar_scores(q, k, ld, A, decay)
+    else:
+        intra.vector_scores(q, k, ld, A, buffers.vector)
 
 
 def forward(q, k, v, ld, initial_state):
     """Returns o ``[Z, N, C, V]``, entering states ``[Z, N, K, V]``, final state ``[Z, K, V]``, A, decay matrix."""
     Z, N, C, K = q.shape
-    V = v.shape[-1]
-    # 1. Decay factors relative to the chunk boundaries.
-    into_token, out_of_token, across_chunk = intra.chunk_decays(ld)  # [Z, N, C, D] x2, [Z, N, D]
-    # 2. Each chunk's own contribution to the state it hands on: (k * exp(out))^T v.
-    states = (k * out_of_token).transpose(-1, -2) @ v  # [Z, N, K, V]
-    # 3. State passing, sequential over chunks only; states[:, n] is overwritten by S_n, entering chunk n.
+    V, D = v.shape[-1], ld.shape[-1]
+    states = q.new_empty(Z, N, K, V)
+    A = q.new_empty(Z, N, C, C)
+    decay = q.new_empty(Z, N, C, C) if D == 1 else None
+    buffers = _Buffers(q, v, D, backward=False)
+    # 1. Per tile: decay factors, each chunk's own contribution (k * exp(out))^T v to the state it hands on,
+    #    and the intra-chunk scores A.
+    for q_t, k_t, v_t, ld_t, S_t, A_t, *L_t in _tiles(q, k, v, ld, states, A, *([decay] if D == 1 else [])):
+        G = q_t.shape[0]
+        _, out_of_token = intra.chunk_decays(ld_t, buffers.take(G, "decays"))  # [G, C, D]
+        k_out = torch.mul(k_t, out_of_token, out=buffers.take(G, "scaled"))
+        torch.matmul(k_out.transpose(-1, -2), v_t, out=S_t)
+        _scores(q_t, k_t, ld_t, A_t, L_t[0] if L_t else None, buffers)
+    # 2. State passing, sequential over chunks only; states[:, n] is overwritten by S_n, entering chunk n.
     state = q.new_zeros(Z, K, V) if initial_state is None else initial_state.clone()  # never alias an input
-    decay = across_chunk.unsqueeze(-1)  # [Z, N, D, 1]: broadcasts over the state's value columns
+    across_chunk = ld.sum(2).exp().unsqueeze(-1)  # [Z, N, D, 1]: broadcasts over the state's value columns
     for n in range(N):
-        state, states[:, n] = torch.addcmul(states[:, n], decay[:, n], state), state
-    # 4. Intra-chunk scores.
-    A, decay_matrix = _scores(q, k, ld)  # [Z, N, C, C]
-    # 5. Output: the causal decayed attention inside the chunk, plus what the entering state contributes.
-    o = (A @ v).view(Z * N, C, V).baddbmm_((q * into_token).view(Z * N, C, K), states.view(Z * N, K, V))
-    return o.view(Z, N, C, V), states, state, A, decay_matrix
+        state, states[:, n] = torch.addcmul(states[:, n], across_chunk[:, n], state), state
+    # 3. Per tile: output = causal decayed attention inside the chunk + what the entering state contributes.
+    o = q.new_empty(Z, N, C, V)
+    for q_t, v_t, ld_t, S_t, A_t, o_t in _tiles(q, v, ld, states, A, o):
+        G = q_t.shape[0]
+        into_token, _ = intra.chunk_decays(ld_t, buffers.take(G, "decays"))
+        q_in = torch.mul(q_t, into_token, out=buffers.take(G, "scaled"))
+        torch.matmul(A_t, v_t, out=o_t).baddbmm_(q_in, S_t)
+    return o, states, state, A, decay
 
 
-def backward(do, d_final, q, k, v, ld, initial_state, states, final_state, A, decay_matrix):
+def backward(do, d_final, q, k, v, ld, initial_state, states, final_state, A, decay):
     """Gradients (dq, dk, dv, dld, d_initial_state) on chunk-major tensors; dq is w.r.t. the scaled q."""
     Z, N, C, K = q.shape
-    V = v.shape[-1]
-    into_token, out_of_token, across_chunk = intra.chunk_decays(ld)
-
-    # 1. Reverse state passing; d_leaving[:, n] ends up as the gradient of the state leaving chunk n.
-    d_leaving = (q * into_token).transpose(-1, -2) @ do  # [Z, N, K, V]: what chunk n's outputs send back
+    V, D = v.shape[-1], ld.shape[-1]
+    buffers = _Buffers(q, v, D, backward=True)
+    # 1. Per tile: what chunk n's outputs send back to the state entering it, (q * exp(in))^T do.
+    d_leaving = q.new_empty(Z, N, K, V)
+    for q_t, do_t, ld_t, dS_t in _tiles(q, do, ld, d_leaving):
+        G = q_t.shape[0]
+        into_token, _ = intra.chunk_decays(ld_t, buffers.take(G, "decays"))
+        q_in = torch.mul(q_t, into_token, out=buffers.take(G, "scaled"))
+        torch.matmul(q_in.transpose(-1, -2), do_t, out=dS_t)
+    # 2. Reverse state passing; d_leaving[:, n] ends up as the gradient of the state leaving chunk n.
     d_state = q.new_zeros(Z, K, V) if d_final is None else d_final
-    decay = across_chunk.unsqueeze(-1)  # [Z, N, D, 1]
+    across_chunk = ld.sum(2).exp().unsqueeze(-1)  # [Z, N, D, 1]
     for n in range(N - 1, -1, -1):
-        d_state, d_leaving[:, n] = torch.addcmul(d_leaving[:, n], decay[:, n], d_state), d_state
+        d_state, d_leaving[:, n] = torch.addcmul(d_leaving[:, n], across_chunk[:, n], d_state), d_state
     d_initial = d_state if initial_state is not None else None
 
-    # 2. Intra-chunk part: dA = causal(do v^T), then through A to q and k.
-    dA = do @ v.transpose(-1, -2)  # [Z, N, C, C]; the upper triangle is ignored by both score backwards
-    if decay_matrix is not None:
-        dq, dk = intra.scalar_scores_backward(dA, q, k, decay_matrix)
-    else:
-        dq, dk = intra.vector_scores_backward(dA, q, k, ld)
+    # 3. Per tile: intra-chunk part through dA = causal(do v^T), then the inter-chunk part through the entering
+    #    state (q side) and the leaving state (k, v side), then the log-decay gradient of the tile.
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dld = ld.new_empty(Z, N, C, D)
+    W_suffix = intra._segment_matrix("suffix", C, ld.dtype, ld.device)
+    tiles = _tiles(q, k, v, ld, do, states, d_leaving, A, dq, dk, dv, dld, *([decay] if D == 1 else []))
+    for q_t, k_t, v_t, ld_t, do_t, S_t, dS_t, A_t, dq_t, dk_t, dv_t, dld_t, *L_t in tiles:
+        G = q_t.shape[0]
+        dA = torch.matmul(do_t, v_t.transpose(-1, -2), out=buffers.take(G, "scores"))  # upper triangle unused
+        if L_t:
+            intra.scalar_scores_backward(dA, q_t, k_t, L_t[0], dq_t, dk_t)
+        else:
+            intra.vector_scores_backward(dA, q_t, k_t, ld_t, dq_t, dk_t, buffers.vector)
+        into_token, out_of_token = intra.chunk_decays(ld_t, buffers.take(G, "decays"))
+        through_state = buffers.take(G, "product", C, K)
+        dq_t.addcmul_(torch.matmul(do_t, S_t.transpose(-1, -2), out=through_state), into_token)
+        dk_t.addcmul_(torch.matmul(v_t, dS_t.transpose(-1, -2), out=through_state), out_of_token)
+        k_out = torch.mul(k_t, out_of_token, out=buffers.take(G, "scaled"))
+        torch.matmul(k_out, dS_t, out=dv_t).baddbmm_(A_t.transpose(-1, -2), do_t)
+        # Log decay: dG = q*dq - k*dk, summed over t >= j inside the chunk by a 0/1 matrix product.
+        dG = torch.mul(q_t, dq_t, out=buffers.take(G, "product", C, K)).addcmul_(k_t, dk_t, value=-1)
+        intra.segment_sums(dG.sum(-1, keepdim=True) if D == 1 else dG, W_suffix, out=dld_t)
 
-    # 3. Inter-chunk part: through the entering state (q side) and the leaving state (k, v side).
-    dq.addcmul_(do @ states.transpose(-1, -2), into_token)
-    dk.addcmul_(v @ d_leaving.transpose(-1, -2), out_of_token)
-    dv = ((k * out_of_token) @ d_leaving).view(Z * N, C, V)
-    dv = dv.baddbmm_(A.view(Z * N, C, C).transpose(-1, -2), do.view(Z * N, C, V)).view(Z, N, C, V)
-
-    # 4. Log decay: dG = q*dq - k*dk (+ the final-state term at the last token), reverse-summed over the
-    #    sequence: inside each chunk by a 0/1 matrix product, across chunks by carrying the later chunks' totals.
-    dG = (q * dq).addcmul_(k, dk, value=-1)  # [Z, N, C, K]
-    if ld.shape[-1] == 1:
-        dG = dG.sum(-1, keepdim=True)  # [Z, N, C, 1]
-    D = dG.shape[-1]
+    # 4. Log decay across chunks: add the totals of all later chunks, then the final-state term, which sits at
+    #    the last token and so reaches every token of its sequence.
+    if N > 1:
+        dld[:, :-1] += dld[:, 1:, 0].flip(1).cumsum(1).flip(1).unsqueeze(2)
     if d_final is not None:
         carried = (final_state * d_final).sum(-1)  # [Z, K]
-        dG[:, -1, -1] += carried.sum(-1, keepdim=True) if D == 1 else carried
-    W = intra._segment_matrix("suffix", C, ld.dtype, ld.device)
-    dld = intra.segment_sums(dG.view(Z * N, C, D), W).view(Z, N, C, D)  # sum over t >= j inside the chunk
-    if N > 1:  # add the totals of all later chunks, [Z, N-1, D]
-        dld[:, :-1] += dld[:, 1:, 0].flip(1).cumsum(1).flip(1).unsqueeze(2)
+        dld += (carried.sum(-1, keepdim=True) if D == 1 else carried)[:, None, None, :]
     return dq, dk, dv, dld, d_initial

@@ -64,46 +64,44 @@ def _segment_matrix(kind: str, C: int, dtype: torch.dtype, device: torch.device)
     return W.to(dtype)
 
 
-def segment_sums(ld: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+def segment_sums(ld: torch.Tensor, W: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``W^T ld`` over the token axis: ld ``[G, C, D]`` -> ``[G, W.shape[1], D]``, one matrix product."""
     G, C, D = ld.shape
     if D == 1:  # a row per sequence: one plain matrix product
-        return (ld.view(G, C) @ W).unsqueeze(-1)
-    return torch.matmul(W.transpose(0, 1), ld)
+        rows = torch.matmul(ld.view(G, C), W, out=None if out is None else out.view(G, -1))
+        return rows.view(G, -1, 1)
+    return torch.matmul(W.transpose(0, 1), ld, out=out)
 
 
-def chunk_decays(ld: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Decays relative to the chunk boundaries, from log decays ``[Z, N, C, D]``.
+def chunk_decays(ld: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """exp(sum_{t<=i} ld_t) and exp(sum_{t>j} ld_t) inside each chunk, as ``[G, C, D]`` views of ``out``.
 
-    Returns exp(sum_{t<=i} ld_t) and exp(sum_{t>j} ld_t) as ``[Z, N, C, D]`` and exp(sum_t ld_t) ``[Z, N, D]``.
+    ld: ``[G, C, D]``; out: a ``[G, 2C, D]`` buffer.
     """
-    Z, N, C, D = ld.shape
-    W = _segment_matrix("chunk", C, ld.dtype, ld.device)
-    E = segment_sums(ld.view(Z * N, C, D), W).exp_().view(Z, N, 2 * C, D)
-    return E[:, :, :C], E[:, :, C:], ld.sum(2).exp()
+    C = ld.shape[1]
+    E = segment_sums(ld, _segment_matrix("chunk", C, ld.dtype, ld.device), out=out).exp_()
+    return E[:, :C], E[:, C:]
 
 
-def scalar_scores(q: torch.Tensor, k: torch.Tensor, ld: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A for scalar decay. q, k ``[Z, N, C, K]``; ld ``[Z, N, C, 1]``. Returns (A, decay matrix), ``[Z, N, C, C]``."""
-    Z, N, C, _ = ld.shape
-    seg = (ld.reshape(Z * N, C) @ _segment_matrix("pairs", C, ld.dtype, ld.device)).view(Z, N, C, C)
+def scalar_scores(q, k, ld, A, decay) -> None:
+    """A = (q k^T) * L for scalar decay, written into ``A`` and ``decay`` (L), both ``[G, C, C]``.
+
+    q, k: ``[G, C, K]``; ld: ``[G, C, 1]``.
+    """
+    G, C, _ = ld.shape
+    torch.matmul(ld.view(G, C), _segment_matrix("pairs", C, ld.dtype, ld.device), out=decay.view(G, C * C))
     upper = torch.ones(C, C, dtype=torch.bool, device=ld.device).triu(1)
-    decay = seg.masked_fill_(upper, float("-inf")).exp_()  # j > i: exp(-inf) = 0
-    return (q @ k.transpose(-1, -2)).mul_(decay), decay
+    decay.masked_fill_(upper, float("-inf")).exp_()  # j > i: exp(-inf) = 0
+    torch.matmul(q, k.transpose(-1, -2), out=A).mul_(decay)
 
 
-def scalar_scores_backward(
-    dA: torch.Tensor, q: torch.Tensor, k: torch.Tensor, decay: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of q and k through A = (q k^T) * L, given dA ``[..., C, C]``."""
-    dP = dA.mul_(decay)  # [..., C, C]; L is zero above the diagonal, so this also applies the causal mask
-    return dP @ k, dP.transpose(-1, -2) @ q
+def scalar_scores_backward(dA, q, k, decay, dq, dk) -> None:
+    """Gradients of q and k through A = (q k^T) * L, given dA ``[G, C, C]`` (overwritten), into dq and dk."""
+    dP = dA.mul_(decay)  # L is zero above the diagonal, so this also applies the causal mask
+    torch.matmul(dP, k, out=dq)
+    torch.matmul(dP.transpose(-1, -2), q, out=dk)
 
 
-# Chunks handled together by the vector-decay levels. Each level's temporaries then fit in the CPU cache, and
-# they live in buffers allocated once per call: fresh half-megabyte tensors are page-faulted in by the OS on
-# every use, which made the levels several times slower than their arithmetic.
-TILE_CHUNKS = 32
 # Level matrices are applied to blocks of at least this many tokens: tiny matrix products cost more than
 # the zeros a block-diagonal matrix multiplies.
 MIN_SEGMENT_BLOCK = 16
@@ -135,8 +133,12 @@ def _levels(C: int) -> list[int]:
     return [C >> (e + 1) for e in range(C.bit_length() - 1)]  # C/2, C/4, ..., 1
 
 
-class _Workspace:
-    """Per-call buffers for one tile, reused by every level and tile (views of the first G chunks)."""
+class Workspace:
+    """Buffers for the vector-decay levels of one tile of G chunks, reused by every level and every tile.
+
+    Fresh tensors of this size are page-faulted in by the OS on every use, which made the levels several times
+    slower than their arithmetic; a tile that is smaller than G uses views of the first chunks.
+    """
 
     def __init__(self, like: torch.Tensor, G: int, backward: bool):
         C, K = like.shape[-2:]
@@ -179,53 +181,36 @@ def _product(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tenso
     return torch.sum(a.unsqueeze(-1) * b.unsqueeze(-3), dim=-2, out=out)
 
 
-def _tiles(x: torch.Tensor):
-    """``[Z, N, C, X]`` -> views ``[G, C, X]`` of at most TILE_CHUNKS chunks each."""
-    return x.reshape(-1, *x.shape[-2:]).split(TILE_CHUNKS)
+def vector_scores(q, k, ld, A, work: Workspace) -> None:
+    """A for vector decay, written into ``A`` ``[G, C, C]``. q, k, ld: ``[G, C, K]``, C a power of two."""
+    G, C, _ = q.shape
+    A.zero_()
+    A.diagonal(dim1=-2, dim2=-1).copy_((q * k).sum(-1))  # i = j: no decay
+    for s in _levels(C):
+        _, queries, keys = work.level(q, k, ld, s)  # [G, M, s, K] each
+        _block_view(A, s).copy_(_product(queries, keys.transpose(-1, -2), out=work.blocks_of(G, s, C)))
 
 
-def vector_scores(q: torch.Tensor, k: torch.Tensor, ld: torch.Tensor) -> torch.Tensor:
-    """A for vector decay. q, k, ld ``[Z, N, C, K]``, C a power of two. Returns ``[Z, N, C, C]``."""
-    Z, N, C, K = q.shape
-    A = q.new_zeros(Z, N, C, C)
-    work = _Workspace(q, min(TILE_CHUNKS, Z * N), backward=False)
-    for q_t, k_t, ld_t, A_t in zip(_tiles(q), _tiles(k), _tiles(ld), _tiles(A)):
-        G = q_t.shape[0]
-        A_t.diagonal(dim1=-2, dim2=-1).copy_((q_t * k_t).sum(-1))  # i = j: no decay
-        for s in _levels(C):
-            _, queries, keys = work.level(q_t, k_t, ld_t, s)  # [G, M, s, K] each
-            scores = _product(queries, keys.transpose(-1, -2), out=work.blocks_of(G, s, C))
-            _block_view(A_t, s).copy_(scores)
-    return A
-
-
-def vector_scores_backward(
-    dA: torch.Tensor, q: torch.Tensor, k: torch.Tensor, ld: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of q and k through :func:`vector_scores`, given dA ``[Z, N, C, C]`` (upper triangle ignored).
+def vector_scores_backward(dA, q, k, ld, dq, dk, work: Workspace) -> None:
+    """Gradients of q and k through :func:`vector_scores`, given dA ``[G, C, C]`` (upper triangle ignored).
 
     The same halving: per level, d(scaled q) = dA_block (scaled k) and d(scaled k) = dA_block^T (scaled q),
-    each multiplied by its bounded factor again. The log-decay gradient is not formed here: it follows from
-    dq and dk (see :mod:`decaylab.ops.chunk.function`).
+    each multiplied by its bounded factor again. Written into dq and dk ``[G, C, K]``. The log-decay gradient
+    is not formed here: it follows from dq and dk (see :mod:`decaylab.ops.chunk.function`).
     """
-    Z, N, C, K = q.shape
-    dq, dk = torch.empty_like(q), torch.empty_like(k)
-    work = _Workspace(q, min(TILE_CHUNKS, Z * N), backward=True)
-    for dA_t, q_t, k_t, ld_t, dq_t, dk_t in zip(*map(_tiles, (dA, q, k, ld, dq, dk))):
-        G = q_t.shape[0]
-        diag = dA_t.diagonal(dim1=-2, dim2=-1).unsqueeze(-1)  # [G, C, 1]
-        torch.mul(diag, k_t, out=dq_t)
-        torch.mul(diag, q_t, out=dk_t)
-        for s in _levels(C):
-            factors, queries, keys = work.level(q_t, k_t, ld_t, s)
-            d_scores = work.blocks_of(G, s, C)
-            d_scores.copy_(_block_view(dA_t, s))  # [G, M, s, s], contiguous for the matrix products
-            d_scaled = work.d_scaled[:G].view(G, C // (2 * s), s, K)
-            _product(d_scores, keys, out=d_scaled)
-            _halves(dq_t, s)[:, :, 1].addcmul_(d_scaled, factors[:, :, 1])
-            _product(d_scores.transpose(-1, -2), queries, out=d_scaled)
-            if s == 1:
-                _halves(dk_t, s)[:, :, 0] += d_scaled
-            else:
-                _halves(dk_t, s)[:, :, 0].addcmul_(d_scaled, factors[:, :, 0])
-    return dq, dk
+    G, C, K = q.shape
+    diag = dA.diagonal(dim1=-2, dim2=-1).unsqueeze(-1)  # [G, C, 1]
+    torch.mul(diag, k, out=dq)
+    torch.mul(diag, q, out=dk)
+    for s in _levels(C):
+        factors, queries, keys = work.level(q, k, ld, s)
+        d_scores = work.blocks_of(G, s, C)
+        d_scores.copy_(_block_view(dA, s))  # [G, M, s, s], contiguous for the matrix products
+        d_scaled = work.d_scaled[:G].view(G, C // (2 * s), s, K)
+        _product(d_scores, keys, out=d_scaled)
+        _halves(dq, s)[:, :, 1].addcmul_(d_scaled, factors[:, :, 1])
+        _product(d_scores.transpose(-1, -2), queries, out=d_scaled)
+        if s == 1:
+            _halves(dk, s)[:, :, 0] += d_scaled
+        else:
+            _halves(dk, s)[:, :, 0].addcmul_(d_scaled, factors[:, :, 0])

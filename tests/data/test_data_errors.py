@@ -56,6 +56,13 @@ def test_corpus_without_a_valid_split_names_the_fix(tmp_path, text_dir):
         ({"corpus": "hf"}, "needs data.hf_path"),
         ({"corpus": "hf", "hf_path": "w", "valid_fraction": 0.1}, "drop data.valid_fraction or the separate valid"),
         ({"corpus": "mqar", "tokenizer": "t.json"}, "tokens are integers"),
+        ({"max_tokens": 1000}, r"data.max_tokens is not used by data.corpus='ptb' \(only by 'text', 'hf'\)"),
+        ({"corpus": "text", "paths": ("x",), "hf_streaming": True}, "data.hf_streaming is not used by"),
+        ({"corpus": "text", "paths": ("x",), "max_tokens": 0}, "data.max_tokens=0 must be a positive integer"),
+        ({"corpus": "hf", "hf_path": "w", "max_documents": -5}, "data.max_documents=-5 must be a positive"),
+        ({"corpus": "text", "paths": ("x",), "tokenize_batch_bytes": 0}, "must be a positive integer"),
+        ({"corpus": "text", "paths": ("x",), "tokenizer": "t.json", "tokenizer_sample_bytes": 10**6},
+         "tokenizer_sample_bytes sizes BPE training but data.tokenizer gives a tokenizer"),
     ],
 )
 def test_invalid_settings(settings, message):

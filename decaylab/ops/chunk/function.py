@@ -33,7 +33,7 @@ from decaylab.ops.chunk import intra
 # Chunks processed together between the two sequential state passes. Everything made per tile (decay factors,
 # scores, partial products) then stays in the CPU cache and lives in buffers reused tile after tile, so the
 # time per token does not grow with T; only inputs, outputs, saved tensors and per-chunk states are full size.
-TILE_CHUNKS = 16
+TILE_CHUNKS = 64
 
 
 def _tiles(*tensors: torch.Tensor):

@@ -8,9 +8,9 @@ across chunks only one K x V state per chunk is passed on, sequentially over T /
 are linear in T: nothing T x T and no per-token states are formed (states are kept per chunk).
 
 Numerics: all arithmetic runs in fp32 (fp64 for fp64 inputs) whatever the input dtype; every exponent is a
-sum of log decays over a segment, hence <= 0, formed by cumulative sums that restart at chunk (and, for
-vector decay, sub-block) boundaries; per-step log decays from 0 down to -1e3 give finite outputs and
-gradients. The output comes back in the input dtype, the final state in the compute dtype. The backward is
+sum of log decays over one segment, hence <= 0, formed by a 0/1 matrix product that adds only the decays
+inside the segment (no differences of long prefix sums); per-step log decays from 0 down to -1e3 give finite
+outputs and gradients. The output comes back in the input dtype, the final state in the compute dtype. The backward is
 written by hand (see :mod:`decaylab.ops.chunk.function`); double backward is not supported.
 """
 

@@ -4,9 +4,9 @@ Layout: ``Z = B*H`` sequences of ``N`` chunks of ``C`` tokens; q, k ``[Z, N, C, 
 decay ``ld`` ``[Z, N, C, D]`` with D = 1 (scalar, broadcast over keys) or D = K (vector).
 q arrives already multiplied by ``scale``. Within chunk n, with S_n the state entering it (the state after chunk n-1):
 
-    in_i  = sum_{t<=i} ld_t        decay from the chunk start to token i          (inclusive cumsum, <= 0)
-    out_j = sum_{t>j}  ld_t        decay from token j to the chunk end            (exclusive reverse cumsum, <= 0)
-    tot   = sum_t ld_t             decay across the whole chunk
+    in_i  = sum_{t<=i} ld_t        decay from the chunk start to token i          (<= 0)
+    out_j = sum_{t>j}  ld_t        decay from token j to the chunk end            (<= 0)
+    tot   = sum_t ld_t             decay across the whole chunk                   (<= 0)
 
     S_{n+1} = exp(tot) * S_n + (k * exp(out))^T v                                 (state passing)
     o       = (q * exp(in)) S_n + A v,  A[i, j] = sum_c q_ic k_jc exp(in_ic - in_jc) (j <= i; see intra.py)
@@ -22,6 +22,9 @@ Log decay: every term depends on the decays only through exp(G_i - G_j) with coe
 where G is the running sum of ld over the whole sequence, and every term of the final state carries +G_last.
 Hence dG_t = q_t * dq_t - k_t * dk_t (+ sum_v S_final * dS_final at the last token) and d ld_t is the
 reverse cumulative sum of dG over the sequence. No exponential is differentiated.
+
+Both directions are three steps: a pass over tiles of chunks (independent chunks, batched matmuls), the
+sequential pass over chunks (one K x V state each), and a second pass over tiles.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Iterator
 
 from decaylab.data.config import DataConfig
 from decaylab.data.dataset import SPLITS
+from decaylab.data.hf import hf_rows, load_hf, row_bytes, split_fingerprint
 from decaylab.data.holdout import EveryNth, HeadBytes, Piece, Routed, cap_documents
 from decaylab.data.pieces import PIECE_CHARS, cut_pieces
 
@@ -160,8 +161,6 @@ def text_corpus(cfg: DataConfig) -> Corpus:
 
 def hf_corpus(cfg: DataConfig) -> Corpus:
     """Rows of the text column are documents, or lines of one document per split with ``hf_join_rows``."""
-    from decaylab.data.hf import hf_rows, load_hf, row_bytes, split_fingerprint
-
     loaded = load_hf(cfg)
     wanted = {"train": cfg.hf_train_split, "valid": cfg.hf_valid_split, "test": cfg.hf_test_split}
     sources, prints, tables = {}, {}, {}

@@ -84,6 +84,6 @@ def parallel_decay_linear_attention(
     if output_final_state:
         final_state = (k * to_end.exp()).transpose(-1, -2) @ v  # [B, H, K, V]
         if initial_state is not None:
-            total = from_start[:, :, -1] if T > 0 else torch.zeros_like(ld[:, :, 0])  # [B, H, 1 or K]
+            total = from_start[:, :, -1] if T > 0 else ld.new_zeros(B, H, ld.shape[-1])  # [B, H, 1 or K]
             final_state = final_state + total.exp()[..., None] * h0
     return o.transpose(1, 2).to(in_dtype), final_state

@@ -36,5 +36,5 @@ def recurrent_decay_linear_attention(
     for t in range(T):
         state = decay[:, t, :, :, None] * state + k[:, t, :, :, None] * v[:, t, :, None, :]  # [B, H, K, V]
         outputs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], state))
-    o = torch.stack(outputs, dim=1) * scale  # [B, T, H, V]
+    o = torch.stack(outputs, dim=1) * scale if outputs else q.new_zeros(B, 0, H, V)  # [B, T, H, V]
     return o.to(in_dtype), (state if output_final_state else None)

@@ -32,7 +32,7 @@ def test_cache_is_reused(text_dir, tmp_path, monkeypatch):
     def no_tokenizing(*args, **kwargs):
         raise AssertionError("the cached tokens should have been reused")
 
-    monkeypatch.setattr(BPETokenizer, "encode_documents", no_tokenizing)
+    monkeypatch.setattr(BPETokenizer, "encode_batch", no_tokenizing)
     monkeypatch.setattr(BPETokenizer, "train", no_tokenizing)
     second = build_dataset(text_cfg(text_dir, cache_dir))
     for split in ("train", "valid", "test"):

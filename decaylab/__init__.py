@@ -1,8 +1,38 @@
 """decaylab: decay in linear attention, from the kernel to the design-space study."""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from decaylab.decay import DECAY_KINDS, DecayConfig  # noqa: E402
-from decaylab.model import DecayLM, ModelConfig  # noqa: E402
+# Public names resolve lazily (PEP 562) so that `import decaylab.registry` or the sweep workers' imports do not
+# pay for torch and the model stack until something actually uses them.
+_EXPORTS = {
+    "DECAY_KINDS": "decaylab.decay",
+    "DecayConfig": "decaylab.decay",
+    "DecayLM": "decaylab.model",
+    "ModelConfig": "decaylab.model",
+    "decay_linear_attention": "decaylab.ops",
+}
 
-__all__ = ["DECAY_KINDS", "DecayConfig", "DecayLM", "ModelConfig", "__version__"]
+if TYPE_CHECKING:
+    from decaylab.decay import DECAY_KINDS, DecayConfig
+    from decaylab.model import DecayLM, ModelConfig
+    from decaylab.ops import decay_linear_attention
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'decaylab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_EXPORTS))
+
+
+__all__ = [*_EXPORTS, "__version__"]

@@ -9,7 +9,8 @@ data.vocab_size, data.word_level, data.bytes_in_split("test"), data.split("train
 ```
 
 Corpora (``data.corpus``): ``ptb``, ``text`` (local files, byte-level BPE), ``hf`` (`datasets`), ``mqar``.
-See docs/data.md.
+Corpora are streamed into the cache with bounded memory (``data.max_tokens`` takes the head of a large one);
+``python -m decaylab.data.prepare`` does it ahead of training. See docs/data.md.
 """
 
 from decaylab.data.build import CORPORA, RUN_TOKENIZER, build_dataset

@@ -4,8 +4,9 @@ All three share one small interface: ``encode(str) -> list[int]``, ``decode(list
 ``vocab_size``, ``save(path)`` (one JSON file), ``content_hash()`` (identifies the vocabulary for the token
 cache), ``encode_batch(list[str]) -> list[np.ndarray]`` (many texts at once, in the cache's dtype),
 ``end_of_document`` (the id appended after each document, or None) and ``encode_documents(list[str])``
-(the in-memory form of what the streaming tokenizer writes: each document's ids, then ``end_of_document``). ``load_tokenizer(path)`` reads any of them back; a plain `tokenizers` tokenizer.json
-(e.g. GPT-2's) is loaded as a BPE tokenizer.
+(the in-memory form of what the streaming tokenizer writes: each document's ids, then ``end_of_document``).
+``load_tokenizer(path)`` reads any of them back; a plain `tokenizers` tokenizer.json (e.g. GPT-2's) is loaded
+as a BPE tokenizer.
 """
 
 from __future__ import annotations

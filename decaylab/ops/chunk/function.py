@@ -9,7 +9,7 @@ q arrives already multiplied by ``scale``. Within chunk n, with S_n the state en
     tot   = sum_t ld_t             decay across the whole chunk                   (<= 0)
 
     S_{n+1} = exp(tot) * S_n + (k * exp(out))^T v                                 (state passing)
-    o       = (q * exp(in)) S_n + A v,  A[i, j] = sum_c q_ic k_jc exp(in_ic - in_jc) (j <= i; see intra.py)
+    o       = (q * exp(in)) S_n + A v,  A[i, j] = sum_c q_ic k_jc exp(in_ic - in_jc) (j <= i; intra.py)
 
 Backward, with dS_{n+1} the gradient of the state leaving chunk n (dS_N = d final state):
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 
 from decaylab.ops.chunk import intra
+from decaylab.ops.chunk.segments import chunk_decays, exp_, segment_matrix, segment_sums
 
 # Chunks processed together between the two sequential state passes. Everything made per tile (decay factors,
 # scores, partial products) then stays in the CPU cache and lives in buffers reused tile after tile, so the
@@ -55,7 +56,7 @@ class _Buffers:
         self.scaled = q.new_empty(G, C, K)  # q * exp(in), then k * exp(out)
         self.product = q.new_empty(G, C, max(K, V))
         self.scores = q.new_empty(G, C, C) if backward else None
-        self.vector = intra.Workspace(q, G, backward) if D > 1 else None
+        self.vector = intra.VectorWorkspace(q, G, backward) if D > 1 else None
 
     def take(self, G, name, *shape):
         buffer = getattr(self, name)[:G]
@@ -81,20 +82,20 @@ def forward(q, k, v, ld, initial_state):
     #    and the intra-chunk scores A.
     for q_t, k_t, v_t, ld_t, S_t, A_t, *L_t in _tiles(q, k, v, ld, states, A, *([decay] if D == 1 else [])):
         G = q_t.shape[0]
-        _, out_of_token = intra.chunk_decays(ld_t, buffers.take(G, "decays"))  # [G, C, D]
+        out_of_token = chunk_decays(ld_t, buffers.take(G, "decays"), "out_of")  # [G, C, D]
         k_out = torch.mul(k_t, out_of_token, out=buffers.take(G, "scaled"))
         torch.matmul(k_out.transpose(-1, -2), v_t, out=S_t)
         _scores(q_t, k_t, ld_t, A_t, L_t[0] if L_t else None, buffers)
     # 2. State passing, sequential over chunks only; states[:, n] is overwritten by S_n, entering chunk n.
     state = q.new_zeros(Z, K, V) if initial_state is None else initial_state.clone()  # never alias an input
-    across_chunk = ld.sum(2).exp().unsqueeze(-1)  # [Z, N, D, 1]: broadcasts over the state's value columns
+    across_chunk = exp_(ld.sum(2)).unsqueeze(-1)  # [Z, N, D, 1]: broadcasts over the state's value columns
     for n in range(N):
         state, states[:, n] = torch.addcmul(states[:, n], across_chunk[:, n], state), state
     # 3. Per tile: output = causal decayed attention inside the chunk + what the entering state contributes.
     o = q.new_empty(Z, N, C, V)
     for q_t, v_t, ld_t, S_t, A_t, o_t in _tiles(q, v, ld, states, A, o):
         G = q_t.shape[0]
-        into_token, _ = intra.chunk_decays(ld_t, buffers.take(G, "decays"))
+        into_token = chunk_decays(ld_t, buffers.take(G, "decays"), "into")
         q_in = torch.mul(q_t, into_token, out=buffers.take(G, "scaled"))
         torch.matmul(A_t, v_t, out=o_t).baddbmm_(q_in, S_t)
     return o, states, state, A, decay
@@ -109,12 +110,12 @@ def backward(do, d_final, q, k, v, ld, initial_state, states, final_state, A, de
     d_leaving = q.new_empty(Z, N, K, V)
     for q_t, do_t, ld_t, dS_t in _tiles(q, do, ld, d_leaving):
         G = q_t.shape[0]
-        into_token, _ = intra.chunk_decays(ld_t, buffers.take(G, "decays"))
+        into_token = chunk_decays(ld_t, buffers.take(G, "decays"), "into")
         q_in = torch.mul(q_t, into_token, out=buffers.take(G, "scaled"))
         torch.matmul(q_in.transpose(-1, -2), do_t, out=dS_t)
     # 2. Reverse state passing; d_leaving[:, n] ends up as the gradient of the state leaving chunk n.
     d_state = q.new_zeros(Z, K, V) if d_final is None else d_final
-    across_chunk = ld.sum(2).exp().unsqueeze(-1)  # [Z, N, D, 1]
+    across_chunk = exp_(ld.sum(2)).unsqueeze(-1)  # [Z, N, D, 1]
     for n in range(N - 1, -1, -1):
         d_state, d_leaving[:, n] = torch.addcmul(d_leaving[:, n], across_chunk[:, n], d_state), d_state
     d_initial = d_state if initial_state is not None else None
@@ -123,7 +124,7 @@ def backward(do, d_final, q, k, v, ld, initial_state, states, final_state, A, de
     #    state (q side) and the leaving state (k, v side), then the log-decay gradient of the tile.
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dld = ld.new_empty(Z, N, C, D)
-    W_suffix = intra._segment_matrix("suffix", C, ld.dtype, ld.device)
+    W_suffix = segment_matrix("suffix", C, ld.dtype, ld.device)
     tiles = _tiles(q, k, v, ld, do, states, d_leaving, A, dq, dk, dv, dld, *([decay] if D == 1 else []))
     for q_t, k_t, v_t, ld_t, do_t, S_t, dS_t, A_t, dq_t, dk_t, dv_t, dld_t, *L_t in tiles:
         G = q_t.shape[0]
@@ -132,7 +133,8 @@ def backward(do, d_final, q, k, v, ld, initial_state, states, final_state, A, de
             intra.scalar_scores_backward(dA, q_t, k_t, L_t[0], dq_t, dk_t)
         else:
             intra.vector_scores_backward(dA, q_t, k_t, ld_t, dq_t, dk_t, buffers.vector)
-        into_token, out_of_token = intra.chunk_decays(ld_t, buffers.take(G, "decays"))
+        decays = chunk_decays(ld_t, buffers.take(G, "decays"))
+        into_token, out_of_token = decays[:, :C], decays[:, C:]
         through_state = buffers.take(G, "product", C, K)
         dq_t.addcmul_(torch.matmul(do_t, S_t.transpose(-1, -2), out=through_state), into_token)
         dk_t.addcmul_(torch.matmul(v_t, dS_t.transpose(-1, -2), out=through_state), out_of_token)
@@ -140,7 +142,7 @@ def backward(do, d_final, q, k, v, ld, initial_state, states, final_state, A, de
         torch.matmul(k_out, dS_t, out=dv_t).baddbmm_(A_t.transpose(-1, -2), do_t)
         # Log decay: dG = q*dq - k*dk, summed over t >= j inside the chunk by a 0/1 matrix product.
         dG = torch.mul(q_t, dq_t, out=buffers.take(G, "product", C, K)).addcmul_(k_t, dk_t, value=-1)
-        intra.segment_sums(dG.sum(-1, keepdim=True) if D == 1 else dG, W_suffix, out=dld_t)
+        segment_sums(dG.sum(-1, keepdim=True) if D == 1 else dG, W_suffix, out=dld_t)
 
     # 4. Log decay across chunks: add the totals of all later chunks, then the final-state term, which sits at
     #    the last token and so reaches every token of its sequence.

@@ -4,13 +4,15 @@
 
 ``log_decay`` is ``[B, T, H]`` (scalar decay: one per head and token) or ``[B, T, H, K]`` (vector decay: one
 per key channel). Every backend has the same signature and is registered in ``BACKENDS``; ``backend="auto"``
-picks the fastest correct one for the device.
+picks the fastest correct one for the device and length. Packed variable-length sequences (``cu_seqlens``) work
+with every backend (:mod:`decaylab.ops.varlen`).
 """
 
 from __future__ import annotations
 
 import torch
 
+from decaylab.ops import varlen
 from decaylab.ops.reference.recurrent import recurrent_decay_linear_attention
 from decaylab.registry import Registry
 
@@ -35,14 +37,22 @@ def triton_available() -> bool:
     return "triton" in BACKENDS
 
 
-def auto_backend(device: torch.device) -> str:
-    """The fastest correct backend for a device: Triton on CUDA when present, else the chunked torch path."""
+def auto_backend(device: torch.device, T: int | None = None) -> str:
+    """The fastest correct backend for a device and sequence length T (None: a long one).
+
+    Triton on CUDA when present. Elsewhere the chunked torch path, except for one-token steps (decoding), where
+    the recurrence is one state update and one product while the chunked path pays for its setup (about 4x
+    slower per token on CPU at H8 K=V=64; docs/benchmarks.md).
+    """
     if device.type == "cuda" and "triton" in BACKENDS:
         return "triton"
-    return "chunk" if "chunk" in BACKENDS else "recurrent"
+    if T == 1 or "chunk" not in BACKENDS:
+        return "recurrent"
+    return "chunk"
 
 
-def _check_inputs(q, k, v, log_decay, initial_state) -> None:
+def _check_inputs(q, k, v, log_decay, initial_state, sequences: int | None = None) -> None:
+    """ValueError naming the bad tensor; ``sequences`` = N packed sequences (initial state [N, H, K, V])."""
     for name, t in (("q", q), ("k", k), ("v", v), ("log_decay", log_decay)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -67,15 +77,16 @@ def _check_inputs(q, k, v, log_decay, initial_state) -> None:
             raise ValueError(f"{name} is on {t.device} but q is on {q.device}; move all inputs to one device")
     if initial_state is not None:
         V = v.shape[-1]
-        if not isinstance(initial_state, torch.Tensor) or tuple(initial_state.shape) != (B, H, K, V):
+        N, name = (B, "B") if sequences is None else (sequences, "N")  # N = len(cu_seqlens) - 1
+        if not isinstance(initial_state, torch.Tensor) or tuple(initial_state.shape) != (N, H, K, V):
             shape = tuple(initial_state.shape) if isinstance(initial_state, torch.Tensor) else initial_state
-            raise ValueError(f"initial_state must be [B, H, K, V] = {(B, H, K, V)}; got {shape}")
+            raise ValueError(f"initial_state must be [{name}, H, K, V] = {(N, H, K, V)}; got {shape}")
         if initial_state.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"initial_state must be float32 (float64 allowed for tests); got {initial_state.dtype}")
         if initial_state.device != q.device:
             raise ValueError(f"initial_state is on {initial_state.device} but q is on {q.device}")
     # One reduction; a positive log decay means lambda > 1, which makes the state grow without bound.
-    if bool((log_decay > 0).any()):
+    if log_decay.numel() and bool(log_decay.amax() > 0):
         raise ValueError(
             "log_decay has positive values (decay > 1); it must be <= 0. Compute it with a non-positive map "
             "such as logsigmoid or -softplus, or clamp it with log_decay.clamp(max=0)"
@@ -92,6 +103,7 @@ def decay_linear_attention(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     backend: str = "auto",
+    cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Decayed linear attention.
 
@@ -100,19 +112,31 @@ def decay_linear_attention(
         v: ``[B, T, H, V]`` (V may differ from K).
         log_decay: ``[B, T, H]`` (scalar) or ``[B, T, H, K]`` (vector), values <= 0; any float dtype.
         scale: multiplies the output (1 in the paper's models).
-        initial_state: ``[B, H, K, V]`` float32 state to start from, or None for zeros.
-        output_final_state: also return the ``[B, H, K, V]`` float32 state after the last token.
+        initial_state: ``[B, H, K, V]`` (``[N, H, K, V]`` with cu_seqlens) float32 state to start from, or None
+            for zeros.
+        output_final_state: also return the float32 state after the last token, shaped like initial_state.
         backend: ``"auto"`` or a name in ``BACKENDS`` (``recurrent``, ``parallel``, ``chunk``, ``triton``).
+        cu_seqlens: optional ``[N+1]`` int32/int64 offsets of N sequences packed along time in a batch of one
+            (FlashAttention convention: starts at 0, never decreases, ends at T); each sequence runs on its own.
 
     Returns:
-        ``(o, final_state)``: o ``[B, T, H, V]`` in the input dtype; final_state or None.
+        ``(o, final_state)``: o ``[B, T, H, V]`` (contiguous) in the input dtype; final_state or None.
     """
-    _check_inputs(q, k, v, log_decay, initial_state)
-    name = auto_backend(q.device) if backend == "auto" else backend
-    fn = BACKENDS.get(name)
-    return fn(
-        q, k, v, log_decay, scale=scale, initial_state=initial_state, output_final_state=output_final_state
-    )
+    bounds = None if cu_seqlens is None else varlen.check_cu_seqlens(cu_seqlens, q)
+    _check_inputs(q, k, v, log_decay, initial_state, None if bounds is None else len(bounds) - 1)
+    if backend != "auto":
+        BACKENDS.get(backend)  # an unknown name fails here, with the closest names
+    kwargs = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state)
+
+    def pick(T: int):
+        return BACKENDS.get(auto_backend(q.device, T) if backend == "auto" else backend)
+
+    if bounds is None:
+        return pick(q.shape[1])(q, k, v, log_decay, **kwargs)
+    fn = pick(q.shape[1])
+    if varlen.takes_cu_seqlens(fn):
+        return fn(q, k, v, log_decay, cu_seqlens=cu_seqlens.to(q.device), **kwargs)
+    return varlen.per_sequence(pick, bounds, q, k, v, log_decay, **kwargs)
 
 
 _register_optional_backends()

@@ -7,11 +7,13 @@ log decay of 0 keeps it). Inside a chunk the output is a causal, decayed attenti
 across chunks only one K x V state per chunk is passed on, sequentially over T / C chunks. Time and memory
 are linear in T: nothing T x T and no per-token states are formed (states are kept per chunk).
 
-Numerics: all arithmetic runs in fp32 (fp64 for fp64 inputs) whatever the input dtype; every exponent is a
-sum of log decays over one segment, hence <= 0, formed by a 0/1 matrix product that adds only the decays
-inside the segment (no differences of long prefix sums); per-step log decays from 0 down to -1e3 give finite
-outputs and gradients. The output comes back in the input dtype, the final state in the compute dtype. The backward is
-written by hand (see :mod:`decaylab.ops.chunk.function`); double backward is not supported.
+Numerics: all arithmetic runs in fp32 (fp64 for fp64 inputs) whatever the input dtype, with autocast off
+(:mod:`decaylab.ops.precision`). Exponents are sums of log decays over one segment, formed by matrix products
+that add only the decays inside the segment (:mod:`decaylab.ops.chunk.segments`); all are <= 0 except in the
+factored vector path, whose factors are bounded by exp(+-40) in fp32 (:mod:`decaylab.ops.chunk.factored`).
+Per-step log decays from 0 down to -1e3 give finite outputs and gradients. The output comes back contiguous in
+the input dtype, the final state in the compute dtype. The backward is written by hand (see
+:mod:`decaylab.ops.chunk.function`); double backward is not supported.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from decaylab.ops import BACKENDS
 from decaylab.ops.chunk import function
+from decaylab.ops.precision import autocast_off, full_precision
 
 DEFAULT_CHUNK_SIZE = 64
 
@@ -35,9 +38,10 @@ def _to_chunks(x: torch.Tensor, C: int, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _from_chunks(x: torch.Tensor, B: int, T: int, dtype: torch.dtype) -> torch.Tensor:
-    """Inverse of :func:`_to_chunks`: ``[B*H, N, C, D]`` -> ``[B, T, H, D]`` in ``dtype``."""
+    """Inverse of :func:`_to_chunks`: ``[B*H, N, C, D]`` -> contiguous ``[B, T, H, D]`` in ``dtype`` (one copy)."""
     Z, N, C, D = x.shape
-    return x.view(B, Z // B, N * C, D)[:, :, :T].transpose(1, 2).to(dtype)
+    out = x.new_empty(B, T, Z // B, D, dtype=dtype)
+    return out.copy_(x.view(B, Z // B, N * C, D)[:, :, :T].transpose(1, 2))
 
 
 class ChunkDecayLinearAttention(torch.autograd.Function):
@@ -60,11 +64,18 @@ class ChunkDecayLinearAttention(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # an unused output (o or the final state) arrives as None
         ctx.shape, ctx.scale, ctx.scalar, ctx.has_initial = (B, T, H, K, V), scale, scalar, h0 is not None
         ctx.dtypes = (q.dtype, k.dtype, v.dtype, log_decay.dtype, None if h0 is None else initial_state.dtype)
+        ctx.device = q.device
         return _from_chunks(o, B, T, q.dtype), final.view(B, H, K, V)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_o, d_final):
+        # The autograd engine runs this under whatever autocast is on where .backward() was called.
+        with autocast_off(ctx.device):
+            return ChunkDecayLinearAttention._backward(ctx, d_o, d_final)
+
+    @staticmethod
+    def _backward(ctx, d_o, d_final):
         q_c, k_c, v_c, ld_c, states, final, A, decay_matrix = ctx.saved_tensors
         B, T, H, K, V = ctx.shape
         Z, N, C, _ = q_c.shape
@@ -86,6 +97,7 @@ class ChunkDecayLinearAttention(torch.autograd.Function):
         return dq, dk, dv, dld, dh0, None, None
 
 
+@full_precision
 def chunk_decay_linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,

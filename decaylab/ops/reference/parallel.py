@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from decaylab.ops import BACKENDS
+from decaylab.ops.precision import full_precision
 
 
 def segment_sums(log_decay: torch.Tensor) -> torch.Tensor:
@@ -39,6 +40,7 @@ def segment_sums(log_decay: torch.Tensor) -> torch.Tensor:
 
 
 @BACKENDS.register("parallel")
+@full_precision
 def parallel_decay_linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -86,4 +88,4 @@ def parallel_decay_linear_attention(
         if initial_state is not None:
             total = from_start[:, :, -1] if T > 0 else ld.new_zeros(B, H, ld.shape[-1])  # [B, H, 1 or K]
             final_state = final_state + total.exp()[..., None] * h0
-    return o.transpose(1, 2).to(in_dtype), final_state
+    return o.transpose(1, 2).to(in_dtype).contiguous(), final_state

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("decaylab.sweep.cli", "run a design-space study (grid of configs), resumable and parallel"),
     "report": ("decaylab.report.cli", "write report.md and report.html for a sweep directory"),
     "bench": ("decaylab.bench.cli", "benchmark ops and kernels (speed and memory)"),
+    "prepare": ("decaylab.data.prepare", "tokenize a corpus into the cache ahead of training (large corpora)"),
 }
 
 

@@ -236,7 +236,7 @@ def _fineweb(size: str, lr: float, fsdp: bool) -> RunConfig:
     # The paper's setting: FineWeb-Edu 10B sample, 20k steps x 256 sequences x 2048 tokens (~10.5B tokens).
     data = DataConfig(corpus="hf", hf_path="HuggingFaceFW/fineweb-edu", hf_name="sample-10BT",
                       hf_valid_split=None, hf_test_split=None, valid_fraction=0.0005, test_fraction=0.0005,
-                      vocab_size=50_432)
+                      vocab_size=50_432, hf_streaming=True)
     model = ModelConfig.from_preset(size, {"vocab_size": 50_432})
     return _run(model, data, max_steps=20_000, batch_size=256, seq_len=2048, lr=lr, warmup_steps=1024,
                 eval_every=1000, eval_batches=50, eval_batch_size=16, ckpt_every=1000, log_every=10,

@@ -34,6 +34,10 @@ def _is_config(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
+def _article(tp: type) -> str:
+    return "an integer" if tp is int else "a number"
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Turn ``value`` (often a command-line string) into type ``tp``; raise ValueError naming ``key``."""
     origin = get_origin(tp)
@@ -74,12 +78,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ValueError(f"{key}={value!r}: expected true or false")
     if tp in (int, float):
         if isinstance(value, bool):
-            raise ValueError(f"{key}={value!r}: expected a {tp.__name__}")
+            raise ValueError(f"{key}={value!r}: expected {_article(tp)}")
         try:
-            out = tp(ast.literal_eval(value) if isinstance(value, str) else value)
+            parsed = ast.literal_eval(value.strip()) if isinstance(value, str) else value
+            out = tp(parsed)
         except (ValueError, SyntaxError, TypeError):
-            raise ValueError(f"{key}={value!r}: expected a {tp.__name__}") from None
-        if tp is int and isinstance(value, float) and value != int(value):
+            raise ValueError(f"{key}={value!r}: expected {_article(tp)}") from None
+        if tp is int and out != parsed:  # 1.5 -> 1 would change the setting silently
             raise ValueError(f"{key}={value!r}: expected an integer")
         return out
     if tp is str:

@@ -207,8 +207,8 @@ PTB_VOCAB = 10_000  # the Mikolov PTB vocabulary (incl. <unk> and <eos>)
 def tiny_run() -> RunConfig:
     """tiny model on PTB, about a minute on a CPU with its evaluation (smoke test of the whole pipeline)"""
     model = ModelConfig.from_preset("tiny", {"vocab_size": PTB_VOCAB, "d_model": 64, "ffn_dim": 128})
-    return _run(model, DataConfig(corpus="ptb"), max_steps=300, batch_size=16, seq_len=64, lr=3e-3,
-                warmup_steps=30, eval_every=100, eval_batches=20, ckpt_every=100, log_every=10)
+    return _run(model, DataConfig(corpus="ptb"), max_steps=120, batch_size=16, seq_len=64, lr=3e-3,
+                warmup_steps=10, eval_every=60, eval_batches=10, ckpt_every=60, log_every=10)
 
 
 @RUN_PRESETS.register("ptb-small")

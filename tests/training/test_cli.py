@@ -27,7 +27,7 @@ def test_every_flag_has_help():
     [
         (["--preset", "tinny"], "Did you mean 'tiny'"),
         (["--preset", "tiny", "--set", "train.lrr=1"], "Did you mean 'train.lr'"),
-        (["--preset", "tiny", "--set", "train.max_steps=many"], "expected a int"),
+        (["--preset", "tiny", "--set", "train.max_steps=many"], "expected an integer"),
         (["--preset", "tiny", "--set", "novalue"], "expected key=value"),
         (["--resume"], "--resume needs --out"),
         (["--config", "missing.toml"], "does not exist"),

@@ -49,7 +49,7 @@ def test_unknown_key_suggests_closest():
 def test_bad_values_are_rejected_not_rewritten():
     with pytest.raises(ValueError, match="Allowed values: 'gla', 'simple'"):
         with_overrides(Outer(), {"inner.kind": "glaa"})
-    with pytest.raises(ValueError, match="expected a int"):
+    with pytest.raises(ValueError, match="expected an integer"):
         with_overrides(Outer(), {"steps": "many"})
     with pytest.raises(ValueError, match=r"must be in \(0, 1\)"):
         with_overrides(Outer(), {"inner.p": "1.5"})
@@ -72,3 +72,9 @@ def test_valid_keys_and_set_args():
     assert parse_set_args(["a.b=1", "c = x=y"]) == {"a.b": "1", "c": "x=y"}
     with pytest.raises(ValueError, match="expected key=value"):
         parse_set_args(["novalue"])
+
+
+def test_integer_fields_refuse_fractions():
+    with pytest.raises(ValueError, match="expected an integer"):
+        with_overrides(Outer(), {"steps": "1.5"})
+    assert with_overrides(Outer(), {"steps": "2e3"}).steps == 2000

@@ -1,8 +1,10 @@
 """A sweep's results as report rows: one row per (study, label), aggregated over seeds.
 
 Each row keeps the per-seed values and their mean and sample standard deviation (ddof = 1; None with one seed).
-The *score* that ranks rows and decides findings is test perplexity (lower is better), else validation
-perplexity, else MQAR accuracy (higher is better) for recall runs.
+The *score* that ranks rows and decides findings is test perplexity (lower is better) for language-model runs,
+MQAR recall accuracy (higher is better) for recall runs, else validation perplexity. Recall runs also log a
+validation loss (on the query positions), so accuracy must come before validation perplexity: an MQAR row is
+ranked by how many queries it answers, not by its loss.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any
 
 from decaylab.sweep.db import ResultsDB
 
-# (metric name, higher is better) in order of preference for the score
-SCORES = (("test_ppl", False), ("val_ppl", False), ("mqar_accuracy", True))
+# (metric name, higher is better) in order of preference for the score. A run has test_ppl (language model) or
+# mqar_accuracy (recall), never both; val_ppl is the fallback for runs evaluated without a test split.
+SCORES = (("test_ppl", False), ("mqar_accuracy", True), ("val_ppl", False))
 SEED_KEY = "train.seed"
 
 

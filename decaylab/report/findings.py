@@ -1,7 +1,7 @@
 """Verdicts on the paper's four findings, from the rows of a sweep, with one explicit rule.
 
-Rule. Two rows are compared on their score (test ppl, else val ppl, lower is better; MQAR accuracy, higher is
-better) over seeds. With n_a, n_b >= 2 seeds the difference counts only when
+Rule. Two rows are compared on their score over seeds (test ppl, lower is better, for language models; MQAR
+accuracy, higher is better, for recall runs; else val ppl). With n_a, n_b >= 2 seeds the difference counts only when
 
     |mean_a - mean_b| > 2 * pooled_std,        pooled_std = sqrt((std_a^2 + std_b^2) / 2)
 
@@ -12,7 +12,9 @@ Comparisons are between rows whose configurations differ in exactly one key (bes
 are left out (the findings are about decay linear attention).
 
 1. Decay range matters: the best and the worst linear rows of the parameterization study (decay kinds and
-   initial decay p) differ significantly. Supported: they do; not supported: a decided tie; else inconclusive.
+   initial decay p) differ significantly. Rows are ranked within one score metric (a study may mix language-model
+   and recall rows; perplexity and accuracy are never ranked against each other). Supported: they differ for
+   some metric; not supported: a decided tie for every metric; else inconclusive.
 2. Sharing can push decay too far: some shared row is significantly worse than its unshared twin (its median
    decay is shown beside). Supported: at least one such pair; not supported: every pair decided, none worse.
 3. Vector usually beats scalar: vector significantly better in a majority of granularity pairs. Not supported:
@@ -28,7 +30,7 @@ import dataclasses
 import math
 from typing import Any
 
-from decaylab.report.data import Row, SweepData
+from decaylab.report.data import Row, SweepData, sorted_rows
 
 SIGMA_FACTOR = 2.0
 ROPE_LIKE = ("rope", "lrpe")
@@ -112,24 +114,31 @@ def _median_decay(row: Row, data: SweepData) -> float | None:
 
 def finding_decay_range(data: SweepData) -> Verdict:
     claim = "The decay range matters: parameterizations with different decay ranges perform differently."
-    rows = [r for r in data.rows.get("parameterization", []) if not r.is_softmax and r.score]
-    if len(rows) < 2:
-        return Verdict(1, claim, "no data", "needs two scored linear rows in the 'parameterization' study", [])
-    ranked = sorted(rows, key=lambda r: -r.score[2].mean if r.score[1] else r.score[2].mean)
-    best, worst = ranked[0], ranked[-1]
-    c = compare(best, worst)
-    if c is None:
-        return Verdict(1, claim, "no data", "best and worst rows have no common metric", [])
-    evidence = [c.describe()] + [
-        f"median decay (all layers): {r.label} {_fmt(_median_decay(r, data), None)}" for r in (best, worst)
-    ]
-    verdict = {"a better": "supported", "tie": "not supported"}.get(c.outcome, "inconclusive")
-    reason = {
-        "supported": "best and worst parameterization differ by more than 2× the pooled seed std",
-        "not supported": "best and worst parameterization are within 2× the pooled seed std",
-        "inconclusive": "one seed: the spread cannot be separated from seed noise",
-    }[verdict]
-    return Verdict(1, claim, verdict, reason, evidence)
+    by_metric: dict[str, list[Row]] = {}
+    for row in data.rows.get("parameterization", []):
+        if not row.is_softmax and row.score:
+            by_metric.setdefault(row.score[0], []).append(row)
+    groups = [rows for rows in by_metric.values() if len(rows) >= 2]
+    if not groups:
+        return Verdict(1, claim, "no data", "needs two linear rows with the same score metric in the "
+                       "'parameterization' study", [])  # fmt: skip
+    comparisons = []
+    for rows in groups:
+        ranked = sorted_rows(rows)  # best first, by the group's own metric and direction
+        comparisons.append(compare(ranked[0], ranked[-1]))
+    evidence = []
+    for c in comparisons:
+        evidence.append(c.describe())
+        evidence += [f"median decay (all layers): {r.label} {_fmt(_median_decay(r, data), None)}" for r in (c.a, c.b)]
+    outcomes = [c.outcome for c in comparisons]
+    metrics = ", ".join(c.metric for c in comparisons)
+    if "a better" in outcomes:
+        verdict, reason = "supported", "best and worst parameterization differ by more than 2× the pooled seed std"
+    elif all(o == "tie" for o in outcomes):
+        verdict, reason = "not supported", "best and worst parameterization are within 2× the pooled seed std"
+    else:
+        verdict, reason = "inconclusive", "one seed: the spread cannot be separated from seed noise"
+    return Verdict(1, claim, verdict, f"{reason} ({metrics})", evidence)
 
 
 def finding_sharing(data: SweepData) -> Verdict:

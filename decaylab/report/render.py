@@ -76,8 +76,8 @@ def _rule() -> str:
     return (
         f"Rule: a difference between two rows counts only if it exceeds {SIGMA_FACTOR:g}× their pooled seed "
         "standard deviation (sqrt of the mean of the two variances); with one seed on either side it is undecided. "
-        "Scores: test perplexity (lower is better), else validation perplexity, else MQAR accuracy. Rows compared "
-        "for a finding differ in exactly one setting."
+        "Scores: test perplexity (lower is better), MQAR accuracy for recall runs (higher is better), else validation "
+        "perplexity. Rows compared for a finding differ in exactly one setting."
     )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from decaylab.config import parse_set_args
 from decaylab.sweep.runner import run_is_done, run_sweep
-from decaylab.sweep.spec import expand, load_spec, preset_names
+from decaylab.sweep.spec import SweepSpec, expand, load_spec, preset_names
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -21,8 +21,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=None,
-        help="points run at once, each in its own process (default: 1, or one per --devices entry); "
-        "CPU threads are split evenly between workers",
+        help="points run at once, each in its own process (default: one per --devices entry, else the spec's "
+        "workers, else 1); CPU threads are split evenly between workers",
     )
     parser.add_argument(
         "--devices",
@@ -52,13 +52,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def default_workers(spec: SweepSpec, devices: list[str]) -> int:
+    """Without --workers: one worker per device when --devices is given, else the spec's ``workers``, else 1."""
+    if devices:
+        return len(devices)
+    return spec.workers or 1
+
+
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     if args.study:
         spec = spec.select_studies(args.study)
     overrides = parse_set_args(args.overrides)
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else []
-    workers = args.workers if args.workers is not None else max(1, len(devices))
+    workers = args.workers if args.workers is not None else default_workers(spec, devices)
     if args.dry_run:
         from decaylab.sweep.backend import default_backend
 

@@ -13,6 +13,7 @@ Order of precedence, last wins: base preset < spec ``[overrides]`` < ``[budget]`
     name = "quick"
     base = "tiny"
     seeds = [0, 1]
+    workers = 2                     # default --workers (points trained at once)
     [budget]
     max_steps = 300                 # or tokens = 2_000_000 (converted with the run's batch size and length)
     [evaluation]                    # options of decaylab.evaluation.evaluate (not part of the run id)
@@ -92,8 +93,13 @@ class SweepSpec:
     description: str = ""
     evaluate: bool = True  # run decaylab.evaluation after training (ppl, extrapolation, decay statistics)
     evaluation: tuple[tuple[str, Any], ...] = ()  # keyword arguments of evaluate(): max_tokens, extrapolation, ...
+    workers: int | None = None  # default for --workers (points run at once); None: one, or one per --devices entry
 
     def __post_init__(self):
+        if self.workers is not None and (
+            not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 1
+        ):
+            raise ValueError(f"sweep {self.name!r}: workers={self.workers!r}: expected a positive integer, e.g. 2")
         if not self.points:
             raise ValueError(f"sweep {self.name!r} has no points: add [[points]] entries")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -167,7 +173,8 @@ def run_id_of(config: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------- loading
 
 _TOP_KEYS = {
-    "name", "description", "base", "seeds", "budget", "overrides", "studies", "points", "evaluate", "evaluation"
+    "name", "description", "base", "seeds", "budget", "overrides", "studies", "points", "evaluate", "evaluation",
+    "workers",
 }  # fmt: skip
 # [evaluation] keys: passed to decaylab.evaluation.evaluate(); not part of the run config (and not of the run id)
 EVALUATION_KEYS = {"max_tokens": int, "extrapolation": list, "splits": list, "decay_tokens": int}
@@ -261,6 +268,7 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> SweepSpec:
         points=tuple(points),
         evaluate=bool(data.get("evaluate", True)),
         evaluation=tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in evaluation.items()),
+        workers=data.get("workers"),
     )
 
 

@@ -92,3 +92,38 @@ def test_rope_finding_ignores_softmax():
     assert verdicts(sweep(pos=[none, rope_tie] + soft))[4] == "supported"
     assert verdicts(sweep(pos=[none, rope_win] + soft))[4] == "not supported"
     assert verdicts(sweep(pos=soft))[4] == "no data"
+
+
+def recall_row(label, acc, val_ppl, **config):
+    r = row(label, val_ppl, **config)  # one run id per seed
+    r.metrics = {"mqar_accuracy": Stat(tuple(acc)), "val_ppl": Stat(tuple(val_ppl))}
+    return r
+
+
+def test_recall_rows_are_scored_by_accuracy_not_by_their_validation_loss():
+    # A recall run logs a validation loss too; the row must be ranked by accuracy, higher first.
+    good = recall_row("SD-0.99", [0.12, 0.13], [14.0, 13.0])
+    bad = recall_row("Mamba2 w/o Δ", [0.05, 0.04], [9.0, 10.0], model__decay__kind="mamba2_no_dt")
+    assert good.score[0] == "mqar_accuracy" and good.score[1] is True
+    assert [r.label for r in sorted_rows([bad, good])] == ["SD-0.99", "Mamba2 w/o Δ"]
+    (finding,) = [v for v in all_findings(sweep(parameterization=[bad, good])) if v.number == 1]
+    assert finding.verdict == "supported"
+    assert finding.evidence[0].startswith("SD-0.99 0.12 ± 0.01 vs Mamba2 w/o Δ")
+    tied = recall_row("SD-0.8", [0.125, 0.12], [15.0, 14.0], model__decay__p=0.8)
+    assert verdicts(sweep(parameterization=[tied, good]))[1] == "not supported"
+
+
+def test_decay_range_never_ranks_perplexity_against_accuracy():
+    lm_tie = [row("LM SD-0.8", [100.5, 101.5], model__decay__p=0.8), row("LM SD-0.99", [100.0, 101.0])]
+    recall_far = [recall_row("SD-0.99", [0.12, 0.13], [14.0, 13.0]),
+                  recall_row("Mamba2 w/o Δ", [0.05, 0.04], [9.0, 10.0], model__decay__kind="mamba2_no_dt")]  # fmt: skip
+    (finding,) = [v for v in all_findings(sweep(parameterization=lm_tie + recall_far)) if v.number == 1]
+    assert finding.verdict == "supported"  # the recall rows differ; the LM rows tie
+    assert "test_ppl" in finding.reason and "mqar_accuracy" in finding.reason
+    metrics = {line.split("(")[-1].split(")")[0] for line in finding.evidence if not line.startswith("median")}
+    assert metrics == {"test_ppl", "mqar_accuracy"}
+    both_tie = lm_tie + [recall_row("a", [0.12, 0.13], [1.0, 1.0]), recall_row("b", [0.125, 0.12], [1.0, 1.0],
+                                                                              model__decay__p=0.8)]  # fmt: skip
+    assert verdicts(sweep(parameterization=both_tie))[1] == "not supported"
+    one_metric_each = [row("LM", [100.0, 101.0]), recall_row("R", [0.1, 0.2], [1.0, 1.0], model__decay__p=0.8)]
+    assert verdicts(sweep(parameterization=one_metric_each))[1] == "no data"

@@ -128,8 +128,11 @@ def test_unknown_override_key_is_reported_with_the_point(tmp_path):
          "not an axis"),  # fmt: skip
         ({"name": "x", "base": "fake", "studies": {"a": "A"}, "points": [{"study": "b", "label": "L"}]},
          "does not list"),  # fmt: skip
+        ({"name": "x", "base": "fake", "workers": 0, "points": [{"study": "a", "label": "L"}]}, "workers=0"),
+        ({"name": "x", "base": "fake", "workers": "2", "points": [{"study": "a", "label": "L"}]}, "positive integer"),
     ],
-    ids=["unknown-key", "no-points", "duplicate-label", "bad-seeds", "two-budgets", "bad-template", "unlisted-study"],
+    ids=["unknown-key", "no-points", "duplicate-label", "bad-seeds", "two-budgets", "bad-template", "unlisted-study",
+         "zero-workers", "string-workers"],  # fmt: skip
 )
 def test_bad_specs_raise_clear_errors(data, message):
     with pytest.raises(ValueError, match=message):
@@ -153,3 +156,24 @@ def test_presets_resolve_against_the_real_run_config(name):
     studies = {m.study for r in softmax for m in r.memberships}
     assert studies == {s for s, _ in spec.study_order()}  # the softmax baseline is a row of every table
     assert len(softmax) == len(spec.seeds)  # ... and trained once per seed
+
+
+def test_spec_workers_is_the_default_worker_count(tmp_path):
+    from decaylab.sweep.cli import default_workers
+
+    spec = load_spec(write(tmp_path, "workers = 3\n" + SPEC))
+    assert spec.workers == 3
+    assert default_workers(spec, []) == 3
+    assert default_workers(spec, ["cuda:0", "cuda:1"]) == 2  # one worker per device wins over the spec
+    assert default_workers(load_spec(write(tmp_path, SPEC, "plain.toml")), []) == 1
+
+
+def test_quick_preset_is_a_recall_study_with_two_workers():
+    from decaylab.sweep.backend import resolve_run_config
+
+    spec = load_spec("quick")
+    assert spec.workers == 2 and len(spec.seeds) >= 2  # two seeds: every verdict can be decided
+    runs = expand(spec, resolve_run_config)
+    assert {r.config["data"]["corpus"] for r in runs} == {"mqar"}
+    kinds = {r.config["model"]["decay"]["kind"] for r in runs if r.config["model"]["mixer"] == "linear"}
+    assert "mamba2_no_dt" in kinds and "simple" in kinds  # a decay that forgets at once vs a slow one

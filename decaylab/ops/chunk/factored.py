@@ -21,7 +21,7 @@ so the path is used only for chunks whose every |e| <= SPAN_LIMIT of the compute
 * float64, 400 nats: at most 800 u ~ 1e-13 relative; e^400 ~ 5e173 is far from the float64 limit.
 
 Entries above the diagonal are exp(G_i - G_j) with j > i, up to e^(2 SPAN_LIMIT) |q||k|, and may overflow to
-inf or NaN: they are replaced by 0 with a select (masked_fill), never multiplied by a 0 mask. In the backward
+inf or NaN: they are replaced by 0 with a select (``tril_``), never multiplied by a 0 mask. In the backward
 the upstream dA is masked the same way before it meets the (finite) factors, so no inf is ever multiplied.
 Chunks over the limit (log decays of -1e3, or just long strong decays) take :mod:`decaylab.ops.chunk.halving`.
 """
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from decaylab.ops.chunk.segments import segment_matrix, segment_sums, upper_mask
+from decaylab.ops.chunk.segments import segment_matrix, segment_sums
 
 SPAN_LIMIT = {torch.float32: 40.0, torch.float64: 400.0}
 
@@ -41,9 +41,8 @@ class Workspace:
     def __init__(self, like: torch.Tensor, G: int):
         C, K = like.shape[-2:]
         self.exponent = like.new_empty(G, C, K)  # e, then exp(e) in place
-        self.down = like.new_empty(G, C, K)  # exp(-e)
         self.q_split = like.new_empty(G, C, K)  # q * exp(e)
-        self.k_split = like.new_empty(G, C, K)  # k * exp(-e)
+        self.k_split = like.new_empty(G, C, K)  # k / exp(e) = k * exp(-e)
 
 
 def exponents(ld: torch.Tensor, work: Workspace) -> torch.Tensor:
@@ -62,18 +61,21 @@ def within_limit(e: torch.Tensor) -> torch.Tensor:
 
 
 def _split(q, k, e, work: Workspace):
-    """exp(e), exp(-e) and the split operands q * exp(e), k * exp(-e); e may be the workspace's own buffer."""
+    """exp(e) and the split operands q * exp(e), k / exp(e); e may be the workspace's own buffer.
+
+    Within the limit exp(e) lies in [e^-40, e^40] (float32), so dividing by it is as exact as multiplying by
+    exp(-e) and saves an exponential.
+    """
     G = q.shape[0]
-    down = torch.neg(e, out=work.down[:G]).exp_()
     up = torch.exp(e, out=work.exponent[:G])
-    return up, down, torch.mul(q, up, out=work.q_split[:G]), torch.mul(k, down, out=work.k_split[:G])
+    return up, torch.mul(q, up, out=work.q_split[:G]), torch.div(k, up, out=work.k_split[:G])
 
 
 def scores(q, k, e, A, work: Workspace) -> None:
     """A = mask((q * exp(e)) (k * exp(-e))^T), written into ``A`` ``[G, C, C]``; every |e| <= SPAN_LIMIT."""
-    _, _, q_split, k_split = _split(q, k, e, work)
-    torch.matmul(q_split, k_split.transpose(-1, -2), out=A)
-    A.masked_fill_(upper_mask(A.shape[-1], A.device), 0.0)  # a select: whatever overflowed above is dropped
+    _, q_split, k_split = _split(q, k, e, work)
+    # tril_ assigns zeros above the diagonal (a select): whatever overflowed there, inf or NaN, is dropped.
+    torch.matmul(q_split, k_split.transpose(-1, -2), out=A).tril_()
 
 
 def scores_backward(dA, q, k, e, dq, dk, work: Workspace) -> None:
@@ -81,7 +83,7 @@ def scores_backward(dA, q, k, e, dq, dk, work: Workspace) -> None:
 
     dq = (mask(dA) (k * exp(-e))) * exp(e),   dk = (mask(dA)^T (q * exp(e))) * exp(-e).
     """
-    up, down, q_split, k_split = _split(q, k, e, work)
-    dA.masked_fill_(upper_mask(dA.shape[-1], dA.device), 0.0)
+    up, q_split, k_split = _split(q, k, e, work)
+    dA.tril_()
     torch.matmul(dA, k_split, out=dq).mul_(up)
-    torch.matmul(dA.transpose(-1, -2), q_split, out=dk).mul_(down)
+    torch.matmul(dA.transpose(-1, -2), q_split, out=dk).div_(up)

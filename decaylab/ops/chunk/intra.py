@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from decaylab.ops.chunk import factored, halving
-from decaylab.ops.chunk.segments import exp_, segment_matrix, upper_mask
+from decaylab.ops.chunk.segments import exp_, segment_matrix
 
 
 def scalar_scores(q, k, ld, A, decay) -> None:
@@ -30,7 +30,7 @@ def scalar_scores(q, k, ld, A, decay) -> None:
     """
     G, C, _ = ld.shape
     torch.matmul(ld.view(G, C), segment_matrix("pairs", C, ld.dtype, ld.device), out=decay.view(G, C * C))
-    exp_(decay).masked_fill_(upper_mask(C, ld.device), 0.0)  # j > i: empty segments, exp(0) = 1, selected away
+    exp_(decay).tril_()  # j > i: empty segments, exp(0) = 1; tril_ assigns 0 there
     torch.matmul(q, k.transpose(-1, -2), out=A).mul_(decay)
 
 

@@ -76,12 +76,6 @@ def reference_token(C: int) -> int:
     return C // 2
 
 
-@functools.lru_cache(maxsize=16)
-def upper_mask(C: int, device: torch.device) -> torch.Tensor:
-    """``[C, C]`` bool, True above the diagonal (key after query): the entries a causal select drops."""
-    return torch.ones(C, C, dtype=torch.bool, device=device).triu(1)
-
-
 def segment_sums(ld: torch.Tensor, W: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``W^T ld`` over the token axis: ld ``[G, C, D]`` -> ``[G, W.shape[1], D]``, one matrix product."""
     G, C, D = ld.shape

@@ -34,6 +34,7 @@ from decaylab.report.data import Row, SweepData, sorted_rows
 
 SIGMA_FACTOR = 2.0
 ROPE_LIKE = ("rope", "lrpe")
+DIGITS = {"mqar_accuracy": 3}  # decimals in the evidence lines (accuracies differ in the third decimal)
 
 
 @dataclasses.dataclass
@@ -47,10 +48,12 @@ class Comparison:
 
     def describe(self) -> str:
         sa, sb = self.a.stat(self.metric), self.b.stat(self.metric)
-        text = f"{self.a.label} {_fmt(sa.mean, sa.std)} vs {self.b.label} {_fmt(sb.mean, sb.std)} ({self.metric})"
+        d = DIGITS.get(self.metric, 2)
+        text = (f"{self.a.label} {_fmt(sa.mean, sa.std, d)} vs {self.b.label} {_fmt(sb.mean, sb.std, d)} "
+                f"({self.metric})")  # fmt: skip
         if self.margin is None:
             return f"{text}: undecided (n={sa.n} and n={sb.n} seeds)"
-        return f"{text}: |Δ| = {abs(self.diff):.2f} vs 2σ = {self.margin:.2f} → {self.outcome}"
+        return f"{text}: |Δ| = {abs(self.diff):.{d}f} vs 2σ = {self.margin:.{d}f} → {self.outcome}"
 
 
 @dataclasses.dataclass
@@ -62,10 +65,10 @@ class Verdict:
     evidence: list[str]
 
 
-def _fmt(mean: float | None, std: float | None) -> str:
+def _fmt(mean: float | None, std: float | None, digits: int = 2) -> str:
     if mean is None:
         return "n/a"
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def compare(a: Row, b: Row) -> Comparison | None:

@@ -34,7 +34,8 @@ def _count(stat: Stat, unit: float, suffix: str) -> str:
 
 
 def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of a study table; MQAR and extrapolation columns only when some row has them."""
+    """Header and cells of a study table; perplexity, extrapolation and MQAR columns only when some row has them
+    (a recall study has no test perplexity; its validation perplexity is that of the answers at the queries)."""
     rows = sorted_rows(rows)
     lengths = {r.stat("extrapolation_length").mean for r in rows if r.stat("extrapolation_length").n}
     extrap_head = f"Extrap. ppl @{int(max(lengths))}" if len(lengths) == 1 else "Extrap. ppl (longest)"
@@ -42,9 +43,10 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
         ("Method", lambda r: r.label),
         ("Params", lambda r: _count(r.stat("num_params"), 1e6, "M")),
         ("Tokens", lambda r: _count(r.stat("tokens"), 1e6, "M")),
-        ("Val ppl", lambda r: _ms(r.stat("val_ppl"))),
-        ("Test ppl", lambda r: _ms(r.stat("test_ppl"))),
     ]
+    for name, head in (("val_ppl", "Val ppl"), ("test_ppl", "Test ppl")):
+        if any(r.stat(name).n for r in rows):
+            columns.append((head, lambda r, name=name: _ms(r.stat(name))))
     if lengths:
         columns.append((extrap_head, lambda r: _ms(r.stat("extrapolation_ppl"))))
     if any(r.stat("mqar_accuracy").n for r in rows):

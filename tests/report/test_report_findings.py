@@ -108,7 +108,7 @@ def test_recall_rows_are_scored_by_accuracy_not_by_their_validation_loss():
     assert [r.label for r in sorted_rows([bad, good])] == ["SD-0.99", "Mamba2 w/o Δ"]
     (finding,) = [v for v in all_findings(sweep(parameterization=[bad, good])) if v.number == 1]
     assert finding.verdict == "supported"
-    assert finding.evidence[0].startswith("SD-0.99 0.12 ± 0.01 vs Mamba2 w/o Δ")
+    assert finding.evidence[0].startswith("SD-0.99 0.125 ± 0.007 vs Mamba2 w/o Δ 0.045 ± 0.007 (mqar_accuracy)")
     tied = recall_row("SD-0.8", [0.125, 0.12], [15.0, 14.0], model__decay__p=0.8)
     assert verdicts(sweep(parameterization=[tied, good]))[1] == "not supported"
 

@@ -51,8 +51,8 @@ def auto_backend(device: torch.device, T: int | None = None) -> str:
     return "chunk"
 
 
-def _check_inputs(q, k, v, log_decay, initial_state, sequences: int | None = None) -> None:
-    """ValueError naming the bad tensor; ``sequences`` = N packed sequences (initial state [N, H, K, V])."""
+def _check_inputs(q, k, v, log_decay, initial_state, cu_seqlens=None) -> list[int] | None:
+    """ValueError naming the bad tensor; returns the packed-sequence offsets (None without cu_seqlens)."""
     for name, t in (("q", q), ("k", k), ("v", v), ("log_decay", log_decay)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -70,6 +70,7 @@ def _check_inputs(q, k, v, log_decay, initial_state, sequences: int | None = Non
             f"log_decay must be [B, T, H] = {(B, T, H)} (scalar decay) or [B, T, H, K] = {(B, T, H, K)} "
             f"(vector decay); got {tuple(log_decay.shape)}"
         )
+    bounds = None if cu_seqlens is None else varlen.check_cu_seqlens(cu_seqlens, q)
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"q, k, v must share one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
     for name, t in (("k", k), ("v", v), ("log_decay", log_decay)):
@@ -77,7 +78,7 @@ def _check_inputs(q, k, v, log_decay, initial_state, sequences: int | None = Non
             raise ValueError(f"{name} is on {t.device} but q is on {q.device}; move all inputs to one device")
     if initial_state is not None:
         V = v.shape[-1]
-        N, name = (B, "B") if sequences is None else (sequences, "N")  # N = len(cu_seqlens) - 1
+        N, name = (B, "B") if bounds is None else (len(bounds) - 1, "N")  # N packed sequences
         if not isinstance(initial_state, torch.Tensor) or tuple(initial_state.shape) != (N, H, K, V):
             shape = tuple(initial_state.shape) if isinstance(initial_state, torch.Tensor) else initial_state
             raise ValueError(f"initial_state must be [{name}, H, K, V] = {(N, H, K, V)}; got {shape}")
@@ -91,6 +92,7 @@ def _check_inputs(q, k, v, log_decay, initial_state, sequences: int | None = Non
             "log_decay has positive values (decay > 1); it must be <= 0. Compute it with a non-positive map "
             "such as logsigmoid or -softplus, or clamp it with log_decay.clamp(max=0)"
         )
+    return bounds
 
 
 def decay_linear_attention(
@@ -122,8 +124,7 @@ def decay_linear_attention(
     Returns:
         ``(o, final_state)``: o ``[B, T, H, V]`` (contiguous) in the input dtype; final_state or None.
     """
-    bounds = None if cu_seqlens is None else varlen.check_cu_seqlens(cu_seqlens, q)
-    _check_inputs(q, k, v, log_decay, initial_state, None if bounds is None else len(bounds) - 1)
+    bounds = _check_inputs(q, k, v, log_decay, initial_state, cu_seqlens)
     if backend != "auto":
         BACKENDS.get(backend)  # an unknown name fails here, with the closest names
     kwargs = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state)

@@ -63,7 +63,7 @@ def study_figures(data: SweepData, study: str, title: str, rows: list[Row], fold
     stats = {label: s for label, s in stats.items() if any(isinstance(e.get("layer"), int) for e in s)}
     if stats:
         path = folder / f"{study}-decay.png"
-        out["decay"] = plot_median_decay(stats, path, title=f"Median decay across layers: {title}"[:80])
+        out["decay"] = plot_median_decay(stats, path, title=f"Median decay: {title}"[:64])
     loss = {r.label: mean_curve(r.run_ids, data.curves.get("train_loss", {})) for r in rows}
     path = plot_lines(loss, folder / f"{study}-loss.png", title="Training loss", xlabel="step", ylabel="loss (nats)")
     if path:

@@ -214,8 +214,8 @@ def tiny_run() -> RunConfig:
 @RUN_PRESETS.register("ptb-small")
 def ptb_small_run() -> RunConfig:
     """Simple Decay on word-level PTB: test ppl below Kneser-Ney 5-gram (141) in <= 30 min on 2 CPU cores"""
-    # Scalar (per-head) decay: its chunked form is plain matmuls, about 7x cheaper on a CPU than the vector
-    # form's per-channel decay products, which is what makes ~3 epochs fit in 30 minutes on 2 cores.
+    # Scalar (per-head) decay: its chunked form is the cheapest on a CPU (vector costs ~1.4x in the op), which
+    # buys the ~3 epochs this budget allows. Measured: test ppl 140.9 (docs/benchmarks.md, "Training").
     model = ModelConfig.from_preset(
         "small", {"vocab_size": PTB_VOCAB, "decay.kind": "simple", "decay.granularity": "scalar", "dropout": 0.3}
     )

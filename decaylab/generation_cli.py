@@ -13,15 +13,7 @@ import sys
 
 import torch
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    return value
+from decaylab.evaluation.cli import positive_int
 
 
 def _temperature(text: str) -> float:
@@ -48,13 +40,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `decaylab train`")
     parser.add_argument("--prompt", required=True, help="text to continue (encoded with the run's tokenizer)")
     parser.add_argument(
-        "--max-new-tokens", type=_positive_int, default=50, help="number of tokens to generate (default: 50)"
+        "--max-new-tokens", type=positive_int, default=50, help="number of tokens to generate (default: 50)"
     )
     parser.add_argument(
         "--temperature", type=_temperature, default=1.0, help="sampling temperature; 0 picks the likeliest token (default: 1.0)"
     )
     parser.add_argument(
-        "--top-k", type=_positive_int, default=None, help="sample only among the K likeliest tokens (default: all)"
+        "--top-k", type=positive_int, default=None, help="sample only among the K likeliest tokens (default: all)"
     )
     parser.add_argument(
         "--top-p", type=_top_p, default=None, help="sample only from the smallest set of tokens with probability >= P"

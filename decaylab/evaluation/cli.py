@@ -30,7 +30,7 @@ def _split_list(text: str) -> tuple[str, ...]:
     return values
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -66,13 +66,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--decay-tokens",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_DECAY_TOKENS,
         help=f"tokens of the decay text to analyse (default: {DEFAULT_DECAY_TOKENS}, as in the paper)",
     )
     parser.add_argument(
         "--max-tokens",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="score at most about this many tokens per split and length (a quick look; default: everything)",
     )

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -38,14 +39,26 @@ CASES = {
     "scalar-long-B2-T129-H1-K16-V16-fp16-h0": (2, 129, 1, 16, 16, False, "float16", True, -2.0, None),
     "vector-long-varlen-T200-H1-K16-V16-fp32": (1, 200, 1, 16, 16, True, "float32", False, -1.0, [0, 64, 65, 200]),
     "fallback-K24-B1-T20-H1-V16-fp32-h0": (1, 20, 1, 24, 16, True, "float32", True, -1.0, None),
+    # sequences split into segments of 64 tokens (segments.py): local states, the scans, dh0 through the scan
+    "segmented-scalar-B2-T150-H1-K16-V16-fp32-h0": (2, 150, 1, 16, 16, False, "float32", True, -1.0, None),
+    "segmented-vector-B1-T150-H2-K16-V32-fp32-h0": (1, 150, 2, 16, 32, True, "float32", True, -2.0, None),
+    "segmented-vector-B1-T150-H1-K16-V16-fp32": (1, 150, 1, 16, 16, True, "float32", False, -1.0, None),
+    "segmented-vector-varlen-T200-H1-K16-V16-fp32-h0": (1, 200, 1, 16, 16, True, "float32", True, -1.0,
+                                                        [0, 64, 65, 200]),
+    "segmented-scalar-varlen-T200-H1-K16-V16-fp16-h0": (1, 200, 1, 16, 16, False, "float16", True, -1.0,
+                                                        [0, 0, 130, 200]),
+    "segmented-vector-decay1000-B1-T140-H1-K16-V16-fp32-h0": (1, 140, 1, 16, 16, True, "float32", True, -1000.0,
+                                                              None),
 }
+# Cases run with a fixed segment length (tokens); the others leave sequences whole.
+SEGMENT = {name: 64 for name in CASES if name.startswith("segmented-")}
 
 # Relative RMS error allowed per input dtype (fp32 kernels run in true fp32 under the interpreter).
 RATIO = {"float32": 1e-5, "float16": 5e-3}
 # With log decays near -1e3 the true gate gradient is ~0 (exp(-1000) underflows) while q*dq and k*dk are O(1) and
 # cancel in the reverse-cumsum identity: a relative error is meaningless there, so dlog_decay gets an absolute
-# bound on that rounding noise instead.
-ATOL_GATE_EXTREME = {"float32": 1e-4, "float16": 5e-3}
+# bound on that rounding noise instead (fp32 measured 3.6e-5 to 1.1e-4 over 40 to 150 tokens).
+ATOL_GATE_EXTREME = {"float32": 3e-4, "float16": 5e-3}
 
 
 def _worker(names: list[str]) -> None:
@@ -55,6 +68,7 @@ def _worker(names: list[str]) -> None:
 
     from decaylab.ops import BACKENDS
     from decaylab.ops.reference.recurrent import recurrent_decay_linear_attention as reference
+    from decaylab.ops.triton.configs import pick_config, use_config
 
     triton_op = BACKENDS.get("triton")
     results = {}
@@ -73,8 +87,9 @@ def _worker(names: list[str]) -> None:
         inputs = [t for t in (q, k, v, g, h0) if t is not None]
         leaves = [t.clone().requires_grad_() for t in inputs]
         cu = None if offsets is None else torch.tensor(offsets)
-        o, ht = triton_op(*leaves[:4], scale=0.7, initial_state=leaves[4] if with_h0 else None,
-                          output_final_state=True, cu_seqlens=cu)
+        with use_config(replace(pick_config(q.device, vector, K, V), segment=SEGMENT.get(name, 0))):
+            o, ht = triton_op(*leaves[:4], scale=0.7, initial_state=leaves[4] if with_h0 else None,
+                              output_final_state=True, cu_seqlens=cu)
         ((o.double() * do.double()).sum() + (ht.double() * dht).sum()).backward()
 
         ref_leaves = [t.double().requires_grad_() for t in inputs]

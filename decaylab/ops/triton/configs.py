@@ -1,7 +1,6 @@
 """Pinned launch configurations: no run-time autotuning, so the first call per shape costs only compilation.
 
-A config is (chunk size BT, num_warps, num_stages), looked up by GPU architecture (compute capability major),
-decay granularity and head dims. Under TRITON_INTERPRET=1 (CPU tests) the smallest chunk keeps the simulated
+A config is looked up by GPU architecture (compute capability major), decay granularity and head dims. Under TRITON_INTERPRET=1 (CPU tests) the smallest chunk keeps the simulated
 programs cheap. Values were chosen from timings on an H200 (docs/benchmarks.md, "GPU kernels").
 """
 
@@ -19,16 +18,39 @@ SUPPORTED_DIMS = (16, 32, 64, 128)
 # their products within fp32/bf16 range. Wider spans take the exact element-wise path.
 SPAN_LIMIT = 100.0
 
-# The backward saves the fp32 state every this many tokens and restarts the gate gradient's reverse cumsum there
-# from its direct form sum_v S * dS (see kernels.py); chunk sizes must divide it.
-GATE_CARRY_STRIDE = 64
-
 
 @dataclass(frozen=True)
 class LaunchConfig:
+    """How the kernels are launched.
+
+    chunk: tokens per chunk (BT); num_warps, num_stages: Triton launch options.
+    gate_stride: the backward saves the fp32 state every this many tokens and restarts the gate gradient's
+        reverse cumsum there from its direct form sum_v S * dS (kernels.py); a multiple of ``chunk``.
+    precise_intra: for bf16 inputs, run the vector-decay intra-chunk dots on fp32 (tf32) operands instead of bf16
+        (fp16 and fp32 inputs always do). Their rounding dominates the bf16 gate-gradient error.
+    min_programs: split sequences into segments (segments.py) until (segments x heads) reaches this many programs;
+        0 never splits. One program walks one segment of one head, so few long sequences leave SMs idle.
+    segment: a fixed segment length in tokens (a multiple of ``gate_stride``), overriding ``min_programs``.
+    """
+
     chunk: int
     num_warps: int
     num_stages: int
+    gate_stride: int = 64
+    precise_intra: bool = False
+    min_programs: int = 0
+    segment: int = 0
+
+    def __post_init__(self):
+        if self.chunk < 16 or self.chunk & (self.chunk - 1):
+            raise ValueError(f"chunk must be a power of two >= 16 (tl.dot needs 16 rows); got {self.chunk}")
+        if self.gate_stride % self.chunk:
+            raise ValueError(f"gate_stride {self.gate_stride} must be a multiple of chunk {self.chunk}")
+        if self.segment < 0 or self.segment % self.gate_stride:
+            raise ValueError(f"segment {self.segment} must be 0 (automatic) or a positive multiple of gate_stride "
+                             f"{self.gate_stride}")
+        if self.min_programs < 0:
+            raise ValueError(f"min_programs must be >= 0; got {self.min_programs}")
 
 
 # (arch major, vector decay, max(K, V)) -> config; arch None is the default for unlisted GPUs.

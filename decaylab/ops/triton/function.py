@@ -12,92 +12,131 @@ from __future__ import annotations
 import torch
 
 from decaylab.ops.triton import kernels
-from decaylab.ops.triton.configs import (
-    GATE_CARRY_STRIDE,
-    SPAN_LIMIT,
-    SUPPORTED_DIMS,
-    active_config,
-    interpreter_active,
-)
+from decaylab.ops.triton.configs import SPAN_LIMIT, SUPPORTED_DIMS, LaunchConfig, active_config, interpreter_active
+from decaylab.ops.triton.segments import SegmentPlan, plan_segments, segment_length, segment_dstate_kernel, \
+    segment_scan_kernel, segment_state_kernel
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def _launch_options(q: torch.Tensor, log_decay: torch.Tensor, cu_seqlens: torch.Tensor | None) -> dict:
-    B, T, H, K = q.shape
-    vector = log_decay.ndim == 4
-    cfg = active_config(q.device, vector, K, -1)
-    if GATE_CARRY_STRIDE % cfg.chunk:
-        raise ValueError(f"chunk size {cfg.chunk} must divide the gate-carry stride {GATE_CARRY_STRIDE}")
+def _launch_options(q: torch.Tensor, log_decay: torch.Tensor, cfg: LaunchConfig) -> dict:
     return dict(
-        H=H, K=K, BT=cfg.chunk, VECTOR=vector, VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT,
-        # fp16 cannot hold the vector fast path's 2^±50 split factors: those dots run on fp32 operands
-        INTRA_FP32=q.dtype != torch.bfloat16,
-        PREC="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        H=q.shape[2], K=q.shape[3], BT=cfg.chunk, VECTOR=log_decay.ndim == 4,
+        PREC="ieee" if q.dtype == torch.float32 else "tf32", num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
+
+
+def _intra_options(q: torch.Tensor, cfg: LaunchConfig) -> dict:
+    # fp16 cannot hold the vector fast path's 2^±50 split factors: those dots run on fp32 operands
+    return dict(SPAN_LIMIT=SPAN_LIMIT, INTRA_FP32=q.dtype != torch.bfloat16 or cfg.precise_intra)
 
 
 class ChunkDecayAttentionFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, log_decay, scale, initial_state, output_final_state, cu_seqlens):
-        B, T, H, K = q.shape
-        V = v.shape[-1]
-        N = B if cu_seqlens is None else cu_seqlens.numel() - 1
-        opts = _launch_options(q, log_decay, cu_seqlens)
+    def forward(ctx, q, k, v, log_decay, scale, initial_state, output_final_state, cu_seqlens, lengths, cfg, plan):
+        T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
+        N = len(lengths)
+        opts = _launch_options(q, log_decay, cfg)
         o = torch.empty_like(v)
-        ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
-        kernels.forward_kernel[(N * H,)](
-            q, k, v, log_decay, o, initial_state, ht, cu_seqlens, scale, T, V=V,
-            HAS_H0=initial_state is not None, STORE_HT=output_final_state, **opts,
-        )
-        ctx.save_for_backward(q, k, v, log_decay, initial_state, ht, cu_seqlens)
-        ctx.scale = scale
-        return o, ht
+        starts = decay = None
+        if plan is None:
+            ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
+            kernels.forward_kernel[(N * H,)](
+                q, k, v, log_decay, o, initial_state, ht, cu_seqlens, scale, T, V=V, VARLEN=cu_seqlens is not None,
+                HAS_H0=initial_state is not None, STORE_HT=output_final_state, **opts, **_intra_options(q, cfg),
+            )
+        else:
+            starts, ht, decay = _segment_states(k, v, log_decay, initial_state, plan, T, V, opts)
+            kernels.forward_kernel[(plan.count * H,)](
+                q, k, v, log_decay, o, starts, None, plan.cu_seqlens, scale, T, V=V, VARLEN=True, HAS_H0=True,
+                STORE_HT=False, **opts, **_intra_options(q, cfg),
+            )
+        ctx.save_for_backward(q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay)
+        ctx.scale, ctx.lengths, ctx.cfg, ctx.plan = scale, lengths, cfg, plan
+        return o, (ht if output_final_state else None)
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, log_decay, initial_state, ht, cu_seqlens = ctx.saved_tensors
-        B, T, H, K = q.shape
-        V = v.shape[-1]
-        N = B if cu_seqlens is None else cu_seqlens.numel() - 1
+        q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay = ctx.saved_tensors
+        T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
+        cfg, plan = ctx.cfg, ctx.plan
+        N = len(ctx.lengths)
         vector = log_decay.ndim == 4
-        opts = _launch_options(q, log_decay, cu_seqlens)
+        opts = dict(_launch_options(q, log_decay, cfg), **_intra_options(q, cfg), STRIDE=cfg.gate_stride)
         do = do.contiguous()
+        dht = None if dht is None else dht.float().contiguous()
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         qdq = q.new_empty(log_decay.shape, dtype=torch.float32)  # q * dq (summed over K for scalar decay)
         dg = q.new_empty(log_decay.shape, dtype=torch.float32)
         has_h0 = initial_state is not None
-        states, boundary_offsets = _boundary_buffers(q, v, T, cu_seqlens)
-        kernels.backward_dq_kernel[(N * H,)](
-            q, k, v, log_decay, do, dq, qdq, initial_state, states, boundary_offsets, cu_seqlens, ctx.scale, T,
-            V=V, HAS_H0=has_h0, STRIDE=GATE_CARRY_STRIDE, **opts
+        if plan is None:
+            programs, bounds, lengths, h_start = N, cu_seqlens, ctx.lengths, initial_state
+            dh_end, h_end = dht, ht
+        else:
+            programs, bounds, lengths, h_start = plan.count, plan.cu_seqlens, plan.lengths, starts
+            dh_end, dh0_all = _segment_state_grads(q, log_decay, do, dht, decay, plan, ctx.scale, T, N, V, opts)
+            h_end = torch.cat([starts[1:], starts[:1]])  # a segment ends where the next one starts ...
+            h_end[plan.last] = ht  # ... except the last of each sequence
+        varlen = bounds is not None
+        states, boundary_offsets = _boundary_buffers(q, v, lengths, varlen, cfg.gate_stride)
+        kernels.backward_dq_kernel[(programs * H,)](
+            q, k, v, log_decay, do, dq, qdq, h_start, states, boundary_offsets, bounds, ctx.scale, T,
+            V=V, VARLEN=varlen, HAS_H0=h_start is not None, **opts
         )
         dg_final = None
-        if dht is not None:
-            dht = dht.float().contiguous()
-            dg_final = (ht * dht).sum(-1)  # [N, H, K]: the final state's share of the gate gradient
-            if not vector:
-                dg_final = dg_final.sum(-1)  # [N, H]
-            dg_final = dg_final.contiguous()
-        dh0 = torch.empty_like(initial_state) if has_h0 else None
-        kernels.backward_dkv_kernel[(N * H,)](
-            q, k, v, log_decay, do, qdq, dk, dv, dg, dht, dg_final, dh0, states, boundary_offsets, cu_seqlens,
-            ctx.scale, T, V=V, HAS_DHT=dht is not None, STORE_DH0=has_h0, STRIDE=GATE_CARRY_STRIDE, **opts,
+        if dh_end is not None:
+            dg_final = (h_end * dh_end).sum(-1)  # [programs, H, K]: the end state's share of the gate gradient
+            dg_final = (dg_final if vector else dg_final.sum(-1)).contiguous()
+        store_dh0 = has_h0 and plan is None
+        dh0 = torch.empty_like(initial_state) if store_dh0 else None
+        kernels.backward_dkv_kernel[(programs * H,)](
+            q, k, v, log_decay, do, qdq, dk, dv, dg, dh_end, dg_final, dh0, states, boundary_offsets, bounds,
+            ctx.scale, T, V=V, VARLEN=varlen, HAS_DHT=dh_end is not None, STORE_DH0=store_dh0, **opts,
         )
-        return dq, dk, dv, dg.to(log_decay.dtype), None, dh0, None, None
+        if plan is not None and has_h0:
+            dh0 = dh0_all
+        return dq, dk, dv, dg.to(log_decay.dtype), None, dh0, None, None, None, None, None
 
 
-def _boundary_buffers(q, v, T, cu_seqlens):
-    """fp32 states saved every GATE_CARRY_STRIDE tokens of each sequence (its end excluded), and for packed
-    sequences the index of each sequence's first one."""
+def _segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts):
+    """Each segment's start state, the sequences' final states and each segment's total log2 decay."""
+    H, K = k.shape[2], k.shape[3]
+    N = plan.first.numel() - 1
+    local = k.new_empty(plan.count, H, K, V, dtype=torch.float32)
+    decay = k.new_empty(plan.count, *log_decay.shape[2:], dtype=torch.float32)  # [S, H] or [S, H, K]
+    state_opts = {name: opts[name] for name in ("H", "K", "BT", "VECTOR", "PREC", "num_warps", "num_stages")}
+    segment_state_kernel[(plan.count * H,)](k, v, log_decay, local, decay, plan.cu_seqlens, T, V=V, **state_opts)
+    starts = torch.empty_like(local)
+    final = k.new_empty(N, H, K, V, dtype=torch.float32)
+    segment_scan_kernel[(N * H,)](
+        plan.first, initial_state, local, decay, starts, final, H=H, K=K, V=V, VECTOR=opts["VECTOR"],
+        HAS_INIT=initial_state is not None, REVERSE=False,
+    )
+    return starts, final, decay
+
+
+def _segment_state_grads(q, log_decay, do, dht, decay, plan: SegmentPlan, scale, T, N, V, opts):
+    """The state gradient at each segment's end, and dh0 (the gradient at each sequence's start)."""
+    H, K = q.shape[2], q.shape[3]
+    dlocal = q.new_empty(plan.count, H, K, V, dtype=torch.float32)
+    state_opts = {name: opts[name] for name in ("H", "K", "BT", "VECTOR", "PREC", "num_warps", "num_stages")}
+    segment_dstate_kernel[(plan.count * H,)](q, log_decay, do, dlocal, plan.cu_seqlens, scale, T, V=V, **state_opts)
+    ends = torch.empty_like(dlocal)
+    dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
+    segment_scan_kernel[(N * H,)](
+        plan.first, dht, dlocal, decay, ends, dh0, H=H, K=K, V=V, VECTOR=opts["VECTOR"],
+        HAS_INIT=dht is not None, REVERSE=True,
+    )
+    return ends, dh0
+
+
+def _boundary_buffers(q, v, lengths: list[int], varlen: bool, stride: int):
+    """fp32 states saved every ``stride`` tokens of each sequence (its end excluded), and for packed sequences
+    the index of each sequence's first one."""
     H, K, V = q.shape[2], q.shape[3], v.shape[-1]
-    if cu_seqlens is None:
-        per_sequence = [max(T - 1, 0) // GATE_CARRY_STRIDE] * q.shape[0]
-        offsets = None
-    else:
-        bounds = cu_seqlens.tolist()
-        per_sequence = [max(e - b - 1, 0) // GATE_CARRY_STRIDE for b, e in zip(bounds[:-1], bounds[1:])]
+    per_sequence = [max(length - 1, 0) // stride for length in lengths]
+    offsets = None
+    if varlen:
         starts = [0]
         for count in per_sequence[:-1]:
             starts.append(starts[-1] + count)
@@ -127,7 +166,8 @@ def _fallback(q, k, v, log_decay, scale, initial_state, output_final_state, cu_s
     return torch.cat(outputs, dim=1), (torch.cat(states) if output_final_state else None)
 
 
-def _check_varlen(q: torch.Tensor, cu_seqlens: torch.Tensor, initial_state: torch.Tensor | None) -> None:
+def _check_varlen(q: torch.Tensor, cu_seqlens: torch.Tensor, initial_state: torch.Tensor | None) -> list[int]:
+    """Validate packed-sequence offsets; return them as a list."""
     if cu_seqlens.ndim != 1 or cu_seqlens.dtype not in (torch.int32, torch.int64) or cu_seqlens.numel() < 2:
         raise ValueError(
             f"cu_seqlens must be a 1-D int32/int64 tensor [N+1] of sequence start offsets ending with the total "
@@ -147,6 +187,7 @@ def _check_varlen(q: torch.Tensor, cu_seqlens: torch.Tensor, initial_state: torc
             f"with cu_seqlens, initial_state must be [N, H, K, V] with N = {N} sequences; "
             f"got {tuple(initial_state.shape)}"
         )
+    return bounds
 
 
 def chunk_decay_linear_attention(
@@ -174,8 +215,8 @@ def chunk_decay_linear_attention(
     Returns:
         ``(o, final_state)``: o ``[B, T, H, V]`` in the input dtype; final_state ``[N, H, K, V]`` or None.
     """
-    if cu_seqlens is not None:
-        _check_varlen(q, cu_seqlens, initial_state)
+    B, T, H, K = q.shape
+    bounds = None if cu_seqlens is None else _check_varlen(q, cu_seqlens, initial_state)
     if q.device.type != "cuda" and not interpreter_active():
         raise ValueError(
             f"the triton backend runs on CUDA tensors (got {q.device}); use backend='chunk' on CPU, or set "
@@ -183,12 +224,16 @@ def chunk_decay_linear_attention(
         )
     if not _kernels_cover(q, v):
         return _fallback(q, k, v, log_decay, scale, initial_state, output_final_state, cu_seqlens)
+    lengths = [T] * B if bounds is None else [e - b for b, e in zip(bounds[:-1], bounds[1:])]
+    cfg = active_config(q.device, log_decay.ndim == 4, K, v.shape[-1])
+    segment = cfg.segment or segment_length(lengths, H, cfg.min_programs, cfg.gate_stride)
+    plan = plan_segments(lengths, segment, q.device) if segment and max(lengths) > segment else None
     state_dtype = None if initial_state is None else initial_state.dtype
     if initial_state is not None:
         initial_state = initial_state.float().contiguous()
     o, ht = ChunkDecayAttentionFunction.apply(
         q.contiguous(), k.contiguous(), v.contiguous(), log_decay.contiguous(), float(scale), initial_state,
-        bool(output_final_state), cu_seqlens,
+        bool(output_final_state), cu_seqlens, lengths, cfg, plan,
     )
     if ht is not None and state_dtype is not None and state_dtype != torch.float32:
         ht = ht.to(state_dtype)

@@ -90,6 +90,28 @@ def _decay_rows(x, G, VECTOR: tl.constexpr):
 
 
 @triton.jit
+def _advance_state(S, k_t, v_t, G, G_last, VECTOR: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """The state carried over one chunk: S <- 2^G_last * S + (k * 2^(G_last - G))^T v."""
+    k_end = _decay_rows(k_t, G_last - G, VECTOR).to(DT)
+    if VECTOR:
+        S = S * tl.exp2(G_last)[:, None]
+    else:
+        S = S * tl.exp2(G_last)
+    return S + tl.dot(tl.trans(k_end), v_t.to(DT), input_precision=PREC)
+
+
+@triton.jit
+def _retreat_dstate(dS, q_t, do_t, G, G_last, scale, VECTOR: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """The state gradient carried back over one chunk: dS <- 2^G_last * dS + scale * (q * 2^G)^T do."""
+    q_start = _decay_rows(q_t, G, VECTOR).to(DT)
+    if VECTOR:
+        dS = dS * tl.exp2(G_last)[:, None]
+    else:
+        dS = dS * tl.exp2(G_last)
+    return dS + tl.dot(tl.trans(q_start), do_t.to(DT), input_precision=PREC) * scale
+
+
+@triton.jit
 def _scores(q, k, G, rows, cols, BT: tl.constexpr, VECTOR: tl.constexpr, SPAN_LIMIT: tl.constexpr,
             INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     if VECTOR:
@@ -127,12 +149,7 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, scale, T,
         o_t += tl.dot(A.to(DT), v_t.to(DT), input_precision=PREC)
         _store_chunk(o, o_t * scale, tok, valid, i_h, H, V)
         # 2. state update; keys decayed to the chunk end
-        k_end = _decay_rows(k_t, G_last - G, VECTOR).to(DT)
-        if VECTOR:
-            S = S * tl.exp2(G_last)[:, None]
-        else:
-            S = S * tl.exp2(G_last)
-        S += tl.dot(tl.trans(k_end), v_t.to(DT), input_precision=PREC)
+        S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
     if STORE_HT:
         tl.store(_state_ptrs(ht, i_nh, K, V), S)
 
@@ -180,12 +197,7 @@ def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu
             _store_chunk(qdq, q_t * dq_t, tok, valid, i_h, H, K)
         else:
             tl.store(qdq + tok * H + i_h, tl.sum(q_t * dq_t, axis=1), mask=valid)
-        k_end = _decay_rows(k_t, G_last - G, VECTOR).to(DT)
-        if VECTOR:
-            S = S * tl.exp2(G_last)[:, None]
-        else:
-            S = S * tl.exp2(G_last)
-        S += tl.dot(tl.trans(k_end), v_t.to(DT), input_precision=PREC)
+        S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
         end = (i_t + 1) * BT
         if (end % STRIDE == 0) & (end < seq_len):
             tl.store(_state_ptrs(states, (first_boundary + end // STRIDE - 1) * H + i_h, K, V), S)
@@ -269,11 +281,6 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
             tl.store(dg + tok * H + i_h, suffix, mask=valid)
         carry += total
         # carry the state gradient to the chunk start
-        q_start = _decay_rows(q_t, G, VECTOR).to(DT)
-        if VECTOR:
-            dS = dS * tl.exp2(G_last)[:, None]
-        else:
-            dS = dS * tl.exp2(G_last)
-        dS += tl.dot(tl.trans(q_start), do_t.to(DT), input_precision=PREC) * scale
+        dS = _retreat_dstate(dS, q_t, do_t, G, G_last, scale, VECTOR, DT, PREC)
     if STORE_DH0:
         tl.store(_state_ptrs(dh0, i_nh, K, V), dS)

@@ -1,0 +1,150 @@
+"""Sequence splitting: run long sequences as several independent segments so that few (sequence, head) pairs
+still fill the GPU.
+
+The chunk kernels give one program to one (sequence, head) and walk its chunks in order, so B*H programs is all
+the parallelism there is (64 at B4*H16 on a 132-SM card). Cutting each sequence into segments, the main kernels
+run one program per (segment, head), given each segment's true boundary state:
+
+    forward:   local_s  = the state segment s builds from zero,   d_s = its total log2 decay
+               start_0  = h0,   start_{s+1} = 2^d_s * start_s + local_s      (a short scan over segments)
+    backward:  dlocal_s = the state gradient segment s sends to its start from zero at its end
+               end_last = dh_T, end_{s-1} = 2^d_s * end_s + dlocal_s,   dh0 = 2^d_0 * end_0 + dlocal_0
+
+With those, a segment is just a packed sequence (cu_seqlens) with an initial state and a final-state gradient,
+which the chunk kernels already take. The extra cost is one state-only sweep in each direction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from decaylab.ops.triton.kernels import _advance_state, _bounds, _load_chunk, _load_gates, _retreat_dstate, \
+    _state_ptrs
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """Segments of the packed token axis, in order; each sequence owns a consecutive run of them."""
+
+    cu_seqlens: torch.Tensor  # [S + 1] int64: segment bounds in packed tokens
+    first: torch.Tensor  # [N + 1] int64: index of each sequence's first segment (first[N] = S)
+    last: torch.Tensor  # [N] int64: index of each sequence's last segment
+    lengths: list[int]  # S segment lengths
+
+    @property
+    def count(self) -> int:
+        return len(self.lengths)
+
+
+def plan_segments(lengths: list[int], segment: int, device: torch.device) -> SegmentPlan:
+    """Cut each sequence (lengths in packed order) into pieces of ``segment`` tokens; an empty or short sequence
+    keeps one segment."""
+    pieces, first = [], [0]
+    for length in lengths:
+        count = max(1, math.ceil(length / segment))
+        pieces += [min(segment, length - i * segment) for i in range(count)]
+        first.append(first[-1] + count)
+    bounds = [0]
+    for piece in pieces:
+        bounds.append(bounds[-1] + piece)
+    as_tensor = lambda xs: torch.tensor(xs, dtype=torch.int64, device=device)  # noqa: E731
+    return SegmentPlan(as_tensor(bounds), as_tensor(first), as_tensor([f - 1 for f in first[1:]]), pieces)
+
+
+def segment_length(lengths: list[int], heads: int, min_programs: int, stride: int) -> int:
+    """Shortest multiple of ``stride`` giving at least ``min_programs`` (segment, head) programs, or 0 when the
+    sequences already give that many or are too short to cut."""
+    if not lengths or len(lengths) * heads >= min_programs:
+        return 0
+    pieces = math.ceil(min_programs / (len(lengths) * heads))
+    longest = max(lengths)
+    length = max(stride, math.ceil(longest / pieces / stride) * stride)
+    return length if length < longest else 0
+
+
+@triton.jit
+def segment_state_kernel(k, v, g, local, decay, cu_seqlens, T,
+                         H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+                         VECTOR: tl.constexpr, PREC: tl.constexpr):
+    """Per (segment, head): the state built from zero over the segment, and the segment's total log2 decay."""
+    i_nh = tl.program_id(0)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
+    DT = k.dtype.element_ty
+    rows = tl.arange(0, BT)
+    S = tl.zeros([K, V], dtype=tl.float32)
+    if VECTOR:
+        total = tl.zeros([K], dtype=tl.float32)
+    else:
+        total = tl.zeros([], dtype=tl.float32)
+    for i_t in range(0, tl.cdiv(seq_len, BT)):
+        tok = bos + i_t * BT + rows
+        valid = i_t * BT + rows < seq_len
+        k_t = _load_chunk(k, tok, valid, i_h, H, K)
+        v_t = _load_chunk(v, tok, valid, i_h, H, V)
+        G = _load_gates(g, tok, valid, i_h, H, K, VECTOR)
+        G_last = tl.min(G, axis=0)
+        S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
+        total += G_last
+    tl.store(_state_ptrs(local, i_nh, K, V), S)
+    if VECTOR:
+        tl.store(decay + i_nh.to(tl.int64) * K + tl.arange(0, K), total)
+    else:
+        tl.store(decay + i_nh, total)
+
+
+@triton.jit
+def segment_dstate_kernel(q, g, do, dlocal, cu_seqlens, scale, T,
+                          H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+                          VECTOR: tl.constexpr, PREC: tl.constexpr):
+    """Per (segment, head): the state gradient at the segment start from the segment's own outputs alone."""
+    i_nh = tl.program_id(0)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
+    DT = q.dtype.element_ty
+    rows = tl.arange(0, BT)
+    dS = tl.zeros([K, V], dtype=tl.float32)
+    NT = tl.cdiv(seq_len, BT)
+    for i_r in range(0, NT):
+        i_t = NT - 1 - i_r
+        tok = bos + i_t * BT + rows
+        valid = i_t * BT + rows < seq_len
+        q_t = _load_chunk(q, tok, valid, i_h, H, K)
+        do_t = _load_chunk(do, tok, valid, i_h, H, V)
+        G = _load_gates(g, tok, valid, i_h, H, K, VECTOR)
+        dS = _retreat_dstate(dS, q_t, do_t, G, tl.min(G, axis=0), scale, VECTOR, DT, PREC)
+    tl.store(_state_ptrs(dlocal, i_nh, K, V), dS)
+
+
+@triton.jit
+def segment_scan_kernel(first, init, local, decay, boundary, final,
+                        H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, VECTOR: tl.constexpr,
+                        HAS_INIT: tl.constexpr, REVERSE: tl.constexpr):
+    """Per (sequence, head), over its segments in order (REVERSE: backwards): store the running value as the
+    segment's boundary value, then X <- 2^decay * X + local. Forward this turns local states into segment start
+    states and the final state; reversed it turns local state gradients into segment-end gradients and dh0."""
+    i_nh = tl.program_id(0)
+    i_n, i_h = i_nh // H, i_nh % H
+    s_begin = tl.load(first + i_n)
+    count = tl.load(first + i_n + 1) - s_begin
+    X = tl.zeros([K, V], dtype=tl.float32)
+    if HAS_INIT:
+        X = tl.load(_state_ptrs(init, i_nh, K, V))
+    for j in range(0, count):
+        if REVERSE:
+            seg = s_begin + count - 1 - j
+        else:
+            seg = s_begin + j
+        i_sh = seg * H + i_h
+        tl.store(_state_ptrs(boundary, i_sh, K, V), X)
+        if VECTOR:
+            X = X * tl.exp2(tl.load(decay + i_sh * K + tl.arange(0, K)))[:, None]
+        else:
+            X = X * tl.exp2(tl.load(decay + i_sh))
+        X += tl.load(_state_ptrs(local, i_sh, K, V))
+    tl.store(_state_ptrs(final, i_nh, K, V), X)

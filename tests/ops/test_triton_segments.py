@@ -1,0 +1,52 @@
+"""Host-side planning of sequence segments and launch-config validation (no kernel launch, no GPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="triton is not installed")
+
+from decaylab.ops.triton.configs import LaunchConfig  # noqa: E402
+from decaylab.ops.triton.segments import plan_segments, segment_length  # noqa: E402
+
+
+def test_plan_cuts_each_sequence_and_keeps_empty_ones():
+    plan = plan_segments([150, 0, 64, 65], 64, torch.device("cpu"))
+    assert plan.lengths == [64, 64, 22, 0, 64, 64, 1]
+    assert plan.cu_seqlens.tolist() == [0, 64, 128, 150, 150, 214, 278, 279]
+    assert plan.first.tolist() == [0, 3, 4, 5, 7]
+    assert plan.last.tolist() == [2, 3, 4, 6]
+    assert plan.count == 7
+
+
+@pytest.mark.parametrize(
+    "lengths, heads, min_programs, expected",
+    [
+        ([2048] * 4, 16, 256, 512),  # 64 programs -> 4 segments per sequence
+        ([2048] * 4, 16, 300, 448),  # ceil(300 / 64) = 5 pieces, rounded up to the stride
+        ([4096] * 4, 64, 256, 0),  # enough programs already
+        ([100] * 2, 1, 64, 64),  # never shorter than the stride
+        ([64] * 2, 1, 64, 0),  # too short to cut
+        ([], 4, 64, 0),
+        ([4096] * 4, 16, 0, 0),  # splitting switched off
+    ],
+)
+def test_segment_length_reaches_the_program_target(lengths, heads, min_programs, expected):
+    assert segment_length(lengths, heads, min_programs, 64) == expected
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(chunk=24), "power of two"),
+        (dict(chunk=8), "power of two"),
+        (dict(chunk=128), "multiple of chunk"),
+        (dict(segment=100), "multiple of gate_stride"),
+        (dict(min_programs=-1), "min_programs"),
+    ],
+)
+def test_bad_launch_configs_are_refused(kwargs, message):
+    base = dict(chunk=16, num_warps=4, num_stages=1)
+    with pytest.raises(ValueError, match=message):
+        LaunchConfig(**{**base, **kwargs})

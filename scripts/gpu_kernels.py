@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from decaylab.bench import kernels as kb  # noqa: E402
 from decaylab.ops import BACKENDS  # noqa: E402
 from decaylab.ops.reference.recurrent import recurrent_decay_linear_attention as reference  # noqa: E402
-from decaylab.ops.triton import LaunchConfig, use_config  # noqa: E402
+from decaylab.ops.triton import use_config  # noqa: E402
+from decaylab.ops.triton.configs import pick_config  # noqa: E402
 
 DEV = torch.device("cuda")
 
@@ -33,7 +35,12 @@ def rel(out, ref):
     return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
 
 
-def check_case(B, T, H, K, V, vector, dtype, lowest, offsets=None, seed=0):
+def check_case(B, T, H, K, V, vector, dtype, lowest, offsets=None, seed=0, overrides=None):
+    with use_config(replace(pick_config(DEV, vector, K, V), **(overrides or {}))):
+        return _check_case(B, T, H, K, V, vector, dtype, lowest, offsets, seed)
+
+
+def _check_case(B, T, H, K, V, vector, dtype, lowest, offsets, seed):
     gen = torch.Generator(device=DEV).manual_seed(seed)
     rn = lambda *s: torch.randn(*s, generator=gen, device=DEV)  # noqa: E731
     N = B if offsets is None else len(offsets) - 1
@@ -71,14 +78,23 @@ def correctness():
     cases += [dict(B=1, T=600, H=2, K=128, V=128, vector=v, dtype=bf, lowest=-1.0, offsets=[0, 100, 101, 357, 600])
               for v in (False, True)]
     cases += [dict(B=2, T=200, H=2, K=128, V=128, vector=True, dtype=torch.float16, lowest=-3.0)]
+    # segmented sequences, and the vector gate-gradient precision options
+    cases += [dict(B=1, T=1024, H=2, K=128, V=128, vector=v, dtype=bf, lowest=-5.0, overrides=dict(segment=256))
+              for v in (False, True)]
+    cases += [dict(B=1, T=600, H=2, K=128, V=128, vector=True, dtype=bf, lowest=-1.0, offsets=[0, 100, 101, 357, 600],
+                   overrides=dict(segment=128))]
+    for overrides in (dict(precise_intra=True), dict(gate_stride=32), dict(precise_intra=True, gate_stride=32)):
+        cases += [dict(B=2, T=333, H=2, K=D, V=D, vector=True, dtype=bf, lowest=-5.0, overrides=overrides)
+                  for D in (64, 128)]
+        cases += [dict(B=1, T=1024, H=2, K=128, V=128, vector=True, dtype=bf, lowest=-5.0, overrides=overrides)]
     results = []
     print("\n## correctness vs fp64 recurrence (relative RMS error)")
     for c in cases:
         errs, finite = check_case(**c)
         worst = max(errs.values())
         tag = f"{'vec' if c['vector'] else 'sca'} B{c['B']} T{c['T']} D{c['K']} {str(c['dtype'])[6:]} " \
-              f"lo{c['lowest']}{' varlen' if c.get('offsets') else ''}"
-        print(f"{tag:42s} worst {worst:.2e} " + " ".join(f"{k}={v:.1e}" for k, v in errs.items()))
+              f"lo{c['lowest']}{' varlen' if c.get('offsets') else ''} {c.get('overrides') or ''}"
+        print(f"{tag:72s} worst {worst:.2e} " + " ".join(f"{k}={v:.1e}" for k, v in errs.items()))
         results.append(dict(case=tag, errs=errs, worst=worst))
     for vector in (False, True):  # extreme decays: finiteness only
         _, finite = check_case(2, 200, 2, 128, 128, vector, torch.bfloat16, -1000.0)
@@ -87,23 +103,40 @@ def correctness():
     return results
 
 
-def sweep(shape_text, variants):
-    shape = kb.Shape.parse(shape_text)
+def sweep(shape_texts, variants):
+    """Time each config variant (overrides of the pinned config) at each shape; print registers and spills."""
     out = []
-    print(f"\n## config sweep at {shape}")
-    for vector in (False, True):
-        inputs = kb.make_inputs(shape, vector, DEV)
-        for cfg in variants[vector]:
-            with use_config(cfg):
-                try:
-                    r = kb.time_provider("decaylab", inputs)
-                except Exception as e:
-                    print(f"{'vec' if vector else 'sca'} {cfg}: FAILED {type(e).__name__}: {str(e)[:200]}")
-                    continue
-            print(f"{'vec' if vector else 'sca'} BT{cfg.chunk} w{cfg.num_warps} s{cfg.num_stages}: fwd "
-                  f"{r['fwd_ms']:.3f} fwd+bwd {r['fwd_bwd_ms']:.3f} ms (first call {r['first_call_s']:.1f}s)")
-            out.append(dict(vector=vector, cfg=cfg.__dict__, **r))
-        del inputs
+    for shape_text in shape_texts:
+        shape = kb.Shape.parse(shape_text)
+        print(f"\n## config sweep at {shape}")
+        for vector in (False, True):
+            inputs = kb.make_inputs(shape, vector, DEV)
+            for overrides in variants[vector]:
+                cfg = replace(pick_config(DEV, vector, shape.D, shape.D), **overrides)
+                with use_config(cfg):
+                    try:
+                        r = kb.time_provider("decaylab", inputs)
+                    except Exception as e:
+                        print(f"{'vec' if vector else 'sca'} {overrides}: FAILED {type(e).__name__}: {str(e)[:200]}")
+                        continue
+                print(f"{'vec' if vector else 'sca'} {str(overrides):48s} fwd {r['fwd_ms']:.3f} fwd+bwd "
+                      f"{r['fwd_bwd_ms']:.3f} ms (first call {r['first_call_s']:.1f}s)")
+                out.append(dict(shape=str(shape), vector=vector, cfg=cfg.__dict__, **r))
+            del inputs
+            torch.cuda.empty_cache()
+    print("\n## registers / spills per compiled kernel")
+    from decaylab.ops.triton import kernels, segments
+
+    for fn in (kernels.forward_kernel, kernels.backward_dq_kernel, kernels.backward_dkv_kernel,
+               segments.segment_state_kernel, segments.segment_dstate_kernel):
+        try:
+            for cache in fn.device_caches.values():
+                for compiled in cache[0].values():
+                    c = compiled.metadata
+                    print(f"{fn.fn.__name__}: warps {c.num_warps} regs {compiled.n_regs} spills {compiled.n_spills} "
+                          f"shared {c.shared}")
+        except Exception as e:
+            print(f"{fn}: no cache info ({type(e).__name__}: {e})")
     return out
 
 
@@ -197,12 +230,11 @@ def main():
         results["correctness"] = correctness()
     if "sweep" in sections:
         variants = {
-            False: [LaunchConfig(c, w, s) for c, w, s in ((64, 4, 2), (64, 8, 2), (32, 4, 2), (128, 8, 2),
-                                                           (64, 8, 1))],
-            True: [LaunchConfig(c, w, s) for c, w, s in ((16, 4, 2), (32, 4, 2), (32, 8, 2), (64, 8, 2),
-                                                          (32, 8, 1))],
+            False: [{}, dict(min_programs=264), dict(min_programs=528), dict(min_programs=264, num_warps=8)],
+            True: [{}, dict(min_programs=264), dict(min_programs=528), dict(precise_intra=True),
+                   dict(precise_intra=True, min_programs=264)],
         }
-        results["sweep"] = sweep("4x4096x64x128", variants)
+        results["sweep"] = sweep(kb.DEFAULT_SHAPES, variants)
     if has_fla:
         limit_autotune(int(os.environ.get("FLA_MAX_CONFIGS", "4")))
     if "bench" in sections:

@@ -229,10 +229,15 @@ def main():
     if "correctness" in sections:
         results["correctness"] = correctness()
     if "sweep" in sections:
+        whole = dict(split_below=0)  # sequences never split
         variants = {
-            False: [{}, dict(min_programs=264), dict(min_programs=528), dict(min_programs=264, num_warps=8)],
-            True: [{}, dict(min_programs=264), dict(min_programs=528), dict(precise_intra=True),
-                   dict(precise_intra=True, min_programs=264)],
+            False: [whole, dict(whole, bwd_num_warps=8), dict(whole, bwd_chunk=16),
+                    dict(whole, bwd_chunk=16, bwd_num_warps=8), dict(whole, chunk=64, bwd_num_warps=8), {},
+                    dict(bwd_num_warps=8), dict(bwd_num_warps=8, target_programs=1056)],
+            True: [whole, dict(whole, bwd_num_warps=8), dict(whole, precise_intra=True, bwd_num_warps=8),
+                   dict(whole, precise_intra=True, gate_stride=32, bwd_num_warps=8), dict(whole, num_warps=8),
+                   dict(precise_intra=True, bwd_num_warps=8),
+                   dict(precise_intra=True, bwd_num_warps=8, target_programs=1056)],
         }
         results["sweep"] = sweep(kb.DEFAULT_SHAPES, variants)
     if has_fla:

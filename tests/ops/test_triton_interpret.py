@@ -49,9 +49,14 @@ CASES = {
                                                         [0, 0, 130, 200]),
     "segmented-vector-decay1000-B1-T140-H1-K16-V16-fp32-h0": (1, 140, 1, 16, 16, True, "float32", True, -1000.0,
                                                               None),
+    # the backward on a chunk twice the forward's (the result must not depend on the schedule)
+    "bwd-chunk32-vector-B1-T100-H1-K16-V16-fp32-h0": (1, 100, 1, 16, 16, True, "float32", True, -2.0, None),
+    "bwd-chunk32-scalar-varlen-T120-H1-K16-V16-fp16": (1, 120, 1, 16, 16, False, "float16", False, -1.0,
+                                                       [0, 33, 120]),
 }
-# Cases run with a fixed segment length (tokens); the others leave sequences whole.
-SEGMENT = {name: 64 for name in CASES if name.startswith("segmented-")}
+# Launch-config overrides per case: segmented cases cut sequences into 64-token segments.
+OVERRIDES = {name: dict(segment=64) for name in CASES if name.startswith("segmented-")}
+OVERRIDES.update({name: dict(bwd_chunk=32) for name in CASES if name.startswith("bwd-chunk32-")})
 
 # Relative RMS error allowed per input dtype (fp32 kernels run in true fp32 under the interpreter).
 RATIO = {"float32": 1e-5, "float16": 5e-3}
@@ -87,7 +92,7 @@ def _worker(names: list[str]) -> None:
         inputs = [t for t in (q, k, v, g, h0) if t is not None]
         leaves = [t.clone().requires_grad_() for t in inputs]
         cu = None if offsets is None else torch.tensor(offsets)
-        with use_config(replace(pick_config(q.device, vector, K, V), segment=SEGMENT.get(name, 0))):
+        with use_config(replace(pick_config(q.device, vector, K, V), **OVERRIDES.get(name, {}))):
             o, ht = triton_op(*leaves[:4], scale=0.7, initial_state=leaves[4] if with_h0 else None,
                               output_final_state=True, cu_seqlens=cu)
         ((o.double() * do.double()).sum() + (ht.double() * dht).sum()).backward()

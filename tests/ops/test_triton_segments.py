@@ -21,19 +21,19 @@ def test_plan_cuts_each_sequence_and_keeps_empty_ones():
 
 
 @pytest.mark.parametrize(
-    "lengths, heads, min_programs, expected",
+    "lengths, heads, split_below, target, expected",
     [
-        ([2048] * 4, 16, 256, 512),  # 64 programs -> 4 segments per sequence
-        ([2048] * 4, 16, 300, 448),  # ceil(300 / 64) = 5 pieces, rounded up to the stride
-        ([4096] * 4, 64, 256, 0),  # enough programs already
-        ([100] * 2, 1, 64, 64),  # never shorter than the stride
-        ([64] * 2, 1, 64, 0),  # too short to cut
-        ([], 4, 64, 0),
-        ([4096] * 4, 16, 0, 0),  # splitting switched off
+        ([2048] * 4, 16, 132, 256, 512),  # 64 programs -> 4 segments per sequence
+        ([2048] * 4, 16, 132, 300, 448),  # ceil(300 / 64) = 5 pieces, rounded up to the stride
+        ([4096] * 4, 64, 132, 528, 0),  # 256 programs: every SM is busy already
+        ([100] * 2, 1, 132, 64, 64),  # never shorter than the stride
+        ([64] * 2, 1, 132, 64, 0),  # too short to cut
+        ([], 4, 132, 64, 0),
+        ([4096] * 4, 16, 0, 528, 0),  # splitting switched off
     ],
 )
-def test_segment_length_reaches_the_program_target(lengths, heads, min_programs, expected):
-    assert segment_length(lengths, heads, min_programs, 64) == expected
+def test_segment_length_reaches_the_program_target(lengths, heads, split_below, target, expected):
+    assert segment_length(lengths, heads, split_below, target, 64) == expected
 
 
 @pytest.mark.parametrize(
@@ -43,7 +43,9 @@ def test_segment_length_reaches_the_program_target(lengths, heads, min_programs,
         (dict(chunk=8), "power of two"),
         (dict(chunk=128), "multiple of chunk"),
         (dict(segment=100), "multiple of gate_stride"),
-        (dict(min_programs=-1), "min_programs"),
+        (dict(split_below=-1), "split_below"),
+        (dict(bwd_chunk=24), "bwd_chunk must be a power of two"),
+        (dict(bwd_chunk=128), "multiple of bwd_chunk"),
     ],
 )
 def test_bad_launch_configs_are_refused(kwargs, message):

@@ -6,8 +6,9 @@ programs cheap. Values were chosen from timings on an H200 (docs/benchmarks.md, 
 
 from __future__ import annotations
 
+import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -24,33 +25,47 @@ class LaunchConfig:
     """How the kernels are launched.
 
     chunk: tokens per chunk (BT); num_warps, num_stages: Triton launch options.
+    bwd_chunk, bwd_num_warps: the same for the backward kernels (0: as the forward). The chunk size changes the
+        schedule, not the result, and the backward holds twice the tiles of the forward in registers.
     gate_stride: the backward saves the fp32 state every this many tokens and restarts the gate gradient's
         reverse cumsum there from its direct form sum_v S * dS (kernels.py); a multiple of ``chunk``.
-    precise_intra: for bf16 inputs, run the vector-decay intra-chunk dots on fp32 (tf32) operands instead of bf16
-        (fp16 and fp32 inputs always do). Their rounding dominates the bf16 gate-gradient error.
-    min_programs: split sequences into segments (segments.py) until (segments x heads) reaches this many programs;
-        0 never splits. One program walks one segment of one head, so few long sequences leave SMs idle.
-    segment: a fixed segment length in tokens (a multiple of ``gate_stride``), overriding ``min_programs``.
+    precise_intra: for bf16 inputs, run the backward's vector-decay intra-chunk dots on fp32 (tf32) operands instead
+        of bf16 (fp16 and fp32 inputs always do). Their rounding dominates the bf16 gate-gradient error.
+    split_below, target_programs: when (sequences x heads) < split_below, cut the sequences into segments
+        (segments.py) until (segments x heads) >= target_programs. One program walks one segment of one head, so
+        few long sequences would leave SMs idle; splitting costs one extra state sweep each way. 0: never split.
+    segment: a fixed segment length in tokens (a multiple of ``gate_stride``), overriding the two above.
     """
 
     chunk: int
     num_warps: int
     num_stages: int
+    bwd_chunk: int = 0
+    bwd_num_warps: int = 0
     gate_stride: int = 64
     precise_intra: bool = False
-    min_programs: int = 0
+    split_below: int = 0
+    target_programs: int = 0
     segment: int = 0
 
+    @property
+    def backward(self) -> "LaunchConfig":
+        """The config of the backward kernels."""
+        return replace(self, chunk=self.bwd_chunk or self.chunk, num_warps=self.bwd_num_warps or self.num_warps)
+
     def __post_init__(self):
-        if self.chunk < 16 or self.chunk & (self.chunk - 1):
-            raise ValueError(f"chunk must be a power of two >= 16 (tl.dot needs 16 rows); got {self.chunk}")
-        if self.gate_stride % self.chunk:
-            raise ValueError(f"gate_stride {self.gate_stride} must be a multiple of chunk {self.chunk}")
+        for name in ("chunk", "bwd_chunk"):
+            value = getattr(self, name)
+            if (value or self.chunk) < 16 or value & (value - 1):
+                raise ValueError(f"{name} must be a power of two >= 16 (tl.dot needs 16 rows); got {value}")
+            if self.gate_stride % (value or self.chunk):
+                raise ValueError(f"gate_stride {self.gate_stride} must be a multiple of {name} {value}")
         if self.segment < 0 or self.segment % self.gate_stride:
             raise ValueError(f"segment {self.segment} must be 0 (automatic) or a positive multiple of gate_stride "
                              f"{self.gate_stride}")
-        if self.min_programs < 0:
-            raise ValueError(f"min_programs must be >= 0; got {self.min_programs}")
+        if self.split_below < 0 or self.target_programs < 0:
+            raise ValueError(f"split_below and target_programs must be >= 0; got {self.split_below}, "
+                             f"{self.target_programs}")
 
 
 # (arch major, vector decay, max(K, V)) -> config; arch None is the default for unlisted GPUs.
@@ -70,12 +85,25 @@ def interpreter_active() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+# Sequences are split when (sequences x heads) leaves SMs idle, into about this many programs per SM.
+SPLIT_PROGRAMS_PER_SM = 4
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
 def pick_config(device: torch.device, vector: bool, K: int, V: int) -> LaunchConfig:
     if interpreter_active():
         return _INTERPRETER_CONFIG
     width = 64 if max(K, V) <= 64 else 128
     major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else None
-    return _CONFIGS.get((major, vector, width)) or _CONFIGS[(None, vector, width)]
+    config = _CONFIGS.get((major, vector, width)) or _CONFIGS[(None, vector, width)]
+    if device.type == "cuda":
+        sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+        config = replace(config, split_below=sms, target_programs=SPLIT_PROGRAMS_PER_SM * sms)
+    return config
 
 
 _override: list[LaunchConfig] = []

@@ -26,9 +26,9 @@ def _launch_options(q: torch.Tensor, log_decay: torch.Tensor, cfg: LaunchConfig)
     )
 
 
-def _intra_options(q: torch.Tensor, cfg: LaunchConfig) -> dict:
+def _intra_options(q: torch.Tensor, cfg: LaunchConfig, backward: bool) -> dict:
     # fp16 cannot hold the vector fast path's 2^±50 split factors: those dots run on fp32 operands
-    return dict(SPAN_LIMIT=SPAN_LIMIT, INTRA_FP32=q.dtype != torch.bfloat16 or cfg.precise_intra)
+    return dict(SPAN_LIMIT=SPAN_LIMIT, INTRA_FP32=q.dtype != torch.bfloat16 or (backward and cfg.precise_intra))
 
 
 class ChunkDecayAttentionFunction(torch.autograd.Function):
@@ -43,13 +43,14 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
             ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
             kernels.forward_kernel[(N * H,)](
                 q, k, v, log_decay, o, initial_state, ht, cu_seqlens, scale, T, V=V, VARLEN=cu_seqlens is not None,
-                HAS_H0=initial_state is not None, STORE_HT=output_final_state, **opts, **_intra_options(q, cfg),
+                HAS_H0=initial_state is not None, STORE_HT=output_final_state, **opts,
+                **_intra_options(q, cfg, backward=False),
             )
         else:
             starts, ht, decay = _segment_states(k, v, log_decay, initial_state, plan, T, V, opts)
             kernels.forward_kernel[(plan.count * H,)](
                 q, k, v, log_decay, o, starts, None, plan.cu_seqlens, scale, T, V=V, VARLEN=True, HAS_H0=True,
-                STORE_HT=False, **opts, **_intra_options(q, cfg),
+                STORE_HT=False, **opts, **_intra_options(q, cfg, backward=False),
             )
         ctx.save_for_backward(q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay)
         ctx.scale, ctx.lengths, ctx.cfg, ctx.plan = scale, lengths, cfg, plan
@@ -62,7 +63,8 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         cfg, plan = ctx.cfg, ctx.plan
         N = len(ctx.lengths)
         vector = log_decay.ndim == 4
-        opts = dict(_launch_options(q, log_decay, cfg), **_intra_options(q, cfg), STRIDE=cfg.gate_stride)
+        opts = dict(_launch_options(q, log_decay, cfg.backward), **_intra_options(q, cfg, backward=True),
+                    STRIDE=cfg.gate_stride)
         do = do.contiguous()
         dht = None if dht is None else dht.float().contiguous()
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -226,7 +228,7 @@ def chunk_decay_linear_attention(
         return _fallback(q, k, v, log_decay, scale, initial_state, output_final_state, cu_seqlens)
     lengths = [T] * B if bounds is None else [e - b for b, e in zip(bounds[:-1], bounds[1:])]
     cfg = active_config(q.device, log_decay.ndim == 4, K, v.shape[-1])
-    segment = cfg.segment or segment_length(lengths, H, cfg.min_programs, cfg.gate_stride)
+    segment = cfg.segment or segment_length(lengths, H, cfg.split_below, cfg.target_programs, cfg.gate_stride)
     plan = plan_segments(lengths, segment, q.device) if segment and max(lengths) > segment else None
     state_dtype = None if initial_state is None else initial_state.dtype
     if initial_state is not None:

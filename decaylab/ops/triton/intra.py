@@ -62,7 +62,9 @@ def _span(G):
 @triton.jit
 def vector_scores(q, k, G, rows, cols, BT: tl.constexpr, SPAN_LIMIT: tl.constexpr,
                   INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
-    """Masked A_ij (without scale) for vector decay; q, k, G are fp32 [BT, K]."""
+    """Masked A_ij (without scale) for vector decay; q, k [BT, K] in the input dtype, G fp32 [BT, K]."""
+    q = q.to(tl.float32)
+    k = k.to(tl.float32)
     if _span(G) <= SPAN_LIMIT:
         q_split, k_split, R = _split_factors(q, k, G, INTRA_FP32, DT)
         A = tl.dot(q_split, tl.trans(k_split), input_precision=PREC)
@@ -81,6 +83,7 @@ def vector_scores(q, k, G, rows, cols, BT: tl.constexpr, SPAN_LIMIT: tl.constexp
 def vector_dq_intra(dA, k, G, rows, cols, BT: tl.constexpr, SPAN_LIMIT: tl.constexpr,
                     INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """dq_i = sum_{j<=i} dA_ij k_j 2^(G_i - G_j); dA is masked fp32 [BT, BT]."""
+    k = k.to(tl.float32)
     if _span(G) <= SPAN_LIMIT:
         R = 0.5 * (tl.max(G, axis=0) + tl.min(G, axis=0))
         up = tl.exp2(G - R[None, :])
@@ -102,6 +105,8 @@ def vector_dq_intra(dA, k, G, rows, cols, BT: tl.constexpr, SPAN_LIMIT: tl.const
 def vector_scores_and_dk_intra(q, k, G, dA, rows, cols, BT: tl.constexpr, SPAN_LIMIT: tl.constexpr,
                                INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """(A, dk) for the reverse sweep: masked scores and dk_j = sum_{i>=j} dA_ij q_i 2^(G_i - G_j)."""
+    q = q.to(tl.float32)
+    k = k.to(tl.float32)
     if _span(G) <= SPAN_LIMIT:
         q_split, k_split, R = _split_factors(q, k, G, INTRA_FP32, DT)
         A = tl.dot(q_split, tl.trans(k_split), input_precision=PREC)

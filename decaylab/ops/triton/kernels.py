@@ -50,11 +50,10 @@ def _first_boundary(boundary_offsets, i_n, T, VARLEN: tl.constexpr, STRIDE: tl.c
 
 @triton.jit
 def _load_chunk(ptr, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr):
-    """[BT, D] tile of a [*, H, D] tensor at token rows `tok`, zeros past the sequence end, as fp32."""
+    """[BT, D] tile of a [*, H, D] tensor at token rows `tok`, zeros past the sequence end, in its own dtype
+    (bf16 tiles take half the registers; element-wise products with fp32 factors promote to fp32)."""
     offs = tl.arange(0, D)
-    return tl.load(ptr + tok[:, None] * (H * D) + i_h * D + offs[None, :], mask=valid[:, None], other=0.0).to(
-        tl.float32
-    )
+    return tl.load(ptr + tok[:, None] * (H * D) + i_h * D + offs[None, :], mask=valid[:, None], other=0.0)
 
 
 @triton.jit
@@ -67,7 +66,7 @@ def _store_chunk(ptr, x, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr):
 def _load_gates(g, tok, valid, i_h, H: tl.constexpr, K: tl.constexpr, VECTOR: tl.constexpr):
     """Chunk-local cumulative log2 decay: [BT, K] (vector) or [BT] (scalar), fp32; padding rows add 0."""
     if VECTOR:
-        g_t = _load_chunk(g, tok, valid, i_h, H, K)
+        g_t = _load_chunk(g, tok, valid, i_h, H, K).to(tl.float32)
     else:
         g_t = tl.load(g + tok * H + i_h, mask=valid, other=0.0).to(tl.float32)
     return tl.cumsum(g_t, axis=0) * RCP_LN2
@@ -192,11 +191,11 @@ def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu
             dq_t += vector_dq_intra(dA, k_t, G, rows, cols, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
         else:
             dq_t += tl.dot((dA * scalar_pair_decay(G, rows, cols)).to(DT), k_t.to(DT), input_precision=PREC)
-        _store_chunk(dq, dq_t + dA_diag[:, None] * k_t, tok, valid, i_h, H, K)
+        _store_chunk(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K)
         if VECTOR:
-            _store_chunk(qdq, q_t * dq_t, tok, valid, i_h, H, K)
+            _store_chunk(qdq, q_t.to(tl.float32) * dq_t, tok, valid, i_h, H, K)
         else:
-            tl.store(qdq + tok * H + i_h, tl.sum(q_t * dq_t, axis=1), mask=valid)
+            tl.store(qdq + tok * H + i_h, tl.sum(q_t.to(tl.float32) * dq_t, axis=1), mask=valid)
         S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
         end = (i_t + 1) * BT
         if (end % STRIDE == 0) & (end < seq_len):
@@ -266,16 +265,17 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
         dv_t = tl.dot(tl.trans(A).to(DT), do_t.to(DT), input_precision=PREC)
         dv_t += tl.dot(k_end.to(DT), dS_dt, input_precision=PREC)
         dk_t += _decay_rows(tl.dot(v_t.to(DT), tl.trans(dS_dt), input_precision=PREC), G_last - G, VECTOR)
-        _store_chunk(dk, dk_t + dA_diag[:, None] * q_t, tok, valid, i_h, H, K)
+        _store_chunk(dk, dk_t + dA_diag[:, None] * q_t.to(tl.float32), tok, valid, i_h, H, K)
         _store_chunk(dv, dv_t, tok, valid, i_h, H, V)
         # gate gradient: suffix sums of q*dq - k*dk within the chunk plus everything after it
         if VECTOR:
-            db = _load_chunk(qdq, tok, valid, i_h, H, K) - k_t * dk_t  # [BT, K]
+            db = _load_chunk(qdq, tok, valid, i_h, H, K) - k_t.to(tl.float32) * dk_t  # [BT, K]
             total = tl.sum(db, axis=0)
             suffix = total[None, :] - tl.cumsum(db, axis=0) + db + carry[None, :]
             _store_chunk(dg, suffix, tok, valid, i_h, H, K)
         else:
-            db = tl.load(qdq + tok * H + i_h, mask=valid, other=0.0) - tl.sum(k_t * dk_t, axis=1)  # [BT]
+            db = tl.load(qdq + tok * H + i_h, mask=valid, other=0.0)
+            db -= tl.sum(k_t.to(tl.float32) * dk_t, axis=1)  # [BT]
             total = tl.sum(db, axis=0)
             suffix = total - tl.cumsum(db, axis=0) + db + carry
             tl.store(dg + tok * H + i_h, suffix, mask=valid)

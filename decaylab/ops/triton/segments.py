@@ -56,12 +56,12 @@ def plan_segments(lengths: list[int], segment: int, device: torch.device) -> Seg
     return SegmentPlan(as_tensor(bounds), as_tensor(first), as_tensor([f - 1 for f in first[1:]]), pieces)
 
 
-def segment_length(lengths: list[int], heads: int, min_programs: int, stride: int) -> int:
-    """Shortest multiple of ``stride`` giving at least ``min_programs`` (segment, head) programs, or 0 when the
-    sequences already give that many or are too short to cut."""
-    if not lengths or len(lengths) * heads >= min_programs:
+def segment_length(lengths: list[int], heads: int, split_below: int, target_programs: int, stride: int) -> int:
+    """Segment length (a multiple of ``stride``) giving at least ``target_programs`` (segment, head) programs when
+    the whole sequences give fewer than ``split_below``; 0 to leave them whole."""
+    if not lengths or len(lengths) * heads >= split_below:
         return 0
-    pieces = math.ceil(min_programs / (len(lengths) * heads))
+    pieces = math.ceil(target_programs / (len(lengths) * heads))
     longest = max(lengths)
     length = max(stride, math.ceil(longest / pieces / stride) * stride)
     return length if length < longest else 0

@@ -83,17 +83,23 @@ def correctness():
               for v in (False, True)]
     cases += [dict(B=1, T=600, H=2, K=128, V=128, vector=True, dtype=bf, lowest=-1.0, offsets=[0, 100, 101, 357, 600],
                    overrides=dict(segment=128))]
-    for overrides in (dict(precise_intra=True), dict(gate_stride=32), dict(precise_intra=True, gate_stride=32)):
+    for overrides in (dict(precise_intra=True, bwd_num_warps=8),
+                      dict(precise_intra=True, gate_stride=32, bwd_num_warps=8)):
         cases += [dict(B=2, T=333, H=2, K=D, V=D, vector=True, dtype=bf, lowest=-5.0, overrides=overrides)
                   for D in (64, 128)]
-        cases += [dict(B=1, T=1024, H=2, K=128, V=128, vector=True, dtype=bf, lowest=-5.0, overrides=overrides)]
+        cases += [dict(B=1, T=1024, H=2, K=128, V=128, vector=True, dtype=bf, lowest=-5.0, overrides=overrides,
+                       seed=seed) for seed in (0, 1, 2)]
+        cases += [dict(B=1, T=600, H=2, K=128, V=128, vector=True, dtype=bf, lowest=-1.0,
+                       offsets=[0, 100, 101, 357, 600], overrides=overrides)]
+    cases += [dict(B=2, T=333, H=2, K=128, V=128, vector=False, dtype=bf, lowest=-5.0,
+                   overrides=dict(bwd_chunk=16, bwd_num_warps=8))]
     results = []
     print("\n## correctness vs fp64 recurrence (relative RMS error)")
     for c in cases:
         errs, finite = check_case(**c)
         worst = max(errs.values())
         tag = f"{'vec' if c['vector'] else 'sca'} B{c['B']} T{c['T']} D{c['K']} {str(c['dtype'])[6:]} " \
-              f"lo{c['lowest']}{' varlen' if c.get('offsets') else ''} {c.get('overrides') or ''}"
+              f"lo{c['lowest']}{' varlen' if c.get('offsets') else ''} s{c.get('seed', 0)} {c.get('overrides') or ''}"
         print(f"{tag:72s} worst {worst:.2e} " + " ".join(f"{k}={v:.1e}" for k, v in errs.items()))
         results.append(dict(case=tag, errs=errs, worst=worst))
     for vector in (False, True):  # extreme decays: finiteness only

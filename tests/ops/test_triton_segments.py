@@ -46,6 +46,7 @@ def test_segment_length_reaches_the_program_target(lengths, heads, split_below, 
         (dict(split_below=-1), "split_below"),
         (dict(bwd_chunk=24), "bwd_chunk must be a power of two"),
         (dict(bwd_chunk=128), "multiple of bwd_chunk"),
+        (dict(bwd_key_block=48), "bwd_key_block"),
     ],
 )
 def test_bad_launch_configs_are_refused(kwargs, message):

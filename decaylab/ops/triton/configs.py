@@ -27,6 +27,8 @@ class LaunchConfig:
     chunk: tokens per chunk (BT); num_warps, num_stages: Triton launch options.
     bwd_chunk, bwd_num_warps: the same for the backward kernels (0: as the forward). The chunk size changes the
         schedule, not the result, and the backward holds twice the tiles of the forward in registers.
+    bwd_key_block: key channels per backward program (0: all). Smaller blocks halve the [K, V] fp32 state held
+        in registers and double the programs, at the price of summing partial dv (and scalar gate) gradients.
     gate_stride: the backward saves the fp32 state every this many tokens and restarts the gate gradient's
         reverse cumsum there from its direct form sum_v S * dS (kernels.py); a multiple of ``chunk``.
     precise_intra: for bf16 inputs, run the backward's vector-decay intra-chunk dots on fp32 (tf32) operands instead
@@ -42,6 +44,7 @@ class LaunchConfig:
     num_stages: int
     bwd_chunk: int = 0
     bwd_num_warps: int = 0
+    bwd_key_block: int = 0
     gate_stride: int = 64
     precise_intra: bool = False
     split_below: int = 0
@@ -63,6 +66,9 @@ class LaunchConfig:
         if self.segment < 0 or self.segment % self.gate_stride:
             raise ValueError(f"segment {self.segment} must be 0 (automatic) or a positive multiple of gate_stride "
                              f"{self.gate_stride}")
+        if self.bwd_key_block and (self.bwd_key_block < 16 or self.bwd_key_block & (self.bwd_key_block - 1)):
+            raise ValueError(f"bwd_key_block must be 0 (all key channels) or a power of two >= 16; "
+                             f"got {self.bwd_key_block}")
         if self.split_below < 0 or self.target_programs < 0:
             raise ValueError(f"split_below and target_programs must be >= 0; got {self.split_below}, "
                              f"{self.target_programs}")

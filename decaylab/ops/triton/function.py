@@ -67,9 +67,6 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
                     STRIDE=cfg.gate_stride)
         do = do.contiguous()
         dht = None if dht is None else dht.float().contiguous()
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        qdq = q.new_empty(log_decay.shape, dtype=torch.float32)  # q * dq (summed over K for scalar decay)
-        dg = q.new_empty(log_decay.shape, dtype=torch.float32)
         has_h0 = initial_state is not None
         if plan is None:
             programs, bounds, lengths, h_start = N, cu_seqlens, ctx.lengths, initial_state
@@ -79,22 +76,38 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
             dh_end, dh0_all = _segment_state_grads(q, log_decay, do, dht, decay, plan, ctx.scale, T, N, V, opts)
             h_end = torch.cat([starts[1:], starts[:1]])  # a segment ends where the next one starts ...
             h_end[plan.last] = ht  # ... except the last of each sequence
+        # The backward kernels split the key channels into NK blocks of BK (one program each): dv and, for
+        # scalar decay, q*dq and the gate gradient are sums over key channels, so each block writes a partial.
+        BK = min(K, cfg.bwd_key_block or K)
+        NK = K // BK
+        gate_parts = log_decay.shape if vector else (NK, *log_decay.shape)
+        part_stride = 0 if vector else log_decay.numel()
+        dq, dk = torch.empty_like(q), torch.empty_like(k)
+        dv = torch.empty_like(v) if NK == 1 else v.new_empty(NK, *v.shape, dtype=torch.float32)
+        qdq = q.new_empty(gate_parts, dtype=torch.float32)  # q * dq (summed over the block for scalar decay)
+        dg = q.new_empty(gate_parts, dtype=torch.float32)
         varlen = bounds is not None
         states, boundary_offsets = _boundary_buffers(q, v, lengths, varlen, cfg.gate_stride)
-        kernels.backward_dq_kernel[(programs * H,)](
-            q, k, v, log_decay, do, dq, qdq, h_start, states, boundary_offsets, bounds, ctx.scale, T,
-            V=V, VARLEN=varlen, HAS_H0=h_start is not None, **opts
+        grid = (programs * H, NK)
+        kernels.backward_dq_kernel[grid](
+            q, k, v, log_decay, do, dq, qdq, h_start, states, boundary_offsets, bounds, ctx.scale, T, part_stride,
+            V=V, BK=BK, VARLEN=varlen, HAS_H0=h_start is not None, **opts
         )
         dg_final = None
         if dh_end is not None:
             dg_final = (h_end * dh_end).sum(-1)  # [programs, H, K]: the end state's share of the gate gradient
-            dg_final = (dg_final if vector else dg_final.sum(-1)).contiguous()
+            dg_final = (dg_final if vector else dg_final.unflatten(-1, (NK, BK)).sum(-1)).contiguous()
         store_dh0 = has_h0 and plan is None
         dh0 = torch.empty_like(initial_state) if store_dh0 else None
-        kernels.backward_dkv_kernel[(programs * H,)](
+        kernels.backward_dkv_kernel[grid](
             q, k, v, log_decay, do, qdq, dk, dv, dg, dh_end, dg_final, dh0, states, boundary_offsets, bounds,
-            ctx.scale, T, V=V, VARLEN=varlen, HAS_DHT=dh_end is not None, STORE_DH0=store_dh0, **opts,
+            ctx.scale, T, part_stride, v.numel(), V=V, BK=BK, VARLEN=varlen, HAS_DHT=dh_end is not None,
+            STORE_DH0=store_dh0, **opts,
         )
+        if NK > 1:
+            dv = dv.sum(0).to(v.dtype)
+            if not vector:
+                dg = dg.sum(0)
         if plan is not None and has_h0:
             dh0 = dh0_all
         return dq, dk, dv, dg.to(log_decay.dtype), None, dh0, None, None, None, None, None

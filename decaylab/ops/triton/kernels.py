@@ -49,32 +49,45 @@ def _first_boundary(boundary_offsets, i_n, T, VARLEN: tl.constexpr, STRIDE: tl.c
 
 
 @triton.jit
-def _load_chunk(ptr, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr):
-    """[BT, D] tile of a [*, H, D] tensor at token rows `tok`, zeros past the sequence end, in its own dtype
-    (bf16 tiles take half the registers; element-wise products with fp32 factors promote to fp32)."""
-    offs = tl.arange(0, D)
+def _load_tile(ptr, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, i_d):
+    """[BT, BD] tile (columns i_d*BD ...) of a [*, H, D] tensor at token rows `tok`, zeros past the sequence end,
+    in its own dtype (bf16 tiles take half the registers; products with fp32 factors promote to fp32)."""
+    offs = i_d * BD + tl.arange(0, BD)
     return tl.load(ptr + tok[:, None] * (H * D) + i_h * D + offs[None, :], mask=valid[:, None], other=0.0)
 
 
 @triton.jit
-def _store_chunk(ptr, x, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr):
-    offs = tl.arange(0, D)
+def _store_tile(ptr, x, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, i_d):
+    offs = i_d * BD + tl.arange(0, BD)
     tl.store(ptr + tok[:, None] * (H * D) + i_h * D + offs[None, :], x.to(ptr.dtype.element_ty), mask=valid[:, None])
 
 
 @triton.jit
-def _load_gates(g, tok, valid, i_h, H: tl.constexpr, K: tl.constexpr, VECTOR: tl.constexpr):
-    """Chunk-local cumulative log2 decay: [BT, K] (vector) or [BT] (scalar), fp32; padding rows add 0."""
+def _load_chunk(ptr, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr):
+    return _load_tile(ptr, tok, valid, i_h, H, D, D, 0)
+
+
+@triton.jit
+def _store_chunk(ptr, x, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr):
+    _store_tile(ptr, x, tok, valid, i_h, H, D, D, 0)
+
+
+@triton.jit
+def _load_gates(g, tok, valid, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, i_k,
+                VECTOR: tl.constexpr):
+    """Chunk-local cumulative log2 decay: [BT, BK] (vector; key channels i_k*BK ...) or [BT] (scalar), fp32;
+    padding rows add 0."""
     if VECTOR:
-        g_t = _load_chunk(g, tok, valid, i_h, H, K).to(tl.float32)
+        g_t = _load_tile(g, tok, valid, i_h, H, K, BK, i_k).to(tl.float32)
     else:
         g_t = tl.load(g + tok * H + i_h, mask=valid, other=0.0).to(tl.float32)
     return tl.cumsum(g_t, axis=0) * RCP_LN2
 
 
 @triton.jit
-def _state_ptrs(ptr, i_nh, K: tl.constexpr, V: tl.constexpr):
-    offs_k = tl.arange(0, K)
+def _state_ptrs(ptr, i_nh, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, i_k):
+    """Pointers to rows i_k*BK ... of the [K, V] state number i_nh."""
+    offs_k = i_k * BK + tl.arange(0, BK)
     offs_v = tl.arange(0, V)
     return ptr + i_nh.to(tl.int64) * (K * V) + offs_k[:, None] * V + offs_v[None, :]
 
@@ -133,14 +146,14 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, scale, T,
     cols = tl.arange(0, BT)
     S = tl.zeros([K, V], dtype=tl.float32)
     if HAS_H0:
-        S = tl.load(_state_ptrs(h0, i_nh, K, V)).to(tl.float32)
+        S = tl.load(_state_ptrs(h0, i_nh, K, V, K, 0)).to(tl.float32)
     for i_t in range(0, tl.cdiv(seq_len, BT)):
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
         q_t = _load_chunk(q, tok, valid, i_h, H, K)
         k_t = _load_chunk(k, tok, valid, i_h, H, K)
         v_t = _load_chunk(v, tok, valid, i_h, H, V)
-        G = _load_gates(g, tok, valid, i_h, H, K, VECTOR)
+        G = _load_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)
         G_last = tl.min(G, axis=0)
         # 1. output: inter-chunk through the carried state, intra-chunk through the masked scores
         A = _scores(q_t, k_t, G, rows, cols, BT, VECTOR, SPAN_LIMIT, INTRA_FP32, DT, PREC)
@@ -150,17 +163,18 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, scale, T,
         # 2. state update; keys decayed to the chunk end
         S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
     if STORE_HT:
-        tl.store(_state_ptrs(ht, i_nh, K, V), S)
+        tl.store(_state_ptrs(ht, i_nh, K, V, K, 0), S)
 
 
 @triton.jit
-def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu_seqlens, scale, T,
-                       H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, VECTOR: tl.constexpr,
-                       VARLEN: tl.constexpr, HAS_H0: tl.constexpr, SPAN_LIMIT: tl.constexpr, STRIDE: tl.constexpr,
-                       INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
-    """Forward sweep: dq; q * dq in fp32 (summed over K for scalar decay) and the state every STRIDE tokens,
-    both for the gate gradient."""
-    i_nh = tl.program_id(0)
+def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu_seqlens, scale, T, part_stride,
+                       H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
+                       VECTOR: tl.constexpr, VARLEN: tl.constexpr, HAS_H0: tl.constexpr, SPAN_LIMIT: tl.constexpr,
+                       STRIDE: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
+    """Forward sweep over key channels i_k*BK ...: dq; q * dq in fp32 (for scalar decay summed over the block,
+    one partial per block, part_stride apart) and the state every STRIDE tokens, both for the gate gradient.
+    Every quantity here is per key channel, so the blocks are independent programs."""
+    i_nh, i_k = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
     first_boundary = _first_boundary(boundary_offsets, i_n, T, VARLEN, STRIDE)
@@ -168,48 +182,50 @@ def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu
     rows = tl.arange(0, BT)
     cols = tl.arange(0, BT)
     strict = rows[:, None] > cols[None, :]  # dA without its diagonal
-    S = tl.zeros([K, V], dtype=tl.float32)
+    S = tl.zeros([BK, V], dtype=tl.float32)
     if HAS_H0:
-        S = tl.load(_state_ptrs(h0, i_nh, K, V)).to(tl.float32)
+        S = tl.load(_state_ptrs(h0, i_nh, K, V, BK, i_k))
     for i_t in range(0, tl.cdiv(seq_len, BT)):
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
-        q_t = _load_chunk(q, tok, valid, i_h, H, K)
-        k_t = _load_chunk(k, tok, valid, i_h, H, K)
+        q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
+        k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
         v_t = _load_chunk(v, tok, valid, i_h, H, V)
         do_t = _load_chunk(do, tok, valid, i_h, H, V)
-        G = _load_gates(g, tok, valid, i_h, H, K, VECTOR)
+        G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR)
         G_last = tl.min(G, axis=0)
-        dA = tl.dot(do_t.to(DT), tl.trans(v_t.to(DT)), input_precision=PREC) * scale
+        dA = tl.dot(do_t, tl.trans(v_t), input_precision=PREC) * scale
         # The diagonal (i = j, decay 2^0 = 1) adds dA_ii k_i to dq_i and dA_ii q_i to dk_i, which cancel exactly
         # in q dq - k dk. It is kept out of the low-precision dots and out of the gate gradient, whose true
         # value under strong decay is far smaller than that term's rounding error.
         dA_diag = tl.sum(tl.where(rows[:, None] == cols[None, :], dA, 0.0), axis=1)
         dA = tl.where(strict, dA, 0.0)
-        dq_t = _decay_rows(tl.dot(do_t.to(DT), tl.trans(S.to(DT)), input_precision=PREC), G, VECTOR) * scale
+        dq_t = _decay_rows(tl.dot(do_t, tl.trans(S.to(DT)), input_precision=PREC), G, VECTOR) * scale
         if VECTOR:
             dq_t += vector_dq_intra(dA, k_t, G, rows, cols, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
         else:
-            dq_t += tl.dot((dA * scalar_pair_decay(G, rows, cols)).to(DT), k_t.to(DT), input_precision=PREC)
-        _store_chunk(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K)
+            dq_t += tl.dot((dA * scalar_pair_decay(G, rows, cols)).to(DT), k_t, input_precision=PREC)
+        _store_tile(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
         if VECTOR:
-            _store_chunk(qdq, q_t.to(tl.float32) * dq_t, tok, valid, i_h, H, K)
+            _store_tile(qdq, q_t.to(tl.float32) * dq_t, tok, valid, i_h, H, K, BK, i_k)
         else:
-            tl.store(qdq + tok * H + i_h, tl.sum(q_t.to(tl.float32) * dq_t, axis=1), mask=valid)
+            tl.store(qdq + i_k * part_stride + tok * H + i_h, tl.sum(q_t.to(tl.float32) * dq_t, axis=1), mask=valid)
         S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
         end = (i_t + 1) * BT
         if (end % STRIDE == 0) & (end < seq_len):
-            tl.store(_state_ptrs(states, (first_boundary + end // STRIDE - 1) * H + i_h, K, V), S)
+            tl.store(_state_ptrs(states, (first_boundary + end // STRIDE - 1) * H + i_h, K, V, BK, i_k), S)
 
 
 @triton.jit
 def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, states, boundary_offsets, cu_seqlens,
-                        scale, T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
-                        VECTOR: tl.constexpr, VARLEN: tl.constexpr, HAS_DHT: tl.constexpr,
-                        STORE_DH0: tl.constexpr, SPAN_LIMIT: tl.constexpr, STRIDE: tl.constexpr,
-                        INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
-    """Reverse sweep: dk, dv, dlog_decay (reverse cumsum carried across chunks) and dh0."""
-    i_nh = tl.program_id(0)
+                        scale, T, part_stride, dv_stride, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+                        BK: tl.constexpr, BT: tl.constexpr, VECTOR: tl.constexpr, VARLEN: tl.constexpr,
+                        HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, SPAN_LIMIT: tl.constexpr,
+                        STRIDE: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
+    """Reverse sweep over key channels i_k*BK ...: dk, dlog_decay (reverse cumsum carried across chunks), dh0, and
+    this block's share of dv (dv sums over key channels: one partial per block, dv_stride apart). For scalar
+    decay the gate gradient is a sum over key channels too: one partial per block, part_stride apart."""
+    i_nh, i_k = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
     first_boundary = _first_boundary(boundary_offsets, i_n, T, VARLEN, STRIDE)
@@ -217,18 +233,19 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
     rows = tl.arange(0, BT)
     cols = tl.arange(0, BT)
     strict = rows[:, None] > cols[None, :]  # dA without its diagonal
-    dS = tl.zeros([K, V], dtype=tl.float32)
+    dS = tl.zeros([BK, V], dtype=tl.float32)
     if VECTOR:
-        carry = tl.zeros([K], dtype=tl.float32)
+        carry = tl.zeros([BK], dtype=tl.float32)
     else:
         carry = tl.zeros([], dtype=tl.float32)
     if HAS_DHT:
-        dS = tl.load(_state_ptrs(dht, i_nh, K, V)).to(tl.float32)
-        # the final state's gate gradient, sum_v h_T * dh_T, seeds the reverse cumsum
+        dS = tl.load(_state_ptrs(dht, i_nh, K, V, BK, i_k))
+        # the end state's gate gradient, sum_v h_T * dh_T ([K], or one partial per block for scalar decay),
+        # seeds the reverse cumsum
         if VECTOR:
-            carry = tl.load(dg_final + i_nh.to(tl.int64) * K + tl.arange(0, K))
+            carry = tl.load(dg_final + i_nh.to(tl.int64) * K + i_k * BK + tl.arange(0, BK))
         else:
-            carry = tl.load(dg_final + i_nh)
+            carry = tl.load(dg_final + i_nh.to(tl.int64) * (K // BK) + i_k)
     NT = tl.cdiv(seq_len, BT)
     for i_r in range(0, NT):
         i_t = NT - 1 - i_r
@@ -239,48 +256,48 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
             # Restart the gate-gradient carry from its direct form, sum_v S_end * dS_end (S_end saved by the
             # forward sweep): the suffix sums of q dq - k dk cancel heavily under strong decay, and their
             # rounding error would otherwise grow with the sequence length.
-            S_end = tl.load(_state_ptrs(states, (first_boundary + end // STRIDE - 1) * H + i_h, K, V))
+            S_end = tl.load(_state_ptrs(states, (first_boundary + end // STRIDE - 1) * H + i_h, K, V, BK, i_k))
             if VECTOR:
                 carry = tl.sum(S_end * dS, axis=1)
             else:
                 carry = tl.sum(tl.sum(S_end * dS, axis=1), axis=0)
-        q_t = _load_chunk(q, tok, valid, i_h, H, K)
-        k_t = _load_chunk(k, tok, valid, i_h, H, K)
+        q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
+        k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
         v_t = _load_chunk(v, tok, valid, i_h, H, V)
         do_t = _load_chunk(do, tok, valid, i_h, H, V)
-        G = _load_gates(g, tok, valid, i_h, H, K, VECTOR)
+        G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR)
         G_last = tl.min(G, axis=0)
-        dA = tl.dot(do_t.to(DT), tl.trans(v_t.to(DT)), input_precision=PREC) * scale
+        dA = tl.dot(do_t, tl.trans(v_t), input_precision=PREC) * scale
         dA_diag = tl.sum(tl.where(rows[:, None] == cols[None, :], dA, 0.0), axis=1)  # see backward_dq_kernel
         dA = tl.where(strict, dA, 0.0)
+        # A: this block's share of the masked scores (a sum over key channels)
         if VECTOR:
             A, dk_t = vector_scores_and_dk_intra(q_t, k_t, G, dA, rows, cols, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
         else:
             D = scalar_pair_decay(G, rows, cols)
-            A = tl.dot(q_t.to(DT), tl.trans(k_t.to(DT)), input_precision=PREC) * D
-            dk_t = tl.dot(tl.trans(dA * D).to(DT), q_t.to(DT), input_precision=PREC)
+            A = tl.dot(q_t, tl.trans(k_t), input_precision=PREC) * D
+            dk_t = tl.dot(tl.trans(dA * D).to(DT), q_t, input_precision=PREC)
         A = A * scale
-        k_end = _decay_rows(k_t, G_last - G, VECTOR)  # fp32 [BT, K]
         dS_dt = dS.to(DT)
-        dv_t = tl.dot(tl.trans(A).to(DT), do_t.to(DT), input_precision=PREC)
-        dv_t += tl.dot(k_end.to(DT), dS_dt, input_precision=PREC)
-        dk_t += _decay_rows(tl.dot(v_t.to(DT), tl.trans(dS_dt), input_precision=PREC), G_last - G, VECTOR)
-        _store_chunk(dk, dk_t + dA_diag[:, None] * q_t.to(tl.float32), tok, valid, i_h, H, K)
-        _store_chunk(dv, dv_t, tok, valid, i_h, H, V)
+        dv_t = tl.dot(tl.trans(A).to(DT), do_t, input_precision=PREC)
+        dv_t += tl.dot(_decay_rows(k_t, G_last - G, VECTOR).to(DT), dS_dt, input_precision=PREC)
+        dk_t += _decay_rows(tl.dot(v_t, tl.trans(dS_dt), input_precision=PREC), G_last - G, VECTOR)
+        _store_tile(dk, dk_t + dA_diag[:, None] * q_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
+        _store_chunk(dv + i_k * dv_stride, dv_t, tok, valid, i_h, H, V)
         # gate gradient: suffix sums of q*dq - k*dk within the chunk plus everything after it
         if VECTOR:
-            db = _load_chunk(qdq, tok, valid, i_h, H, K) - k_t.to(tl.float32) * dk_t  # [BT, K]
+            db = _load_tile(qdq, tok, valid, i_h, H, K, BK, i_k) - k_t.to(tl.float32) * dk_t  # [BT, BK]
             total = tl.sum(db, axis=0)
             suffix = total[None, :] - tl.cumsum(db, axis=0) + db + carry[None, :]
-            _store_chunk(dg, suffix, tok, valid, i_h, H, K)
+            _store_tile(dg, suffix, tok, valid, i_h, H, K, BK, i_k)
         else:
-            db = tl.load(qdq + tok * H + i_h, mask=valid, other=0.0)
+            db = tl.load(qdq + i_k * part_stride + tok * H + i_h, mask=valid, other=0.0)
             db -= tl.sum(k_t.to(tl.float32) * dk_t, axis=1)  # [BT]
             total = tl.sum(db, axis=0)
             suffix = total - tl.cumsum(db, axis=0) + db + carry
-            tl.store(dg + tok * H + i_h, suffix, mask=valid)
+            tl.store(dg + i_k * part_stride + tok * H + i_h, suffix, mask=valid)
         carry += total
         # carry the state gradient to the chunk start
         dS = _retreat_dstate(dS, q_t, do_t, G, G_last, scale, VECTOR, DT, PREC)
     if STORE_DH0:
-        tl.store(_state_ptrs(dh0, i_nh, K, V), dS)
+        tl.store(_state_ptrs(dh0, i_nh, K, V, BK, i_k), dS)

@@ -83,15 +83,14 @@ def correctness():
               for v in (False, True)]
     cases += [dict(B=1, T=600, H=2, K=128, V=128, vector=True, dtype=bf, lowest=-1.0, offsets=[0, 100, 101, 357, 600],
                    overrides=dict(segment=128))]
-    for overrides in (dict(precise_intra=True, bwd_key_block=64), dict(precise_intra=True, bwd_key_block=32)):
-        cases += [dict(B=2, T=333, H=2, K=D, V=D, vector=True, dtype=bf, lowest=-5.0, overrides=overrides)
-                  for D in (64, 128)]
+    for overrides in (dict(bf16_boundaries=True), dict(gate_stride=64)):
+        cases += [dict(B=2, T=333, H=2, K=128, V=128, vector=True, dtype=bf, lowest=-5.0, overrides=overrides)]
         cases += [dict(B=1, T=1024, H=2, K=128, V=128, vector=True, dtype=bf, lowest=-5.0, overrides=overrides,
                        seed=seed) for seed in (0, 1)]
-        cases += [dict(B=1, T=600, H=2, K=128, V=128, vector=True, dtype=bf, lowest=-1.0,
-                       offsets=[0, 100, 101, 357, 600], overrides=overrides)]
-    cases += [dict(B=2, T=333, H=2, K=128, V=128, vector=False, dtype=bf, lowest=lo,
-                   overrides=dict(chunk=64, bwd_chunk=32, bwd_key_block=64)) for lo in (-5.0, 0.0)]
+    cases += [dict(B=1, T=1024, H=2, K=128, V=128, vector=True, dtype=bf, lowest=-5.0, seed=1)]
+    cases += [dict(B=1, T=4096, H=2, K=128, V=128, vector=v, dtype=bf, lowest=-5.0) for v in (False, True)]
+    cases += [dict(B=2, T=333, H=2, K=128, V=128, vector=v, dtype=bf, lowest=-5.0,
+                   overrides=dict(fwd_value_block=64, bf16_boundaries=True)) for v in (False, True)]
     results = []
     print("\n## correctness vs fp64 recurrence (relative RMS error)")
     for c in cases:
@@ -143,6 +142,34 @@ def sweep(shape_texts, variants):
         except Exception as e:
             print(f"{fn}: no cache info ({type(e).__name__}: {e})")
     return out
+
+
+def profile(shape_text="4x4096x64x128"):
+    """CUDA time per kernel of one forward+backward at the pinned configs."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    shape = kb.Shape.parse(shape_text)
+    for vector in (False, True):
+        inputs = kb.make_inputs(shape, vector, DEV)
+        op = BACKENDS.get("triton")
+        leaves = [inputs[n].detach().clone().requires_grad_() for n in ("q", "k", "v", "log_decay")]
+        for _ in range(3):
+            op(*leaves)[0].backward(inputs["do"])
+        torch.cuda.synchronize()
+        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                op(*leaves)[0].backward(inputs["do"])
+            torch.cuda.synchronize()
+        print(f"\n## profile {shape} {'vector' if vector else 'scalar'} (5 fwd+bwd)")
+        for key in ("self_device_time_total", "self_cuda_time_total"):
+            try:
+                print(prof.key_averages().table(sort_by=key, row_limit=12, max_name_column_width=40))
+                break
+            except Exception as e:  # the sort key was renamed across torch versions
+                print(f"(sort key {key}: {type(e).__name__})")
+        del inputs, leaves
+        torch.cuda.empty_cache()
 
 
 def model_tokens_per_s(backend, decay_overrides, B=8, T=2048, steps=6):
@@ -233,16 +260,13 @@ def main():
         has_fla = False
     if "correctness" in sections:
         results["correctness"] = correctness()
+    if "profile" in sections:
+        profile()
     if "sweep" in sections:
-        sca = dict(chunk=64, bwd_chunk=32)
-        vec = dict(precise_intra=True)
-        variants = {
-            False: [sca, dict(sca, bwd_num_warps=8), dict(sca, bwd_key_block=64),
-                    dict(sca, bwd_key_block=64, bwd_num_warps=8), dict(sca, bwd_key_block=64, bwd_chunk=16),
-                    dict(sca, bwd_key_block=64, bwd_chunk=64, bwd_num_warps=8), dict(sca, bwd_key_block=32)],
-            True: [vec, dict(vec, bwd_key_block=64), dict(vec, bwd_key_block=64, bwd_num_warps=8),
-                   dict(vec, bwd_key_block=32), dict(vec, bwd_key_block=64, bwd_chunk=32, bwd_num_warps=8),
-                   dict(vec, bwd_key_block=32, bwd_num_warps=8)],
+        variants = {  # overrides of the pinned configs
+            False: [{}, dict(fwd_value_block=64), dict(bf16_boundaries=True), dict(bwd_num_warps=4)],
+            True: [{}, dict(fwd_value_block=64), dict(bf16_boundaries=True), dict(gate_stride=64),
+                   dict(fwd_value_block=32)],
         }
         results["sweep"] = sweep(kb.DEFAULT_SHAPES, variants)
     if has_fla:

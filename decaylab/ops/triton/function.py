@@ -39,18 +39,19 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         opts = _launch_options(q, log_decay, cfg)
         o = torch.empty_like(v)
         starts = decay = None
+        BV = min(V, cfg.fwd_value_block or V)
+        opts = dict(opts, BV=BV, **_intra_options(q, cfg, backward=False))
         if plan is None:
             ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
-            kernels.forward_kernel[(N * H,)](
+            kernels.forward_kernel[(N * H, V // BV)](
                 q, k, v, log_decay, o, initial_state, ht, cu_seqlens, scale, T, V=V, VARLEN=cu_seqlens is not None,
                 HAS_H0=initial_state is not None, STORE_HT=output_final_state, **opts,
-                **_intra_options(q, cfg, backward=False),
             )
         else:
             starts, ht, decay = _segment_states(k, v, log_decay, initial_state, plan, T, V, opts)
-            kernels.forward_kernel[(plan.count * H,)](
+            kernels.forward_kernel[(plan.count * H, V // BV)](
                 q, k, v, log_decay, o, starts, None, plan.cu_seqlens, scale, T, V=V, VARLEN=True, HAS_H0=True,
-                STORE_HT=False, **opts, **_intra_options(q, cfg, backward=False),
+                STORE_HT=False, **opts,
             )
         ctx.save_for_backward(q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay)
         ctx.scale, ctx.lengths, ctx.cfg, ctx.plan = scale, lengths, cfg, plan
@@ -87,7 +88,8 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         qdq = q.new_empty(gate_parts, dtype=torch.float32)  # q * dq (summed over the block for scalar decay)
         dg = q.new_empty(gate_parts, dtype=torch.float32)
         varlen = bounds is not None
-        states, boundary_offsets = _boundary_buffers(q, v, lengths, varlen, cfg.gate_stride)
+        states, boundary_offsets = _boundary_buffers(q, v, lengths, varlen, cfg.gate_stride,
+                                                     torch.bfloat16 if cfg.bf16_boundaries else torch.float32)
         grid = (programs * H, NK)
         kernels.backward_dq_kernel[grid](
             q, k, v, log_decay, do, dq, qdq, h_start, states, boundary_offsets, bounds, ctx.scale, T, part_stride,
@@ -145,8 +147,8 @@ def _segment_state_grads(q, log_decay, do, dht, decay, plan: SegmentPlan, scale,
     return ends, dh0
 
 
-def _boundary_buffers(q, v, lengths: list[int], varlen: bool, stride: int):
-    """fp32 states saved every ``stride`` tokens of each sequence (its end excluded), and for packed sequences
+def _boundary_buffers(q, v, lengths: list[int], varlen: bool, stride: int, dtype: torch.dtype):
+    """States saved every ``stride`` tokens of each sequence (its end excluded), and for packed sequences
     the index of each sequence's first one."""
     H, K, V = q.shape[2], q.shape[3], v.shape[-1]
     per_sequence = [max(length - 1, 0) // stride for length in lengths]
@@ -156,7 +158,7 @@ def _boundary_buffers(q, v, lengths: list[int], varlen: bool, stride: int):
         for count in per_sequence[:-1]:
             starts.append(starts[-1] + count)
         offsets = torch.tensor(starts, dtype=torch.int64, device=q.device)
-    states = q.new_empty(max(sum(per_sequence), 1), H, K, V, dtype=torch.float32)
+    states = q.new_empty(max(sum(per_sequence), 1), H, K, V, dtype=dtype)
     return states, offsets
 
 

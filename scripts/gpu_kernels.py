@@ -83,14 +83,7 @@ def correctness():
               for v in (False, True)]
     cases += [dict(B=1, T=600, H=2, K=128, V=128, vector=True, dtype=bf, lowest=-1.0, offsets=[0, 100, 101, 357, 600],
                    overrides=dict(segment=128))]
-    for overrides in (dict(bf16_boundaries=True), dict(gate_stride=64)):
-        cases += [dict(B=2, T=333, H=2, K=128, V=128, vector=True, dtype=bf, lowest=-5.0, overrides=overrides)]
-        cases += [dict(B=1, T=1024, H=2, K=128, V=128, vector=True, dtype=bf, lowest=-5.0, overrides=overrides,
-                       seed=seed) for seed in (0, 1)]
-    cases += [dict(B=1, T=1024, H=2, K=128, V=128, vector=True, dtype=bf, lowest=-5.0, seed=1)]
     cases += [dict(B=1, T=4096, H=2, K=128, V=128, vector=v, dtype=bf, lowest=-5.0) for v in (False, True)]
-    cases += [dict(B=2, T=333, H=2, K=128, V=128, vector=v, dtype=bf, lowest=-5.0,
-                   overrides=dict(fwd_value_block=64, bf16_boundaries=True)) for v in (False, True)]
     results = []
     print("\n## correctness vs fp64 recurrence (relative RMS error)")
     for c in cases:
@@ -264,9 +257,8 @@ def main():
         profile()
     if "sweep" in sections:
         variants = {  # overrides of the pinned configs
-            False: [{}, dict(fwd_value_block=64), dict(bf16_boundaries=True), dict(bwd_num_warps=4)],
-            True: [{}, dict(fwd_value_block=64), dict(bf16_boundaries=True), dict(gate_stride=64),
-                   dict(fwd_value_block=32)],
+            False: [{}, dict(bf16_boundaries=True)],
+            True: [{}, dict(split_below=0)],
         }
         results["sweep"] = sweep(kb.DEFAULT_SHAPES, variants)
     if has_fla:

@@ -5,21 +5,21 @@ Skipped without CUDA (the ``gpu`` marker). bf16 is only testable here: the CPU i
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from decaylab.ops.reference.recurrent import recurrent_decay_linear_attention as reference
 from tests.conftest import rel_rms_error
 
-# Relative RMS error allowed per input dtype, for o, the final state and dq, dk, dv, dh0.
+# Relative RMS error allowed per input dtype, for o, the final state and every gradient.
 RATIO = {torch.bfloat16: 5e-3, torch.float16: 5e-3, torch.float32: 1e-4}
-# dlog_decay of vector decay in bf16 measured 1.0e-2 to 1.2e-2 with log decays down to -5 (docs/benchmarks.md):
-# above the 5e-3 goal, so the bound here records the measured level rather than the goal.
-RATIO_VECTOR_GATE_BF16 = 2e-2
 
 
-def _run(B, T, H, K, V, vector, dtype, lowest, offsets=None):
-    from decaylab.ops.triton import chunk_decay_linear_attention
+def _run(B, T, H, K, V, vector, dtype, lowest, offsets=None, segment=0):
+    from decaylab.ops.triton import chunk_decay_linear_attention, use_config
+    from decaylab.ops.triton.configs import pick_config
 
     dev = torch.device("cuda")
     gen = torch.Generator(device=dev).manual_seed(T + K)
@@ -32,8 +32,10 @@ def _run(B, T, H, K, V, vector, dtype, lowest, offsets=None):
     do = torch.randn(B, T, H, V, generator=gen, device=dev).to(dtype)
     leaves = [t.clone().requires_grad_() for t in (q, k, v, g, h0)]
     cu = None if offsets is None else torch.tensor(offsets, device=dev)
-    o, ht = chunk_decay_linear_attention(*leaves[:4], scale=0.5, initial_state=leaves[4], output_final_state=True,
-                                         cu_seqlens=cu)
+    config = pick_config(dev, vector, K, V)
+    with use_config(replace(config, segment=segment) if segment else config):
+        o, ht = chunk_decay_linear_attention(*leaves[:4], scale=0.5, initial_state=leaves[4],
+                                             output_final_state=True, cu_seqlens=cu)
     ((o.float() * do.float()).sum() + (ht * dht).sum()).backward()
     refs = [t.double().requires_grad_() for t in (q, k, v, g, h0)]
     spans = [(0, T)] if offsets is None else list(zip(offsets[:-1], offsets[1:]))
@@ -60,6 +62,10 @@ CASES = [
     pytest.param(1, 600, 2, 128, 128, vector, torch.bfloat16, -1.0, [0, 100, 101, 357, 600],
                  id=f"{'vector' if vector else 'scalar'}-varlen-T600-D128-bf16")
     for vector in (False, True)
+] + [
+    pytest.param(1, 4096, 2, 128, 128, vector, torch.bfloat16, -5.0, None,
+                 id=f"{'vector' if vector else 'scalar'}-B1-T4096-H2-D128-bf16-decay-5.0")
+    for vector in (False, True)
 ]
 
 
@@ -69,8 +75,6 @@ def test_triton_matches_recurrence_on_gpu(B, T, H, K, V, vector, dtype, lowest, 
     for name, (out, ref) in _run(B, T, H, K, V, vector, dtype, lowest, offsets).items():
         assert torch.isfinite(out).all(), f"{name}: non-finite values"
         ratio = RATIO[dtype]
-        if name == "dlog_decay" and vector and dtype == torch.bfloat16 and lowest < 0:
-            ratio = RATIO_VECTOR_GATE_BF16
         err = rel_rms_error(ref, out)
         assert err < ratio, f"{name}: relative RMS error {err:.3e} >= {ratio:.1e}"
 
@@ -81,3 +85,15 @@ def test_triton_extreme_decay_stays_finite_on_gpu(vector):
     results = _run(2, 200, 2, 128, 128, vector, torch.bfloat16, -1000.0)
     for name, (out, _) in results.items():
         assert torch.isfinite(out).all(), f"{name}: non-finite values with log decays down to -1e3"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("vector", [False, True], ids=["scalar", "vector"])
+@pytest.mark.parametrize("offsets", [None, [0, 100, 101, 357, 1000]], ids=["dense", "varlen"])
+def test_triton_segmented_sequences_match_recurrence_on_gpu(vector, offsets):
+    """Sequences cut into 128-token segments (segments.py) give the same result as the whole sequences."""
+    B = 2 if offsets is None else 1
+    for name, (out, ref) in _run(B, 1000, 2, 128, 128, vector, torch.bfloat16, -2.0, offsets, segment=128).items():
+        assert torch.isfinite(out).all(), f"{name}: non-finite values"
+        err = rel_rms_error(ref, out)
+        assert err < RATIO[torch.bfloat16], f"{name}: relative RMS error {err:.3e}"

@@ -12,8 +12,8 @@ from decaylab.ops.triton.segments import plan_segments, segment_length  # noqa: 
 
 
 def test_plan_cuts_each_sequence_and_keeps_empty_ones():
-    plan = plan_segments([150, 0, 64, 65], 64, torch.device("cpu"))
-    assert plan.lengths == [64, 64, 22, 0, 64, 64, 1]
+    plan = plan_segments((150, 0, 64, 65), 64, torch.device("cpu"))
+    assert plan.lengths == (64, 64, 22, 0, 64, 64, 1)
     assert plan.cu_seqlens.tolist() == [0, 64, 128, 150, 150, 214, 278, 279]
     assert plan.first.tolist() == [0, 3, 4, 5, 7]
     assert plan.last.tolist() == [2, 3, 4, 6]
@@ -33,7 +33,7 @@ def test_plan_cuts_each_sequence_and_keeps_empty_ones():
     ],
 )
 def test_segment_length_reaches_the_program_target(lengths, heads, split_below, target, expected):
-    assert segment_length(lengths, heads, split_below, target, 64) == expected
+    assert segment_length(tuple(lengths), heads, split_below, target, 64) == expected
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,8 @@ backend, one sequence at a time when packed.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from decaylab.ops.triton import kernels
@@ -39,17 +41,16 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         opts = _launch_options(q, log_decay, cfg)
         o = torch.empty_like(v)
         starts = decay = None
-        BV = min(V, cfg.fwd_value_block or V)
-        opts = dict(opts, BV=BV, **_intra_options(q, cfg, backward=False))
+        opts = dict(opts, **_intra_options(q, cfg, backward=False))
         if plan is None:
             ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
-            kernels.forward_kernel[(N * H, V // BV)](
+            kernels.forward_kernel[(N * H,)](
                 q, k, v, log_decay, o, initial_state, ht, cu_seqlens, scale, T, V=V, VARLEN=cu_seqlens is not None,
                 HAS_H0=initial_state is not None, STORE_HT=output_final_state, **opts,
             )
         else:
             starts, ht, decay = _segment_states(k, v, log_decay, initial_state, plan, T, V, opts)
-            kernels.forward_kernel[(plan.count * H, V // BV)](
+            kernels.forward_kernel[(plan.count * H,)](
                 q, k, v, log_decay, o, starts, None, plan.cu_seqlens, scale, T, V=V, VARLEN=True, HAS_H0=True,
                 STORE_HT=False, **opts,
             )
@@ -147,19 +148,25 @@ def _segment_state_grads(q, log_decay, do, dht, decay, plan: SegmentPlan, scale,
     return ends, dh0
 
 
-def _boundary_buffers(q, v, lengths: list[int], varlen: bool, stride: int, dtype: torch.dtype):
-    """States saved every ``stride`` tokens of each sequence (its end excluded), and for packed sequences
-    the index of each sequence's first one."""
+def _boundary_buffers(q, v, lengths: tuple[int, ...], varlen: bool, stride: int, dtype: torch.dtype):
+    """States saved every ``stride`` tokens of each sequence (its end excluded), and for packed sequences the
+    index of each sequence's first one."""
     H, K, V = q.shape[2], q.shape[3], v.shape[-1]
+    total, offsets = _boundary_offsets(lengths, stride, q.device if varlen else None)
+    return q.new_empty(max(total, 1), H, K, V, dtype=dtype), offsets
+
+
+@functools.lru_cache(maxsize=64)
+def _boundary_offsets(lengths: tuple[int, ...], stride: int, device: torch.device | None):
+    """(number of saved states, index of each sequence's first one on ``device``, or None without a device).
+    Cached for the same reason as the segment plans: no host-to-device copy per call."""
     per_sequence = [max(length - 1, 0) // stride for length in lengths]
-    offsets = None
-    if varlen:
-        starts = [0]
-        for count in per_sequence[:-1]:
-            starts.append(starts[-1] + count)
-        offsets = torch.tensor(starts, dtype=torch.int64, device=q.device)
-    states = q.new_empty(max(sum(per_sequence), 1), H, K, V, dtype=dtype)
-    return states, offsets
+    if device is None:
+        return sum(per_sequence), None
+    starts = [0]
+    for count in per_sequence[:-1]:
+        starts.append(starts[-1] + count)
+    return sum(per_sequence), torch.tensor(starts, dtype=torch.int64, device=device)
 
 
 def _kernels_cover(q: torch.Tensor, v: torch.Tensor) -> bool:
@@ -241,7 +248,7 @@ def chunk_decay_linear_attention(
         )
     if not _kernels_cover(q, v):
         return _fallback(q, k, v, log_decay, scale, initial_state, output_final_state, cu_seqlens)
-    lengths = [T] * B if bounds is None else [e - b for b, e in zip(bounds[:-1], bounds[1:])]
+    lengths = (T,) * B if bounds is None else tuple(e - b for b, e in zip(bounds[:-1], bounds[1:]))
     cfg = active_config(q.device, log_decay.ndim == 4, K, v.shape[-1])
     segment = cfg.segment or segment_length(lengths, H, cfg.split_below, cfg.target_programs, cfg.gate_stride)
     plan = plan_segments(lengths, segment, q.device) if segment and max(lengths) > segment else None

@@ -135,37 +135,35 @@ def _scores(q, k, G, rows, cols, BT: tl.constexpr, VECTOR: tl.constexpr, SPAN_LI
 
 @triton.jit
 def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, scale, T,
-                   H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr,
-                   VECTOR: tl.constexpr, VARLEN: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
-                   SPAN_LIMIT: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
-    """Outputs of value channels i_v*BV ... (the state's columns are independent; the scores are recomputed
-    per block)."""
-    i_nh, i_v = tl.program_id(0), tl.program_id(1)
+                   H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, VECTOR: tl.constexpr,
+                   VARLEN: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, SPAN_LIMIT: tl.constexpr,
+                   INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
+    i_nh = tl.program_id(0)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
     DT = q.dtype.element_ty
     rows = tl.arange(0, BT)
     cols = tl.arange(0, BT)
-    S = tl.zeros([K, BV], dtype=tl.float32)
+    S = tl.zeros([K, V], dtype=tl.float32)
     if HAS_H0:
-        S = tl.load(_state_ptrs(h0, i_nh, K, V, K, 0, BV, i_v))
+        S = tl.load(_state_ptrs(h0, i_nh, K, V, K, 0, V, 0))
     for i_t in range(0, tl.cdiv(seq_len, BT)):
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
         q_t = _load_chunk(q, tok, valid, i_h, H, K)
         k_t = _load_chunk(k, tok, valid, i_h, H, K)
-        v_t = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
+        v_t = _load_chunk(v, tok, valid, i_h, H, V)
         G = _load_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)
         G_last = tl.min(G, axis=0)
         # 1. output: inter-chunk through the carried state, intra-chunk through the masked scores
         A = _scores(q_t, k_t, G, rows, cols, BT, VECTOR, SPAN_LIMIT, INTRA_FP32, DT, PREC)
         o_t = tl.dot(_decay_rows(q_t, G, VECTOR).to(DT), S.to(DT), input_precision=PREC)
         o_t += tl.dot(A.to(DT), v_t.to(DT), input_precision=PREC)
-        _store_tile(o, o_t * scale, tok, valid, i_h, H, V, BV, i_v)
+        _store_chunk(o, o_t * scale, tok, valid, i_h, H, V)
         # 2. state update; keys decayed to the chunk end
         S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
     if STORE_HT:
-        tl.store(_state_ptrs(ht, i_nh, K, V, K, 0, BV, i_v), S)
+        tl.store(_state_ptrs(ht, i_nh, K, V, K, 0, V, 0), S)
 
 
 @triton.jit

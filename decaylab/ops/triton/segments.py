@@ -16,6 +16,7 @@ which the chunk kernels already take. The extra cost is one state-only sweep in 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -34,16 +35,18 @@ class SegmentPlan:
     cu_seqlens: torch.Tensor  # [S + 1] int64: segment bounds in packed tokens
     first: torch.Tensor  # [N + 1] int64: index of each sequence's first segment (first[N] = S)
     last: torch.Tensor  # [N] int64: index of each sequence's last segment
-    lengths: list[int]  # S segment lengths
+    lengths: tuple[int, ...]  # S segment lengths
 
     @property
     def count(self) -> int:
         return len(self.lengths)
 
 
-def plan_segments(lengths: list[int], segment: int, device: torch.device) -> SegmentPlan:
+@functools.lru_cache(maxsize=64)
+def plan_segments(lengths: tuple[int, ...], segment: int, device: torch.device) -> SegmentPlan:
     """Cut each sequence (lengths in packed order) into pieces of ``segment`` tokens; an empty or short sequence
-    keeps one segment."""
+    keeps one segment. Cached: a training loop repeats its shapes, and building the plan copies index tensors to
+    the device, a copy that would stall the host until the GPU queue drains."""
     pieces, first = [], [0]
     for length in lengths:
         count = max(1, math.ceil(length / segment))
@@ -53,10 +56,10 @@ def plan_segments(lengths: list[int], segment: int, device: torch.device) -> Seg
     for piece in pieces:
         bounds.append(bounds[-1] + piece)
     as_tensor = lambda xs: torch.tensor(xs, dtype=torch.int64, device=device)  # noqa: E731
-    return SegmentPlan(as_tensor(bounds), as_tensor(first), as_tensor([f - 1 for f in first[1:]]), pieces)
+    return SegmentPlan(as_tensor(bounds), as_tensor(first), as_tensor([f - 1 for f in first[1:]]), tuple(pieces))
 
 
-def segment_length(lengths: list[int], heads: int, split_below: int, target_programs: int, stride: int) -> int:
+def segment_length(lengths: tuple[int, ...], heads: int, split_below: int, target_programs: int, stride: int) -> int:
     """Segment length (a multiple of ``stride``) giving at least ``target_programs`` (segment, head) programs when
     the whole sequences give fewer than ``split_below``; 0 to leave them whole."""
     if not lengths or len(lengths) * heads >= split_below:

@@ -1,14 +1,15 @@
 """Chunked Triton kernels for decayed linear attention, scalar and vector decay, forward and backward.
 
 Per head, S_t = diag(lambda_t) S_{t-1} + k_t v_t^T and o_t = scale * S_t^T q_t with lambda_t = exp(log_decay_t).
-One program owns one (sequence, head): it walks the chunks of BT tokens with the [K, V] state in fp32 registers,
-so chunk states never touch memory (fla's chunk kernels store them per chunk and re-read them). Per chunk, with
-G the chunk-local cumulative decay in log2 units (fp32) and G_last its last row:
+One forward program owns one (sequence, head) -- or one segment of it (segments.py) -- and walks the chunks of
+BT tokens with the [K, V] state in fp32 registers, so chunk states never touch memory. Per chunk, with G the
+chunk-local cumulative decay in log2 units (fp32) and G_last its last row:
 
     1. o     = scale * ((q * 2^G) S  +  A v)                 A: masked intra-chunk scores (intra.py)
     2. S     = 2^G_last * S + (k * 2^(G_last - G))^T v       every exponent <= 0 for log_decay <= 0
 
-Backward, two sweeps (gradients of every input; the state is recomputed, never saved):
+Backward, two sweeps (gradients of every input; the state is recomputed, saved only every STRIDE tokens), each
+program taking a block of BK key channels (the state's rows are independent; dv sums the blocks' partials):
 
     forward sweep:  dq = scale * 2^G * (do S^T) + intra(dA, k),   dA = scale * do v^T (masked)
     reverse sweep:  dS carried from dht backwards; dv = A^T do + (k * 2^(G_last - G)) dS,
@@ -17,7 +18,8 @@ Backward, two sweeps (gradients of every input; the state is recomputed, never s
 
 The last line is the reverse-cumsum identity: b_t = sum_{s<=t} log_decay_s enters as +b for the query side and
 the final state, and as -b for the key side. It is accumulated inside the reverse sweep, so the gate gradient
-costs no extra pass. Varlen: with VARLEN the sequence bounds come from cu_seqlens (B = 1, packed tokens).
+costs no extra pass, and restarted every STRIDE tokens from its direct form sum_v S * dS. Varlen: with VARLEN
+the sequence bounds come from cu_seqlens (B = 1, packed tokens).
 """
 
 import triton

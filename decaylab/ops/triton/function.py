@@ -38,10 +38,9 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, log_decay, scale, initial_state, output_final_state, cu_seqlens, lengths, cfg, plan):
         T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
         N = len(lengths)
-        opts = _launch_options(q, log_decay, cfg)
+        opts = dict(_launch_options(q, log_decay, cfg), **_intra_options(q, cfg, backward=False))
         o = torch.empty_like(v)
         starts = decay = None
-        opts = dict(opts, **_intra_options(q, cfg, backward=False))
         if plan is None:
             ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
             kernels.forward_kernel[(N * H,)](

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 
 import torch
+import triton
 
 from decaylab.ops.triton import kernels
 from decaylab.ops.triton.configs import SPAN_LIMIT, SUPPORTED_DIMS, LaunchConfig, active_config, interpreter_active
@@ -107,12 +108,21 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
             STORE_DH0=store_dh0, **opts,
         )
         if NK > 1:
-            dv = dv.sum(0).to(v.dtype)
+            dv = _sum_partials(dv, v.dtype)
             if not vector:
                 dg = dg.sum(0)
         if plan is not None and has_h0:
             dh0 = dh0_all
         return dq, dk, dv, dg.to(log_decay.dtype), None, dh0, None, None, None, None, None
+
+
+def _sum_partials(parts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Sum fp32 partials [NP, *shape] over NP and cast, in one kernel: torch's sum then cast makes two passes and
+    an fp32 intermediate."""
+    out = torch.empty(parts.shape[1:], dtype=dtype, device=parts.device)
+    M, block = out.numel(), 4096
+    kernels.sum_partials_kernel[(triton.cdiv(M, block),)](parts, out, M, NP=parts.shape[0], BLOCK=block, num_warps=8)
+    return out
 
 
 def _segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts):

@@ -305,3 +305,14 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
         dS = _retreat_dstate(dS, q_t, do_t, G, G_last, scale, VECTOR, DT, PREC)
     if STORE_DH0:
         tl.store(_state_ptrs(dh0, i_nh, K, V, BK, i_k, V, 0), dS)
+
+
+@triton.jit
+def sum_partials_kernel(parts, out, M, NP: tl.constexpr, BLOCK: tl.constexpr):
+    """out = sum of NP fp32 partials [NP, M], cast to out's dtype, in one pass (reads each partial once)."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < M
+    total = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in tl.static_range(NP):
+        total += tl.load(parts + i * M + offs, mask=mask, other=0.0)
+    tl.store(out + offs, total.to(out.dtype.element_ty), mask=mask)

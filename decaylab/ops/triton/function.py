@@ -10,6 +10,7 @@ backend, one sequence at a time when packed.
 from __future__ import annotations
 
 import functools
+import logging
 
 import torch
 import triton
@@ -20,6 +21,7 @@ from decaylab.ops.triton.segments import SegmentPlan, plan_segments, segment_len
     segment_scan_kernel, segment_state_kernel
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+log = logging.getLogger("decaylab.ops")
 
 
 def _launch_options(q: torch.Tensor, log_decay: torch.Tensor, cfg: LaunchConfig) -> dict:
@@ -182,8 +184,20 @@ def _kernels_cover(q: torch.Tensor, v: torch.Tensor) -> bool:
     return q.dtype in _KERNEL_DTYPES and q.shape[-1] in SUPPORTED_DIMS and v.shape[-1] in SUPPORTED_DIMS
 
 
+@functools.lru_cache(maxsize=None)
+def _warn_fallback(dtype: torch.dtype, K: int, V: int) -> None:
+    """Once per (dtype, K, V): say that these inputs run on the torch chunked backend, not the kernels."""
+    log.warning(
+        "triton backend: %s inputs with head dims K=%d, V=%d are outside the kernels (float16/bfloat16/float32, "
+        "head dims %s); running the torch chunked backend instead (correct, but much slower on a GPU)",
+        dtype, K, V, "/".join(map(str, SUPPORTED_DIMS)),
+    )
+
+
 def _fallback(q, k, v, log_decay, scale, initial_state, output_final_state, cu_seqlens):
     from decaylab.ops import BACKENDS
+
+    _warn_fallback(q.dtype, q.shape[-1], v.shape[-1])
 
     fn = BACKENDS.get("chunk" if "chunk" in BACKENDS else "recurrent")
     if cu_seqlens is None:

@@ -10,6 +10,7 @@ the chunked algorithm's matmul FLOPs over the measured bf16 matmul rate.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -137,6 +138,49 @@ def time_provider(name: str, inputs: dict, warmup_calls: int = 3) -> dict:
     return {"fwd_ms": fwd_ms, "fwd_bwd_ms": fwd_bwd_ms, "first_call_s": first_call_s}
 
 
+def parse_config_spec(spec: str) -> dict:
+    """``"chunk=32,bwd_num_warps=8,precise_intra=true"`` -> overrides of the pinned ``LaunchConfig`` (typed)."""
+    from decaylab.ops.triton.configs import LaunchConfig
+
+    fields = {f.name: f.type for f in dataclasses.fields(LaunchConfig)}
+    overrides = {}
+    for item in filter(None, spec.split(",")):
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or key not in fields:
+            raise ValueError(f"config override {item!r} must be key=value with key one of {', '.join(fields)}")
+        if fields[key] in (bool, "bool"):
+            if text.strip().lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"config override {item!r}: {key} takes true or false")
+            overrides[key] = text.strip().lower() in ("true", "1")
+        else:
+            try:
+                overrides[key] = int(text)
+            except ValueError:
+                raise ValueError(f"config override {item!r}: {key} takes an integer") from None
+    return overrides
+
+
+def check_config_spec(spec: str) -> None:
+    """Raise ValueError unless ``spec`` makes a valid config over each pinned default (scalar and vector decay)."""
+    from decaylab.ops.triton.configs import _CONFIGS
+
+    overrides = parse_config_spec(spec)
+    for config in _CONFIGS.values():
+        dataclasses.replace(config, **overrides)
+
+
+def _time_column(column: str, inputs: dict, device: torch.device, vector: bool, D: int) -> dict:
+    """Time one table column: "fla", "decaylab" (the pinned config) or "decaylab[spec]" (pinned + overrides)."""
+    if not column.startswith("decaylab["):
+        return time_provider(column, inputs)
+    from decaylab.ops.triton.configs import pick_config, use_config
+
+    config = dataclasses.replace(pick_config(device, vector, D, D), **parse_config_spec(column[9:-1]))
+    with use_config(config):
+        return time_provider("decaylab", inputs)
+
+
 def bench(shapes: list[Shape], decays: list[str], providers: list[str], device: torch.device) -> dict:
     ceilings = measure_ceilings(device)
     rows = []
@@ -153,7 +197,7 @@ def bench(shapes: list[Shape], decays: list[str], providers: list[str], device: 
                    "floor_fwd_bwd_ms": floors["fwd_bwd"]}
             for provider in providers:
                 try:
-                    for key, value in time_provider(provider, inputs).items():
+                    for key, value in _time_column(provider, inputs, device, vector, shape.D).items():
                         row[f"{provider}_{key}"] = value
                 except Exception as e:  # one refusing provider (fla on some stacks) must not end the run
                     row[f"{provider}_error"] = f"{type(e).__name__}: {str(e)[:120]}"
@@ -164,8 +208,10 @@ def bench(shapes: list[Shape], decays: list[str], providers: list[str], device: 
 
 
 def format_table(result: dict, providers: list[str]) -> str:
+    """Markdown table; with fla among the columns, the first decaylab column's speedup over it."""
     head = "| shape | decay | mode | floor ms | " + " | ".join(f"{p} ms | {p}/floor" for p in providers)
-    if "fla" in providers and "decaylab" in providers:
+    ours = next((p for p in providers if p.startswith("decaylab")), None)
+    if "fla" in providers and ours:
         head += " | speedup vs fla"
     lines = [head + " |", "|" + "---|" * (head.count("|"))]
     for row in result["rows"]:
@@ -175,8 +221,8 @@ def format_table(result: dict, providers: list[str]) -> str:
             for p in providers:
                 t = row.get(f"{p}_{mode}_ms")
                 cells += [f"{t:.3f}", f"{t / floor:.1f}×"] if t else [row.get(f"{p}_error", "—")[:40], "—"]
-            if "fla" in providers and "decaylab" in providers:
-                a, b = row.get(f"decaylab_{mode}_ms"), row.get(f"fla_{mode}_ms")
+            if "fla" in providers and ours:
+                a, b = row.get(f"{ours}_{mode}_ms"), row.get(f"fla_{mode}_ms")
                 cells.append(f"{b / a:.2f}×" if a and b else "—")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -189,10 +235,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="decay granularity to time (default: both)")
     parser.add_argument("--compare", choices=("fla",), nargs="*", default=[],
                         help="also time fla-core's chunk_gla in the same run (needs fla-core installed)")
+    parser.add_argument("--configs", nargs="+", metavar="SPEC", default=[],
+                        help="time these launch configs instead of the pinned one, each as overrides of it, e.g. "
+                             "'chunk=32,bwd_num_warps=8' '' (the empty spec is the pinned config); fields: see "
+                             "decaylab.ops.triton.LaunchConfig")
     parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON to PATH")
 
 
 def run(args: argparse.Namespace) -> int:
+    for spec in args.configs:  # a typo fails here, before any GPU work
+        check_config_spec(spec)
     if not torch.cuda.is_available():
         raise ValueError("bench kernels needs a CUDA GPU (the triton backend); none is visible here")
     from decaylab.ops import BACKENDS
@@ -206,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--compare fla needs fla-core (pip install fla-core==0.6.0): {e}") from None
     shapes = [Shape.parse(s) for s in args.shapes]
     decays = ["scalar", "vector"] if args.decay == "both" else [args.decay]
-    providers = ["decaylab", *args.compare]
+    columns = [f"decaylab[{spec}]" if spec else "decaylab" for spec in args.configs] or ["decaylab"]
+    providers = [*columns, *args.compare]
     device = torch.device("cuda")
     result = bench(shapes, decays, providers, device)
     result["device"] = torch.cuda.get_device_name(device)
@@ -220,4 +273,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["Shape", "bench", "configure", "run", "floor_bytes", "floor_flops", "format_table"]
+__all__ = ["Shape", "bench", "check_config_spec", "configure", "floor_bytes", "floor_flops", "format_table",
+           "parse_config_spec", "run"]

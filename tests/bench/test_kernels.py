@@ -1,0 +1,62 @@
+"""``decaylab bench kernels`` without a GPU: shapes, floors, config overrides, the table, and the refusal."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="triton is not installed")
+
+from decaylab.bench import kernels as kb  # noqa: E402
+
+
+def test_shapes_parse_and_refuse_bad_text():
+    assert kb.Shape.parse("4x4096x64x128") == kb.Shape(4, 4096, 64, 128)
+    with pytest.raises(ValueError, match="BxTxHxD"):
+        kb.Shape.parse("4x4096x64")
+
+
+def test_floor_matches_the_documented_h200_figures():
+    # docs/benchmarks.md: copy 4246 GB/s -> vector floors 0.379 ms fwd and 1.075 ms fwd+bwd at B4 T4096 H64 D128
+    shape = kb.Shape(4, 4096, 64, 128)
+    assert kb.floor_bytes(shape, vector=True, backward=False) / 4246e9 * 1e3 == pytest.approx(0.379, abs=1e-3)
+    assert kb.floor_bytes(shape, vector=True, backward=True) / 4246e9 * 1e3 == pytest.approx(1.075, abs=1e-3)
+    # scalar decay moves one gate value per token-head instead of D
+    assert kb.floor_bytes(shape, False, False) < kb.floor_bytes(shape, True, False)
+
+
+def test_config_specs_are_typed_and_checked():
+    assert kb.parse_config_spec("chunk=32,bwd_num_warps=8,precise_intra=true") == dict(
+        chunk=32, bwd_num_warps=8, precise_intra=True
+    )
+    assert kb.parse_config_spec("") == {}
+    with pytest.raises(ValueError, match="key one of"):
+        kb.parse_config_spec("chunks=32")
+    with pytest.raises(ValueError, match="integer"):
+        kb.parse_config_spec("chunk=big")
+    with pytest.raises(ValueError, match="true or false"):
+        kb.parse_config_spec("precise_intra=maybe")
+    with pytest.raises(ValueError, match="power of two"):
+        kb.check_config_spec("chunk=24")
+
+
+def test_table_reports_the_first_decaylab_column_against_fla():
+    row = {"shape": "B1·T64·H1·D16", "decay": "vector", "floor_fwd_ms": 0.5, "floor_fwd_bwd_ms": 1.0}
+    for column, fwd, both in (("decaylab[chunk=32]", 1.0, 4.0), ("decaylab", 2.0, 5.0), ("fla", 3.0, 6.0)):
+        row.update({f"{column}_fwd_ms": fwd, f"{column}_fwd_bwd_ms": both})
+    table = kb.format_table({"rows": [row]}, ["decaylab[chunk=32]", "decaylab", "fla"])
+    lines = table.splitlines()
+    assert "speedup vs fla" in lines[0]
+    assert lines[2].endswith("| 3.00× |") and lines[3].endswith("| 1.50× |")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_without_a_gpu_the_command_says_so():
+    parser = argparse.ArgumentParser()
+    kb.configure(parser)
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        kb.run(parser.parse_args([]))
+    with pytest.raises(ValueError, match="key one of"):
+        kb.run(parser.parse_args(["--configs", "warps=8"]))

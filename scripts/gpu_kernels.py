@@ -256,9 +256,9 @@ def main():
     if "profile" in sections:
         profile()
     if "sweep" in sections:
-        variants = {  # overrides of the pinned configs
-            False: [{}, dict(bf16_boundaries=True)],
-            True: [{}, dict(split_below=0)],
+        variants = {  # overrides of the pinned configs; the next candidates (docs/benchmarks.md, "Where the time goes")
+            False: [{}, dict(bwd_chunk=64), dict(bwd_chunk=64, bwd_num_warps=4), dict(bf16_boundaries=True)],
+            True: [{}, dict(bwd_key_block=0), dict(split_below=0)],
         }
         results["sweep"] = sweep(kb.DEFAULT_SHAPES, variants)
     if has_fla:

@@ -17,8 +17,7 @@ import triton
 
 from decaylab.ops.triton import kernels
 from decaylab.ops.triton.configs import SPAN_LIMIT, SUPPORTED_DIMS, LaunchConfig, active_config, interpreter_active
-from decaylab.ops.triton.segments import SegmentPlan, plan_segments, segment_length, segment_dstate_kernel, \
-    segment_scan_kernel, segment_state_kernel
+from decaylab.ops.triton.segments import plan_segments, segment_length, segment_state_grads, segment_states
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 log = logging.getLogger("decaylab.ops")
@@ -51,7 +50,7 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
                 HAS_H0=initial_state is not None, STORE_HT=output_final_state, **opts,
             )
         else:
-            starts, ht, decay = _segment_states(k, v, log_decay, initial_state, plan, T, V, opts)
+            starts, ht, decay = segment_states(k, v, log_decay, initial_state, plan, T, V, opts)
             kernels.forward_kernel[(plan.count * H,)](
                 q, k, v, log_decay, o, starts, None, plan.cu_seqlens, scale, T, V=V, VARLEN=True, HAS_H0=True,
                 STORE_HT=False, **opts,
@@ -77,7 +76,7 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
             dh_end, h_end = dht, ht
         else:
             programs, bounds, lengths, h_start = plan.count, plan.cu_seqlens, plan.lengths, starts
-            dh_end, dh0_all = _segment_state_grads(q, log_decay, do, dht, decay, plan, ctx.scale, T, N, V, opts)
+            dh_end, dh0_all = segment_state_grads(q, log_decay, do, dht, decay, plan, ctx.scale, T, N, V, opts)
             h_end = torch.cat([starts[1:], starts[:1]])  # a segment ends where the next one starts ...
             h_end[plan.last] = ht  # ... except the last of each sequence
         # The backward kernels split the key channels into NK blocks of BK (one program each): dv and, for
@@ -125,38 +124,6 @@ def _sum_partials(parts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     M, block = out.numel(), 4096
     kernels.sum_partials_kernel[(triton.cdiv(M, block),)](parts, out, M, NP=parts.shape[0], BLOCK=block, num_warps=8)
     return out
-
-
-def _segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts):
-    """Each segment's start state, the sequences' final states and each segment's total log2 decay."""
-    H, K = k.shape[2], k.shape[3]
-    N = plan.first.numel() - 1
-    local = k.new_empty(plan.count, H, K, V, dtype=torch.float32)
-    decay = k.new_empty(plan.count, *log_decay.shape[2:], dtype=torch.float32)  # [S, H] or [S, H, K]
-    state_opts = {name: opts[name] for name in ("H", "K", "BT", "VECTOR", "PREC", "num_warps", "num_stages")}
-    segment_state_kernel[(plan.count * H,)](k, v, log_decay, local, decay, plan.cu_seqlens, T, V=V, **state_opts)
-    starts = torch.empty_like(local)
-    final = k.new_empty(N, H, K, V, dtype=torch.float32)
-    segment_scan_kernel[(N * H,)](
-        plan.first, initial_state, local, decay, starts, final, H=H, K=K, V=V, VECTOR=opts["VECTOR"],
-        HAS_INIT=initial_state is not None, REVERSE=False,
-    )
-    return starts, final, decay
-
-
-def _segment_state_grads(q, log_decay, do, dht, decay, plan: SegmentPlan, scale, T, N, V, opts):
-    """The state gradient at each segment's end, and dh0 (the gradient at each sequence's start)."""
-    H, K = q.shape[2], q.shape[3]
-    dlocal = q.new_empty(plan.count, H, K, V, dtype=torch.float32)
-    state_opts = {name: opts[name] for name in ("H", "K", "BT", "VECTOR", "PREC", "num_warps", "num_stages")}
-    segment_dstate_kernel[(plan.count * H,)](q, log_decay, do, dlocal, plan.cu_seqlens, scale, T, V=V, **state_opts)
-    ends = torch.empty_like(dlocal)
-    dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
-    segment_scan_kernel[(N * H,)](
-        plan.first, dht, dlocal, decay, ends, dh0, H=H, K=K, V=V, VECTOR=opts["VECTOR"],
-        HAS_INIT=dht is not None, REVERSE=True,
-    )
-    return ends, dh0
 
 
 def _boundary_buffers(q, v, lengths: tuple[int, ...], varlen: bool, stride: int, dtype: torch.dtype):

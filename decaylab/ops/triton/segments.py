@@ -151,3 +151,43 @@ def segment_scan_kernel(first, init, local, decay, boundary, final,
             X = X * tl.exp2(tl.load(decay + i_sh))
         X += tl.load(_state_ptrs(local, i_sh, K, V, K, 0, V, 0))
     tl.store(_state_ptrs(final, i_nh, K, V, K, 0, V, 0), X)
+
+
+# Host side: the sweeps and scans around the main kernels (function.py calls these).
+
+
+def _state_options(opts: dict) -> dict:
+    """The main kernels' launch options that the state-only kernels take."""
+    return {name: opts[name] for name in ("H", "K", "BT", "VECTOR", "PREC", "num_warps", "num_stages")}
+
+
+def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts):
+    """Each segment's start state, the sequences' final states and each segment's total log2 decay."""
+    H, K = k.shape[2], k.shape[3]
+    N = plan.first.numel() - 1
+    local = k.new_empty(plan.count, H, K, V, dtype=torch.float32)
+    decay = k.new_empty(plan.count, *log_decay.shape[2:], dtype=torch.float32)  # [S, H] or [S, H, K]
+    segment_state_kernel[(plan.count * H,)](k, v, log_decay, local, decay, plan.cu_seqlens, T, V=V,
+                                            **_state_options(opts))
+    starts = torch.empty_like(local)
+    final = k.new_empty(N, H, K, V, dtype=torch.float32)
+    segment_scan_kernel[(N * H,)](
+        plan.first, initial_state, local, decay, starts, final, H=H, K=K, V=V, VECTOR=opts["VECTOR"],
+        HAS_INIT=initial_state is not None, REVERSE=False,
+    )
+    return starts, final, decay
+
+
+def segment_state_grads(q, log_decay, do, dht, decay, plan: SegmentPlan, scale, T, N, V, opts):
+    """The state gradient at each segment's end, and dh0 (the gradient at each sequence's start)."""
+    H, K = q.shape[2], q.shape[3]
+    dlocal = q.new_empty(plan.count, H, K, V, dtype=torch.float32)
+    segment_dstate_kernel[(plan.count * H,)](q, log_decay, do, dlocal, plan.cu_seqlens, scale, T, V=V,
+                                             **_state_options(opts))
+    ends = torch.empty_like(dlocal)
+    dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
+    segment_scan_kernel[(N * H,)](
+        plan.first, dht, dlocal, decay, ends, dh0, H=H, K=K, V=V, VECTOR=opts["VECTOR"],
+        HAS_INIT=dht is not None, REVERSE=True,
+    )
+    return ends, dh0

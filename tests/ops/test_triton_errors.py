@@ -44,3 +44,12 @@ def test_cu_seqlens_needs_batch_one_and_matching_states():
         )
     with pytest.raises(ValueError, match="int32/int64"):
         triton_backend.chunk_decay_linear_attention(*_inputs(), cu_seqlens=torch.tensor([0.0, 8.0]))
+
+
+def test_chunk_parallel_backward_is_refused_for_vector_decay():
+    from decaylab.ops.triton import LaunchConfig, use_config
+
+    q, k, v, _ = _inputs()
+    with use_config(LaunchConfig(16, 4, 1, chunk_parallel_backward=True)):
+        with pytest.raises(ValueError, match="for scalar decay"):
+            triton_backend.chunk_decay_linear_attention(q, k, v, -torch.rand(1, 8, 2, 16))

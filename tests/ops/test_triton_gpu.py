@@ -17,7 +17,7 @@ from tests.conftest import rel_rms_error
 RATIO = {torch.bfloat16: 5e-3, torch.float16: 5e-3, torch.float32: 1e-4}
 
 
-def _run(B, T, H, K, V, vector, dtype, lowest, offsets=None, segment=0):
+def _run(B, T, H, K, V, vector, dtype, lowest, offsets=None, overrides=None):
     from decaylab.ops.triton import chunk_decay_linear_attention, use_config
     from decaylab.ops.triton.configs import pick_config
 
@@ -32,8 +32,7 @@ def _run(B, T, H, K, V, vector, dtype, lowest, offsets=None, segment=0):
     do = torch.randn(B, T, H, V, generator=gen, device=dev).to(dtype)
     leaves = [t.clone().requires_grad_() for t in (q, k, v, g, h0)]
     cu = None if offsets is None else torch.tensor(offsets, device=dev)
-    config = pick_config(dev, vector, K, V)
-    with use_config(replace(config, segment=segment) if segment else config):
+    with use_config(replace(pick_config(dev, vector, K, V), **(overrides or {}))):
         o, ht = chunk_decay_linear_attention(*leaves[:4], scale=0.5, initial_state=leaves[4],
                                              output_final_state=True, cu_seqlens=cu)
     ((o.float() * do.float()).sum() + (ht * dht).sum()).backward()
@@ -93,7 +92,20 @@ def test_triton_extreme_decay_stays_finite_on_gpu(vector):
 def test_triton_segmented_sequences_match_recurrence_on_gpu(vector, offsets):
     """Sequences cut into 128-token segments (segments.py) give the same result as the whole sequences."""
     B = 2 if offsets is None else 1
-    for name, (out, ref) in _run(B, 1000, 2, 128, 128, vector, torch.bfloat16, -2.0, offsets, segment=128).items():
+    for name, (out, ref) in _run(B, 1000, 2, 128, 128, vector, torch.bfloat16, -2.0, offsets, dict(segment=128)).items():
+        assert torch.isfinite(out).all(), f"{name}: non-finite values"
+        err = rel_rms_error(ref, out)
+        assert err < RATIO[torch.bfloat16], f"{name}: relative RMS error {err:.3e}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("offsets", [None, [0, 100, 101, 357, 1000]], ids=["dense", "varlen"])
+def test_triton_chunk_parallel_backward_matches_recurrence_on_gpu(D, offsets):
+    """The chunk-parallel scalar backward (chunk_parallel.py) in bf16, log decays down to -5."""
+    B = 2 if offsets is None else 1
+    results = _run(B, 1000, 2, D, D, False, torch.bfloat16, -5.0, offsets, dict(chunk_parallel_backward=True))
+    for name, (out, ref) in results.items():
         assert torch.isfinite(out).all(), f"{name}: non-finite values"
         err = rel_rms_error(ref, out)
         assert err < RATIO[torch.bfloat16], f"{name}: relative RMS error {err:.3e}"

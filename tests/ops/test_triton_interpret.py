@@ -57,12 +57,22 @@ CASES = {
     "kblock16-scalar-B1-T100-H2-K32-V16-fp32-h0": (1, 100, 2, 32, 16, False, "float32", True, -2.0, None),
     "kblock16-vector-varlen-T150-H1-K64-V32-fp32-h0": (1, 150, 1, 64, 32, True, "float32", True, -1.0, [0, 70, 150]),
     "kblock16-scalar-B1-T90-H1-K32-V32-fp16": (1, 90, 1, 32, 32, False, "float16", False, -1.0, None),
+    # the chunk-parallel scalar backward (chunk_parallel.py): per-chunk states, then one program per chunk
+    "cparallel-scalar-B2-T150-H2-K16-V32-fp32-h0": (2, 150, 2, 16, 32, False, "float32", True, -2.0, None),
+    "cparallel-scalar-varlen-T200-H1-K32-V16-fp16-h0": (1, 200, 1, 32, 16, False, "float16", True, -1.0,
+                                                        [0, 0, 64, 65, 200]),
+    "cparallel-segmented-scalar-B1-T150-H1-K16-V16-fp32-h0": (1, 150, 1, 16, 16, False, "float32", True, -1.0,
+                                                              None),
+    "cparallel-decay1000-B1-T60-H1-K16-V16-fp32": (1, 60, 1, 16, 16, False, "float32", False, -1000.0, None),
 }
 # Launch-config overrides per case: segmented cases cut sequences into 64-token segments.
 OVERRIDES = {name: dict(segment=64) for name in CASES if name.startswith("segmented-")}
 OVERRIDES.update({name: dict(bwd_chunk=32) for name in CASES if name.startswith("bwd-chunk32-")})
 OVERRIDES.update({name: dict(bwd_key_block=16) for name in CASES if name.startswith("kblock16-")})
 OVERRIDES["kblock16-vector-varlen-T150-H1-K64-V32-fp32-h0"].update(segment=64, bwd_chunk=32)
+OVERRIDES.update({name: dict(chunk_parallel_backward=True) for name in CASES if name.startswith("cparallel-")})
+OVERRIDES["cparallel-scalar-varlen-T200-H1-K32-V16-fp16-h0"].update(bwd_chunk=32)
+OVERRIDES["cparallel-segmented-scalar-B1-T150-H1-K16-V16-fp32-h0"].update(segment=64)
 
 # Relative RMS error allowed per input dtype (fp32 kernels run in true fp32 under the interpreter).
 RATIO = {"float32": 1e-5, "float16": 5e-3}

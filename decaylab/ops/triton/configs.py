@@ -34,6 +34,8 @@ class LaunchConfig:
         reverse cumsum there from its direct form sum_v S * dS (kernels.py); a multiple of ``chunk``.
     precise_intra: for bf16 inputs, run the backward's vector-decay intra-chunk dots on fp32 (tf32) operands instead
         of bf16 (fp16 and fp32 inputs always do). Their rounding dominates the bf16 gate-gradient error.
+    chunk_parallel_backward: scalar decay only: the backward as two state sweeps that store every chunk's state
+        and state gradient, then one program per (chunk, head) (chunk_parallel.py), instead of two full sweeps.
     split_below, target_programs: when (sequences x heads) < split_below, cut the sequences into segments
         (segments.py) until (segments x heads) >= target_programs. One program walks one segment of one head, so
         few long sequences would leave SMs idle; splitting costs one extra state sweep each way. 0: never split.
@@ -47,6 +49,7 @@ class LaunchConfig:
     bwd_num_warps: int = 0
     bwd_key_block: int = 0
     bf16_boundaries: bool = False
+    chunk_parallel_backward: bool = False
     gate_stride: int = 64
     precise_intra: bool = False
     split_below: int = 0

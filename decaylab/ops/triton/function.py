@@ -16,6 +16,7 @@ import torch
 import triton
 
 from decaylab.ops.triton import kernels
+from decaylab.ops.triton.chunk_parallel import chunk_parallel_backward
 from decaylab.ops.triton.configs import SPAN_LIMIT, SUPPORTED_DIMS, LaunchConfig, active_config, interpreter_active
 from decaylab.ops.triton.segments import plan_segments, segment_length, segment_state_grads, segment_states
 
@@ -71,6 +72,10 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         do = do.contiguous()
         dht = None if dht is None else dht.float().contiguous()
         has_h0 = initial_state is not None
+        if cfg.chunk_parallel_backward:
+            dq, dk, dv, dg, dh0 = chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, ctx.scale,
+                                                          ctx.lengths, opts)
+            return dq, dk, dv, dg.to(log_decay.dtype), None, dh0 if has_h0 else None, None, None, None, None, None
         if plan is None:
             programs, bounds, lengths, h_start = N, cu_seqlens, ctx.lengths, initial_state
             dh_end, h_end = dht, ht
@@ -231,6 +236,9 @@ def chunk_decay_linear_attention(
     """
     B, T, H, K = q.shape
     bounds = None if cu_seqlens is None else _check_varlen(q, cu_seqlens, initial_state)
+    if log_decay.ndim == 4 and active_config(q.device, True, K, v.shape[-1]).chunk_parallel_backward:
+        raise ValueError("LaunchConfig.chunk_parallel_backward is for scalar decay ([B, T, H] log decays); vector "
+                         "decay takes the default backward: leave it False for vector decay")
     if q.device.type != "cuda" and not interpreter_active():
         raise ValueError(
             f"the triton backend runs on CUDA tensors (got {q.device}); use backend='chunk' on CPU, or set "

@@ -1,0 +1,188 @@
+"""Chunk-parallel backward for scalar decay: two lean state sweeps, then one program per (chunk, head).
+
+The default backward (kernels.py) walks every chunk twice in order, each program carrying a [K, V] state and a
+dozen tiles. Here the sequential work shrinks to the state recurrences alone, and the rest runs in parallel:
+
+    1. forward sweep:  h_c = state entering chunk c  (stored per chunk), and the final state
+    2. reverse sweep:  dh_c = state gradient leaving chunk c  (stored per chunk), and dh0
+    3. per chunk:      dq = scale * 2^G (do h_c^T) + (dA * D) k          dA = scale * do v^T, D_ij = 2^(G_i - G_j)
+                       dk = 2^(G_last - G) (v dh_c^T) + (dA * D)^T q
+                       dv = A^T do + (k * 2^(G_last - G)) dh_c           A = scale * (q k^T) * D
+                       dlog_decay = suffix sums of q.dq - k.dk in the chunk, plus sum(S_end * dh_c)
+
+The gate gradient restarts from its direct form sum(S_end * dh_c) at every chunk end (S_end = h_{c+1}, or the
+final state), so no scan crosses chunks. The stored states cost 2 x K x V values per chunk and head.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from decaylab.ops.triton.intra import scalar_pair_decay
+from decaylab.ops.triton.kernels import _advance_state, _bounds, _load_chunk, _load_gates, _retreat_dstate, \
+    _state_ptrs, _store_chunk
+
+
+@dataclass(frozen=True)
+class ChunkTable:
+    """Chunks of every sequence, in packed order: chunk c covers tokens [bos[c], end[c])."""
+
+    cu_seqlens: torch.Tensor  # [N + 1] int64: sequence bounds in packed tokens
+    first: torch.Tensor  # [N + 1] int64: index of each sequence's first chunk
+    bos: torch.Tensor  # [C] int64
+    end: torch.Tensor  # [C] int64
+    seq: torch.Tensor  # [C] int64: the sequence a chunk belongs to
+    last: torch.Tensor  # [C] int32: 1 for a sequence's last chunk
+    count: int
+
+
+@functools.lru_cache(maxsize=64)
+def chunk_table(lengths: tuple[int, ...], chunk: int, device: torch.device) -> ChunkTable:
+    """Cached per shape: building it copies index tensors to the device."""
+    bounds, first, bos, end, seq, last = [0], [0], [], [], [], []
+    for n, length in enumerate(lengths):
+        start = bounds[-1]
+        pieces = -(-length // chunk)
+        for i in range(pieces):
+            bos.append(start + i * chunk)
+            end.append(start + min(length, (i + 1) * chunk))
+            seq.append(n)
+            last.append(int(i == pieces - 1))
+        bounds.append(start + length)
+        first.append(first[-1] + pieces)
+    as_tensor = lambda xs, dtype=torch.int64: torch.tensor(xs, dtype=dtype, device=device)  # noqa: E731
+    return ChunkTable(as_tensor(bounds), as_tensor(first), as_tensor(bos), as_tensor(end), as_tensor(seq),
+                      as_tensor(last, torch.int32), len(bos))
+
+
+@triton.jit
+def chunk_states_kernel(k, v, g, h0, states, final, cu_seqlens, first, T,
+                        H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+                        HAS_H0: tl.constexpr, PREC: tl.constexpr):
+    """Per (sequence, head): the state entering each chunk, and the final state."""
+    i_nh = tl.program_id(0)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
+    c0 = tl.load(first + i_n)
+    DT = k.dtype.element_ty
+    rows = tl.arange(0, BT)
+    S = tl.zeros([K, V], dtype=tl.float32)
+    if HAS_H0:
+        S = tl.load(_state_ptrs(h0, i_nh, K, V, K, 0, V, 0))
+    for i_t in range(0, tl.cdiv(seq_len, BT)):
+        tok = bos + i_t * BT + rows
+        valid = i_t * BT + rows < seq_len
+        tl.store(_state_ptrs(states, (c0 + i_t) * H + i_h, K, V, K, 0, V, 0), S.to(states.dtype.element_ty))
+        k_t = _load_chunk(k, tok, valid, i_h, H, K)
+        v_t = _load_chunk(v, tok, valid, i_h, H, V)
+        G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)
+        S = _advance_state(S, k_t, v_t, G, tl.min(G, axis=0), False, DT, PREC)
+    tl.store(_state_ptrs(final, i_nh, K, V, K, 0, V, 0), S)
+
+
+@triton.jit
+def chunk_dstates_kernel(q, g, do, dht, dstates, dh0, cu_seqlens, first, scale, T,
+                         H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+                         HAS_DHT: tl.constexpr, PREC: tl.constexpr):
+    """Per (sequence, head): the state gradient leaving each chunk, and the one entering the sequence (dh0)."""
+    i_nh = tl.program_id(0)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
+    c0 = tl.load(first + i_n)
+    DT = q.dtype.element_ty
+    rows = tl.arange(0, BT)
+    dS = tl.zeros([K, V], dtype=tl.float32)
+    if HAS_DHT:
+        dS = tl.load(_state_ptrs(dht, i_nh, K, V, K, 0, V, 0))
+    NT = tl.cdiv(seq_len, BT)
+    for i_r in range(0, NT):
+        i_t = NT - 1 - i_r
+        tok = bos + i_t * BT + rows
+        valid = i_t * BT + rows < seq_len
+        tl.store(_state_ptrs(dstates, (c0 + i_t) * H + i_h, K, V, K, 0, V, 0), dS.to(dstates.dtype.element_ty))
+        q_t = _load_chunk(q, tok, valid, i_h, H, K)
+        do_t = _load_chunk(do, tok, valid, i_h, H, V)
+        G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)
+        dS = _retreat_dstate(dS, q_t, do_t, G, tl.min(G, axis=0), scale, False, DT, PREC)
+    tl.store(_state_ptrs(dh0, i_nh, K, V, K, 0, V, 0), dS)
+
+
+@triton.jit
+def chunk_grads_kernel(q, k, v, g, do, states, dstates, final, chunk_bos, chunk_end, chunk_seq, chunk_last,
+                       dq, dk, dv, dg, scale,
+                       H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, PREC: tl.constexpr):
+    """Per (chunk, head): dq, dk, dv and the log-decay gradient of the chunk's tokens."""
+    i_ch = tl.program_id(0)
+    i_c, i_h = i_ch // H, i_ch % H
+    DT = q.dtype.element_ty
+    rows = tl.arange(0, BT)
+    cols = tl.arange(0, BT)
+    tok = tl.load(chunk_bos + i_c) + rows
+    valid = tok < tl.load(chunk_end + i_c)
+    q_t = _load_chunk(q, tok, valid, i_h, H, K)
+    k_t = _load_chunk(k, tok, valid, i_h, H, K)
+    v_t = _load_chunk(v, tok, valid, i_h, H, V)
+    do_t = _load_chunk(do, tok, valid, i_h, H, V)
+    G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)  # [BT], log2 units
+    G_last = tl.min(G, axis=0)
+    h = tl.load(_state_ptrs(states, i_ch, K, V, K, 0, V, 0)).to(DT)  # entering the chunk
+    dh = tl.load(_state_ptrs(dstates, i_ch, K, V, K, 0, V, 0))  # leaving the chunk, fp32 or bf16
+    if tl.load(chunk_last + i_c) != 0:
+        S_end = tl.load(_state_ptrs(final, tl.load(chunk_seq + i_c) * H + i_h, K, V, K, 0, V, 0))
+    else:
+        S_end = tl.load(_state_ptrs(states, i_ch + H, K, V, K, 0, V, 0)).to(tl.float32)
+    carry = tl.sum(tl.sum(S_end * dh.to(tl.float32), axis=1), axis=0)  # the direct form at the chunk end
+    dh = dh.to(DT)
+    D = scalar_pair_decay(G, rows, cols)
+    A = tl.dot(q_t, tl.trans(k_t), input_precision=PREC) * D * scale
+    dA = tl.dot(do_t, tl.trans(v_t), input_precision=PREC) * scale
+    # the diagonal's terms cancel exactly in q.dq - k.dk: kept out of the dots and the gate gradient
+    dA_diag = tl.sum(tl.where(rows[:, None] == cols[None, :], dA, 0.0), axis=1)
+    dAD = tl.where(rows[:, None] > cols[None, :], dA, 0.0) * D
+    to_end = tl.exp2(G_last - G)[:, None]
+    dq_t = tl.dot(do_t, tl.trans(h), input_precision=PREC) * (tl.exp2(G)[:, None] * scale)
+    dq_t += tl.dot(dAD.to(DT), k_t, input_precision=PREC)
+    dk_t = tl.dot(v_t, tl.trans(dh), input_precision=PREC) * to_end
+    dk_t += tl.dot(tl.trans(dAD).to(DT), q_t, input_precision=PREC)
+    dv_t = tl.dot(tl.trans(A).to(DT), do_t, input_precision=PREC)
+    dv_t += tl.dot((k_t * to_end).to(DT), dh, input_precision=PREC)
+    db = tl.sum(q_t.to(tl.float32) * dq_t - k_t.to(tl.float32) * dk_t, axis=1)  # [BT], 0 on padding rows
+    suffix = tl.sum(db, axis=0) - tl.cumsum(db, axis=0) + db + carry
+    _store_chunk(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K)
+    _store_chunk(dk, dk_t + dA_diag[:, None] * q_t.to(tl.float32), tok, valid, i_h, H, K)
+    _store_chunk(dv, dv_t, tok, valid, i_h, H, V)
+    tl.store(dg + tok * H + i_h, suffix, mask=valid)
+
+
+def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, lengths, opts):
+    """Gradients of the scalar-decay op (dq, dk, dv, dlog_decay, dh0) by the three steps above. ``opts`` are the
+    backward launch options (H, K, BT, PREC, warps, stages); ``lengths`` the sequence lengths in packed order."""
+    T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
+    BT = opts["BT"]
+    table = chunk_table(tuple(lengths), BT, q.device)
+    N = len(lengths)
+    launch = dict(H=H, K=K, V=V, BT=BT, PREC=opts["PREC"], num_warps=opts["num_warps"],
+                  num_stages=opts["num_stages"])
+    # bf16 keeps fp32's range at half the bytes; fp16 would overflow on long undecayed sequences
+    state_dtype = torch.bfloat16 if q.dtype == torch.bfloat16 else torch.float32
+    states = q.new_empty(max(table.count, 1), H, K, V, dtype=state_dtype)
+    dstates = torch.empty_like(states)
+    final = q.new_empty(N, H, K, V, dtype=torch.float32)
+    dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
+    chunk_states_kernel[(N * H,)](k, v, log_decay, initial_state, states, final, table.cu_seqlens, table.first, T,
+                                  HAS_H0=initial_state is not None, **launch)
+    chunk_dstates_kernel[(N * H,)](q, log_decay, do, dht, dstates, dh0, table.cu_seqlens, table.first, scale, T,
+                                   HAS_DHT=dht is not None, **launch)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dg = q.new_empty(log_decay.shape, dtype=torch.float32)
+    if table.count:
+        chunk_grads_kernel[(table.count * H,)](
+            q, k, v, log_decay, do, states, dstates, final, table.bos, table.end, table.seq, table.last,
+            dq, dk, dv, dg, scale, **launch,
+        )
+    return dq, dk, dv, dg, dh0

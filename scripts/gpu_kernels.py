@@ -257,7 +257,10 @@ def main():
         profile()
     if "sweep" in sections:
         variants = {  # overrides of the pinned configs; the next candidates (docs/benchmarks.md, "Where the time goes")
-            False: [{}, dict(bwd_chunk=64), dict(bwd_chunk=64, bwd_num_warps=4), dict(bf16_boundaries=True)],
+            False: [{}, dict(bwd_chunk=64), dict(bwd_chunk=64, bwd_num_warps=4),
+                    dict(chunk_parallel_backward=True, bwd_chunk=64, bwd_num_warps=4),
+                    dict(chunk_parallel_backward=True, bwd_chunk=64, bwd_num_warps=8),
+                    dict(chunk_parallel_backward=True, bwd_chunk=32, bwd_num_warps=4)],
             True: [{}, dict(bwd_key_block=0), dict(split_below=0)],
         }
         results["sweep"] = sweep(kb.DEFAULT_SHAPES, variants)

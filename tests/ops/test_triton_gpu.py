@@ -79,9 +79,10 @@ def test_triton_matches_recurrence_on_gpu(B, T, H, K, V, vector, dtype, lowest, 
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("vector", [False, True], ids=["scalar", "vector"])
-def test_triton_extreme_decay_stays_finite_on_gpu(vector):
-    results = _run(2, 200, 2, 128, 128, vector, torch.bfloat16, -1000.0)
+@pytest.mark.parametrize("vector, overrides", [(False, None), (True, None), (False, dict(chunk_parallel_backward=True))],
+                         ids=["scalar", "vector", "scalar-chunk-parallel"])
+def test_triton_extreme_decay_stays_finite_on_gpu(vector, overrides):
+    results = _run(2, 200, 2, 128, 128, vector, torch.bfloat16, -1000.0, None, overrides)
     for name, (out, _) in results.items():
         assert torch.isfinite(out).all(), f"{name}: non-finite values with log decays down to -1e3"
 

@@ -79,8 +79,10 @@ def test_triton_matches_recurrence_on_gpu(B, T, H, K, V, vector, dtype, lowest, 
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("vector, overrides", [(False, None), (True, None), (False, dict(chunk_parallel_backward=True))],
-                         ids=["scalar", "vector", "scalar-chunk-parallel"])
+@pytest.mark.parametrize(
+    "vector, overrides", [(False, None), (True, None), (False, dict(chunk_parallel_backward=True))],
+    ids=["scalar", "vector", "scalar-chunk-parallel"],
+)
 def test_triton_extreme_decay_stays_finite_on_gpu(vector, overrides):
     results = _run(2, 200, 2, 128, 128, vector, torch.bfloat16, -1000.0, None, overrides)
     for name, (out, _) in results.items():
@@ -93,7 +95,8 @@ def test_triton_extreme_decay_stays_finite_on_gpu(vector, overrides):
 def test_triton_segmented_sequences_match_recurrence_on_gpu(vector, offsets):
     """Sequences cut into 128-token segments (segments.py) give the same result as the whole sequences."""
     B = 2 if offsets is None else 1
-    for name, (out, ref) in _run(B, 1000, 2, 128, 128, vector, torch.bfloat16, -2.0, offsets, dict(segment=128)).items():
+    results = _run(B, 1000, 2, 128, 128, vector, torch.bfloat16, -2.0, offsets, dict(segment=128))
+    for name, (out, ref) in results.items():
         assert torch.isfinite(out).all(), f"{name}: non-finite values"
         err = rel_rms_error(ref, out)
         assert err < RATIO[torch.bfloat16], f"{name}: relative RMS error {err:.3e}"

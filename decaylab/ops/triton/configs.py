@@ -1,7 +1,8 @@
 """Pinned launch configurations: no run-time autotuning, so the first call per shape costs only compilation.
 
 A config is looked up by GPU architecture (compute capability major), decay granularity and head dims. Under
-TRITON_INTERPRET=1 (CPU tests) the smallest chunk keeps the simulated programs cheap. Values were chosen from timings on an H200 (docs/benchmarks.md, "GPU kernels").
+TRITON_INTERPRET=1 (CPU tests) the smallest chunk keeps the simulated programs cheap. Values were chosen from
+timings on an H200 (docs/benchmarks.md, "GPU kernels").
 """
 
 from __future__ import annotations

@@ -261,7 +261,7 @@ def main():
                     dict(chunk_parallel_backward=True, bwd_chunk=64, bwd_num_warps=4),
                     dict(chunk_parallel_backward=True, bwd_chunk=64, bwd_num_warps=8),
                     dict(chunk_parallel_backward=True, bwd_chunk=32, bwd_num_warps=4)],
-            True: [{}, dict(bwd_key_block=0), dict(split_below=0)],
+            True: [{}, dict(bwd_key_block=0), dict(segment=128), dict(segment=256), dict(segment=512)],
         }
         results["sweep"] = sweep(kb.DEFAULT_SHAPES, variants)
     if has_fla:

@@ -19,6 +19,7 @@ from decaylab.ops.triton import kernels
 from decaylab.ops.triton.chunk_parallel import chunk_parallel_backward
 from decaylab.ops.triton.configs import SPAN_LIMIT, SUPPORTED_DIMS, LaunchConfig, active_config, interpreter_active
 from decaylab.ops.triton.segments import plan_segments, segment_length, segment_state_grads, segment_states
+from decaylab.ops.varlen import check_cu_seqlens, per_sequence
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 log = logging.getLogger("decaylab.ops")
@@ -166,40 +167,23 @@ def _warn_fallback(dtype: torch.dtype, K: int, V: int) -> None:
     )
 
 
-def _fallback(q, k, v, log_decay, scale, initial_state, output_final_state, cu_seqlens):
+def _fallback(q, k, v, log_decay, scale, initial_state, output_final_state, bounds):
     from decaylab.ops import BACKENDS
 
     _warn_fallback(q.dtype, q.shape[-1], v.shape[-1])
-
     fn = BACKENDS.get("chunk" if "chunk" in BACKENDS else "recurrent")
-    if cu_seqlens is None:
-        return fn(q, k, v, log_decay, scale=scale, initial_state=initial_state, output_final_state=output_final_state)
-    outputs, states = [], []
-    bounds = cu_seqlens.tolist()
-    for n, (bos, eos) in enumerate(zip(bounds[:-1], bounds[1:])):
-        h0 = None if initial_state is None else initial_state[n : n + 1]
-        o, ht = fn(q[:, bos:eos], k[:, bos:eos], v[:, bos:eos], log_decay[:, bos:eos], scale=scale,
-                   initial_state=h0, output_final_state=output_final_state)
-        outputs.append(o)
-        states.append(ht)
-    return torch.cat(outputs, dim=1), (torch.cat(states) if output_final_state else None)
+    kwargs = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state)
+    if bounds is None:
+        return fn(q, k, v, log_decay, **kwargs)
+    return per_sequence(lambda _: fn, bounds, q, k, v, log_decay, **kwargs)
 
 
 def _check_varlen(q: torch.Tensor, cu_seqlens: torch.Tensor, initial_state: torch.Tensor | None) -> list[int]:
-    """Validate packed-sequence offsets; return them as a list."""
-    if cu_seqlens.ndim != 1 or cu_seqlens.dtype not in (torch.int32, torch.int64) or cu_seqlens.numel() < 2:
-        raise ValueError(
-            f"cu_seqlens must be a 1-D int32/int64 tensor [N+1] of sequence start offsets ending with the total "
-            f"length (FlashAttention convention); got dtype {cu_seqlens.dtype}, shape {tuple(cu_seqlens.shape)}"
-        )
-    if q.shape[0] != 1:
-        raise ValueError(f"with cu_seqlens, pack the sequences into batch 1: q must be [1, sum T, H, K]; "
-                         f"got batch {q.shape[0]}")
-    if cu_seqlens.device != q.device:
+    """Validate packed-sequence offsets (the checks every backend shares, plus the kernels' own); return them as
+    a list."""
+    if isinstance(cu_seqlens, torch.Tensor) and cu_seqlens.device != q.device:
         raise ValueError(f"cu_seqlens is on {cu_seqlens.device} but q is on {q.device}")
-    bounds = cu_seqlens.tolist()  # one small device sync; wrong offsets would read out of bounds
-    if bounds[0] != 0 or bounds[-1] != q.shape[1] or any(b > e for b, e in zip(bounds[:-1], bounds[1:])):
-        raise ValueError(f"cu_seqlens must start at 0, never decrease and end at T = {q.shape[1]}; got {bounds}")
+    bounds = check_cu_seqlens(cu_seqlens, q)  # one small device sync; wrong offsets would read out of bounds
     N, H, K = len(bounds) - 1, q.shape[2], q.shape[3]
     if initial_state is not None and (initial_state.ndim != 4 or tuple(initial_state.shape[:3]) != (N, H, K)):
         raise ValueError(
@@ -245,7 +229,7 @@ def chunk_decay_linear_attention(
             f"TRITON_INTERPRET=1 before importing triton to simulate the kernels"
         )
     if not _kernels_cover(q, v):
-        return _fallback(q, k, v, log_decay, scale, initial_state, output_final_state, cu_seqlens)
+        return _fallback(q, k, v, log_decay, scale, initial_state, output_final_state, bounds)
     lengths = (T,) * B if bounds is None else tuple(e - b for b, e in zip(bounds[:-1], bounds[1:]))
     cfg = active_config(q.device, log_decay.ndim == 4, K, v.shape[-1])
     segment = cfg.segment or segment_length(lengths, H, cfg.split_below, cfg.target_programs, cfg.gate_stride)

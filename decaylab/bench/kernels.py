@@ -163,10 +163,10 @@ def parse_config_spec(spec: str) -> dict:
 
 def check_config_spec(spec: str) -> None:
     """Raise ValueError unless ``spec`` makes a valid config over each pinned default (scalar and vector decay)."""
-    from decaylab.ops.triton.configs import _CONFIGS
+    from decaylab.ops.triton.configs import PINNED_CONFIGS
 
     overrides = parse_config_spec(spec)
-    for config in _CONFIGS.values():
+    for config in PINNED_CONFIGS.values():
         dataclasses.replace(config, **overrides)
 
 

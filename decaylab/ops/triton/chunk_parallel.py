@@ -73,16 +73,16 @@ def chunk_states_kernel(k, v, g, h0, states, final, cu_seqlens, first, T,
     rows = tl.arange(0, BT)
     S = tl.zeros([K, V], dtype=tl.float32)
     if HAS_H0:
-        S = tl.load(_state_ptrs(h0, i_nh, K, V, K, 0, V, 0))
+        S = tl.load(_state_ptrs(h0, i_nh, K, V, K, 0))
     for i_t in range(0, tl.cdiv(seq_len, BT)):
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
-        tl.store(_state_ptrs(states, (c0 + i_t) * H + i_h, K, V, K, 0, V, 0), S.to(states.dtype.element_ty))
+        tl.store(_state_ptrs(states, (c0 + i_t) * H + i_h, K, V, K, 0), S.to(states.dtype.element_ty))
         k_t = _load_chunk(k, tok, valid, i_h, H, K)
         v_t = _load_chunk(v, tok, valid, i_h, H, V)
         G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)
         S = _advance_state(S, k_t, v_t, G, tl.min(G, axis=0), False, DT, PREC)
-    tl.store(_state_ptrs(final, i_nh, K, V, K, 0, V, 0), S)
+    tl.store(_state_ptrs(final, i_nh, K, V, K, 0), S)
 
 
 @triton.jit
@@ -98,18 +98,18 @@ def chunk_dstates_kernel(q, g, do, dht, dstates, dh0, cu_seqlens, first, scale, 
     rows = tl.arange(0, BT)
     dS = tl.zeros([K, V], dtype=tl.float32)
     if HAS_DHT:
-        dS = tl.load(_state_ptrs(dht, i_nh, K, V, K, 0, V, 0))
+        dS = tl.load(_state_ptrs(dht, i_nh, K, V, K, 0))
     NT = tl.cdiv(seq_len, BT)
     for i_r in range(0, NT):
         i_t = NT - 1 - i_r
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
-        tl.store(_state_ptrs(dstates, (c0 + i_t) * H + i_h, K, V, K, 0, V, 0), dS.to(dstates.dtype.element_ty))
+        tl.store(_state_ptrs(dstates, (c0 + i_t) * H + i_h, K, V, K, 0), dS.to(dstates.dtype.element_ty))
         q_t = _load_chunk(q, tok, valid, i_h, H, K)
         do_t = _load_chunk(do, tok, valid, i_h, H, V)
         G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)
         dS = _retreat_dstate(dS, q_t, do_t, G, tl.min(G, axis=0), scale, False, DT, PREC)
-    tl.store(_state_ptrs(dh0, i_nh, K, V, K, 0, V, 0), dS)
+    tl.store(_state_ptrs(dh0, i_nh, K, V, K, 0), dS)
 
 
 @triton.jit
@@ -130,12 +130,12 @@ def chunk_grads_kernel(q, k, v, g, do, states, dstates, final, chunk_bos, chunk_
     do_t = _load_chunk(do, tok, valid, i_h, H, V)
     G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)  # [BT], log2 units
     G_last = tl.min(G, axis=0)
-    h = tl.load(_state_ptrs(states, i_ch, K, V, K, 0, V, 0)).to(DT)  # entering the chunk
-    dh = tl.load(_state_ptrs(dstates, i_ch, K, V, K, 0, V, 0))  # leaving the chunk, fp32 or bf16
+    h = tl.load(_state_ptrs(states, i_ch, K, V, K, 0)).to(DT)  # entering the chunk
+    dh = tl.load(_state_ptrs(dstates, i_ch, K, V, K, 0))  # leaving the chunk, fp32 or bf16
     if tl.load(chunk_last + i_c) != 0:
-        S_end = tl.load(_state_ptrs(final, tl.load(chunk_seq + i_c) * H + i_h, K, V, K, 0, V, 0))
+        S_end = tl.load(_state_ptrs(final, tl.load(chunk_seq + i_c) * H + i_h, K, V, K, 0))
     else:
-        S_end = tl.load(_state_ptrs(states, i_ch + H, K, V, K, 0, V, 0)).to(tl.float32)
+        S_end = tl.load(_state_ptrs(states, i_ch + H, K, V, K, 0)).to(tl.float32)
     carry = tl.sum(tl.sum(S_end * dh.to(tl.float32), axis=1), axis=0)  # the direct form at the chunk end
     dh = dh.to(DT)
     D = scalar_pair_decay(G, rows, cols)

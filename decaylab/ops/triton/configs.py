@@ -81,7 +81,7 @@ class LaunchConfig:
 
 
 # (arch major, vector decay, max(K, V)) -> config; arch None is the default for unlisted GPUs.
-_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
+PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
     # H200, bf16 (docs/benchmarks.md, "GPU kernels": the config sweeps). Scalar: a 64-token forward chunk beat 32
     # at all three bench shapes (0.18-0.63 ms fwd); the D128 backward spills least on 8 warps. Vector: 16-token
     # chunks; the D128 backward in key blocks of 64, D64 in blocks of 32; tf32 intra dots in the backward and a
@@ -116,7 +116,7 @@ def pick_config(device: torch.device, vector: bool, K: int, V: int) -> LaunchCon
         return _INTERPRETER_CONFIG
     width = 64 if max(K, V) <= 64 else 128
     major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else None
-    config = _CONFIGS.get((major, vector, width)) or _CONFIGS[(None, vector, width)]
+    config = PINNED_CONFIGS.get((major, vector, width)) or PINNED_CONFIGS[(None, vector, width)]
     if device.type == "cuda":
         sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
         config = replace(config, split_below=sms, target_programs=SPLIT_PROGRAMS_PER_SM * sms)

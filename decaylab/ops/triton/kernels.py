@@ -87,10 +87,10 @@ def _load_gates(g, tok, valid, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.con
 
 
 @triton.jit
-def _state_ptrs(ptr, i_nh, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, i_k, BV: tl.constexpr, i_v):
-    """Pointers to the [BK, BV] block (rows i_k*BK ..., columns i_v*BV ...) of the [K, V] state number i_nh."""
+def _state_ptrs(ptr, i_nh, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, i_k):
+    """Pointers to rows i_k*BK ... of the [K, V] state number i_nh."""
     offs_k = i_k * BK + tl.arange(0, BK)
-    offs_v = i_v * BV + tl.arange(0, BV)
+    offs_v = tl.arange(0, V)
     return ptr + i_nh.to(tl.int64) * (K * V) + offs_k[:, None] * V + offs_v[None, :]
 
 
@@ -148,7 +148,7 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, scale, T,
     cols = tl.arange(0, BT)
     S = tl.zeros([K, V], dtype=tl.float32)
     if HAS_H0:
-        S = tl.load(_state_ptrs(h0, i_nh, K, V, K, 0, V, 0))
+        S = tl.load(_state_ptrs(h0, i_nh, K, V, K, 0))
     for i_t in range(0, tl.cdiv(seq_len, BT)):
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
@@ -165,7 +165,7 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, scale, T,
         # 2. state update; keys decayed to the chunk end
         S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
     if STORE_HT:
-        tl.store(_state_ptrs(ht, i_nh, K, V, K, 0, V, 0), S)
+        tl.store(_state_ptrs(ht, i_nh, K, V, K, 0), S)
 
 
 @triton.jit
@@ -186,7 +186,7 @@ def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu
     strict = rows[:, None] > cols[None, :]  # dA without its diagonal
     S = tl.zeros([BK, V], dtype=tl.float32)
     if HAS_H0:
-        S = tl.load(_state_ptrs(h0, i_nh, K, V, BK, i_k, V, 0))
+        S = tl.load(_state_ptrs(h0, i_nh, K, V, BK, i_k))
     for i_t in range(0, tl.cdiv(seq_len, BT)):
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
@@ -215,7 +215,7 @@ def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu
         S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
         end = (i_t + 1) * BT
         if (end % STRIDE == 0) & (end < seq_len):
-            tl.store(_state_ptrs(states, (first_boundary + end // STRIDE - 1) * H + i_h, K, V, BK, i_k, V, 0),
+            tl.store(_state_ptrs(states, (first_boundary + end // STRIDE - 1) * H + i_h, K, V, BK, i_k),
                      S.to(states.dtype.element_ty))
 
 
@@ -242,7 +242,7 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
     else:
         carry = tl.zeros([], dtype=tl.float32)
     if HAS_DHT:
-        dS = tl.load(_state_ptrs(dht, i_nh, K, V, BK, i_k, V, 0))
+        dS = tl.load(_state_ptrs(dht, i_nh, K, V, BK, i_k))
         # the end state's gate gradient, sum_v h_T * dh_T ([K], or one partial per block for scalar decay),
         # seeds the reverse cumsum
         if VECTOR:
@@ -259,7 +259,7 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
             # Restart the gate-gradient carry from its direct form, sum_v S_end * dS_end (S_end saved by the
             # forward sweep): the suffix sums of q dq - k dk cancel heavily under strong decay, and their
             # rounding error would otherwise grow with the sequence length.
-            S_end = tl.load(_state_ptrs(states, (first_boundary + end // STRIDE - 1) * H + i_h, K, V, BK, i_k, V, 0))
+            S_end = tl.load(_state_ptrs(states, (first_boundary + end // STRIDE - 1) * H + i_h, K, V, BK, i_k))
             S_end = S_end.to(tl.float32)
             if VECTOR:
                 carry = tl.sum(S_end * dS, axis=1)
@@ -304,7 +304,7 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
         # carry the state gradient to the chunk start
         dS = _retreat_dstate(dS, q_t, do_t, G, G_last, scale, VECTOR, DT, PREC)
     if STORE_DH0:
-        tl.store(_state_ptrs(dh0, i_nh, K, V, BK, i_k, V, 0), dS)
+        tl.store(_state_ptrs(dh0, i_nh, K, V, BK, i_k), dS)
 
 
 @triton.jit

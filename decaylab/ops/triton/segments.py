@@ -94,7 +94,7 @@ def segment_state_kernel(k, v, g, local, decay, cu_seqlens, T,
         G_last = tl.min(G, axis=0)
         S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
         total += G_last
-    tl.store(_state_ptrs(local, i_nh, K, V, K, 0, V, 0), S)
+    tl.store(_state_ptrs(local, i_nh, K, V, K, 0), S)
     if VECTOR:
         tl.store(decay + i_nh.to(tl.int64) * K + tl.arange(0, K), total)
     else:
@@ -121,7 +121,7 @@ def segment_dstate_kernel(q, g, do, dlocal, cu_seqlens, scale, T,
         do_t = _load_chunk(do, tok, valid, i_h, H, V)
         G = _load_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)
         dS = _retreat_dstate(dS, q_t, do_t, G, tl.min(G, axis=0), scale, VECTOR, DT, PREC)
-    tl.store(_state_ptrs(dlocal, i_nh, K, V, K, 0, V, 0), dS)
+    tl.store(_state_ptrs(dlocal, i_nh, K, V, K, 0), dS)
 
 
 @triton.jit
@@ -137,20 +137,20 @@ def segment_scan_kernel(first, init, local, decay, boundary, final,
     count = tl.load(first + i_n + 1) - s_begin
     X = tl.zeros([K, V], dtype=tl.float32)
     if HAS_INIT:
-        X = tl.load(_state_ptrs(init, i_nh, K, V, K, 0, V, 0))
+        X = tl.load(_state_ptrs(init, i_nh, K, V, K, 0))
     for j in range(0, count):
         if REVERSE:
             seg = s_begin + count - 1 - j
         else:
             seg = s_begin + j
         i_sh = seg * H + i_h
-        tl.store(_state_ptrs(boundary, i_sh, K, V, K, 0, V, 0), X)
+        tl.store(_state_ptrs(boundary, i_sh, K, V, K, 0), X)
         if VECTOR:
             X = X * tl.exp2(tl.load(decay + i_sh * K + tl.arange(0, K)))[:, None]
         else:
             X = X * tl.exp2(tl.load(decay + i_sh))
-        X += tl.load(_state_ptrs(local, i_sh, K, V, K, 0, V, 0))
-    tl.store(_state_ptrs(final, i_nh, K, V, K, 0, V, 0), X)
+        X += tl.load(_state_ptrs(local, i_sh, K, V, K, 0))
+    tl.store(_state_ptrs(final, i_nh, K, V, K, 0), X)
 
 
 # Host side: the sweeps and scans around the main kernels (function.py calls these).

@@ -8,6 +8,7 @@ Prints short tables; writes results.json to --out.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -122,10 +123,11 @@ def sweep(shape_texts, variants):
             del inputs
             torch.cuda.empty_cache()
     print("\n## registers / spills per compiled kernel")
-    from decaylab.ops.triton import kernels, segments
+    from decaylab.ops.triton import chunk_parallel, kernels, segments
 
     for fn in (kernels.forward_kernel, kernels.backward_dq_kernel, kernels.backward_dkv_kernel,
-               segments.segment_state_kernel, segments.segment_dstate_kernel):
+               segments.segment_state_kernel, segments.segment_dstate_kernel, chunk_parallel.chunk_states_kernel,
+               chunk_parallel.chunk_dstates_kernel, chunk_parallel.chunk_grads_kernel):
         try:
             for cache in fn.device_caches.values():
                 for compiled in cache[0].values():
@@ -137,15 +139,18 @@ def sweep(shape_texts, variants):
     return out
 
 
-def profile(shape_text="4x4096x64x128"):
-    """CUDA time per kernel of one forward+backward at the pinned configs."""
+def profile(shape_text="4x4096x64x128", overrides=None):
+    """CUDA time per kernel of one forward+backward at the pinned configs (or overrides of them)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     shape = kb.Shape.parse(shape_text)
-    for vector in (False, True):
+    for vector in (False, True) if overrides is None else (False,):
         inputs = kb.make_inputs(shape, vector, DEV)
         op = BACKENDS.get("triton")
+        if overrides is not None:
+            cfg = use_config(replace(pick_config(DEV, vector, shape.D, shape.D), **overrides))
+            op = functools.partial(_with_config, cfg, BACKENDS.get("triton"))
         leaves = [inputs[n].detach().clone().requires_grad_() for n in ("q", "k", "v", "log_decay")]
         for _ in range(3):
             op(*leaves)[0].backward(inputs["do"])
@@ -163,6 +168,11 @@ def profile(shape_text="4x4096x64x128"):
                 print(f"(sort key {key}: {type(e).__name__})")
         del inputs, leaves
         torch.cuda.empty_cache()
+
+
+def _with_config(cfg, op, *args, **kwargs):
+    with cfg:
+        return op(*args, **kwargs)
 
 
 def model_tokens_per_s(backend, decay_overrides, B=8, T=2048, steps=6):
@@ -255,13 +265,14 @@ def main():
         results["correctness"] = correctness()
     if "profile" in sections:
         profile()
+    if "cprofile" in sections:  # the chunk-parallel scalar backward, per kernel
+        for shape_text in ("4x4096x64x128", "32x2048x12x64"):
+            profile(shape_text, dict(chunk_parallel_backward=True, bwd_chunk=64, bwd_num_warps=4, bwd_value_block=32))
     if "sweep" in sections:
+        cp = dict(chunk_parallel_backward=True, bwd_chunk=64)
         variants = {  # overrides of the pinned configs; the next candidates (docs/benchmarks.md, "Where the time goes")
-            False: [{}, dict(bwd_chunk=64), dict(bwd_chunk=64, bwd_num_warps=4),
-                    dict(chunk_parallel_backward=True, bwd_chunk=64, bwd_num_warps=4),
-                    dict(chunk_parallel_backward=True, bwd_chunk=64, bwd_num_warps=8),
-                    dict(chunk_parallel_backward=True, bwd_chunk=32, bwd_num_warps=4)],
-            True: [{}, dict(bwd_key_block=0), dict(segment=128), dict(segment=256), dict(segment=512)],
+            False: [{}] + [dict(cp, bwd_num_warps=w, bwd_value_block=b) for b in (0, 32, 64) for w in (4, 8)],
+            True: [],
         }
         results["sweep"] = sweep(kb.DEFAULT_SHAPES, variants)
     if has_fla:

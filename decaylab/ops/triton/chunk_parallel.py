@@ -12,6 +12,11 @@ dozen tiles. Here the sequential work shrinks to the state recurrences alone, an
 
 The gate gradient restarts from its direct form sum(S_end * dh_c) at every chunk end (S_end = h_{c+1}, or the
 final state), so no scan crosses chunks. The stored states cost 2 x K x V values per chunk and head.
+
+With scalar decay every element of the state evolves on its own, so the sweeps split the state into
+[STATE_BLOCK, STATE_BLOCK] blocks, one program each: more programs in flight, and a small fp32 block in registers.
+Step 3 walks the value channels in blocks of BV: dv of a block needs only that block, while dq, dk and dA sum
+over blocks in fp32. Every input is read once, and no [K, V] tile is ever held whole.
 """
 
 from __future__ import annotations
@@ -24,8 +29,12 @@ import triton
 import triton.language as tl
 
 from decaylab.ops.triton.intra import scalar_pair_decay
-from decaylab.ops.triton.kernels import _advance_state, _bounds, _load_chunk, _load_gates, _retreat_dstate, \
-    _state_ptrs, _store_chunk
+from decaylab.ops.triton.kernels import _advance_state, _bounds, _load_chunk, _load_gates, _load_tile, \
+    _retreat_dstate, _store_chunk, _store_tile
+
+# Rows and columns of the state block one sweep program carries (fp32: 32 registers per thread on 4 warps).
+STATE_BLOCK = 64
+SWEEP_WARPS = 4
 
 
 @dataclass(frozen=True)
@@ -61,61 +70,71 @@ def chunk_table(lengths: tuple[int, ...], chunk: int, device: torch.device) -> C
 
 
 @triton.jit
+def _block_ptrs(ptr, i_state, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, i_k, i_v):
+    """Pointers to the [BK, BV] block (i_k, i_v) of the [K, V] state number i_state."""
+    offs_k = i_k * BK + tl.arange(0, BK)
+    offs_v = i_v * BV + tl.arange(0, BV)
+    return ptr + i_state.to(tl.int64) * (K * V) + offs_k[:, None] * V + offs_v[None, :]
+
+
+@triton.jit
 def chunk_states_kernel(k, v, g, h0, states, final, cu_seqlens, first, T,
-                        H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
-                        HAS_H0: tl.constexpr, PREC: tl.constexpr):
-    """Per (sequence, head): the state entering each chunk, and the final state."""
-    i_nh = tl.program_id(0)
+                        H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+                        BV: tl.constexpr, HAS_H0: tl.constexpr, PREC: tl.constexpr):
+    """Per (sequence, head, state block): the block entering each chunk, and in the final state."""
+    i_nh, i_k, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
     c0 = tl.load(first + i_n)
     DT = k.dtype.element_ty
     rows = tl.arange(0, BT)
-    S = tl.zeros([K, V], dtype=tl.float32)
+    S = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_H0:
-        S = tl.load(_state_ptrs(h0, i_nh, K, V, K, 0))
+        S = tl.load(_block_ptrs(h0, i_nh, K, V, BK, BV, i_k, i_v))
     for i_t in range(0, tl.cdiv(seq_len, BT)):
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
-        tl.store(_state_ptrs(states, (c0 + i_t) * H + i_h, K, V, K, 0), S.to(states.dtype.element_ty))
-        k_t = _load_chunk(k, tok, valid, i_h, H, K)
-        v_t = _load_chunk(v, tok, valid, i_h, H, V)
-        G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)
+        tl.store(_block_ptrs(states, (c0 + i_t) * H + i_h, K, V, BK, BV, i_k, i_v), S.to(states.dtype.element_ty))
+        k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
+        v_t = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
+        G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, False)
         S = _advance_state(S, k_t, v_t, G, tl.min(G, axis=0), False, DT, PREC)
-    tl.store(_state_ptrs(final, i_nh, K, V, K, 0), S)
+    tl.store(_block_ptrs(final, i_nh, K, V, BK, BV, i_k, i_v), S)
 
 
 @triton.jit
 def chunk_dstates_kernel(q, g, do, dht, dstates, dh0, cu_seqlens, first, scale, T,
-                         H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
-                         HAS_DHT: tl.constexpr, PREC: tl.constexpr):
-    """Per (sequence, head): the state gradient leaving each chunk, and the one entering the sequence (dh0)."""
-    i_nh = tl.program_id(0)
+                         H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+                         BV: tl.constexpr, HAS_DHT: tl.constexpr, PREC: tl.constexpr):
+    """Per (sequence, head, state block): the block's gradient leaving each chunk, and entering the sequence."""
+    i_nh, i_k, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
     c0 = tl.load(first + i_n)
     DT = q.dtype.element_ty
     rows = tl.arange(0, BT)
-    dS = tl.zeros([K, V], dtype=tl.float32)
+    dS = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_DHT:
-        dS = tl.load(_state_ptrs(dht, i_nh, K, V, K, 0))
+        dS = tl.load(_block_ptrs(dht, i_nh, K, V, BK, BV, i_k, i_v))
     NT = tl.cdiv(seq_len, BT)
     for i_r in range(0, NT):
         i_t = NT - 1 - i_r
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
-        tl.store(_state_ptrs(dstates, (c0 + i_t) * H + i_h, K, V, K, 0), dS.to(dstates.dtype.element_ty))
-        q_t = _load_chunk(q, tok, valid, i_h, H, K)
-        do_t = _load_chunk(do, tok, valid, i_h, H, V)
-        G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)
+        tl.store(_block_ptrs(dstates, (c0 + i_t) * H + i_h, K, V, BK, BV, i_k, i_v),
+                 dS.to(dstates.dtype.element_ty))
+        q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
+        do_t = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
+        G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, False)
         dS = _retreat_dstate(dS, q_t, do_t, G, tl.min(G, axis=0), scale, False, DT, PREC)
-    tl.store(_state_ptrs(dh0, i_nh, K, V, K, 0), dS)
+    tl.store(_block_ptrs(dh0, i_nh, K, V, BK, BV, i_k, i_v), dS)
 
 
 @triton.jit
 def chunk_grads_kernel(q, k, v, g, do, states, dstates, final, chunk_bos, chunk_end, chunk_seq, chunk_last,
                        dq, dk, dv, dg, scale,
-                       H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, PREC: tl.constexpr):
+                       H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                       PREC: tl.constexpr):
     """Per (chunk, head): dq, dk, dv and the log-decay gradient of the chunk's tokens."""
     i_ch = tl.program_id(0)
     i_c, i_h = i_ch // H, i_ch % H
@@ -126,63 +145,75 @@ def chunk_grads_kernel(q, k, v, g, do, states, dstates, final, chunk_bos, chunk_
     valid = tok < tl.load(chunk_end + i_c)
     q_t = _load_chunk(q, tok, valid, i_h, H, K)
     k_t = _load_chunk(k, tok, valid, i_h, H, K)
-    v_t = _load_chunk(v, tok, valid, i_h, H, V)
-    do_t = _load_chunk(do, tok, valid, i_h, H, V)
     G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)  # [BT], log2 units
-    G_last = tl.min(G, axis=0)
-    h = tl.load(_state_ptrs(states, i_ch, K, V, K, 0)).to(DT)  # entering the chunk
-    dh = tl.load(_state_ptrs(dstates, i_ch, K, V, K, 0))  # leaving the chunk, fp32 or bf16
-    if tl.load(chunk_last + i_c) != 0:
-        S_end = tl.load(_state_ptrs(final, tl.load(chunk_seq + i_c) * H + i_h, K, V, K, 0))
-    else:
-        S_end = tl.load(_state_ptrs(states, i_ch + H, K, V, K, 0)).to(tl.float32)
-    carry = tl.sum(tl.sum(S_end * dh.to(tl.float32), axis=1), axis=0)  # the direct form at the chunk end
-    dh = dh.to(DT)
+    to_end = tl.exp2(tl.min(G, axis=0) - G)[:, None]
     D = scalar_pair_decay(G, rows, cols)
-    A = tl.dot(q_t, tl.trans(k_t), input_precision=PREC) * D * scale
-    dA = tl.dot(do_t, tl.trans(v_t), input_precision=PREC) * scale
+    At = tl.trans(tl.dot(q_t, tl.trans(k_t), input_precision=PREC) * D * scale).to(DT)
+    k_end = (k_t * to_end).to(DT)
+    # S_end: the state leaving the chunk (the next chunk's entering state, or the sequence's final state)
+    last = tl.load(chunk_last + i_c) != 0
+    end_state = tl.where(last, tl.load(chunk_seq + i_c) * H + i_h, i_ch + H)
+    do_h = tl.zeros([BT, K], dtype=tl.float32)
+    v_dh = tl.zeros([BT, K], dtype=tl.float32)
+    dA = tl.zeros([BT, BT], dtype=tl.float32)
+    carry = 0.0  # sum(S_end * dh_c): the gate gradient's direct form at the chunk end
+    for i_v in range(0, V // BV):
+        v_b = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
+        do_b = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
+        h_b = tl.load(_block_ptrs(states, i_ch, K, V, K, BV, 0, i_v)).to(DT)  # entering the chunk
+        dh_b = tl.load(_block_ptrs(dstates, i_ch, K, V, K, BV, 0, i_v))  # leaving the chunk
+        if last:
+            S_end = tl.load(_block_ptrs(final, end_state, K, V, K, BV, 0, i_v))
+        else:
+            S_end = tl.load(_block_ptrs(states, end_state, K, V, K, BV, 0, i_v)).to(tl.float32)
+        carry += tl.sum(tl.sum(S_end * dh_b.to(tl.float32), axis=1), axis=0)
+        dh_b = dh_b.to(DT)
+        dA += tl.dot(do_b, tl.trans(v_b), input_precision=PREC)
+        do_h += tl.dot(do_b, tl.trans(h_b), input_precision=PREC)
+        v_dh += tl.dot(v_b, tl.trans(dh_b), input_precision=PREC)
+        dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dh_b, input_precision=PREC)
+        _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
+    dA *= scale
     # the diagonal's terms cancel exactly in q.dq - k.dk: kept out of the dots and the gate gradient
     dA_diag = tl.sum(tl.where(rows[:, None] == cols[None, :], dA, 0.0), axis=1)
     dAD = tl.where(rows[:, None] > cols[None, :], dA, 0.0) * D
-    to_end = tl.exp2(G_last - G)[:, None]
-    dq_t = tl.dot(do_t, tl.trans(h), input_precision=PREC) * (tl.exp2(G)[:, None] * scale)
-    dq_t += tl.dot(dAD.to(DT), k_t, input_precision=PREC)
-    dk_t = tl.dot(v_t, tl.trans(dh), input_precision=PREC) * to_end
-    dk_t += tl.dot(tl.trans(dAD).to(DT), q_t, input_precision=PREC)
-    dv_t = tl.dot(tl.trans(A).to(DT), do_t, input_precision=PREC)
-    dv_t += tl.dot((k_t * to_end).to(DT), dh, input_precision=PREC)
+    dq_t = do_h * (tl.exp2(G)[:, None] * scale) + tl.dot(dAD.to(DT), k_t, input_precision=PREC)
+    dk_t = v_dh * to_end + tl.dot(tl.trans(dAD).to(DT), q_t, input_precision=PREC)
     db = tl.sum(q_t.to(tl.float32) * dq_t - k_t.to(tl.float32) * dk_t, axis=1)  # [BT], 0 on padding rows
     suffix = tl.sum(db, axis=0) - tl.cumsum(db, axis=0) + db + carry
     _store_chunk(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K)
     _store_chunk(dk, dk_t + dA_diag[:, None] * q_t.to(tl.float32), tok, valid, i_h, H, K)
-    _store_chunk(dv, dv_t, tok, valid, i_h, H, V)
     tl.store(dg + tok * H + i_h, suffix, mask=valid)
 
 
-def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, lengths, opts):
+def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, lengths, opts, value_block=0):
     """Gradients of the scalar-decay op (dq, dk, dv, dlog_decay, dh0) by the three steps above. ``opts`` are the
-    backward launch options (H, K, BT, PREC, warps, stages); ``lengths`` the sequence lengths in packed order."""
+    backward launch options (H, K, BT, PREC, warps, stages); ``lengths`` the sequence lengths in packed order;
+    ``value_block`` the value channels per step of the gradient kernel (0: all)."""
     T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
     BT = opts["BT"]
     table = chunk_table(tuple(lengths), BT, q.device)
     N = len(lengths)
-    launch = dict(H=H, K=K, V=V, BT=BT, PREC=opts["PREC"], num_warps=opts["num_warps"],
-                  num_stages=opts["num_stages"])
     # bf16 keeps fp32's range at half the bytes; fp16 would overflow on long undecayed sequences
     state_dtype = torch.bfloat16 if q.dtype == torch.bfloat16 else torch.float32
     states = q.new_empty(max(table.count, 1), H, K, V, dtype=state_dtype)
     dstates = torch.empty_like(states)
     final = q.new_empty(N, H, K, V, dtype=torch.float32)
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
-    chunk_states_kernel[(N * H,)](k, v, log_decay, initial_state, states, final, table.cu_seqlens, table.first, T,
-                                  HAS_H0=initial_state is not None, **launch)
-    chunk_dstates_kernel[(N * H,)](q, log_decay, do, dht, dstates, dh0, table.cu_seqlens, table.first, scale, T,
-                                   HAS_DHT=dht is not None, **launch)
+    BK, BV = min(K, STATE_BLOCK), min(V, STATE_BLOCK)
+    sweep = dict(H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, PREC=opts["PREC"], num_warps=SWEEP_WARPS,
+                 num_stages=opts["num_stages"])
+    grid = (N * H, K // BK, V // BV)
+    chunk_states_kernel[grid](k, v, log_decay, initial_state, states, final, table.cu_seqlens, table.first, T,
+                              HAS_H0=initial_state is not None, **sweep)
+    chunk_dstates_kernel[grid](q, log_decay, do, dht, dstates, dh0, table.cu_seqlens, table.first, scale, T,
+                               HAS_DHT=dht is not None, **sweep)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dg = q.new_empty(log_decay.shape, dtype=torch.float32)
     if table.count:
         chunk_grads_kernel[(table.count * H,)](
             q, k, v, log_decay, do, states, dstates, final, table.bos, table.end, table.seq, table.last,
-            dq, dk, dv, dg, scale, **launch,
+            dq, dk, dv, dg, scale, H=H, K=K, V=V, BT=BT, BV=min(V, value_block or V), PREC=opts["PREC"],
+            num_warps=opts["num_warps"], num_stages=opts["num_stages"],
         )
     return dq, dk, dv, dg, dh0

@@ -37,6 +37,8 @@ class LaunchConfig:
         of bf16 (fp16 and fp32 inputs always do). Their rounding dominates the bf16 gate-gradient error.
     chunk_parallel_backward: scalar decay only: the backward as two state sweeps that store every chunk's state
         and state gradient, then one program per (chunk, head) (chunk_parallel.py), instead of two full sweeps.
+    bwd_value_block: value channels per step of the chunk-parallel gradient kernel (0: all at once). Smaller
+        blocks hold fewer tiles in registers; the result does not change.
     split_below, target_programs: when (sequences x heads) < split_below, cut the sequences into segments
         (segments.py) until (segments x heads) >= target_programs. One program walks one segment of one head, so
         few long sequences would leave SMs idle; splitting costs one extra state sweep each way. 0: never split.
@@ -51,6 +53,7 @@ class LaunchConfig:
     bwd_key_block: int = 0
     bf16_boundaries: bool = False
     chunk_parallel_backward: bool = False
+    bwd_value_block: int = 0
     gate_stride: int = 64
     precise_intra: bool = False
     split_below: int = 0
@@ -72,9 +75,10 @@ class LaunchConfig:
         if self.segment < 0 or self.segment % self.gate_stride:
             raise ValueError(f"segment {self.segment} must be 0 (automatic) or a positive multiple of gate_stride "
                              f"{self.gate_stride}")
-        if self.bwd_key_block and (self.bwd_key_block < 16 or self.bwd_key_block & (self.bwd_key_block - 1)):
-            raise ValueError(f"bwd_key_block must be 0 (all key channels) or a power of two >= 16; "
-                             f"got {self.bwd_key_block}")
+        for name in ("bwd_key_block", "bwd_value_block"):
+            value = getattr(self, name)
+            if value and (value < 16 or value & (value - 1)):
+                raise ValueError(f"{name} must be 0 (all channels) or a power of two >= 16; got {value}")
         if self.split_below < 0 or self.target_programs < 0:
             raise ValueError(f"split_below and target_programs must be >= 0; got {self.split_below}, "
                              f"{self.target_programs}")

@@ -158,6 +158,8 @@ def profile(shape_text="4x4096x64x128", overrides=None):
         with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(5):
                 op(*leaves)[0].backward(inputs["do"])
+                for leaf in leaves:  # no gradient accumulation kernels in the table
+                    leaf.grad = None
             torch.cuda.synchronize()
         print(f"\n## profile {shape} {'vector' if vector else 'scalar'} (5 fwd+bwd)")
         for key in ("self_device_time_total", "self_cuda_time_total"):

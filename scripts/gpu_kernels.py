@@ -127,7 +127,7 @@ def sweep(shape_texts, variants):
 
     for fn in (kernels.forward_kernel, kernels.backward_dq_kernel, kernels.backward_dkv_kernel,
                segments.segment_state_kernel, segments.segment_dstate_kernel, chunk_parallel.chunk_states_kernel,
-               chunk_parallel.chunk_dstates_kernel, chunk_parallel.chunk_grads_kernel):
+               chunk_parallel.chunk_dstates_kernel, chunk_parallel.chunk_dv_kernel, chunk_parallel.chunk_dqk_kernel):
         try:
             for cache in fn.device_caches.values():
                 for compiled in cache[0].values():
@@ -269,11 +269,13 @@ def main():
         profile()
     if "cprofile" in sections:  # the chunk-parallel scalar backward, per kernel
         for shape_text in ("4x4096x64x128", "32x2048x12x64"):
-            profile(shape_text, dict(chunk_parallel_backward=True, bwd_chunk=64, bwd_num_warps=4, bwd_value_block=32))
+            profile(shape_text, dict(chunk_parallel_backward=True, bwd_chunk=64, bwd_num_warps=4, bwd_value_block=64,
+                                         bwd_key_block=64))
     if "sweep" in sections:
         cp = dict(chunk_parallel_backward=True, bwd_chunk=64)
         variants = {  # overrides of the pinned configs; the next candidates (docs/benchmarks.md, "Where the time goes")
-            False: [{}] + [dict(cp, bwd_num_warps=w, bwd_value_block=b) for b in (0, 32, 64) for w in (4, 8)],
+            False: [{}] + [dict(cp, bwd_num_warps=w, bwd_value_block=b, bwd_key_block=kb) for kb in (0, 64) for b in (32, 64)
+                           for w in (4, 8)],
             True: [],
         }
         results["sweep"] = sweep(kb.DEFAULT_SHAPES, variants)

@@ -65,7 +65,7 @@ CASES = {
     "cparallel-segmented-scalar-B1-T150-H1-K16-V16-fp32-h0": (1, 150, 1, 16, 16, False, "float32", True, -1.0,
                                                               None),
     "cparallel-decay1000-B1-T60-H1-K16-V16-fp32": (1, 60, 1, 16, 16, False, "float32", False, -1000.0, None),
-    # value blocks of 16 in the gradient kernel; K=128 splits the state sweeps into two key blocks of 64
+    # value blocks of 16 in the gradient kernels, key blocks of 16 for dq/dk; K=128 splits the state sweeps
     "cparallel-vblock16-scalar-B1-T70-H2-K16-V64-fp32-h0": (1, 70, 2, 16, 64, False, "float32", True, -2.0, None),
     "cparallel-vblock16-scalar-varlen-T90-H1-K128-V32-fp16-h0": (1, 90, 1, 128, 32, False, "float16", True, -1.0,
                                                                  [0, 40, 90]),
@@ -80,7 +80,7 @@ OVERRIDES["cparallel-scalar-varlen-T200-H1-K32-V16-fp16-h0"].update(bwd_chunk=32
 OVERRIDES["cparallel-segmented-scalar-B1-T150-H1-K16-V16-fp32-h0"].update(segment=64)
 for name in CASES:
     if name.startswith("cparallel-vblock16-"):
-        OVERRIDES[name].update(bwd_value_block=16)
+        OVERRIDES[name].update(bwd_value_block=16, bwd_key_block=16)
 
 
 def _random_cases(count: int, seed: int = 0) -> None:

@@ -15,8 +15,9 @@ final state), so no scan crosses chunks. The stored states cost 2 x K x V values
 
 With scalar decay every element of the state evolves on its own, so the sweeps split the state into
 [STATE_BLOCK, STATE_BLOCK] blocks, one program each: more programs in flight, and a small fp32 block in registers.
-Step 3 walks the value channels in blocks of BV: dv of a block needs only that block, while dq, dk and dA sum
-over blocks in fp32. Every input is read once, and no [K, V] tile is ever held whole.
+Step 3 is two kernels, so that neither holds more tiles than fit in registers: one for dv, one for dq, dk and the
+gate gradient (optionally split over key blocks, whose gate-gradient shares are summed). Both walk the value
+channels in blocks of BV: dv of a block needs only that block, while dq, dk and dA sum over blocks in fp32.
 """
 
 from __future__ import annotations
@@ -131,65 +132,87 @@ def chunk_dstates_kernel(q, g, do, dht, dstates, dh0, cu_seqlens, first, scale, 
 
 
 @triton.jit
-def chunk_grads_kernel(q, k, v, g, do, states, dstates, final, chunk_bos, chunk_end, chunk_seq, chunk_last,
-                       dq, dk, dv, dg, scale,
-                       H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                       PREC: tl.constexpr):
-    """Per (chunk, head): dq, dk, dv and the log-decay gradient of the chunk's tokens."""
+def _chunk_tokens(chunk_bos, chunk_end, i_c, BT: tl.constexpr):
+    rows = tl.arange(0, BT)
+    tok = tl.load(chunk_bos + i_c) + rows
+    return rows, tok, tok < tl.load(chunk_end + i_c)
+
+
+@triton.jit
+def chunk_dv_kernel(q, k, g, do, dstates, chunk_bos, chunk_end, dv, scale,
+                    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                    PREC: tl.constexpr):
+    """Per (chunk, head): dv = A^T do + (k * 2^(G_last - G)) dh_c, walking the value channels in blocks of BV."""
     i_ch = tl.program_id(0)
     i_c, i_h = i_ch // H, i_ch % H
     DT = q.dtype.element_ty
-    rows = tl.arange(0, BT)
-    cols = tl.arange(0, BT)
-    tok = tl.load(chunk_bos + i_c) + rows
-    valid = tok < tl.load(chunk_end + i_c)
+    rows, tok, valid = _chunk_tokens(chunk_bos, chunk_end, i_c, BT)
     q_t = _load_chunk(q, tok, valid, i_h, H, K)
     k_t = _load_chunk(k, tok, valid, i_h, H, K)
     G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)  # [BT], log2 units
-    to_end = tl.exp2(tl.min(G, axis=0) - G)[:, None]
-    D = scalar_pair_decay(G, rows, cols)
-    At = tl.trans(tl.dot(q_t, tl.trans(k_t), input_precision=PREC) * D * scale).to(DT)
-    k_end = (k_t * to_end).to(DT)
+    At = tl.trans(tl.dot(q_t, tl.trans(k_t), input_precision=PREC) * scalar_pair_decay(G, rows, rows) * scale)
+    At = At.to(DT)
+    k_end = (k_t * tl.exp2(tl.min(G, axis=0) - G)[:, None]).to(DT)
+    for i_v in range(0, V // BV):
+        do_b = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
+        dh_b = tl.load(_block_ptrs(dstates, i_ch, K, V, K, BV, 0, i_v)).to(DT)  # leaving the chunk
+        dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dh_b, input_precision=PREC)
+        _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
+
+
+@triton.jit
+def chunk_dqk_kernel(q, k, v, g, do, states, dstates, final, chunk_bos, chunk_end, chunk_seq, chunk_last,
+                     dq, dk, dg, scale, part_stride,
+                     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+                     BV: tl.constexpr, PREC: tl.constexpr):
+    """Per (chunk, head, key block): dq, dk, and the key block's share of the log-decay gradient (written at
+    dg + i_k * part_stride: the shares are summed over key blocks afterwards)."""
+    i_ch, i_k = tl.program_id(0), tl.program_id(1)
+    i_c, i_h = i_ch // H, i_ch % H
+    DT = q.dtype.element_ty
+    rows, tok, valid = _chunk_tokens(chunk_bos, chunk_end, i_c, BT)
+    q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
+    k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
+    G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)
     # S_end: the state leaving the chunk (the next chunk's entering state, or the sequence's final state)
     last = tl.load(chunk_last + i_c) != 0
     end_state = tl.where(last, tl.load(chunk_seq + i_c) * H + i_h, i_ch + H)
-    do_h = tl.zeros([BT, K], dtype=tl.float32)
-    v_dh = tl.zeros([BT, K], dtype=tl.float32)
+    do_h = tl.zeros([BT, BK], dtype=tl.float32)
+    v_dh = tl.zeros([BT, BK], dtype=tl.float32)
     dA = tl.zeros([BT, BT], dtype=tl.float32)
-    carry = 0.0  # sum(S_end * dh_c): the gate gradient's direct form at the chunk end
+    carry = 0.0  # sum(S_end * dh_c) over this key block: the gate gradient's direct form at the chunk end
     for i_v in range(0, V // BV):
         v_b = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
         do_b = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
-        h_b = tl.load(_block_ptrs(states, i_ch, K, V, K, BV, 0, i_v)).to(DT)  # entering the chunk
-        dh_b = tl.load(_block_ptrs(dstates, i_ch, K, V, K, BV, 0, i_v))  # leaving the chunk
+        h_b = tl.load(_block_ptrs(states, i_ch, K, V, BK, BV, i_k, i_v)).to(DT)  # entering the chunk
+        dh_b = tl.load(_block_ptrs(dstates, i_ch, K, V, BK, BV, i_k, i_v))  # leaving the chunk
         if last:
-            S_end = tl.load(_block_ptrs(final, end_state, K, V, K, BV, 0, i_v))
+            S_end = tl.load(_block_ptrs(final, end_state, K, V, BK, BV, i_k, i_v))
         else:
-            S_end = tl.load(_block_ptrs(states, end_state, K, V, K, BV, 0, i_v)).to(tl.float32)
+            S_end = tl.load(_block_ptrs(states, end_state, K, V, BK, BV, i_k, i_v)).to(tl.float32)
         carry += tl.sum(tl.sum(S_end * dh_b.to(tl.float32), axis=1), axis=0)
-        dh_b = dh_b.to(DT)
         dA += tl.dot(do_b, tl.trans(v_b), input_precision=PREC)
         do_h += tl.dot(do_b, tl.trans(h_b), input_precision=PREC)
-        v_dh += tl.dot(v_b, tl.trans(dh_b), input_precision=PREC)
-        dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dh_b, input_precision=PREC)
-        _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
+        v_dh += tl.dot(v_b, tl.trans(dh_b.to(DT)), input_precision=PREC)
     dA *= scale
     # the diagonal's terms cancel exactly in q.dq - k.dk: kept out of the dots and the gate gradient
-    dA_diag = tl.sum(tl.where(rows[:, None] == cols[None, :], dA, 0.0), axis=1)
-    dAD = tl.where(rows[:, None] > cols[None, :], dA, 0.0) * D
+    dA_diag = tl.sum(tl.where(rows[:, None] == rows[None, :], dA, 0.0), axis=1)
+    dAD = tl.where(rows[:, None] > rows[None, :], dA, 0.0) * scalar_pair_decay(G, rows, rows)
     dq_t = do_h * (tl.exp2(G)[:, None] * scale) + tl.dot(dAD.to(DT), k_t, input_precision=PREC)
-    dk_t = v_dh * to_end + tl.dot(tl.trans(dAD).to(DT), q_t, input_precision=PREC)
+    dk_t = v_dh * tl.exp2(tl.min(G, axis=0) - G)[:, None] + tl.dot(tl.trans(dAD).to(DT), q_t, input_precision=PREC)
     db = tl.sum(q_t.to(tl.float32) * dq_t - k_t.to(tl.float32) * dk_t, axis=1)  # [BT], 0 on padding rows
     suffix = tl.sum(db, axis=0) - tl.cumsum(db, axis=0) + db + carry
-    _store_chunk(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K)
-    _store_chunk(dk, dk_t + dA_diag[:, None] * q_t.to(tl.float32), tok, valid, i_h, H, K)
-    tl.store(dg + tok * H + i_h, suffix, mask=valid)
+    _store_tile(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
+    _store_tile(dk, dk_t + dA_diag[:, None] * q_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
+    tl.store(dg + i_k * part_stride + tok * H + i_h, suffix, mask=valid)
 
 
-def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, lengths, opts, value_block=0):
+def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, lengths, opts, key_block=0,
+                            value_block=0):
     """Gradients of the scalar-decay op (dq, dk, dv, dlog_decay, dh0) by the three steps above. ``opts`` are the
     backward launch options (H, K, BT, PREC, warps, stages); ``lengths`` the sequence lengths in packed order;
-    ``value_block`` the value channels per step of the gradient kernel (0: all)."""
+    ``key_block`` the key channels per dq/dk program, ``value_block`` the value channels per step of the
+    gradient kernels (0: all)."""
     T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
     BT = opts["BT"]
     table = chunk_table(tuple(lengths), BT, q.device)
@@ -208,12 +231,16 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
                               HAS_H0=initial_state is not None, **sweep)
     chunk_dstates_kernel[grid](q, log_decay, do, dht, dstates, dh0, table.cu_seqlens, table.first, scale, T,
                                HAS_DHT=dht is not None, **sweep)
+    BK, BV = min(K, key_block or K), min(V, value_block or V)
+    NK = K // BK
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    dg = q.new_empty(log_decay.shape, dtype=torch.float32)
+    dg = q.new_empty((NK, *log_decay.shape), dtype=torch.float32)
     if table.count:
-        chunk_grads_kernel[(table.count * H,)](
+        launch = dict(H=H, K=K, V=V, BT=BT, BV=BV, PREC=opts["PREC"], num_warps=opts["num_warps"],
+                      num_stages=opts["num_stages"])
+        chunk_dv_kernel[(table.count * H,)](q, k, log_decay, do, dstates, table.bos, table.end, dv, scale, **launch)
+        chunk_dqk_kernel[(table.count * H, NK)](
             q, k, v, log_decay, do, states, dstates, final, table.bos, table.end, table.seq, table.last,
-            dq, dk, dv, dg, scale, H=H, K=K, V=V, BT=BT, BV=min(V, value_block or V), PREC=opts["PREC"],
-            num_warps=opts["num_warps"], num_stages=opts["num_stages"],
+            dq, dk, dg, scale, log_decay.numel(), BK=BK, **launch,
         )
-    return dq, dk, dv, dg, dh0
+    return dq, dk, dv, dg.sum(0) if NK > 1 else dg[0], dh0

@@ -3,15 +3,16 @@
 The default backward (kernels.py) walks every chunk twice in order, each program carrying a [K, V] state and a
 dozen tiles. Here the sequential work shrinks to the state recurrences alone, and the rest runs in parallel:
 
-    1. forward sweep:  h_c = state entering chunk c  (stored per chunk), and the final state
+    1. forward sweep:  h_c = state entering chunk c  (stored per chunk)
     2. reverse sweep:  dh_c = state gradient leaving chunk c  (stored per chunk), and dh0
     3. per chunk:      dq = scale * 2^G (do h_c^T) + (dA * D) k          dA = scale * do v^T, D_ij = 2^(G_i - G_j)
                        dk = 2^(G_last - G) (v dh_c^T) + (dA * D)^T q
                        dv = A^T do + (k * 2^(G_last - G)) dh_c           A = scale * (q k^T) * D
                        dlog_decay = suffix sums of q.dq - k.dk in the chunk, plus sum(S_end * dh_c)
 
-The gate gradient restarts from its direct form sum(S_end * dh_c) at every chunk end (S_end = h_{c+1}, or the
-final state), so no scan crosses chunks. The stored states cost 2 x K x V values per chunk and head.
+The gate gradient restarts from its direct form sum(S_end * dh_c) at every chunk end (S_end: the state leaving
+the chunk, rebuilt from h_c and the chunk's keys and values), so no scan crosses chunks. The stored states cost
+2 x K x V values per chunk and head.
 
 With scalar decay every element of the state evolves on its own, so the sweeps split the state into
 [STATE_BLOCK, STATE_BLOCK] blocks, one program each: more programs in flight, and a small fp32 block in registers.
@@ -46,28 +47,23 @@ class ChunkTable:
     first: torch.Tensor  # [N + 1] int64: index of each sequence's first chunk
     bos: torch.Tensor  # [C] int64
     end: torch.Tensor  # [C] int64
-    seq: torch.Tensor  # [C] int64: the sequence a chunk belongs to
-    last: torch.Tensor  # [C] int32: 1 for a sequence's last chunk
     count: int
 
 
 @functools.lru_cache(maxsize=64)
 def chunk_table(lengths: tuple[int, ...], chunk: int, device: torch.device) -> ChunkTable:
     """Cached per shape: building it copies index tensors to the device."""
-    bounds, first, bos, end, seq, last = [0], [0], [], [], [], []
-    for n, length in enumerate(lengths):
+    bounds, first, bos, end = [0], [0], [], []
+    for length in lengths:
         start = bounds[-1]
         pieces = -(-length // chunk)
         for i in range(pieces):
             bos.append(start + i * chunk)
             end.append(start + min(length, (i + 1) * chunk))
-            seq.append(n)
-            last.append(int(i == pieces - 1))
         bounds.append(start + length)
         first.append(first[-1] + pieces)
-    as_tensor = lambda xs, dtype=torch.int64: torch.tensor(xs, dtype=dtype, device=device)  # noqa: E731
-    return ChunkTable(as_tensor(bounds), as_tensor(first), as_tensor(bos), as_tensor(end), as_tensor(seq),
-                      as_tensor(last, torch.int32), len(bos))
+    as_tensor = lambda xs: torch.tensor(xs, dtype=torch.int64, device=device)  # noqa: E731
+    return ChunkTable(as_tensor(bounds), as_tensor(first), as_tensor(bos), as_tensor(end), len(bos))
 
 
 @triton.jit
@@ -79,10 +75,10 @@ def _block_ptrs(ptr, i_state, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr
 
 
 @triton.jit
-def chunk_states_kernel(k, v, g, h0, states, final, cu_seqlens, first, T,
+def chunk_states_kernel(k, v, g, h0, states, cu_seqlens, first, T,
                         H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                         BV: tl.constexpr, HAS_H0: tl.constexpr, PREC: tl.constexpr):
-    """Per (sequence, head, state block): the block entering each chunk, and in the final state."""
+    """Per (sequence, head, state block): the block entering each chunk."""
     i_nh, i_k, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
@@ -100,7 +96,6 @@ def chunk_states_kernel(k, v, g, h0, states, final, cu_seqlens, first, T,
         v_t = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
         G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, False)
         S = _advance_state(S, k_t, v_t, G, tl.min(G, axis=0), False, DT, PREC)
-    tl.store(_block_ptrs(final, i_nh, K, V, BK, BV, i_k, i_v), S)
 
 
 @triton.jit
@@ -161,8 +156,7 @@ def chunk_dv_kernel(q, k, g, do, dstates, chunk_bos, chunk_end, dv, scale,
 
 
 @triton.jit
-def chunk_dqk_kernel(q, k, v, g, do, states, dstates, final, chunk_bos, chunk_end, chunk_seq, chunk_last,
-                     dq, dk, dg, scale, part_stride,
+def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dg, scale, part_stride,
                      H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                      BV: tl.constexpr, PREC: tl.constexpr):
     """Per (chunk, head, key block): dq, dk, and the key block's share of the log-decay gradient (written at
@@ -174,32 +168,30 @@ def chunk_dqk_kernel(q, k, v, g, do, states, dstates, final, chunk_bos, chunk_en
     q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
     k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
     G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)
-    # S_end: the state leaving the chunk (the next chunk's entering state, or the sequence's final state)
-    last = tl.load(chunk_last + i_c) != 0
-    end_state = tl.where(last, tl.load(chunk_seq + i_c) * H + i_h, i_ch + H)
     do_h = tl.zeros([BT, BK], dtype=tl.float32)
     v_dh = tl.zeros([BT, BK], dtype=tl.float32)
     dA = tl.zeros([BT, BT], dtype=tl.float32)
-    carry = 0.0  # sum(S_end * dh_c) over this key block: the gate gradient's direct form at the chunk end
+    h_dh = 0.0  # sum(h_c * dh_c) over this key block
     for i_v in range(0, V // BV):
         v_b = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
         do_b = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
-        h_b = tl.load(_block_ptrs(states, i_ch, K, V, BK, BV, i_k, i_v)).to(DT)  # entering the chunk
+        h_b = tl.load(_block_ptrs(states, i_ch, K, V, BK, BV, i_k, i_v))  # entering the chunk
         dh_b = tl.load(_block_ptrs(dstates, i_ch, K, V, BK, BV, i_k, i_v))  # leaving the chunk
-        if last:
-            S_end = tl.load(_block_ptrs(final, end_state, K, V, BK, BV, i_k, i_v))
-        else:
-            S_end = tl.load(_block_ptrs(states, end_state, K, V, BK, BV, i_k, i_v)).to(tl.float32)
-        carry += tl.sum(tl.sum(S_end * dh_b.to(tl.float32), axis=1), axis=0)
+        h_dh += tl.sum(tl.sum(h_b.to(tl.float32) * dh_b.to(tl.float32), axis=1), axis=0)
         dA += tl.dot(do_b, tl.trans(v_b), input_precision=PREC)
-        do_h += tl.dot(do_b, tl.trans(h_b), input_precision=PREC)
+        do_h += tl.dot(do_b, tl.trans(h_b.to(DT)), input_precision=PREC)
         v_dh += tl.dot(v_b, tl.trans(dh_b.to(DT)), input_precision=PREC)
     dA *= scale
     # the diagonal's terms cancel exactly in q.dq - k.dk: kept out of the dots and the gate gradient
     dA_diag = tl.sum(tl.where(rows[:, None] == rows[None, :], dA, 0.0), axis=1)
     dAD = tl.where(rows[:, None] > rows[None, :], dA, 0.0) * scalar_pair_decay(G, rows, rows)
+    G_last = tl.min(G, axis=0)
+    dk_state = v_dh * tl.exp2(G_last - G)[:, None]  # dk through the state leaving the chunk
+    # The gate gradient's direct form at the chunk end, sum(S_end * dh_c), without reading S_end: the state
+    # leaving the chunk is S_end = 2^G_last h_c + sum_t 2^(G_last - G_t) k_t v_t^T.
+    carry = tl.exp2(G_last) * h_dh + tl.sum(tl.sum(k_t.to(tl.float32) * dk_state, axis=1), axis=0)
     dq_t = do_h * (tl.exp2(G)[:, None] * scale) + tl.dot(dAD.to(DT), k_t, input_precision=PREC)
-    dk_t = v_dh * tl.exp2(tl.min(G, axis=0) - G)[:, None] + tl.dot(tl.trans(dAD).to(DT), q_t, input_precision=PREC)
+    dk_t = dk_state + tl.dot(tl.trans(dAD).to(DT), q_t, input_precision=PREC)
     db = tl.sum(q_t.to(tl.float32) * dq_t - k_t.to(tl.float32) * dk_t, axis=1)  # [BT], 0 on padding rows
     suffix = tl.sum(db, axis=0) - tl.cumsum(db, axis=0) + db + carry
     _store_tile(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
@@ -221,13 +213,12 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     state_dtype = torch.bfloat16 if q.dtype == torch.bfloat16 else torch.float32
     states = q.new_empty(max(table.count, 1), H, K, V, dtype=state_dtype)
     dstates = torch.empty_like(states)
-    final = q.new_empty(N, H, K, V, dtype=torch.float32)
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
     BK, BV = min(K, STATE_BLOCK), min(V, STATE_BLOCK)
     sweep = dict(H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, PREC=opts["PREC"], num_warps=SWEEP_WARPS,
                  num_stages=opts["num_stages"])
     grid = (N * H, K // BK, V // BV)
-    chunk_states_kernel[grid](k, v, log_decay, initial_state, states, final, table.cu_seqlens, table.first, T,
+    chunk_states_kernel[grid](k, v, log_decay, initial_state, states, table.cu_seqlens, table.first, T,
                               HAS_H0=initial_state is not None, **sweep)
     chunk_dstates_kernel[grid](q, log_decay, do, dht, dstates, dh0, table.cu_seqlens, table.first, scale, T,
                                HAS_DHT=dht is not None, **sweep)
@@ -240,7 +231,7 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
                       num_stages=opts["num_stages"])
         chunk_dv_kernel[(table.count * H,)](q, k, log_decay, do, dstates, table.bos, table.end, dv, scale, **launch)
         chunk_dqk_kernel[(table.count * H, NK)](
-            q, k, v, log_decay, do, states, dstates, final, table.bos, table.end, table.seq, table.last,
-            dq, dk, dg, scale, log_decay.numel(), BK=BK, **launch,
+            q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dg, scale, log_decay.numel(),
+            BK=BK, **launch,
         )
     return dq, dk, dv, dg.sum(0) if NK > 1 else dg[0], dh0

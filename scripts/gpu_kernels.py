@@ -269,13 +269,16 @@ def main():
         profile()
     if "cprofile" in sections:  # the chunk-parallel scalar backward, per kernel
         for shape_text in ("4x4096x64x128", "32x2048x12x64"):
-            profile(shape_text, dict(chunk_parallel_backward=True, bwd_chunk=64, bwd_num_warps=4, bwd_value_block=64,
-                                         bwd_key_block=64))
+            profile(shape_text, dict(chunk_parallel_backward=True, bwd_chunk=0, bwd_num_warps=4, bwd_value_block=64,
+                                         bwd_key_block=64, save_states=True))
     if "sweep" in sections:
-        cp = dict(chunk_parallel_backward=True, bwd_chunk=64)
+        cp = dict(chunk_parallel_backward=True, bwd_chunk=64, bwd_num_warps=4, bwd_value_block=64, bwd_key_block=64)
+        cp8 = dict(cp, bwd_num_warps=8, bwd_value_block=32)
+        cp128 = dict(cp, bwd_chunk=128, bwd_num_warps=8, gate_stride=128)
         variants = {  # overrides of the pinned configs; the next candidates (docs/benchmarks.md, "Where the time goes")
-            False: [{}] + [dict(cp, bwd_num_warps=w, bwd_value_block=b, bwd_key_block=kb) for kb in (0, 64) for b in (32, 64)
-                           for w in (4, 8)],
+            False: [{}, cp, dict(cp, save_states=True), cp8, dict(cp8, save_states=True), cp128,
+                    dict(cp128, chunk=128, bwd_chunk=0, save_states=True),
+                    dict(cp128, chunk=128, bwd_chunk=0, save_states=True, num_warps=8)],
             True: [],
         }
         results["sweep"] = sweep(kb.DEFAULT_SHAPES, variants)

@@ -105,10 +105,15 @@ def test_triton_segmented_sequences_match_recurrence_on_gpu(vector, offsets):
 @pytest.mark.gpu
 @pytest.mark.parametrize("D", [64, 128])
 @pytest.mark.parametrize("offsets", [None, [0, 100, 101, 357, 1000]], ids=["dense", "varlen"])
-def test_triton_chunk_parallel_backward_matches_recurrence_on_gpu(D, offsets):
-    """The chunk-parallel scalar backward (chunk_parallel.py) in bf16, log decays down to -5."""
+@pytest.mark.parametrize("saved", [False, True], ids=["recomputed-states", "saved-states-blocks32"])
+def test_triton_chunk_parallel_backward_matches_recurrence_on_gpu(D, offsets, saved):
+    """The chunk-parallel scalar backward (chunk_parallel.py) in bf16, log decays down to -5; with the forward's
+    saved chunk states, and the gradient kernels in key and value blocks of 32."""
     B = 2 if offsets is None else 1
-    results = _run(B, 1000, 2, D, D, False, torch.bfloat16, -5.0, offsets, dict(chunk_parallel_backward=True))
+    overrides = dict(chunk_parallel_backward=True)
+    if saved:
+        overrides.update(save_states=True, bwd_chunk=0, bwd_key_block=32, bwd_value_block=32)
+    results = _run(B, 1000, 2, D, D, False, torch.bfloat16, -5.0, offsets, overrides)
     for name, (out, ref) in results.items():
         assert torch.isfinite(out).all(), f"{name}: non-finite values"
         err = rel_rms_error(ref, out)

@@ -69,6 +69,10 @@ CASES = {
     "cparallel-vblock16-scalar-B1-T70-H2-K16-V64-fp32-h0": (1, 70, 2, 16, 64, False, "float32", True, -2.0, None),
     "cparallel-vblock16-scalar-varlen-T90-H1-K128-V32-fp16-h0": (1, 90, 1, 128, 32, False, "float16", True, -1.0,
                                                                  [0, 40, 90]),
+    # the forward saves the chunk states and the backward skips its state sweep
+    "savestates-scalar-B2-T100-H2-K32-V16-fp32-h0": (2, 100, 2, 32, 16, False, "float32", True, -2.0, None),
+    "savestates-segmented-scalar-varlen-T200-H1-K16-V32-fp16-h0": (1, 200, 1, 16, 32, False, "float16", True, -1.0,
+                                                                   [0, 0, 64, 65, 200]),
 }
 # Launch-config overrides per case: segmented cases cut sequences into 64-token segments.
 OVERRIDES = {name: dict(segment=64) for name in CASES if name.startswith("segmented-")}
@@ -78,6 +82,9 @@ OVERRIDES["kblock16-vector-varlen-T150-H1-K64-V32-fp32-h0"].update(segment=64, b
 OVERRIDES.update({name: dict(chunk_parallel_backward=True) for name in CASES if name.startswith("cparallel-")})
 OVERRIDES["cparallel-scalar-varlen-T200-H1-K32-V16-fp16-h0"].update(bwd_chunk=32)
 OVERRIDES["cparallel-segmented-scalar-B1-T150-H1-K16-V16-fp32-h0"].update(segment=64)
+OVERRIDES.update({name: dict(chunk_parallel_backward=True, save_states=True) for name in CASES
+                  if name.startswith("savestates-")})
+OVERRIDES["savestates-segmented-scalar-varlen-T200-H1-K16-V32-fp16-h0"].update(segment=64)
 for name in CASES:
     if name.startswith("cparallel-vblock16-"):
         OVERRIDES[name].update(bwd_value_block=16, bwd_key_block=16)
@@ -109,6 +116,8 @@ def _random_cases(count: int, seed: int = 0) -> None:
         if not vector:
             overrides["chunk_parallel_backward"] = rng.random() < 0.5
             overrides["bwd_value_block"] = rng.choice([0, 16])
+            overrides["save_states"] = overrides["chunk_parallel_backward"] and not overrides["bwd_chunk"] \
+                and rng.random() < 0.5
         OVERRIDES[name] = overrides
 
 

@@ -47,6 +47,9 @@ def test_segment_length_reaches_the_program_target(lengths, heads, split_below, 
         (dict(bwd_chunk=24), "bwd_chunk must be a power of two"),
         (dict(bwd_chunk=128), "multiple of bwd_chunk"),
         (dict(bwd_key_block=48), "bwd_key_block"),
+        (dict(bwd_value_block=8), "bwd_value_block"),
+        (dict(save_states=True), "chunk_parallel_backward=True as well"),
+        (dict(save_states=True, chunk_parallel_backward=True, bwd_chunk=32), "set bwd_chunk to 16 or 0"),
     ],
 )
 def test_bad_launch_configs_are_refused(kwargs, message):

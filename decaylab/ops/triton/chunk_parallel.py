@@ -199,27 +199,33 @@ def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, 
     tl.store(dg + i_k * part_stride + tok * H + i_h, suffix, mask=valid)
 
 
+def new_chunk_states(q: torch.Tensor, v: torch.Tensor, count: int) -> torch.Tensor:
+    """Buffer for one [K, V] state per chunk and head. bf16 keeps fp32's range at half the bytes; fp16 would
+    overflow on long undecayed sequences."""
+    dtype = torch.bfloat16 if q.dtype == torch.bfloat16 else torch.float32
+    return q.new_empty(max(count, 1), q.shape[2], q.shape[3], v.shape[3], dtype=dtype)
+
+
 def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, lengths, opts, key_block=0,
-                            value_block=0):
+                            value_block=0, states=None):
     """Gradients of the scalar-decay op (dq, dk, dv, dlog_decay, dh0) by the three steps above. ``opts`` are the
     backward launch options (H, K, BT, PREC, warps, stages); ``lengths`` the sequence lengths in packed order;
     ``key_block`` the key channels per dq/dk program, ``value_block`` the value channels per step of the
-    gradient kernels (0: all)."""
+    gradient kernels (0: all); ``states`` the chunk states if the forward saved them (step 1 is then skipped)."""
     T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
     BT = opts["BT"]
     table = chunk_table(tuple(lengths), BT, q.device)
     N = len(lengths)
-    # bf16 keeps fp32's range at half the bytes; fp16 would overflow on long undecayed sequences
-    state_dtype = torch.bfloat16 if q.dtype == torch.bfloat16 else torch.float32
-    states = q.new_empty(max(table.count, 1), H, K, V, dtype=state_dtype)
-    dstates = torch.empty_like(states)
+    dstates = new_chunk_states(q, v, table.count)
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
     BK, BV = min(K, STATE_BLOCK), min(V, STATE_BLOCK)
     sweep = dict(H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, PREC=opts["PREC"], num_warps=SWEEP_WARPS,
                  num_stages=opts["num_stages"])
     grid = (N * H, K // BK, V // BV)
-    chunk_states_kernel[grid](k, v, log_decay, initial_state, states, table.cu_seqlens, table.first, T,
-                              HAS_H0=initial_state is not None, **sweep)
+    if states is None:
+        states = new_chunk_states(q, v, table.count)
+        chunk_states_kernel[grid](k, v, log_decay, initial_state, states, table.cu_seqlens, table.first, T,
+                                  HAS_H0=initial_state is not None, **sweep)
     chunk_dstates_kernel[grid](q, log_decay, do, dht, dstates, dh0, table.cu_seqlens, table.first, scale, T,
                                HAS_DHT=dht is not None, **sweep)
     BK, BV = min(K, key_block or K), min(V, value_block or V)

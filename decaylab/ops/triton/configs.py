@@ -37,6 +37,9 @@ class LaunchConfig:
         of bf16 (fp16 and fp32 inputs always do). Their rounding dominates the bf16 gate-gradient error.
     chunk_parallel_backward: scalar decay only: the backward as two state sweeps that store every chunk's state
         and state gradient, then one program per (chunk, head) (chunk_parallel.py), instead of two full sweeps.
+    save_states: with chunk_parallel_backward, the forward stores every chunk's entering state (K x V values per
+        chunk and head, kept until the backward) so the backward skips its forward state sweep: faster, at the
+        price of that memory. Needs the same chunk forward and backward.
     bwd_value_block: value channels per step of the chunk-parallel gradient kernel (0: all at once). Smaller
         blocks hold fewer tiles in registers; the result does not change.
     split_below, target_programs: when (sequences x heads) < split_below, cut the sequences into segments
@@ -54,6 +57,7 @@ class LaunchConfig:
     bf16_boundaries: bool = False
     chunk_parallel_backward: bool = False
     bwd_value_block: int = 0
+    save_states: bool = False
     gate_stride: int = 64
     precise_intra: bool = False
     split_below: int = 0
@@ -79,6 +83,12 @@ class LaunchConfig:
             value = getattr(self, name)
             if value and (value < 16 or value & (value - 1)):
                 raise ValueError(f"{name} must be 0 (all channels) or a power of two >= 16; got {value}")
+        if self.save_states and not self.chunk_parallel_backward:
+            raise ValueError("save_states stores chunk states for the chunk-parallel backward: set "
+                             "chunk_parallel_backward=True as well, or drop save_states")
+        if self.save_states and self.bwd_chunk not in (0, self.chunk):
+            raise ValueError(f"save_states needs one chunk size forward and backward; got chunk {self.chunk}, "
+                             f"bwd_chunk {self.bwd_chunk}: set bwd_chunk to {self.chunk} or 0")
         if self.split_below < 0 or self.target_programs < 0:
             raise ValueError(f"split_below and target_programs must be >= 0; got {self.split_below}, "
                              f"{self.target_programs}")

@@ -16,7 +16,7 @@ import torch
 import triton
 
 from decaylab.ops.triton import kernels
-from decaylab.ops.triton.chunk_parallel import chunk_parallel_backward
+from decaylab.ops.triton.chunk_parallel import chunk_parallel_backward, chunk_table, new_chunk_states
 from decaylab.ops.triton.configs import SPAN_LIMIT, SUPPORTED_DIMS, LaunchConfig, active_config, interpreter_active
 from decaylab.ops.triton.segments import plan_segments, segment_length, segment_state_grads, segment_states
 from decaylab.ops.varlen import check_cu_seqlens, per_sequence
@@ -45,25 +45,32 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         opts = dict(_launch_options(q, log_decay, cfg), **_intra_options(q, cfg, backward=False))
         o = torch.empty_like(v)
         starts = decay = None
+        save = cfg.save_states and any(ctx.needs_input_grad)
+        # chunk states for the chunk-parallel backward, indexed per program (sequence or segment): segments are
+        # whole chunks, so both orders of the chunks agree
+        chunks = chunk_table(lengths if plan is None else plan.lengths, cfg.chunk, q.device) if save else None
+        chunk_states = new_chunk_states(q, v, chunks.count) if save else None
+        first = chunks.first if save else None
         if plan is None:
             ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
             kernels.forward_kernel[(N * H,)](
-                q, k, v, log_decay, o, initial_state, ht, cu_seqlens, scale, T, V=V, VARLEN=cu_seqlens is not None,
-                HAS_H0=initial_state is not None, STORE_HT=output_final_state, **opts,
+                q, k, v, log_decay, o, initial_state, ht, cu_seqlens, chunk_states, first, scale, T, V=V,
+                VARLEN=cu_seqlens is not None, HAS_H0=initial_state is not None, STORE_HT=output_final_state,
+                SAVE_STATES=save, **opts,
             )
         else:
             starts, ht, decay = segment_states(k, v, log_decay, initial_state, plan, T, V, opts)
             kernels.forward_kernel[(plan.count * H,)](
-                q, k, v, log_decay, o, starts, None, plan.cu_seqlens, scale, T, V=V, VARLEN=True, HAS_H0=True,
-                STORE_HT=False, **opts,
+                q, k, v, log_decay, o, starts, None, plan.cu_seqlens, chunk_states, first, scale, T, V=V,
+                VARLEN=True, HAS_H0=True, STORE_HT=False, SAVE_STATES=save, **opts,
             )
-        ctx.save_for_backward(q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay)
+        ctx.save_for_backward(q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay, chunk_states)
         ctx.scale, ctx.lengths, ctx.cfg, ctx.plan = scale, lengths, cfg, plan
         return o, (ht if output_final_state else None)
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay = ctx.saved_tensors
+        q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay, chunk_states = ctx.saved_tensors
         T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
         cfg, plan = ctx.cfg, ctx.plan
         N = len(ctx.lengths)
@@ -76,7 +83,7 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         if cfg.chunk_parallel_backward:
             dq, dk, dv, dg, dh0 = chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, ctx.scale,
                                                           ctx.lengths, opts, cfg.bwd_key_block,
-                                                          cfg.bwd_value_block)
+                                                          cfg.bwd_value_block, chunk_states)
             return dq, dk, dv, dg.to(log_decay.dtype), None, dh0 if has_h0 else None, None, None, None, None, None
         if plan is None:
             programs, bounds, lengths, h_start = N, cu_seqlens, ctx.lengths, initial_state

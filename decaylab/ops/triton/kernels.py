@@ -136,10 +136,12 @@ def _scores(q, k, G, rows, cols, BT: tl.constexpr, VECTOR: tl.constexpr, SPAN_LI
 
 
 @triton.jit
-def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, scale, T,
+def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale, T,
                    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, VECTOR: tl.constexpr,
-                   VARLEN: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, SPAN_LIMIT: tl.constexpr,
-                   INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
+                   VARLEN: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, SAVE_STATES: tl.constexpr,
+                   SPAN_LIMIT: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
+    """With SAVE_STATES, the state entering each chunk is stored for the chunk-parallel backward, at chunk index
+    state_first[program] + i_t (chunk_parallel.py)."""
     i_nh = tl.program_id(0)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
@@ -149,9 +151,13 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, scale, T,
     S = tl.zeros([K, V], dtype=tl.float32)
     if HAS_H0:
         S = tl.load(_state_ptrs(h0, i_nh, K, V, K, 0))
+    if SAVE_STATES:
+        c0 = tl.load(state_first + i_n)
     for i_t in range(0, tl.cdiv(seq_len, BT)):
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
+        if SAVE_STATES:
+            tl.store(_state_ptrs(states, (c0 + i_t) * H + i_h, K, V, K, 0), S.to(states.dtype.element_ty))
         q_t = _load_chunk(q, tok, valid, i_h, H, K)
         k_t = _load_chunk(k, tok, valid, i_h, H, K)
         v_t = _load_chunk(v, tok, valid, i_h, H, V)

@@ -272,14 +272,9 @@ def main():
             profile(shape_text, dict(chunk_parallel_backward=True, bwd_chunk=0, bwd_num_warps=4, bwd_value_block=64,
                                          bwd_key_block=64, save_states=True))
     if "sweep" in sections:
-        cp = dict(chunk_parallel_backward=True, bwd_chunk=64, bwd_num_warps=4, bwd_value_block=64, bwd_key_block=64)
-        cp8 = dict(cp, bwd_num_warps=8, bwd_value_block=32)
-        cp128 = dict(cp, bwd_chunk=128, bwd_num_warps=8, gate_stride=128)
         variants = {  # overrides of the pinned configs; the next candidates (docs/benchmarks.md, "Where the time goes")
-            False: [{}, cp, dict(cp, save_states=True), cp8, dict(cp8, save_states=True), cp128,
-                    dict(cp128, chunk=128, bwd_chunk=0, save_states=True),
-                    dict(cp128, chunk=128, bwd_chunk=0, save_states=True, num_warps=8)],
-            True: [],
+            False: [{}, dict(num_warps=8)],
+            True: [{}, dict(num_warps=8)],
         }
         results["sweep"] = sweep(kb.DEFAULT_SHAPES, variants)
     if has_fla:

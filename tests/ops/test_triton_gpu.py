@@ -80,8 +80,8 @@ def test_triton_matches_recurrence_on_gpu(B, T, H, K, V, vector, dtype, lowest, 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(
-    "vector, overrides", [(False, None), (True, None), (False, dict(chunk_parallel_backward=True))],
-    ids=["scalar", "vector", "scalar-chunk-parallel"],
+    "vector, overrides", [(False, None), (True, None), (False, dict(chunk_parallel_backward=False, save_states=False))],
+    ids=["scalar", "vector", "scalar-sequential-backward"],
 )
 def test_triton_extreme_decay_stays_finite_on_gpu(vector, overrides):
     results = _run(2, 200, 2, 128, 128, vector, torch.bfloat16, -1000.0, None, overrides)
@@ -102,17 +102,24 @@ def test_triton_segmented_sequences_match_recurrence_on_gpu(vector, offsets):
         assert err < RATIO[torch.bfloat16], f"{name}: relative RMS error {err:.3e}"
 
 
+SCALAR_BACKWARDS = {
+    "sequential": dict(chunk_parallel_backward=False, save_states=False),
+    "chunk-parallel-recomputed-states": dict(chunk_parallel_backward=True, save_states=False, bwd_key_block=0,
+                                             bwd_value_block=0),
+    "chunk-parallel-saved-states-blocks32": dict(chunk_parallel_backward=True, save_states=True, bwd_key_block=32,
+                                                 bwd_value_block=32),
+}
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("D", [64, 128])
 @pytest.mark.parametrize("offsets", [None, [0, 100, 101, 357, 1000]], ids=["dense", "varlen"])
-@pytest.mark.parametrize("saved", [False, True], ids=["recomputed-states", "saved-states-blocks32"])
-def test_triton_chunk_parallel_backward_matches_recurrence_on_gpu(D, offsets, saved):
-    """The chunk-parallel scalar backward (chunk_parallel.py) in bf16, log decays down to -5; with the forward's
-    saved chunk states, and the gradient kernels in key and value blocks of 32."""
+@pytest.mark.parametrize("mode", list(SCALAR_BACKWARDS))
+def test_triton_scalar_backwards_match_recurrence_on_gpu(D, offsets, mode):
+    """Each scalar-decay backward in bf16, log decays down to -5: the two sweeps (kernels.py), and the
+    chunk-parallel one (chunk_parallel.py) with recomputed or forward-saved states, whole or in blocks of 32."""
     B = 2 if offsets is None else 1
-    overrides = dict(chunk_parallel_backward=True)
-    if saved:
-        overrides.update(save_states=True, bwd_chunk=0, bwd_key_block=32, bwd_value_block=32)
+    overrides = SCALAR_BACKWARDS[mode]
     results = _run(B, 1000, 2, D, D, False, torch.bfloat16, -5.0, offsets, overrides)
     for name, (out, ref) in results.items():
         assert torch.isfinite(out).all(), f"{name}: non-finite values"

@@ -78,9 +78,19 @@ def test_triton_matches_recurrence_on_gpu(B, T, H, K, V, vector, dtype, lowest, 
         assert err < ratio, f"{name}: relative RMS error {err:.3e} >= {ratio:.1e}"
 
 
+# The two sweeps run on 32-token chunks: on 64-token chunks their bf16 gate gradient measured 5.3e-3 at D64 varlen.
+SCALAR_BACKWARDS = {
+    "sequential": dict(chunk_parallel_backward=False, save_states=False, bwd_chunk=32),
+    "chunk-parallel-recomputed-states": dict(chunk_parallel_backward=True, save_states=False, bwd_key_block=0,
+                                             bwd_value_block=0),
+    "chunk-parallel-saved-states-blocks32": dict(chunk_parallel_backward=True, save_states=True, bwd_key_block=32,
+                                                 bwd_value_block=32),
+}
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize(
-    "vector, overrides", [(False, None), (True, None), (False, dict(chunk_parallel_backward=False, save_states=False))],
+    "vector, overrides", [(False, None), (True, None), (False, SCALAR_BACKWARDS["sequential"])],
     ids=["scalar", "vector", "scalar-sequential-backward"],
 )
 def test_triton_extreme_decay_stays_finite_on_gpu(vector, overrides):
@@ -100,15 +110,6 @@ def test_triton_segmented_sequences_match_recurrence_on_gpu(vector, offsets):
         assert torch.isfinite(out).all(), f"{name}: non-finite values"
         err = rel_rms_error(ref, out)
         assert err < RATIO[torch.bfloat16], f"{name}: relative RMS error {err:.3e}"
-
-
-SCALAR_BACKWARDS = {
-    "sequential": dict(chunk_parallel_backward=False, save_states=False),
-    "chunk-parallel-recomputed-states": dict(chunk_parallel_backward=True, save_states=False, bwd_key_block=0,
-                                             bwd_value_block=0),
-    "chunk-parallel-saved-states-blocks32": dict(chunk_parallel_backward=True, save_states=True, bwd_key_block=32,
-                                                 bwd_value_block=32),
-}
 
 
 @pytest.mark.gpu

@@ -36,7 +36,9 @@ class LaunchConfig:
     precise_intra: for bf16 inputs, run the backward's vector-decay intra-chunk dots on fp32 (tf32) operands instead
         of bf16 (fp16 and fp32 inputs always do). Their rounding dominates the bf16 gate-gradient error.
     chunk_parallel_backward: scalar decay only: the backward as two state sweeps that store every chunk's state
-        and state gradient, then one program per (chunk, head) (chunk_parallel.py), instead of two full sweeps.
+        and state gradient, then one program per (chunk, head) (chunk_parallel.py), instead of two full sweeps
+        (kernels.py). The pinned default: faster, and its bf16 gate gradient stays under 5e-3 where the two full
+        sweeps measured up to 6.5e-3 (D64); those remain as the low-memory option (no per-chunk states).
     save_states: with chunk_parallel_backward, the forward stores every chunk's entering state (K x V values per
         chunk and head, kept until the backward) so the backward skips its forward state sweep: faster, at the
         price of that memory. Needs the same chunk forward and backward.

@@ -99,9 +99,9 @@ class LaunchConfig:
 # (arch major, vector decay, max(K, V)) -> config; arch None is the default for unlisted GPUs.
 PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
     # H200, bf16 (docs/benchmarks.md, "GPU kernels": the config sweeps). Scalar: a 64-token forward chunk beat 32
-    # at all three bench shapes (0.18-0.63 ms fwd); the chunk-parallel backward beat the two sweeps by 26-33 %,
-    # with D128's dq/dk kernel in key blocks of 64 (no spills on 4 warps); the forward-saved states took 3-7 %
-    # off fwd+bwd. Vector: 16-token chunks; the D128 backward in key blocks of 64, D64 in blocks of 32; tf32
+    # at all three bench shapes (0.18-0.63 ms fwd); the chunk-parallel backward with forward-saved states took 32-35 %
+    # off fwd+bwd against the two sweeps (saving the states: 3-7 % of that), with D128's dq/dk kernel in key
+    # blocks of 64 and value blocks of 64 (no spills on 4 warps). Vector: 16-token chunks; the D128 backward in key blocks of 64, D64 in blocks of 32; tf32
     # intra dots in the backward and a gate restart every 32 tokens keep the bf16 gate gradient under 5e-3
     # (3.1-3.5e-3 measured); the restart states in bf16 measured as accurate and 5 % faster than fp32.
     (None, False, 64): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True),

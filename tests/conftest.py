@@ -28,6 +28,16 @@ def assert_close(name: str, ref: torch.Tensor, out: torch.Tensor, ratio: float, 
     assert err < ratio or max_abs <= atol, f"{name}: relative RMS error {err:.3e} >= {ratio:.1e} (max abs {max_abs:.3e})"
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: tiny shapes run fastest so, and do not fight other test processes for the
+    cores. Folders of tiny-shape tests make it autouse in their conftest."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

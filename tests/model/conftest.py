@@ -1,12 +1,8 @@
-"""Tiny shapes run fastest on one thread (and do not fight other test processes for the two cores)."""
+"""Tiny shapes: every test here runs torch on one thread (the one_thread fixture of tests/conftest.py)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(threads)

@@ -273,8 +273,8 @@ def main():
                                          bwd_key_block=64, save_states=True))
     if "sweep" in sections:
         variants = {  # overrides of the pinned configs; the next candidates (docs/benchmarks.md, "Where the time goes")
-            False: [{}, dict(num_warps=8)],
-            True: [{}, dict(num_warps=8)],
+            False: [{}, dict(fwd_value_block=64), dict(fwd_value_block=32)],
+            True: [{}, dict(fwd_value_block=64)],
         }
         results["sweep"] = sweep(kb.DEFAULT_SHAPES, variants)
     if has_fla:

@@ -69,6 +69,11 @@ CASES = {
     "cparallel-vblock16-scalar-B1-T70-H2-K16-V64-fp32-h0": (1, 70, 2, 16, 64, False, "float32", True, -2.0, None),
     "cparallel-vblock16-scalar-varlen-T90-H1-K128-V32-fp16-h0": (1, 90, 1, 128, 32, False, "float16", True, -1.0,
                                                                  [0, 40, 90]),
+    # the forward in blocks of 16 value channels (scores recomputed per block), with segments and saved states
+    "fvblock16-scalar-B2-T70-H2-K16-V32-fp32-h0": (2, 70, 2, 16, 32, False, "float32", True, -2.0, None),
+    "fvblock16-vector-varlen-T150-H1-K32-V64-fp16-h0": (1, 150, 1, 32, 64, True, "float16", True, -1.0, [0, 70, 150]),
+    "fvblock16-savestates-segmented-scalar-B1-T150-H1-K16-V32-fp32-h0": (1, 150, 1, 16, 32, False, "float32", True,
+                                                                         -1.0, None),
     # the forward saves the chunk states and the backward skips its state sweep
     "savestates-scalar-B2-T100-H2-K32-V16-fp32-h0": (2, 100, 2, 32, 16, False, "float32", True, -2.0, None),
     "savestates-segmented-scalar-varlen-T200-H1-K16-V32-fp16-h0": (1, 200, 1, 16, 32, False, "float16", True, -1.0,
@@ -85,6 +90,10 @@ OVERRIDES["cparallel-segmented-scalar-B1-T150-H1-K16-V16-fp32-h0"].update(segmen
 OVERRIDES.update({name: dict(chunk_parallel_backward=True, save_states=True) for name in CASES
                   if name.startswith("savestates-")})
 OVERRIDES["savestates-segmented-scalar-varlen-T200-H1-K16-V32-fp16-h0"].update(segment=64)
+OVERRIDES.update({name: dict(fwd_value_block=16) for name in CASES if name.startswith("fvblock16-")})
+OVERRIDES["fvblock16-vector-varlen-T150-H1-K32-V64-fp16-h0"].update(segment=64)
+OVERRIDES["fvblock16-savestates-segmented-scalar-B1-T150-H1-K16-V32-fp32-h0"].update(
+    segment=64, chunk_parallel_backward=True, save_states=True)
 for name in CASES:
     if name.startswith("cparallel-vblock16-"):
         OVERRIDES[name].update(bwd_value_block=16, bwd_key_block=16)
@@ -112,7 +121,7 @@ def _random_cases(count: int, seed: int = 0) -> None:
         name = f"random{i}-{'vector' if vector else 'scalar'}-B{B}-T{T}-H{H}-K{K}-V{V}-{dtype}"
         CASES[name] = case
         overrides = dict(bwd_chunk=rng.choice([0, 32]), segment=rng.choice([0, 64]),
-                         bwd_key_block=rng.choice([0, 16]))
+                         bwd_key_block=rng.choice([0, 16]), fwd_value_block=rng.choice([0, 16]))
         if not vector:
             overrides["chunk_parallel_backward"] = rng.random() < 0.5
             overrides["bwd_value_block"] = rng.choice([0, 16])

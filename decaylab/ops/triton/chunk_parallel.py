@@ -31,8 +31,8 @@ import triton
 import triton.language as tl
 
 from decaylab.ops.triton.intra import scalar_pair_decay
-from decaylab.ops.triton.kernels import _advance_state, _bounds, _load_chunk, _load_gates, _load_tile, \
-    _retreat_dstate, _store_chunk, _store_tile
+from decaylab.ops.triton.kernels import _advance_state, _block_ptrs, _bounds, _load_chunk, _load_gates, \
+    _load_tile, _retreat_dstate, _store_chunk, _store_tile
 
 # Rows and columns of the state block one sweep program carries (fp32: 32 registers per thread on 4 warps).
 STATE_BLOCK = 64
@@ -64,14 +64,6 @@ def chunk_table(lengths: tuple[int, ...], chunk: int, device: torch.device) -> C
         first.append(first[-1] + pieces)
     as_tensor = lambda xs: torch.tensor(xs, dtype=torch.int64, device=device)  # noqa: E731
     return ChunkTable(as_tensor(bounds), as_tensor(first), as_tensor(bos), as_tensor(end), len(bos))
-
-
-@triton.jit
-def _block_ptrs(ptr, i_state, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, i_k, i_v):
-    """Pointers to the [BK, BV] block (i_k, i_v) of the [K, V] state number i_state."""
-    offs_k = i_k * BK + tl.arange(0, BK)
-    offs_v = i_v * BV + tl.arange(0, BV)
-    return ptr + i_state.to(tl.int64) * (K * V) + offs_k[:, None] * V + offs_v[None, :]
 
 
 @triton.jit

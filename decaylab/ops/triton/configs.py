@@ -26,6 +26,9 @@ class LaunchConfig:
     """How the kernels are launched.
 
     chunk: tokens per chunk (BT); num_warps, num_stages: Triton launch options.
+    fwd_value_block: value channels per forward program (0: all). The state's columns are independent, so blocks
+        halve the [K, V] fp32 state each program holds and multiply the programs; each block recomputes the
+        chunk's scores (cheap for scalar decay, a large share of the work for vector decay).
     bwd_chunk, bwd_num_warps: the same for the backward kernels (0: as the forward). The chunk size changes the
         schedule, not the result, and the backward holds twice the tiles of the forward in registers.
     bf16_boundaries: keep the backward's saved boundary states (gate_stride above) in bf16 instead of fp32.
@@ -53,6 +56,7 @@ class LaunchConfig:
     chunk: int
     num_warps: int
     num_stages: int
+    fwd_value_block: int = 0
     bwd_chunk: int = 0
     bwd_num_warps: int = 0
     bwd_key_block: int = 0
@@ -81,7 +85,7 @@ class LaunchConfig:
         if self.segment < 0 or self.segment % self.gate_stride:
             raise ValueError(f"segment {self.segment} must be 0 (automatic) or a positive multiple of gate_stride "
                              f"{self.gate_stride}")
-        for name in ("bwd_key_block", "bwd_value_block"):
+        for name in ("fwd_value_block", "bwd_key_block", "bwd_value_block"):
             value = getattr(self, name)
             if value and (value < 16 or value & (value - 1)):
                 raise ValueError(f"{name} must be 0 (all channels) or a power of two >= 16; got {value}")

@@ -51,17 +51,18 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         chunks = chunk_table(lengths if plan is None else plan.lengths, cfg.chunk, q.device) if save else None
         chunk_states = new_chunk_states(q, v, chunks.count) if save else None
         first = chunks.first if save else None
+        BV = min(V, cfg.fwd_value_block or V)
         if plan is None:
             ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
-            kernels.forward_kernel[(N * H,)](
-                q, k, v, log_decay, o, initial_state, ht, cu_seqlens, chunk_states, first, scale, T, V=V,
+            kernels.forward_kernel[(N * H, V // BV)](
+                q, k, v, log_decay, o, initial_state, ht, cu_seqlens, chunk_states, first, scale, T, V=V, BV=BV,
                 VARLEN=cu_seqlens is not None, HAS_H0=initial_state is not None, STORE_HT=output_final_state,
                 SAVE_STATES=save, **opts,
             )
         else:
             starts, ht, decay = segment_states(k, v, log_decay, initial_state, plan, T, V, opts)
-            kernels.forward_kernel[(plan.count * H,)](
-                q, k, v, log_decay, o, starts, None, plan.cu_seqlens, chunk_states, first, scale, T, V=V,
+            kernels.forward_kernel[(plan.count * H, V // BV)](
+                q, k, v, log_decay, o, starts, None, plan.cu_seqlens, chunk_states, first, scale, T, V=V, BV=BV,
                 VARLEN=True, HAS_H0=True, STORE_HT=False, SAVE_STATES=save, **opts,
             )
         ctx.save_for_backward(q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay, chunk_states)

@@ -95,6 +95,14 @@ def _state_ptrs(ptr, i_nh, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, i
 
 
 @triton.jit
+def _block_ptrs(ptr, i_state, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, i_k, i_v):
+    """Pointers to the [BK, BV] block (i_k, i_v) of the [K, V] state number i_state."""
+    offs_k = i_k * BK + tl.arange(0, BK)
+    offs_v = i_v * BV + tl.arange(0, BV)
+    return ptr + i_state.to(tl.int64) * (K * V) + offs_k[:, None] * V + offs_v[None, :]
+
+
+@triton.jit
 def _decay_rows(x, G, VECTOR: tl.constexpr):
     """x * 2^G with G [BT, K] (vector) or [BT] (scalar, broadcast over columns)."""
     if VECTOR:
@@ -137,41 +145,43 @@ def _scores(q, k, G, rows, cols, BT: tl.constexpr, VECTOR: tl.constexpr, SPAN_LI
 
 @triton.jit
 def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale, T,
-                   H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, VECTOR: tl.constexpr,
-                   VARLEN: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, SAVE_STATES: tl.constexpr,
-                   SPAN_LIMIT: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
-    """With SAVE_STATES, the state entering each chunk is stored for the chunk-parallel backward, at chunk index
-    state_first[program] + i_t (chunk_parallel.py)."""
-    i_nh = tl.program_id(0)
+                   H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr,
+                   VECTOR: tl.constexpr, VARLEN: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
+                   SAVE_STATES: tl.constexpr, SPAN_LIMIT: tl.constexpr, INTRA_FP32: tl.constexpr,
+                   PREC: tl.constexpr):
+    """One program per (sequence, head, block of BV value channels): the state's columns are independent, so a
+    block carries a [K, BV] state and recomputes the chunk's scores. With SAVE_STATES, the state entering each
+    chunk is stored for the chunk-parallel backward, at chunk index state_first[program] + i_t (chunk_parallel.py)."""
+    i_nh, i_v = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
     DT = q.dtype.element_ty
     rows = tl.arange(0, BT)
     cols = tl.arange(0, BT)
-    S = tl.zeros([K, V], dtype=tl.float32)
+    S = tl.zeros([K, BV], dtype=tl.float32)
     if HAS_H0:
-        S = tl.load(_state_ptrs(h0, i_nh, K, V, K, 0))
+        S = tl.load(_block_ptrs(h0, i_nh, K, V, K, BV, 0, i_v))
     if SAVE_STATES:
         c0 = tl.load(state_first + i_n)
     for i_t in range(0, tl.cdiv(seq_len, BT)):
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
         if SAVE_STATES:
-            tl.store(_state_ptrs(states, (c0 + i_t) * H + i_h, K, V, K, 0), S.to(states.dtype.element_ty))
+            tl.store(_block_ptrs(states, (c0 + i_t) * H + i_h, K, V, K, BV, 0, i_v), S.to(states.dtype.element_ty))
         q_t = _load_chunk(q, tok, valid, i_h, H, K)
         k_t = _load_chunk(k, tok, valid, i_h, H, K)
-        v_t = _load_chunk(v, tok, valid, i_h, H, V)
+        v_t = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
         G = _load_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)
         G_last = tl.min(G, axis=0)
         # 1. output: inter-chunk through the carried state, intra-chunk through the masked scores
         A = _scores(q_t, k_t, G, rows, cols, BT, VECTOR, SPAN_LIMIT, INTRA_FP32, DT, PREC)
         o_t = tl.dot(_decay_rows(q_t, G, VECTOR).to(DT), S.to(DT), input_precision=PREC)
         o_t += tl.dot(A.to(DT), v_t.to(DT), input_precision=PREC)
-        _store_chunk(o, o_t * scale, tok, valid, i_h, H, V)
+        _store_tile(o, o_t * scale, tok, valid, i_h, H, V, BV, i_v)
         # 2. state update; keys decayed to the chunk end
         S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
     if STORE_HT:
-        tl.store(_state_ptrs(ht, i_nh, K, V, K, 0), S)
+        tl.store(_block_ptrs(ht, i_nh, K, V, K, BV, 0, i_v), S)
 
 
 @triton.jit

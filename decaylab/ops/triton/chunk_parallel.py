@@ -1,9 +1,10 @@
-"""Chunk-parallel backward for scalar decay: two lean state sweeps, then one program per (chunk, head).
+"""Chunk-parallel backward for scalar decay (the pinned one): lean state sweeps, then one program per (chunk, head).
 
-The default backward (kernels.py) walks every chunk twice in order, each program carrying a [K, V] state and a
-dozen tiles. Here the sequential work shrinks to the state recurrences alone, and the rest runs in parallel:
+The two-sweep backward (kernels.py, also vector decay's) walks every chunk twice in order, each program carrying a
+[K, V] state and a dozen tiles. Here the sequential work shrinks to the state recurrences alone, and the rest runs
+in parallel:
 
-    1. forward sweep:  h_c = state entering chunk c  (stored per chunk)
+    1. forward sweep:  h_c = state entering chunk c  (stored per chunk; skipped when the forward saved them)
     2. reverse sweep:  dh_c = state gradient leaving chunk c  (stored per chunk), and dh0
     3. per chunk:      dq = scale * 2^G (do h_c^T) + (dA * D) k          dA = scale * do v^T, D_ij = 2^(G_i - G_j)
                        dk = 2^(G_last - G) (v dh_c^T) + (dA * D)^T q

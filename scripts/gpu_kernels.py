@@ -273,7 +273,10 @@ def main():
                                          bwd_key_block=64, save_states=True))
     if "sweep" in sections:
         variants = {  # overrides of the pinned configs; the next candidates (docs/benchmarks.md, "Where the time goes")
-            False: [{}, dict(fwd_value_block=64), dict(fwd_value_block=32)],
+            False: [{}, dict(fwd_value_block=64), dict(fwd_value_block=32),
+                    dict(fused_dv=True, bwd_key_block=0, bwd_value_block=32),
+                    dict(fused_dv=True, bwd_key_block=0, bwd_value_block=32, bwd_num_warps=8),
+                    dict(fused_dv=True, bwd_key_block=0, bwd_value_block=32, fwd_value_block=32)],
             True: [{}, dict(fwd_value_block=64)],
         }
         results["sweep"] = sweep(kb.DEFAULT_SHAPES, variants)

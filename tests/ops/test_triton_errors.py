@@ -53,3 +53,13 @@ def test_chunk_parallel_backward_is_refused_for_vector_decay():
     with use_config(LaunchConfig(16, 4, 1, chunk_parallel_backward=True)):
         with pytest.raises(ValueError, match="for scalar decay"):
             triton_backend.chunk_decay_linear_attention(q, k, v, -torch.rand(1, 8, 2, 16))
+
+
+def test_fused_dv_with_split_key_channels_is_refused():
+    from decaylab.ops.triton import LaunchConfig, use_config
+
+    q, k, v, _ = _inputs()
+    config = LaunchConfig(16, 4, 1, chunk_parallel_backward=True, fused_dv=True, bwd_key_block=16)
+    with use_config(config), pytest.raises(ValueError, match="set bwd_key_block=0 or drop fused_dv"):
+        triton_backend.chunk_decay_linear_attention(torch.cat([q, q], -1), torch.cat([k, k], -1), v,
+                                                    -torch.rand(1, 8, 2))

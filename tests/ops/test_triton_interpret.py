@@ -74,6 +74,10 @@ CASES = {
     "fvblock16-vector-varlen-T150-H1-K32-V64-fp16-h0": (1, 150, 1, 32, 64, True, "float16", True, -1.0, [0, 70, 150]),
     "fvblock16-savestates-segmented-scalar-B1-T150-H1-K16-V32-fp32-h0": (1, 150, 1, 16, 32, False, "float32", True,
                                                                          -1.0, None),
+    # dv computed in the dq/dk kernel
+    "fuseddv-scalar-B2-T100-H2-K32-V32-fp32-h0": (2, 100, 2, 32, 32, False, "float32", True, -2.0, None),
+    "fuseddv-vblock16-scalar-varlen-T150-H1-K16-V64-fp16-h0": (1, 150, 1, 16, 64, False, "float16", True, -1.0,
+                                                               [0, 1, 80, 150]),
     # the forward saves the chunk states and the backward skips its state sweep
     "savestates-scalar-B2-T100-H2-K32-V16-fp32-h0": (2, 100, 2, 32, 16, False, "float32", True, -2.0, None),
     "savestates-segmented-scalar-varlen-T200-H1-K16-V32-fp16-h0": (1, 200, 1, 16, 32, False, "float16", True, -1.0,
@@ -91,6 +95,9 @@ OVERRIDES.update({name: dict(chunk_parallel_backward=True, save_states=True) for
                   if name.startswith("savestates-")})
 OVERRIDES["savestates-segmented-scalar-varlen-T200-H1-K16-V32-fp16-h0"].update(segment=64)
 OVERRIDES.update({name: dict(fwd_value_block=16) for name in CASES if name.startswith("fvblock16-")})
+OVERRIDES.update({name: dict(chunk_parallel_backward=True, fused_dv=True, save_states=True) for name in CASES
+                  if name.startswith("fuseddv-")})
+OVERRIDES["fuseddv-vblock16-scalar-varlen-T150-H1-K16-V64-fp16-h0"].update(bwd_value_block=16, save_states=False)
 OVERRIDES["fvblock16-vector-varlen-T150-H1-K32-V64-fp16-h0"].update(segment=64)
 OVERRIDES["fvblock16-savestates-segmented-scalar-B1-T150-H1-K16-V32-fp32-h0"].update(
     segment=64, chunk_parallel_backward=True, save_states=True)
@@ -126,6 +133,8 @@ def _random_cases(count: int, seed: int = 0) -> None:
             overrides["chunk_parallel_backward"] = rng.random() < 0.5
             overrides["bwd_value_block"] = rng.choice([0, 16])
             overrides["save_states"] = overrides["chunk_parallel_backward"] and not overrides["bwd_chunk"] \
+                and rng.random() < 0.5
+            overrides["fused_dv"] = overrides["chunk_parallel_backward"] and not overrides["bwd_key_block"] \
                 and rng.random() < 0.5
         OVERRIDES[name] = overrides
 

@@ -18,8 +18,9 @@ the chunk, rebuilt from h_c and the chunk's keys and values), so no scan crosses
 With scalar decay every element of the state evolves on its own, so the sweeps split the state into
 [STATE_BLOCK, STATE_BLOCK] blocks, one program each: more programs in flight, and a small fp32 block in registers.
 Step 3 is two kernels, so that neither holds more tiles than fit in registers: one for dv, one for dq, dk and the
-gate gradient (optionally split over key blocks, whose gate-gradient shares are summed). Both walk the value
-channels in blocks of BV: dv of a block needs only that block, while dq, dk and dA sum over blocks in fp32.
+gate gradient (optionally split over key blocks, whose gate-gradient shares are summed); with small heads one
+kernel can do both (fused_dv). Both walk the value channels in blocks of BV: dv of a block needs only that block,
+while dq, dk and dA sum over blocks in fp32.
 """
 
 from __future__ import annotations
@@ -149,11 +150,12 @@ def chunk_dv_kernel(q, k, g, do, dstates, chunk_bos, chunk_end, dv, scale,
 
 
 @triton.jit
-def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dg, scale, part_stride,
+def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride,
                      H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                     BV: tl.constexpr, PREC: tl.constexpr):
+                     BV: tl.constexpr, FUSE_DV: tl.constexpr, PREC: tl.constexpr):
     """Per (chunk, head, key block): dq, dk, and the key block's share of the log-decay gradient (written at
-    dg + i_k * part_stride: the shares are summed over key blocks afterwards)."""
+    dg + i_k * part_stride: the shares are summed over key blocks afterwards). With FUSE_DV (one key block, BK = K)
+    also dv, as chunk_dv_kernel would: one program then reads every input once, holding more tiles."""
     i_ch, i_k = tl.program_id(0), tl.program_id(1)
     i_c, i_h = i_ch // H, i_ch % H
     DT = q.dtype.element_ty
@@ -161,6 +163,10 @@ def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, 
     q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
     k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
     G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)
+    D = scalar_pair_decay(G, rows, rows)
+    if FUSE_DV:
+        At = tl.trans(tl.dot(q_t, tl.trans(k_t), input_precision=PREC) * D * scale).to(DT)
+        k_end = (k_t * tl.exp2(tl.min(G, axis=0) - G)[:, None]).to(DT)
     do_h = tl.zeros([BT, BK], dtype=tl.float32)
     v_dh = tl.zeros([BT, BK], dtype=tl.float32)
     dA = tl.zeros([BT, BT], dtype=tl.float32)
@@ -174,10 +180,13 @@ def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, 
         dA += tl.dot(do_b, tl.trans(v_b), input_precision=PREC)
         do_h += tl.dot(do_b, tl.trans(h_b.to(DT)), input_precision=PREC)
         v_dh += tl.dot(v_b, tl.trans(dh_b.to(DT)), input_precision=PREC)
+        if FUSE_DV:
+            dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dh_b.to(DT), input_precision=PREC)
+            _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
     dA *= scale
     # the diagonal's terms cancel exactly in q.dq - k.dk: kept out of the dots and the gate gradient
     dA_diag = tl.sum(tl.where(rows[:, None] == rows[None, :], dA, 0.0), axis=1)
-    dAD = tl.where(rows[:, None] > rows[None, :], dA, 0.0) * scalar_pair_decay(G, rows, rows)
+    dAD = tl.where(rows[:, None] > rows[None, :], dA, 0.0) * D
     G_last = tl.min(G, axis=0)
     dk_state = v_dh * tl.exp2(G_last - G)[:, None]  # dk through the state leaving the chunk
     # The gate gradient's direct form at the chunk end, sum(S_end * dh_c), without reading S_end: the state
@@ -200,11 +209,12 @@ def new_chunk_states(q: torch.Tensor, v: torch.Tensor, count: int) -> torch.Tens
 
 
 def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, lengths, opts, key_block=0,
-                            value_block=0, states=None):
+                            value_block=0, states=None, fuse_dv=False):
     """Gradients of the scalar-decay op (dq, dk, dv, dlog_decay, dh0) by the three steps above. ``opts`` are the
     backward launch options (H, K, BT, PREC, warps, stages); ``lengths`` the sequence lengths in packed order;
     ``key_block`` the key channels per dq/dk program, ``value_block`` the value channels per step of the
-    gradient kernels (0: all); ``states`` the chunk states if the forward saved them (step 1 is then skipped)."""
+    gradient kernels (0: all); ``states`` the chunk states if the forward saved them (step 1 is then skipped);
+    ``fuse_dv`` computes dv in the dq/dk kernel (the caller ensures one key block)."""
     T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
     BT = opts["BT"]
     table = chunk_table(tuple(lengths), BT, q.device)
@@ -228,9 +238,11 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     if table.count:
         launch = dict(H=H, K=K, V=V, BT=BT, BV=BV, PREC=opts["PREC"], num_warps=opts["num_warps"],
                       num_stages=opts["num_stages"])
-        chunk_dv_kernel[(table.count * H,)](q, k, log_decay, do, dstates, table.bos, table.end, dv, scale, **launch)
+        if not fuse_dv:
+            chunk_dv_kernel[(table.count * H,)](q, k, log_decay, do, dstates, table.bos, table.end, dv, scale,
+                                                **launch)
         chunk_dqk_kernel[(table.count * H, NK)](
-            q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dg, scale, log_decay.numel(),
-            BK=BK, **launch,
+            q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dv, dg, scale, log_decay.numel(),
+            BK=BK, FUSE_DV=fuse_dv, **launch,
         )
     return dq, dk, dv, dg.sum(0) if NK > 1 else dg[0], dh0

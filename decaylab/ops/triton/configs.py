@@ -42,6 +42,8 @@ class LaunchConfig:
         and state gradient, then one program per (chunk, head) (chunk_parallel.py), instead of two full sweeps
         (kernels.py). The pinned default: faster, and its bf16 gate gradient stays under 5e-3 where the two full
         sweeps measured up to 6.5e-3 (D64); those remain as the low-memory option (no per-chunk states).
+    fused_dv: with chunk_parallel_backward, dv is computed by the dq/dk kernel instead of its own kernel: every
+        input read once, more tiles per program (for small heads; needs bwd_key_block 0 or >= K).
     save_states: with chunk_parallel_backward, the forward stores every chunk's entering state (K x V values per
         chunk and head, kept until the backward) so the backward skips its forward state sweep: faster, at the
         price of that memory. Needs the same chunk forward and backward.
@@ -63,6 +65,7 @@ class LaunchConfig:
     bf16_boundaries: bool = False
     chunk_parallel_backward: bool = False
     bwd_value_block: int = 0
+    fused_dv: bool = False
     save_states: bool = False
     gate_stride: int = 64
     precise_intra: bool = False
@@ -89,6 +92,9 @@ class LaunchConfig:
             value = getattr(self, name)
             if value and (value < 16 or value & (value - 1)):
                 raise ValueError(f"{name} must be 0 (all channels) or a power of two >= 16; got {value}")
+        if self.fused_dv and not self.chunk_parallel_backward:
+            raise ValueError("fused_dv is an option of the chunk-parallel backward: set chunk_parallel_backward=True "
+                             "as well, or drop fused_dv")
         if self.save_states and not self.chunk_parallel_backward:
             raise ValueError("save_states stores chunk states for the chunk-parallel backward: set "
                              "chunk_parallel_backward=True as well, or drop save_states")

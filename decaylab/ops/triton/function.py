@@ -84,7 +84,7 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         if cfg.chunk_parallel_backward:
             dq, dk, dv, dg, dh0 = chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, ctx.scale,
                                                           ctx.lengths, opts, cfg.bwd_key_block,
-                                                          cfg.bwd_value_block, chunk_states)
+                                                          cfg.bwd_value_block, chunk_states, cfg.fused_dv)
             return dq, dk, dv, dg.to(log_decay.dtype), None, dh0 if has_h0 else None, None, None, None, None, None
         if plan is None:
             programs, bounds, lengths, h_start = N, cu_seqlens, ctx.lengths, initial_state
@@ -229,9 +229,13 @@ def chunk_decay_linear_attention(
     """
     B, T, H, K = q.shape
     bounds = None if cu_seqlens is None else _check_varlen(q, cu_seqlens, initial_state)
-    if log_decay.ndim == 4 and active_config(q.device, True, K, v.shape[-1]).chunk_parallel_backward:
+    cfg = active_config(q.device, log_decay.ndim == 4, K, v.shape[-1])
+    if log_decay.ndim == 4 and cfg.chunk_parallel_backward:
         raise ValueError("LaunchConfig.chunk_parallel_backward is for scalar decay ([B, T, H] log decays); vector "
                          "decay takes the default backward: leave it False for vector decay")
+    if cfg.fused_dv and 0 < cfg.bwd_key_block < K:
+        raise ValueError(f"LaunchConfig.fused_dv needs every key channel in one program, but bwd_key_block "
+                         f"{cfg.bwd_key_block} splits K = {K}: set bwd_key_block=0 or drop fused_dv")
     if q.device.type != "cuda" and not interpreter_active():
         raise ValueError(
             f"the triton backend runs on CUDA tensors (got {q.device}); use backend='chunk' on CPU, or set "
@@ -240,7 +244,6 @@ def chunk_decay_linear_attention(
     if not _kernels_cover(q, v):
         return _fallback(q, k, v, log_decay, scale, initial_state, output_final_state, bounds)
     lengths = (T,) * B if bounds is None else tuple(e - b for b, e in zip(bounds[:-1], bounds[1:]))
-    cfg = active_config(q.device, log_decay.ndim == 4, K, v.shape[-1])
     segment = cfg.segment or segment_length(lengths, H, cfg.split_below, cfg.target_programs, cfg.gate_stride)
     plan = plan_segments(lengths, segment, q.device) if segment and max(lengths) > segment else None
     state_dtype = None if initial_state is None else initial_state.dtype

@@ -208,13 +208,11 @@ def new_chunk_states(q: torch.Tensor, v: torch.Tensor, count: int) -> torch.Tens
     return q.new_empty(max(count, 1), q.shape[2], q.shape[3], v.shape[3], dtype=dtype)
 
 
-def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, lengths, opts, key_block=0,
-                            value_block=0, states=None, fuse_dv=False):
+def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, lengths, opts, cfg, states=None):
     """Gradients of the scalar-decay op (dq, dk, dv, dlog_decay, dh0) by the three steps above. ``opts`` are the
     backward launch options (H, K, BT, PREC, warps, stages); ``lengths`` the sequence lengths in packed order;
-    ``key_block`` the key channels per dq/dk program, ``value_block`` the value channels per step of the
-    gradient kernels (0: all); ``states`` the chunk states if the forward saved them (step 1 is then skipped);
-    ``fuse_dv`` computes dv in the dq/dk kernel (the caller ensures one key block)."""
+    ``cfg`` the LaunchConfig (its key and value blocks and fused_dv; the caller has checked fused_dv against K);
+    ``states`` the chunk states if the forward saved them (step 1 is then skipped)."""
     T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
     BT = opts["BT"]
     table = chunk_table(tuple(lengths), BT, q.device)
@@ -231,18 +229,18 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
                                   HAS_H0=initial_state is not None, **sweep)
     chunk_dstates_kernel[grid](q, log_decay, do, dht, dstates, dh0, table.cu_seqlens, table.first, scale, T,
                                HAS_DHT=dht is not None, **sweep)
-    BK, BV = min(K, key_block or K), min(V, value_block or V)
+    BK, BV = min(K, cfg.bwd_key_block or K), min(V, cfg.bwd_value_block or V)
     NK = K // BK
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dg = q.new_empty((NK, *log_decay.shape), dtype=torch.float32)
     if table.count:
         launch = dict(H=H, K=K, V=V, BT=BT, BV=BV, PREC=opts["PREC"], num_warps=opts["num_warps"],
                       num_stages=opts["num_stages"])
-        if not fuse_dv:
+        if not cfg.fused_dv:
             chunk_dv_kernel[(table.count * H,)](q, k, log_decay, do, dstates, table.bos, table.end, dv, scale,
                                                 **launch)
         chunk_dqk_kernel[(table.count * H, NK)](
             q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dv, dg, scale, log_decay.numel(),
-            BK=BK, FUSE_DV=fuse_dv, **launch,
+            BK=BK, FUSE_DV=cfg.fused_dv, **launch,
         )
     return dq, dk, dv, dg.sum(0) if NK > 1 else dg[0], dh0

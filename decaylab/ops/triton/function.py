@@ -83,8 +83,7 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         has_h0 = initial_state is not None
         if cfg.chunk_parallel_backward:
             dq, dk, dv, dg, dh0 = chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, ctx.scale,
-                                                          ctx.lengths, opts, cfg.bwd_key_block,
-                                                          cfg.bwd_value_block, chunk_states, cfg.fused_dv)
+                                                          ctx.lengths, opts, cfg, chunk_states)
             return dq, dk, dv, dg.to(log_decay.dtype), None, dh0 if has_h0 else None, None, None, None, None, None
         if plan is None:
             programs, bounds, lengths, h_start = N, cu_seqlens, ctx.lengths, initial_state

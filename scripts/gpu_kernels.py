@@ -276,7 +276,9 @@ def main():
             False: [{}, dict(fwd_value_block=64), dict(fwd_value_block=32),
                     dict(fused_dv=True, bwd_key_block=0, bwd_value_block=32),
                     dict(fused_dv=True, bwd_key_block=0, bwd_value_block=32, bwd_num_warps=8),
-                    dict(fused_dv=True, bwd_key_block=0, bwd_value_block=32, fwd_value_block=32)],
+                    dict(fused_dv=True, bwd_key_block=0, bwd_value_block=32, fwd_value_block=32),
+                    dict(state_stride=128, gate_stride=128),
+                    dict(state_stride=128, gate_stride=128, fused_dv=True, bwd_key_block=0, bwd_value_block=32)],
             True: [{}, dict(fwd_value_block=64)],
         }
         results["sweep"] = sweep(kb.DEFAULT_SHAPES, variants)

@@ -78,6 +78,14 @@ CASES = {
     "fuseddv-scalar-B2-T100-H2-K32-V32-fp32-h0": (2, 100, 2, 32, 32, False, "float32", True, -2.0, None),
     "fuseddv-vblock16-scalar-varlen-T150-H1-K16-V64-fp16-h0": (1, 150, 1, 16, 64, False, "float16", True, -1.0,
                                                                [0, 1, 80, 150]),
+    # one state stored per span of 2 or 4 chunks; the gradient kernels rebuild each chunk's state and gradient
+    "stride32-scalar-B2-T100-H2-K32-V16-fp32-h0": (2, 100, 2, 32, 16, False, "float32", True, -2.0, None),
+    "stride64-scalar-varlen-T150-H1-K16-V32-fp16-h0": (1, 150, 1, 16, 32, False, "float16", True, -1.0,
+                                                       [0, 1, 70, 150]),
+    "stride32-segmented-fused-scalar-B1-T150-H1-K16-V16-fp32-h0": (1, 150, 1, 16, 16, False, "float32", True, -1.0,
+                                                                   None),
+    "stride32-kblock16-scalar-B1-T90-H1-K32-V32-fp32-h0": (1, 90, 1, 32, 32, False, "float32", True, -3.0, None),
+    "stride32-decay1000-B1-T60-H1-K16-V16-fp32": (1, 60, 1, 16, 16, False, "float32", False, -1000.0, None),
     # the forward saves the chunk states and the backward skips its state sweep
     "savestates-scalar-B2-T100-H2-K32-V16-fp32-h0": (2, 100, 2, 32, 16, False, "float32", True, -2.0, None),
     "savestates-segmented-scalar-varlen-T200-H1-K16-V32-fp16-h0": (1, 200, 1, 16, 32, False, "float16", True, -1.0,
@@ -101,6 +109,13 @@ OVERRIDES["fuseddv-vblock16-scalar-varlen-T150-H1-K16-V64-fp16-h0"].update(bwd_v
 OVERRIDES["fvblock16-vector-varlen-T150-H1-K32-V64-fp16-h0"].update(segment=64)
 OVERRIDES["fvblock16-savestates-segmented-scalar-B1-T150-H1-K16-V32-fp32-h0"].update(
     segment=64, chunk_parallel_backward=True, save_states=True)
+OVERRIDES.update({name: dict(chunk_parallel_backward=True, state_stride=int(name[6:8])) for name in CASES
+                  if name.startswith("stride")})
+OVERRIDES["stride32-scalar-B2-T100-H2-K32-V16-fp32-h0"].update(save_states=True)
+OVERRIDES["stride64-scalar-varlen-T150-H1-K16-V32-fp16-h0"].update(bwd_value_block=16)
+OVERRIDES["stride32-segmented-fused-scalar-B1-T150-H1-K16-V16-fp32-h0"].update(segment=64, save_states=True,
+                                                                               fused_dv=True)
+OVERRIDES["stride32-kblock16-scalar-B1-T90-H1-K32-V32-fp32-h0"].update(bwd_key_block=16, save_states=True)
 for name in CASES:
     if name.startswith("cparallel-vblock16-"):
         OVERRIDES[name].update(bwd_value_block=16, bwd_key_block=16)
@@ -136,6 +151,8 @@ def _random_cases(count: int, seed: int = 0) -> None:
                 and rng.random() < 0.5
             overrides["fused_dv"] = overrides["chunk_parallel_backward"] and not overrides["bwd_key_block"] \
                 and rng.random() < 0.5
+            if overrides["chunk_parallel_backward"]:
+                overrides["state_stride"] = rng.choice([0, 64] if overrides["bwd_chunk"] else [0, 32, 64])
         OVERRIDES[name] = overrides
 
 

@@ -121,84 +121,128 @@ def chunk_dstates_kernel(q, g, do, dht, dstates, dh0, cu_seqlens, first, scale, 
 
 
 @triton.jit
-def _chunk_tokens(chunk_bos, chunk_end, i_c, BT: tl.constexpr):
+def _sub_tokens(span_bos, span_end, j, BT: tl.constexpr):
+    """Rows, token indices and validity of sub-chunk j (BT tokens) of the span [span_bos, span_end)."""
     rows = tl.arange(0, BT)
-    tok = tl.load(chunk_bos + i_c) + rows
-    return rows, tok, tok < tl.load(chunk_end + i_c)
+    tok = span_bos + j * BT + rows
+    return rows, tok, tok < span_end
+
+
+@triton.jit
+def _state_at(h, k, v, g, span_bos, span_end, i_h, i_k, i_v, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+              BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, J: tl.constexpr, DT: tl.constexpr,
+              PREC: tl.constexpr):
+    """The [BK, BV] state block entering sub-chunk J, from h (fp32) entering the span: sub-chunks 0 .. J-1 replayed."""
+    for i in tl.static_range(J):
+        _, tok, valid = _sub_tokens(span_bos, span_end, i, BT)
+        G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, False)
+        k_i = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
+        h = _advance_state(h, k_i, _load_tile(v, tok, valid, i_h, H, V, BV, i_v), G, tl.min(G, axis=0), False, DT,
+                           PREC)
+    return h
+
+
+@triton.jit
+def _dstate_at(dh, q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H: tl.constexpr, K: tl.constexpr,
+               V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, J: tl.constexpr,
+               SUB: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """The [BK, BV] state-gradient block leaving sub-chunk J, from dh (fp32) leaving the span: sub-chunks SUB-1 ..
+    J+1 retreated over."""
+    for r in tl.static_range(SUB - 1 - J):
+        i = SUB - 1 - r
+        _, tok, valid = _sub_tokens(span_bos, span_end, i, BT)
+        G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, False)
+        dh = _retreat_dstate(dh, _load_tile(q, tok, valid, i_h, H, K, BK, i_k),
+                             _load_tile(do, tok, valid, i_h, H, V, BV, i_v), G, tl.min(G, axis=0), scale, False, DT,
+                             PREC)
+    return dh
 
 
 @triton.jit
 def chunk_dv_kernel(q, k, g, do, dstates, chunk_bos, chunk_end, dv, scale,
                     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                    PREC: tl.constexpr):
-    """Per (chunk, head): dv = A^T do + (k * 2^(G_last - G)) dh_c, walking the value channels in blocks of BV."""
+                    SUB: tl.constexpr, PREC: tl.constexpr):
+    """Per (span, head), for each of its SUB chunks of BT tokens: dv = A^T do + (k * 2^(G_last - G)) dh, walking
+    the value channels in blocks of BV; dh, the state gradient leaving the chunk, is rebuilt from the span's."""
     i_ch = tl.program_id(0)
     i_c, i_h = i_ch // H, i_ch % H
     DT = q.dtype.element_ty
-    rows, tok, valid = _chunk_tokens(chunk_bos, chunk_end, i_c, BT)
-    q_t = _load_chunk(q, tok, valid, i_h, H, K)
-    k_t = _load_chunk(k, tok, valid, i_h, H, K)
-    G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)  # [BT], log2 units
-    At = tl.trans(tl.dot(q_t, tl.trans(k_t), input_precision=PREC) * scalar_pair_decay(G, rows, rows) * scale)
-    At = At.to(DT)
-    k_end = (k_t * tl.exp2(tl.min(G, axis=0) - G)[:, None]).to(DT)
-    for i_v in range(0, V // BV):
-        do_b = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
-        dh_b = tl.load(_block_ptrs(dstates, i_ch, K, V, K, BV, 0, i_v)).to(DT)  # leaving the chunk
-        dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dh_b, input_precision=PREC)
-        _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
+    span_bos, span_end = tl.load(chunk_bos + i_c), tl.load(chunk_end + i_c)
+    for j in tl.static_range(SUB):
+        rows, tok, valid = _sub_tokens(span_bos, span_end, j, BT)
+        q_t = _load_chunk(q, tok, valid, i_h, H, K)
+        k_t = _load_chunk(k, tok, valid, i_h, H, K)
+        G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)  # [BT], log2 units
+        At = tl.trans(tl.dot(q_t, tl.trans(k_t), input_precision=PREC) * scalar_pair_decay(G, rows, rows) * scale)
+        At = At.to(DT)
+        k_end = (k_t * tl.exp2(tl.min(G, axis=0) - G)[:, None]).to(DT)
+        for i_v in range(0, V // BV):
+            do_b = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
+            dh_b = tl.load(_block_ptrs(dstates, i_ch, K, V, K, BV, 0, i_v)).to(tl.float32)  # leaving the span
+            dh_b = _dstate_at(dh_b, q, do, g, span_bos, span_end, scale, i_h, 0, i_v, H, K, V, BT, K, BV, j, SUB, DT,
+                              PREC)
+            dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dh_b.to(DT), input_precision=PREC)
+            _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
 
 
 @triton.jit
 def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride,
                      H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                     BV: tl.constexpr, FUSE_DV: tl.constexpr, PREC: tl.constexpr):
-    """Per (chunk, head, key block): dq, dk, and the key block's share of the log-decay gradient (written at
-    dg + i_k * part_stride: the shares are summed over key blocks afterwards). With FUSE_DV (one key block, BK = K)
-    also dv, as chunk_dv_kernel would: one program then reads every input once, holding more tiles."""
+                     BV: tl.constexpr, SUB: tl.constexpr, FUSE_DV: tl.constexpr, PREC: tl.constexpr):
+    """Per (span, head, key block), for each of the span's SUB chunks of BT tokens: dq, dk, and the key block's
+    share of the log-decay gradient (written at dg + i_k * part_stride: the shares are summed over key blocks
+    afterwards). The state entering and the state gradient leaving each chunk are rebuilt from the span's. With
+    FUSE_DV (one key block, BK = K) also dv, as chunk_dv_kernel would: one program then reads every input once,
+    holding more tiles."""
     i_ch, i_k = tl.program_id(0), tl.program_id(1)
     i_c, i_h = i_ch // H, i_ch % H
     DT = q.dtype.element_ty
-    rows, tok, valid = _chunk_tokens(chunk_bos, chunk_end, i_c, BT)
-    q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
-    k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
-    G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)
-    D = scalar_pair_decay(G, rows, rows)
-    if FUSE_DV:
-        At = tl.trans(tl.dot(q_t, tl.trans(k_t), input_precision=PREC) * D * scale).to(DT)
-        k_end = (k_t * tl.exp2(tl.min(G, axis=0) - G)[:, None]).to(DT)
-    do_h = tl.zeros([BT, BK], dtype=tl.float32)
-    v_dh = tl.zeros([BT, BK], dtype=tl.float32)
-    dA = tl.zeros([BT, BT], dtype=tl.float32)
-    h_dh = 0.0  # sum(h_c * dh_c) over this key block
-    for i_v in range(0, V // BV):
-        v_b = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
-        do_b = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
-        h_b = tl.load(_block_ptrs(states, i_ch, K, V, BK, BV, i_k, i_v))  # entering the chunk
-        dh_b = tl.load(_block_ptrs(dstates, i_ch, K, V, BK, BV, i_k, i_v))  # leaving the chunk
-        h_dh += tl.sum(tl.sum(h_b.to(tl.float32) * dh_b.to(tl.float32), axis=1), axis=0)
-        dA += tl.dot(do_b, tl.trans(v_b), input_precision=PREC)
-        do_h += tl.dot(do_b, tl.trans(h_b.to(DT)), input_precision=PREC)
-        v_dh += tl.dot(v_b, tl.trans(dh_b.to(DT)), input_precision=PREC)
+    span_bos, span_end = tl.load(chunk_bos + i_c), tl.load(chunk_end + i_c)
+    for j in tl.static_range(SUB):
+        rows, tok, valid = _sub_tokens(span_bos, span_end, j, BT)
+        q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
+        k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
+        G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)
+        D = scalar_pair_decay(G, rows, rows)
         if FUSE_DV:
-            dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dh_b.to(DT), input_precision=PREC)
-            _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
-    dA *= scale
-    # the diagonal's terms cancel exactly in q.dq - k.dk: kept out of the dots and the gate gradient
-    dA_diag = tl.sum(tl.where(rows[:, None] == rows[None, :], dA, 0.0), axis=1)
-    dAD = tl.where(rows[:, None] > rows[None, :], dA, 0.0) * D
-    G_last = tl.min(G, axis=0)
-    dk_state = v_dh * tl.exp2(G_last - G)[:, None]  # dk through the state leaving the chunk
-    # The gate gradient's direct form at the chunk end, sum(S_end * dh_c), without reading S_end: the state
-    # leaving the chunk is S_end = 2^G_last h_c + sum_t 2^(G_last - G_t) k_t v_t^T.
-    carry = tl.exp2(G_last) * h_dh + tl.sum(tl.sum(k_t.to(tl.float32) * dk_state, axis=1), axis=0)
-    dq_t = do_h * (tl.exp2(G)[:, None] * scale) + tl.dot(dAD.to(DT), k_t, input_precision=PREC)
-    dk_t = dk_state + tl.dot(tl.trans(dAD).to(DT), q_t, input_precision=PREC)
-    db = tl.sum(q_t.to(tl.float32) * dq_t - k_t.to(tl.float32) * dk_t, axis=1)  # [BT], 0 on padding rows
-    suffix = tl.sum(db, axis=0) - tl.cumsum(db, axis=0) + db + carry
-    _store_tile(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
-    _store_tile(dk, dk_t + dA_diag[:, None] * q_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
-    tl.store(dg + i_k * part_stride + tok * H + i_h, suffix, mask=valid)
+            At = tl.trans(tl.dot(q_t, tl.trans(k_t), input_precision=PREC) * D * scale).to(DT)
+            k_end = (k_t * tl.exp2(tl.min(G, axis=0) - G)[:, None]).to(DT)
+        do_h = tl.zeros([BT, BK], dtype=tl.float32)
+        v_dh = tl.zeros([BT, BK], dtype=tl.float32)
+        dA = tl.zeros([BT, BT], dtype=tl.float32)
+        h_dh = 0.0  # sum(h * dh) over this key block, h entering and dh leaving the chunk
+        for i_v in range(0, V // BV):
+            v_b = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
+            do_b = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
+            h_b = tl.load(_block_ptrs(states, i_ch, K, V, BK, BV, i_k, i_v)).to(tl.float32)  # entering the span
+            dh_b = tl.load(_block_ptrs(dstates, i_ch, K, V, BK, BV, i_k, i_v)).to(tl.float32)  # leaving the span
+            h_b = _state_at(h_b, k, v, g, span_bos, span_end, i_h, i_k, i_v, H, K, V, BT, BK, BV, j, DT, PREC)
+            dh_b = _dstate_at(dh_b, q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H, K, V, BT, BK, BV, j, SUB,
+                              DT, PREC)
+            h_dh += tl.sum(tl.sum(h_b * dh_b, axis=1), axis=0)
+            dh_b = dh_b.to(DT)
+            dA += tl.dot(do_b, tl.trans(v_b), input_precision=PREC)
+            do_h += tl.dot(do_b, tl.trans(h_b.to(DT)), input_precision=PREC)
+            v_dh += tl.dot(v_b, tl.trans(dh_b), input_precision=PREC)
+            if FUSE_DV:
+                dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dh_b, input_precision=PREC)
+                _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
+        dA *= scale
+        # the diagonal's terms cancel exactly in q.dq - k.dk: kept out of the dots and the gate gradient
+        dA_diag = tl.sum(tl.where(rows[:, None] == rows[None, :], dA, 0.0), axis=1)
+        dAD = tl.where(rows[:, None] > rows[None, :], dA, 0.0) * D
+        G_last = tl.min(G, axis=0)
+        dk_state = v_dh * tl.exp2(G_last - G)[:, None]  # dk through the state leaving the chunk
+        # The gate gradient's direct form at the chunk end, sum(S_end * dh), without reading S_end: the state
+        # leaving the chunk is S_end = 2^G_last h + sum_t 2^(G_last - G_t) k_t v_t^T.
+        carry = tl.exp2(G_last) * h_dh + tl.sum(tl.sum(k_t.to(tl.float32) * dk_state, axis=1), axis=0)
+        dq_t = do_h * (tl.exp2(G)[:, None] * scale) + tl.dot(dAD.to(DT), k_t, input_precision=PREC)
+        dk_t = dk_state + tl.dot(tl.trans(dAD).to(DT), q_t, input_precision=PREC)
+        db = tl.sum(q_t.to(tl.float32) * dq_t - k_t.to(tl.float32) * dk_t, axis=1)  # [BT], 0 on padding rows
+        suffix = tl.sum(db, axis=0) - tl.cumsum(db, axis=0) + db + carry
+        _store_tile(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
+        _store_tile(dk, dk_t + dA_diag[:, None] * q_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
+        tl.store(dg + i_k * part_stride + tok * H + i_h, suffix, mask=valid)
 
 
 def new_chunk_states(q: torch.Tensor, v: torch.Tensor, count: int) -> torch.Tensor:
@@ -215,12 +259,13 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     ``states`` the chunk states if the forward saved them (step 1 is then skipped)."""
     T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
     BT = opts["BT"]
-    table = chunk_table(tuple(lengths), BT, q.device)
+    span = cfg.state_stride or BT  # tokens per stored state: the sweeps step over spans, the gradients over chunks
+    table = chunk_table(tuple(lengths), span, q.device)
     N = len(lengths)
     dstates = new_chunk_states(q, v, table.count)
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
     BK, BV = min(K, STATE_BLOCK), min(V, STATE_BLOCK)
-    sweep = dict(H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, PREC=opts["PREC"], num_warps=SWEEP_WARPS,
+    sweep = dict(H=H, K=K, V=V, BT=span, BK=BK, BV=BV, PREC=opts["PREC"], num_warps=SWEEP_WARPS,
                  num_stages=opts["num_stages"])
     grid = (N * H, K // BK, V // BV)
     if states is None:
@@ -234,7 +279,7 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dg = q.new_empty((NK, *log_decay.shape), dtype=torch.float32)
     if table.count:
-        launch = dict(H=H, K=K, V=V, BT=BT, BV=BV, PREC=opts["PREC"], num_warps=opts["num_warps"],
+        launch = dict(H=H, K=K, V=V, BT=BT, BV=BV, SUB=span // BT, PREC=opts["PREC"], num_warps=opts["num_warps"],
                       num_stages=opts["num_stages"])
         if not cfg.fused_dv:
             chunk_dv_kernel[(table.count * H,)](q, k, log_decay, do, dstates, table.bos, table.end, dv, scale,

@@ -42,6 +42,9 @@ class LaunchConfig:
         and state gradient, then one program per (chunk, head) (chunk_parallel.py), instead of two full sweeps
         (kernels.py). The pinned default: faster, and its bf16 gate gradient stays under 5e-3 where the two full
         sweeps measured up to 6.5e-3 (D64); those remain as the low-memory option (no per-chunk states).
+    state_stride: with chunk_parallel_backward, tokens per stored state (0: one per backward chunk): a multiple of
+        the backward chunk that divides gate_stride. Wider strides store fewer [K, V] states (memory and traffic);
+        the gradient kernels rebuild each chunk's state and state gradient from its span's.
     fused_dv: with chunk_parallel_backward, dv is computed by the dq/dk kernel instead of its own kernel: every
         input read once, more tiles per program (for small heads; needs bwd_key_block 0 or >= K).
     save_states: with chunk_parallel_backward, the forward stores every chunk's entering state (K x V values per
@@ -65,6 +68,7 @@ class LaunchConfig:
     bf16_boundaries: bool = False
     chunk_parallel_backward: bool = False
     bwd_value_block: int = 0
+    state_stride: int = 0
     fused_dv: bool = False
     save_states: bool = False
     gate_stride: int = 64
@@ -92,6 +96,14 @@ class LaunchConfig:
             value = getattr(self, name)
             if value and (value < 16 or value & (value - 1)):
                 raise ValueError(f"{name} must be 0 (all channels) or a power of two >= 16; got {value}")
+        if self.state_stride:
+            chunk = self.bwd_chunk or self.chunk
+            if not self.chunk_parallel_backward:
+                raise ValueError("state_stride spaces the chunk-parallel backward's stored states: set "
+                                 "chunk_parallel_backward=True as well, or drop state_stride")
+            if self.state_stride % chunk or self.gate_stride % self.state_stride:
+                raise ValueError(f"state_stride {self.state_stride} must be a multiple of the backward chunk {chunk} "
+                                 f"and divide gate_stride {self.gate_stride} (segments are cut at gate_stride)")
         if self.fused_dv and not self.chunk_parallel_backward:
             raise ValueError("fused_dv is an option of the chunk-parallel backward: set chunk_parallel_backward=True "
                              "as well, or drop fused_dv")
@@ -109,11 +121,12 @@ class LaunchConfig:
 # (arch major, vector decay, max(K, V)) -> config; arch None is the default for unlisted GPUs.
 PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
     # H200, bf16 (docs/benchmarks.md, "GPU kernels": the config sweeps). Scalar: a 64-token forward chunk beat 32
-    # at all three bench shapes (0.18-0.63 ms fwd); the chunk-parallel backward with forward-saved states took 32-35 %
-    # off fwd+bwd against the two sweeps (saving the states: 3-7 % of that), with D128's dq/dk kernel in key
-    # blocks of 64 and value blocks of 64 (no spills on 4 warps). Vector: 16-token chunks; the D128 backward in key blocks of 64, D64 in blocks of 32; tf32
-    # intra dots in the backward and a gate restart every 32 tokens keep the bf16 gate gradient under 5e-3
-    # (3.1-3.5e-3 measured); the restart states in bf16 measured as accurate and 5 % faster than fp32.
+    # at all three bench shapes (0.18-0.63 ms fwd); the chunk-parallel backward with forward-saved states took
+    # 32-35 % off fwd+bwd against the two sweeps (saving the states: 3-7 % of that), with D128's dq/dk kernel in
+    # key blocks of 64 and value blocks of 64 (no spills on 4 warps). Vector: 16-token chunks; the D128 backward in
+    # key blocks of 64, D64 in blocks of 32; tf32 intra dots in the backward and a gate restart every 32 tokens
+    # keep the bf16 gate gradient under 5e-3 (3.1-3.5e-3 measured); the restart states in bf16 measured as
+    # accurate and 5 % faster than fp32.
     (None, False, 64): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True),
     (None, False, 128): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, bwd_key_block=64,
                                      bwd_value_block=64),

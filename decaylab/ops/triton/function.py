@@ -46,9 +46,10 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         o = torch.empty_like(v)
         starts = decay = None
         save = cfg.save_states and any(ctx.needs_input_grad)
-        # chunk states for the chunk-parallel backward, indexed per program (sequence or segment): segments are
-        # whole chunks, so both orders of the chunks agree
-        chunks = chunk_table(lengths if plan is None else plan.lengths, cfg.chunk, q.device) if save else None
+        # states for the chunk-parallel backward (one every `span` tokens), indexed per program (sequence or
+        # segment): segments are whole spans, so both orders of the spans agree
+        span = cfg.state_stride or cfg.chunk
+        chunks = chunk_table(lengths if plan is None else plan.lengths, span, q.device) if save else None
         chunk_states = new_chunk_states(q, v, chunks.count) if save else None
         first = chunks.first if save else None
         BV = min(V, cfg.fwd_value_block or V)
@@ -57,13 +58,13 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
             kernels.forward_kernel[(N * H, V // BV)](
                 q, k, v, log_decay, o, initial_state, ht, cu_seqlens, chunk_states, first, scale, T, V=V, BV=BV,
                 VARLEN=cu_seqlens is not None, HAS_H0=initial_state is not None, STORE_HT=output_final_state,
-                SAVE_STATES=save, **opts,
+                SAVE_STATES=save, STATE_EVERY=span // cfg.chunk, **opts,
             )
         else:
             starts, ht, decay = segment_states(k, v, log_decay, initial_state, plan, T, V, opts)
             kernels.forward_kernel[(plan.count * H, V // BV)](
                 q, k, v, log_decay, o, starts, None, plan.cu_seqlens, chunk_states, first, scale, T, V=V, BV=BV,
-                VARLEN=True, HAS_H0=True, STORE_HT=False, SAVE_STATES=save, **opts,
+                VARLEN=True, HAS_H0=True, STORE_HT=False, SAVE_STATES=save, STATE_EVERY=span // cfg.chunk, **opts,
             )
         ctx.save_for_backward(q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay, chunk_states)
         ctx.scale, ctx.lengths, ctx.cfg, ctx.plan = scale, lengths, cfg, plan

@@ -147,11 +147,12 @@ def _scores(q, k, G, rows, cols, BT: tl.constexpr, VECTOR: tl.constexpr, SPAN_LI
 def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale, T,
                    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr,
                    VECTOR: tl.constexpr, VARLEN: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
-                   SAVE_STATES: tl.constexpr, SPAN_LIMIT: tl.constexpr, INTRA_FP32: tl.constexpr,
-                   PREC: tl.constexpr):
+                   SAVE_STATES: tl.constexpr, STATE_EVERY: tl.constexpr, SPAN_LIMIT: tl.constexpr,
+                   INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
     """One program per (sequence, head, block of BV value channels): the state's columns are independent, so a
-    block carries a [K, BV] state and recomputes the chunk's scores. With SAVE_STATES, the state entering each
-    chunk is stored for the chunk-parallel backward, at chunk index state_first[program] + i_t (chunk_parallel.py)."""
+    block carries a [K, BV] state and recomputes the chunk's scores. With SAVE_STATES, the state entering every
+    STATE_EVERY-th chunk is stored for the chunk-parallel backward, at index state_first[program] + i_t / STATE_EVERY
+    (chunk_parallel.py)."""
     i_nh, i_v = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
@@ -166,8 +167,9 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale
     for i_t in range(0, tl.cdiv(seq_len, BT)):
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
-        if SAVE_STATES:
-            tl.store(_block_ptrs(states, (c0 + i_t) * H + i_h, K, V, K, BV, 0, i_v), S.to(states.dtype.element_ty))
+        if SAVE_STATES and i_t % STATE_EVERY == 0:
+            tl.store(_block_ptrs(states, (c0 + i_t // STATE_EVERY) * H + i_h, K, V, K, BV, 0, i_v),
+                     S.to(states.dtype.element_ty))
         q_t = _load_chunk(q, tok, valid, i_h, H, K)
         k_t = _load_chunk(k, tok, valid, i_h, H, K)
         v_t = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)

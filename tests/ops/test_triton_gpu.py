@@ -89,6 +89,9 @@ SCALAR_BACKWARDS = {
                                              bwd_value_block=0),
     "chunk-parallel-saved-states-blocks32": dict(chunk_parallel_backward=True, save_states=True, bwd_key_block=32,
                                                  bwd_value_block=32),
+    "chunk-parallel-stride128-fused-fwd-blocks32": dict(chunk_parallel_backward=True, save_states=True,
+                                                        state_stride=128, gate_stride=128, fused_dv=True,
+                                                        bwd_key_block=0, bwd_value_block=32, fwd_value_block=32),
 }
 
 
@@ -122,7 +125,8 @@ def test_triton_segmented_sequences_match_recurrence_on_gpu(vector, offsets):
 @pytest.mark.parametrize("mode", list(SCALAR_BACKWARDS))
 def test_triton_scalar_backwards_match_recurrence_on_gpu(D, offsets, mode):
     """Each scalar-decay backward in bf16, log decays down to -5: the two sweeps (kernels.py), and the
-    chunk-parallel one (chunk_parallel.py) with recomputed or forward-saved states, whole or in blocks of 32."""
+    chunk-parallel one (chunk_parallel.py) with recomputed or forward-saved states, whole or in blocks of 32, with
+    one state per 128 tokens, dv fused and the forward in value blocks."""
     B = 2 if offsets is None else 1
     overrides = SCALAR_BACKWARDS[mode]
     results = _run(B, 1000, 2, D, D, False, torch.bfloat16, -5.0, offsets, overrides)

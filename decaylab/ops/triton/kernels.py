@@ -167,9 +167,10 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale
     for i_t in range(0, tl.cdiv(seq_len, BT)):
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
-        if SAVE_STATES and i_t % STATE_EVERY == 0:
-            tl.store(_block_ptrs(states, (c0 + i_t // STATE_EVERY) * H + i_h, K, V, K, BV, 0, i_v),
-                     S.to(states.dtype.element_ty))
+        if SAVE_STATES:
+            if i_t % STATE_EVERY == 0:
+                tl.store(_block_ptrs(states, (c0 + i_t // STATE_EVERY) * H + i_h, K, V, K, BV, 0, i_v),
+                         S.to(states.dtype.element_ty))
         q_t = _load_chunk(q, tok, valid, i_h, H, K)
         k_t = _load_chunk(k, tok, valid, i_h, H, K)
         v_t = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)

@@ -1,0 +1,120 @@
+"""Every kernel launch of the pinned GPU configs (and of the launch options) compiles for an H100/H200 (sm_90).
+
+No GPU needed: the launches are captured on CPU tensors instead of run, then each distinct kernel is compiled
+ahead of time by Triton's own pipeline down to machine code (ptxas). The interpreter tests check what the kernels
+compute; this checks what only the compiler sees (types of loop-carried values, static loops, layouts), which
+would otherwise surface only on a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+from triton.runtime.jit import JITFunction  # noqa: E402
+
+from decaylab.ops.triton import function, use_config  # noqa: E402
+from decaylab.ops.triton.configs import PINNED_CONFIGS  # noqa: E402
+
+TARGET = GPUTarget("cuda", 90, 32)
+TRITON_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int64: "i64",
+                torch.int32: "i32"}
+
+# name -> (vector decay, head dim, overrides of the pinned config)
+CONFIGS = {
+    "scalar-D64": (False, 64, {}),
+    "scalar-D128": (False, 128, {}),
+    "vector-D64": (True, 64, {}),
+    "vector-D128": (True, 128, {}),
+    "scalar-D128-segmented": (False, 128, dict(segment=64)),
+    "vector-D128-segmented": (True, 128, dict(segment=64)),
+    "scalar-D64-stride128-fused-fwd-blocks": (False, 64, dict(state_stride=128, gate_stride=128, fused_dv=True,
+                                                              bwd_key_block=0, bwd_value_block=32,
+                                                              fwd_value_block=32)),
+    "scalar-D128-two-sweeps": (False, 128, dict(chunk_parallel_backward=False, save_states=False, bwd_chunk=32)),
+    "scalar-D128-recomputed-states": (False, 128, dict(save_states=False)),
+}
+
+
+def _signature(fn: JITFunction, args: tuple, kwargs: dict) -> tuple[dict, dict, dict]:
+    """Triton types of the launch's runtime arguments, its constexprs, and its launch options."""
+    options = {key: kwargs.pop(key) for key in ("num_warps", "num_stages") if key in kwargs}
+    bound = dict(zip(fn.arg_names, args), **kwargs)
+    signature, constexprs = {}, {}
+    for param in fn.params:
+        value = bound[param.name]
+        if param.is_constexpr or value is None:
+            signature[param.name] = "constexpr"
+            constexprs[param.name] = value
+        elif isinstance(value, torch.Tensor):
+            signature[param.name] = "*" + TRITON_TYPES[value.dtype]
+        elif isinstance(value, float):
+            signature[param.name] = "fp32"
+        else:
+            signature[param.name] = "i64" if abs(int(value)) >= 2**31 else "i32"
+    return signature, constexprs, options
+
+
+def _launches(vector: bool, D: int, overrides: dict) -> list[tuple]:
+    """Run one forward and backward on CPU bf16 tensors with every kernel launch captured instead of executed."""
+    captured = []
+
+    class Capture:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: captured.append((self.fn, args, dict(kwargs)))
+
+    config = replace(PINNED_CONFIGS[(None, vector, D)], **overrides)
+    B, T, H = 1, 300, 2
+    q, k, v = (torch.randn(B, T, H, D, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    g = -torch.rand((B, T, H, D) if vector else (B, T, H), requires_grad=True)
+    h0 = torch.randn(B, H, D, D, requires_grad=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(JITFunction, "__getitem__", lambda self, grid: Capture(self)[grid])
+        patch.setattr(function, "interpreter_active", lambda: True)  # CPU tensors are fine: nothing runs
+        with use_config(config):
+            o, ht = function.chunk_decay_linear_attention(q, k, v, g, initial_state=h0, output_final_state=True)
+        (o.float().sum() + ht.sum()).backward()
+    return captured
+
+
+@pytest.fixture(scope="module")
+def compiled() -> dict:
+    """Every distinct kernel of every config in CONFIGS, compiled once: name -> [(kernel, error or None)]."""
+    cache, results = {}, {}
+    for name, spec in CONFIGS.items():
+        results[name] = []
+        for fn, args, kwargs in _launches(*spec):
+            signature, constexprs, options = _signature(fn, args, kwargs)
+            key = (fn.__name__, tuple(signature.items()), tuple(constexprs.items()), tuple(options.items()))
+            if key not in cache:
+                try:
+                    kernel = triton.compile(ASTSource(fn, signature, constexprs), target=TARGET, options=options)
+                    cache[key] = None if kernel.asm.get("cubin") else "no machine code"
+                except Exception as error:  # reported per config below
+                    cache[key] = f"{type(error).__name__}: {str(error)[:2000]}"
+            results[name].append((fn.__name__, cache[key]))
+    return results
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_every_kernel_launch_compiles_for_sm90(compiled, name):
+    launches = compiled[name]
+    assert launches, f"{name}: no kernel was launched"
+    failures = [f"{kernel}: {error}" for kernel, error in launches if error]
+    assert not failures, f"{name}: " + "\n".join(failures)
+
+
+def test_the_captured_launches_cover_each_path(compiled):
+    """The configs above reach every kernel family: forward, both backwards, segments, the partial sums."""
+    kernels = {kernel for launches in compiled.values() for kernel, _ in launches}
+    assert {"forward_kernel", "backward_dq_kernel", "backward_dkv_kernel", "chunk_states_kernel",
+            "chunk_dstates_kernel", "chunk_dv_kernel", "chunk_dqk_kernel", "segment_state_kernel",
+            "segment_dstate_kernel", "sum_partials_kernel"} <= kernels, sorted(kernels)

@@ -44,6 +44,7 @@ CONFIGS = {
 def _signature(fn: JITFunction, args: tuple, kwargs: dict) -> tuple[dict, dict, dict]:
     """Triton types of the launch's runtime arguments, its constexprs, and its launch options."""
     options = {key: kwargs.pop(key) for key in ("num_warps", "num_stages") if key in kwargs}
+    options["enable_fp_fusion"] = True  # the default the kernels were measured with (explicit: newer Triton warns)
     bound = dict(zip(fn.arg_names, args), **kwargs)
     signature, constexprs = {}, {}
     for param in fn.params:

@@ -64,21 +64,14 @@ def _signature(fn: JITFunction, args: tuple, kwargs: dict) -> tuple[dict, dict, 
 def _launches(vector: bool, D: int, overrides: dict) -> list[tuple]:
     """Run one forward and backward on CPU bf16 tensors with every kernel launch captured instead of executed."""
     captured = []
-
-    class Capture:
-        def __init__(self, fn):
-            self.fn = fn
-
-        def __getitem__(self, grid):
-            return lambda *args, **kwargs: captured.append((self.fn, args, dict(kwargs)))
-
     config = replace(PINNED_CONFIGS[(None, vector, D)], **overrides)
     B, T, H = 1, 300, 2
     q, k, v = (torch.randn(B, T, H, D, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
     g = -torch.rand((B, T, H, D) if vector else (B, T, H), requires_grad=True)
     h0 = torch.randn(B, H, D, D, requires_grad=True)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(JITFunction, "__getitem__", lambda self, grid: Capture(self)[grid])
+        patch.setattr(JITFunction, "__getitem__",
+                      lambda fn, grid: lambda *args, **kwargs: captured.append((fn, args, dict(kwargs))))
         patch.setattr(function, "interpreter_active", lambda: True)  # CPU tensors are fine: nothing runs
         with use_config(config):
             o, ht = function.chunk_decay_linear_attention(q, k, v, g, initial_state=h0, output_final_state=True)

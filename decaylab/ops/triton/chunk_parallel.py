@@ -69,6 +69,26 @@ def chunk_table(lengths: tuple[int, ...], chunk: int, device: torch.device) -> C
 
 
 @triton.jit
+def _advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+                   BK: tl.constexpr, BV: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """The [BK, BV] state block S carried forward over the chunk of tokens ``tok``."""
+    G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, False)
+    k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
+    v_t = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
+    return _advance_state(S, k_t, v_t, G, tl.min(G, axis=0), False, DT, PREC)
+
+
+@triton.jit
+def _retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H: tl.constexpr, K: tl.constexpr,
+                   V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """The [BK, BV] state-gradient block dS carried back over the chunk of tokens ``tok``."""
+    G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, False)
+    q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
+    do_t = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
+    return _retreat_dstate(dS, q_t, do_t, G, tl.min(G, axis=0), scale, False, DT, PREC)
+
+
+@triton.jit
 def chunk_states_kernel(k, v, g, h0, states, cu_seqlens, first, T,
                         H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                         BV: tl.constexpr, HAS_H0: tl.constexpr, PREC: tl.constexpr):
@@ -86,10 +106,7 @@ def chunk_states_kernel(k, v, g, h0, states, cu_seqlens, first, T,
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
         tl.store(_block_ptrs(states, (c0 + i_t) * H + i_h, K, V, BK, BV, i_k, i_v), S.to(states.dtype.element_ty))
-        k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
-        v_t = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
-        G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, False)
-        S = _advance_state(S, k_t, v_t, G, tl.min(G, axis=0), False, DT, PREC)
+        S = _advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, DT, PREC)
 
 
 @triton.jit
@@ -113,10 +130,7 @@ def chunk_dstates_kernel(q, g, do, dht, dstates, dh0, cu_seqlens, first, scale, 
         valid = i_t * BT + rows < seq_len
         tl.store(_block_ptrs(dstates, (c0 + i_t) * H + i_h, K, V, BK, BV, i_k, i_v),
                  dS.to(dstates.dtype.element_ty))
-        q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
-        do_t = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
-        G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, False)
-        dS = _retreat_dstate(dS, q_t, do_t, G, tl.min(G, axis=0), scale, False, DT, PREC)
+        dS = _retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, DT, PREC)
     tl.store(_block_ptrs(dh0, i_nh, K, V, BK, BV, i_k, i_v), dS)
 
 
@@ -135,10 +149,7 @@ def _state_at(h, k, v, g, span_bos, span_end, i_h, i_k, i_v, H: tl.constexpr, K:
     """The [BK, BV] state block entering sub-chunk J, from h (fp32) entering the span: sub-chunks 0 .. J-1 replayed."""
     for i in tl.static_range(J):
         _, tok, valid = _sub_tokens(span_bos, span_end, i, BT)
-        G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, False)
-        k_i = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
-        h = _advance_state(h, k_i, _load_tile(v, tok, valid, i_h, H, V, BV, i_v), G, tl.min(G, axis=0), False, DT,
-                           PREC)
+        h = _advance_block(h, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, DT, PREC)
     return h
 
 
@@ -149,13 +160,17 @@ def _dstate_at(dh, q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H: tl.con
     """The [BK, BV] state-gradient block leaving sub-chunk J, from dh (fp32) leaving the span: sub-chunks SUB-1 ..
     J+1 retreated over."""
     for r in tl.static_range(SUB - 1 - J):
-        i = SUB - 1 - r
-        _, tok, valid = _sub_tokens(span_bos, span_end, i, BT)
-        G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, False)
-        dh = _retreat_dstate(dh, _load_tile(q, tok, valid, i_h, H, K, BK, i_k),
-                             _load_tile(do, tok, valid, i_h, H, V, BV, i_v), G, tl.min(G, axis=0), scale, False, DT,
-                             PREC)
+        _, tok, valid = _sub_tokens(span_bos, span_end, SUB - 1 - r, BT)
+        dh = _retreat_block(dh, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, DT, PREC)
     return dh
+
+
+@triton.jit
+def _dv_operands(q_t, k_t, G, D, scale, DT: tl.constexpr, PREC: tl.constexpr):
+    """The chunk's dv = At do + k_end dh takes At = (scale * (q k^T) * D)^T and k_end = k * 2^(G_last - G)."""
+    At = tl.trans(tl.dot(q_t, tl.trans(k_t), input_precision=PREC) * D * scale).to(DT)
+    k_end = (k_t * tl.exp2(tl.min(G, axis=0) - G)[:, None]).to(DT)
+    return At, k_end
 
 
 @triton.jit
@@ -173,9 +188,7 @@ def chunk_dv_kernel(q, k, g, do, dstates, chunk_bos, chunk_end, dv, scale,
         q_t = _load_chunk(q, tok, valid, i_h, H, K)
         k_t = _load_chunk(k, tok, valid, i_h, H, K)
         G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)  # [BT], log2 units
-        At = tl.trans(tl.dot(q_t, tl.trans(k_t), input_precision=PREC) * scalar_pair_decay(G, rows, rows) * scale)
-        At = At.to(DT)
-        k_end = (k_t * tl.exp2(tl.min(G, axis=0) - G)[:, None]).to(DT)
+        At, k_end = _dv_operands(q_t, k_t, G, scalar_pair_decay(G, rows, rows), scale, DT, PREC)
         for i_v in range(0, V // BV):
             do_b = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
             dh_b = tl.load(_block_ptrs(dstates, i_ch, K, V, K, BV, 0, i_v)).to(tl.float32)  # leaving the span
@@ -205,8 +218,7 @@ def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, 
         G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)
         D = scalar_pair_decay(G, rows, rows)
         if FUSE_DV:
-            At = tl.trans(tl.dot(q_t, tl.trans(k_t), input_precision=PREC) * D * scale).to(DT)
-            k_end = (k_t * tl.exp2(tl.min(G, axis=0) - G)[:, None]).to(DT)
+            At, k_end = _dv_operands(q_t, k_t, G, D, scale, DT, PREC)
         do_h = tl.zeros([BT, BK], dtype=tl.float32)
         v_dh = tl.zeros([BT, BK], dtype=tl.float32)
         dA = tl.zeros([BT, BT], dtype=tl.float32)
@@ -259,15 +271,14 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     ``states`` the chunk states if the forward saved them (step 1 is then skipped)."""
     T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
     BT = opts["BT"]
-    span = cfg.state_stride or BT  # tokens per stored state: the sweeps step over spans, the gradients over chunks
+    span = cfg.state_span  # tokens per stored state: the sweeps step over spans, the gradients over chunks
     table = chunk_table(tuple(lengths), span, q.device)
     N = len(lengths)
     dstates = new_chunk_states(q, v, table.count)
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
-    BK, BV = min(K, STATE_BLOCK), min(V, STATE_BLOCK)
-    sweep = dict(H=H, K=K, V=V, BT=span, BK=BK, BV=BV, PREC=opts["PREC"], num_warps=SWEEP_WARPS,
-                 num_stages=opts["num_stages"])
-    grid = (N * H, K // BK, V // BV)
+    sweep = dict(H=H, K=K, V=V, BT=span, BK=min(K, STATE_BLOCK), BV=min(V, STATE_BLOCK), PREC=opts["PREC"],
+                 num_warps=SWEEP_WARPS, num_stages=opts["num_stages"])
+    grid = (N * H, K // sweep["BK"], V // sweep["BV"])
     if states is None:
         states = new_chunk_states(q, v, table.count)
         chunk_states_kernel[grid](k, v, log_decay, initial_state, states, table.cu_seqlens, table.first, T,

@@ -82,6 +82,11 @@ class LaunchConfig:
         """The config of the backward kernels."""
         return replace(self, chunk=self.bwd_chunk or self.chunk, num_warps=self.bwd_num_warps or self.num_warps)
 
+    @property
+    def state_span(self) -> int:
+        """Tokens per state the chunk-parallel backward stores (and the forward saves)."""
+        return self.state_stride or self.bwd_chunk or self.chunk
+
     def __post_init__(self):
         for name in ("chunk", "bwd_chunk"):
             value = getattr(self, name)

@@ -46,25 +46,27 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         o = torch.empty_like(v)
         starts = decay = None
         save = cfg.save_states and any(ctx.needs_input_grad)
-        # states for the chunk-parallel backward (one every `span` tokens), indexed per program (sequence or
-        # segment): segments are whole spans, so both orders of the spans agree
-        span = cfg.state_stride or cfg.chunk
-        chunks = chunk_table(lengths if plan is None else plan.lengths, span, q.device) if save else None
-        chunk_states = new_chunk_states(q, v, chunks.count) if save else None
-        first = chunks.first if save else None
+        chunk_states = first = None
+        state_every = 1  # chunks per saved state
+        if save:
+            # states for the chunk-parallel backward (one per span of tokens), indexed per program (sequence or
+            # segment): segments are whole spans, so both orders of the spans agree
+            spans = chunk_table(lengths if plan is None else plan.lengths, cfg.state_span, q.device)
+            chunk_states, first = new_chunk_states(q, v, spans.count), spans.first
+            state_every = cfg.state_span // cfg.chunk
         BV = min(V, cfg.fwd_value_block or V)
         if plan is None:
             ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
             kernels.forward_kernel[(N * H, V // BV)](
                 q, k, v, log_decay, o, initial_state, ht, cu_seqlens, chunk_states, first, scale, T, V=V, BV=BV,
                 VARLEN=cu_seqlens is not None, HAS_H0=initial_state is not None, STORE_HT=output_final_state,
-                SAVE_STATES=save, STATE_EVERY=span // cfg.chunk, **opts,
+                SAVE_STATES=save, STATE_EVERY=state_every, **opts,
             )
         else:
             starts, ht, decay = segment_states(k, v, log_decay, initial_state, plan, T, V, opts)
             kernels.forward_kernel[(plan.count * H, V // BV)](
                 q, k, v, log_decay, o, starts, None, plan.cu_seqlens, chunk_states, first, scale, T, V=V, BV=BV,
-                VARLEN=True, HAS_H0=True, STORE_HT=False, SAVE_STATES=save, STATE_EVERY=span // cfg.chunk, **opts,
+                VARLEN=True, HAS_H0=True, STORE_HT=False, SAVE_STATES=save, STATE_EVERY=state_every, **opts,
             )
         ctx.save_for_backward(q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay, chunk_states)
         ctx.scale, ctx.lengths, ctx.cfg, ctx.plan = scale, lengths, cfg, plan

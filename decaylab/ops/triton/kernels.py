@@ -87,19 +87,17 @@ def _load_gates(g, tok, valid, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.con
 
 
 @triton.jit
-def _state_ptrs(ptr, i_nh, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, i_k):
-    """Pointers to rows i_k*BK ... of the [K, V] state number i_nh."""
-    offs_k = i_k * BK + tl.arange(0, BK)
-    offs_v = tl.arange(0, V)
-    return ptr + i_nh.to(tl.int64) * (K * V) + offs_k[:, None] * V + offs_v[None, :]
-
-
-@triton.jit
 def _block_ptrs(ptr, i_state, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, i_k, i_v):
     """Pointers to the [BK, BV] block (i_k, i_v) of the [K, V] state number i_state."""
     offs_k = i_k * BK + tl.arange(0, BK)
     offs_v = i_v * BV + tl.arange(0, BV)
     return ptr + i_state.to(tl.int64) * (K * V) + offs_k[:, None] * V + offs_v[None, :]
+
+
+@triton.jit
+def _state_ptrs(ptr, i_nh, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, i_k):
+    """Pointers to rows i_k*BK ... of the [K, V] state number i_nh."""
+    return _block_ptrs(ptr, i_nh, K, V, BK, V, i_k, 0)
 
 
 @triton.jit

@@ -252,6 +252,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--sections", default="correctness,sweep,bench,model")
     p.add_argument("--out", default=os.environ.get("OUT", "."))
+    p.add_argument("--profile-shapes", default="4x4096x64x128", help="comma-separated BxTxHxD for --sections profile")
     args = p.parse_args()
     import triton
 
@@ -266,7 +267,8 @@ def main():
     if "correctness" in sections:
         results["correctness"] = correctness()
     if "profile" in sections:
-        profile()
+        for shape_text in args.profile_shapes.split(","):
+            profile(shape_text)
     if "cprofile" in sections:  # the chunk-parallel scalar backward, per kernel
         for shape_text in ("4x4096x64x128", "32x2048x12x64"):
             profile(shape_text, dict(chunk_parallel_backward=True, bwd_chunk=0, bwd_num_warps=4, bwd_value_block=64,

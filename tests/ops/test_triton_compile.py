@@ -36,7 +36,8 @@ CONFIGS = {
     "scalar-D64-stride128-fused-fwd-blocks": (False, 64, dict(state_stride=128, gate_stride=128, fused_dv=True,
                                                               bwd_key_block=0, bwd_value_block=32,
                                                               fwd_value_block=32)),
-    "scalar-D128-two-sweeps": (False, 128, dict(chunk_parallel_backward=False, save_states=False, bwd_chunk=32)),
+    "scalar-D128-two-sweeps": (False, 128, dict(chunk_parallel_backward=False, save_states=False, fused_dv=False,
+                                                  bwd_chunk=32)),
     "scalar-D128-recomputed-states": (False, 128, dict(save_states=False)),
 }
 

@@ -131,10 +131,12 @@ PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
     # key blocks of 64 and value blocks of 64 (no spills on 4 warps). Vector: 16-token chunks; the D128 backward in
     # key blocks of 64, D64 in blocks of 32; tf32 intra dots in the backward and a gate restart every 32 tokens
     # keep the bf16 gate gradient under 5e-3 (3.1-3.5e-3 measured); the restart states in bf16 measured as
-    # accurate and 5 % faster than fp32.
-    (None, False, 64): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True),
+    # accurate and 5 % faster than fp32. Scalar D128's forward in value blocks of 64 took 3-9 % off fwd+bwd at
+    # both D128 shapes; at D64, dv computed in the dq/dk kernel (value blocks of 32) took 6 % off.
+    (None, False, 64): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, fused_dv=True,
+                                    bwd_value_block=32),
     (None, False, 128): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, bwd_key_block=64,
-                                     bwd_value_block=64),
+                                     bwd_value_block=64, fwd_value_block=64),
     (None, True, 64): LaunchConfig(16, 4, 2, bwd_key_block=32, precise_intra=True, gate_stride=32,
                                    bf16_boundaries=True),
     (None, True, 128): LaunchConfig(16, 4, 2, bwd_key_block=64, precise_intra=True, gate_stride=32,

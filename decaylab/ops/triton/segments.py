@@ -24,8 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from decaylab.ops.triton.kernels import _advance_state, _bounds, _load_chunk, _load_gates, _retreat_dstate, \
-    _state_ptrs
+from decaylab.ops.triton.kernels import _advance_state, _block_ptrs, _bounds, _load_chunk, _load_gates, \
+    _retreat_dstate, _state_ptrs
 
 
 @dataclass(frozen=True)
@@ -126,31 +126,44 @@ def segment_dstate_kernel(q, g, do, dlocal, cu_seqlens, scale, T,
 
 @triton.jit
 def segment_scan_kernel(first, init, local, decay, boundary, final,
-                        H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, VECTOR: tl.constexpr,
-                        HAS_INIT: tl.constexpr, REVERSE: tl.constexpr):
-    """Per (sequence, head), over its segments in order (REVERSE: backwards): store the running value as the
-    segment's boundary value, then X <- 2^decay * X + local. Forward this turns local states into segment start
-    states and the final state; reversed it turns local state gradients into segment-end gradients and dh0."""
-    i_nh = tl.program_id(0)
+                        H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                        VECTOR: tl.constexpr, HAS_INIT: tl.constexpr, REVERSE: tl.constexpr):
+    """Per (sequence, head, [BK, BV] state block), over its segments in order (REVERSE: backwards): store the
+    running value as the segment's boundary value, then X <- 2^decay * X + local. Forward this turns local states
+    into segment start states and the final state; reversed it turns local state gradients into segment-end
+    gradients and dh0. Every state element scans alone (the decay acts per row), so blocks give the parallelism
+    that B*H alone lacks: that is why the sequences were segmented in the first place."""
+    i_nh, i_kv = tl.program_id(0), tl.program_id(1)
+    i_k, i_v = i_kv // (V // BV), i_kv % (V // BV)
     i_n, i_h = i_nh // H, i_nh % H
     s_begin = tl.load(first + i_n)
     count = tl.load(first + i_n + 1) - s_begin
-    X = tl.zeros([K, V], dtype=tl.float32)
+    X = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_INIT:
-        X = tl.load(_state_ptrs(init, i_nh, K, V, K, 0))
+        X = tl.load(_block_ptrs(init, i_nh, K, V, BK, BV, i_k, i_v))
     for j in range(0, count):
         if REVERSE:
             seg = s_begin + count - 1 - j
         else:
             seg = s_begin + j
         i_sh = seg * H + i_h
-        tl.store(_state_ptrs(boundary, i_sh, K, V, K, 0), X)
+        tl.store(_block_ptrs(boundary, i_sh, K, V, BK, BV, i_k, i_v), X)
         if VECTOR:
-            X = X * tl.exp2(tl.load(decay + i_sh * K + tl.arange(0, K)))[:, None]
+            X = X * tl.exp2(tl.load(decay + i_sh * K + i_k * BK + tl.arange(0, BK)))[:, None]
         else:
             X = X * tl.exp2(tl.load(decay + i_sh))
-        X += tl.load(_state_ptrs(local, i_sh, K, V, K, 0))
-    tl.store(_state_ptrs(final, i_nh, K, V, K, 0), X)
+        X += tl.load(_block_ptrs(local, i_sh, K, V, BK, BV, i_k, i_v))
+    tl.store(_block_ptrs(final, i_nh, K, V, BK, BV, i_k, i_v), X)
+
+
+def _scan(first, init, local, decay, boundary, final, vector: bool, reverse: bool):
+    """Launch the segment scan over (sequence, head) x state blocks of at most 32 x 32."""
+    N, H, K, V = final.shape
+    BK, BV = min(K, 32), min(V, 32)
+    segment_scan_kernel[(N * H, (K // BK) * (V // BV))](
+        first, init, local, decay, boundary, final, H=H, K=K, V=V, BK=BK, BV=BV, VECTOR=vector,
+        HAS_INIT=init is not None, REVERSE=reverse, num_warps=1,
+    )
 
 
 # Host side: the sweeps and scans around the main kernels (function.py calls these).
@@ -171,10 +184,7 @@ def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts
                                             **_state_options(opts))
     starts = torch.empty_like(local)
     final = k.new_empty(N, H, K, V, dtype=torch.float32)
-    segment_scan_kernel[(N * H,)](
-        plan.first, initial_state, local, decay, starts, final, H=H, K=K, V=V, VECTOR=opts["VECTOR"],
-        HAS_INIT=initial_state is not None, REVERSE=False,
-    )
+    _scan(plan.first, initial_state, local, decay, starts, final, opts["VECTOR"], reverse=False)
     return starts, final, decay
 
 
@@ -186,8 +196,5 @@ def segment_state_grads(q, log_decay, do, dht, decay, plan: SegmentPlan, scale, 
                                              **_state_options(opts))
     ends = torch.empty_like(dlocal)
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
-    segment_scan_kernel[(N * H,)](
-        plan.first, dht, dlocal, decay, ends, dh0, H=H, K=K, V=V, VECTOR=opts["VECTOR"],
-        HAS_INIT=dht is not None, REVERSE=True,
-    )
+    _scan(plan.first, dht, dlocal, decay, ends, dh0, opts["VECTOR"], reverse=True)
     return ends, dh0

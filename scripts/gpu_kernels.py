@@ -252,6 +252,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--sections", default="correctness,sweep,bench,model")
     p.add_argument("--out", default=os.environ.get("OUT", "."))
+    p.add_argument("--sweep-shapes", default=",".join(kb.DEFAULT_SHAPES), help="comma-separated BxTxHxD")
     p.add_argument("--profile-shapes", default="4x4096x64x128", help="comma-separated BxTxHxD for --sections profile")
     args = p.parse_args()
     import triton
@@ -275,15 +276,12 @@ def main():
                                          bwd_key_block=64, save_states=True))
     if "sweep" in sections:
         variants = {  # overrides of the pinned configs; the next candidates (docs/benchmarks.md, "Where the time goes")
-            False: [{}, dict(fwd_value_block=64), dict(fwd_value_block=32),
-                    dict(fused_dv=True, bwd_key_block=0, bwd_value_block=32),
-                    dict(fused_dv=True, bwd_key_block=0, bwd_value_block=32, bwd_num_warps=8),
-                    dict(fused_dv=True, bwd_key_block=0, bwd_value_block=32, fwd_value_block=32),
-                    dict(state_stride=128, gate_stride=128),
-                    dict(state_stride=128, gate_stride=128, fused_dv=True, bwd_key_block=0, bwd_value_block=32)],
-            True: [{}, dict(fwd_value_block=64)],
+            False: [{}, dict(fused_dv=True, bwd_key_block=0, bwd_value_block=32, bwd_num_warps=8),
+                    dict(fused_dv=True, bwd_key_block=0, bwd_value_block=32, bwd_num_warps=8, fwd_value_block=0),
+                    dict(split_below=0), dict(segment=512)],
+            True: [{}, dict(segment=128), dict(segment=512), dict(split_below=0)],
         }
-        results["sweep"] = sweep(kb.DEFAULT_SHAPES, variants)
+        results["sweep"] = sweep(args.sweep_shapes.split(","), variants)
     if has_fla:
         limit_autotune(int(os.environ.get("FLA_MAX_CONFIGS", "4")))
     if "bench" in sections:

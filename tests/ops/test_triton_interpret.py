@@ -44,8 +44,9 @@ CASES = {
     "segmented-scalar-B2-T150-H1-K16-V16-fp32-h0": (2, 150, 1, 16, 16, False, "float32", True, -1.0, None),
     "segmented-vector-B1-T150-H2-K16-V32-fp32-h0": (1, 150, 2, 16, 32, True, "float32", True, -2.0, None),
     "segmented-vector-B1-T150-H1-K16-V16-fp32": (1, 150, 1, 16, 16, True, "float32", False, -1.0, None),
-    # state blocks of the segment scan: 2 x 3 of them (32 x 32) per head
-    "segmented-vector-B1-T150-H1-K64-V96-fp32-h0": (1, 150, 1, 64, 96, True, "float32", True, -1.0, None),
+    # state blocks: 2 x 1 per head in the segment sweeps (64 x 64), 4 x 2 in the scans (32 x 32)
+    "segmented-vector-B1-T150-H1-K128-V64-fp32-h0": (1, 150, 1, 128, 64, True, "float32", True, -1.0, None),
+    "segmented-scalar-B1-T150-H1-K128-V64-fp32-h0": (1, 150, 1, 128, 64, False, "float32", True, -1.0, None),
     "segmented-vector-varlen-T200-H1-K16-V16-fp32-h0": (1, 200, 1, 16, 16, True, "float32", True, -1.0,
                                                         [0, 64, 65, 200]),
     "segmented-scalar-varlen-T200-H1-K16-V16-fp16-h0": (1, 200, 1, 16, 16, False, "float16", True, -1.0,

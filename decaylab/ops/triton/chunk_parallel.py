@@ -33,11 +33,9 @@ import triton
 import triton.language as tl
 
 from decaylab.ops.triton.intra import scalar_pair_decay
-from decaylab.ops.triton.kernels import _advance_state, _block_ptrs, _bounds, _load_chunk, _load_gates, \
-    _load_tile, _retreat_dstate, _store_chunk, _store_tile
+from decaylab.ops.triton.kernels import STATE_BLOCK, _advance_block, _block_ptrs, _bounds, _load_chunk, _load_gates, \
+    _load_tile, _retreat_block, _store_chunk, _store_tile
 
-# Rows and columns of the state block one sweep program carries (fp32: 32 registers per thread on 4 warps).
-STATE_BLOCK = 64
 SWEEP_WARPS = 4
 
 
@@ -69,26 +67,6 @@ def chunk_table(lengths: tuple[int, ...], chunk: int, device: torch.device) -> C
 
 
 @triton.jit
-def _advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                   BK: tl.constexpr, BV: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
-    """The [BK, BV] state block S carried forward over the chunk of tokens ``tok``."""
-    G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, False)
-    k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
-    v_t = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
-    return _advance_state(S, k_t, v_t, G, tl.min(G, axis=0), False, DT, PREC)
-
-
-@triton.jit
-def _retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H: tl.constexpr, K: tl.constexpr,
-                   V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
-    """The [BK, BV] state-gradient block dS carried back over the chunk of tokens ``tok``."""
-    G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, False)
-    q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
-    do_t = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
-    return _retreat_dstate(dS, q_t, do_t, G, tl.min(G, axis=0), scale, False, DT, PREC)
-
-
-@triton.jit
 def chunk_states_kernel(k, v, g, h0, states, cu_seqlens, first, T,
                         H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                         BV: tl.constexpr, HAS_H0: tl.constexpr, PREC: tl.constexpr):
@@ -106,7 +84,7 @@ def chunk_states_kernel(k, v, g, h0, states, cu_seqlens, first, T,
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
         tl.store(_block_ptrs(states, (c0 + i_t) * H + i_h, K, V, BK, BV, i_k, i_v), S.to(states.dtype.element_ty))
-        S = _advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, DT, PREC)
+        S = _advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
 
 
 @triton.jit
@@ -130,7 +108,7 @@ def chunk_dstates_kernel(q, g, do, dht, dstates, dh0, cu_seqlens, first, scale, 
         valid = i_t * BT + rows < seq_len
         tl.store(_block_ptrs(dstates, (c0 + i_t) * H + i_h, K, V, BK, BV, i_k, i_v),
                  dS.to(dstates.dtype.element_ty))
-        dS = _retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, DT, PREC)
+        dS = _retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
     tl.store(_block_ptrs(dh0, i_nh, K, V, BK, BV, i_k, i_v), dS)
 
 
@@ -149,7 +127,7 @@ def _state_at(h, k, v, g, span_bos, span_end, i_h, i_k, i_v, H: tl.constexpr, K:
     """The [BK, BV] state block entering sub-chunk J, from h (fp32) entering the span: sub-chunks 0 .. J-1 replayed."""
     for i in tl.static_range(J):
         _, tok, valid = _sub_tokens(span_bos, span_end, i, BT)
-        h = _advance_block(h, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, DT, PREC)
+        h = _advance_block(h, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
     return h
 
 
@@ -161,7 +139,7 @@ def _dstate_at(dh, q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H: tl.con
     J+1 retreated over."""
     for r in tl.static_range(SUB - 1 - J):
         _, tok, valid = _sub_tokens(span_bos, span_end, SUB - 1 - r, BT)
-        dh = _retreat_block(dh, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, DT, PREC)
+        dh = _retreat_block(dh, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
     return dh
 
 

@@ -86,6 +86,10 @@ def _load_gates(g, tok, valid, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.con
     return tl.cumsum(g_t, axis=0) * RCP_LN2
 
 
+# Rows and columns of the state block one state-sweep program carries (fp32: 32 registers per thread on 4 warps).
+STATE_BLOCK = 64
+
+
 @triton.jit
 def _block_ptrs(ptr, i_state, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, i_k, i_v):
     """Pointers to the [BK, BV] block (i_k, i_v) of the [K, V] state number i_state."""
@@ -129,6 +133,28 @@ def _retreat_dstate(dS, q_t, do_t, G, G_last, scale, VECTOR: tl.constexpr, DT: t
     else:
         dS = dS * tl.exp2(G_last)
     return dS + tl.dot(tl.trans(q_start), do_t.to(DT), input_precision=PREC) * scale
+
+
+@triton.jit
+def _advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+                   BK: tl.constexpr, BV: tl.constexpr, VECTOR: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """The [BK, BV] state block S carried forward over the chunk of tokens ``tok`` (every state element evolves
+    alone, under scalar and vector decay alike, so blocks are independent)."""
+    G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR)
+    k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
+    v_t = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
+    return _advance_state(S, k_t, v_t, G, tl.min(G, axis=0), VECTOR, DT, PREC)
+
+
+@triton.jit
+def _retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H: tl.constexpr, K: tl.constexpr,
+                   V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, VECTOR: tl.constexpr, DT: tl.constexpr,
+                   PREC: tl.constexpr):
+    """The [BK, BV] state-gradient block dS carried back over the chunk of tokens ``tok``."""
+    G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR)
+    q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
+    do_t = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
+    return _retreat_dstate(dS, q_t, do_t, G, tl.min(G, axis=0), scale, VECTOR, DT, PREC)
 
 
 @triton.jit

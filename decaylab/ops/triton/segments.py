@@ -24,8 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from decaylab.ops.triton.kernels import _advance_state, _block_ptrs, _bounds, _load_chunk, _load_gates, \
-    _retreat_dstate, _state_ptrs
+from decaylab.ops.triton.kernels import STATE_BLOCK, _advance_block, _block_ptrs, _bounds, _load_gates, \
+    _retreat_block
 
 
 @dataclass(frozen=True)
@@ -72,56 +72,53 @@ def segment_length(lengths: tuple[int, ...], heads: int, split_below: int, targe
 
 @triton.jit
 def segment_state_kernel(k, v, g, local, decay, cu_seqlens, T,
-                         H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
-                         VECTOR: tl.constexpr, PREC: tl.constexpr):
-    """Per (segment, head): the state built from zero over the segment, and the segment's total log2 decay."""
-    i_nh = tl.program_id(0)
+                         H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+                         BV: tl.constexpr, VECTOR: tl.constexpr, PREC: tl.constexpr):
+    """Per (segment, head, [BK, BV] state block): the block built from zero over the segment; the programs of the
+    first value block also store the segment's total log2 decay (of their key channels)."""
+    i_nh, i_k, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
     DT = k.dtype.element_ty
     rows = tl.arange(0, BT)
-    S = tl.zeros([K, V], dtype=tl.float32)
+    S = tl.zeros([BK, BV], dtype=tl.float32)
     if VECTOR:
-        total = tl.zeros([K], dtype=tl.float32)
+        total = tl.zeros([BK], dtype=tl.float32)
     else:
         total = tl.zeros([], dtype=tl.float32)
     for i_t in range(0, tl.cdiv(seq_len, BT)):
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
-        k_t = _load_chunk(k, tok, valid, i_h, H, K)
-        v_t = _load_chunk(v, tok, valid, i_h, H, V)
-        G = _load_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)
-        G_last = tl.min(G, axis=0)
-        S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
-        total += G_last
-    tl.store(_state_ptrs(local, i_nh, K, V, K, 0), S)
-    if VECTOR:
-        tl.store(decay + i_nh.to(tl.int64) * K + tl.arange(0, K), total)
-    else:
-        tl.store(decay + i_nh, total)
+        S = _advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, VECTOR, DT, PREC)
+        total += tl.min(_load_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR), axis=0)  # reloads hit the cache
+    tl.store(_block_ptrs(local, i_nh, K, V, BK, BV, i_k, i_v), S)
+    if i_v == 0:  # one store per key block
+        if VECTOR:
+            tl.store(decay + i_nh.to(tl.int64) * K + i_k * BK + tl.arange(0, BK), total)
+        else:
+            if i_k == 0:
+                tl.store(decay + i_nh, total)
 
 
 @triton.jit
 def segment_dstate_kernel(q, g, do, dlocal, cu_seqlens, scale, T,
-                          H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
-                          VECTOR: tl.constexpr, PREC: tl.constexpr):
-    """Per (segment, head): the state gradient at the segment start from the segment's own outputs alone."""
-    i_nh = tl.program_id(0)
+                          H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+                          BV: tl.constexpr, VECTOR: tl.constexpr, PREC: tl.constexpr):
+    """Per (segment, head, [BK, BV] state block): the block's gradient at the segment start from the segment's
+    own outputs alone."""
+    i_nh, i_k, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
     DT = q.dtype.element_ty
     rows = tl.arange(0, BT)
-    dS = tl.zeros([K, V], dtype=tl.float32)
+    dS = tl.zeros([BK, BV], dtype=tl.float32)
     NT = tl.cdiv(seq_len, BT)
     for i_r in range(0, NT):
         i_t = NT - 1 - i_r
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
-        q_t = _load_chunk(q, tok, valid, i_h, H, K)
-        do_t = _load_chunk(do, tok, valid, i_h, H, V)
-        G = _load_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)
-        dS = _retreat_dstate(dS, q_t, do_t, G, tl.min(G, axis=0), scale, VECTOR, DT, PREC)
-    tl.store(_state_ptrs(dlocal, i_nh, K, V, K, 0), dS)
+        dS = _retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, VECTOR, DT, PREC)
+    tl.store(_block_ptrs(dlocal, i_nh, K, V, BK, BV, i_k, i_v), dS)
 
 
 @triton.jit
@@ -169,9 +166,14 @@ def _scan(first, init, local, decay, boundary, final, vector: bool, reverse: boo
 # Host side: the sweeps and scans around the main kernels (function.py calls these).
 
 
-def _state_options(opts: dict) -> dict:
-    """The main kernels' launch options that the state-only kernels take."""
-    return {name: opts[name] for name in ("H", "K", "BT", "VECTOR", "PREC", "num_warps", "num_stages")}
+def _sweep_launch(opts: dict, segments: int, V: int) -> tuple[tuple[int, int, int], dict]:
+    """Grid and launch options of a state-only sweep: the main kernels' chunk, precision and warps, in state blocks
+    (a whole 128 x 128 fp32 state per program spilled, and left one program per (segment, head))."""
+    K = opts["K"]
+    BK, BV = min(K, STATE_BLOCK), min(V, STATE_BLOCK)
+    grid = (segments * opts["H"], K // BK, V // BV)
+    names = ("H", "K", "BT", "VECTOR", "PREC", "num_warps", "num_stages")
+    return grid, dict({name: opts[name] for name in names}, V=V, BK=BK, BV=BV)
 
 
 def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts):
@@ -180,8 +182,8 @@ def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts
     N = plan.first.numel() - 1
     local = k.new_empty(plan.count, H, K, V, dtype=torch.float32)
     decay = k.new_empty(plan.count, *log_decay.shape[2:], dtype=torch.float32)  # [S, H] or [S, H, K]
-    segment_state_kernel[(plan.count * H,)](k, v, log_decay, local, decay, plan.cu_seqlens, T, V=V,
-                                            **_state_options(opts))
+    grid, launch = _sweep_launch(opts, plan.count, V)
+    segment_state_kernel[grid](k, v, log_decay, local, decay, plan.cu_seqlens, T, **launch)
     starts = torch.empty_like(local)
     final = k.new_empty(N, H, K, V, dtype=torch.float32)
     _scan(plan.first, initial_state, local, decay, starts, final, opts["VECTOR"], reverse=False)
@@ -192,8 +194,8 @@ def segment_state_grads(q, log_decay, do, dht, decay, plan: SegmentPlan, scale, 
     """The state gradient at each segment's end, and dh0 (the gradient at each sequence's start)."""
     H, K = q.shape[2], q.shape[3]
     dlocal = q.new_empty(plan.count, H, K, V, dtype=torch.float32)
-    segment_dstate_kernel[(plan.count * H,)](q, log_decay, do, dlocal, plan.cu_seqlens, scale, T, V=V,
-                                             **_state_options(opts))
+    grid, launch = _sweep_launch(opts, plan.count, V)
+    segment_dstate_kernel[grid](q, log_decay, do, dlocal, plan.cu_seqlens, scale, T, **launch)
     ends = torch.empty_like(dlocal)
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
     _scan(plan.first, dht, dlocal, decay, ends, dh0, opts["VECTOR"], reverse=True)

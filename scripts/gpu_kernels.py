@@ -276,10 +276,10 @@ def main():
                                          bwd_key_block=64, save_states=True))
     if "sweep" in sections:
         variants = {  # overrides of the pinned configs; the next candidates (docs/benchmarks.md, "Where the time goes")
-            False: [{}, dict(fused_dv=True, bwd_key_block=0, bwd_value_block=32, bwd_num_warps=8),
-                    dict(fused_dv=True, bwd_key_block=0, bwd_value_block=32, bwd_num_warps=8, fwd_value_block=0),
-                    dict(split_below=0), dict(segment=512)],
-            True: [{}, dict(segment=128), dict(segment=512), dict(split_below=0)],
+            False: [{}, dict(sweep_block=64), dict(sweep_chunk=128), dict(sweep_chunk=128, sweep_block=64),
+                    dict(fused_dv=True, bwd_key_block=0, bwd_value_block=32, bwd_num_warps=8)],
+            True: [{}, dict(sweep_chunk=64), dict(sweep_chunk=64, sweep_block=64), dict(sweep_chunk=128),
+                   dict(sweep_chunk=64, segment=512), dict(sweep_chunk=64, segment=128)],
         }
         results["sweep"] = sweep(args.sweep_shapes.split(","), variants)
     if has_fla:

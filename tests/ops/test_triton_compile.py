@@ -33,6 +33,7 @@ CONFIGS = {
     "vector-D128": (True, 128, {}),
     "scalar-D128-segmented": (False, 128, dict(segment=64)),
     "vector-D128-segmented": (True, 128, dict(segment=64)),
+    "vector-D128-segmented-sweep-blocks": (True, 128, dict(segment=64, sweep_chunk=64, sweep_block=64)),
     "scalar-D64-stride128-fused-fwd-blocks": (False, 64, dict(state_stride=128, gate_stride=128, fused_dv=True,
                                                               bwd_key_block=0, bwd_value_block=32,
                                                               fwd_value_block=32)),

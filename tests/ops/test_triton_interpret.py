@@ -44,7 +44,8 @@ CASES = {
     "segmented-scalar-B2-T150-H1-K16-V16-fp32-h0": (2, 150, 1, 16, 16, False, "float32", True, -1.0, None),
     "segmented-vector-B1-T150-H2-K16-V32-fp32-h0": (1, 150, 2, 16, 32, True, "float32", True, -2.0, None),
     "segmented-vector-B1-T150-H1-K16-V16-fp32": (1, 150, 1, 16, 16, True, "float32", False, -1.0, None),
-    # state blocks: 2 x 1 per head in the segment sweeps (64 x 64), 4 x 2 in the scans (32 x 32)
+    # state blocks: 2 x 1 per head in the segment sweeps (64 x 64, on 64-token steps for the vector one), 4 x 2 in
+    # the scans (32 x 32)
     "segmented-vector-B1-T150-H1-K128-V64-fp32-h0": (1, 150, 1, 128, 64, True, "float32", True, -1.0, None),
     "segmented-scalar-B1-T150-H1-K128-V64-fp32-h0": (1, 150, 1, 128, 64, False, "float32", True, -1.0, None),
     "segmented-vector-varlen-T200-H1-K16-V16-fp32-h0": (1, 200, 1, 16, 16, True, "float32", True, -1.0,
@@ -119,6 +120,8 @@ OVERRIDES["stride64-scalar-varlen-T150-H1-K16-V32-fp16-h0"].update(bwd_value_blo
 OVERRIDES["stride32-segmented-fused-scalar-B1-T150-H1-K16-V16-fp32-h0"].update(segment=64, save_states=True,
                                                                                fused_dv=True)
 OVERRIDES["stride32-kblock16-scalar-B1-T90-H1-K32-V32-fp32-h0"].update(bwd_key_block=16, save_states=True)
+OVERRIDES["segmented-vector-B1-T150-H1-K128-V64-fp32-h0"].update(sweep_block=64, sweep_chunk=64)
+OVERRIDES["segmented-scalar-B1-T150-H1-K128-V64-fp32-h0"].update(sweep_block=64)
 for name in CASES:
     if name.startswith("cparallel-vblock16-"):
         OVERRIDES[name].update(bwd_value_block=16, bwd_key_block=16)
@@ -146,7 +149,8 @@ def _random_cases(count: int, seed: int = 0) -> None:
         name = f"random{i}-{'vector' if vector else 'scalar'}-B{B}-T{T}-H{H}-K{K}-V{V}-{dtype}"
         CASES[name] = case
         overrides = dict(bwd_chunk=rng.choice([0, 32]), segment=rng.choice([0, 64]),
-                         bwd_key_block=rng.choice([0, 16]), fwd_value_block=rng.choice([0, 16]))
+                         bwd_key_block=rng.choice([0, 16]), fwd_value_block=rng.choice([0, 16]),
+                         sweep_chunk=rng.choice([0, 32, 64]), sweep_block=rng.choice([0, 16]))
         if not vector:
             overrides["chunk_parallel_backward"] = rng.random() < 0.5
             overrides["bwd_value_block"] = rng.choice([0, 16])

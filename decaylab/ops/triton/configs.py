@@ -56,6 +56,10 @@ class LaunchConfig:
         (segments.py) until (segments x heads) >= target_programs. One program walks one segment of one head, so
         few long sequences would leave SMs idle; splitting costs one extra state sweep each way. 0: never split.
     segment: a fixed segment length in tokens (a multiple of ``gate_stride``), overriding the two above.
+    sweep_chunk: tokens per step of the segments' state-only sweeps (0: ``chunk``). Their decay factors are
+        2^(G_end - G) <= 1 whatever the chunk, so they can step further than the main kernels, whose intra-chunk
+        factors bound the chunk; fewer, larger steps suit a loop that is bound by its step latency.
+    sweep_block: rows and columns of the state block one segment-sweep program carries (0: the whole state).
     """
 
     chunk: int
@@ -76,6 +80,8 @@ class LaunchConfig:
     split_below: int = 0
     target_programs: int = 0
     segment: int = 0
+    sweep_chunk: int = 0
+    sweep_block: int = 0
 
     @property
     def backward(self) -> "LaunchConfig":
@@ -97,7 +103,7 @@ class LaunchConfig:
         if self.segment < 0 or self.segment % self.gate_stride:
             raise ValueError(f"segment {self.segment} must be 0 (automatic) or a positive multiple of gate_stride "
                              f"{self.gate_stride}")
-        for name in ("fwd_value_block", "bwd_key_block", "bwd_value_block"):
+        for name in ("fwd_value_block", "bwd_key_block", "bwd_value_block", "sweep_chunk", "sweep_block"):
             value = getattr(self, name)
             if value and (value < 16 or value & (value - 1)):
                 raise ValueError(f"{name} must be 0 (all channels) or a power of two >= 16; got {value}")

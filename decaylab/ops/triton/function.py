@@ -63,7 +63,7 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
                 SAVE_STATES=save, STATE_EVERY=state_every, **opts,
             )
         else:
-            starts, ht, decay = segment_states(k, v, log_decay, initial_state, plan, T, V, opts)
+            starts, ht, decay = segment_states(k, v, log_decay, initial_state, plan, T, V, opts, cfg)
             kernels.forward_kernel[(plan.count * H, V // BV)](
                 q, k, v, log_decay, o, starts, None, plan.cu_seqlens, chunk_states, first, scale, T, V=V, BV=BV,
                 VARLEN=True, HAS_H0=True, STORE_HT=False, SAVE_STATES=save, STATE_EVERY=state_every, **opts,
@@ -93,7 +93,8 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
             dh_end, h_end = dht, ht
         else:
             programs, bounds, lengths, h_start = plan.count, plan.cu_seqlens, plan.lengths, starts
-            dh_end, dh0_all = segment_state_grads(q, log_decay, do, dht, decay, plan, ctx.scale, T, N, V, opts)
+            dh_end, dh0_all = segment_state_grads(q, log_decay, do, dht, decay, plan, ctx.scale, T, N, V, opts,
+                                                       cfg)
             h_end = torch.cat([starts[1:], starts[:1]])  # a segment ends where the next one starts ...
             h_end[plan.last] = ht  # ... except the last of each sequence
         # The backward kernels split the key channels into NK blocks of BK (one program each): dv and, for

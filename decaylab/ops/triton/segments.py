@@ -24,8 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from decaylab.ops.triton.kernels import STATE_BLOCK, _advance_block, _block_ptrs, _bounds, _load_gates, \
-    _retreat_block
+from decaylab.ops.triton.kernels import _advance_block, _block_ptrs, _bounds, _load_gates, _retreat_block
 
 
 @dataclass(frozen=True)
@@ -166,23 +165,23 @@ def _scan(first, init, local, decay, boundary, final, vector: bool, reverse: boo
 # Host side: the sweeps and scans around the main kernels (function.py calls these).
 
 
-def _sweep_launch(opts: dict, segments: int, V: int) -> tuple[tuple[int, int, int], dict]:
-    """Grid and launch options of a state-only sweep: the main kernels' chunk, precision and warps, in state blocks
-    (a whole 128 x 128 fp32 state per program spilled, and left one program per (segment, head))."""
+def _sweep_launch(opts: dict, segments: int, V: int, chunk: int, block: int) -> tuple[tuple[int, int, int], dict]:
+    """Grid and launch options of a state-only sweep: the main kernels' precision and warps, ``chunk`` tokens per
+    step (0: the main kernels' chunk), state blocks of ``block`` rows and columns (0: the whole state)."""
     K = opts["K"]
-    BK, BV = min(K, STATE_BLOCK), min(V, STATE_BLOCK)
+    BK, BV = min(K, block or K), min(V, block or V)
     grid = (segments * opts["H"], K // BK, V // BV)
-    names = ("H", "K", "BT", "VECTOR", "PREC", "num_warps", "num_stages")
-    return grid, dict({name: opts[name] for name in names}, V=V, BK=BK, BV=BV)
+    names = ("H", "K", "VECTOR", "PREC", "num_warps", "num_stages")
+    return grid, dict({name: opts[name] for name in names}, BT=chunk or opts["BT"], V=V, BK=BK, BV=BV)
 
 
-def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts):
+def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts, cfg):
     """Each segment's start state, the sequences' final states and each segment's total log2 decay."""
     H, K = k.shape[2], k.shape[3]
     N = plan.first.numel() - 1
     local = k.new_empty(plan.count, H, K, V, dtype=torch.float32)
     decay = k.new_empty(plan.count, *log_decay.shape[2:], dtype=torch.float32)  # [S, H] or [S, H, K]
-    grid, launch = _sweep_launch(opts, plan.count, V)
+    grid, launch = _sweep_launch(opts, plan.count, V, cfg.sweep_chunk, cfg.sweep_block)
     segment_state_kernel[grid](k, v, log_decay, local, decay, plan.cu_seqlens, T, **launch)
     starts = torch.empty_like(local)
     final = k.new_empty(N, H, K, V, dtype=torch.float32)
@@ -190,11 +189,11 @@ def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts
     return starts, final, decay
 
 
-def segment_state_grads(q, log_decay, do, dht, decay, plan: SegmentPlan, scale, T, N, V, opts):
+def segment_state_grads(q, log_decay, do, dht, decay, plan: SegmentPlan, scale, T, N, V, opts, cfg):
     """The state gradient at each segment's end, and dh0 (the gradient at each sequence's start)."""
     H, K = q.shape[2], q.shape[3]
     dlocal = q.new_empty(plan.count, H, K, V, dtype=torch.float32)
-    grid, launch = _sweep_launch(opts, plan.count, V)
+    grid, launch = _sweep_launch(opts, plan.count, V, cfg.sweep_chunk, cfg.sweep_block)
     segment_dstate_kernel[grid](q, log_decay, do, dlocal, plan.cu_seqlens, scale, T, **launch)
     ends = torch.empty_like(dlocal)
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)

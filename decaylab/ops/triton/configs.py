@@ -55,6 +55,7 @@ class LaunchConfig:
     split_below, target_programs: when (sequences x heads) < split_below, cut the sequences into segments
         (segments.py) until (segments x heads) >= target_programs. One program walks one segment of one head, so
         few long sequences would leave SMs idle; splitting costs one extra state sweep each way. 0: never split.
+        On a GPU, pick_config sets them to the SM count and ``programs_per_sm`` times it.
     segment: a fixed segment length in tokens (a multiple of ``gate_stride``), overriding the two above.
     sweep_chunk: tokens per step of the segments' state-only sweeps (0: ``chunk``). Their decay factors are
         2^(G_end - G) <= 1 whatever the chunk, so they can step further than the main kernels, whose intra-chunk
@@ -82,6 +83,7 @@ class LaunchConfig:
     segment: int = 0
     sweep_chunk: int = 0
     sweep_block: int = 0
+    programs_per_sm: int = 4
 
     @property
     def backward(self) -> "LaunchConfig":
@@ -103,10 +105,12 @@ class LaunchConfig:
         if self.segment < 0 or self.segment % self.gate_stride:
             raise ValueError(f"segment {self.segment} must be 0 (automatic) or a positive multiple of gate_stride "
                              f"{self.gate_stride}")
-        for name in ("fwd_value_block", "bwd_key_block", "bwd_value_block", "sweep_chunk", "sweep_block"):
+        zero_means = dict(fwd_value_block="all channels", bwd_key_block="all channels",
+                          bwd_value_block="all channels", sweep_chunk="the chunk", sweep_block="the whole state")
+        for name, meaning in zero_means.items():
             value = getattr(self, name)
             if value and (value < 16 or value & (value - 1)):
-                raise ValueError(f"{name} must be 0 (all channels) or a power of two >= 16; got {value}")
+                raise ValueError(f"{name} must be 0 ({meaning}) or a power of two >= 16; got {value}")
         if self.state_stride:
             chunk = self.bwd_chunk or self.chunk
             if not self.chunk_parallel_backward:
@@ -124,6 +128,8 @@ class LaunchConfig:
         if self.save_states and self.bwd_chunk not in (0, self.chunk):
             raise ValueError(f"save_states needs one chunk size forward and backward; got chunk {self.chunk}, "
                              f"bwd_chunk {self.bwd_chunk}: set bwd_chunk to {self.chunk} or 0")
+        if self.programs_per_sm < 1:
+            raise ValueError(f"programs_per_sm must be >= 1; got {self.programs_per_sm}")
         if self.split_below < 0 or self.target_programs < 0:
             raise ValueError(f"split_below and target_programs must be >= 0; got {self.split_below}, "
                              f"{self.target_programs}")
@@ -138,15 +144,17 @@ PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
     # key blocks of 64, D64 in blocks of 32; tf32 intra dots in the backward and a gate restart every 32 tokens
     # keep the bf16 gate gradient under 5e-3 (3.1-3.5e-3 measured); the restart states in bf16 measured as
     # accurate and 5 % faster than fp32. Scalar D128's forward in value blocks of 64 took 3-9 % off fwd+bwd at
-    # both D128 shapes; at D64, dv computed in the dq/dk kernel (value blocks of 32) took 6 % off.
+    # both D128 shapes; at D64, dv computed in the dq/dk kernel (value blocks of 32) took 6 % off. Vector at
+    # B4*T2048*H16*D128 (segmented): segment sweeps on 64-token steps and segments of 512 tokens (2 programs per
+    # SM instead of 4) took 9 % off fwd+bwd; whole-state sweeps beat 64 x 64 blocks.
     (None, False, 64): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, fused_dv=True,
                                     bwd_value_block=32),
     (None, False, 128): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, bwd_key_block=64,
                                      bwd_value_block=64, fwd_value_block=64),
     (None, True, 64): LaunchConfig(16, 4, 2, bwd_key_block=32, precise_intra=True, gate_stride=32,
-                                   bf16_boundaries=True),
+                                   bf16_boundaries=True, sweep_chunk=64, programs_per_sm=2),
     (None, True, 128): LaunchConfig(16, 4, 2, bwd_key_block=64, precise_intra=True, gate_stride=32,
-                                    bf16_boundaries=True),
+                                    bf16_boundaries=True, sweep_chunk=64, programs_per_sm=2),
 }
 
 _INTERPRETER_CONFIG = LaunchConfig(16, 4, 1)
@@ -154,10 +162,6 @@ _INTERPRETER_CONFIG = LaunchConfig(16, 4, 1)
 
 def interpreter_active() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-# Sequences are split when (sequences x heads) leaves SMs idle, into about this many programs per SM.
-SPLIT_PROGRAMS_PER_SM = 4
 
 
 @functools.lru_cache(maxsize=None)
@@ -173,7 +177,7 @@ def pick_config(device: torch.device, vector: bool, K: int, V: int) -> LaunchCon
     config = PINNED_CONFIGS.get((major, vector, width)) or PINNED_CONFIGS[(None, vector, width)]
     if device.type == "cuda":
         sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-        config = replace(config, split_below=sms, target_programs=SPLIT_PROGRAMS_PER_SM * sms)
+        config = replace(config, split_below=sms, target_programs=config.programs_per_sm * sms)
     return config
 
 

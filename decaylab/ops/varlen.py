@@ -15,8 +15,17 @@ import inspect
 import torch
 
 
+# The last offsets read to the host: (the tensor itself, its version counter, T, the offsets). Every layer of a
+# packed batch passes the same cu_seqlens, and reading a GPU tensor waits for the whole GPU queue; with this memo a
+# training step reads it once instead of once per layer (and again in the triton backend). Holding the tensor
+# keeps its memory from being reused by another; an in-place write bumps its version and forces a new read.
+_RECENT_OFFSETS: list[tuple[torch.Tensor, int, int, tuple[int, ...]]] = []
+_RECENT_LIMIT = 4
+
+
 def check_cu_seqlens(cu_seqlens, q: torch.Tensor) -> list[int]:
-    """The offsets as a list, after checking them against the packed q ``[1, T, H, K]``; ValueError otherwise."""
+    """The offsets as a list, after checking them against the packed q ``[1, T, H, K]``; ValueError otherwise.
+    The read and the checks are remembered for the few most recent offset tensors (unless written in place)."""
     if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.ndim != 1 or cu_seqlens.numel() < 2:
         got = f"shape {tuple(cu_seqlens.shape)}" if isinstance(cu_seqlens, torch.Tensor) else type(cu_seqlens).__name__
         raise ValueError(
@@ -30,10 +39,15 @@ def check_cu_seqlens(cu_seqlens, q: torch.Tensor) -> list[int]:
             f"with cu_seqlens, pack the sequences along time in a batch of one: q must be [1, sum T, H, K]; "
             f"got batch {q.shape[0]} (q.reshape(1, -1, H, K) for equal lengths)"
         )
-    bounds = cu_seqlens.tolist()
     T = q.shape[1]
+    for tensor, version, checked_T, bounds in _RECENT_OFFSETS:
+        if tensor is cu_seqlens and version == cu_seqlens._version and checked_T == T:
+            return list(bounds)
+    bounds = cu_seqlens.tolist()
     if bounds[0] != 0 or bounds[-1] != T or any(b > e for b, e in zip(bounds[:-1], bounds[1:])):
         raise ValueError(f"cu_seqlens must start at 0, never decrease and end at T = {T}; got {bounds}")
+    _RECENT_OFFSETS.append((cu_seqlens, cu_seqlens._version, T, tuple(bounds)))
+    del _RECENT_OFFSETS[:-_RECENT_LIMIT]
     return bounds
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from decaylab.ops import decay_linear_attention
+from decaylab.ops import decay_linear_attention, varlen
 from tests.conftest import TOLERANCE, assert_close
 from tests.ops.helpers import make_inputs
 
@@ -113,3 +113,39 @@ def test_cu_seqlens_int32_is_accepted():
     o32, _ = _call(torch.tensor([0, 4, 10], dtype=torch.int32))
     o64, _ = _call(torch.tensor([0, 4, 10]))
     assert torch.equal(o32, o64)
+
+
+@pytest.fixture
+def offset_reads(monkeypatch):
+    """Counts reads of tensors to the host (`tolist`), the device sync the offsets memo exists to avoid."""
+    reads = []
+    tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: reads.append(t) or tolist(t))
+    monkeypatch.setattr(varlen, "_RECENT_OFFSETS", [])
+    return reads
+
+
+def test_offsets_are_read_once_for_repeated_calls(offset_reads):
+    """Every layer of a packed batch passes the same cu_seqlens: one host read for all of them."""
+    cu = torch.tensor([0, 4, 10])
+    first, _ = _call(cu)
+    for _ in range(3):
+        again, _ = _call(cu)
+        assert torch.equal(again, first)
+    assert sum(t is cu for t in offset_reads) == 1
+    _call(torch.tensor([0, 4, 10]))  # an equal but different tensor is read afresh
+    assert len([t for t in offset_reads if t.numel() == 3]) == 2
+
+
+def test_offsets_written_in_place_are_read_and_checked_again(offset_reads):
+    cu = torch.tensor([0, 4, 10])
+    _call(cu)
+    cu[1] = 7
+    q = torch.zeros(1, 10, H, K)
+    assert varlen.check_cu_seqlens(cu, q) == [0, 7, 10]
+    cu[1] = 11
+    with pytest.raises(ValueError, match="never decrease"):
+        varlen.check_cu_seqlens(cu, q)
+    cu[1] = 4
+    with pytest.raises(ValueError, match="end at T = 12"):  # the same tensor against another T is checked again
+        varlen.check_cu_seqlens(cu, torch.zeros(1, 12, H, K))

@@ -164,21 +164,22 @@ def interpreter_active() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
 def pick_config(device: torch.device, vector: bool, K: int, V: int) -> LaunchConfig:
     if interpreter_active():
         return _INTERPRETER_CONFIG
     width = 64 if max(K, V) <= 64 else 128
-    major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else None
+    if device.type != "cuda":
+        return PINNED_CONFIGS[(None, vector, width)]
+    return _gpu_config(device.index if device.index is not None else torch.cuda.current_device(), vector, width)
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_config(index: int, vector: bool, width: int) -> LaunchConfig:
+    """The pinned config for this GPU's architecture and SM count (cached: every layer call asks for it)."""
+    major = torch.cuda.get_device_capability(index)[0]
     config = PINNED_CONFIGS.get((major, vector, width)) or PINNED_CONFIGS[(None, vector, width)]
-    if device.type == "cuda":
-        sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-        config = replace(config, split_below=sms, target_programs=config.programs_per_sm * sms)
-    return config
+    sms = torch.cuda.get_device_properties(index).multi_processor_count
+    return replace(config, split_below=sms, target_programs=config.programs_per_sm * sms)
 
 
 _override: list[LaunchConfig] = []

@@ -45,8 +45,10 @@ CONFIGS = {
 
 def _signature(fn: JITFunction, args: tuple, kwargs: dict) -> tuple[dict, dict, dict]:
     """Triton types of the launch's runtime arguments, its constexprs, and its launch options."""
-    options = {key: kwargs.pop(key) for key in ("num_warps", "num_stages") if key in kwargs}
-    options["enable_fp_fusion"] = True  # the default the kernels were measured with (explicit: newer Triton warns)
+    # fp fusion must be named at every launch: Triton 3.9 warns that its default changes, and a changed default
+    # would compile other code than was measured and tested
+    assert "enable_fp_fusion" in kwargs, f"{fn.fn.__name__} is launched without naming enable_fp_fusion"
+    options = {key: kwargs.pop(key) for key in ("num_warps", "num_stages", "enable_fp_fusion") if key in kwargs}
     bound = dict(zip(fn.arg_names, args), **kwargs)
     signature, constexprs = {}, {}
     for param in fn.params:

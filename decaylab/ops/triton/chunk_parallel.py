@@ -33,8 +33,8 @@ import triton
 import triton.language as tl
 
 from decaylab.ops.triton.intra import scalar_pair_decay
-from decaylab.ops.triton.kernels import STATE_BLOCK, _advance_block, _block_ptrs, _bounds, _load_chunk, _load_gates, \
-    _load_tile, _retreat_block, _store_chunk, _store_tile
+from decaylab.ops.triton.kernels import COMPILE_OPTIONS, STATE_BLOCK, _advance_block, _block_ptrs, _bounds, \
+    _load_chunk, _load_gates, _load_tile, _retreat_block, _store_chunk, _store_tile
 
 SWEEP_WARPS = 4
 
@@ -255,7 +255,7 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     dstates = new_chunk_states(q, v, table.count)
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
     sweep = dict(H=H, K=K, V=V, BT=span, BK=min(K, STATE_BLOCK), BV=min(V, STATE_BLOCK), PREC=opts["PREC"],
-                 num_warps=SWEEP_WARPS, num_stages=opts["num_stages"])
+                 num_warps=SWEEP_WARPS, num_stages=opts["num_stages"], **COMPILE_OPTIONS)
     grid = (N * H, K // sweep["BK"], V // sweep["BV"])
     if states is None:
         states = new_chunk_states(q, v, table.count)
@@ -269,7 +269,7 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     dg = q.new_empty((NK, *log_decay.shape), dtype=torch.float32)
     if table.count:
         launch = dict(H=H, K=K, V=V, BT=BT, BV=BV, SUB=span // BT, PREC=opts["PREC"], num_warps=opts["num_warps"],
-                      num_stages=opts["num_stages"])
+                      num_stages=opts["num_stages"], **COMPILE_OPTIONS)
         if not cfg.fused_dv:
             chunk_dv_kernel[(table.count * H,)](q, k, log_decay, do, dstates, table.bos, table.end, dv, scale,
                                                 **launch)

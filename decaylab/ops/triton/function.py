@@ -29,6 +29,7 @@ def _launch_options(q: torch.Tensor, log_decay: torch.Tensor, cfg: LaunchConfig)
     return dict(
         H=q.shape[2], K=q.shape[3], BT=cfg.chunk, VECTOR=log_decay.ndim == 4,
         PREC="ieee" if q.dtype == torch.float32 else "tf32", num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        **kernels.COMPILE_OPTIONS,
     )
 
 
@@ -140,7 +141,8 @@ def _sum_partials(parts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     an fp32 intermediate."""
     out = torch.empty(parts.shape[1:], dtype=dtype, device=parts.device)
     M, block = out.numel(), 4096
-    kernels.sum_partials_kernel[(triton.cdiv(M, block),)](parts, out, M, NP=parts.shape[0], BLOCK=block, num_warps=8)
+    kernels.sum_partials_kernel[(triton.cdiv(M, block),)](parts, out, M, NP=parts.shape[0], BLOCK=block, num_warps=8,
+                                                        **kernels.COMPILE_OPTIONS)
     return out
 
 

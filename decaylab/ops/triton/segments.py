@@ -24,7 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from decaylab.ops.triton.kernels import _advance_block, _block_ptrs, _bounds, _load_gates, _retreat_block
+from decaylab.ops.triton.kernels import COMPILE_OPTIONS, _advance_block, _block_ptrs, _bounds, _load_gates, \
+    _retreat_block
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def _scan(first, init, local, decay, boundary, final, vector: bool, reverse: boo
     BK, BV = min(K, 32), min(V, 32)
     segment_scan_kernel[(N * H, (K // BK) * (V // BV))](
         first, init, local, decay, boundary, final, H=H, K=K, V=V, BK=BK, BV=BV, VECTOR=vector,
-        HAS_INIT=init is not None, REVERSE=reverse, num_warps=1,
+        HAS_INIT=init is not None, REVERSE=reverse, num_warps=1, **COMPILE_OPTIONS,
     )
 
 
@@ -172,7 +173,8 @@ def _sweep_launch(opts: dict, segments: int, V: int, chunk: int, block: int) -> 
     BK, BV = min(K, block or K), min(V, block or V)
     grid = (segments * opts["H"], K // BK, V // BV)
     names = ("H", "K", "VECTOR", "PREC", "num_warps", "num_stages")
-    return grid, dict({name: opts[name] for name in names}, BT=chunk or opts["BT"], V=V, BK=BK, BV=BV)
+    return grid, dict({name: opts[name] for name in names}, BT=chunk or opts["BT"], V=V, BK=BK, BV=BV,
+                      **COMPILE_OPTIONS)
 
 
 def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts, cfg):

@@ -109,10 +109,12 @@ def test_triton_extreme_decay_stays_finite_on_gpu(vector, overrides):
 @pytest.mark.gpu
 @pytest.mark.parametrize("vector", [False, True], ids=["scalar", "vector"])
 @pytest.mark.parametrize("offsets", [None, [0, 100, 101, 357, 1000]], ids=["dense", "varlen"])
-def test_triton_segmented_sequences_match_recurrence_on_gpu(vector, offsets):
-    """Sequences cut into 128-token segments (segments.py) give the same result as the whole sequences."""
+@pytest.mark.parametrize("sweeps", [{}, dict(sweep_chunk=128, sweep_block=64)], ids=["pinned-sweeps", "block-sweeps"])
+def test_triton_segmented_sequences_match_recurrence_on_gpu(vector, offsets, sweeps):
+    """Sequences cut into 128-token segments (segments.py) give the same result as the whole sequences, with the
+    pinned segment sweeps and with 128-token steps over 64 x 64 state blocks."""
     B = 2 if offsets is None else 1
-    results = _run(B, 1000, 2, 128, 128, vector, torch.bfloat16, -2.0, offsets, dict(segment=128))
+    results = _run(B, 1000, 2, 128, 128, vector, torch.bfloat16, -2.0, offsets, dict(segment=128, **sweeps))
     for name, (out, ref) in results.items():
         assert torch.isfinite(out).all(), f"{name}: non-finite values"
         err = rel_rms_error(ref, out)

@@ -85,9 +85,9 @@ class LaunchConfig:
     sweep_block: int = 0
     programs_per_sm: int = 4
 
-    @property
+    @functools.cached_property
     def backward(self) -> "LaunchConfig":
-        """The config of the backward kernels."""
+        """The config of the backward kernels (cached: every backward call asks, and the copy is validated)."""
         return replace(self, chunk=self.bwd_chunk or self.chunk, num_warps=self.bwd_num_warps or self.num_warps)
 
     @property

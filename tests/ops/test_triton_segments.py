@@ -30,6 +30,10 @@ def test_plan_cuts_each_sequence_and_keeps_empty_ones():
         ([64] * 2, 1, 132, 64, 0),  # too short to cut
         ([], 4, 132, 64, 0),
         ([4096] * 4, 16, 0, 528, 0),  # splitting switched off
+        ([8192] + [80] * 100, 16, 132, 528, 512),  # one long document among short ones: cut to an even share
+        ([8192] + [80] * 100, 16, 0, 528, 0),  # ... unless splitting is off
+        ([2048] * 8, 64, 132, 528, 0),  # equal lengths with programs enough: never cut
+        ([1000, 200] * 40, 4, 132, 528, 0),  # uneven, but within IMBALANCE shares (a share is 364 tokens)
     ],
 )
 def test_segment_length_reaches_the_program_target(lengths, heads, split_below, target, expected):

@@ -54,7 +54,9 @@ class LaunchConfig:
         blocks hold fewer tiles in registers; the result does not change.
     split_below, target_programs: when (sequences x heads) < split_below, cut the sequences into segments
         (segments.py) until (segments x heads) >= target_programs. One program walks one segment of one head, so
-        few long sequences would leave SMs idle; splitting costs one extra state sweep each way. 0: never split.
+        few long sequences would leave SMs idle; splitting costs one extra state sweep each way. With programs
+        enough, a sequence far longer than an even share of the tokens (segments.IMBALANCE shares) is still cut to
+        that share, so that one long packed document does not run on alone. 0: never split.
         On a GPU, pick_config sets them to the SM count and ``programs_per_sm`` times it.
     segment: a fixed segment length in tokens (a multiple of ``gate_stride``), overriding the two above.
     sweep_chunk: tokens per step of the segments' state-only sweeps (0: ``chunk``). Their decay factors are

@@ -59,14 +59,28 @@ def plan_segments(lengths: tuple[int, ...], segment: int, device: torch.device) 
     return SegmentPlan(as_tensor(bounds), as_tensor(first), as_tensor([f - 1 for f in first[1:]]), tuple(pieces))
 
 
+# A sequence longer than this many even shares of the work is split even when there are programs enough: its one
+# program would run long after the others have finished (one long document packed among short ones).
+IMBALANCE = 4
+
+
 def segment_length(lengths: tuple[int, ...], heads: int, split_below: int, target_programs: int, stride: int) -> int:
-    """Segment length (a multiple of ``stride``) giving at least ``target_programs`` (segment, head) programs when
-    the whole sequences give fewer than ``split_below``; 0 to leave them whole."""
-    if not lengths or len(lengths) * heads >= split_below:
+    """Segment length (a multiple of ``stride``), 0 to leave the sequences whole. When the whole sequences give
+    fewer than ``split_below`` (sequence, head) programs: the length giving at least ``target_programs``. Otherwise
+    only when the longest sequence exceeds IMBALANCE times an even share of the tokens over ``target_programs``
+    programs: that share. Equal lengths never take the second rule while target_programs <= IMBALANCE *
+    split_below (each sequence is then within IMBALANCE shares)."""
+    if not lengths or not split_below or not target_programs:
         return 0
-    pieces = math.ceil(target_programs / (len(lengths) * heads))
     longest = max(lengths)
-    length = max(stride, math.ceil(longest / pieces / stride) * stride)
+    programs = len(lengths) * heads
+    if programs < split_below:
+        length = longest / math.ceil(target_programs / programs)
+    else:
+        length = sum(lengths) * heads / target_programs
+        if longest <= IMBALANCE * length:
+            return 0
+    length = max(stride, math.ceil(length / stride) * stride)
     return length if length < longest else 0
 
 

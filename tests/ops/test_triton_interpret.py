@@ -44,6 +44,9 @@ CASES = {
     "segmented-scalar-B2-T150-H1-K16-V16-fp32-h0": (2, 150, 1, 16, 16, False, "float32", True, -1.0, None),
     "segmented-vector-B1-T150-H2-K16-V32-fp32-h0": (1, 150, 2, 16, 32, True, "float32", True, -2.0, None),
     "segmented-vector-B1-T150-H1-K16-V16-fp32": (1, 150, 1, 16, 16, True, "float32", False, -1.0, None),
+    # one long sequence among short ones, with programs enough: split by the imbalance rule (segment_length)
+    "imbalanced-scalar-varlen-T230-H2-K16-V16-fp32-h0": (1, 230, 2, 16, 16, False, "float32", True, -1.0,
+                                                         [0, 200, 210, 220, 230]),
     # state blocks: 2 x 1 per head in the segment sweeps (64 x 64, on 64-token steps for the vector one), 4 x 2 in
     # the scans (32 x 32)
     "segmented-vector-B1-T150-H1-K128-V64-fp32-h0": (1, 150, 1, 128, 64, True, "float32", True, -1.0, None),
@@ -120,6 +123,8 @@ OVERRIDES["stride64-scalar-varlen-T150-H1-K16-V32-fp16-h0"].update(bwd_value_blo
 OVERRIDES["stride32-segmented-fused-scalar-B1-T150-H1-K16-V16-fp32-h0"].update(segment=64, save_states=True,
                                                                                fused_dv=True)
 OVERRIDES["stride32-kblock16-scalar-B1-T90-H1-K32-V32-fp32-h0"].update(bwd_key_block=16, save_states=True)
+# 8 programs >= split_below; a share is 230 * 2 / 32 = 14 tokens, the 200-token sequence > 4 shares: cut to 64
+OVERRIDES["imbalanced-scalar-varlen-T230-H2-K16-V16-fp32-h0"] = dict(split_below=1, target_programs=32)
 OVERRIDES["segmented-vector-B1-T150-H1-K128-V64-fp32-h0"].update(sweep_block=64, sweep_chunk=64)
 OVERRIDES["segmented-scalar-B1-T150-H1-K128-V64-fp32-h0"].update(sweep_block=64)
 for name in CASES:

@@ -147,8 +147,9 @@ PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
     # keep the bf16 gate gradient under 5e-3 (3.1-3.5e-3 measured); the restart states in bf16 measured as
     # accurate and 5 % faster than fp32. Scalar D128's forward in value blocks of 64 took 3-9 % off fwd+bwd at
     # both D128 shapes; at D64, dv computed in the dq/dk kernel (value blocks of 32) took 6 % off. Vector at
-    # B4*T2048*H16*D128 (segmented): segment sweeps on 64-token steps and segments of 512 tokens (2 programs per
-    # SM instead of 4) took 9 % off fwd+bwd; whole-state sweeps beat 64 x 64 blocks.
+    # B4*T2048*H16*D128 (segmented): segment sweeps on 64-token steps and segments of 512 tokens took 9 % off
+    # fwd+bwd, pinned as 2 programs per SM instead of 4 (416-token segments at that shape, timed in the bench
+    # table, not against 512 side by side); whole-state sweeps beat 64 x 64 blocks.
     (None, False, 64): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, fused_dv=True,
                                     bwd_value_block=32),
     (None, False, 128): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, bwd_key_block=64,

@@ -1,7 +1,7 @@
 """One-call GPU check of the Triton backend: bf16 correctness, config sweep, speed vs fla and the floor, model tok/s.
 
 Run on the GPU machine from the repository root (fla-core optional, for --compare):
-    python3 scripts/gpu_kernels.py [--sections correctness,sweep,bench,model] [--out DIR]
+    python3 scripts/gpu_kernels.py [--sections correctness,sweep,bench,model,varlen,profile,cprofile] [--out DIR]
 Prints short tables; writes results.json to --out.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import sys
@@ -236,6 +237,36 @@ def model_level():
     return out
 
 
+def packed_documents(lengths=(8192,) + (80,) * 100, H=16, D=128):
+    """fwd+bwd ms of one packed batch holding one long document among short ones: the pinned configs (whose
+    imbalance rule cuts the long one into segments) against split_below=0 (every document whole)."""
+    from triton.testing import do_bench
+
+    print(f"\n## packed documents: {len(lengths)} sequences, longest {max(lengths)}, T {sum(lengths)}, H{H} D{D}")
+    shape = kb.Shape(1, sum(lengths), H, D)
+    cu = torch.tensor([0, *itertools.accumulate(lengths)], device=DEV)
+    op = BACKENDS.get("triton")
+    out = []
+    for vector in (False, True):
+        inputs = kb.make_inputs(shape, vector, DEV)
+        leaves = [inputs[n].detach().clone().requires_grad_() for n in ("q", "k", "v", "log_decay")]
+        for label, overrides in (("pinned", {}), ("whole documents", dict(split_below=0))):
+            cfg = replace(pick_config(DEV, vector, D, D), **overrides)
+
+            def fwd_bwd():
+                with use_config(cfg):
+                    op(*leaves, cu_seqlens=cu)[0].backward(inputs["do"])
+
+            fwd_bwd()
+            torch.cuda.synchronize()
+            ms = do_bench(fwd_bwd, warmup=25, rep=100, grad_to_none=leaves, return_mode="median")
+            print(f"{'vec' if vector else 'sca'} {label:16s} fwd+bwd {ms:.3f} ms")
+            out.append(dict(vector=vector, config=label, fwd_bwd_ms=ms))
+        del inputs, leaves
+        torch.cuda.empty_cache()
+    return out
+
+
 def limit_autotune(max_configs):
     """Cap every triton autotuner at its first configs (fla autotunes ~400 s per shape otherwise)."""
     from triton.runtime.autotuner import Autotuner
@@ -294,6 +325,8 @@ def main():
         print("first call s:", {f"{r['shape']} {r['decay']}": round(r.get("decaylab_first_call_s", -1), 1)
                                 for r in res["rows"]})
         results["bench"] = res
+    if "varlen" in sections:
+        results["varlen"] = packed_documents()
     if "model" in sections and has_fla:
         results["model"] = model_level()
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -307,10 +307,10 @@ def main():
                                          bwd_key_block=64, save_states=True))
     if "sweep" in sections:
         variants = {  # overrides of the pinned configs; the next candidates (docs/benchmarks.md, "Where the time goes")
-            False: [{}, dict(sweep_block=64), dict(sweep_chunk=128), dict(sweep_chunk=128, sweep_block=64),
-                    dict(fused_dv=True, bwd_key_block=0, bwd_value_block=32, bwd_num_warps=8)],
-            True: [{}, dict(sweep_chunk=64), dict(sweep_chunk=64, sweep_block=64), dict(sweep_chunk=128),
-                   dict(sweep_chunk=64, segment=512), dict(sweep_chunk=64, segment=128)],
+            False: [{}, dict(dv_in_sweep=True, fused_dv=False), dict(dv_in_sweep=True, fused_dv=False,
+                                                                    bwd_value_block=32),
+                    dict(sweep_chunk=128), dict(programs_per_sm=2)],
+            True: [{}, dict(programs_per_sm=1), dict(programs_per_sm=3), dict(segment=512)],
         }
         results["sweep"] = sweep(args.sweep_shapes.split(","), variants)
     if has_fla:

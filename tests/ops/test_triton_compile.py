@@ -40,6 +40,8 @@ CONFIGS = {
     "scalar-D128-two-sweeps": (False, 128, dict(chunk_parallel_backward=False, save_states=False, fused_dv=False,
                                                   bwd_chunk=32)),
     "scalar-D128-recomputed-states": (False, 128, dict(save_states=False)),
+    "scalar-D128-dv-in-sweep": (False, 128, dict(dv_in_sweep=True)),
+    "scalar-D64-dv-in-sweep-blocks32": (False, 64, dict(dv_in_sweep=True, fused_dv=False, bwd_value_block=32)),
 }
 
 

@@ -89,6 +89,8 @@ SCALAR_BACKWARDS = {  # every option named (not left to the pinned config, which
                                              bwd_key_block=0, bwd_value_block=0),
     "chunk-parallel-saved-states-blocks32": dict(chunk_parallel_backward=True, save_states=True, fused_dv=False,
                                                  bwd_key_block=32, bwd_value_block=32),
+    "chunk-parallel-dv-in-sweep": dict(chunk_parallel_backward=True, save_states=True, fused_dv=False,
+                                       dv_in_sweep=True, bwd_key_block=0, bwd_value_block=0),
     "chunk-parallel-stride128-fused-fwd-blocks32": dict(chunk_parallel_backward=True, save_states=True,
                                                         state_stride=128, gate_stride=128, fused_dv=True,
                                                         bwd_key_block=0, bwd_value_block=32, fwd_value_block=32),

@@ -85,6 +85,12 @@ CASES = {
     "fuseddv-scalar-B2-T100-H2-K32-V32-fp32-h0": (2, 100, 2, 32, 32, False, "float32", True, -2.0, None),
     "fuseddv-vblock16-scalar-varlen-T150-H1-K16-V64-fp16-h0": (1, 150, 1, 16, 64, False, "float16", True, -1.0,
                                                                [0, 1, 80, 150]),
+    # dv computed by the reverse state-gradient sweep (value blocks of 16 where V > 16)
+    "dvsweep-scalar-B2-T100-H2-K32-V32-fp32-h0": (2, 100, 2, 32, 32, False, "float32", True, -2.0, None),
+    "dvsweep-scalar-varlen-T150-H1-K16-V64-fp16-h0": (1, 150, 1, 16, 64, False, "float16", True, -1.0,
+                                                      [0, 1, 80, 80, 150]),
+    "dvsweep-segmented-scalar-B1-T150-H1-K32-V16-fp32": (1, 150, 1, 32, 16, False, "float32", False, -3.0, None),
+    "dvsweep-decay1000-B1-T60-H1-K16-V16-fp32-h0": (1, 60, 1, 16, 16, False, "float32", True, -1000.0, None),
     # one state stored per span of 2 or 4 chunks; the gradient kernels rebuild each chunk's state and gradient
     "stride32-scalar-B2-T100-H2-K32-V16-fp32-h0": (2, 100, 2, 32, 16, False, "float32", True, -2.0, None),
     "stride64-scalar-varlen-T150-H1-K16-V32-fp16-h0": (1, 150, 1, 16, 32, False, "float16", True, -1.0,
@@ -113,6 +119,9 @@ OVERRIDES.update({name: dict(fwd_value_block=16) for name in CASES if name.start
 OVERRIDES.update({name: dict(chunk_parallel_backward=True, fused_dv=True, save_states=True) for name in CASES
                   if name.startswith("fuseddv-")})
 OVERRIDES["fuseddv-vblock16-scalar-varlen-T150-H1-K16-V64-fp16-h0"].update(bwd_value_block=16, save_states=False)
+OVERRIDES.update({name: dict(chunk_parallel_backward=True, dv_in_sweep=True, save_states=True, bwd_value_block=16)
+                  for name in CASES if name.startswith("dvsweep-")})
+OVERRIDES["dvsweep-segmented-scalar-B1-T150-H1-K32-V16-fp32"].update(segment=64, save_states=False)
 OVERRIDES["fvblock16-vector-varlen-T150-H1-K32-V64-fp16-h0"].update(segment=64)
 OVERRIDES["fvblock16-savestates-segmented-scalar-B1-T150-H1-K16-V32-fp32-h0"].update(
     segment=64, chunk_parallel_backward=True, save_states=True)
@@ -165,6 +174,8 @@ def _random_cases(count: int, seed: int = 0) -> None:
                 and rng.random() < 0.5
             if overrides["chunk_parallel_backward"]:
                 overrides["state_stride"] = rng.choice([0, 64] if overrides["bwd_chunk"] else [0, 32, 64])
+                overrides["dv_in_sweep"] = not overrides["fused_dv"] and not overrides["state_stride"] \
+                    and rng.random() < 0.5
         OVERRIDES[name] = overrides
 
 

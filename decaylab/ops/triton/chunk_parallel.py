@@ -19,7 +19,8 @@ With scalar decay every element of the state evolves on its own, so the sweeps s
 [STATE_BLOCK, STATE_BLOCK] blocks, one program each: more programs in flight, and a small fp32 block in registers.
 Step 3 is two kernels, so that neither holds more tiles than fit in registers: one for dv, one for dq, dk and the
 gate gradient (optionally split over key blocks, whose gate-gradient shares are summed); with small heads one
-kernel can do both (fused_dv). Both walk the value channels in blocks of BV: dv of a block needs only that block,
+kernel can do both (fused_dv), or the reverse sweep can compute dv on its way (dv_in_sweep, with one stored
+state per chunk), reading q, k and do once for both. Both walk the value channels in blocks of BV: dv of a block needs only that block,
 while dq, dk and dA sum over blocks in fp32.
 """
 
@@ -34,7 +35,7 @@ import triton.language as tl
 
 from decaylab.ops.triton.intra import scalar_pair_decay
 from decaylab.ops.triton.kernels import COMPILE_OPTIONS, STATE_BLOCK, _advance_block, _block_ptrs, _bounds, \
-    _load_chunk, _load_gates, _load_tile, _retreat_block, _store_chunk, _store_tile
+    _load_chunk, _load_gates, _load_tile, _retreat_block, _retreat_dstate, _store_chunk, _store_tile
 
 SWEEP_WARPS = 4
 
@@ -177,6 +178,39 @@ def chunk_dv_kernel(q, k, g, do, dstates, chunk_bos, chunk_end, dv, scale,
 
 
 @triton.jit
+def chunk_dstates_dv_kernel(q, k, g, do, dht, dstates, dh0, dv, cu_seqlens, first, scale, T,
+                            H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                            HAS_DHT: tl.constexpr, PREC: tl.constexpr):
+    """Per (sequence, head, value block): the reverse sweep of chunk_dstates_kernel over [K, BV] blocks (every key
+    at once), computing each chunk's dv on the way, as chunk_dv_kernel would: q, k and do are read once for both
+    and the state gradients are not read back. One stored state per chunk (no sub-chunks)."""
+    i_nh, i_v = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
+    c0 = tl.load(first + i_n)
+    DT = q.dtype.element_ty
+    rows = tl.arange(0, BT)
+    dS = tl.zeros([K, BV], dtype=tl.float32)
+    if HAS_DHT:
+        dS = tl.load(_block_ptrs(dht, i_nh, K, V, K, BV, 0, i_v))
+    NT = tl.cdiv(seq_len, BT)
+    for i_r in range(0, NT):
+        i_t = NT - 1 - i_r
+        tok = bos + i_t * BT + rows
+        valid = i_t * BT + rows < seq_len
+        tl.store(_block_ptrs(dstates, (c0 + i_t) * H + i_h, K, V, K, BV, 0, i_v), dS.to(dstates.dtype.element_ty))
+        q_t = _load_chunk(q, tok, valid, i_h, H, K)
+        k_t = _load_chunk(k, tok, valid, i_h, H, K)
+        do_b = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
+        G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)  # [BT], log2 units
+        At, k_end = _dv_operands(q_t, k_t, G, scalar_pair_decay(G, rows, rows), scale, DT, PREC)
+        dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dS.to(DT), input_precision=PREC)
+        _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
+        dS = _retreat_dstate(dS, q_t, do_b, G, tl.min(G, axis=0), scale, False, DT, PREC)
+    tl.store(_block_ptrs(dh0, i_nh, K, V, K, BV, 0, i_v), dS)
+
+
+@triton.jit
 def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride,
                      H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                      BV: tl.constexpr, SUB: tl.constexpr, FUSE_DV: tl.constexpr, PREC: tl.constexpr):
@@ -261,16 +295,24 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
         states = new_chunk_states(q, v, table.count)
         chunk_states_kernel[grid](k, v, log_decay, initial_state, states, table.cu_seqlens, table.first, T,
                                   HAS_H0=initial_state is not None, **sweep)
-    chunk_dstates_kernel[grid](q, log_decay, do, dht, dstates, dh0, table.cu_seqlens, table.first, scale, T,
-                               HAS_DHT=dht is not None, **sweep)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    if cfg.dv_in_sweep:
+        sweep_bv = min(V, cfg.bwd_value_block or STATE_BLOCK)
+        chunk_dstates_dv_kernel[(N * H, V // sweep_bv)](
+            q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, H=H, K=K, V=V,
+            BT=span, BV=sweep_bv, HAS_DHT=dht is not None, PREC=opts["PREC"], num_warps=SWEEP_WARPS,
+            num_stages=opts["num_stages"], **COMPILE_OPTIONS,
+        )
+    else:
+        chunk_dstates_kernel[grid](q, log_decay, do, dht, dstates, dh0, table.cu_seqlens, table.first, scale, T,
+                                   HAS_DHT=dht is not None, **sweep)
     BK, BV = min(K, cfg.bwd_key_block or K), min(V, cfg.bwd_value_block or V)
     NK = K // BK
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dg = q.new_empty((NK, *log_decay.shape), dtype=torch.float32)
     if table.count:
         launch = dict(H=H, K=K, V=V, BT=BT, BV=BV, SUB=span // BT, PREC=opts["PREC"], num_warps=opts["num_warps"],
                       num_stages=opts["num_stages"], **COMPILE_OPTIONS)
-        if not cfg.fused_dv:
+        if not (cfg.fused_dv or cfg.dv_in_sweep):
             chunk_dv_kernel[(table.count * H,)](q, k, log_decay, do, dstates, table.bos, table.end, dv, scale,
                                                 **launch)
         chunk_dqk_kernel[(table.count * H, NK)](

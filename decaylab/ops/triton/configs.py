@@ -47,6 +47,10 @@ class LaunchConfig:
         the gradient kernels rebuild each chunk's state and state gradient from its span's.
     fused_dv: with chunk_parallel_backward, dv is computed by the dq/dk kernel instead of its own kernel: every
         input read once, more tiles per program (for small heads; needs bwd_key_block 0 or >= K).
+    dv_in_sweep: with chunk_parallel_backward, dv is computed by the reverse state-gradient sweep (one program per
+        sequence, head and value block, every key at once) instead of its own kernel: q, k and do are read once for
+        both, and the state gradients are not read back for dv. Needs one stored state per chunk (state_stride 0)
+        and excludes fused_dv.
     save_states: with chunk_parallel_backward, the forward stores every chunk's entering state (K x V values per
         chunk and head, kept until the backward) so the backward skips its forward state sweep: faster, at the
         price of that memory. Needs the same chunk forward and backward.
@@ -77,6 +81,7 @@ class LaunchConfig:
     bwd_value_block: int = 0
     state_stride: int = 0
     fused_dv: bool = False
+    dv_in_sweep: bool = False
     save_states: bool = False
     gate_stride: int = 64
     precise_intra: bool = False
@@ -124,6 +129,15 @@ class LaunchConfig:
         if self.fused_dv and not self.chunk_parallel_backward:
             raise ValueError("fused_dv is an option of the chunk-parallel backward: set chunk_parallel_backward=True "
                              "as well, or drop fused_dv")
+        if self.dv_in_sweep:
+            if not self.chunk_parallel_backward:
+                raise ValueError("dv_in_sweep is an option of the chunk-parallel backward: set "
+                                 "chunk_parallel_backward=True as well, or drop dv_in_sweep")
+            if self.fused_dv:
+                raise ValueError("dv_in_sweep and fused_dv both compute dv: choose one")
+            if self.state_stride not in (0, self.bwd_chunk or self.chunk):
+                raise ValueError(f"dv_in_sweep needs one stored state per chunk; got state_stride "
+                                 f"{self.state_stride}: set state_stride=0 or drop dv_in_sweep")
         if self.save_states and not self.chunk_parallel_backward:
             raise ValueError("save_states stores chunk states for the chunk-parallel backward: set "
                              "chunk_parallel_backward=True as well, or drop save_states")

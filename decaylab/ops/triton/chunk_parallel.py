@@ -20,8 +20,8 @@ With scalar decay every element of the state evolves on its own, so the sweeps s
 Step 3 is two kernels, so that neither holds more tiles than fit in registers: one for dv, one for dq, dk and the
 gate gradient (optionally split over key blocks, whose gate-gradient shares are summed); with small heads one
 kernel can do both (fused_dv), or the reverse sweep can compute dv on its way (dv_in_sweep, with one stored
-state per chunk), reading q, k and do once for both. Both walk the value channels in blocks of BV: dv of a block needs only that block,
-while dq, dk and dA sum over blocks in fp32.
+state per chunk), reading q, k and do once for both. The gradient kernels walk the value channels in blocks of
+BV: dv of a block needs only that block, while dq, dk and dA sum over blocks in fp32.
 """
 
 from __future__ import annotations

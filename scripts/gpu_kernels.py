@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from decaylab.bench import kernels as kb  # noqa: E402
 from decaylab.ops import BACKENDS  # noqa: E402
-from decaylab.ops.reference.recurrent import recurrent_decay_linear_attention as reference  # noqa: E402
 from decaylab.ops.triton import use_config  # noqa: E402
+from decaylab.ops.triton.check import against_reference  # noqa: E402
 from decaylab.ops.triton.configs import pick_config  # noqa: E402
 
 DEV = torch.device("cuda")
@@ -38,36 +38,11 @@ def rel(out, ref):
 
 
 def check_case(B, T, H, K, V, vector, dtype, lowest, offsets=None, seed=0, overrides=None):
-    with use_config(replace(pick_config(DEV, vector, K, V), **(overrides or {}))):
-        return _check_case(B, T, H, K, V, vector, dtype, lowest, offsets, seed)
-
-
-def _check_case(B, T, H, K, V, vector, dtype, lowest, offsets, seed):
-    gen = torch.Generator(device=DEV).manual_seed(seed)
-    rn = lambda *s: torch.randn(*s, generator=gen, device=DEV)  # noqa: E731
-    N = B if offsets is None else len(offsets) - 1
-    q, k, v = rn(B, T, H, K).to(dtype), (rn(B, T, H, K) * K**-0.5).to(dtype), rn(B, T, H, V).to(dtype)
-    g = torch.rand((B, T, H, K) if vector else (B, T, H), generator=gen, device=DEV) * lowest
-    h0, do, dht = rn(N, H, K, V), rn(B, T, H, V).to(dtype), rn(N, H, K, V)
-    leaves = [t.clone().requires_grad_() for t in (q, k, v, g, h0)]
-    cu = None if offsets is None else torch.tensor(offsets, device=DEV)
-    o, ht = BACKENDS.get("triton")(*leaves[:4], scale=0.5, initial_state=leaves[4], output_final_state=True,
-                                   cu_seqlens=cu)
-    ((o.float() * do.float()).sum() + (ht * dht).sum()).backward()
-    refs = [t.double().requires_grad_() for t in (q, k, v, g, h0)]
-    spans = [(0, T)] if offsets is None else list(zip(offsets[:-1], offsets[1:]))
-    ro, rh = [], []
-    for n, (a, b) in enumerate(spans):
-        h0n = refs[4] if offsets is None else refs[4][n : n + 1]
-        on, hn = reference(*(t[:, a:b] for t in refs[:4]), scale=0.5, initial_state=h0n, output_final_state=True)
-        ro.append(on)
-        rh.append(hn)
-    ro, rh = torch.cat(ro, 1), torch.cat(rh)
-    ((ro * do.double()).sum() + (rh * dht.double()).sum()).backward()
-    errs = {"o": rel(o, ro), "ht": rel(ht, rh)}
-    for name, a, b in zip(("dq", "dk", "dv", "dg", "dh0"), leaves, refs):
-        errs[name] = rel(a.grad, b.grad)
-    finite = all(torch.isfinite(t).all().item() for t in [o, ht] + [x.grad for x in leaves])
+    """Relative RMS error of every output and gradient against the fp64 recurrence, and whether all are finite."""
+    pairs = against_reference(B, T, H, K, V, vector, dtype, lowest, offsets, overrides, seed=seed, device=DEV)
+    short = {"final_state": "ht", "dlog_decay": "dg"}
+    errs = {short.get(name, name): rel(out, ref) for name, (out, ref) in pairs.items()}
+    finite = all(torch.isfinite(out).all().item() for out, _ in pairs.values())
     return errs, finite
 
 

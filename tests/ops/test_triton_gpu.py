@@ -5,12 +5,9 @@ Skipped without CUDA (the ``gpu`` marker). bf16 is only testable here: the CPU i
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
 
-from decaylab.ops.reference.recurrent import recurrent_decay_linear_attention as reference
 from tests.conftest import rel_rms_error
 
 # Relative RMS error allowed per input dtype, for o, the final state and every gradient.
@@ -18,38 +15,9 @@ RATIO = {torch.bfloat16: 5e-3, torch.float16: 5e-3, torch.float32: 1e-4}
 
 
 def _run(B, T, H, K, V, vector, dtype, lowest, offsets=None, overrides=None):
-    from decaylab.ops.triton import chunk_decay_linear_attention, use_config
-    from decaylab.ops.triton.configs import pick_config
+    from decaylab.ops.triton.check import against_reference
 
-    dev = torch.device("cuda")
-    gen = torch.Generator(device=dev).manual_seed(T + K)
-    N = B if offsets is None else len(offsets) - 1
-    q = torch.randn(B, T, H, K, generator=gen, device=dev).to(dtype)
-    k = (torch.randn(B, T, H, K, generator=gen, device=dev) * K**-0.5).to(dtype)
-    v = torch.randn(B, T, H, V, generator=gen, device=dev).to(dtype)
-    g = torch.rand((B, T, H, K) if vector else (B, T, H), generator=gen, device=dev) * lowest
-    h0, dht = (torch.randn(N, H, K, V, generator=gen, device=dev) for _ in range(2))
-    do = torch.randn(B, T, H, V, generator=gen, device=dev).to(dtype)
-    leaves = [t.clone().requires_grad_() for t in (q, k, v, g, h0)]
-    cu = None if offsets is None else torch.tensor(offsets, device=dev)
-    with use_config(replace(pick_config(dev, vector, K, V), **(overrides or {}))):
-        o, ht = chunk_decay_linear_attention(*leaves[:4], scale=0.5, initial_state=leaves[4],
-                                             output_final_state=True, cu_seqlens=cu)
-    ((o.float() * do.float()).sum() + (ht * dht).sum()).backward()
-    refs = [t.double().requires_grad_() for t in (q, k, v, g, h0)]
-    spans = [(0, T)] if offsets is None else list(zip(offsets[:-1], offsets[1:]))
-    ro, rh = [], []
-    for n, (a, b) in enumerate(spans):
-        h0_n = refs[4] if offsets is None else refs[4][n : n + 1]
-        o_n, h_n = reference(*(t[:, a:b] for t in refs[:4]), scale=0.5, initial_state=h0_n, output_final_state=True)
-        ro.append(o_n)
-        rh.append(h_n)
-    ro, rh = torch.cat(ro, 1), torch.cat(rh)
-    ((ro * do.double()).sum() + (rh * dht.double()).sum()).backward()
-    out = {"o": (o, ro), "final_state": (ht, rh)}
-    for name, a, b in zip(("dq", "dk", "dv", "dlog_decay", "dh0"), leaves, refs):
-        out[name] = (a.grad, b.grad)
-    return out
+    return against_reference(B, T, H, K, V, vector, dtype, lowest, offsets, overrides)
 
 
 CASES = [

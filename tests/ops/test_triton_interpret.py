@@ -284,3 +284,28 @@ def test_uncovered_head_dims_fall_back_with_one_warning(interpreter_results):
 
 if __name__ == "__main__":
     _worker(sys.argv[1:])
+
+
+def test_reference_check_used_by_the_gpu_tests_runs_under_interpreter():
+    """decaylab.ops.triton.check (the GPU tests' and gpu_kernels.py's harness) on CPU: packed sequences with an
+    empty one, both granularities, every pair within the fp32 bound."""
+    repo = Path(__file__).resolve().parents[2]
+    code = (
+        "import json, torch\n"
+        "from decaylab.ops.triton.check import against_reference\n"
+        "errors = {}\n"
+        "for vector in (False, True):\n"
+        "    pairs = against_reference(1, 90, 2, 16, 32, vector, torch.float32, -2.0, offsets=[0, 30, 30, 90],\n"
+        "                              device='cpu')\n"
+        "    for name, (out, ref) in pairs.items():\n"
+        "        errors[f'{vector}-{name}'] = ((out.double() - ref).norm() / ref.norm()).item()\n"
+        "print(json.dumps(errors))\n"
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=repo,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    errors = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(errors) == 14
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < RATIO["float32"], f"{worst}: relative RMS error {errors[worst]:.3e}"

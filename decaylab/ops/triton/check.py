@@ -1,0 +1,59 @@
+"""The kernels against the fp64 recurrence on random inputs: one forward and backward of each, every output and
+gradient paired with its reference. Used by the GPU tests and by ``scripts/gpu_kernels.py``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from decaylab.ops.reference.recurrent import recurrent_decay_linear_attention as reference
+from decaylab.ops.triton.configs import pick_config, use_config
+from decaylab.ops.triton.function import chunk_decay_linear_attention
+
+GRADIENTS = ("dq", "dk", "dv", "dlog_decay", "dh0")
+
+
+def against_reference(B: int, T: int, H: int, K: int, V: int, vector: bool, dtype: torch.dtype, lowest: float,
+                      offsets: list[int] | None = None, overrides: dict | None = None, seed: int | None = None,
+                      device: torch.device | str = "cuda", scale: float = 0.5) -> dict:
+    """``{name: (kernel output, fp64 reference)}`` for o, final_state and every gradient (names in GRADIENTS).
+
+    q, v and do are standard normal, k scaled by K^-1/2, log decays uniform in [lowest, 0], a random initial state
+    and final-state gradient; ``offsets`` packs sequences (cu_seqlens), ``overrides`` change the pinned launch
+    config, ``seed`` defaults to T + K."""
+    device = torch.device(device)
+    gen = torch.Generator(device=device).manual_seed(T + K if seed is None else seed)
+
+    def randn(*size):
+        return torch.randn(*size, generator=gen, device=device)
+
+    N = B if offsets is None else len(offsets) - 1
+    q = randn(B, T, H, K).to(dtype)
+    k = (randn(B, T, H, K) * K**-0.5).to(dtype)
+    v = randn(B, T, H, V).to(dtype)
+    g = torch.rand((B, T, H, K) if vector else (B, T, H), generator=gen, device=device) * lowest
+    h0, dht = randn(N, H, K, V), randn(N, H, K, V)
+    do = randn(B, T, H, V).to(dtype)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v, g, h0)]
+    cu = None if offsets is None else torch.tensor(offsets, device=device)
+    with use_config(replace(pick_config(device, vector, K, V), **(overrides or {}))):
+        o, ht = chunk_decay_linear_attention(*leaves[:4], scale=scale, initial_state=leaves[4],
+                                             output_final_state=True, cu_seqlens=cu)
+    ((o.float() * do.float()).sum() + (ht * dht).sum()).backward()
+
+    refs = [t.double().requires_grad_() for t in (q, k, v, g, h0)]
+    spans = [(0, T)] if offsets is None else list(zip(offsets[:-1], offsets[1:]))
+    ref_o, ref_ht = [], []
+    for n, (bos, eos) in enumerate(spans):
+        h0_n = refs[4] if offsets is None else refs[4][n : n + 1]
+        o_n, ht_n = reference(*(t[:, bos:eos] for t in refs[:4]), scale=scale, initial_state=h0_n,
+                              output_final_state=True)
+        ref_o.append(o_n)
+        ref_ht.append(ht_n)
+    ref_o, ref_ht = torch.cat(ref_o, 1), torch.cat(ref_ht)
+    ((ref_o * do.double()).sum() + (ref_ht * dht.double()).sum()).backward()
+    pairs = {"o": (o, ref_o), "final_state": (ht, ref_ht)}
+    for name, leaf, ref_leaf in zip(GRADIENTS, leaves, refs):
+        pairs[name] = (leaf.grad, ref_leaf.grad)
+    return pairs

@@ -85,7 +85,7 @@ def chunk_states_kernel(k, v, g, h0, states, cu_seqlens, first, T,
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
         tl.store(_block_ptrs(states, (c0 + i_t) * H + i_h, K, V, BK, BV, i_k, i_v), S.to(states.dtype.element_ty))
-        S = _advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
+        S, _ = _advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
 
 
 @triton.jit
@@ -128,7 +128,7 @@ def _state_at(h, k, v, g, span_bos, span_end, i_h, i_k, i_v, H: tl.constexpr, K:
     """The [BK, BV] state block entering sub-chunk J, from h (fp32) entering the span: sub-chunks 0 .. J-1 replayed."""
     for i in tl.static_range(J):
         _, tok, valid = _sub_tokens(span_bos, span_end, i, BT)
-        h = _advance_block(h, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
+        h, _ = _advance_block(h, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
     return h
 
 

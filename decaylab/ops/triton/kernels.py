@@ -143,11 +143,13 @@ def _retreat_dstate(dS, q_t, do_t, G, G_last, scale, VECTOR: tl.constexpr, DT: t
 def _advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                    BK: tl.constexpr, BV: tl.constexpr, VECTOR: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """The [BK, BV] state block S carried forward over the chunk of tokens ``tok`` (every state element evolves
-    alone, under scalar and vector decay alike, so blocks are independent)."""
+    alone, under scalar and vector decay alike, so blocks are independent), and the chunk's total log2 decay
+    ([BK] for vector decay)."""
     G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR)
+    G_last = tl.min(G, axis=0)
     k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
     v_t = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
-    return _advance_state(S, k_t, v_t, G, tl.min(G, axis=0), VECTOR, DT, PREC)
+    return _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC), G_last
 
 
 @triton.jit

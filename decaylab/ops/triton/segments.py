@@ -24,8 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from decaylab.ops.triton.kernels import COMPILE_OPTIONS, _advance_block, _block_ptrs, _bounds, _load_gates, \
-    _retreat_block
+from decaylab.ops.triton.kernels import COMPILE_OPTIONS, _advance_block, _block_ptrs, _bounds, _retreat_block
 
 
 @dataclass(frozen=True)
@@ -103,8 +102,8 @@ def segment_state_kernel(k, v, g, local, decay, cu_seqlens, T,
     for i_t in range(0, tl.cdiv(seq_len, BT)):
         tok = bos + i_t * BT + rows
         valid = i_t * BT + rows < seq_len
-        S = _advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, VECTOR, DT, PREC)
-        total += tl.min(_load_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR), axis=0)  # reloads hit the cache
+        S, G_last = _advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, VECTOR, DT, PREC)
+        total += G_last
     tl.store(_block_ptrs(local, i_nh, K, V, BK, BV, i_k, i_v), S)
     if i_v == 0:  # one store per key block
         if VECTOR:

@@ -25,9 +25,10 @@ from decaylab.bench import kernels as kb  # noqa: E402
 from decaylab.ops import BACKENDS  # noqa: E402
 from decaylab.ops.triton import use_config  # noqa: E402
 from decaylab.ops.triton.check import against_reference  # noqa: E402
-from decaylab.ops.triton.configs import pick_config  # noqa: E402
+from decaylab.ops.triton.configs import fit_to_sms, pick_config  # noqa: E402
 
 DEV = torch.device("cuda")
+SMS = torch.cuda.get_device_properties(DEV).multi_processor_count if torch.cuda.is_available() else 0
 
 
 def rel(out, ref):
@@ -77,16 +78,34 @@ def correctness():
     return results
 
 
-def sweep(shape_texts, variants):
-    """Time each config variant (overrides of the pinned config) at each shape; print registers and spills."""
+# (vector decay, overrides of the pinned config, shapes to time it at: None for every sweep shape). The next
+# candidates (docs/benchmarks.md, "Where the time goes"); segment options only matter where sequences x heads
+# leave SMs idle (the mid shape).
+BIG, MID, D64 = "4x4096x64x128", "4x2048x16x128", "32x2048x12x64"
+SWEEP_VARIANTS = [
+    (False, {}, (BIG, D64)),
+    (False, dict(fwd_value_block=32), (BIG,)),
+    (False, dict(num_stages=3), (BIG, D64)),
+    (False, dict(num_stages=1), (BIG, D64)),
+    (True, {}, (MID,)),
+    (True, dict(segment=512), (MID,)),
+    (True, dict(programs_per_sm=3), (MID,)),
+]
+
+
+def sweep(shape_texts, variants=SWEEP_VARIANTS):
+    """Time each config variant (overrides of the pinned config) at its shapes; print registers and spills."""
     out = []
     for shape_text in shape_texts:
         shape = kb.Shape.parse(shape_text)
         print(f"\n## config sweep at {shape}")
         for vector in (False, True):
+            chosen = [o for v, o, shapes in variants if v == vector and (shapes is None or shape_text in shapes)]
+            if not chosen:
+                continue
             inputs = kb.make_inputs(shape, vector, DEV)
-            for overrides in variants[vector]:
-                cfg = replace(pick_config(DEV, vector, shape.D, shape.D), **overrides)
+            for overrides in chosen:
+                cfg = fit_to_sms(replace(pick_config(DEV, vector, shape.D, shape.D), **overrides), SMS)
                 with use_config(cfg):
                     try:
                         r = kb.time_provider("decaylab", inputs)
@@ -103,7 +122,8 @@ def sweep(shape_texts, variants):
 
     for fn in (kernels.forward_kernel, kernels.backward_dq_kernel, kernels.backward_dkv_kernel,
                segments.segment_state_kernel, segments.segment_dstate_kernel, chunk_parallel.chunk_states_kernel,
-               chunk_parallel.chunk_dstates_kernel, chunk_parallel.chunk_dv_kernel, chunk_parallel.chunk_dqk_kernel):
+               chunk_parallel.chunk_dstates_kernel, chunk_parallel.chunk_dstates_dv_kernel, chunk_parallel.chunk_dv_kernel,
+               chunk_parallel.chunk_dqk_kernel):
         try:
             for cache in fn.device_caches.values():
                 for compiled in cache[0].values():
@@ -281,13 +301,7 @@ def main():
             profile(shape_text, dict(chunk_parallel_backward=True, bwd_chunk=0, bwd_num_warps=4, bwd_value_block=64,
                                          bwd_key_block=64, save_states=True))
     if "sweep" in sections:
-        variants = {  # overrides of the pinned configs; the next candidates (docs/benchmarks.md, "Where the time goes")
-            False: [{}, dict(dv_in_sweep=True, fused_dv=False), dict(dv_in_sweep=True, fused_dv=False,
-                                                                    bwd_value_block=32),
-                    dict(sweep_chunk=128), dict(programs_per_sm=2)],
-            True: [{}, dict(programs_per_sm=1), dict(programs_per_sm=3), dict(segment=512)],
-        }
-        results["sweep"] = sweep(args.sweep_shapes.split(","), variants)
+        results["sweep"] = sweep(args.sweep_shapes.split(","))
     if has_fla:
         limit_autotune(int(os.environ.get("FLA_MAX_CONFIGS", "4")))
     if "bench" in sections:

@@ -38,9 +38,9 @@ CONFIGS = {
                                                               bwd_key_block=0, bwd_value_block=32,
                                                               fwd_value_block=32)),
     "scalar-D128-two-sweeps": (False, 128, dict(chunk_parallel_backward=False, save_states=False, fused_dv=False,
-                                                  bwd_chunk=32)),
+                                                  dv_in_sweep=False, bwd_chunk=32)),
     "scalar-D128-recomputed-states": (False, 128, dict(save_states=False)),
-    "scalar-D128-dv-in-sweep": (False, 128, dict(dv_in_sweep=True)),
+    "scalar-D128-dv-kernel": (False, 128, dict(dv_in_sweep=False)),
     "scalar-D64-dv-in-sweep-blocks32": (False, 64, dict(dv_in_sweep=True, fused_dv=False, bwd_value_block=32)),
 }
 

@@ -52,16 +52,18 @@ def test_triton_matches_recurrence_on_gpu(B, T, H, K, V, vector, dtype, lowest, 
 # gradient at every chunk end and holds 5e-3 like every other tensor.
 GATE_RATIO_SEQUENTIAL = 7e-3
 SCALAR_BACKWARDS = {  # every option named (not left to the pinned config, which changes with the sweeps)
-    "sequential": dict(chunk_parallel_backward=False, save_states=False, fused_dv=False, bwd_chunk=32),
+    "sequential": dict(chunk_parallel_backward=False, save_states=False, fused_dv=False, dv_in_sweep=False,
+                       bwd_chunk=32),
     "chunk-parallel-recomputed-states": dict(chunk_parallel_backward=True, save_states=False, fused_dv=False,
-                                             bwd_key_block=0, bwd_value_block=0),
+                                             dv_in_sweep=False, bwd_key_block=0, bwd_value_block=0),
     "chunk-parallel-saved-states-blocks32": dict(chunk_parallel_backward=True, save_states=True, fused_dv=False,
-                                                 bwd_key_block=32, bwd_value_block=32),
+                                                 dv_in_sweep=False, bwd_key_block=32, bwd_value_block=32),
     "chunk-parallel-dv-in-sweep": dict(chunk_parallel_backward=True, save_states=True, fused_dv=False,
                                        dv_in_sweep=True, bwd_key_block=0, bwd_value_block=0),
     "chunk-parallel-stride128-fused-fwd-blocks32": dict(chunk_parallel_backward=True, save_states=True,
                                                         state_stride=128, gate_stride=128, fused_dv=True,
-                                                        bwd_key_block=0, bwd_value_block=32, fwd_value_block=32),
+                                                        dv_in_sweep=False, bwd_key_block=0, bwd_value_block=32,
+                                                        fwd_value_block=32),
 }
 
 

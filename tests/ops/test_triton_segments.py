@@ -24,7 +24,9 @@ def test_plan_cuts_each_sequence_and_keeps_empty_ones():
     "lengths, heads, split_below, target, expected",
     [
         ([2048] * 4, 16, 132, 256, 512),  # 64 programs -> 4 segments per sequence
-        ([2048] * 4, 16, 132, 300, 448),  # ceil(300 / 64) = 5 pieces, rounded up to the stride
+        ([2048] * 4, 16, 132, 300, 512),  # 300 // 64 = 4 pieces: a fifth would start a second round
+        ([2048] * 4, 16, 132, 320, 448),  # 5 pieces of 409.6 tokens, rounded up to the stride
+        ([2048] * 4, 16, 132, 127, 0),  # one piece: left whole
         ([4096] * 4, 64, 132, 528, 0),  # 256 programs: every SM is busy already
         ([100] * 2, 1, 132, 64, 64),  # never shorter than the stride
         ([64] * 2, 1, 132, 64, 0),  # too short to cut
@@ -36,7 +38,7 @@ def test_plan_cuts_each_sequence_and_keeps_empty_ones():
         ([1000, 200] * 40, 4, 132, 528, 0),  # uneven, but within IMBALANCE shares (a share is 364 tokens)
     ],
 )
-def test_segment_length_reaches_the_program_target(lengths, heads, split_below, target, expected):
+def test_segment_length_fills_the_program_target(lengths, heads, split_below, target, expected):
     assert segment_length(tuple(lengths), heads, split_below, target, 64) == expected
 
 

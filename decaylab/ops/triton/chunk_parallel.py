@@ -300,7 +300,7 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
         sweep_bv = min(V, cfg.bwd_value_block or STATE_BLOCK)
         chunk_dstates_dv_kernel[(N * H, V // sweep_bv)](
             q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, H=H, K=K, V=V,
-            BT=span, BV=sweep_bv, HAS_DHT=dht is not None, PREC=opts["PREC"], num_warps=SWEEP_WARPS,
+            BT=span, BV=sweep_bv, HAS_DHT=dht is not None, PREC=opts["PREC"], num_warps=opts["num_warps"],
             num_stages=opts["num_stages"], **COMPILE_OPTIONS,
         )
     else:

@@ -56,8 +56,8 @@ class LaunchConfig:
         price of that memory. Needs the same chunk forward and backward.
     bwd_value_block: value channels per step of the chunk-parallel gradient kernel (0: all at once). Smaller
         blocks hold fewer tiles in registers; the result does not change.
-    split_below, target_programs: when (sequences x heads) < split_below, cut the sequences into segments
-        (segments.py) until (segments x heads) >= target_programs. One program walks one segment of one head, so
+    split_below, target_programs: when (sequences x heads) < split_below, cut the sequences into as many segments
+        (segments.py) as keep (segments x heads) <= target_programs. One program walks one segment of one head, so
         few long sequences would leave SMs idle; splitting costs one extra state sweep each way. With programs
         enough, a sequence far longer than an even share of the tokens (segments.IMBALANCE shares) is still cut to
         that share, so that one long packed document does not run on alone. 0: never split.
@@ -160,14 +160,16 @@ PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
     # key blocks of 64, D64 in blocks of 32; tf32 intra dots in the backward and a gate restart every 32 tokens
     # keep the bf16 gate gradient under 5e-3 (3.1-3.5e-3 measured); the restart states in bf16 measured as
     # accurate and 5 % faster than fp32. Scalar D128's forward in value blocks of 64 took 3-9 % off fwd+bwd at
-    # both D128 shapes; at D64, dv computed in the dq/dk kernel (value blocks of 32) took 6 % off. Vector at
+    # both D128 shapes; at D64, dv computed in the dq/dk kernel (value blocks of 32) took 6 % off; at D128, dv
+    # computed by the reverse state-gradient sweep took 6 % off at B4*T4096*H64 (2.80 -> 2.63 ms; slower at D64,
+    # 0.73 -> 0.83). Vector at
     # B4*T2048*H16*D128 (segmented): segment sweeps on 64-token steps and segments of 512 tokens took 9 % off
     # fwd+bwd, pinned as 2 programs per SM instead of 4 (416-token segments at that shape, timed in the bench
     # table, not against 512 side by side); whole-state sweeps beat 64 x 64 blocks.
     (None, False, 64): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, fused_dv=True,
                                     bwd_value_block=32),
     (None, False, 128): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, bwd_key_block=64,
-                                     bwd_value_block=64, fwd_value_block=64),
+                                     bwd_value_block=64, fwd_value_block=64, dv_in_sweep=True),
     (None, True, 64): LaunchConfig(16, 4, 2, bwd_key_block=32, precise_intra=True, gate_stride=32,
                                    bf16_boundaries=True, sweep_chunk=64, programs_per_sm=2),
     (None, True, 128): LaunchConfig(16, 4, 2, bwd_key_block=64, precise_intra=True, gate_stride=32,
@@ -195,7 +197,12 @@ def _gpu_config(index: int, vector: bool, width: int) -> LaunchConfig:
     """The pinned config for this GPU's architecture and SM count (cached: every layer call asks for it)."""
     major = torch.cuda.get_device_capability(index)[0]
     config = PINNED_CONFIGS.get((major, vector, width)) or PINNED_CONFIGS[(None, vector, width)]
-    sms = torch.cuda.get_device_properties(index).multi_processor_count
+    return fit_to_sms(config, torch.cuda.get_device_properties(index).multi_processor_count)
+
+
+def fit_to_sms(config: LaunchConfig, sms: int) -> LaunchConfig:
+    """``config`` with its segment thresholds set for a GPU of ``sms`` SMs: split below one program per SM, up to
+    ``programs_per_sm`` per SM. Apply it again after overriding ``programs_per_sm`` of a picked config."""
     return replace(config, split_below=sms, target_programs=config.programs_per_sm * sms)
 
 

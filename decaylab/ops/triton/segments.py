@@ -65,7 +65,9 @@ IMBALANCE = 4
 
 def segment_length(lengths: tuple[int, ...], heads: int, split_below: int, target_programs: int, stride: int) -> int:
     """Segment length (a multiple of ``stride``), 0 to leave the sequences whole. When the whole sequences give
-    fewer than ``split_below`` (sequence, head) programs: the length giving at least ``target_programs``. Otherwise
+    fewer than ``split_below`` (sequence, head) programs: the longest sequence cut into as many pieces as keep the
+    programs within ``target_programs`` (the programs the GPU runs at once: one more would start a second round,
+    which costs a whole segment's time; measured on an H200, docs/benchmarks.md). Otherwise
     only when the longest sequence exceeds IMBALANCE times an even share of the tokens over ``target_programs``
     programs: that share. Equal lengths never take the second rule while target_programs <= IMBALANCE *
     split_below (each sequence is then within IMBALANCE shares)."""
@@ -74,7 +76,7 @@ def segment_length(lengths: tuple[int, ...], heads: int, split_below: int, targe
     longest = max(lengths)
     programs = len(lengths) * heads
     if programs < split_below:
-        length = longest / math.ceil(target_programs / programs)
+        length = longest / max(1, target_programs // programs)
     else:
         length = sum(lengths) * heads / target_programs
         if longest <= IMBALANCE * length:

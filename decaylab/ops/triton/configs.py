@@ -156,16 +156,15 @@ PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
     # H200, bf16 (docs/benchmarks.md, "GPU kernels": the config sweeps). Scalar: a 64-token forward chunk beat 32
     # at all three bench shapes (0.18-0.63 ms fwd); the chunk-parallel backward with forward-saved states took
     # 32-35 % off fwd+bwd against the two sweeps (saving the states: 3-7 % of that), with D128's dq/dk kernel in
-    # key blocks of 64 and value blocks of 64 (no spills on 4 warps). Vector: 16-token chunks; the D128 backward in
+    # key blocks of 64 and value blocks of 64 (few spills on 4 warps). Vector: 16-token chunks; the D128 backward in
     # key blocks of 64, D64 in blocks of 32; tf32 intra dots in the backward and a gate restart every 32 tokens
     # keep the bf16 gate gradient under 5e-3 (3.1-3.5e-3 measured); the restart states in bf16 measured as
     # accurate and 5 % faster than fp32. Scalar D128's forward in value blocks of 64 took 3-9 % off fwd+bwd at
     # both D128 shapes; at D64, dv computed in the dq/dk kernel (value blocks of 32) took 6 % off; at D128, dv
     # computed by the reverse state-gradient sweep took 6 % off at B4*T4096*H64 (2.80 -> 2.63 ms; slower at D64,
-    # 0.73 -> 0.83). Vector at
-    # B4*T2048*H16*D128 (segmented): segment sweeps on 64-token steps and segments of 512 tokens took 9 % off
-    # fwd+bwd, pinned as 2 programs per SM instead of 4 (416-token segments at that shape, timed in the bench
-    # table, not against 512 side by side); whole-state sweeps beat 64 x 64 blocks.
+    # 0.73 -> 0.83). Vector at B4*T2048*H16*D128 (segmented): segment sweeps on 64-token steps took 2 % off;
+    # segments are cut to fill 2 programs per SM (two fit, at 255 registers on 4 warps): 4 segments of 512 tokens
+    # there, 1.39 ms against 1.52-1.77 for 2, 3, 5 or 7 segments; whole-state sweeps beat 64 x 64 blocks.
     (None, False, 64): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, fused_dv=True,
                                     bwd_value_block=32),
     (None, False, 128): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, bwd_key_block=64,

@@ -122,8 +122,8 @@ def sweep(shape_texts, variants=SWEEP_VARIANTS):
 
     for fn in (kernels.forward_kernel, kernels.backward_dq_kernel, kernels.backward_dkv_kernel,
                segments.segment_state_kernel, segments.segment_dstate_kernel, chunk_parallel.chunk_states_kernel,
-               chunk_parallel.chunk_dstates_kernel, chunk_parallel.chunk_dstates_dv_kernel, chunk_parallel.chunk_dv_kernel,
-               chunk_parallel.chunk_dqk_kernel):
+               chunk_parallel.chunk_dstates_kernel, chunk_parallel.chunk_dstates_dv_kernel,
+               chunk_parallel.chunk_dv_kernel, chunk_parallel.chunk_dqk_kernel):
         try:
             for cache in fn.device_caches.values():
                 for compiled in cache[0].values():

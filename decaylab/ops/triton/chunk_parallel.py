@@ -35,7 +35,7 @@ import triton.language as tl
 
 from decaylab.ops.triton.intra import scalar_pair_decay
 from decaylab.ops.triton.kernels import COMPILE_OPTIONS, STATE_BLOCK, _advance_block, _block_ptrs, _bounds, \
-    _load_chunk, _load_gates, _load_tile, _retreat_block, _retreat_dstate, _store_chunk, _store_tile
+    _chunk_tokens, _load_chunk, _load_gates, _load_tile, _retreat_block, _retreat_dstate, _store_chunk, _store_tile
 
 SWEEP_WARPS = 4
 
@@ -77,13 +77,11 @@ def chunk_states_kernel(k, v, g, h0, states, cu_seqlens, first, T,
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
     c0 = tl.load(first + i_n)
     DT = k.dtype.element_ty
-    rows = tl.arange(0, BT)
     S = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_H0:
         S = tl.load(_block_ptrs(h0, i_nh, K, V, BK, BV, i_k, i_v))
     for i_t in range(0, tl.cdiv(seq_len, BT)):
-        tok = bos + i_t * BT + rows
-        valid = i_t * BT + rows < seq_len
+        tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
         tl.store(_block_ptrs(states, (c0 + i_t) * H + i_h, K, V, BK, BV, i_k, i_v), S.to(states.dtype.element_ty))
         S, _ = _advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
 
@@ -98,27 +96,17 @@ def chunk_dstates_kernel(q, g, do, dht, dstates, dh0, cu_seqlens, first, scale, 
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
     c0 = tl.load(first + i_n)
     DT = q.dtype.element_ty
-    rows = tl.arange(0, BT)
     dS = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_DHT:
         dS = tl.load(_block_ptrs(dht, i_nh, K, V, BK, BV, i_k, i_v))
     NT = tl.cdiv(seq_len, BT)
     for i_r in range(0, NT):
         i_t = NT - 1 - i_r
-        tok = bos + i_t * BT + rows
-        valid = i_t * BT + rows < seq_len
+        tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
         tl.store(_block_ptrs(dstates, (c0 + i_t) * H + i_h, K, V, BK, BV, i_k, i_v),
                  dS.to(dstates.dtype.element_ty))
         dS = _retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
     tl.store(_block_ptrs(dh0, i_nh, K, V, BK, BV, i_k, i_v), dS)
-
-
-@triton.jit
-def _sub_tokens(span_bos, span_end, j, BT: tl.constexpr):
-    """Rows, token indices and validity of sub-chunk j (BT tokens) of the span [span_bos, span_end)."""
-    rows = tl.arange(0, BT)
-    tok = span_bos + j * BT + rows
-    return rows, tok, tok < span_end
 
 
 @triton.jit
@@ -127,7 +115,7 @@ def _state_at(h, k, v, g, span_bos, span_end, i_h, i_k, i_v, H: tl.constexpr, K:
               PREC: tl.constexpr):
     """The [BK, BV] state block entering sub-chunk J, from h (fp32) entering the span: sub-chunks 0 .. J-1 replayed."""
     for i in tl.static_range(J):
-        _, tok, valid = _sub_tokens(span_bos, span_end, i, BT)
+        tok, valid = _chunk_tokens(span_bos, span_end - span_bos, i, BT)
         h, _ = _advance_block(h, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
     return h
 
@@ -139,7 +127,7 @@ def _dstate_at(dh, q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H: tl.con
     """The [BK, BV] state-gradient block leaving sub-chunk J, from dh (fp32) leaving the span: sub-chunks SUB-1 ..
     J+1 retreated over."""
     for r in tl.static_range(SUB - 1 - J):
-        _, tok, valid = _sub_tokens(span_bos, span_end, SUB - 1 - r, BT)
+        tok, valid = _chunk_tokens(span_bos, span_end - span_bos, SUB - 1 - r, BT)
         dh = _retreat_block(dh, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
     return dh
 
@@ -162,8 +150,9 @@ def chunk_dv_kernel(q, k, g, do, dstates, chunk_bos, chunk_end, dv, scale,
     i_c, i_h = i_ch // H, i_ch % H
     DT = q.dtype.element_ty
     span_bos, span_end = tl.load(chunk_bos + i_c), tl.load(chunk_end + i_c)
+    rows = tl.arange(0, BT)
     for j in tl.static_range(SUB):
-        rows, tok, valid = _sub_tokens(span_bos, span_end, j, BT)
+        tok, valid = _chunk_tokens(span_bos, span_end - span_bos, j, BT)
         q_t = _load_chunk(q, tok, valid, i_h, H, K)
         k_t = _load_chunk(k, tok, valid, i_h, H, K)
         G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)  # [BT], log2 units
@@ -196,8 +185,7 @@ def chunk_dstates_dv_kernel(q, k, g, do, dht, dstates, dh0, dv, cu_seqlens, firs
     NT = tl.cdiv(seq_len, BT)
     for i_r in range(0, NT):
         i_t = NT - 1 - i_r
-        tok = bos + i_t * BT + rows
-        valid = i_t * BT + rows < seq_len
+        tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
         tl.store(_block_ptrs(dstates, (c0 + i_t) * H + i_h, K, V, K, BV, 0, i_v), dS.to(dstates.dtype.element_ty))
         q_t = _load_chunk(q, tok, valid, i_h, H, K)
         k_t = _load_chunk(k, tok, valid, i_h, H, K)
@@ -223,8 +211,9 @@ def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, 
     i_c, i_h = i_ch // H, i_ch % H
     DT = q.dtype.element_ty
     span_bos, span_end = tl.load(chunk_bos + i_c), tl.load(chunk_end + i_c)
+    rows = tl.arange(0, BT)
     for j in tl.static_range(SUB):
-        rows, tok, valid = _sub_tokens(span_bos, span_end, j, BT)
+        tok, valid = _chunk_tokens(span_bos, span_end - span_bos, j, BT)
         q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
         k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
         G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)

@@ -42,6 +42,13 @@ def _bounds(cu_seqlens, i_n, T, VARLEN: tl.constexpr):
 
 
 @triton.jit
+def _chunk_tokens(bos, seq_len, i_t, BT: tl.constexpr):
+    """Packed token indices of chunk i_t (BT tokens) of the sequence [bos, bos + seq_len), and which lie inside it."""
+    local = i_t * BT + tl.arange(0, BT)
+    return bos + local, local < seq_len
+
+
+@triton.jit
 def _first_boundary(boundary_offsets, i_n, T, VARLEN: tl.constexpr, STRIDE: tl.constexpr):
     """Index of this sequence's first saved state (one every STRIDE tokens, the sequence end excluded)."""
     if VARLEN:
@@ -195,8 +202,7 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale
     if SAVE_STATES:
         c0 = tl.load(state_first + i_n)
     for i_t in range(0, tl.cdiv(seq_len, BT)):
-        tok = bos + i_t * BT + rows
-        valid = i_t * BT + rows < seq_len
+        tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
         if SAVE_STATES:
             if i_t % STATE_EVERY == 0:
                 tl.store(_block_ptrs(states, (c0 + i_t // STATE_EVERY) * H + i_h, K, V, K, BV, 0, i_v),
@@ -237,8 +243,7 @@ def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu
     if HAS_H0:
         S = tl.load(_state_ptrs(h0, i_nh, K, V, BK, i_k))
     for i_t in range(0, tl.cdiv(seq_len, BT)):
-        tok = bos + i_t * BT + rows
-        valid = i_t * BT + rows < seq_len
+        tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
         q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
         k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
         v_t = _load_chunk(v, tok, valid, i_h, H, V)
@@ -301,8 +306,7 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
     NT = tl.cdiv(seq_len, BT)
     for i_r in range(0, NT):
         i_t = NT - 1 - i_r
-        tok = bos + i_t * BT + rows
-        valid = i_t * BT + rows < seq_len
+        tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
         end = (i_t + 1) * BT
         if (end % STRIDE == 0) & (end < seq_len):
             # Restart the gate-gradient carry from its direct form, sum_v S_end * dS_end (S_end saved by the

@@ -24,7 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from decaylab.ops.triton.kernels import COMPILE_OPTIONS, _advance_block, _block_ptrs, _bounds, _retreat_block
+from decaylab.ops.triton.kernels import COMPILE_OPTIONS, _advance_block, _block_ptrs, _bounds, _chunk_tokens, \
+    _retreat_block
 
 
 @dataclass(frozen=True)
@@ -95,15 +96,13 @@ def segment_state_kernel(k, v, g, local, decay, cu_seqlens, T,
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
     DT = k.dtype.element_ty
-    rows = tl.arange(0, BT)
     S = tl.zeros([BK, BV], dtype=tl.float32)
     if VECTOR:
         total = tl.zeros([BK], dtype=tl.float32)
     else:
         total = tl.zeros([], dtype=tl.float32)
     for i_t in range(0, tl.cdiv(seq_len, BT)):
-        tok = bos + i_t * BT + rows
-        valid = i_t * BT + rows < seq_len
+        tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
         S, G_last = _advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, VECTOR, DT, PREC)
         total += G_last
     tl.store(_block_ptrs(local, i_nh, K, V, BK, BV, i_k, i_v), S)
@@ -125,13 +124,11 @@ def segment_dstate_kernel(q, g, do, dlocal, cu_seqlens, scale, T,
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
     DT = q.dtype.element_ty
-    rows = tl.arange(0, BT)
     dS = tl.zeros([BK, BV], dtype=tl.float32)
     NT = tl.cdiv(seq_len, BT)
     for i_r in range(0, NT):
         i_t = NT - 1 - i_r
-        tok = bos + i_t * BT + rows
-        valid = i_t * BT + rows < seq_len
+        tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
         dS = _retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, VECTOR, DT, PREC)
     tl.store(_block_ptrs(dlocal, i_nh, K, V, BK, BV, i_k, i_v), dS)
 

@@ -16,12 +16,13 @@ GRADIENTS = ("dq", "dk", "dv", "dlog_decay", "dh0")
 
 def against_reference(B: int, T: int, H: int, K: int, V: int, vector: bool, dtype: torch.dtype, lowest: float,
                       offsets: list[int] | None = None, overrides: dict | None = None, seed: int | None = None,
-                      device: torch.device | str = "cuda", scale: float = 0.5) -> dict:
-    """``{name: (kernel output, fp64 reference)}`` for o, final_state and every gradient (names in GRADIENTS).
+                      device: torch.device | str = "cuda", scale: float = 0.5, initial_state: bool = True) -> dict:
+    """``{name: (kernel output, fp64 reference)}`` for o, final_state and every gradient (names in GRADIENTS; no
+    dh0 without an initial state).
 
     q, v and do are standard normal, k scaled by K^-1/2, log decays uniform in [lowest, 0], a random initial state
-    and final-state gradient; ``offsets`` packs sequences (cu_seqlens), ``overrides`` change the pinned launch
-    config, ``seed`` defaults to T + K."""
+    (unless ``initial_state`` is False) and final-state gradient; ``offsets`` packs sequences (cu_seqlens),
+    ``overrides`` change the pinned launch config, ``seed`` defaults to T + K."""
     device = torch.device(device)
     gen = torch.Generator(device=device).manual_seed(T + K if seed is None else seed)
 
@@ -33,20 +34,24 @@ def against_reference(B: int, T: int, H: int, K: int, V: int, vector: bool, dtyp
     k = (randn(B, T, H, K) * K**-0.5).to(dtype)
     v = randn(B, T, H, V).to(dtype)
     g = torch.rand((B, T, H, K) if vector else (B, T, H), generator=gen, device=device) * lowest
-    h0, dht = randn(N, H, K, V), randn(N, H, K, V)
+    h0 = randn(N, H, K, V) if initial_state else None
+    dht = randn(N, H, K, V)
     do = randn(B, T, H, V).to(dtype)
-    leaves = [t.clone().requires_grad_() for t in (q, k, v, g, h0)]
+    inputs = [t for t in (q, k, v, g, h0) if t is not None]
+    leaves = [t.clone().requires_grad_() for t in inputs]
     cu = None if offsets is None else torch.tensor(offsets, device=device)
     with use_config(replace(pick_config(device, vector, K, V), **(overrides or {}))):
-        o, ht = chunk_decay_linear_attention(*leaves[:4], scale=scale, initial_state=leaves[4],
+        o, ht = chunk_decay_linear_attention(*leaves[:4], scale=scale, initial_state=(leaves + [None])[4],
                                              output_final_state=True, cu_seqlens=cu)
-    ((o.float() * do.float()).sum() + (ht * dht).sum()).backward()
+    ((o.double() * do.double()).sum() + (ht.double() * dht.double()).sum()).backward()
 
-    refs = [t.double().requires_grad_() for t in (q, k, v, g, h0)]
+    refs = [t.double().requires_grad_() for t in inputs]
     spans = [(0, T)] if offsets is None else list(zip(offsets[:-1], offsets[1:]))
     ref_o, ref_ht = [], []
     for n, (bos, eos) in enumerate(spans):
-        h0_n = refs[4] if offsets is None else refs[4][n : n + 1]
+        h0_n = None
+        if initial_state:
+            h0_n = refs[4] if offsets is None else refs[4][n : n + 1]
         o_n, ht_n = reference(*(t[:, bos:eos] for t in refs[:4]), scale=scale, initial_state=h0_n,
                               output_final_state=True)
         ref_o.append(o_n)

@@ -150,6 +150,8 @@ def profile(shape_text="4x4096x64x128", overrides=None):
         leaves = [inputs[n].detach().clone().requires_grad_() for n in ("q", "k", "v", "log_decay")]
         for _ in range(3):
             op(*leaves)[0].backward(inputs["do"])
+        for leaf in leaves:  # else the first profiled backward adds to the warm-up's gradients
+            leaf.grad = None
         torch.cuda.synchronize()
         with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(5):

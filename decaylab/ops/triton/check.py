@@ -39,9 +39,10 @@ def against_reference(B: int, T: int, H: int, K: int, V: int, vector: bool, dtyp
     do = randn(B, T, H, V).to(dtype)
     inputs = [t for t in (q, k, v, g, h0) if t is not None]
     leaves = [t.clone().requires_grad_() for t in inputs]
+    h0_leaf = leaves[4] if initial_state else None
     cu = None if offsets is None else torch.tensor(offsets, device=device)
     with use_config(replace(pick_config(device, vector, K, V), **(overrides or {}))):
-        o, ht = chunk_decay_linear_attention(*leaves[:4], scale=scale, initial_state=(leaves + [None])[4],
+        o, ht = chunk_decay_linear_attention(*leaves[:4], scale=scale, initial_state=h0_leaf,
                                              output_final_state=True, cu_seqlens=cu)
     ((o.double() * do.double()).sum() + (ht.double() * dht.double()).sum()).backward()
 

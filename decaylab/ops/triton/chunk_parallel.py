@@ -35,7 +35,7 @@ import triton.language as tl
 
 from decaylab.ops.triton.intra import scalar_pair_decay
 from decaylab.ops.triton.kernels import COMPILE_OPTIONS, STATE_BLOCK, _advance_block, _block_ptrs, _bounds, \
-    _chunk_tokens, _load_chunk, _load_gates, _load_tile, _retreat_block, _retreat_dstate, _store_chunk, _store_tile
+    _chunk_tokens, _load_chunk, _load_gates, _load_tile, _retreat_block, _retreat_dstate, _store_tile
 
 SWEEP_WARPS = 4
 

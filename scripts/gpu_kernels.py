@@ -79,17 +79,21 @@ def correctness():
 
 
 # (vector decay, overrides of the pinned config, shapes to time it at: None for every sweep shape). The next
-# candidates (docs/benchmarks.md, "Where the time goes"); segment options only matter where sequences x heads
-# leave SMs idle (the mid shape).
+# candidates (docs/benchmarks.md, "Where the time goes"): the old launch order (an owner's blocks a wave apart),
+# and narrower blocks, whose shared tiles now come from L2.
 BIG, MID, D64 = "4x4096x64x128", "4x2048x16x128", "32x2048x12x64"
 SWEEP_VARIANTS = [
-    (False, {}, (BIG, D64)),
+    (False, {}, None),
+    (False, dict(blocks_adjacent=False), None),
     (False, dict(fwd_value_block=32), (BIG,)),
-    (False, dict(num_stages=3), (BIG, D64)),
-    (False, dict(num_stages=1), (BIG, D64)),
-    (True, {}, (MID,)),
-    (True, dict(segment=512), (MID,)),
-    (True, dict(programs_per_sm=3), (MID,)),
+    (False, dict(bwd_key_block=32), (BIG,)),
+    (False, dict(bwd_value_block=32), (BIG,)),
+    (False, dict(dv_in_sweep=True, fused_dv=False, bwd_value_block=32), (D64,)),
+    (False, dict(fwd_value_block=32), (D64,)),
+    (True, {}, None),
+    (True, dict(blocks_adjacent=False), None),
+    (True, dict(bwd_key_block=32), (BIG, MID)),
+    (True, dict(bwd_key_block=16), (D64,)),
 ]
 
 

@@ -103,6 +103,10 @@ CASES = {
     "savestates-scalar-B2-T100-H2-K32-V16-fp32-h0": (2, 100, 2, 32, 16, False, "float32", True, -2.0, None),
     "savestates-segmented-scalar-varlen-T200-H1-K16-V32-fp16-h0": (1, 200, 1, 16, 32, False, "float16", True, -1.0,
                                                                    [0, 0, 64, 65, 200]),
+    # key and value blocks on the second grid axis (blocks_adjacent=False) instead of next to each other
+    "order2d-scalar-varlen-T150-H2-K128-V32-fp32-h0": (1, 150, 2, 128, 32, False, "float32", True, -1.0,
+                                                       [0, 70, 150]),
+    "order2d-vector-B1-T100-H2-K32-V32-fp32-h0": (1, 100, 2, 32, 32, True, "float32", True, -2.0, None),
 }
 # Launch-config overrides per case: segmented cases cut sequences into 64-token segments.
 OVERRIDES = {name: dict(segment=64) for name in CASES if name.startswith("segmented-")}
@@ -136,6 +140,12 @@ OVERRIDES["stride32-kblock16-scalar-B1-T90-H1-K32-V32-fp32-h0"].update(bwd_key_b
 OVERRIDES["imbalanced-scalar-varlen-T230-H2-K16-V16-fp32-h0"] = dict(split_below=1, target_programs=32)
 OVERRIDES["segmented-vector-B1-T150-H1-K128-V64-fp32-h0"].update(sweep_block=64, sweep_chunk=64)
 OVERRIDES["segmented-scalar-B1-T150-H1-K128-V64-fp32-h0"].update(sweep_block=64)
+# every blocked kernel: forward value blocks, both backwards' key blocks, split state sweeps, segment sweeps
+OVERRIDES["order2d-scalar-varlen-T150-H2-K128-V32-fp32-h0"] = dict(
+    blocks_adjacent=False, fwd_value_block=16, chunk_parallel_backward=True, save_states=True, dv_in_sweep=True,
+    bwd_value_block=16, bwd_key_block=64, segment=64)
+OVERRIDES["order2d-vector-B1-T100-H2-K32-V32-fp32-h0"] = dict(
+    blocks_adjacent=False, fwd_value_block=16, bwd_key_block=16, segment=64, sweep_block=16)
 for name in CASES:
     if name.startswith("cparallel-vblock16-"):
         OVERRIDES[name].update(bwd_value_block=16, bwd_key_block=16)

@@ -35,7 +35,8 @@ import triton.language as tl
 
 from decaylab.ops.triton.intra import scalar_pair_decay
 from decaylab.ops.triton.kernels import COMPILE_OPTIONS, STATE_BLOCK, _advance_block, _block_ptrs, _bounds, \
-    _chunk_tokens, _load_chunk, _load_gates, _load_tile, _retreat_block, _retreat_dstate, _store_tile
+    _chunk_tokens, _load_chunk, _load_gates, _load_tile, _program_ids, _retreat_block, _retreat_dstate, _store_tile, \
+    launch_grid
 
 SWEEP_WARPS = 4
 
@@ -70,9 +71,10 @@ def chunk_table(lengths: tuple[int, ...], chunk: int, device: torch.device) -> C
 @triton.jit
 def chunk_states_kernel(k, v, g, h0, states, cu_seqlens, first, T,
                         H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                        BV: tl.constexpr, HAS_H0: tl.constexpr, PREC: tl.constexpr):
+                        BV: tl.constexpr, HAS_H0: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Per (sequence, head, state block): the block entering each chunk."""
-    i_nh, i_k, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_nh, i_kv = _program_ids((K // BK) * (V // BV), ADJACENT)
+    i_k, i_v = i_kv // (V // BV), i_kv % (V // BV)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
     c0 = tl.load(first + i_n)
@@ -89,9 +91,10 @@ def chunk_states_kernel(k, v, g, h0, states, cu_seqlens, first, T,
 @triton.jit
 def chunk_dstates_kernel(q, g, do, dht, dstates, dh0, cu_seqlens, first, scale, T,
                          H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                         BV: tl.constexpr, HAS_DHT: tl.constexpr, PREC: tl.constexpr):
+                         BV: tl.constexpr, HAS_DHT: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Per (sequence, head, state block): the block's gradient leaving each chunk, and entering the sequence."""
-    i_nh, i_k, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_nh, i_kv = _program_ids((K // BK) * (V // BV), ADJACENT)
+    i_k, i_v = i_kv // (V // BV), i_kv % (V // BV)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
     c0 = tl.load(first + i_n)
@@ -169,11 +172,11 @@ def chunk_dv_kernel(q, k, g, do, dstates, chunk_bos, chunk_end, dv, scale,
 @triton.jit
 def chunk_dstates_dv_kernel(q, k, g, do, dht, dstates, dh0, dv, cu_seqlens, first, scale, T,
                             H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                            HAS_DHT: tl.constexpr, PREC: tl.constexpr):
+                            HAS_DHT: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Per (sequence, head, value block): the reverse sweep of chunk_dstates_kernel over [K, BV] blocks (every key
     at once), computing each chunk's dv on the way, as chunk_dv_kernel would: q, k and do are read once for both
     and the state gradients are not read back. One stored state per chunk (no sub-chunks)."""
-    i_nh, i_v = tl.program_id(0), tl.program_id(1)
+    i_nh, i_v = _program_ids(V // BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
     c0 = tl.load(first + i_n)
@@ -201,13 +204,14 @@ def chunk_dstates_dv_kernel(q, k, g, do, dht, dstates, dh0, dv, cu_seqlens, firs
 @triton.jit
 def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride,
                      H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                     BV: tl.constexpr, SUB: tl.constexpr, FUSE_DV: tl.constexpr, PREC: tl.constexpr):
+                     BV: tl.constexpr, SUB: tl.constexpr, FUSE_DV: tl.constexpr, PREC: tl.constexpr,
+                     ADJACENT: tl.constexpr):
     """Per (span, head, key block), for each of the span's SUB chunks of BT tokens: dq, dk, and the key block's
     share of the log-decay gradient (written at dg + i_k * part_stride: the shares are summed over key blocks
     afterwards). The state entering and the state gradient leaving each chunk are rebuilt from the span's. With
     FUSE_DV (one key block, BK = K) also dv, as chunk_dv_kernel would: one program then reads every input once,
     holding more tiles."""
-    i_ch, i_k = tl.program_id(0), tl.program_id(1)
+    i_ch, i_k = _program_ids(K // BK, ADJACENT)
     i_c, i_h = i_ch // H, i_ch % H
     DT = q.dtype.element_ty
     span_bos, span_end = tl.load(chunk_bos + i_c), tl.load(chunk_end + i_c)
@@ -277,9 +281,10 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     N = len(lengths)
     dstates = new_chunk_states(q, v, table.count)
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
+    adjacent = cfg.blocks_adjacent
     sweep = dict(H=H, K=K, V=V, BT=span, BK=min(K, STATE_BLOCK), BV=min(V, STATE_BLOCK), PREC=opts["PREC"],
-                 num_warps=SWEEP_WARPS, num_stages=opts["num_stages"], **COMPILE_OPTIONS)
-    grid = (N * H, K // sweep["BK"], V // sweep["BV"])
+                 ADJACENT=adjacent, num_warps=SWEEP_WARPS, num_stages=opts["num_stages"], **COMPILE_OPTIONS)
+    grid = launch_grid(N * H, (K // sweep["BK"]) * (V // sweep["BV"]), adjacent)
     if states is None:
         states = new_chunk_states(q, v, table.count)
         chunk_states_kernel[grid](k, v, log_decay, initial_state, states, table.cu_seqlens, table.first, T,
@@ -287,9 +292,10 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if cfg.dv_in_sweep:
         sweep_bv = min(V, cfg.bwd_value_block or STATE_BLOCK)
-        chunk_dstates_dv_kernel[(N * H, V // sweep_bv)](
+        chunk_dstates_dv_kernel[launch_grid(N * H, V // sweep_bv, adjacent)](
             q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, H=H, K=K, V=V,
-            BT=span, BV=sweep_bv, HAS_DHT=dht is not None, PREC=opts["PREC"], num_warps=opts["num_warps"],
+            BT=span, BV=sweep_bv, HAS_DHT=dht is not None, PREC=opts["PREC"], ADJACENT=adjacent,
+            num_warps=opts["num_warps"],
             num_stages=opts["num_stages"], **COMPILE_OPTIONS,
         )
     else:
@@ -304,8 +310,8 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
         if not (cfg.fused_dv or cfg.dv_in_sweep):
             chunk_dv_kernel[(table.count * H,)](q, k, log_decay, do, dstates, table.bos, table.end, dv, scale,
                                                 **launch)
-        chunk_dqk_kernel[(table.count * H, NK)](
+        chunk_dqk_kernel[launch_grid(table.count * H, NK, adjacent)](
             q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dv, dg, scale, log_decay.numel(),
-            BK=BK, FUSE_DV=cfg.fused_dv, **launch,
+            BK=BK, FUSE_DV=cfg.fused_dv, ADJACENT=adjacent, **launch,
         )
     return dq, dk, dv, dg.sum(0) if NK > 1 else dg[0], dh0

@@ -67,6 +67,9 @@ class LaunchConfig:
         2^(G_end - G) <= 1 whatever the chunk, so they can step further than the main kernels, whose intra-chunk
         factors bound the chunk; fewer, larger steps suit a loop that is bound by its step latency.
     sweep_block: rows and columns of the state block one segment-sweep program carries (0: the whole state).
+    blocks_adjacent: launch the key or value blocks of one (sequence or chunk, head) next to each other, so they
+        run at the same time and the tiles they share are read from HBM once, then from L2 (kernels._program_ids).
+        False: a 2-D grid that runs each block index a whole wave after the previous one.
     """
 
     chunk: int
@@ -91,6 +94,7 @@ class LaunchConfig:
     sweep_chunk: int = 0
     sweep_block: int = 0
     programs_per_sm: int = 4
+    blocks_adjacent: bool = True
 
     @functools.cached_property
     def backward(self) -> "LaunchConfig":

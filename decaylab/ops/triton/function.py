@@ -28,7 +28,8 @@ log = logging.getLogger("decaylab.ops")
 def _launch_options(q: torch.Tensor, log_decay: torch.Tensor, cfg: LaunchConfig) -> dict:
     return dict(
         H=q.shape[2], K=q.shape[3], BT=cfg.chunk, VECTOR=log_decay.ndim == 4,
-        PREC="ieee" if q.dtype == torch.float32 else "tf32", num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        PREC="ieee" if q.dtype == torch.float32 else "tf32", ADJACENT=cfg.blocks_adjacent,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         **kernels.COMPILE_OPTIONS,
     )
 
@@ -58,14 +59,14 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         BV = min(V, cfg.fwd_value_block or V)
         if plan is None:
             ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
-            kernels.forward_kernel[(N * H, V // BV)](
+            kernels.forward_kernel[kernels.launch_grid(N * H, V // BV, cfg.blocks_adjacent)](
                 q, k, v, log_decay, o, initial_state, ht, cu_seqlens, chunk_states, first, scale, T, V=V, BV=BV,
                 VARLEN=cu_seqlens is not None, HAS_H0=initial_state is not None, STORE_HT=output_final_state,
                 SAVE_STATES=save, STATE_EVERY=state_every, **opts,
             )
         else:
             starts, ht, decay = segment_states(k, v, log_decay, initial_state, plan, T, V, opts, cfg)
-            kernels.forward_kernel[(plan.count * H, V // BV)](
+            kernels.forward_kernel[kernels.launch_grid(plan.count * H, V // BV, cfg.blocks_adjacent)](
                 q, k, v, log_decay, o, starts, None, plan.cu_seqlens, chunk_states, first, scale, T, V=V, BV=BV,
                 VARLEN=True, HAS_H0=True, STORE_HT=False, SAVE_STATES=save, STATE_EVERY=state_every, **opts,
             )
@@ -111,7 +112,7 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         varlen = bounds is not None
         states, boundary_offsets = _boundary_buffers(q, v, lengths, varlen, cfg.gate_stride,
                                                      torch.bfloat16 if cfg.bf16_boundaries else torch.float32)
-        grid = (programs * H, NK)
+        grid = kernels.launch_grid(programs * H, NK, cfg.blocks_adjacent)
         kernels.backward_dq_kernel[grid](
             q, k, v, log_decay, do, dq, qdq, h_start, states, boundary_offsets, bounds, ctx.scale, T, part_stride,
             V=V, BK=BK, VARLEN=varlen, HAS_H0=h_start is not None, **opts

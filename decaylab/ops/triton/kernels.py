@@ -49,6 +49,24 @@ def _chunk_tokens(bos, seq_len, i_t, BT: tl.constexpr):
 
 
 @triton.jit
+def _program_ids(NB: tl.constexpr, ADJACENT: tl.constexpr):
+    """(owner, block) of this program: the owner a (sequence or chunk, head), the block one of its NB key or value
+    blocks. With ADJACENT the grid is one axis, the NB blocks of an owner next to each other in launch order: they
+    run together, so the tiles they all read (q and k for value blocks, v and do for key blocks) come from HBM once
+    and from L2 after. Otherwise the grid is (owners, NB), and an owner's blocks run a whole wave apart."""
+    if ADJACENT:
+        pid = tl.program_id(0)
+        return pid // NB, pid % NB
+    else:
+        return tl.program_id(0), tl.program_id(1)
+
+
+def launch_grid(owners: int, blocks: int, adjacent: bool) -> tuple[int, ...]:
+    """The grid that _program_ids decodes."""
+    return (owners * blocks,) if adjacent else (owners, blocks)
+
+
+@triton.jit
 def _first_boundary(boundary_offsets, i_n, T, VARLEN: tl.constexpr, STRIDE: tl.constexpr):
     """Index of this sequence's first saved state (one every STRIDE tokens, the sequence end excluded)."""
     if VARLEN:
@@ -185,12 +203,12 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale
                    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr,
                    VECTOR: tl.constexpr, VARLEN: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
                    SAVE_STATES: tl.constexpr, STATE_EVERY: tl.constexpr, SPAN_LIMIT: tl.constexpr,
-                   INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
+                   INTRA_FP32: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """One program per (sequence, head, block of BV value channels): the state's columns are independent, so a
     block carries a [K, BV] state and recomputes the chunk's scores. With SAVE_STATES, the state entering every
     STATE_EVERY-th chunk is stored for the chunk-parallel backward, at index state_first[program] + i_t / STATE_EVERY
     (chunk_parallel.py)."""
-    i_nh, i_v = tl.program_id(0), tl.program_id(1)
+    i_nh, i_v = _program_ids(V // BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
     DT = q.dtype.element_ty
@@ -227,11 +245,11 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale
 def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu_seqlens, scale, T, part_stride,
                        H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
                        VECTOR: tl.constexpr, VARLEN: tl.constexpr, HAS_H0: tl.constexpr, SPAN_LIMIT: tl.constexpr,
-                       STRIDE: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
+                       STRIDE: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Forward sweep over key channels i_k*BK ...: dq; q * dq in fp32 (for scalar decay summed over the block,
     one partial per block, part_stride apart) and the state every STRIDE tokens, both for the gate gradient.
     Every quantity here is per key channel, so the blocks are independent programs."""
-    i_nh, i_k = tl.program_id(0), tl.program_id(1)
+    i_nh, i_k = _program_ids(K // BK, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
     first_boundary = _first_boundary(boundary_offsets, i_n, T, VARLEN, STRIDE)
@@ -278,11 +296,12 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
                         scale, T, part_stride, dv_stride, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                         BK: tl.constexpr, BT: tl.constexpr, VECTOR: tl.constexpr, VARLEN: tl.constexpr,
                         HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, SPAN_LIMIT: tl.constexpr,
-                        STRIDE: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
+                        STRIDE: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr,
+                        ADJACENT: tl.constexpr):
     """Reverse sweep over key channels i_k*BK ...: dk, dlog_decay (reverse cumsum carried across chunks), dh0, and
     this block's share of dv (dv sums over key channels: one partial per block, dv_stride apart). For scalar
     decay the gate gradient is a sum over key channels too: one partial per block, part_stride apart."""
-    i_nh, i_k = tl.program_id(0), tl.program_id(1)
+    i_nh, i_k = _program_ids(K // BK, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
     first_boundary = _first_boundary(boundary_offsets, i_n, T, VARLEN, STRIDE)

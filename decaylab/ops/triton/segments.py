@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from decaylab.ops.triton.kernels import COMPILE_OPTIONS, _advance_block, _block_ptrs, _bounds, _chunk_tokens, \
-    _retreat_block
+    _program_ids, _retreat_block, launch_grid
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,11 @@ def segment_length(lengths: tuple[int, ...], heads: int, split_below: int, targe
 @triton.jit
 def segment_state_kernel(k, v, g, local, decay, cu_seqlens, T,
                          H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                         BV: tl.constexpr, VECTOR: tl.constexpr, PREC: tl.constexpr):
+                         BV: tl.constexpr, VECTOR: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Per (segment, head, [BK, BV] state block): the block built from zero over the segment; the programs of the
     first value block also store the segment's total log2 decay (of their key channels)."""
-    i_nh, i_k, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_nh, i_kv = _program_ids((K // BK) * (V // BV), ADJACENT)
+    i_k, i_v = i_kv // (V // BV), i_kv % (V // BV)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
     DT = k.dtype.element_ty
@@ -117,10 +118,11 @@ def segment_state_kernel(k, v, g, local, decay, cu_seqlens, T,
 @triton.jit
 def segment_dstate_kernel(q, g, do, dlocal, cu_seqlens, scale, T,
                           H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                          BV: tl.constexpr, VECTOR: tl.constexpr, PREC: tl.constexpr):
+                          BV: tl.constexpr, VECTOR: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Per (segment, head, [BK, BV] state block): the block's gradient at the segment start from the segment's
     own outputs alone."""
-    i_nh, i_k, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_nh, i_kv = _program_ids((K // BK) * (V // BV), ADJACENT)
+    i_k, i_v = i_kv // (V // BV), i_kv % (V // BV)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
     DT = q.dtype.element_ty
@@ -178,13 +180,13 @@ def _scan(first, init, local, decay, boundary, final, vector: bool, reverse: boo
 # Host side: the sweeps and scans around the main kernels (function.py calls these).
 
 
-def _sweep_launch(opts: dict, segments: int, V: int, chunk: int, block: int) -> tuple[tuple[int, int, int], dict]:
+def _sweep_launch(opts: dict, segments: int, V: int, chunk: int, block: int) -> tuple[tuple[int, ...], dict]:
     """Grid and launch options of a state-only sweep: the main kernels' precision and warps, ``chunk`` tokens per
     step (0: the main kernels' chunk), state blocks of ``block`` rows and columns (0: the whole state)."""
     K = opts["K"]
     BK, BV = min(K, block or K), min(V, block or V)
-    grid = (segments * opts["H"], K // BK, V // BV)
-    names = ("H", "K", "VECTOR", "PREC", "num_warps", "num_stages")
+    grid = launch_grid(segments * opts["H"], (K // BK) * (V // BV), opts["ADJACENT"])
+    names = ("H", "K", "VECTOR", "PREC", "ADJACENT", "num_warps", "num_stages")
     return grid, dict({name: opts[name] for name in names}, BT=chunk or opts["BT"], V=V, BK=BK, BV=BV,
                       **COMPILE_OPTIONS)
 

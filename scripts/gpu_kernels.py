@@ -84,16 +84,9 @@ def correctness():
 BIG, MID, D64 = "4x4096x64x128", "4x2048x16x128", "32x2048x12x64"
 SWEEP_VARIANTS = [
     (False, {}, None),
-    (False, dict(blocks_adjacent=False), None),
-    (False, dict(fwd_value_block=32), (BIG,)),
-    (False, dict(bwd_key_block=32), (BIG,)),
-    (False, dict(bwd_value_block=32), (BIG,)),
-    (False, dict(dv_in_sweep=True, fused_dv=False, bwd_value_block=32), (D64,)),
-    (False, dict(fwd_value_block=32), (D64,)),
-    (True, {}, None),
-    (True, dict(blocks_adjacent=False), None),
-    (True, dict(bwd_key_block=32), (BIG, MID)),
-    (True, dict(bwd_key_block=16), (D64,)),
+    (False, dict(dv_sweep_num_warps=8), (BIG,)),
+    (False, dict(num_warps=8, bwd_num_warps=4), (BIG, D64)),
+    (False, {}, None),
 ]
 
 

@@ -68,6 +68,7 @@ def test_segment_length_fills_the_program_target(lengths, heads, split_below, ta
         (dict(dv_in_sweep=True, chunk_parallel_backward=True, state_stride=32, gate_stride=64),
          "set state_stride=0 or drop dv_in_sweep"),
         (dict(save_states=True, chunk_parallel_backward=True, bwd_chunk=32), "set bwd_chunk to 16 or 0"),
+        (dict(dv_sweep_num_warps=8, chunk_parallel_backward=True), "set dv_in_sweep=True as well"),
     ],
 )
 def test_bad_launch_configs_are_refused(kwargs, message):

@@ -295,7 +295,7 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
         chunk_dstates_dv_kernel[launch_grid(N * H, V // sweep_bv, adjacent)](
             q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, H=H, K=K, V=V,
             BT=span, BV=sweep_bv, HAS_DHT=dht is not None, PREC=opts["PREC"], ADJACENT=adjacent,
-            num_warps=opts["num_warps"],
+            num_warps=cfg.dv_sweep_num_warps or opts["num_warps"],
             num_stages=opts["num_stages"], **COMPILE_OPTIONS,
         )
     else:

@@ -67,6 +67,8 @@ class LaunchConfig:
         2^(G_end - G) <= 1 whatever the chunk, so they can step further than the main kernels, whose intra-chunk
         factors bound the chunk; fewer, larger steps suit a loop that is bound by its step latency.
     sweep_block: rows and columns of the state block one segment-sweep program carries (0: the whole state).
+    dv_sweep_num_warps: warps of the reverse sweep that computes dv (dv_in_sweep; 0: the backward's). It carries a
+        [K, BV] fp32 state gradient and the chunk's q, k, and dv tiles, more than the other backward kernels hold.
     blocks_adjacent: launch the key or value blocks of one (sequence or chunk, head) next to each other, so they
         run at the same time and the tiles they share are read from HBM once, then from L2 (kernels._program_ids).
         False: a 2-D grid that runs each block index a whole wave after the previous one.
@@ -94,6 +96,7 @@ class LaunchConfig:
     sweep_chunk: int = 0
     sweep_block: int = 0
     programs_per_sm: int = 4
+    dv_sweep_num_warps: int = 0
     blocks_adjacent: bool = True
 
     @functools.cached_property
@@ -148,6 +151,9 @@ class LaunchConfig:
         if self.save_states and self.bwd_chunk not in (0, self.chunk):
             raise ValueError(f"save_states needs one chunk size forward and backward; got chunk {self.chunk}, "
                              f"bwd_chunk {self.bwd_chunk}: set bwd_chunk to {self.chunk} or 0")
+        if self.dv_sweep_num_warps and not self.dv_in_sweep:
+            raise ValueError("dv_sweep_num_warps sets the warps of the dv_in_sweep kernel: set dv_in_sweep=True as "
+                             "well, or drop dv_sweep_num_warps")
         if self.programs_per_sm < 1:
             raise ValueError(f"programs_per_sm must be >= 1; got {self.programs_per_sm}")
         if self.split_below < 0 or self.target_programs < 0:

@@ -231,9 +231,10 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale
         G = _load_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)
         G_last = tl.min(G, axis=0)
         # 1. output: inter-chunk through the carried state, intra-chunk through the masked scores
+        # (the scores first: they are dead before the decayed queries are made, so the two are never live at once)
         A = _scores(q_t, k_t, G, rows, cols, BT, VECTOR, SPAN_LIMIT, INTRA_FP32, DT, PREC)
-        o_t = tl.dot(_decay_rows(q_t, G, VECTOR).to(DT), S.to(DT), input_precision=PREC)
-        o_t += tl.dot(A.to(DT), v_t.to(DT), input_precision=PREC)
+        o_t = tl.dot(A.to(DT), v_t.to(DT), input_precision=PREC)
+        o_t += tl.dot(_decay_rows(q_t, G, VECTOR).to(DT), S.to(DT), input_precision=PREC)
         _store_tile(o, o_t * scale, tok, valid, i_h, H, V, BV, i_v)
         # 2. state update; keys decayed to the chunk end
         S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)

@@ -136,11 +136,20 @@ def _dstate_at(dh, q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H: tl.con
 
 
 @triton.jit
+def _scores_t(q_t, k_t, D, scale, DT: tl.constexpr, PREC: tl.constexpr):
+    """At = (scale * (q k^T) * D)^T, the first operand of the chunk's dv = At do + k_end dh."""
+    return tl.trans(tl.dot(q_t, tl.trans(k_t), input_precision=PREC) * D * scale).to(DT)
+
+
+@triton.jit
+def _keys_to_end(k_t, G, DT: tl.constexpr):
+    """k_end = k * 2^(G_last - G), the second operand of dv (the keys decayed to the chunk end)."""
+    return (k_t * tl.exp2(tl.min(G, axis=0) - G)[:, None]).to(DT)
+
+
+@triton.jit
 def _dv_operands(q_t, k_t, G, D, scale, DT: tl.constexpr, PREC: tl.constexpr):
-    """The chunk's dv = At do + k_end dh takes At = (scale * (q k^T) * D)^T and k_end = k * 2^(G_last - G)."""
-    At = tl.trans(tl.dot(q_t, tl.trans(k_t), input_precision=PREC) * D * scale).to(DT)
-    k_end = (k_t * tl.exp2(tl.min(G, axis=0) - G)[:, None]).to(DT)
-    return At, k_end
+    return _scores_t(q_t, k_t, D, scale, DT, PREC), _keys_to_end(k_t, G, DT)
 
 
 @triton.jit
@@ -194,8 +203,11 @@ def chunk_dstates_dv_kernel(q, k, g, do, dht, dstates, dh0, dv, cu_seqlens, firs
         k_t = _load_chunk(k, tok, valid, i_h, H, K)
         do_b = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
         G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)  # [BT], log2 units
-        At, k_end = _dv_operands(q_t, k_t, G, scalar_pair_decay(G, rows, rows), scale, DT, PREC)
-        dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dS.to(DT), input_precision=PREC)
+        # dv = A^T do + k_end dS, one operand at a time: the two are never live together (this kernel is the
+        # backward's most crowded: a [K, BV] fp32 state gradient besides the chunk's full-width q and k)
+        dv_b = tl.dot(_scores_t(q_t, k_t, scalar_pair_decay(G, rows, rows), scale, DT, PREC), do_b,
+                      input_precision=PREC)
+        dv_b += tl.dot(_keys_to_end(k_t, G, DT), dS.to(DT), input_precision=PREC)
         _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
         dS = _retreat_dstate(dS, q_t, do_b, G, tl.min(G, axis=0), scale, False, DT, PREC)
     tl.store(_block_ptrs(dh0, i_nh, K, V, K, BV, 0, i_v), dS)

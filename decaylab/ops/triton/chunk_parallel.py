@@ -214,16 +214,6 @@ def chunk_dstates_dv_kernel(q, k, g, do, dht, dstates, dh0, dv, cu_seqlens, firs
 
 
 @triton.jit
-def _chunk_operands(q, k, g, tok, valid, rows, i_h, i_k, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
-                    BT: tl.constexpr):
-    """The chunk's q and k tiles (key channels i_k*BK ...), its cumulative log2 decay G and pair decays D."""
-    q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
-    k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
-    G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)
-    return q_t, k_t, G, scalar_pair_decay(G, rows, rows)
-
-
-@triton.jit
 def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride,
                      H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                      BV: tl.constexpr, SUB: tl.constexpr, FUSE_DV: tl.constexpr, PREC: tl.constexpr,
@@ -240,8 +230,11 @@ def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, 
     rows = tl.arange(0, BT)
     for j in tl.static_range(SUB):
         tok, valid = _chunk_tokens(span_bos, span_end - span_bos, j, BT)
-        if FUSE_DV:  # dv's operands are used inside the value loop
-            q_t, k_t, G, D = _chunk_operands(q, k, g, tok, valid, rows, i_h, i_k, H, K, BK, BT)
+        q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
+        k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
+        G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)
+        D = scalar_pair_decay(G, rows, rows)
+        if FUSE_DV:
             At, k_end = _dv_operands(q_t, k_t, G, D, scale, DT, PREC)
         do_h = tl.zeros([BT, BK], dtype=tl.float32)
         v_dh = tl.zeros([BT, BK], dtype=tl.float32)
@@ -250,14 +243,12 @@ def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, 
         for i_v in range(0, V // BV):
             v_b = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
             do_b = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
-            h_b = tl.load(_block_ptrs(states, i_ch, K, V, BK, BV, i_k, i_v))  # entering the span
-            dh_b = tl.load(_block_ptrs(dstates, i_ch, K, V, BK, BV, i_k, i_v))  # leaving the span
-            if SUB > 1:  # the chunk's, rebuilt in fp32 from the span's (with one chunk per span, kept as stored)
-                h_b = _state_at(h_b.to(tl.float32), k, v, g, span_bos, span_end, i_h, i_k, i_v, H, K, V, BT, BK, BV,
-                                j, DT, PREC)
-                dh_b = _dstate_at(dh_b.to(tl.float32), q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H, K, V,
-                                  BT, BK, BV, j, SUB, DT, PREC)
-            h_dh += tl.sum(tl.sum(h_b.to(tl.float32) * dh_b.to(tl.float32), axis=1), axis=0)
+            h_b = tl.load(_block_ptrs(states, i_ch, K, V, BK, BV, i_k, i_v)).to(tl.float32)  # entering the span
+            dh_b = tl.load(_block_ptrs(dstates, i_ch, K, V, BK, BV, i_k, i_v)).to(tl.float32)  # leaving the span
+            h_b = _state_at(h_b, k, v, g, span_bos, span_end, i_h, i_k, i_v, H, K, V, BT, BK, BV, j, DT, PREC)
+            dh_b = _dstate_at(dh_b, q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H, K, V, BT, BK, BV, j, SUB,
+                              DT, PREC)
+            h_dh += tl.sum(tl.sum(h_b * dh_b, axis=1), axis=0)
             dh_b = dh_b.to(DT)
             dA += tl.dot(do_b, tl.trans(v_b), input_precision=PREC)
             do_h += tl.dot(do_b, tl.trans(h_b.to(DT)), input_precision=PREC)
@@ -265,8 +256,6 @@ def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, 
             if FUSE_DV:
                 dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dh_b, input_precision=PREC)
                 _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
-        if not FUSE_DV:  # loaded after the value loop, so that they hold no registers during it
-            q_t, k_t, G, D = _chunk_operands(q, k, g, tok, valid, rows, i_h, i_k, H, K, BK, BT)
         dA *= scale
         # the diagonal's terms cancel exactly in q.dq - k.dk: kept out of the dots and the gate gradient
         dA_diag = tl.sum(tl.where(rows[:, None] == rows[None, :], dA, 0.0), axis=1)

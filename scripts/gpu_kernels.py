@@ -78,15 +78,13 @@ def correctness():
     return results
 
 
-# (vector decay, overrides of the pinned config, shapes to time it at: None for every sweep shape). The next
-# candidates (docs/benchmarks.md, "Where the time goes"): the old launch order (an owner's blocks a wave apart),
-# and narrower blocks, whose shared tiles now come from L2.
-BIG, MID, D64 = "4x4096x64x128", "4x2048x16x128", "32x2048x12x64"
+# (vector decay, overrides of the pinned config, shapes to time it at: None for every sweep shape). The pinned
+# config against the launch order it replaced (docs/benchmarks.md, "Where the time goes"); add candidates here.
 SWEEP_VARIANTS = [
     (False, {}, None),
-    (False, dict(dv_sweep_num_warps=8), (BIG,)),
-    (False, dict(num_warps=8, bwd_num_warps=4), (BIG, D64)),
-    (False, {}, None),
+    (False, dict(blocks_adjacent=False), None),
+    (True, {}, None),
+    (True, dict(blocks_adjacent=False), None),
 ]
 
 

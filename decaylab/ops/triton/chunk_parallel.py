@@ -35,8 +35,8 @@ import triton.language as tl
 
 from decaylab.ops.triton.intra import scalar_pair_decay
 from decaylab.ops.triton.kernels import COMPILE_OPTIONS, STATE_BLOCK, _advance_block, _block_ptrs, _bounds, \
-    _chunk_tokens, _load_chunk, _load_gates, _load_tile, _program_ids, _retreat_block, _retreat_dstate, _store_tile, \
-    launch_grid
+    _chunk_tokens, _load_chunk, _load_gates, _load_tile, _program_ids, _retreat_block, _retreat_dstate, \
+    _state_block_ids, _store_tile, launch_grid
 
 SWEEP_WARPS = 4
 
@@ -73,8 +73,7 @@ def chunk_states_kernel(k, v, g, h0, states, cu_seqlens, first, T,
                         H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                         BV: tl.constexpr, HAS_H0: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Per (sequence, head, state block): the block entering each chunk."""
-    i_nh, i_kv = _program_ids((K // BK) * (V // BV), ADJACENT)
-    i_k, i_v = i_kv // (V // BV), i_kv % (V // BV)
+    i_nh, i_k, i_v = _state_block_ids(K, V, BK, BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
     c0 = tl.load(first + i_n)
@@ -93,8 +92,7 @@ def chunk_dstates_kernel(q, g, do, dht, dstates, dh0, cu_seqlens, first, scale, 
                          H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                          BV: tl.constexpr, HAS_DHT: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Per (sequence, head, state block): the block's gradient leaving each chunk, and entering the sequence."""
-    i_nh, i_kv = _program_ids((K // BK) * (V // BV), ADJACENT)
-    i_k, i_v = i_kv // (V // BV), i_kv % (V // BV)
+    i_nh, i_k, i_v = _state_block_ids(K, V, BK, BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
     c0 = tl.load(first + i_n)

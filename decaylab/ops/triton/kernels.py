@@ -61,6 +61,15 @@ def _program_ids(NB: tl.constexpr, ADJACENT: tl.constexpr):
         return tl.program_id(0), tl.program_id(1)
 
 
+@triton.jit
+def _state_block_ids(K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                     ADJACENT: tl.constexpr):
+    """(owner, i_k, i_v) of a program that carries the [BK, BV] block (i_k, i_v) of its owner's [K, V] state: the
+    owner's (K / BK) x (V / BV) blocks decoded by _program_ids, value blocks fastest."""
+    i_nh, i_kv = _program_ids((K // BK) * (V // BV), ADJACENT)
+    return i_nh, i_kv // (V // BV), i_kv % (V // BV)
+
+
 def launch_grid(owners: int, blocks: int, adjacent: bool) -> tuple[int, ...]:
     """The grid that _program_ids decodes."""
     return (owners * blocks,) if adjacent else (owners, blocks)

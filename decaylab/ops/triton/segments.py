@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from decaylab.ops.triton.kernels import COMPILE_OPTIONS, _advance_block, _block_ptrs, _bounds, _chunk_tokens, \
-    _program_ids, _retreat_block, launch_grid
+    _retreat_block, _state_block_ids, launch_grid
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,7 @@ def segment_state_kernel(k, v, g, local, decay, cu_seqlens, T,
                          BV: tl.constexpr, VECTOR: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Per (segment, head, [BK, BV] state block): the block built from zero over the segment; the programs of the
     first value block also store the segment's total log2 decay (of their key channels)."""
-    i_nh, i_kv = _program_ids((K // BK) * (V // BV), ADJACENT)
-    i_k, i_v = i_kv // (V // BV), i_kv % (V // BV)
+    i_nh, i_k, i_v = _state_block_ids(K, V, BK, BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
     DT = k.dtype.element_ty
@@ -121,8 +120,7 @@ def segment_dstate_kernel(q, g, do, dlocal, cu_seqlens, scale, T,
                           BV: tl.constexpr, VECTOR: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Per (segment, head, [BK, BV] state block): the block's gradient at the segment start from the segment's
     own outputs alone."""
-    i_nh, i_kv = _program_ids((K // BK) * (V // BV), ADJACENT)
-    i_k, i_v = i_kv // (V // BV), i_kv % (V // BV)
+    i_nh, i_k, i_v = _state_block_ids(K, V, BK, BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
     DT = q.dtype.element_ty
@@ -144,8 +142,7 @@ def segment_scan_kernel(first, init, local, decay, boundary, final,
     into segment start states and the final state; reversed it turns local state gradients into segment-end
     gradients and dh0. Every state element scans alone (the decay acts per row), so blocks give the parallelism
     that B*H alone lacks: that is why the sequences were segmented in the first place."""
-    i_nh, i_kv = tl.program_id(0), tl.program_id(1)
-    i_k, i_v = i_kv // (V // BV), i_kv % (V // BV)
+    i_nh, i_k, i_v = _state_block_ids(K, V, BK, BV, False)  # a 2-D grid: no tiles shared between blocks
     i_n, i_h = i_nh // H, i_nh % H
     s_begin = tl.load(first + i_n)
     count = tl.load(first + i_n + 1) - s_begin

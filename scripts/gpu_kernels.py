@@ -1,7 +1,7 @@
 """One-call GPU check of the Triton backend: bf16 correctness, config sweep, speed vs fla and the floor, model tok/s.
 
 Run on the GPU machine from the repository root (fla-core optional, for --compare):
-    python3 scripts/gpu_kernels.py [--sections correctness,sweep,bench,model,varlen,profile,cprofile] [--out DIR]
+    python3 scripts/gpu_kernels.py [--sections correctness,sweep,bench,model,varlen,profile,cprofile,host] [--out DIR]
 Prints short tables; writes results.json to --out.
 """
 
@@ -165,6 +165,76 @@ def profile(shape_text="4x4096x64x128", overrides=None):
         torch.cuda.empty_cache()
 
 
+def host_time(shape_texts=("1x64x1x64", "4x2048x16x128"), calls=200):
+    """Host time per call: calls queued back to back, timed before the closing sync, so that at a shape whose GPU
+    work is smaller than the host's this is the Python and launch cost of the op; the same forward+backward
+    replayed from a CUDA graph (the GPU's time alone); then where the host time goes
+    (cProfile, own time)."""
+    import cProfile
+    import pstats
+
+    op = BACKENDS.get("triton")
+    out = []
+    for text in shape_texts:
+        shape = kb.Shape.parse(text)
+        for vector in (False, True):
+            inputs = kb.make_inputs(shape, vector, DEV)
+            leaves = [inputs[n].detach().clone().requires_grad_() for n in ("q", "k", "v", "log_decay")]
+
+            def fwd():
+                with torch.no_grad():
+                    op(*leaves)
+
+            def fwd_bwd():
+                op(*leaves)[0].backward(inputs["do"])
+                for leaf in leaves:
+                    leaf.grad = None
+
+            row = dict(shape=str(shape), vector=vector)
+            for name, fn in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):
+                for _ in range(5):
+                    fn()
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                queued = time.perf_counter() - start
+                torch.cuda.synchronize()
+                done = time.perf_counter() - start
+                row[f"{name}_host_us"] = queued / calls * 1e6
+                row[f"{name}_wall_us"] = done / calls * 1e6
+            row["graph_fwd_bwd_us"] = graph_replay_ms(fwd_bwd) * 1e3
+            print(f"{shape} {'vector' if vector else 'scalar'}: " + ", ".join(
+                f"{k} {v:.1f}" for k, v in row.items() if k.endswith("us")))
+            out.append(row)
+            if text == shape_texts[0]:
+                prof = cProfile.Profile()
+                prof.enable()
+                for _ in range(50):
+                    fwd_bwd()
+                prof.disable()
+                torch.cuda.synchronize()
+                pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+            del inputs, leaves
+    return out
+
+
+def graph_replay_ms(fn):
+    """Median ms of ``fn`` (a forward+backward) captured once in a CUDA graph and replayed: the GPU's time without
+    the host's."""
+    from triton.testing import do_bench
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return do_bench(graph.replay, warmup=25, rep=100, return_mode="median")
+
+
 def _with_config(cfg, op, *args, **kwargs):
     with cfg:
         return op(*args, **kwargs)
@@ -297,6 +367,8 @@ def main():
         for shape_text in ("4x4096x64x128", "32x2048x12x64"):
             profile(shape_text, dict(chunk_parallel_backward=True, bwd_chunk=0, bwd_num_warps=4, bwd_value_block=64,
                                          bwd_key_block=64, save_states=True))
+    if "host" in sections:
+        results["host"] = host_time()
     if "sweep" in sections:
         results["sweep"] = sweep(args.sweep_shapes.split(","))
     if has_fla:
@@ -306,7 +378,8 @@ def main():
         shapes = [kb.Shape.parse(s) for s in kb.DEFAULT_SHAPES]
         res = kb.bench(shapes, ["scalar", "vector"], providers, DEV)
         c = res["ceilings"]
-        print(f"\n## bench: copy {c['copy_bytes_per_s'] / 1e9:.0f} GB/s, matmul {c['bf16_flops_per_s'] / 1e12:.0f} TF/s")
+        print(f"\n## bench: copy {c['copy_bytes_per_s'] / 1e9:.0f} GB/s, "
+              f"matmul {c['bf16_flops_per_s'] / 1e12:.0f} TF/s")
         print(kb.format_table(res, providers))
         print("first call s:", {f"{r['shape']} {r['decay']}": round(r.get("decaylab_first_call_s", -1), 1)
                                 for r in res["rows"]})

@@ -203,7 +203,9 @@ def host_time(shape_texts=("1x64x1x64", "4x2048x16x128"), calls=200):
                 done = time.perf_counter() - start
                 row[f"{name}_host_us"] = queued / calls * 1e6
                 row[f"{name}_wall_us"] = done / calls * 1e6
-            row["graph_fwd_bwd_us"] = graph_replay_ms(fwd_bwd) * 1e3
+            from triton.testing import do_bench
+
+            row["graph_fwd_bwd_us"] = do_bench(kb.replay_of(fwd_bwd), warmup=25, rep=100, return_mode="median") * 1e3
             print(f"{shape} {'vector' if vector else 'scalar'}: " + ", ".join(
                 f"{k} {v:.1f}" for k, v in row.items() if k.endswith("us")))
             out.append(row)
@@ -217,22 +219,6 @@ def host_time(shape_texts=("1x64x1x64", "4x2048x16x128"), calls=200):
                 pstats.Stats(prof).sort_stats("tottime").print_stats(18)
             del inputs, leaves
     return out
-
-
-def graph_replay_ms(fn):
-    """Median ms of ``fn`` (a forward+backward) captured once in a CUDA graph and replayed: the GPU's time without
-    the host's."""
-    from triton.testing import do_bench
-
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return do_bench(graph.replay, warmup=25, rep=100, return_mode="median")
 
 
 def _with_config(cfg, op, *args, **kwargs):

@@ -1,8 +1,10 @@
 """``decaylab bench kernels``: speed of the Triton backend against the memory floor and, optionally, fla.
 
 For each shape and decay granularity: bf16 inputs made outside the timed region, warm-up calls (compilation),
-then the median of ``triton.testing.do_bench`` for the forward and for forward+backward. The floor is the larger
-of two times measured on the same card in the same run: the fewest bytes (each input read once, each output
+then the median of ``triton.testing.do_bench`` for the forward and for forward+backward, and with ``--cuda-graph``
+for the forward+backward captured once in a CUDA graph and replayed: the GPU's time without the host's, which
+at small shapes is most of an eager call. The floor is the larger of two times measured on the same card in the
+same run: the fewest bytes (each input read once, each output
 written once; q, k, v, o in bf16, the log decay and its gradient in fp32) over the measured copy bandwidth, and
 the chunked algorithm's matmul FLOPs over the measured bf16 matmul rate.
 """
@@ -109,8 +111,22 @@ def _fla_op(inputs: dict):
 PROVIDERS = {"decaylab": _decaylab_op, "fla": _fla_op}
 
 
-def time_provider(name: str, inputs: dict, warmup_calls: int = 3) -> dict:
-    """Median ms of forward and of forward+backward, after warm-up calls outside the timed region."""
+def replay_of(fn):
+    """``fn`` captured once in a CUDA graph (warmed up on a side stream first, as capture asks); returns the replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def time_provider(name: str, inputs: dict, warmup_calls: int = 3, graph: bool = False) -> dict:
+    """Median ms of forward and of forward+backward, after warm-up calls outside the timed region; with ``graph``
+    also of the forward+backward replayed from a CUDA graph."""
     import time
 
     from triton.testing import do_bench
@@ -135,7 +151,20 @@ def time_provider(name: str, inputs: dict, warmup_calls: int = 3) -> dict:
         fwd_bwd()
     fwd_ms = do_bench(fwd, warmup=25, rep=100, return_mode="median")
     fwd_bwd_ms = do_bench(fwd_bwd, warmup=25, rep=100, grad_to_none=leaves, return_mode="median")
-    return {"fwd_ms": fwd_ms, "fwd_bwd_ms": fwd_bwd_ms, "first_call_s": first_call_s}
+    result = {"fwd_ms": fwd_ms, "fwd_bwd_ms": fwd_bwd_ms, "first_call_s": first_call_s}
+    if graph:
+
+        def fresh_fwd_bwd():  # no gradients left to add to: the captured backward writes them, as do_bench's calls
+            fwd_bwd()
+            for leaf in leaves:
+                leaf.grad = None
+
+        fresh_fwd_bwd()
+        try:
+            result["fwd_bwd_graph_ms"] = do_bench(replay_of(fresh_fwd_bwd), warmup=25, rep=100, return_mode="median")
+        except Exception as e:  # a provider that cannot be captured keeps its eager times
+            result["fwd_bwd_graph_error"] = f"{type(e).__name__}: {str(e)[:120]}"
+    return result
 
 
 def parse_config_spec(spec: str) -> dict:
@@ -170,18 +199,19 @@ def check_config_spec(spec: str) -> None:
         dataclasses.replace(config, **overrides)
 
 
-def _time_column(column: str, inputs: dict, device: torch.device, vector: bool, D: int) -> dict:
+def _time_column(column: str, inputs: dict, device: torch.device, vector: bool, D: int, graph: bool) -> dict:
     """Time one table column: "fla", "decaylab" (the pinned config) or "decaylab[spec]" (pinned + overrides)."""
     if not column.startswith("decaylab["):
-        return time_provider(column, inputs)
+        return time_provider(column, inputs, graph=graph)
     from decaylab.ops.triton.configs import pick_config, use_config
 
     config = dataclasses.replace(pick_config(device, vector, D, D), **parse_config_spec(column[9:-1]))
     with use_config(config):
-        return time_provider("decaylab", inputs)
+        return time_provider("decaylab", inputs, graph=graph)
 
 
-def bench(shapes: list[Shape], decays: list[str], providers: list[str], device: torch.device) -> dict:
+def bench(shapes: list[Shape], decays: list[str], providers: list[str], device: torch.device,
+          graph: bool = False) -> dict:
     ceilings = measure_ceilings(device)
     rows = []
     for shape in shapes:
@@ -195,9 +225,11 @@ def bench(shapes: list[Shape], decays: list[str], providers: list[str], device: 
             }
             row = {"shape": str(shape), "decay": decay, "floor_fwd_ms": floors["fwd"],
                    "floor_fwd_bwd_ms": floors["fwd_bwd"]}
+            if graph:
+                row["floor_fwd_bwd_graph_ms"] = floors["fwd_bwd"]
             for provider in providers:
                 try:
-                    for key, value in _time_column(provider, inputs, device, vector, shape.D).items():
+                    for key, value in _time_column(provider, inputs, device, vector, shape.D, graph).items():
                         row[f"{provider}_{key}"] = value
                 except Exception as e:  # one refusing provider (fla on some stacks) must not end the run
                     row[f"{provider}_error"] = f"{type(e).__name__}: {str(e)[:120]}"
@@ -205,6 +237,9 @@ def bench(shapes: list[Shape], decays: list[str], providers: list[str], device: 
             del inputs
             torch.cuda.empty_cache()
     return {"ceilings": ceilings, "rows": rows}
+
+
+MODE_LABELS = {"fwd": "fwd", "fwd_bwd": "fwd+bwd", "fwd_bwd_graph": "fwd+bwd, CUDA graph"}
 
 
 def format_table(result: dict, providers: list[str]) -> str:
@@ -215,12 +250,15 @@ def format_table(result: dict, providers: list[str]) -> str:
         head += " | speedup vs fla"
     lines = [head + " |", "|" + "---|" * (head.count("|"))]
     for row in result["rows"]:
-        for mode in ("fwd", "fwd_bwd"):
+        for mode in ("fwd", "fwd_bwd", "fwd_bwd_graph"):
+            if f"floor_{mode}_ms" not in row:
+                continue
             floor = row[f"floor_{mode}_ms"]
-            cells = [row["shape"], row["decay"], mode.replace("_", "+"), f"{floor:.3f}"]
+            cells = [row["shape"], row["decay"], MODE_LABELS[mode], f"{floor:.3f}"]
             for p in providers:
                 t = row.get(f"{p}_{mode}_ms")
-                cells += [f"{t:.3f}", f"{t / floor:.1f}×"] if t else [row.get(f"{p}_error", "—")[:40], "—"]
+                error = row.get(f"{p}_{mode}_error") or row.get(f"{p}_error", "—")
+                cells += [f"{t:.3f}", f"{t / floor:.1f}×"] if t else [error[:40], "—"]
             if "fla" in providers and ours:
                 a, b = row.get(f"{ours}_{mode}_ms"), row.get(f"fla_{mode}_ms")
                 cells.append(f"{b / a:.2f}×" if a and b else "—")
@@ -239,6 +277,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="time these launch configs instead of the pinned one, each as overrides of it, e.g. "
                              "'chunk=32,bwd_num_warps=8' '' (the empty spec is the pinned config); fields: see "
                              "decaylab.ops.triton.LaunchConfig")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="also time the forward+backward replayed from a CUDA graph: the GPU's time alone, "
+                             "without the host's launch and autograd cost (most of an eager call at small shapes)")
     parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON to PATH")
 
 
@@ -261,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
     columns = [f"decaylab[{spec}]" if spec else "decaylab" for spec in args.configs] or ["decaylab"]
     providers = [*columns, *args.compare]
     device = torch.device("cuda")
-    result = bench(shapes, decays, providers, device)
+    result = bench(shapes, decays, providers, device, graph=args.cuda_graph)
     result["device"] = torch.cuda.get_device_name(device)
     c = result["ceilings"]
     print(f"{result['device']}: copy {c['copy_bytes_per_s'] / 1e9:.0f} GB/s, bf16 matmul "

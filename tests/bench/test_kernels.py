@@ -52,6 +52,17 @@ def test_table_reports_the_first_decaylab_column_against_fla():
     assert lines[2].endswith("| 3.00× |") and lines[3].endswith("| 1.50× |")
 
 
+def test_table_adds_the_cuda_graph_rows_when_timed():
+    row = {"shape": "B1·T64·H1·D16", "decay": "scalar", "floor_fwd_ms": 0.5, "floor_fwd_bwd_ms": 1.0,
+           "floor_fwd_bwd_graph_ms": 1.0}
+    for column, times in (("decaylab", (1.0, 4.0, 2.0)), ("fla", (3.0, 6.0, 5.0))):
+        row.update(dict(zip((f"{column}_fwd_ms", f"{column}_fwd_bwd_ms", f"{column}_fwd_bwd_graph_ms"), times)))
+    lines = kb.format_table({"rows": [row]}, ["decaylab", "fla"]).splitlines()
+    assert len(lines) == 5 and "| fwd+bwd, CUDA graph | 1.000 | 2.000 | 2.0× | 5.000 | 5.0× | 2.50× |" in lines[4]
+    del row["floor_fwd_bwd_graph_ms"]  # not timed: no such row
+    assert len(kb.format_table({"rows": [row]}, ["decaylab", "fla"]).splitlines()) == 4
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_without_a_gpu_the_command_says_so():
     parser = argparse.ArgumentParser()

@@ -173,6 +173,8 @@ def host_time(shape_texts=("1x64x1x64", "4x2048x16x128"), calls=200):
     import cProfile
     import pstats
 
+    from triton.testing import do_bench
+
     op = BACKENDS.get("triton")
     out = []
     for text in shape_texts:
@@ -203,8 +205,6 @@ def host_time(shape_texts=("1x64x1x64", "4x2048x16x128"), calls=200):
                 done = time.perf_counter() - start
                 row[f"{name}_host_us"] = queued / calls * 1e6
                 row[f"{name}_wall_us"] = done / calls * 1e6
-            from triton.testing import do_bench
-
             row["graph_fwd_bwd_us"] = do_bench(kb.replay_of(fwd_bwd), warmup=25, rep=100, return_mode="median") * 1e3
             print(f"{shape} {'vector' if vector else 'scalar'}: " + ", ".join(
                 f"{k} {v:.1f}" for k, v in row.items() if k.endswith("us")))

@@ -42,6 +42,9 @@ CONFIGS = {
     "scalar-D128-recomputed-states": (False, 128, dict(save_states=False)),
     "scalar-D128-dv-kernel": (False, 128, dict(dv_in_sweep=False)),
     "scalar-D64-dv-in-sweep-blocks32": (False, 64, dict(dv_in_sweep=True, fused_dv=False, bwd_value_block=32)),
+    "vector-D128-capped-registers-bf16-dv-partials": (True, 128, dict(segment=64, max_registers=168,
+                                                                      bf16_dv_partials=True)),
+    "scalar-D128-capped-registers": (False, 128, dict(max_registers=168)),
 }
 
 
@@ -50,7 +53,8 @@ def _signature(fn: JITFunction, args: tuple, kwargs: dict) -> tuple[dict, dict, 
     # fp fusion must be named at every launch: Triton 3.9 warns that its default changes, and a changed default
     # would compile other code than was measured and tested
     assert "enable_fp_fusion" in kwargs, f"{fn.fn.__name__} is launched without naming enable_fp_fusion"
-    options = {key: kwargs.pop(key) for key in ("num_warps", "num_stages", "enable_fp_fusion") if key in kwargs}
+    options = {key: kwargs.pop(key) for key in ("num_warps", "num_stages", "enable_fp_fusion", "maxnreg")
+               if key in kwargs}
     bound = dict(zip(fn.arg_names, args), **kwargs)
     signature, constexprs = {}, {}
     for param in fn.params:

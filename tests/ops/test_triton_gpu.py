@@ -111,6 +111,31 @@ def test_triton_scalar_backwards_match_recurrence_on_gpu(D, offsets, mode):
         assert err < bound, f"{name}: relative RMS error {err:.3e} >= {bound:.1e}"
 
 
+# Launch options that trade a little precision or spill registers for speed, each named in full.
+LAUNCH_TRADES = {
+    "vector-bf16-dv-partials": (True, dict(bwd_key_block=64, bf16_dv_partials=True, segment=256)),
+    "scalar-sequential-bf16-dv-partials": (False, dict(SCALAR_BACKWARDS["sequential"], bwd_key_block=64,
+                                                       bf16_dv_partials=True)),
+    "vector-registers-capped-168": (True, dict(max_registers=168, segment=256)),
+    "scalar-registers-capped-168": (False, dict(max_registers=168)),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", list(LAUNCH_TRADES))
+def test_triton_launch_trades_match_recurrence_on_gpu(mode):
+    """Partial dv kept in bf16, and the kernels compiled under a register cap (spilling), stay within the bf16
+    bounds: D128, 1000 tokens, log decays down to -5."""
+    vector, overrides = LAUNCH_TRADES[mode]
+    results = _run(2, 1000, 2, 128, 128, vector, torch.bfloat16, -5.0, None, overrides)
+    for name, (out, ref) in results.items():
+        assert torch.isfinite(out).all(), f"{name}: non-finite values"
+        err = rel_rms_error(ref, out)
+        sequential_gate = not vector and not overrides.get("chunk_parallel_backward", True) and name == "dlog_decay"
+        bound = GATE_RATIO_SEQUENTIAL if sequential_gate else RATIO[torch.bfloat16]
+        assert err < bound, f"{name}: relative RMS error {err:.3e} >= {bound:.1e}"
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("vector", [False, True], ids=["scalar", "vector"])
 @pytest.mark.parametrize("B,T,H,D", [(1, 1000, 2, 128), (4, 256, 48, 64)], ids=["segmented", "whole"])

@@ -34,9 +34,9 @@ import triton
 import triton.language as tl
 
 from decaylab.ops.triton.intra import scalar_pair_decay
-from decaylab.ops.triton.kernels import COMPILE_OPTIONS, STATE_BLOCK, _advance_block, _block_ptrs, _bounds, \
+from decaylab.ops.triton.kernels import STATE_BLOCK, _advance_block, _block_ptrs, _bounds, \
     _chunk_tokens, _load_chunk, _load_gates, _load_tile, _program_ids, _retreat_block, _retreat_dstate, \
-    _state_block_ids, _store_tile, launch_grid
+    _state_block_ids, _store_tile, compile_options, launch_grid
 
 SWEEP_WARPS = 4
 
@@ -293,7 +293,7 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
     adjacent = cfg.blocks_adjacent
     sweep = dict(H=H, K=K, V=V, BT=span, BK=min(K, STATE_BLOCK), BV=min(V, STATE_BLOCK), PREC=opts["PREC"],
-                 ADJACENT=adjacent, num_warps=SWEEP_WARPS, num_stages=opts["num_stages"], **COMPILE_OPTIONS)
+                 ADJACENT=adjacent, num_warps=SWEEP_WARPS, num_stages=opts["num_stages"], **compile_options(opts))
     grid = launch_grid(N * H, (K // sweep["BK"]) * (V // sweep["BV"]), adjacent)
     if states is None:
         states = new_chunk_states(q, v, table.count)
@@ -306,7 +306,7 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
             q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, H=H, K=K, V=V,
             BT=span, BV=sweep_bv, HAS_DHT=dht is not None, PREC=opts["PREC"], ADJACENT=adjacent,
             num_warps=cfg.dv_sweep_num_warps or opts["num_warps"],
-            num_stages=opts["num_stages"], **COMPILE_OPTIONS,
+            num_stages=opts["num_stages"], **compile_options(opts),
         )
     else:
         chunk_dstates_kernel[grid](q, log_decay, do, dht, dstates, dh0, table.cu_seqlens, table.first, scale, T,
@@ -316,7 +316,7 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     dg = q.new_empty((NK, *log_decay.shape), dtype=torch.float32)
     if table.count:
         launch = dict(H=H, K=K, V=V, BT=BT, BV=BV, SUB=span // BT, PREC=opts["PREC"], num_warps=opts["num_warps"],
-                      num_stages=opts["num_stages"], **COMPILE_OPTIONS)
+                      num_stages=opts["num_stages"], **compile_options(opts))
         if not (cfg.fused_dv or cfg.dv_in_sweep):
             chunk_dv_kernel[(table.count * H,)](q, k, log_decay, do, dstates, table.bos, table.end, dv, scale,
                                                 **launch)

@@ -34,6 +34,8 @@ class LaunchConfig:
     bf16_boundaries: keep the backward's saved boundary states (gate_stride above) in bf16 instead of fp32.
     bwd_key_block: key channels per backward program (0: all). Smaller blocks halve the [K, V] fp32 state held
         in registers and double the programs, at the price of summing partial dv (and scalar gate) gradients.
+    bf16_dv_partials: with bf16 inputs and backward key blocks, keep the blocks' partial dv in bf16 instead of
+        fp32: half the bytes written and read back, one more bf16 rounding per block.
     gate_stride: the backward saves the fp32 state every this many tokens and restarts the gate gradient's
         reverse cumsum there from its direct form sum_v S * dS (kernels.py); a multiple of ``chunk``.
     precise_intra: for bf16 inputs, run the backward's vector-decay intra-chunk dots on fp32 (tf32) operands instead
@@ -72,6 +74,9 @@ class LaunchConfig:
     blocks_adjacent: launch the key or value blocks of one (sequence or chunk, head) next to each other, so they
         run at the same time and the tiles they share are read from HBM once, then from L2 (kernels._program_ids).
         False: a 2-D grid that runs each block index a whole wave after the previous one.
+    max_registers: registers per thread the kernels may use (0: the compiler's choice, up to 255). A lower cap lets
+        more programs share an SM (65536 registers: two programs of 4 warps at 255, three at 168), at the price of
+        spilling to local memory; set ``programs_per_sm`` to match so that segments fill the extra room.
     """
 
     chunk: int
@@ -98,6 +103,8 @@ class LaunchConfig:
     programs_per_sm: int = 4
     dv_sweep_num_warps: int = 0
     blocks_adjacent: bool = True
+    bf16_dv_partials: bool = False
+    max_registers: int = 0
 
     @functools.cached_property
     def backward(self) -> "LaunchConfig":
@@ -154,6 +161,11 @@ class LaunchConfig:
         if self.dv_sweep_num_warps and not self.dv_in_sweep:
             raise ValueError("dv_sweep_num_warps sets the warps of the dv_in_sweep kernel: set dv_in_sweep=True as "
                              "well, or drop dv_sweep_num_warps")
+        if self.bf16_dv_partials and self.chunk_parallel_backward:
+            raise ValueError("bf16_dv_partials is for the two-sweep backward's key blocks; the chunk-parallel "
+                             "backward writes no dv partials: drop bf16_dv_partials")
+        if self.max_registers and not 24 <= self.max_registers <= 255:
+            raise ValueError(f"max_registers must be 0 (the compiler's choice) or 24..255; got {self.max_registers}")
         if self.programs_per_sm < 1:
             raise ValueError(f"programs_per_sm must be >= 1; got {self.programs_per_sm}")
         if self.split_below < 0 or self.target_programs < 0:

@@ -30,7 +30,7 @@ def _launch_options(q: torch.Tensor, log_decay: torch.Tensor, cfg: LaunchConfig)
         H=q.shape[2], K=q.shape[3], BT=cfg.chunk, VECTOR=log_decay.ndim == 4,
         PREC="ieee" if q.dtype == torch.float32 else "tf32", ADJACENT=cfg.blocks_adjacent,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        **kernels.COMPILE_OPTIONS,
+        **kernels.COMPILE_OPTIONS, **({"maxnreg": cfg.max_registers} if cfg.max_registers else {}),
     )
 
 
@@ -106,7 +106,8 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         gate_parts = log_decay.shape if vector else (NK, *log_decay.shape)
         part_stride = 0 if vector else log_decay.numel()
         dq, dk = torch.empty_like(q), torch.empty_like(k)
-        dv = torch.empty_like(v) if NK == 1 else v.new_empty(NK, *v.shape, dtype=torch.float32)
+        partial_dtype = torch.bfloat16 if cfg.bf16_dv_partials and v.dtype == torch.bfloat16 else torch.float32
+        dv = torch.empty_like(v) if NK == 1 else v.new_empty(NK, *v.shape, dtype=partial_dtype)
         qdq = q.new_empty(gate_parts, dtype=torch.float32)  # q * dq (summed over the block for scalar decay)
         dg = q.new_empty(gate_parts, dtype=torch.float32)
         varlen = bounds is not None
@@ -138,8 +139,8 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
 
 
 def _sum_partials(parts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Sum fp32 partials [NP, *shape] over NP and cast, in one kernel: torch's sum then cast makes two passes and
-    an fp32 intermediate."""
+    """Sum partials [NP, *shape] over NP in fp32 and cast, in one kernel: torch's sum then cast makes two passes
+    and an fp32 intermediate."""
     out = torch.empty(parts.shape[1:], dtype=dtype, device=parts.device)
     M, block = out.numel(), 4096
     kernels.sum_partials_kernel[(triton.cdiv(M, block),)](parts, out, M, NP=parts.shape[0], BLOCK=block, num_warps=8,

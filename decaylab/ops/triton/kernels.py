@@ -124,6 +124,11 @@ def _load_gates(g, tok, valid, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.con
 # Triton 3.9 warns that its default is about to change, so it is stated here rather than inherited.
 COMPILE_OPTIONS = {"enable_fp_fusion": True}
 
+
+def compile_options(opts: dict) -> dict:
+    """COMPILE_OPTIONS plus the register cap (``maxnreg``) that a launch's options carry, if any."""
+    return dict(COMPILE_OPTIONS, **{name: opts[name] for name in ("maxnreg",) if name in opts})
+
 # Rows and columns of the state block one state-sweep program carries (fp32: 32 registers per thread on 4 warps).
 STATE_BLOCK = 64
 
@@ -337,21 +342,31 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
         i_t = NT - 1 - i_r
         tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
         end = (i_t + 1) * BT
-        if (end % STRIDE == 0) & (end < seq_len):
-            # Restart the gate-gradient carry from its direct form, sum_v S_end * dS_end (S_end saved by the
-            # forward sweep): the suffix sums of q dq - k dk cancel heavily under strong decay, and their
-            # rounding error would otherwise grow with the sequence length.
-            S_end = tl.load(_state_ptrs(states, (first_boundary + end // STRIDE - 1) * H + i_h, K, V, BK, i_k))
-            S_end = S_end.to(tl.float32)
-            if VECTOR:
-                carry = tl.sum(S_end * dS, axis=1)
-            else:
-                carry = tl.sum(tl.sum(S_end * dS, axis=1), axis=0)
+        restart = (end % STRIDE == 0) & (end < seq_len)
+        # Every load of the step is issued here, ahead of its stores: a load after a store cannot be moved above
+        # it (they might alias), so its latency would be paid in full each step. The saved state is loaded on
+        # every step under a mask (no traffic when off) rather than inside the branch, so that the compiler can
+        # prefetch it with the other tiles.
+        restart_rows = (tl.arange(0, BK) < BK) & restart
+        S_end = tl.load(_state_ptrs(states, (first_boundary + end // STRIDE - 1) * H + i_h, K, V, BK, i_k),
+                        mask=restart_rows[:, None], other=0.0)
         q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
         k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
         v_t = _load_chunk(v, tok, valid, i_h, H, V)
         do_t = _load_chunk(do, tok, valid, i_h, H, V)
         G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR)
+        if VECTOR:
+            qdq_t = _load_tile(qdq, tok, valid, i_h, H, K, BK, i_k)  # [BT, BK]
+        else:
+            qdq_t = tl.load(qdq + i_k * part_stride + tok * H + i_h, mask=valid, other=0.0)  # [BT]
+        if restart:
+            # Restart the gate-gradient carry from its direct form, sum_v S_end * dS_end (S_end saved by the
+            # forward sweep): the suffix sums of q dq - k dk cancel heavily under strong decay, and their
+            # rounding error would otherwise grow with the sequence length.
+            if VECTOR:
+                carry = tl.sum(S_end.to(tl.float32) * dS, axis=1)
+            else:
+                carry = tl.sum(tl.sum(S_end.to(tl.float32) * dS, axis=1), axis=0)
         G_last = tl.min(G, axis=0)
         dA = tl.dot(do_t, tl.trans(v_t), input_precision=PREC) * scale
         dA_diag = tl.sum(tl.where(rows[:, None] == cols[None, :], dA, 0.0), axis=1)  # see backward_dq_kernel
@@ -372,13 +387,12 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
         _store_chunk(dv + i_k * dv_stride, dv_t, tok, valid, i_h, H, V)
         # gate gradient: suffix sums of q*dq - k*dk within the chunk plus everything after it
         if VECTOR:
-            db = _load_tile(qdq, tok, valid, i_h, H, K, BK, i_k) - k_t.to(tl.float32) * dk_t  # [BT, BK]
+            db = qdq_t - k_t.to(tl.float32) * dk_t  # [BT, BK]
             total = tl.sum(db, axis=0)
             suffix = total[None, :] - tl.cumsum(db, axis=0) + db + carry[None, :]
             _store_tile(dg, suffix, tok, valid, i_h, H, K, BK, i_k)
         else:
-            db = tl.load(qdq + i_k * part_stride + tok * H + i_h, mask=valid, other=0.0)
-            db -= tl.sum(k_t.to(tl.float32) * dk_t, axis=1)  # [BT]
+            db = qdq_t - tl.sum(k_t.to(tl.float32) * dk_t, axis=1)  # [BT]
             total = tl.sum(db, axis=0)
             suffix = total - tl.cumsum(db, axis=0) + db + carry
             tl.store(dg + i_k * part_stride + tok * H + i_h, suffix, mask=valid)
@@ -391,10 +405,10 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
 
 @triton.jit
 def sum_partials_kernel(parts, out, M, NP: tl.constexpr, BLOCK: tl.constexpr):
-    """out = sum of NP fp32 partials [NP, M], cast to out's dtype, in one pass (reads each partial once)."""
+    """out = sum of NP partials [NP, M] in fp32, cast to out's dtype, in one pass (reads each partial once)."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
     total = tl.zeros([BLOCK], dtype=tl.float32)
     for i in tl.static_range(NP):
-        total += tl.load(parts + i * M + offs, mask=mask, other=0.0)
+        total += tl.load(parts + i * M + offs, mask=mask, other=0.0).to(tl.float32)
     tl.store(out + offs, total.to(out.dtype.element_ty), mask=mask)

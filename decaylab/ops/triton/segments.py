@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from decaylab.ops.triton.kernels import COMPILE_OPTIONS, _advance_block, _block_ptrs, _bounds, _chunk_tokens, \
-    _retreat_block, _state_block_ids, launch_grid
+    _retreat_block, _state_block_ids, compile_options, launch_grid
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ def _sweep_launch(opts: dict, segments: int, V: int, chunk: int, block: int) -> 
     grid = launch_grid(segments * opts["H"], (K // BK) * (V // BV), opts["ADJACENT"])
     names = ("H", "K", "VECTOR", "PREC", "ADJACENT", "num_warps", "num_stages")
     return grid, dict({name: opts[name] for name in names}, BT=chunk or opts["BT"], V=V, BK=BK, BV=BV,
-                      **COMPILE_OPTIONS)
+                      **compile_options(opts))
 
 
 def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts, cfg):

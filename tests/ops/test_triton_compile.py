@@ -42,9 +42,9 @@ CONFIGS = {
     "scalar-D128-recomputed-states": (False, 128, dict(save_states=False)),
     "scalar-D128-dv-kernel": (False, 128, dict(dv_in_sweep=False)),
     "scalar-D64-dv-in-sweep-blocks32": (False, 64, dict(dv_in_sweep=True, fused_dv=False, bwd_value_block=32)),
-    "vector-D128-capped-registers-bf16-dv-partials": (True, 128, dict(segment=64, max_registers=168,
+    "vector-D128-capped-registers-bf16-dv-partials": (True, 128, dict(segment=64, bwd_max_registers=168,
                                                                       bf16_dv_partials=True)),
-    "scalar-D128-capped-registers": (False, 128, dict(max_registers=168)),
+    "scalar-D128-capped-registers": (False, 128, dict(fwd_max_registers=168, bwd_max_registers=200)),
 }
 
 

@@ -116,8 +116,8 @@ LAUNCH_TRADES = {
     "vector-bf16-dv-partials": (True, dict(bwd_key_block=64, bf16_dv_partials=True, segment=256)),
     "scalar-sequential-bf16-dv-partials": (False, dict(SCALAR_BACKWARDS["sequential"], bwd_key_block=64,
                                                        bf16_dv_partials=True)),
-    "vector-registers-capped-168": (True, dict(max_registers=168, segment=256)),
-    "scalar-registers-capped-168": (False, dict(max_registers=168)),
+    "vector-registers-capped-168": (True, dict(fwd_max_registers=168, bwd_max_registers=168, segment=256)),
+    "scalar-registers-capped-168": (False, dict(fwd_max_registers=168, bwd_max_registers=168)),
 }
 
 

@@ -74,9 +74,10 @@ class LaunchConfig:
     blocks_adjacent: launch the key or value blocks of one (sequence or chunk, head) next to each other, so they
         run at the same time and the tiles they share are read from HBM once, then from L2 (kernels._program_ids).
         False: a 2-D grid that runs each block index a whole wave after the previous one.
-    max_registers: registers per thread the kernels may use (0: the compiler's choice, up to 255). A lower cap lets
-        more programs share an SM (65536 registers: two programs of 4 warps at 255, three at 168), at the price of
-        spilling to local memory; set ``programs_per_sm`` to match so that segments fill the extra room.
+    fwd_max_registers, bwd_max_registers: registers per thread the forward (and its segment sweep) / backward
+        kernels may use (0: the compiler's choice, up to 255). A lower cap lets more programs share an SM (65536
+        registers: two programs of 4 warps at 255, three at 168), at the price of spilling to local memory. It pays
+        where the extra room saves a round of programs (e.g. 384 programs: two rounds on 264 slots, one on 396).
     """
 
     chunk: int
@@ -104,7 +105,8 @@ class LaunchConfig:
     dv_sweep_num_warps: int = 0
     blocks_adjacent: bool = True
     bf16_dv_partials: bool = False
-    max_registers: int = 0
+    fwd_max_registers: int = 0
+    bwd_max_registers: int = 0
 
     @functools.cached_property
     def backward(self) -> "LaunchConfig":
@@ -164,8 +166,10 @@ class LaunchConfig:
         if self.bf16_dv_partials and self.chunk_parallel_backward:
             raise ValueError("bf16_dv_partials is for the two-sweep backward's key blocks; the chunk-parallel "
                              "backward writes no dv partials: drop bf16_dv_partials")
-        if self.max_registers and not 24 <= self.max_registers <= 255:
-            raise ValueError(f"max_registers must be 0 (the compiler's choice) or 24..255; got {self.max_registers}")
+        for name in ("fwd_max_registers", "bwd_max_registers"):
+            value = getattr(self, name)
+            if value and not 24 <= value <= 255:
+                raise ValueError(f"{name} must be 0 (the compiler's choice) or 24..255; got {value}")
         if self.programs_per_sm < 1:
             raise ValueError(f"programs_per_sm must be >= 1; got {self.programs_per_sm}")
         if self.split_below < 0 or self.target_programs < 0:

@@ -25,12 +25,12 @@ _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 log = logging.getLogger("decaylab.ops")
 
 
-def _launch_options(q: torch.Tensor, log_decay: torch.Tensor, cfg: LaunchConfig) -> dict:
+def _launch_options(q: torch.Tensor, log_decay: torch.Tensor, cfg: LaunchConfig, max_registers: int) -> dict:
     return dict(
         H=q.shape[2], K=q.shape[3], BT=cfg.chunk, VECTOR=log_decay.ndim == 4,
         PREC="ieee" if q.dtype == torch.float32 else "tf32", ADJACENT=cfg.blocks_adjacent,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        **kernels.COMPILE_OPTIONS, **({"maxnreg": cfg.max_registers} if cfg.max_registers else {}),
+        **kernels.COMPILE_OPTIONS, **({"maxnreg": max_registers} if max_registers else {}),
     )
 
 
@@ -44,7 +44,7 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, log_decay, scale, initial_state, output_final_state, cu_seqlens, lengths, cfg, plan):
         T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
         N = len(lengths)
-        opts = dict(_launch_options(q, log_decay, cfg), **_intra_options(q, cfg, backward=False))
+        opts = dict(_launch_options(q, log_decay, cfg, cfg.fwd_max_registers), **_intra_options(q, cfg, backward=False))
         o = torch.empty_like(v)
         starts = decay = None
         save = cfg.save_states and any(ctx.needs_input_grad)
@@ -81,7 +81,7 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         cfg, plan = ctx.cfg, ctx.plan
         N = len(ctx.lengths)
         vector = log_decay.ndim == 4
-        opts = dict(_launch_options(q, log_decay, cfg.backward), **_intra_options(q, cfg, backward=True),
+        opts = dict(_launch_options(q, log_decay, cfg.backward, cfg.bwd_max_registers), **_intra_options(q, cfg, backward=True),
                     STRIDE=cfg.gate_stride)
         do = do.contiguous()
         dht = None if dht is None else dht.float().contiguous()

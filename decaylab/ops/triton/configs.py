@@ -191,14 +191,19 @@ PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
     # 0.73 -> 0.83). Vector at B4*T2048*H16*D128 (segmented): segment sweeps on 64-token steps took 2 % off;
     # segments are cut to fill 2 programs per SM (two fit, at 255 registers on 4 warps): 4 segments of 512 tokens
     # there, 1.39 ms against 1.52-1.77 for 2, 3, 5 or 7 segments; whole-state sweeps beat 64 x 64 blocks.
+    # Vector partial dv in bf16 took 2.6-4.8 % off at the three shapes (dv's error 2.5e-3 -> 3.1e-3). Register caps
+    # of 168 (three programs per SM instead of two) where they save a round of programs: the scalar D64 forward
+    # (384 programs; 0.205 -> 0.149 ms fwd) and the vector D64 backward (768; 2.87 -> 2.67 ms fwd+bwd); at D128
+    # they spill far more and lost everywhere (2-3x slower).
     (None, False, 64): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, fused_dv=True,
-                                    bwd_value_block=32),
+                                    bwd_value_block=32, fwd_max_registers=168),
     (None, False, 128): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, bwd_key_block=64,
                                      bwd_value_block=64, fwd_value_block=64, dv_in_sweep=True),
     (None, True, 64): LaunchConfig(16, 4, 2, bwd_key_block=32, precise_intra=True, gate_stride=32,
-                                   bf16_boundaries=True, sweep_chunk=64, programs_per_sm=2),
+                                   bf16_boundaries=True, sweep_chunk=64, programs_per_sm=2, bf16_dv_partials=True,
+                                   bwd_max_registers=168),
     (None, True, 128): LaunchConfig(16, 4, 2, bwd_key_block=64, precise_intra=True, gate_stride=32,
-                                    bf16_boundaries=True, sweep_chunk=64, programs_per_sm=2),
+                                    bf16_boundaries=True, sweep_chunk=64, programs_per_sm=2, bf16_dv_partials=True),
 }
 
 _INTERPRETER_CONFIG = LaunchConfig(16, 4, 1)

@@ -44,10 +44,6 @@ CONFIGS = {
     "scalar-D64-dv-in-sweep-blocks32": (False, 64, dict(dv_in_sweep=True, fused_dv=False, bwd_value_block=32)),
     "vector-D128-capped-registers-bf16-dv-partials": (True, 128, dict(segment=64, bwd_max_registers=168,
                                                                       bf16_dv_partials=True)),
-    "vector-D128-segmented-fused-dstate": (True, 128, dict(segment=64, fused_segment_dstate=True)),
-    "scalar-D128-segmented-two-sweeps-fused-dstate": (False, 128, dict(
-        segment=64, chunk_parallel_backward=False, save_states=False, fused_dv=False, dv_in_sweep=False,
-        fused_segment_dstate=True)),
     "scalar-D128-capped-registers": (False, 128, dict(fwd_max_registers=168, bwd_max_registers=200)),
 }
 

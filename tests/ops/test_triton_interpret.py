@@ -141,10 +141,6 @@ OVERRIDES["stride32-kblock16-scalar-B1-T90-H1-K32-V32-fp32-h0"].update(bwd_key_b
 OVERRIDES["imbalanced-scalar-varlen-T230-H2-K16-V16-fp32-h0"] = dict(split_below=1, target_programs=32)
 OVERRIDES["segmented-vector-B1-T150-H1-K128-V64-fp32-h0"].update(sweep_block=64, sweep_chunk=64)
 OVERRIDES["segmented-scalar-B1-T150-H1-K128-V64-fp32-h0"].update(sweep_block=64)
-# the segments' start-state gradients summed by the dq sweep instead of a reverse sweep of their own
-for name in ("segmented-vector-B1-T150-H2-K16-V32-fp32-h0", "segmented-scalar-varlen-T200-H1-K16-V16-fp16-h0",
-             "segmented-vector-decay1000-B1-T140-H1-K16-V16-fp32-h0"):
-    OVERRIDES[name].update(fused_segment_dstate=True)
 # every blocked kernel: forward value blocks, both backwards' key blocks, split state sweeps, segment sweeps
 OVERRIDES["order2d-scalar-varlen-T150-H2-K128-V32-fp32-h0"] = dict(
     blocks_adjacent=False, fwd_value_block=16, chunk_parallel_backward=True, save_states=True, dv_in_sweep=True,
@@ -180,7 +176,6 @@ def _random_cases(count: int, seed: int = 0) -> None:
         overrides = dict(bwd_chunk=rng.choice([0, 32]), segment=rng.choice([0, 64]),
                          bwd_key_block=rng.choice([0, 16]), fwd_value_block=rng.choice([0, 16]),
                          sweep_chunk=rng.choice([0, 32, 64]), sweep_block=rng.choice([0, 16]))
-        overrides["fused_segment_dstate"] = rng.random() < 0.5
         if not vector:
             overrides["chunk_parallel_backward"] = rng.random() < 0.5
             overrides["bwd_value_block"] = rng.choice([0, 16])
@@ -189,7 +184,6 @@ def _random_cases(count: int, seed: int = 0) -> None:
             overrides["fused_dv"] = overrides["chunk_parallel_backward"] and not overrides["bwd_key_block"] \
                 and rng.random() < 0.5
             if overrides["chunk_parallel_backward"]:
-                overrides["fused_segment_dstate"] = False
                 overrides["state_stride"] = rng.choice([0, 64] if overrides["bwd_chunk"] else [0, 32, 64])
                 overrides["dv_in_sweep"] = not overrides["fused_dv"] and not overrides["state_stride"] \
                     and rng.random() < 0.5

@@ -70,7 +70,6 @@ def test_segment_length_fills_the_program_target(lengths, heads, split_below, ta
         (dict(save_states=True, chunk_parallel_backward=True, bwd_chunk=32), "set bwd_chunk to 16 or 0"),
         (dict(dv_sweep_num_warps=8, chunk_parallel_backward=True), "set dv_in_sweep=True as well"),
         (dict(bf16_dv_partials=True, chunk_parallel_backward=True), "drop bf16_dv_partials"),
-        (dict(fused_segment_dstate=True, chunk_parallel_backward=True), "drop fused_segment_dstate"),
         (dict(fwd_max_registers=300), "fwd_max_registers must be 0"),
         (dict(bwd_max_registers=8), "bwd_max_registers must be 0 .* or 24..255"),
     ],

@@ -74,9 +74,6 @@ class LaunchConfig:
     blocks_adjacent: launch the key or value blocks of one (sequence or chunk, head) next to each other, so they
         run at the same time and the tiles they share are read from HBM once, then from L2 (kernels._program_ids).
         False: a 2-D grid that runs each block index a whole wave after the previous one.
-    fused_segment_dstate: with segments, the backward's dq sweep also sums each segment's gradient at its start
-        (forward, as sum_t (q_t * 2^B_t)^T do_t) instead of a reverse state-only sweep of its own: one pass fewer,
-        a [BK, V] fp32 accumulator more in the dq sweep. An option of the two-sweep backward.
     fwd_max_registers, bwd_max_registers: registers per thread the forward (and its segment sweep) / backward
         kernels may use (0: the compiler's choice, up to 255). A lower cap lets more programs share an SM (65536
         registers: two programs of 4 warps at 255, three at 168), at the price of spilling to local memory. It pays
@@ -108,7 +105,6 @@ class LaunchConfig:
     dv_sweep_num_warps: int = 0
     blocks_adjacent: bool = True
     bf16_dv_partials: bool = False
-    fused_segment_dstate: bool = False
     fwd_max_registers: int = 0
     bwd_max_registers: int = 0
 
@@ -167,9 +163,6 @@ class LaunchConfig:
         if self.dv_sweep_num_warps and not self.dv_in_sweep:
             raise ValueError("dv_sweep_num_warps sets the warps of the dv_in_sweep kernel: set dv_in_sweep=True as "
                              "well, or drop dv_sweep_num_warps")
-        if self.fused_segment_dstate and self.chunk_parallel_backward:
-            raise ValueError("fused_segment_dstate is an option of the two-sweep backward (its dq sweep); the "
-                             "chunk-parallel backward does not segment: drop fused_segment_dstate")
         if self.bf16_dv_partials and self.chunk_parallel_backward:
             raise ValueError("bf16_dv_partials is for the two-sweep backward's key blocks; the chunk-parallel "
                              "backward writes no dv partials: drop bf16_dv_partials")

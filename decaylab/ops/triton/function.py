@@ -90,13 +90,13 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
             dq, dk, dv, dg, dh0 = chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, ctx.scale,
                                                           ctx.lengths, opts, cfg, chunk_states)
             return dq, dk, dv, dg.to(log_decay.dtype), None, dh0 if has_h0 else None, None, None, None, None, None
-        local_dstate = plan is not None and cfg.fused_segment_dstate
-        dlocal = q.new_empty(plan.count, H, K, V, dtype=torch.float32) if local_dstate else None
         if plan is None:
             programs, bounds, lengths, h_start = N, cu_seqlens, ctx.lengths, initial_state
             dh_end, h_end = dht, ht
         else:
             programs, bounds, lengths, h_start = plan.count, plan.cu_seqlens, plan.lengths, starts
+            dh_end, dh0_all = segment_state_grads(q, log_decay, do, dht, decay, plan, ctx.scale, T, N, V, opts,
+                                                       cfg)
             h_end = torch.cat([starts[1:], starts[:1]])  # a segment ends where the next one starts ...
             h_end[plan.last] = ht  # ... except the last of each sequence
         # The backward kernels split the key channels into NK blocks of BK (one program each): dv and, for
@@ -115,12 +115,9 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
                                                      torch.bfloat16 if cfg.bf16_boundaries else torch.float32)
         grid = kernels.launch_grid(programs * H, NK, cfg.blocks_adjacent)
         kernels.backward_dq_kernel[grid](
-            q, k, v, log_decay, do, dq, qdq, h_start, states, boundary_offsets, bounds, dlocal, ctx.scale, T,
-            part_stride, V=V, BK=BK, VARLEN=varlen, HAS_H0=h_start is not None, LOCAL_DSTATE=local_dstate, **opts
+            q, k, v, log_decay, do, dq, qdq, h_start, states, boundary_offsets, bounds, ctx.scale, T, part_stride,
+            V=V, BK=BK, VARLEN=varlen, HAS_H0=h_start is not None, **opts
         )
-        if plan is not None:  # the state gradient at each segment end (the reverse sweep needs it), and dh0
-            dh_end, dh0_all = segment_state_grads(q, log_decay, do, dht, decay, plan, ctx.scale, T, N, V, opts,
-                                                       cfg, dlocal)
         dg_final = None
         if dh_end is not None:
             dg_final = (h_end * dh_end).sum(-1)  # [programs, H, K]: the end state's share of the gate gradient

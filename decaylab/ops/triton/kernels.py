@@ -257,17 +257,13 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale
 
 
 @triton.jit
-def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu_seqlens, dlocal, scale, T,
-                       part_stride, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
-                       BT: tl.constexpr, VECTOR: tl.constexpr, VARLEN: tl.constexpr, HAS_H0: tl.constexpr,
-                       SPAN_LIMIT: tl.constexpr, STRIDE: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr,
-                       ADJACENT: tl.constexpr, LOCAL_DSTATE: tl.constexpr):
+def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu_seqlens, scale, T, part_stride,
+                       H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
+                       VECTOR: tl.constexpr, VARLEN: tl.constexpr, HAS_H0: tl.constexpr, SPAN_LIMIT: tl.constexpr,
+                       STRIDE: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Forward sweep over key channels i_k*BK ...: dq; q * dq in fp32 (for scalar decay summed over the block,
     one partial per block, part_stride apart) and the state every STRIDE tokens, both for the gate gradient.
-    Every quantity here is per key channel, so the blocks are independent programs. With LOCAL_DSTATE (programs
-    are segments, segments.py) also the gradient of the segment's own outputs with respect to its start state,
-    summed forward: sum_t scale * (q_t * 2^B_t)^T do_t, B_t the log2 decay from the segment start through t. The
-    reverse sweep of segment_dstate_kernel computes the same sum backwards; here it costs no pass of its own."""
+    Every quantity here is per key channel, so the blocks are independent programs."""
     i_nh, i_k = _program_ids(K // BK, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
@@ -279,12 +275,6 @@ def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu
     S = tl.zeros([BK, V], dtype=tl.float32)
     if HAS_H0:
         S = tl.load(_state_ptrs(h0, i_nh, K, V, BK, i_k))
-    if LOCAL_DSTATE:
-        dS_local = tl.zeros([BK, V], dtype=tl.float32)
-        if VECTOR:
-            B = tl.zeros([BK], dtype=tl.float32)  # log2 decay from the segment start to the chunk start
-        else:
-            B = tl.zeros([], dtype=tl.float32)
     for i_t in range(0, tl.cdiv(seq_len, BT)):
         tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
         q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
@@ -310,17 +300,10 @@ def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu
         else:
             tl.store(qdq + i_k * part_stride + tok * H + i_h, tl.sum(q_t.to(tl.float32) * dq_t, axis=1), mask=valid)
         S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
-        if LOCAL_DSTATE:
-            # every exponent <= 0: far tokens underflow to 0, as the reverse sweep's repeated decays do
-            q_start = _decay_rows(q_t, G + B, VECTOR).to(DT)
-            dS_local += tl.dot(tl.trans(q_start), do_t.to(DT), input_precision=PREC)
-            B += G_last
         end = (i_t + 1) * BT
         if (end % STRIDE == 0) & (end < seq_len):
             tl.store(_state_ptrs(states, (first_boundary + end // STRIDE - 1) * H + i_h, K, V, BK, i_k),
                      S.to(states.dtype.element_ty))
-    if LOCAL_DSTATE:
-        tl.store(_state_ptrs(dlocal, i_nh, K, V, BK, i_k), dS_local * scale)
 
 
 @triton.jit
@@ -376,6 +359,14 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
             qdq_t = _load_tile(qdq, tok, valid, i_h, H, K, BK, i_k)  # [BT, BK]
         else:
             qdq_t = tl.load(qdq + i_k * part_stride + tok * H + i_h, mask=valid, other=0.0)  # [BT]
+        if restart:
+            # Restart the gate-gradient carry from its direct form, sum_v S_end * dS_end (S_end saved by the
+            # forward sweep): the suffix sums of q dq - k dk cancel heavily under strong decay, and their
+            # rounding error would otherwise grow with the sequence length.
+            if VECTOR:
+                carry = tl.sum(S_end.to(tl.float32) * dS, axis=1)
+            else:
+                carry = tl.sum(tl.sum(S_end.to(tl.float32) * dS, axis=1), axis=0)
         G_last = tl.min(G, axis=0)
         dA = tl.dot(do_t, tl.trans(v_t), input_precision=PREC) * scale
         dA_diag = tl.sum(tl.where(rows[:, None] == cols[None, :], dA, 0.0), axis=1)  # see backward_dq_kernel
@@ -394,15 +385,6 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
         dk_t += _decay_rows(tl.dot(v_t, tl.trans(dS_dt), input_precision=PREC), G_last - G, VECTOR)
         _store_tile(dk, dk_t + dA_diag[:, None] * q_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
         _store_chunk(dv + i_k * dv_stride, dv_t, tok, valid, i_h, H, V)
-        if restart:
-            # Restart the gate-gradient carry from its direct form, sum_v S_end * dS_end (S_end saved by the
-            # forward sweep): the suffix sums of q dq - k dk cancel heavily under strong decay, and their
-            # rounding error would otherwise grow with the sequence length. (Here, late in the step, so that the
-            # load of S_end has had the step's dots to arrive; dS is still the gradient at the chunk end.)
-            if VECTOR:
-                carry = tl.sum(S_end.to(tl.float32) * dS, axis=1)
-            else:
-                carry = tl.sum(tl.sum(S_end.to(tl.float32) * dS, axis=1), axis=0)
         # gate gradient: suffix sums of q*dq - k*dk within the chunk plus everything after it
         if VECTOR:
             db = qdq_t - k_t.to(tl.float32) * dk_t  # [BT, BK]

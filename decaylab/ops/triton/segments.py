@@ -202,15 +202,12 @@ def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts
     return starts, final, decay
 
 
-def segment_state_grads(q, log_decay, do, dht, decay, plan: SegmentPlan, scale, T, N, V, opts, cfg, dlocal=None):
-    """The state gradient at each segment's end, and dh0 (the gradient at each sequence's start). ``dlocal``: each
-    segment's gradient at its start from its own outputs, if the backward's dq sweep has summed it already;
-    otherwise a reverse state-only sweep computes it here."""
+def segment_state_grads(q, log_decay, do, dht, decay, plan: SegmentPlan, scale, T, N, V, opts, cfg):
+    """The state gradient at each segment's end, and dh0 (the gradient at each sequence's start)."""
     H, K = q.shape[2], q.shape[3]
-    if dlocal is None:
-        dlocal = q.new_empty(plan.count, H, K, V, dtype=torch.float32)
-        grid, launch = _sweep_launch(opts, plan.count, V, cfg.sweep_chunk, cfg.sweep_block)
-        segment_dstate_kernel[grid](q, log_decay, do, dlocal, plan.cu_seqlens, scale, T, **launch)
+    dlocal = q.new_empty(plan.count, H, K, V, dtype=torch.float32)
+    grid, launch = _sweep_launch(opts, plan.count, V, cfg.sweep_chunk, cfg.sweep_block)
+    segment_dstate_kernel[grid](q, log_decay, do, dlocal, plan.cu_seqlens, scale, T, **launch)
     ends = torch.empty_like(dlocal)
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
     _scan(plan.first, dht, dlocal, decay, ends, dh0, opts["VECTOR"], reverse=True)

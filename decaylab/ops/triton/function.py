@@ -44,7 +44,8 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, log_decay, scale, initial_state, output_final_state, cu_seqlens, lengths, cfg, plan):
         T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
         N = len(lengths)
-        opts = dict(_launch_options(q, log_decay, cfg, cfg.fwd_max_registers), **_intra_options(q, cfg, backward=False))
+        opts = dict(_launch_options(q, log_decay, cfg, cfg.fwd_max_registers),
+                    **_intra_options(q, cfg, backward=False))
         o = torch.empty_like(v)
         starts = decay = None
         save = cfg.save_states and any(ctx.needs_input_grad)
@@ -81,8 +82,8 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         cfg, plan = ctx.cfg, ctx.plan
         N = len(ctx.lengths)
         vector = log_decay.ndim == 4
-        opts = dict(_launch_options(q, log_decay, cfg.backward, cfg.bwd_max_registers), **_intra_options(q, cfg, backward=True),
-                    STRIDE=cfg.gate_stride)
+        opts = dict(_launch_options(q, log_decay, cfg.backward, cfg.bwd_max_registers),
+                    **_intra_options(q, cfg, backward=True), STRIDE=cfg.gate_stride)
         do = do.contiguous()
         dht = None if dht is None else dht.float().contiguous()
         has_h0 = initial_state is not None

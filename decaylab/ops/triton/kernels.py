@@ -129,6 +129,7 @@ def compile_options(opts: dict) -> dict:
     """COMPILE_OPTIONS plus the register cap (``maxnreg``) that a launch's options carry, if any."""
     return dict(COMPILE_OPTIONS, **{name: opts[name] for name in ("maxnreg",) if name in opts})
 
+
 # Rows and columns of the state block one state-sweep program carries (fp32: 32 registers per thread on 4 warps).
 STATE_BLOCK = 64
 
@@ -345,8 +346,8 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
         restart = (end % STRIDE == 0) & (end < seq_len)
         # Every load of the step is issued here, ahead of its stores: a load after a store cannot be moved above
         # it (they might alias), so its latency would be paid in full each step. The saved state is loaded on
-        # every step under a mask (no traffic when off) rather than inside the branch, so that the compiler can
-        # prefetch it with the other tiles.
+        # every step under a mask (no traffic when off), outside the branch that uses it, so that it is issued
+        # with the other tiles too.
         restart_rows = (tl.arange(0, BK) < BK) & restart
         S_end = tl.load(_state_ptrs(states, (first_boundary + end // STRIDE - 1) * H + i_h, K, V, BK, i_k),
                         mask=restart_rows[:, None], other=0.0)

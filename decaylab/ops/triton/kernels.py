@@ -348,7 +348,7 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
         # it (they might alias), so its latency would be paid in full each step. The saved state is loaded on
         # every step under a mask (no traffic when off), outside the branch that uses it, so that it is issued
         # with the other tiles too.
-        restart_rows = (tl.arange(0, BK) < BK) & restart
+        restart_rows = tl.arange(0, BK) < tl.where(restart, BK, 0)  # every row, or none
         S_end = tl.load(_state_ptrs(states, (first_boundary + end // STRIDE - 1) * H + i_h, K, V, BK, i_k),
                         mask=restart_rows[:, None], other=0.0)
         q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)

@@ -42,6 +42,28 @@ def test_config_specs_are_typed_and_checked():
         kb.check_config_spec("chunk=24")
 
 
+def test_a_programs_per_sm_override_refits_the_segment_thresholds(monkeypatch):
+    """The picked config's split_below / target_programs were set for its own programs_per_sm: a column that
+    overrides programs_per_sm gets them re-fitted to the GPU's SMs, unless it sets them itself."""
+    from types import SimpleNamespace
+
+    from decaylab.ops.triton import configs
+
+    seen = []
+    monkeypatch.setattr(kb, "time_provider", lambda name, inputs, graph=False: seen.append(
+        configs.active_config(torch.device("cpu"), True, 128, 128)) or {})
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(multi_processor_count=132))
+    device = torch.device("cpu")
+    kb._time_column("decaylab[programs_per_sm=3]", {}, device, True, 128, graph=False)
+    kb._time_column("decaylab[programs_per_sm=3,target_programs=10]", {}, device, True, 128, graph=False)
+    kb._time_column("decaylab[chunk=32]", {}, device, True, 128, graph=False)
+    refit, explicit, untouched = seen
+    assert (refit.split_below, refit.target_programs) == (132, 396)
+    assert explicit.target_programs == 10
+    pinned = configs.pick_config(device, True, 128, 128)
+    assert (untouched.split_below, untouched.target_programs) == (pinned.split_below, pinned.target_programs)
+
+
 def test_table_reports_the_first_decaylab_column_against_fla():
     row = {"shape": "B1·T64·H1·D16", "decay": "vector", "floor_fwd_ms": 0.5, "floor_fwd_bwd_ms": 1.0}
     for column, fwd, both in (("decaylab[chunk=32]", 1.0, 4.0), ("decaylab", 2.0, 5.0), ("fla", 3.0, 6.0)):

@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,10 +24,9 @@ from decaylab.bench import kernels as kb  # noqa: E402
 from decaylab.ops import BACKENDS  # noqa: E402
 from decaylab.ops.triton import use_config  # noqa: E402
 from decaylab.ops.triton.check import against_reference  # noqa: E402
-from decaylab.ops.triton.configs import fit_to_sms, pick_config  # noqa: E402
+from decaylab.ops.triton.configs import overridden_config  # noqa: E402
 
 DEV = torch.device("cuda")
-SMS = torch.cuda.get_device_properties(DEV).multi_processor_count if torch.cuda.is_available() else 0
 
 
 def rel(out, ref):
@@ -100,7 +98,7 @@ def sweep(shape_texts, variants=SWEEP_VARIANTS):
                 continue
             inputs = kb.make_inputs(shape, vector, DEV)
             for overrides in chosen:
-                cfg = fit_to_sms(replace(pick_config(DEV, vector, shape.D, shape.D), **overrides), SMS)
+                cfg = overridden_config(DEV, vector, shape.D, shape.D, overrides)
                 with use_config(cfg):
                     try:
                         r = kb.time_provider("decaylab", inputs)
@@ -140,7 +138,7 @@ def profile(shape_text="4x4096x64x128", overrides=None):
         inputs = kb.make_inputs(shape, vector, DEV)
         op = BACKENDS.get("triton")
         if overrides is not None:
-            cfg = use_config(replace(pick_config(DEV, vector, shape.D, shape.D), **overrides))
+            cfg = use_config(overridden_config(DEV, vector, shape.D, shape.D, overrides))
             op = functools.partial(_with_config, cfg, BACKENDS.get("triton"))
         leaves = [inputs[n].detach().clone().requires_grad_() for n in ("q", "k", "v", "log_decay")]
         for _ in range(3):
@@ -299,7 +297,7 @@ def packed_documents(lengths=(8192,) + (80,) * 100, H=16, D=128):
         inputs = kb.make_inputs(shape, vector, DEV)
         leaves = [inputs[n].detach().clone().requires_grad_() for n in ("q", "k", "v", "log_decay")]
         for label, overrides in (("pinned", {}), ("whole documents", dict(split_below=0))):
-            cfg = replace(pick_config(DEV, vector, D, D), **overrides)
+            cfg = overridden_config(DEV, vector, D, D, overrides)
 
             def fwd_bwd():
                 with use_config(cfg):

@@ -202,14 +202,9 @@ def _time_column(column: str, inputs: dict, device: torch.device, vector: bool, 
     """Time one table column: "fla", "decaylab" (the pinned config) or "decaylab[spec]" (pinned + overrides)."""
     if not column.startswith("decaylab["):
         return time_provider(column, inputs, graph=graph)
-    from decaylab.ops.triton.configs import fit_to_sms, pick_config, use_config
+    from decaylab.ops.triton.configs import overridden_config, use_config
 
-    overrides = parse_config_spec(column[9:-1])
-    config = dataclasses.replace(pick_config(device, vector, D, D), **overrides)
-    if "programs_per_sm" in overrides and not {"split_below", "target_programs"} & overrides.keys():
-        # the picked config's segment thresholds were set for its own programs_per_sm
-        config = fit_to_sms(config, torch.cuda.get_device_properties(device).multi_processor_count)
-    with use_config(config):
+    with use_config(overridden_config(device, vector, D, D, parse_config_spec(column[9:-1]))):
         return time_provider("decaylab", inputs, graph=graph)
 
 

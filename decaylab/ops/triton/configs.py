@@ -237,8 +237,17 @@ def _gpu_config(index: int, vector: bool, width: int) -> LaunchConfig:
 
 def fit_to_sms(config: LaunchConfig, sms: int) -> LaunchConfig:
     """``config`` with its segment thresholds set for a GPU of ``sms`` SMs: split below one program per SM, up to
-    ``programs_per_sm`` per SM. Apply it again after overriding ``programs_per_sm`` of a picked config."""
+    ``programs_per_sm`` per SM. ``overridden_config`` applies it again when ``programs_per_sm`` is overridden."""
     return replace(config, split_below=sms, target_programs=config.programs_per_sm * sms)
+
+
+def overridden_config(device: torch.device, vector: bool, K: int, V: int, overrides: dict) -> LaunchConfig:
+    """The pinned config with ``overrides`` (benchmark sweeps, tests). The picked config's segment thresholds were
+    set for its own ``programs_per_sm``: an override of it alone has them re-fitted to the GPU's SMs."""
+    config = replace(pick_config(device, vector, K, V), **overrides)
+    if "programs_per_sm" in overrides and not {"split_below", "target_programs"} & overrides.keys():
+        config = fit_to_sms(config, torch.cuda.get_device_properties(device).multi_processor_count)
+    return config
 
 
 _override: list[LaunchConfig] = []

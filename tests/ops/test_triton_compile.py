@@ -44,9 +44,6 @@ CONFIGS = {
     "scalar-D64-dv-in-sweep-blocks32": (False, 64, dict(dv_in_sweep=True, fused_dv=False, bwd_value_block=32)),
     "vector-D128-capped-registers-bf16-dv-partials": (True, 128, dict(segment=64, bwd_max_registers=168,
                                                                       bf16_dv_partials=True)),
-    "vector-D128-segmented-transposed-state": (True, 128, dict(segment=64, fwd_state_transposed=True)),
-    "scalar-D128-transposed-state": (False, 128, dict(fwd_state_transposed=True)),
-    "scalar-D64-transposed-state": (False, 64, dict(fwd_state_transposed=True)),
     "scalar-D128-capped-registers": (False, 128, dict(fwd_max_registers=168, bwd_max_registers=200)),
 }
 

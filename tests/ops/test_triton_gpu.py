@@ -111,24 +111,21 @@ def test_triton_scalar_backwards_match_recurrence_on_gpu(D, offsets, mode):
         assert err < bound, f"{name}: relative RMS error {err:.3e} >= {bound:.1e}"
 
 
-# Launch options that trade a little precision or spill registers for speed, or change the forward's operand
-# layout, each named in full.
+# Launch options that trade a little precision or spill registers for speed, each named in full.
 LAUNCH_TRADES = {
     "vector-bf16-dv-partials": (True, dict(bwd_key_block=64, bf16_dv_partials=True, segment=256)),
     "scalar-sequential-bf16-dv-partials": (False, dict(SCALAR_BACKWARDS["sequential"], bwd_key_block=64,
                                                        bf16_dv_partials=True)),
     "vector-registers-capped-168": (True, dict(fwd_max_registers=168, bwd_max_registers=168, segment=256)),
     "scalar-registers-capped-168": (False, dict(fwd_max_registers=168, bwd_max_registers=168)),
-    "vector-transposed-forward-state": (True, dict(fwd_state_transposed=True, segment=256)),
-    "scalar-transposed-forward-state": (False, dict(fwd_state_transposed=True)),
 }
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("mode", list(LAUNCH_TRADES))
 def test_triton_launch_trades_match_recurrence_on_gpu(mode):
-    """Partial dv kept in bf16, the kernels compiled under a register cap (spilling), and the forward carrying the
-    transposed state stay within the bf16 bounds: D128, 1000 tokens, log decays down to -5."""
+    """Partial dv kept in bf16, and the kernels compiled under a register cap (spilling), stay within the bf16
+    bounds: D128, 1000 tokens, log decays down to -5."""
     vector, overrides = LAUNCH_TRADES[mode]
     results = _run(2, 1000, 2, 128, 128, vector, torch.bfloat16, -5.0, None, overrides)
     for name, (out, ref) in results.items():

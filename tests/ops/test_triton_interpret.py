@@ -141,11 +141,6 @@ OVERRIDES["stride32-kblock16-scalar-B1-T90-H1-K32-V32-fp32-h0"].update(bwd_key_b
 OVERRIDES["imbalanced-scalar-varlen-T230-H2-K16-V16-fp32-h0"] = dict(split_below=1, target_programs=32)
 OVERRIDES["segmented-vector-B1-T150-H1-K128-V64-fp32-h0"].update(sweep_block=64, sweep_chunk=64)
 OVERRIDES["segmented-scalar-B1-T150-H1-K128-V64-fp32-h0"].update(sweep_block=64)
-# the forward carrying the transposed state: value blocks, h0 and the final state, packed sequences, saved states
-for name in ("fvblock16-scalar-B2-T70-H2-K16-V32-fp32-h0", "fvblock16-vector-varlen-T150-H1-K32-V64-fp16-h0",
-             "fvblock16-savestates-segmented-scalar-B1-T150-H1-K16-V32-fp32-h0",
-             "savestates-scalar-B2-T100-H2-K32-V16-fp32-h0"):
-    OVERRIDES[name].update(fwd_state_transposed=True)
 # every blocked kernel: forward value blocks, both backwards' key blocks, split state sweeps, segment sweeps
 OVERRIDES["order2d-scalar-varlen-T150-H2-K128-V32-fp32-h0"] = dict(
     blocks_adjacent=False, fwd_value_block=16, chunk_parallel_backward=True, save_states=True, dv_in_sweep=True,
@@ -180,8 +175,7 @@ def _random_cases(count: int, seed: int = 0) -> None:
         CASES[name] = case
         overrides = dict(bwd_chunk=rng.choice([0, 32]), segment=rng.choice([0, 64]),
                          bwd_key_block=rng.choice([0, 16]), fwd_value_block=rng.choice([0, 16]),
-                         sweep_chunk=rng.choice([0, 32, 64]), sweep_block=rng.choice([0, 16]),
-                         fwd_state_transposed=rng.random() < 0.5)
+                         sweep_chunk=rng.choice([0, 32, 64]), sweep_block=rng.choice([0, 16]))
         if not vector:
             overrides["chunk_parallel_backward"] = rng.random() < 0.5
             overrides["bwd_value_block"] = rng.choice([0, 16])

@@ -74,10 +74,6 @@ class LaunchConfig:
     blocks_adjacent: launch the key or value blocks of one (sequence or chunk, head) next to each other, so they
         run at the same time and the tiles they share are read from HBM once, then from L2 (kernels._program_ids).
         False: a 2-D grid that runs each block index a whole wave after the previous one.
-    fwd_state_transposed: the forward carries the state transposed, S^T [BV, K], and computes o^T (kernels.py,
-        forward_kernel): on sm_90 the state then feeds the output's dot from the registers of its own update
-        instead of through shared memory each chunk. The result does not change (the same products and sums).
-        Not yet timed on a GPU, so not pinned.
     fwd_max_registers, bwd_max_registers: registers per thread the forward (and its segment sweep) / backward
         kernels may use (0: the compiler's choice, up to 255). A lower cap lets more programs share an SM (65536
         registers: two programs of 4 warps at 255, three at 168), at the price of spilling to local memory. It pays
@@ -109,7 +105,6 @@ class LaunchConfig:
     dv_sweep_num_warps: int = 0
     blocks_adjacent: bool = True
     bf16_dv_partials: bool = False
-    fwd_state_transposed: bool = False
     fwd_max_registers: int = 0
     bwd_max_registers: int = 0
 

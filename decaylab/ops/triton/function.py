@@ -63,14 +63,13 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
             kernels.forward_kernel[kernels.launch_grid(N * H, V // BV, cfg.blocks_adjacent)](
                 q, k, v, log_decay, o, initial_state, ht, cu_seqlens, chunk_states, first, scale, T, V=V, BV=BV,
                 VARLEN=cu_seqlens is not None, HAS_H0=initial_state is not None, STORE_HT=output_final_state,
-                SAVE_STATES=save, STATE_EVERY=state_every, STATE_T=cfg.fwd_state_transposed, **opts,
+                SAVE_STATES=save, STATE_EVERY=state_every, **opts,
             )
         else:
             starts, ht, decay = segment_states(k, v, log_decay, initial_state, plan, T, V, opts, cfg)
             kernels.forward_kernel[kernels.launch_grid(plan.count * H, V // BV, cfg.blocks_adjacent)](
                 q, k, v, log_decay, o, starts, None, plan.cu_seqlens, chunk_states, first, scale, T, V=V, BV=BV,
-                VARLEN=True, HAS_H0=True, STORE_HT=False, SAVE_STATES=save, STATE_EVERY=state_every,
-                STATE_T=cfg.fwd_state_transposed, **opts,
+                VARLEN=True, HAS_H0=True, STORE_HT=False, SAVE_STATES=save, STATE_EVERY=state_every, **opts,
             )
         ctx.save_for_backward(q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay, chunk_states)
         ctx.scale, ctx.lengths, ctx.cfg, ctx.plan = scale, lengths, cfg, plan

@@ -143,19 +143,6 @@ def _block_ptrs(ptr, i_state, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr
 
 
 @triton.jit
-def _state_block_ptrs(ptr, i_state, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, i_v,
-                      TRANSPOSED: tl.constexpr):
-    """Pointers to the [K, BV] column block i_v of the [K, V] state number i_state; with TRANSPOSED, to the same
-    values as a [BV, K] tile (S^T)."""
-    if TRANSPOSED:
-        offs_k = tl.arange(0, K)
-        offs_v = i_v * BV + tl.arange(0, BV)
-        return ptr + i_state.to(tl.int64) * (K * V) + offs_k[None, :] * V + offs_v[:, None]
-    else:
-        return _block_ptrs(ptr, i_state, K, V, K, BV, 0, i_v)
-
-
-@triton.jit
 def _state_ptrs(ptr, i_nh, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, i_k):
     """Pointers to rows i_k*BK ... of the [K, V] state number i_nh."""
     return _block_ptrs(ptr, i_nh, K, V, BK, V, i_k, 0)
@@ -179,17 +166,6 @@ def _advance_state(S, k_t, v_t, G, G_last, VECTOR: tl.constexpr, DT: tl.constexp
     else:
         S = S * tl.exp2(G_last)
     return S + tl.dot(tl.trans(k_end), v_t.to(DT), input_precision=PREC)
-
-
-@triton.jit
-def _advance_state_t(St, k_t, v_t, G, G_last, VECTOR: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
-    """_advance_state on the transposed state S^T [BV, K]: S^T <- S^T * 2^G_last + v^T (k * 2^(G_last - G))."""
-    k_end = _decay_rows(k_t, G_last - G, VECTOR).to(DT)
-    if VECTOR:
-        St = St * tl.exp2(G_last)[None, :]
-    else:
-        St = St * tl.exp2(G_last)
-    return St + tl.dot(tl.trans(v_t.to(DT)), k_end, input_precision=PREC)
 
 
 @triton.jit
@@ -242,32 +218,27 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale
                    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr,
                    VECTOR: tl.constexpr, VARLEN: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
                    SAVE_STATES: tl.constexpr, STATE_EVERY: tl.constexpr, SPAN_LIMIT: tl.constexpr,
-                   INTRA_FP32: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr, STATE_T: tl.constexpr):
+                   INTRA_FP32: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """One program per (sequence, head, block of BV value channels): the state's columns are independent, so a
     block carries a [K, BV] state and recomputes the chunk's scores. With SAVE_STATES, the state entering every
     STATE_EVERY-th chunk is stored for the chunk-parallel backward, at index state_first[program] + i_t / STATE_EVERY
-    (chunk_parallel.py). With STATE_T the program carries S^T [BV, K] and computes o^T = S^T (q 2^G)^T + v^T A^T:
-    on sm_90 the state is then the accumulator of its own update's wgmma and feeds the output's wgmma from
-    registers, where S itself has to pass through shared memory to become the second operand of q S."""
+    (chunk_parallel.py)."""
     i_nh, i_v = _program_ids(V // BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
     DT = q.dtype.element_ty
     rows = tl.arange(0, BT)
     cols = tl.arange(0, BT)
-    if STATE_T:
-        S = tl.zeros([BV, K], dtype=tl.float32)
-    else:
-        S = tl.zeros([K, BV], dtype=tl.float32)
+    S = tl.zeros([K, BV], dtype=tl.float32)
     if HAS_H0:
-        S = tl.load(_state_block_ptrs(h0, i_nh, K, V, BV, i_v, STATE_T))
+        S = tl.load(_block_ptrs(h0, i_nh, K, V, K, BV, 0, i_v))
     if SAVE_STATES:
         c0 = tl.load(state_first + i_n)
     for i_t in range(0, tl.cdiv(seq_len, BT)):
         tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
         if SAVE_STATES:
             if i_t % STATE_EVERY == 0:
-                tl.store(_state_block_ptrs(states, (c0 + i_t // STATE_EVERY) * H + i_h, K, V, BV, i_v, STATE_T),
+                tl.store(_block_ptrs(states, (c0 + i_t // STATE_EVERY) * H + i_h, K, V, K, BV, 0, i_v),
                          S.to(states.dtype.element_ty))
         q_t = _load_chunk(q, tok, valid, i_h, H, K)
         k_t = _load_chunk(k, tok, valid, i_h, H, K)
@@ -277,21 +248,13 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale
         # 1. output: inter-chunk through the carried state, intra-chunk through the masked scores
         # (the scores first: they are dead before the decayed queries are made, so the two are never live at once)
         A = _scores(q_t, k_t, G, rows, cols, BT, VECTOR, SPAN_LIMIT, INTRA_FP32, DT, PREC)
-        if STATE_T:
-            o_t = tl.dot(tl.trans(v_t.to(DT)), tl.trans(A.to(DT)), input_precision=PREC)  # o^T [BV, BT]
-            o_t += tl.dot(S.to(DT), tl.trans(_decay_rows(q_t, G, VECTOR).to(DT)), input_precision=PREC)
-            offs_v = i_v * BV + tl.arange(0, BV)
-            tl.store(o + tok[None, :] * (H * V) + i_h * V + offs_v[:, None], (o_t * scale).to(o.dtype.element_ty),
-                     mask=valid[None, :])
-            # 2. state update; keys decayed to the chunk end
-            S = _advance_state_t(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
-        else:
-            o_t = tl.dot(A.to(DT), v_t.to(DT), input_precision=PREC)
-            o_t += tl.dot(_decay_rows(q_t, G, VECTOR).to(DT), S.to(DT), input_precision=PREC)
-            _store_tile(o, o_t * scale, tok, valid, i_h, H, V, BV, i_v)
-            S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
+        o_t = tl.dot(A.to(DT), v_t.to(DT), input_precision=PREC)
+        o_t += tl.dot(_decay_rows(q_t, G, VECTOR).to(DT), S.to(DT), input_precision=PREC)
+        _store_tile(o, o_t * scale, tok, valid, i_h, H, V, BV, i_v)
+        # 2. state update; keys decayed to the chunk end
+        S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
     if STORE_HT:
-        tl.store(_state_block_ptrs(ht, i_nh, K, V, BV, i_v, STATE_T), S)
+        tl.store(_block_ptrs(ht, i_nh, K, V, K, BV, 0, i_v), S)
 
 
 @triton.jit

@@ -40,6 +40,10 @@ def test_config_specs_are_typed_and_checked():
         kb.parse_config_spec("precise_intra=maybe")
     with pytest.raises(ValueError, match="power of two"):
         kb.check_config_spec("chunk=24")
+    # an option of the scalar-only chunk-parallel backward is checked only against the decays timed
+    kb.check_config_spec("spans_per_program=2", ("scalar",))
+    with pytest.raises(ValueError, match="set chunk_parallel_backward=True as well"):
+        kb.check_config_spec("spans_per_program=2", ("vector",))
 
 
 def test_a_programs_per_sm_override_refits_the_segment_thresholds(monkeypatch):

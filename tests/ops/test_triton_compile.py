@@ -37,6 +37,8 @@ CONFIGS = {
     "scalar-D64-stride128-fused-fwd-blocks": (False, 64, dict(state_stride=128, gate_stride=128, fused_dv=True,
                                                               bwd_key_block=0, bwd_value_block=32,
                                                               fwd_value_block=32)),
+    "scalar-D64-two-sweeps": (False, 64, dict(chunk_parallel_backward=False, save_states=False, fused_dv=False,
+                                              dv_in_sweep=False, spans_per_program=1)),
     "scalar-D128-two-sweeps": (False, 128, dict(chunk_parallel_backward=False, save_states=False, fused_dv=False,
                                                   dv_in_sweep=False, bwd_chunk=32)),
     "scalar-D128-recomputed-states": (False, 128, dict(save_states=False)),
@@ -45,6 +47,9 @@ CONFIGS = {
     "vector-D128-capped-registers-bf16-dv-partials": (True, 128, dict(segment=64, bwd_max_registers=168,
                                                                       bf16_dv_partials=True)),
     "scalar-D128-capped-registers": (False, 128, dict(fwd_max_registers=168, bwd_max_registers=200)),
+    "scalar-D64-spans4-stages3": (False, 64, dict(spans_per_program=4, bwd_num_stages=3)),
+    "scalar-D128-spans2-stride128": (False, 128, dict(spans_per_program=2, state_stride=128, gate_stride=128,
+                                                     dv_in_sweep=False)),
 }
 
 

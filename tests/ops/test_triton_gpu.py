@@ -53,13 +53,16 @@ def test_triton_matches_recurrence_on_gpu(B, T, H, K, V, vector, dtype, lowest, 
 GATE_RATIO_SEQUENTIAL = 7e-3
 SCALAR_BACKWARDS = {  # every option named (not left to the pinned config, which changes with the sweeps)
     "sequential": dict(chunk_parallel_backward=False, save_states=False, fused_dv=False, dv_in_sweep=False,
-                       bwd_chunk=32),
+                       spans_per_program=1, bwd_chunk=32),
     "chunk-parallel-recomputed-states": dict(chunk_parallel_backward=True, save_states=False, fused_dv=False,
                                              dv_in_sweep=False, bwd_key_block=0, bwd_value_block=0),
     "chunk-parallel-saved-states-blocks32": dict(chunk_parallel_backward=True, save_states=True, fused_dv=False,
                                                  dv_in_sweep=False, bwd_key_block=32, bwd_value_block=32),
     "chunk-parallel-dv-in-sweep": dict(chunk_parallel_backward=True, save_states=True, fused_dv=False,
                                        dv_in_sweep=True, bwd_key_block=0, bwd_value_block=0),
+    "chunk-parallel-4-spans-per-program-3-stages": dict(chunk_parallel_backward=True, save_states=True,
+                                                        fused_dv=True, dv_in_sweep=False, bwd_key_block=0,
+                                                        bwd_value_block=0, spans_per_program=4, bwd_num_stages=3),
     "chunk-parallel-stride128-fused-fwd-blocks32": dict(chunk_parallel_backward=True, save_states=True,
                                                         state_stride=128, gate_stride=128, fused_dv=True,
                                                         dv_in_sweep=False, bwd_key_block=0, bwd_value_block=32,
@@ -100,7 +103,8 @@ def test_triton_segmented_sequences_match_recurrence_on_gpu(vector, offsets, swe
 def test_triton_scalar_backwards_match_recurrence_on_gpu(D, offsets, mode):
     """Each scalar-decay backward in bf16, log decays down to -5: the two sweeps (kernels.py), and the
     chunk-parallel one (chunk_parallel.py) with recomputed or forward-saved states, whole or in blocks of 32, with
-    one state per 128 tokens, dv fused and the forward in value blocks."""
+    4 chunks per gradient program on 3 pipeline stages, with one state per 128 tokens, dv fused and the forward in
+    value blocks."""
     B = 2 if offsets is None else 1
     overrides = SCALAR_BACKWARDS[mode]
     results = _run(B, 1000, 2, D, D, False, torch.bfloat16, -5.0, offsets, overrides)

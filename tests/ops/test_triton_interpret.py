@@ -137,6 +137,10 @@ OVERRIDES["stride64-scalar-varlen-T150-H1-K16-V32-fp16-h0"].update(bwd_value_blo
 OVERRIDES["stride32-segmented-fused-scalar-B1-T150-H1-K16-V16-fp32-h0"].update(segment=64, save_states=True,
                                                                                fused_dv=True)
 OVERRIDES["stride32-kblock16-scalar-B1-T90-H1-K32-V32-fp32-h0"].update(bwd_key_block=16, save_states=True)
+# gradient programs walking several spans (the last program's group cut short)
+OVERRIDES["cparallel-scalar-B2-T150-H2-K16-V32-fp32-h0"].update(spans_per_program=3)
+OVERRIDES["fuseddv-scalar-B2-T100-H2-K32-V32-fp32-h0"].update(spans_per_program=4)
+OVERRIDES["stride32-kblock16-scalar-B1-T90-H1-K32-V32-fp32-h0"].update(spans_per_program=2)
 # 8 programs >= split_below; a share is 230 * 2 / 32 = 14 tokens, the 200-token sequence > 4 shares: cut to 64
 OVERRIDES["imbalanced-scalar-varlen-T230-H2-K16-V16-fp32-h0"] = dict(split_below=1, target_programs=32)
 OVERRIDES["segmented-vector-B1-T150-H1-K128-V64-fp32-h0"].update(sweep_block=64, sweep_chunk=64)
@@ -184,6 +188,7 @@ def _random_cases(count: int, seed: int = 0) -> None:
             overrides["fused_dv"] = overrides["chunk_parallel_backward"] and not overrides["bwd_key_block"] \
                 and rng.random() < 0.5
             if overrides["chunk_parallel_backward"]:
+                overrides["spans_per_program"] = rng.choice([1, 2, 3])
                 overrides["state_stride"] = rng.choice([0, 64] if overrides["bwd_chunk"] else [0, 32, 64])
                 overrides["dv_in_sweep"] = not overrides["fused_dv"] and not overrides["state_stride"] \
                     and rng.random() < 0.5

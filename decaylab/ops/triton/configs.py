@@ -29,8 +29,8 @@ class LaunchConfig:
     fwd_value_block: value channels per forward program (0: all). The state's columns are independent, so blocks
         halve the [K, V] fp32 state each program holds and multiply the programs; each block recomputes the
         chunk's scores (cheap for scalar decay, a large share of the work for vector decay).
-    bwd_chunk, bwd_num_warps: the same for the backward kernels (0: as the forward). The chunk size changes the
-        schedule, not the result, and the backward holds twice the tiles of the forward in registers.
+    bwd_chunk, bwd_num_warps, bwd_num_stages: the same for the backward kernels (0: as the forward). The chunk size
+        changes the schedule, not the result, and the backward holds twice the tiles of the forward in registers.
     bf16_boundaries: keep the backward's saved boundary states (gate_stride above) in bf16 instead of fp32.
     bwd_key_block: key channels per backward program (0: all). Smaller blocks halve the [K, V] fp32 state held
         in registers and double the programs, at the price of summing partial dv (and scalar gate) gradients.
@@ -56,6 +56,9 @@ class LaunchConfig:
     save_states: with chunk_parallel_backward, the forward stores every chunk's entering state (K x V values per
         chunk and head, kept until the backward) so the backward skips its forward state sweep: faster, at the
         price of that memory. Needs the same chunk forward and backward.
+    spans_per_program: with chunk_parallel_backward, stored-state spans (chunks, with state_stride 0) each program
+        of the dq/dk gradient kernel walks in a loop: the compiler pipelines the loop, issuing the next span's loads
+        during this span's math, where a program of one span has nothing to overlap its loads with.
     bwd_value_block: value channels per step of the chunk-parallel gradient kernel (0: all at once). Smaller
         blocks hold fewer tiles in registers; the result does not change.
     split_below, target_programs: when (sequences x heads) < split_below, cut the sequences into as many segments
@@ -86,11 +89,13 @@ class LaunchConfig:
     fwd_value_block: int = 0
     bwd_chunk: int = 0
     bwd_num_warps: int = 0
+    bwd_num_stages: int = 0
     bwd_key_block: int = 0
     bf16_boundaries: bool = False
     chunk_parallel_backward: bool = False
     bwd_value_block: int = 0
     state_stride: int = 0
+    spans_per_program: int = 1
     fused_dv: bool = False
     dv_in_sweep: bool = False
     save_states: bool = False
@@ -111,7 +116,8 @@ class LaunchConfig:
     @functools.cached_property
     def backward(self) -> "LaunchConfig":
         """The config of the backward kernels (cached: every backward call asks, and the copy is validated)."""
-        return replace(self, chunk=self.bwd_chunk or self.chunk, num_warps=self.bwd_num_warps or self.num_warps)
+        return replace(self, chunk=self.bwd_chunk or self.chunk, num_warps=self.bwd_num_warps or self.num_warps,
+                       num_stages=self.bwd_num_stages or self.num_stages)
 
     @property
     def state_span(self) -> int:
@@ -142,6 +148,13 @@ class LaunchConfig:
             if self.state_stride % chunk or self.gate_stride % self.state_stride:
                 raise ValueError(f"state_stride {self.state_stride} must be a multiple of the backward chunk {chunk} "
                                  f"and divide gate_stride {self.gate_stride} (segments are cut at gate_stride)")
+        if self.spans_per_program < 1:
+            raise ValueError(f"spans_per_program must be >= 1; got {self.spans_per_program}")
+        if self.spans_per_program > 1 and not self.chunk_parallel_backward:
+            raise ValueError("spans_per_program groups the chunk-parallel backward's spans: set "
+                             "chunk_parallel_backward=True as well, or drop spans_per_program")
+        if self.bwd_num_stages < 0:
+            raise ValueError(f"bwd_num_stages must be 0 (as the forward) or >= 1; got {self.bwd_num_stages}")
         if self.fused_dv and not self.chunk_parallel_backward:
             raise ValueError("fused_dv is an option of the chunk-parallel backward: set chunk_parallel_backward=True "
                              "as well, or drop fused_dv")
@@ -194,11 +207,14 @@ PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
     # Vector partial dv in bf16 took 2.6-4.8 % off at the three shapes (dv's error 2.5e-3 -> 3.1e-3). Register caps
     # of 168 (three programs per SM instead of two) where they save a round of programs: the scalar D64 forward
     # (384 programs; 0.205 -> 0.149 ms fwd) and the vector D64 backward (768; 2.87 -> 2.67 ms fwd+bwd); at D128
-    # they spill far more and lost everywhere (2-3x slower).
+    # they spill far more and lost everywhere (2-3x slower). The scalar D64 gradient kernel walking 4 chunks per
+    # program, its value channels in one block (so that the chunk loop is the innermost loop, which the compiler
+    # pipelines): GPU time 0.686 -> 0.607 ms fwd+bwd (value blocks of 64 alone: 0.672; 8 chunks: 0.607). Three
+    # pipeline stages in the scalar D128 backward: 2.242 -> 2.208 ms (B4*T4096*H64), 0.411 -> 0.403 (B4*T2048*H16).
     (None, False, 64): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, fused_dv=True,
-                                    bwd_value_block=32, fwd_max_registers=168),
+                                    bwd_value_block=64, spans_per_program=4, fwd_max_registers=168),
     (None, False, 128): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, bwd_key_block=64,
-                                     bwd_value_block=64, fwd_value_block=64, dv_in_sweep=True),
+                                     bwd_value_block=64, fwd_value_block=64, dv_in_sweep=True, bwd_num_stages=3),
     (None, True, 64): LaunchConfig(16, 4, 2, bwd_key_block=32, precise_intra=True, gate_stride=32,
                                    bf16_boundaries=True, sweep_chunk=64, programs_per_sm=2, bf16_dv_partials=True,
                                    bwd_max_registers=168),

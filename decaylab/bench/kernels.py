@@ -189,15 +189,17 @@ def parse_config_spec(spec: str) -> dict:
     return overrides
 
 
-def check_config_spec(spec: str, decays: tuple[str, ...] = ("scalar", "vector")) -> None:
-    """Raise ValueError unless ``spec`` makes a valid config over each pinned default of the ``decays`` timed (an
-    option of the scalar-only backwards is no error when only scalar decay is timed)."""
-    from decaylab.ops.triton.configs import PINNED_CONFIGS
+def check_config_spec(spec: str, decays: tuple[str, ...] = ("scalar", "vector"),
+                      dims: tuple[int, ...] = (64, 128)) -> None:
+    """Raise ValueError unless ``spec`` makes a valid config over the pinned config of each decay and head dim timed
+    (an option of the scalar-only backwards, or one that only one head width's pinned plan takes, is no error when
+    only those are timed)."""
+    from decaylab.ops.triton.configs import pick_config
 
     overrides = parse_config_spec(spec)
-    for (_, vector, _), config in PINNED_CONFIGS.items():
-        if ("vector" if vector else "scalar") in decays:
-            dataclasses.replace(config, **overrides)
+    for decay in decays:
+        for D in dims:
+            dataclasses.replace(pick_config(torch.device("cpu"), decay == "vector", D, D), **overrides)
 
 
 def _time_column(column: str, inputs: dict, device: torch.device, vector: bool, D: int, graph: bool) -> dict:
@@ -285,8 +287,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     decays = ("scalar", "vector") if args.decay == "both" else (args.decay,)
+    shapes = [Shape.parse(s) for s in args.shapes]
     for spec in args.configs:  # a typo fails here, before any GPU work
-        check_config_spec(spec, decays)
+        check_config_spec(spec, decays, tuple(sorted({shape.D for shape in shapes})))
     if not torch.cuda.is_available():
         raise ValueError("bench kernels needs a CUDA GPU (the triton backend); none is visible here")
     from decaylab.ops import BACKENDS
@@ -298,7 +301,6 @@ def run(args: argparse.Namespace) -> int:
             import fla.ops.gla  # noqa: F401
         except ImportError as e:
             raise ValueError(f"--compare fla needs fla-core (pip install fla-core==0.6.0): {e}") from None
-    shapes = [Shape.parse(s) for s in args.shapes]
     columns = [f"decaylab[{spec}]" if spec else "decaylab" for spec in args.configs] or ["decaylab"]
     providers = [*columns, *args.compare]
     device = torch.device("cuda")

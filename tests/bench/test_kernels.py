@@ -44,6 +44,10 @@ def test_config_specs_are_typed_and_checked():
     kb.check_config_spec("spans_per_program=2", ("scalar",))
     with pytest.raises(ValueError, match="set chunk_parallel_backward=True as well"):
         kb.check_config_spec("spans_per_program=2", ("vector",))
+    # ... and against the head dims timed: only D128's pinned scalar plan computes dv in the reverse sweep
+    kb.check_config_spec("dv_sweep_num_warps=8", ("scalar",), (128,))
+    with pytest.raises(ValueError, match="set dv_in_sweep=True as well"):
+        kb.check_config_spec("dv_sweep_num_warps=8", ("scalar",), (64, 128))
 
 
 def test_a_programs_per_sm_override_refits_the_segment_thresholds(monkeypatch):

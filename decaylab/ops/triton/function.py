@@ -47,7 +47,7 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         opts = dict(_launch_options(q, log_decay, cfg, cfg.fwd_max_registers),
                     **_intra_options(q, cfg, backward=False))
         o = torch.empty_like(v)
-        starts = decay = None
+        starts = decay = ends = None
         save = cfg.save_states and any(ctx.needs_input_grad)
         chunk_states = first = None
         state_every = 1  # chunks per saved state
@@ -66,18 +66,21 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
                 SAVE_STATES=save, STATE_EVERY=state_every, **opts,
             )
         else:
-            starts, ht, decay = segment_states(k, v, log_decay, initial_state, plan, T, V, opts, cfg)
+            # the two-sweep backward's gate gradient needs each segment's end state
+            store_ends = any(ctx.needs_input_grad) and not cfg.chunk_parallel_backward
+            starts, ht, decay, ends = segment_states(k, v, log_decay, initial_state, plan, T, V, opts, cfg,
+                                                     store_ends)
             kernels.forward_kernel[kernels.launch_grid(plan.count * H, V // BV, cfg.blocks_adjacent)](
                 q, k, v, log_decay, o, starts, None, plan.cu_seqlens, chunk_states, first, scale, T, V=V, BV=BV,
                 VARLEN=True, HAS_H0=True, STORE_HT=False, SAVE_STATES=save, STATE_EVERY=state_every, **opts,
             )
-        ctx.save_for_backward(q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay, chunk_states)
+        ctx.save_for_backward(q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay, chunk_states, ends)
         ctx.scale, ctx.lengths, ctx.cfg, ctx.plan = scale, lengths, cfg, plan
         return o, (ht if output_final_state else None)
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay, chunk_states = ctx.saved_tensors
+        q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay, chunk_states, ends = ctx.saved_tensors
         T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
         cfg, plan = ctx.cfg, ctx.plan
         N = len(ctx.lengths)
@@ -98,8 +101,7 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
             programs, bounds, lengths, h_start = plan.count, plan.cu_seqlens, plan.lengths, starts
             dh_end, dh0_all = segment_state_grads(q, log_decay, do, dht, decay, plan, ctx.scale, T, N, V, opts,
                                                        cfg)
-            h_end = torch.cat([starts[1:], starts[:1]])  # a segment ends where the next one starts ...
-            h_end[plan.last] = ht  # ... except the last of each sequence
+            h_end = ends
         # The backward kernels split the key channels into NK blocks of BK (one program each): dv and, for
         # scalar decay, q*dq and the gate gradient are sums over key channels, so each block writes a partial.
         BK = min(K, cfg.bwd_key_block or K)
@@ -119,14 +121,10 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
             q, k, v, log_decay, do, dq, qdq, h_start, states, boundary_offsets, bounds, ctx.scale, T, part_stride,
             V=V, BK=BK, VARLEN=varlen, HAS_H0=h_start is not None, **opts
         )
-        dg_final = None
-        if dh_end is not None:
-            dg_final = (h_end * dh_end).sum(-1)  # [programs, H, K]: the end state's share of the gate gradient
-            dg_final = (dg_final if vector else dg_final.unflatten(-1, (NK, BK)).sum(-1)).contiguous()
         store_dh0 = has_h0 and plan is None
         dh0 = torch.empty_like(initial_state) if store_dh0 else None
         kernels.backward_dkv_kernel[grid](
-            q, k, v, log_decay, do, qdq, dk, dv, dg, dh_end, dg_final, dh0, states, boundary_offsets, bounds,
+            q, k, v, log_decay, do, qdq, dk, dv, dg, dh_end, h_end, dh0, states, boundary_offsets, bounds,
             ctx.scale, T, part_stride, v.numel(), V=V, BK=BK, VARLEN=varlen, HAS_DHT=dh_end is not None,
             STORE_DH0=store_dh0, **opts,
         )

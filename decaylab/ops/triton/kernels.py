@@ -308,7 +308,7 @@ def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu
 
 
 @triton.jit
-def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, states, boundary_offsets, cu_seqlens,
+def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, ht, dh0, states, boundary_offsets, cu_seqlens,
                         scale, T, part_stride, dv_stride, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                         BK: tl.constexpr, BT: tl.constexpr, VECTOR: tl.constexpr, VARLEN: tl.constexpr,
                         HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, SPAN_LIMIT: tl.constexpr,
@@ -316,7 +316,8 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
                         ADJACENT: tl.constexpr):
     """Reverse sweep over key channels i_k*BK ...: dk, dlog_decay (reverse cumsum carried across chunks), dh0, and
     this block's share of dv (dv sums over key channels: one partial per block, dv_stride apart). For scalar
-    decay the gate gradient is a sum over key channels too: one partial per block, part_stride apart."""
+    decay the gate gradient is a sum over key channels too: one partial per block, part_stride apart. With HAS_DHT,
+    dht and ht are the state gradient and the state at the program's end (of its sequence or segment)."""
     i_nh, i_k = _program_ids(K // BK, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
@@ -332,12 +333,13 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, dg_final, dh0, sta
         carry = tl.zeros([], dtype=tl.float32)
     if HAS_DHT:
         dS = tl.load(_state_ptrs(dht, i_nh, K, V, BK, i_k))
-        # the end state's gate gradient, sum_v h_T * dh_T ([K], or one partial per block for scalar decay),
-        # seeds the reverse cumsum
+        # the end state's gate gradient, sum_v h_T * dh_T ([BK], or this block's share of the sum for scalar
+        # decay), seeds the reverse cumsum
+        carry_rows = tl.sum(tl.load(_state_ptrs(ht, i_nh, K, V, BK, i_k)) * dS, axis=1)
         if VECTOR:
-            carry = tl.load(dg_final + i_nh.to(tl.int64) * K + i_k * BK + tl.arange(0, BK))
+            carry = carry_rows
         else:
-            carry = tl.load(dg_final + i_nh.to(tl.int64) * (K // BK) + i_k)
+            carry = tl.sum(carry_rows, axis=0)
     NT = tl.cdiv(seq_len, BT)
     for i_r in range(0, NT):
         i_t = NT - 1 - i_r

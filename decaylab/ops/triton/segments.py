@@ -34,7 +34,6 @@ class SegmentPlan:
 
     cu_seqlens: torch.Tensor  # [S + 1] int64: segment bounds in packed tokens
     first: torch.Tensor  # [N + 1] int64: index of each sequence's first segment (first[N] = S)
-    last: torch.Tensor  # [N] int64: index of each sequence's last segment
     lengths: tuple[int, ...]  # S segment lengths
 
     @property
@@ -56,7 +55,7 @@ def plan_segments(lengths: tuple[int, ...], segment: int, device: torch.device) 
     for piece in pieces:
         bounds.append(bounds[-1] + piece)
     as_tensor = lambda xs: torch.tensor(xs, dtype=torch.int64, device=device)  # noqa: E731
-    return SegmentPlan(as_tensor(bounds), as_tensor(first), as_tensor([f - 1 for f in first[1:]]), tuple(pieces))
+    return SegmentPlan(as_tensor(bounds), as_tensor(first), tuple(pieces))
 
 
 # A sequence longer than this many even shares of the work is split even when there are programs enough: its one
@@ -134,13 +133,14 @@ def segment_dstate_kernel(q, g, do, dlocal, cu_seqlens, scale, T,
 
 
 @triton.jit
-def segment_scan_kernel(first, init, local, decay, boundary, final,
+def segment_scan_kernel(first, init, local, decay, boundary, after, final,
                         H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                        VECTOR: tl.constexpr, HAS_INIT: tl.constexpr, REVERSE: tl.constexpr):
+                        VECTOR: tl.constexpr, HAS_INIT: tl.constexpr, REVERSE: tl.constexpr,
+                        STORE_AFTER: tl.constexpr):
     """Per (sequence, head, [BK, BV] state block), over its segments in order (REVERSE: backwards): store the
     running value as the segment's boundary value, then X <- 2^decay * X + local. Forward this turns local states
     into segment start states and the final state; reversed it turns local state gradients into segment-end
-    gradients and dh0. Every state element scans alone (the decay acts per row), so blocks give the parallelism
+    gradients and dh0. With STORE_AFTER the value after each segment is stored too (forward: its end state). Every state element scans alone (the decay acts per row), so blocks give the parallelism
     that B*H alone lacks: that is why the sequences were segmented in the first place."""
     i_nh, i_k, i_v = _state_block_ids(K, V, BK, BV, False)  # a 2-D grid: no tiles shared between blocks
     i_n, i_h = i_nh // H, i_nh % H
@@ -161,16 +161,18 @@ def segment_scan_kernel(first, init, local, decay, boundary, final,
         else:
             X = X * tl.exp2(tl.load(decay + i_sh))
         X += tl.load(_block_ptrs(local, i_sh, K, V, BK, BV, i_k, i_v))
+        if STORE_AFTER:
+            tl.store(_block_ptrs(after, i_sh, K, V, BK, BV, i_k, i_v), X)
     tl.store(_block_ptrs(final, i_nh, K, V, BK, BV, i_k, i_v), X)
 
 
-def _scan(first, init, local, decay, boundary, final, vector: bool, reverse: bool):
+def _scan(first, init, local, decay, boundary, final, vector: bool, reverse: bool, after=None):
     """Launch the segment scan over (sequence, head) x state blocks of at most 32 x 32."""
     N, H, K, V = final.shape
     BK, BV = min(K, 32), min(V, 32)
     segment_scan_kernel[(N * H, (K // BK) * (V // BV))](
-        first, init, local, decay, boundary, final, H=H, K=K, V=V, BK=BK, BV=BV, VECTOR=vector,
-        HAS_INIT=init is not None, REVERSE=reverse, num_warps=1, **COMPILE_OPTIONS,
+        first, init, local, decay, boundary, after, final, H=H, K=K, V=V, BK=BK, BV=BV, VECTOR=vector,
+        HAS_INIT=init is not None, REVERSE=reverse, STORE_AFTER=after is not None, num_warps=1, **COMPILE_OPTIONS,
     )
 
 
@@ -188,8 +190,9 @@ def _sweep_launch(opts: dict, segments: int, V: int, chunk: int, block: int) -> 
                       **compile_options(opts))
 
 
-def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts, cfg):
-    """Each segment's start state, the sequences' final states and each segment's total log2 decay."""
+def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts, cfg, store_ends: bool = False):
+    """Each segment's start state, the sequences' final states, each segment's total log2 decay, and with
+    ``store_ends`` each segment's end state (else None), which the backward's gate gradient needs."""
     H, K = k.shape[2], k.shape[3]
     N = plan.first.numel() - 1
     local = k.new_empty(plan.count, H, K, V, dtype=torch.float32)
@@ -198,8 +201,9 @@ def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts
     segment_state_kernel[grid](k, v, log_decay, local, decay, plan.cu_seqlens, T, **launch)
     starts = torch.empty_like(local)
     final = k.new_empty(N, H, K, V, dtype=torch.float32)
-    _scan(plan.first, initial_state, local, decay, starts, final, opts["VECTOR"], reverse=False)
-    return starts, final, decay
+    ends = torch.empty_like(local) if store_ends else None
+    _scan(plan.first, initial_state, local, decay, starts, final, opts["VECTOR"], reverse=False, after=ends)
+    return starts, final, decay, ends
 
 
 def segment_state_grads(q, log_decay, do, dht, decay, plan: SegmentPlan, scale, T, N, V, opts, cfg):

@@ -41,6 +41,36 @@ def test_segment_length_fills_the_program_target(lengths, heads, split_below, ta
     assert segment_length(tuple(lengths), heads, split_below, target, 64) == expected
 
 
+def test_the_split_counts_the_forwards_value_blocks():
+    # 64 (sequence, head) pairs: below 112 programs when the forward runs one value block each, not with two
+    assert segment_length((2048,) * 4, 16, 112, 528, 64, blocks=1) == 256
+    assert segment_length((2048,) * 4, 16, 112, 528, 64, blocks=2) == 0
+    # the pieces still fill target_programs in (segment, head) programs
+    assert segment_length((4096,) * 2, 16, 112, 528, 64, blocks=2) == 256
+
+
+@pytest.mark.parametrize(
+    "shape, split",
+    [
+        ((4, 2048, 16, 128), False),  # 128 forward programs on 132 SMs: whole (0.369 ms against 0.405 split)
+        ((2, 4096, 24, 128), True),  # 96: split (0.611 against 0.644 whole)
+        ((1, 8192, 16, 128), True),  # 32: split (0.739 against 1.000)
+        ((8, 2048, 16, 64), False),  # 128 at D64: whole (a tie, 0.279 / 0.281)
+        ((4, 2048, 16, 64), True),  # 64 at D64: split (0.180 against 0.208)
+    ],
+)
+def test_pinned_scalar_configs_split_only_while_the_forward_leaves_sms_idle(shape, split):
+    """The H200 timings (GPU time, docs/benchmarks.md) behind split_percent=85 for scalar decay, on 132 SMs."""
+    from decaylab.ops.triton.configs import PINNED_CONFIGS, fit_to_sms
+
+    B, T, H, D = shape
+    cfg = fit_to_sms(PINNED_CONFIGS[(None, False, D)], 132)
+    blocks = D // min(D, cfg.fwd_value_block or D)
+    assert (segment_length((T,) * B, H, cfg.split_below, cfg.target_programs, cfg.gate_stride, blocks) > 0) == split
+    vector = fit_to_sms(PINNED_CONFIGS[(None, True, D)], 132)  # vector decay splits below one program per SM
+    assert vector.split_below == 132
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -57,6 +87,7 @@ def test_segment_length_fills_the_program_target(lengths, heads, split_below, ta
         (dict(sweep_chunk=24), r"sweep_chunk must be 0 \(the chunk\) or a power of two"),
         (dict(sweep_block=8), "sweep_block"),
         (dict(programs_per_sm=0), "programs_per_sm must be >= 1"),
+        (dict(split_percent=0), "split_percent must be 1..100"),
         (dict(fused_dv=True), "fused_dv is an option of the chunk-parallel backward"),
         (dict(spans_per_program=2), "set chunk_parallel_backward=True as well, or drop spans_per_program"),
         (dict(spans_per_program=0, chunk_parallel_backward=True), "spans_per_program must be >= 1"),

@@ -61,12 +61,16 @@ class LaunchConfig:
         during this span's math, where a program of one span has nothing to overlap its loads with.
     bwd_value_block: value channels per step of the chunk-parallel gradient kernel (0: all at once). Smaller
         blocks hold fewer tiles in registers; the result does not change.
-    split_below, target_programs: when (sequences x heads) < split_below, cut the sequences into as many segments
-        (segments.py) as keep (segments x heads) <= target_programs. One program walks one segment of one head, so
-        few long sequences would leave SMs idle; splitting costs one extra state sweep each way. With programs
-        enough, a sequence far longer than an even share of the tokens (segments.IMBALANCE shares) is still cut to
-        that share, so that one long packed document does not run on alone. 0: never split.
-        On a GPU, pick_config sets them to the SM count and ``programs_per_sm`` times it.
+    split_below, target_programs: when the forward's programs (sequences x heads x forward value blocks) are fewer
+        than split_below, cut the sequences into as many segments (segments.py) as keep (segments x heads) <=
+        target_programs. One program walks one segment of one head (and value block), so few long sequences would
+        leave SMs idle; splitting costs one extra state sweep each way. With programs enough, a sequence far longer
+        than an even share of the tokens (segments.IMBALANCE shares) is still cut to that share, so that one long
+        packed document does not run on alone. 0: never split. On a GPU, pick_config sets split_below to
+        ``split_percent`` % of the SM count and target_programs to ``programs_per_sm`` times it.
+    split_percent: the share of the SMs (in %) that the forward's programs must fill for the sequences to be left
+        whole. Scalar decay's chunk-parallel backward walks whole sequences whatever the split, so only its forward
+        gains from segments, and then only when its programs leave many SMs idle.
     segment: a fixed segment length in tokens (a multiple of ``gate_stride``), overriding the two above.
     sweep_chunk: tokens per step of the segments' state-only sweeps (0: ``chunk``). Their decay factors are
         2^(G_end - G) <= 1 whatever the chunk, so they can step further than the main kernels, whose intra-chunk
@@ -107,6 +111,7 @@ class LaunchConfig:
     sweep_chunk: int = 0
     sweep_block: int = 0
     programs_per_sm: int = 4
+    split_percent: int = 100
     dv_sweep_num_warps: int = 0
     blocks_adjacent: bool = True
     bf16_dv_partials: bool = False
@@ -185,6 +190,9 @@ class LaunchConfig:
                 raise ValueError(f"{name} must be 0 (the compiler's choice) or 24..255; got {value}")
         if self.programs_per_sm < 1:
             raise ValueError(f"programs_per_sm must be >= 1; got {self.programs_per_sm}")
+        if not 1 <= self.split_percent <= 100:
+            raise ValueError(f"split_percent must be 1..100 (set split_below=0 to never split); got "
+                             f"{self.split_percent}")
         if self.split_below < 0 or self.target_programs < 0:
             raise ValueError(f"split_below and target_programs must be >= 0; got {self.split_below}, "
                              f"{self.target_programs}")
@@ -211,10 +219,15 @@ PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
     # program, its value channels in one block (so that the chunk loop is the innermost loop, which the compiler
     # pipelines): GPU time 0.686 -> 0.607 ms fwd+bwd (value blocks of 64 alone: 0.672; 8 chunks: 0.607). Three
     # pipeline stages in the scalar D128 backward: 2.242 -> 2.208 ms (B4*T4096*H64), 0.411 -> 0.403 (B4*T2048*H16).
+    # Scalar sequences are split only while the forward's programs fill < 85 % of the SMs: B4*T2048*H16*D128 (128
+    # forward programs on 132 SMs) ran 0.405 ms split against 0.369 whole (GPU time); at 96 programs (73 %, T4096)
+    # splitting still won (0.611 against 0.644), at 128 programs of D64 the two tied (0.281 / 0.279).
     (None, False, 64): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, fused_dv=True,
-                                    bwd_value_block=64, spans_per_program=4, fwd_max_registers=168),
+                                    bwd_value_block=64, spans_per_program=4, fwd_max_registers=168,
+                                    split_percent=85),
     (None, False, 128): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, bwd_key_block=64,
-                                     bwd_value_block=64, fwd_value_block=64, dv_in_sweep=True, bwd_num_stages=3),
+                                     bwd_value_block=64, fwd_value_block=64, dv_in_sweep=True, bwd_num_stages=3,
+                                     split_percent=85),
     (None, True, 64): LaunchConfig(16, 4, 2, bwd_key_block=32, precise_intra=True, gate_stride=32,
                                    bf16_boundaries=True, sweep_chunk=64, programs_per_sm=2, bf16_dv_partials=True,
                                    bwd_max_registers=168),
@@ -247,16 +260,20 @@ def _gpu_config(index: int, vector: bool, width: int) -> LaunchConfig:
 
 
 def fit_to_sms(config: LaunchConfig, sms: int) -> LaunchConfig:
-    """``config`` with its segment thresholds set for a GPU of ``sms`` SMs: split below one program per SM, up to
-    ``programs_per_sm`` per SM. ``overridden_config`` applies it again when ``programs_per_sm`` is overridden."""
-    return replace(config, split_below=sms, target_programs=config.programs_per_sm * sms)
+    """``config`` with its segment thresholds set for a GPU of ``sms`` SMs: split while the forward's programs
+    fill less than ``split_percent`` % of them, up to ``programs_per_sm`` per SM. ``overridden_config`` applies it
+    again when ``programs_per_sm`` or ``split_percent`` is overridden."""
+    return replace(config, split_below=sms * config.split_percent // 100,
+                   target_programs=config.programs_per_sm * sms)
 
 
 def overridden_config(device: torch.device, vector: bool, K: int, V: int, overrides: dict) -> LaunchConfig:
     """The pinned config with ``overrides`` (benchmark sweeps, tests). The picked config's segment thresholds were
-    set for its own ``programs_per_sm``: an override of it alone has them re-fitted to the GPU's SMs."""
+    set for its own ``programs_per_sm`` and ``split_percent``: an override of either alone has them re-fitted to
+    the GPU's SMs."""
     config = replace(pick_config(device, vector, K, V), **overrides)
-    if "programs_per_sm" in overrides and not {"split_below", "target_programs"} & overrides.keys():
+    refit = {"programs_per_sm", "split_percent"} & overrides.keys()
+    if refit and not {"split_below", "target_programs"} & overrides.keys():
         config = fit_to_sms(config, torch.cuda.get_device_properties(device).multi_processor_count)
     return config
 

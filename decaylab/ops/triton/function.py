@@ -250,7 +250,9 @@ def chunk_decay_linear_attention(
     if not _kernels_cover(q, v):
         return _fallback(q, k, v, log_decay, scale, initial_state, output_final_state, bounds)
     lengths = (T,) * B if bounds is None else tuple(e - b for b, e in zip(bounds[:-1], bounds[1:]))
-    segment = cfg.segment or segment_length(lengths, H, cfg.split_below, cfg.target_programs, cfg.gate_stride)
+    forward_blocks = v.shape[-1] // min(v.shape[-1], cfg.fwd_value_block or v.shape[-1])
+    segment = cfg.segment or segment_length(lengths, H, cfg.split_below, cfg.target_programs, cfg.gate_stride,
+                                            forward_blocks)
     plan = plan_segments(lengths, segment, q.device) if segment and max(lengths) > segment else None
     state_dtype = None if initial_state is None else initial_state.dtype
     if initial_state is not None:

@@ -63,22 +63,23 @@ def plan_segments(lengths: tuple[int, ...], segment: int, device: torch.device) 
 IMBALANCE = 4
 
 
-def segment_length(lengths: tuple[int, ...], heads: int, split_below: int, target_programs: int, stride: int) -> int:
-    """Segment length (a multiple of ``stride``), 0 to leave the sequences whole. When the whole sequences give
-    fewer than ``split_below`` (sequence, head) programs: the longest sequence cut into as many pieces as keep the
-    programs within ``target_programs`` (the programs the GPU runs at once: one more would start a second round,
-    which costs a whole segment's time; measured on an H200, docs/benchmarks.md). Otherwise
-    only when the longest sequence exceeds IMBALANCE times an even share of the tokens over ``target_programs``
-    programs: that share. Equal lengths never take the second rule while target_programs <= IMBALANCE *
-    split_below (each sequence is then within IMBALANCE shares)."""
+def segment_length(lengths: tuple[int, ...], heads: int, split_below: int, target_programs: int, stride: int,
+                   blocks: int = 1) -> int:
+    """Segment length (a multiple of ``stride``), 0 to leave the sequences whole. When the whole sequences give the
+    forward fewer than ``split_below`` programs (sequence x head x its ``blocks`` value blocks): the longest
+    sequence cut into as many pieces as keep the (segment, head) programs within ``target_programs`` (the programs
+    the GPU runs at once: one more would start a second round, which costs a whole segment's time; measured on an
+    H200, docs/benchmarks.md). Otherwise only when the longest sequence exceeds IMBALANCE times an even share of
+    the tokens, spread over ``target_programs`` programs but over no more than IMBALANCE per (sequence, head) (so
+    that equal lengths never take this rule): that share."""
     if not lengths or not split_below or not target_programs:
         return 0
     longest = max(lengths)
     programs = len(lengths) * heads
-    if programs < split_below:
+    if programs * blocks < split_below:
         length = longest / max(1, target_programs // programs)
     else:
-        length = sum(lengths) * heads / target_programs
+        length = sum(lengths) * heads / min(target_programs, IMBALANCE * programs)
         if longest <= IMBALANCE * length:
             return 0
     length = max(stride, math.ceil(length / stride) * stride)

@@ -51,8 +51,8 @@ def test_config_specs_are_typed_and_checked():
 
 
 def test_a_programs_per_sm_override_refits_the_segment_thresholds(monkeypatch):
-    """The picked config's split_below / target_programs were set for its own programs_per_sm: a column that
-    overrides programs_per_sm gets them re-fitted to the GPU's SMs, unless it sets them itself."""
+    """The picked config's split_below / target_programs were set for its own programs_per_sm and split_percent: a
+    column that overrides either gets them re-fitted to the GPU's SMs, unless it sets them itself."""
     from types import SimpleNamespace
 
     from decaylab.ops.triton import configs
@@ -65,9 +65,11 @@ def test_a_programs_per_sm_override_refits_the_segment_thresholds(monkeypatch):
     kb._time_column("decaylab[programs_per_sm=3]", {}, device, True, 128, graph=False)
     kb._time_column("decaylab[programs_per_sm=3,target_programs=10]", {}, device, True, 128, graph=False)
     kb._time_column("decaylab[chunk=32]", {}, device, True, 128, graph=False)
-    refit, explicit, untouched = seen
+    kb._time_column("decaylab[split_percent=50]", {}, device, True, 128, graph=False)
+    refit, explicit, untouched, half = seen
     assert (refit.split_below, refit.target_programs) == (132, 396)
     assert explicit.target_programs == 10
+    assert (half.split_below, half.target_programs) == (66, 264)
     pinned = configs.pick_config(device, True, 128, 128)
     assert (untouched.split_below, untouched.target_programs) == (pinned.split_below, pinned.target_programs)
 

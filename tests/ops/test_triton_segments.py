@@ -65,7 +65,7 @@ def test_pinned_scalar_configs_split_only_while_the_forward_leaves_sms_idle(shap
 
     B, T, H, D = shape
     cfg = fit_to_sms(PINNED_CONFIGS[(None, False, D)], 132)
-    blocks = D // min(D, cfg.fwd_value_block or D)
+    blocks = D // cfg.forward_value_block(D)
     assert (segment_length((T,) * B, H, cfg.split_below, cfg.target_programs, cfg.gate_stride, blocks) > 0) == split
     vector = fit_to_sms(PINNED_CONFIGS[(None, True, D)], 132)  # vector decay splits below one program per SM
     assert vector.split_below == 132

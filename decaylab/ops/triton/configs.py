@@ -124,6 +124,10 @@ class LaunchConfig:
         return replace(self, chunk=self.bwd_chunk or self.chunk, num_warps=self.bwd_num_warps or self.num_warps,
                        num_stages=self.bwd_num_stages or self.num_stages)
 
+    def forward_value_block(self, V: int) -> int:
+        """Value channels per forward program for V value channels (fwd_value_block, or all of them)."""
+        return min(V, self.fwd_value_block or V)
+
     @property
     def state_span(self) -> int:
         """Tokens per state the chunk-parallel backward stores (and the forward saves)."""

@@ -57,7 +57,7 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
             spans = chunk_table(lengths if plan is None else plan.lengths, cfg.state_span, q.device)
             chunk_states, first = new_chunk_states(q, v, spans.count), spans.first
             state_every = cfg.state_span // cfg.chunk
-        BV = min(V, cfg.fwd_value_block or V)
+        BV = cfg.forward_value_block(V)
         if plan is None:
             ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
             kernels.forward_kernel[kernels.launch_grid(N * H, V // BV, cfg.blocks_adjacent)](
@@ -250,7 +250,7 @@ def chunk_decay_linear_attention(
     if not _kernels_cover(q, v):
         return _fallback(q, k, v, log_decay, scale, initial_state, output_final_state, bounds)
     lengths = (T,) * B if bounds is None else tuple(e - b for b, e in zip(bounds[:-1], bounds[1:]))
-    forward_blocks = v.shape[-1] // min(v.shape[-1], cfg.fwd_value_block or v.shape[-1])
+    forward_blocks = v.shape[-1] // cfg.forward_value_block(v.shape[-1])
     segment = cfg.segment or segment_length(lengths, H, cfg.split_below, cfg.target_programs, cfg.gate_stride,
                                             forward_blocks)
     plan = plan_segments(lengths, segment, q.device) if segment and max(lengths) > segment else None

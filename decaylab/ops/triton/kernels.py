@@ -308,6 +308,17 @@ def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu
 
 
 @triton.jit
+def _gate_carry(S, dS, VECTOR: tl.constexpr):
+    """The gate gradient's direct form at a chunk end, sum_v S * dS over this key block's rows: [BK] for vector
+    decay, the block's share of the sum over its rows for scalar decay."""
+    rows = tl.sum(S * dS, axis=1)
+    if VECTOR:
+        return rows
+    else:
+        return tl.sum(rows, axis=0)
+
+
+@triton.jit
 def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, ht, dh0, states, boundary_offsets, cu_seqlens,
                         scale, T, part_stride, dv_stride, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                         BK: tl.constexpr, BT: tl.constexpr, VECTOR: tl.constexpr, VARLEN: tl.constexpr,
@@ -333,13 +344,8 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, ht, dh0, states, b
         carry = tl.zeros([], dtype=tl.float32)
     if HAS_DHT:
         dS = tl.load(_state_ptrs(dht, i_nh, K, V, BK, i_k))
-        # the end state's gate gradient, sum_v h_T * dh_T ([BK], or this block's share of the sum for scalar
-        # decay), seeds the reverse cumsum
-        carry_rows = tl.sum(tl.load(_state_ptrs(ht, i_nh, K, V, BK, i_k)) * dS, axis=1)
-        if VECTOR:
-            carry = carry_rows
-        else:
-            carry = tl.sum(carry_rows, axis=0)
+        # the end state's gate gradient seeds the reverse cumsum
+        carry = _gate_carry(tl.load(_state_ptrs(ht, i_nh, K, V, BK, i_k)), dS, VECTOR)
     NT = tl.cdiv(seq_len, BT)
     for i_r in range(0, NT):
         i_t = NT - 1 - i_r
@@ -366,10 +372,7 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, ht, dh0, states, b
             # Restart the gate-gradient carry from its direct form, sum_v S_end * dS_end (S_end saved by the
             # forward sweep): the suffix sums of q dq - k dk cancel heavily under strong decay, and their
             # rounding error would otherwise grow with the sequence length.
-            if VECTOR:
-                carry = tl.sum(S_end.to(tl.float32) * dS, axis=1)
-            else:
-                carry = tl.sum(tl.sum(S_end.to(tl.float32) * dS, axis=1), axis=0)
+            carry = _gate_carry(S_end.to(tl.float32), dS, VECTOR)
         G_last = tl.min(G, axis=0)
         dA = tl.dot(do_t, tl.trans(v_t), input_precision=PREC) * scale
         dA_diag = tl.sum(tl.where(rows[:, None] == cols[None, :], dA, 0.0), axis=1)  # see backward_dq_kernel

@@ -40,16 +40,16 @@ CONFIGS = {
     "scalar-D64-two-sweeps": (False, 64, dict(chunk_parallel_backward=False, save_states=False, fused_dv=False,
                                               dv_in_sweep=False, spans_per_program=1)),
     "scalar-D128-two-sweeps": (False, 128, dict(chunk_parallel_backward=False, save_states=False, fused_dv=False,
-                                                  dv_in_sweep=False, bwd_chunk=32)),
+                                                  dv_in_sweep=False, dv_sweep_num_stages=0, bwd_chunk=32)),
     "scalar-D128-recomputed-states": (False, 128, dict(save_states=False)),
-    "scalar-D128-dv-kernel": (False, 128, dict(dv_in_sweep=False)),
+    "scalar-D128-dv-kernel": (False, 128, dict(dv_in_sweep=False, dv_sweep_num_stages=0)),
     "scalar-D64-dv-in-sweep-blocks32": (False, 64, dict(dv_in_sweep=True, fused_dv=False, bwd_value_block=32)),
     "vector-D128-capped-registers-bf16-dv-partials": (True, 128, dict(segment=64, bwd_max_registers=168,
                                                                       bf16_dv_partials=True)),
     "scalar-D128-capped-registers": (False, 128, dict(fwd_max_registers=168, bwd_max_registers=200)),
     "scalar-D64-spans4-stages3": (False, 64, dict(spans_per_program=4, bwd_num_stages=3)),
     "scalar-D128-spans2-stride128": (False, 128, dict(spans_per_program=2, state_stride=128, gate_stride=128,
-                                                     dv_in_sweep=False)),
+                                                     dv_in_sweep=False, dv_sweep_num_stages=0)),
 }
 
 

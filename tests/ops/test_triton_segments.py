@@ -72,6 +72,31 @@ def test_pinned_scalar_configs_split_only_while_the_forward_leaves_sms_idle(shap
 
 
 @pytest.mark.parametrize(
+    "shape, forward_stages, sweep_stages",
+    [
+        ((4, 4096, 64, 128), 2, 2),  # 512 forward and 512 sweep programs: two share each SM
+        ((4, 2048, 16, 128), 3, 3),  # 128 of each on 132 SMs: one per SM, deeper pipelines
+        ((2, 4096, 16, 128), 2, 3),  # forward split into segments (> 132 programs), sweep on 64 whole sequences
+    ],
+)
+def test_pinned_scalar_d128_deepens_pipelines_only_with_one_program_per_sm(shape, forward_stages, sweep_stages):
+    """lone_stages applies where a sequential kernel's programs leave each SM at most one (132 SMs here)."""
+    from decaylab.ops.triton.configs import PINNED_CONFIGS, fit_to_sms
+
+    B, T, H, D = shape
+    cfg = fit_to_sms(PINNED_CONFIGS[(None, False, D)], 132)
+    assert cfg.sms == 132
+    blocks = D // cfg.forward_value_block(D)
+    segment = segment_length((T,) * B, H, cfg.split_below, cfg.target_programs, cfg.gate_stride, blocks)
+    segments = -(-T // segment) if segment else 1
+    assert cfg.stages_for(B * segments * H * blocks, cfg.num_stages) == forward_stages
+    sweep_blocks = D // cfg.bwd_value_block
+    assert cfg.stages_for(B * H * sweep_blocks, cfg.dv_sweep_num_stages) == sweep_stages
+    unknown = PINNED_CONFIGS[(None, False, D)]  # no SM count (CPU, interpreter): the usual stages
+    assert unknown.stages_for(1, unknown.num_stages) == unknown.num_stages
+
+
+@pytest.mark.parametrize(
     "kwargs, message",
     [
         (dict(chunk=24), "power of two"),
@@ -102,6 +127,11 @@ def test_pinned_scalar_configs_split_only_while_the_forward_leaves_sms_idle(shap
          "set state_stride=0 or drop dv_in_sweep"),
         (dict(save_states=True, chunk_parallel_backward=True, bwd_chunk=32), "set bwd_chunk to 16 or 0"),
         (dict(dv_sweep_num_warps=8, chunk_parallel_backward=True), "set dv_in_sweep=True as well"),
+        (dict(dv_sweep_num_stages=2, chunk_parallel_backward=True), "drop dv_sweep_num_stages"),
+        (dict(dv_sweep_num_stages=-1, chunk_parallel_backward=True, dv_in_sweep=True),
+         "dv_sweep_num_stages must be 0"),
+        (dict(lone_stages=-1), "lone_stages must be >= 0"),
+        (dict(sms=-2), "sms must be >= 0"),
         (dict(bf16_dv_partials=True, chunk_parallel_backward=True), "drop bf16_dv_partials"),
         (dict(fwd_max_registers=300), "fwd_max_registers must be 0"),
         (dict(bwd_max_registers=8), "bwd_max_registers must be 0 .* or 24..255"),

@@ -205,7 +205,8 @@ def chunk_dstates_dv_kernel(q, k, g, do, dht, dstates, dh0, dv, cu_seqlens, firs
         # backward's most crowded: a [K, BV] fp32 state gradient besides the chunk's full-width q and k)
         dv_b = tl.dot(_scores_t(q_t, k_t, scalar_pair_decay(G, rows, rows), scale, DT, PREC), do_b,
                       input_precision=PREC)
-        dv_b += tl.dot(_keys_to_end(k_t, G, DT), dS.to(DT), input_precision=PREC)
+        # the keys' decay to the chunk end scales the product's rows: k feeds the dot straight from shared memory
+        dv_b += tl.dot(k_t, dS.to(DT), input_precision=PREC) * tl.exp2(tl.min(G, axis=0) - G)[:, None]
         _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
         dS = _retreat_dstate(dS, q_t, do_b, G, tl.min(G, axis=0), scale, False, DT, PREC)
     tl.store(_block_ptrs(dh0, i_nh, K, V, K, BV, 0, i_v), dS)
@@ -320,11 +321,12 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if cfg.dv_in_sweep:
         sweep_bv = min(V, cfg.bwd_value_block or STATE_BLOCK)
+        stages = cfg.stages_for(N * H * (V // sweep_bv), cfg.dv_sweep_num_stages or opts["num_stages"])
         chunk_dstates_dv_kernel[launch_grid(N * H, V // sweep_bv, adjacent)](
             q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, H=H, K=K, V=V,
             BT=span, BV=sweep_bv, HAS_DHT=dht is not None, PREC=opts["PREC"], ADJACENT=adjacent,
             num_warps=cfg.dv_sweep_num_warps or opts["num_warps"],
-            num_stages=opts["num_stages"], **compile_options(opts),
+            num_stages=stages, **compile_options(opts),
         )
     else:
         chunk_dstates_kernel[grid](q, log_decay, do, dht, dstates, dh0, table.cu_seqlens, table.first, scale, T,

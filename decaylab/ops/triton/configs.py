@@ -78,6 +78,12 @@ class LaunchConfig:
     sweep_block: rows and columns of the state block one segment-sweep program carries (0: the whole state).
     dv_sweep_num_warps: warps of the reverse sweep that computes dv (dv_in_sweep; 0: the backward's). It carries a
         [K, BV] fp32 state gradient and the chunk's q, k, and dv tiles, more than the other backward kernels hold.
+    dv_sweep_num_stages: pipeline stages of that sweep (dv_in_sweep; 0: the backward's). Each stage buffers the
+        chunk's q and k in shared memory (32 KB at D128), so more stages can leave room for fewer programs per SM.
+    lone_stages: pipeline stages of the forward and of the dv sweep when their programs number at most one per SM
+        (0: their usual stages). A deeper pipeline issues a step's loads earlier, but its buffers can take the
+        shared memory a second program on the SM would need; with one program per SM there is none to crowd out.
+    sms: the GPU's SM count (set by fit_to_sms; 0: unknown, and lone_stages is not applied).
     blocks_adjacent: launch the key or value blocks of one (sequence or chunk, head) next to each other, so they
         run at the same time and the tiles they share are read from HBM once, then from L2 (kernels._program_ids).
         False: a 2-D grid that runs each block index a whole wave after the previous one.
@@ -113,6 +119,9 @@ class LaunchConfig:
     programs_per_sm: int = 4
     split_percent: int = 100
     dv_sweep_num_warps: int = 0
+    dv_sweep_num_stages: int = 0
+    lone_stages: int = 0
+    sms: int = 0
     blocks_adjacent: bool = True
     bf16_dv_partials: bool = False
     fwd_max_registers: int = 0
@@ -127,6 +136,11 @@ class LaunchConfig:
     def forward_value_block(self, V: int) -> int:
         """Value channels per forward program for V value channels (fwd_value_block, or all of them)."""
         return min(V, self.fwd_value_block or V)
+
+    def stages_for(self, programs: int, stages: int) -> int:
+        """Pipeline stages of a sequential kernel of ``programs`` programs whose usual stages are ``stages``:
+        lone_stages where the programs leave each SM at most one."""
+        return self.lone_stages if self.lone_stages and 0 < programs <= self.sms else stages
 
     @property
     def state_span(self) -> int:
@@ -182,9 +196,16 @@ class LaunchConfig:
         if self.save_states and self.bwd_chunk not in (0, self.chunk):
             raise ValueError(f"save_states needs one chunk size forward and backward; got chunk {self.chunk}, "
                              f"bwd_chunk {self.bwd_chunk}: set bwd_chunk to {self.chunk} or 0")
-        if self.dv_sweep_num_warps and not self.dv_in_sweep:
-            raise ValueError("dv_sweep_num_warps sets the warps of the dv_in_sweep kernel: set dv_in_sweep=True as "
-                             "well, or drop dv_sweep_num_warps")
+        for name in ("lone_stages", "sms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: {'not used' if name == 'lone_stages' else 'unknown'}); "
+                                 f"got {getattr(self, name)}")
+        for name in ("dv_sweep_num_warps", "dv_sweep_num_stages"):
+            if getattr(self, name) and not self.dv_in_sweep:
+                raise ValueError(f"{name} is an option of the dv_in_sweep kernel: set dv_in_sweep=True as well, or "
+                                 f"drop {name} (set it to 0)")
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (the backward's) or >= 1; got {getattr(self, name)}")
         if self.bf16_dv_partials and self.chunk_parallel_backward:
             raise ValueError("bf16_dv_partials is for the two-sweep backward's key blocks; the chunk-parallel "
                              "backward writes no dv partials: drop bf16_dv_partials")
@@ -231,7 +252,7 @@ PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
                                     split_percent=85),
     (None, False, 128): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, bwd_key_block=64,
                                      bwd_value_block=64, fwd_value_block=64, dv_in_sweep=True, bwd_num_stages=3,
-                                     split_percent=85),
+                                     dv_sweep_num_stages=2, lone_stages=3, split_percent=85),
     (None, True, 64): LaunchConfig(16, 4, 2, bwd_key_block=32, precise_intra=True, gate_stride=32,
                                    bf16_boundaries=True, sweep_chunk=64, programs_per_sm=2, bf16_dv_partials=True,
                                    bwd_max_registers=168),
@@ -268,7 +289,7 @@ def fit_to_sms(config: LaunchConfig, sms: int) -> LaunchConfig:
     fill less than ``split_percent`` % of them, up to ``programs_per_sm`` per SM. ``overridden_config`` applies it
     again when ``programs_per_sm`` or ``split_percent`` is overridden."""
     return replace(config, split_below=sms * config.split_percent // 100,
-                   target_programs=config.programs_per_sm * sms)
+                   target_programs=config.programs_per_sm * sms, sms=sms)
 
 
 def overridden_config(device: torch.device, vector: bool, K: int, V: int, overrides: dict) -> LaunchConfig:

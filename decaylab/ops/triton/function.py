@@ -58,12 +58,14 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
             chunk_states, first = new_chunk_states(q, v, spans.count), spans.first
             state_every = cfg.state_span // cfg.chunk
         BV = cfg.forward_value_block(V)
+        programs = (N if plan is None else plan.count) * H * (V // BV)
+        forward_opts = dict(opts, num_stages=cfg.stages_for(programs, cfg.num_stages))
         if plan is None:
             ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
             kernels.forward_kernel[kernels.launch_grid(N * H, V // BV, cfg.blocks_adjacent)](
                 q, k, v, log_decay, o, initial_state, ht, cu_seqlens, chunk_states, first, scale, T, V=V, BV=BV,
                 VARLEN=cu_seqlens is not None, HAS_H0=initial_state is not None, STORE_HT=output_final_state,
-                SAVE_STATES=save, STATE_EVERY=state_every, **opts,
+                SAVE_STATES=save, STATE_EVERY=state_every, **forward_opts,
             )
         else:
             # the two-sweep backward's gate gradient needs each segment's end state
@@ -72,7 +74,7 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
                                                      store_ends)
             kernels.forward_kernel[kernels.launch_grid(plan.count * H, V // BV, cfg.blocks_adjacent)](
                 q, k, v, log_decay, o, starts, None, plan.cu_seqlens, chunk_states, first, scale, T, V=V, BV=BV,
-                VARLEN=True, HAS_H0=True, STORE_HT=False, SAVE_STATES=save, STATE_EVERY=state_every, **opts,
+                VARLEN=True, HAS_H0=True, STORE_HT=False, SAVE_STATES=save, STATE_EVERY=state_every, **forward_opts,
             )
         ctx.save_for_backward(q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay, chunk_states, ends)
         ctx.scale, ctx.lengths, ctx.cfg, ctx.plan = scale, lengths, cfg, plan

@@ -160,23 +160,24 @@ def _decay_rows(x, G, VECTOR: tl.constexpr):
 @triton.jit
 def _advance_state(S, k_t, v_t, G, G_last, VECTOR: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """The state carried over one chunk: S <- 2^G_last * S + (k * 2^(G_last - G))^T v."""
-    k_end = _decay_rows(k_t, G_last - G, VECTOR).to(DT)
     if VECTOR:
-        S = S * tl.exp2(G_last)[:, None]
+        k_end = _decay_rows(k_t, G_last - G, VECTOR).to(DT)
+        return S * tl.exp2(G_last)[:, None] + tl.dot(tl.trans(k_end), v_t.to(DT), input_precision=PREC)
     else:
-        S = S * tl.exp2(G_last)
-    return S + tl.dot(tl.trans(k_end), v_t.to(DT), input_precision=PREC)
+        # one factor per token: it goes on the value tile, so the keys feed the dot straight from shared memory
+        v_end = (v_t * tl.exp2(G_last - G)[:, None]).to(DT)
+        return S * tl.exp2(G_last) + tl.dot(tl.trans(k_t.to(DT)), v_end, input_precision=PREC)
 
 
 @triton.jit
 def _retreat_dstate(dS, q_t, do_t, G, G_last, scale, VECTOR: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """The state gradient carried back over one chunk: dS <- 2^G_last * dS + scale * (q * 2^G)^T do."""
-    q_start = _decay_rows(q_t, G, VECTOR).to(DT)
     if VECTOR:
-        dS = dS * tl.exp2(G_last)[:, None]
-    else:
-        dS = dS * tl.exp2(G_last)
-    return dS + tl.dot(tl.trans(q_start), do_t.to(DT), input_precision=PREC) * scale
+        q_start = _decay_rows(q_t, G, VECTOR).to(DT)
+        return dS * tl.exp2(G_last)[:, None] + tl.dot(tl.trans(q_start), do_t.to(DT), input_precision=PREC) * scale
+    else:  # one factor per token, on the output-gradient tile (as in _advance_state)
+        do_start = (do_t * (tl.exp2(G) * scale)[:, None]).to(DT)
+        return dS * tl.exp2(G_last) + tl.dot(tl.trans(q_t.to(DT)), do_start, input_precision=PREC)
 
 
 @triton.jit
@@ -249,7 +250,10 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale
         # (the scores first: they are dead before the decayed queries are made, so the two are never live at once)
         A = _scores(q_t, k_t, G, rows, cols, BT, VECTOR, SPAN_LIMIT, INTRA_FP32, DT, PREC)
         o_t = tl.dot(A.to(DT), v_t.to(DT), input_precision=PREC)
-        o_t += tl.dot(_decay_rows(q_t, G, VECTOR).to(DT), S.to(DT), input_precision=PREC)
+        if VECTOR:
+            o_t += tl.dot(_decay_rows(q_t, G, VECTOR).to(DT), S.to(DT), input_precision=PREC)
+        else:  # the query's decay scales the product's rows: q feeds the dot straight from shared memory
+            o_t += tl.dot(q_t.to(DT), S.to(DT), input_precision=PREC) * tl.exp2(G)[:, None]
         _store_tile(o, o_t * scale, tok, valid, i_h, H, V, BV, i_v)
         # 2. state update; keys decayed to the chunk end
         S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)

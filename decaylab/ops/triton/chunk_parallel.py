@@ -35,8 +35,8 @@ import triton.language as tl
 
 from decaylab.ops.triton.intra import scalar_pair_decay
 from decaylab.ops.triton.kernels import STATE_BLOCK, _advance_block, _block_ptrs, _bounds, \
-    _chunk_tokens, _load_chunk, _load_gates, _load_tile, _program_ids, _retreat_block, _retreat_dstate, \
-    _state_block_ids, _store_tile, compile_options, launch_grid
+    _chunk_tokens, _load_chunk, _load_gates, _load_tile, _log2_cumsum, _program_ids, _retreat_block, \
+    _retreat_dstate, _state_block_ids, _store_tile, compile_options, launch_grid
 
 SWEEP_WARPS = 4
 
@@ -249,10 +249,14 @@ def _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, d
         tok, valid = _chunk_tokens(span_bos, span_end - span_bos, j, BT)
         q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
         k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
-        G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)
-        D = scalar_pair_decay(G, rows, rows)
-        if FUSE_DV:
+        if FUSE_DV:  # dv needs the decays inside the value loop
+            G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)
+            D = scalar_pair_decay(G, rows, rows)
             At, k_end = _dv_operands(q_t, k_t, G, D, scale, DT, PREC)
+        else:
+            # the raw gates load now, their cumsum waits for the value loop: made here, it would hold the loop's
+            # first loads back until the gates arrived, two memory round trips per program instead of one
+            g_t = tl.load(g + tok * H + i_h, mask=valid, other=0.0)
         do_h = tl.zeros([BT, BK], dtype=tl.float32)
         v_dh = tl.zeros([BT, BK], dtype=tl.float32)
         dA = tl.zeros([BT, BT], dtype=tl.float32)
@@ -273,6 +277,9 @@ def _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, d
             if FUSE_DV:
                 dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dh_b, input_precision=PREC)
                 _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
+        if not FUSE_DV:
+            G = _log2_cumsum(g_t)
+            D = scalar_pair_decay(G, rows, rows)
         dA *= scale
         # the diagonal's terms cancel exactly in q.dq - k.dk: kept out of the dots and the gate gradient
         dA_diag = tl.sum(tl.where(rows[:, None] == rows[None, :], dA, 0.0), axis=1)

@@ -116,8 +116,14 @@ def _load_gates(g, tok, valid, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.con
     if VECTOR:
         g_t = _load_tile(g, tok, valid, i_h, H, K, BK, i_k).to(tl.float32)
     else:
-        g_t = tl.load(g + tok * H + i_h, mask=valid, other=0.0).to(tl.float32)
-    return tl.cumsum(g_t, axis=0) * RCP_LN2
+        g_t = tl.load(g + tok * H + i_h, mask=valid, other=0.0)
+    return _log2_cumsum(g_t)
+
+
+@triton.jit
+def _log2_cumsum(g_t):
+    """Chunk-local cumulative decay in log2 units (fp32) of a chunk's natural-log decays (rows: tokens)."""
+    return tl.cumsum(g_t.to(tl.float32), axis=0) * RCP_LN2
 
 
 # Compiler options every launch names. Fused multiply-add is what the kernels were measured and tested with;

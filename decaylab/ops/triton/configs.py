@@ -246,7 +246,10 @@ PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
     # pipeline stages in the scalar D128 backward: 2.242 -> 2.208 ms (B4*T4096*H64), 0.411 -> 0.403 (B4*T2048*H16).
     # Scalar sequences are split only while the forward's programs fill < 85 % of the SMs: B4*T2048*H16*D128 (128
     # forward programs on 132 SMs) ran 0.405 ms split against 0.369 whole (GPU time); at 96 programs (73 %, T4096)
-    # splitting still won (0.611 against 0.644), at 128 programs of D64 the two tied (0.281 / 0.279).
+    # splitting still won (0.611 against 0.644), at 128 programs of D64 the two tied (0.281 / 0.279). Scalar D128's
+    # dv sweep on 2 stages, which leave room for two programs per SM (3 stages of its q and k take ~140 KB):
+    # 2.18 -> 2.05 ms fwd+bwd (GPU time) at B4*T4096*H64; its forward and dv sweep on 3 stages where their programs
+    # number at most one per SM: 0.340 -> 0.313 at B4*T2048*H16.
     (None, False, 64): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, fused_dv=True,
                                     bwd_value_block=64, spans_per_program=4, fwd_max_registers=168,
                                     split_percent=85),

@@ -110,6 +110,7 @@ def test_triton_segmented_sequences_match_recurrence_on_gpu(vector, offsets, swe
 def test_triton_scalar_backwards_match_recurrence_on_gpu(D, offsets, mode):
     """Each scalar-decay backward in bf16, log decays down to -5: the two sweeps (kernels.py), and the
     chunk-parallel one (chunk_parallel.py) with recomputed or forward-saved states, whole or in blocks of 32, with
+    dv in the reverse sweep on its pinned 3 stages (these few programs leave one per SM: lone_stages) or on 2, with
     4 chunks per gradient program on 3 pipeline stages, with one state per 128 tokens, dv fused and the forward in
     value blocks."""
     B = 2 if offsets is None else 1

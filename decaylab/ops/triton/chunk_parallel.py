@@ -35,8 +35,8 @@ import triton.language as tl
 
 from decaylab.ops.triton.intra import scalar_pair_decay
 from decaylab.ops.triton.kernels import STATE_BLOCK, _advance_block, _block_ptrs, _bounds, \
-    _chunk_tokens, _load_chunk, _load_gates, _load_tile, _log2_cumsum, _program_ids, _retreat_block, \
-    _retreat_dstate, _state_block_ids, _store_tile, compile_options, launch_grid
+    _chunk_tokens, _load_chunk, _load_gates, _load_raw_gates, _load_tile, _log2_cumsum, _program_ids, \
+    _retreat_block, _retreat_dstate, _state_block_ids, _store_tile, compile_options, launch_grid
 
 SWEEP_WARPS = 4
 
@@ -201,14 +201,15 @@ def chunk_dstates_dv_kernel(q, k, g, do, dht, dstates, dh0, dv, cu_seqlens, firs
         k_t = _load_chunk(k, tok, valid, i_h, H, K)
         do_b = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
         G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)  # [BT], log2 units
-        # dv = A^T do + k_end dS, one operand at a time: the two are never live together (this kernel is the
-        # backward's most crowded: a [K, BV] fp32 state gradient besides the chunk's full-width q and k)
+        G_last = tl.min(G, axis=0)
+        # dv = A^T do + 2^(G_last - G) * (k dS), one term at a time: their operands are never live together (this
+        # kernel is the backward's most crowded: a [K, BV] fp32 state gradient besides the chunk's full-width q, k)
         dv_b = tl.dot(_scores_t(q_t, k_t, scalar_pair_decay(G, rows, rows), scale, DT, PREC), do_b,
                       input_precision=PREC)
         # the keys' decay to the chunk end scales the product's rows: k feeds the dot straight from shared memory
-        dv_b += tl.dot(k_t, dS.to(DT), input_precision=PREC) * tl.exp2(tl.min(G, axis=0) - G)[:, None]
+        dv_b += tl.dot(k_t, dS.to(DT), input_precision=PREC) * tl.exp2(G_last - G)[:, None]
         _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
-        dS = _retreat_dstate(dS, q_t, do_b, G, tl.min(G, axis=0), scale, False, DT, PREC)
+        dS = _retreat_dstate(dS, q_t, do_b, G, G_last, scale, False, DT, PREC)
     tl.store(_block_ptrs(dh0, i_nh, K, V, K, BV, 0, i_v), dS)
 
 
@@ -256,7 +257,7 @@ def _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, d
         else:
             # the raw gates load now, their cumsum waits for the value loop: made here, it would hold the loop's
             # first loads back until the gates arrived, two memory round trips per program instead of one
-            g_t = tl.load(g + tok * H + i_h, mask=valid, other=0.0)
+            g_t = _load_raw_gates(g, tok, valid, i_h, H, K, K, 0, False)
         do_h = tl.zeros([BT, BK], dtype=tl.float32)
         v_dh = tl.zeros([BT, BK], dtype=tl.float32)
         dA = tl.zeros([BT, BT], dtype=tl.float32)

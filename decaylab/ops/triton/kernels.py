@@ -113,11 +113,17 @@ def _load_gates(g, tok, valid, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.con
                 VECTOR: tl.constexpr):
     """Chunk-local cumulative log2 decay: [BT, BK] (vector; key channels i_k*BK ...) or [BT] (scalar), fp32;
     padding rows add 0."""
+    return _log2_cumsum(_load_raw_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR))
+
+
+@triton.jit
+def _load_raw_gates(g, tok, valid, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, i_k,
+                    VECTOR: tl.constexpr):
+    """The chunk's log decays as stored (natural log, the input dtype), zeros past the sequence end."""
     if VECTOR:
-        g_t = _load_tile(g, tok, valid, i_h, H, K, BK, i_k).to(tl.float32)
+        return _load_tile(g, tok, valid, i_h, H, K, BK, i_k)
     else:
-        g_t = tl.load(g + tok * H + i_h, mask=valid, other=0.0)
-    return _log2_cumsum(g_t)
+        return tl.load(g + tok * H + i_h, mask=valid, other=0.0)
 
 
 @triton.jit

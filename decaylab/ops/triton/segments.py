@@ -141,8 +141,9 @@ def segment_scan_kernel(first, init, local, decay, boundary, after, final,
     """Per (sequence, head, [BK, BV] state block), over its segments in order (REVERSE: backwards): store the
     running value as the segment's boundary value, then X <- 2^decay * X + local. Forward this turns local states
     into segment start states and the final state; reversed it turns local state gradients into segment-end
-    gradients and dh0. With STORE_AFTER the value after each segment is stored too (forward: its end state). Every state element scans alone (the decay acts per row), so blocks give the parallelism
-    that B*H alone lacks: that is why the sequences were segmented in the first place."""
+    gradients and dh0. With STORE_AFTER the value after each segment is stored too (forward: its end state). Every
+    state element scans alone (the decay acts per row), so blocks give the parallelism that B*H alone lacks: that
+    is why the sequences were segmented in the first place."""
     i_nh, i_k, i_v = _state_block_ids(K, V, BK, BV, False)  # a 2-D grid: no tiles shared between blocks
     i_n, i_h = i_nh // H, i_nh % H
     s_begin = tl.load(first + i_n)

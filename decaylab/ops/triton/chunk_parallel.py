@@ -284,17 +284,19 @@ def _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, d
         dA *= scale
         # the diagonal's terms cancel exactly in q.dq - k.dk: kept out of the dots and the gate gradient
         dA_diag = tl.sum(tl.where(rows[:, None] == rows[None, :], dA, 0.0), axis=1)
-        dAD = tl.where(rows[:, None] > rows[None, :], dA, 0.0) * D
+        dAD = (tl.where(rows[:, None] > rows[None, :], dA, 0.0) * D).to(DT)
         G_last = tl.min(G, axis=0)
-        dk_state = v_dh * tl.exp2(G_last - G)[:, None]  # dk through the state leaving the chunk
+        # dq made, reduced and stored before dk is made: their [BT, BK] fp32 tiles are never live together
+        dq_t = do_h * (tl.exp2(G)[:, None] * scale) + tl.dot(dAD, k_t, input_precision=PREC)
+        db = tl.sum(q_t.to(tl.float32) * dq_t, axis=1)
+        _store_tile(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
+        dk_t = v_dh * tl.exp2(G_last - G)[:, None]  # dk through the state leaving the chunk
         # The gate gradient's direct form at the chunk end, sum(S_end * dh), without reading S_end: the state
         # leaving the chunk is S_end = 2^G_last h + sum_t 2^(G_last - G_t) k_t v_t^T.
-        carry = tl.exp2(G_last) * h_dh + tl.sum(tl.sum(k_t.to(tl.float32) * dk_state, axis=1), axis=0)
-        dq_t = do_h * (tl.exp2(G)[:, None] * scale) + tl.dot(dAD.to(DT), k_t, input_precision=PREC)
-        dk_t = dk_state + tl.dot(tl.trans(dAD).to(DT), q_t, input_precision=PREC)
-        db = tl.sum(q_t.to(tl.float32) * dq_t - k_t.to(tl.float32) * dk_t, axis=1)  # [BT], 0 on padding rows
+        carry = tl.exp2(G_last) * h_dh + tl.sum(tl.sum(k_t.to(tl.float32) * dk_t, axis=1), axis=0)
+        dk_t += tl.dot(tl.trans(dAD), q_t, input_precision=PREC)
+        db -= tl.sum(k_t.to(tl.float32) * dk_t, axis=1)  # [BT], 0 on padding rows
         suffix = tl.sum(db, axis=0) - tl.cumsum(db, axis=0) + db + carry
-        _store_tile(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
         _store_tile(dk, dk_t + dA_diag[:, None] * q_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
         tl.store(dg + i_k * part_stride + tok * H + i_h, suffix, mask=valid)
 

@@ -30,6 +30,10 @@ CASES = [
                  id=f"{'vector' if vector else 'scalar'}-varlen-T600-D128-bf16")
     for vector in (False, True)
 ] + [
+    pytest.param(2, 333, 2, K, V, vector, torch.bfloat16, -5.0, None,
+                 id=f"{'vector' if vector else 'scalar'}-B2-T333-H2-K{K}-V{V}-bf16-decay-5.0")
+    for K, V in ((64, 128), (128, 64), (32, 64)) for vector in (False, True)
+] + [
     pytest.param(1, 4096, 2, 128, 128, vector, torch.bfloat16, -5.0, None,
                  id=f"{'vector' if vector else 'scalar'}-B1-T4096-H2-D128-bf16-decay-5.0")
     for vector in (False, True)

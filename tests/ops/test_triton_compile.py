@@ -25,10 +25,12 @@ TARGET = GPUTarget("cuda", 90, 32)
 TRITON_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int64: "i64",
                 torch.int32: "i32"}
 
-# name -> (vector decay, head dim, overrides of the pinned config)
+# name -> (vector decay, head dim, overrides of the pinned config[, input dtype: bf16 if not named])
 CONFIGS = {
     "scalar-D64": (False, 64, {}),
     "scalar-D128": (False, 128, {}),
+    "scalar-D128-fp16": (False, 128, {}, torch.float16),
+    "scalar-D128-fp32": (False, 128, {}, torch.float32),
     "vector-D64": (True, 64, {}),
     "vector-D128": (True, 128, {}),
     "scalar-D128-segmented": (False, 128, dict(segment=64)),
@@ -76,12 +78,12 @@ def _signature(fn: JITFunction, args: tuple, kwargs: dict) -> tuple[dict, dict, 
     return signature, constexprs, options
 
 
-def _launches(vector: bool, D: int, overrides: dict) -> list[tuple]:
-    """Run one forward and backward on CPU bf16 tensors with every kernel launch captured instead of executed."""
+def _launches(vector: bool, D: int, overrides: dict, dtype: torch.dtype = torch.bfloat16) -> list[tuple]:
+    """Run one forward and backward on CPU tensors with every kernel launch captured instead of executed."""
     captured = []
     config = replace(PINNED_CONFIGS[(None, vector, D)], **overrides)
     B, T, H = 1, 300, 2
-    q, k, v = (torch.randn(B, T, H, D, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    q, k, v = (torch.randn(B, T, H, D, dtype=dtype, requires_grad=True) for _ in range(3))
     g = -torch.rand((B, T, H, D) if vector else (B, T, H), requires_grad=True)
     h0 = torch.randn(B, H, D, D, requires_grad=True)
     with pytest.MonkeyPatch.context() as patch:

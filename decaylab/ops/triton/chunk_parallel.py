@@ -33,6 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
+from decaylab.ops.triton.configs import interpreter_active
 from decaylab.ops.triton.intra import scalar_pair_decay
 from decaylab.ops.triton.kernels import STATE_BLOCK, _advance_block, _block_ptrs, _bounds, \
     _chunk_tokens, _load_chunk, _load_gates, _load_raw_gates, _load_tile, _log2_cumsum, _program_ids, \
@@ -217,7 +218,7 @@ def chunk_dstates_dv_kernel(q, k, g, do, dht, dstates, dh0, dv, cu_seqlens, firs
 def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride,
                      spans, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                      BV: tl.constexpr, SUB: tl.constexpr, SPANS: tl.constexpr, FUSE_DV: tl.constexpr,
-                     PREC: tl.constexpr, ADJACENT: tl.constexpr):
+                     PREC: tl.constexpr, ADJACENT: tl.constexpr, DEFER_QK_COPY: tl.constexpr = False):
     """Per (SPANS consecutive spans, head, key block), for each of the spans' SUB chunks of BT tokens: dq, dk, and
     the key block's share of the log-decay gradient (written at dg + i_k * part_stride: the shares are summed over
     key blocks afterwards). The state entering and the state gradient leaving each chunk are rebuilt from the
@@ -229,18 +230,26 @@ def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, 
     i_g, i_h = i_gh // H, i_gh % H
     if SPANS == 1:  # no loop: around one span it compiled to more spills (sm_90, D64: 96 bytes against 56)
         _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride,
-                        i_g, i_h, i_k, H, K, V, BT, BK, BV, SUB, FUSE_DV, PREC)
+                        i_g, i_h, i_k, H, K, V, BT, BK, BV, SUB, FUSE_DV, PREC, DEFER_QK_COPY)
     else:
         for i_c in range(i_g * SPANS, tl.minimum(i_g * SPANS + SPANS, spans)):
             _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale,
-                            part_stride, i_c, i_h, i_k, H, K, V, BT, BK, BV, SUB, FUSE_DV, PREC)
+                            part_stride, i_c, i_h, i_k, H, K, V, BT, BK, BV, SUB, FUSE_DV, PREC, DEFER_QK_COPY)
+
+
+@triton.jit
+def _opaque(x):
+    """x, unchanged, through a move the compiler cannot see through: what it derives from the result (such as the
+    shared-memory copy of a dot operand) cannot be placed before this point. Not for the interpreter (inline PTX)."""
+    PACK: tl.constexpr = 32 // x.dtype.primitive_bitwidth  # elements per 32-bit register: 2 (bf16, fp16) or 1
+    return tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [x], dtype=x.dtype, is_pure=False, pack=PACK)
 
 
 @triton.jit
 def _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride,
                     i_c, i_h, i_k, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
                     BK: tl.constexpr, BV: tl.constexpr, SUB: tl.constexpr, FUSE_DV: tl.constexpr,
-                    PREC: tl.constexpr):
+                    PREC: tl.constexpr, DEFER_QK_COPY: tl.constexpr):
     """chunk_dqk_kernel's work for span i_c."""
     i_ch = i_c * H + i_h
     DT = q.dtype.element_ty
@@ -279,6 +288,13 @@ def _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, d
                 dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dh_b, input_precision=PREC)
                 _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
         if not FUSE_DV:
+            if DEFER_QK_COPY:
+                # q and k feed dots from shared memory, and the compiler would copy them there right after their
+                # loads, before the loop: a warp issues in order, so that copy would hold back the loop's own copies
+                # until q and k arrived, two memory round trips per program. Passed through an opaque move here,
+                # they are copied after the loop, and every load of the program is in flight at once.
+                q_t = _opaque(q_t)
+                k_t = _opaque(k_t)
             G = _log2_cumsum(g_t)
             D = scalar_pair_decay(G, rows, rows)
         dA *= scale
@@ -353,6 +369,7 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
         spans_per_program = cfg.spans_per_program
         chunk_dqk_kernel[launch_grid(triton.cdiv(table.count, spans_per_program) * H, NK, adjacent)](
             q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dv, dg, scale, log_decay.numel(),
-            table.count, BK=BK, SPANS=spans_per_program, FUSE_DV=cfg.fused_dv, ADJACENT=adjacent, **launch,
+            table.count, BK=BK, SPANS=spans_per_program, FUSE_DV=cfg.fused_dv, ADJACENT=adjacent,
+            DEFER_QK_COPY=not interpreter_active(), **launch,
         )
     return dq, dk, dv, dg.sum(0) if NK > 1 else dg[0], dh0

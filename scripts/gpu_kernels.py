@@ -1,7 +1,8 @@
 """One-call GPU check of the Triton backend: bf16 correctness, config sweep, speed vs fla and the floor, model tok/s.
 
 Run on the GPU machine from the repository root (fla-core optional, for --compare):
-    python3 scripts/gpu_kernels.py [--sections correctness,sweep,bench,model,varlen,profile,cprofile,host] [--out DIR]
+    python3 scripts/gpu_kernels.py [--sections correctness,sweep,bench,model,varlen,profile,cprofile,host,check]
+        [--out DIR]
 Prints short tables; writes results.json to --out.
 """
 
@@ -283,6 +284,52 @@ def model_level():
     return out
 
 
+def _forcing_the_check(op):
+    # the layers pass check_decay=False; a functools.partial keyword would be overridden by theirs
+    return lambda *args, **kwargs: op(*args, **{**kwargs, "check_decay": True})
+
+
+def value_check_cost():
+    """The public op's log_decay <= 0 check reads a reduction back to the host (a sync): the op at B4*T2048*H16*D128
+    (scalar, eager fwd+bwd) and the 160m model (the layers forced to check) with and without it, alternating."""
+    import torch.nn.functional as F
+    from triton.testing import do_bench
+
+    import decaylab.layers.linear_attention as layer_module
+    from decaylab.ops import decay_linear_attention
+
+    print("\n## the value check's cost: op ms per fwd+bwd; model tok/s")
+    out = []
+    B, T, H, D = 4, 2048, 16, 128
+    q, k, v = (torch.randn(B, T, H, D, device=DEV, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    g = F.logsigmoid(torch.randn(B, T, H, device=DEV)).clamp_min(-5).requires_grad_()
+    do = torch.randn(B, T, H, D, device=DEV, dtype=torch.bfloat16)
+    for check in (True, False, True, False):
+        def step():
+            o, _ = decay_linear_attention(q, k, v, g, scale=D**-0.5, check_decay=check)
+            o.backward(do)
+
+        ms = do_bench(step, warmup=25, rep=200, return_mode="median")
+        print(f"op {B}x{T}x{H}x{D} scalar, check_decay={check}: {ms:.3f} ms")
+        out.append(dict(level="op", check=check, ms=ms))
+    layer_op = layer_module.decay_linear_attention
+    register_fla_backend()
+    try:
+        for overrides in ({"decay.kind": "simple", "decay.granularity": "vector"},
+                          {"decay.kind": "mamba2", "decay.granularity": "scalar"}):
+            for backend in ("triton", "fla"):
+                for check in (True, False, True, False):
+                    layer_module.decay_linear_attention = _forcing_the_check(layer_op) if check else layer_op
+                    tps, loss = model_tokens_per_s(backend, overrides, steps=10)
+                    print(f"model 160m {overrides} {backend} check={check}: {tps:,.0f} tok/s (loss {loss:.3f})")
+                    out.append(dict(level="model", overrides=overrides, backend=backend, check=check,
+                                    tokens_per_s=tps))
+                    torch.cuda.empty_cache()
+    finally:
+        layer_module.decay_linear_attention = layer_op
+    return out
+
+
 def packed_documents(lengths=(8192,) + (80,) * 100, H=16, D=128):
     """fwd+bwd ms of one packed batch holding one long document among short ones: the pinned configs (whose
     imbalance rule cuts the long one into segments) against split_below=0 (every document whole)."""
@@ -372,6 +419,8 @@ def main():
         results["varlen"] = packed_documents()
     if "model" in sections and has_fla:
         results["model"] = model_level()
+    if "check" in sections and has_fla:
+        results["check"] = value_check_cost()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     with open(Path(args.out) / "results.json", "w") as f:
         json.dump(results, f, indent=1, default=str)

@@ -80,3 +80,17 @@ def test_norms_and_swiglu_formulas():
     ffn = SwiGLU(10, 12).double()
     assert_close("swiglu", ffn.w3(F.silu(ffn.w1(x)) * ffn.w2(x)), ffn(x), 1e-12)
 
+
+
+@pytest.mark.parametrize("kind", ["gla", "mamba2", "lightnet"])
+def test_layers_skip_the_synchronizing_decay_value_check(kind, monkeypatch):
+    """Decay kinds return log_decay <= 0 by contract (tests/decay), so the layers do not ask the op to verify it:
+    on a GPU that check reads a value back and waits for the queue, in every layer of every step."""
+    import decaylab.ops as ops
+
+    seen = []
+    real = ops._check_inputs
+    monkeypatch.setattr(ops, "_check_inputs", lambda *a, **kw: seen.append(a[-1]) or real(*a, **kw))
+    layer = DecayLinearAttention(tiny(**{"decay.kind": kind}), layer_idx=0)
+    layer(torch.randn(2, 7, 32))
+    assert seen == [False]

@@ -80,3 +80,15 @@ def test_bad_initial_state_is_named(state, message):
 def test_unknown_backend_suggests_the_closest():
     with pytest.raises(ValueError, match="Did you mean 'chunk'"):
         _call(backend="chunks")
+
+
+def test_value_check_can_be_skipped():
+    """check_decay=False skips only the log_decay <= 0 check (a GPU sync), and the op runs unchanged."""
+    args = {**_good(), "log_decay": torch.full((B, T, H), 0.1)}
+    o, _ = decay_linear_attention(*args.values(), backend="recurrent", check_decay=False)
+    from decaylab.ops.reference.recurrent import recurrent_decay_linear_attention
+
+    ref, _ = recurrent_decay_linear_attention(*args.values())
+    assert torch.equal(o, ref)
+    with pytest.raises(ValueError, match="k must be"):  # the shape checks still run
+        decay_linear_attention(args["q"], args["k"][..., :-1], args["v"], args["log_decay"], check_decay=False)

@@ -108,7 +108,15 @@ def _fla_op(inputs: dict):
     return lambda q, k, v, g: chunk_gla(q, k, v, g, scale=1.0)[0]
 
 
-PROVIDERS = {"decaylab": _decaylab_op, "fla": _fla_op}
+def _chunk_op(inputs: dict):
+    """decaylab's torch chunked backend: what the triton backend falls back to outside its kernels."""
+    from decaylab.ops import BACKENDS
+
+    op = BACKENDS.get("chunk")
+    return lambda q, k, v, g: op(q, k, v, g, scale=1.0)[0]
+
+
+PROVIDERS = {"decaylab": _decaylab_op, "fla": _fla_op, "chunk": _chunk_op}
 
 
 def replay_of(fn):
@@ -273,8 +281,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"shapes to time (default: {' '.join(DEFAULT_SHAPES)})")
     parser.add_argument("--decay", choices=("scalar", "vector", "both"), default="both",
                         help="decay granularity to time (default: both)")
-    parser.add_argument("--compare", choices=("fla",), nargs="*", default=[],
-                        help="also time fla-core's chunk_gla in the same run (needs fla-core installed)")
+    parser.add_argument("--compare", choices=("fla", "chunk"), nargs="*", default=[],
+                        help="also time, in the same run, fla-core's chunk_gla (fla; needs fla-core installed) and "
+                             "decaylab's torch chunked backend (chunk), which runs head dims outside the kernels")
     parser.add_argument("--configs", nargs="+", metavar="SPEC", default=[],
                         help="time these launch configs instead of the pinned one, each as overrides of it, e.g. "
                              "'chunk=32,bwd_num_warps=8' '' (the empty spec is the pinned config); fields: see "

@@ -103,3 +103,14 @@ def test_without_a_gpu_the_command_says_so():
         kb.run(parser.parse_args([]))
     with pytest.raises(ValueError, match="key one of"):
         kb.run(parser.parse_args(["--configs", "warps=8"]))
+
+
+def test_the_chunk_provider_is_the_torch_chunked_backend():
+    """``--compare chunk`` times decaylab's torch chunked backend (the kernels' fallback): same output as the op."""
+    from decaylab.ops import decay_linear_attention
+
+    inputs = kb.make_inputs(kb.Shape.parse("1x40x2x16"), True, torch.device("cpu"), dtype=torch.float32)
+    fn = kb.PROVIDERS["chunk"](dict(inputs))
+    expected, _ = decay_linear_attention(inputs["q"], inputs["k"], inputs["v"], inputs["log_decay"], scale=1.0,
+                                         backend="recurrent")
+    torch.testing.assert_close(fn(inputs["q"], inputs["k"], inputs["v"], inputs["log_decay"]), expected)

@@ -22,6 +22,8 @@ from decaylab.ops.triton import function, use_config  # noqa: E402
 from decaylab.ops.triton.configs import PINNED_CONFIGS  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
+# Shared memory one block may take on sm_90 (227 KB): a kernel compiled past it fails only at launch, on a GPU.
+SM90_SHARED_LIMIT = 232448
 TRITON_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int64: "i64",
                 torch.int32: "i32"}
 
@@ -33,6 +35,12 @@ CONFIGS = {
     "scalar-D128-fp32": (False, 128, {}, torch.float32),
     "vector-D64": (True, 64, {}),
     "vector-D128": (True, 128, {}),
+    "scalar-D256": (False, 256, {}),
+    "scalar-D256-fp16": (False, 256, {}, torch.float16),
+    "scalar-D256-fp32": (False, 256, {}, torch.float32),
+    "vector-D256": (True, 256, {}),
+    "scalar-D256-segmented": (False, 256, dict(segment=64)),
+    "vector-D256-segmented": (True, 256, dict(segment=64)),
     "scalar-D128-segmented": (False, 128, dict(segment=64)),
     "vector-D128-segmented": (True, 128, dict(segment=64)),
     "vector-D128-segmented-sweep-blocks": (True, 128, dict(segment=64, sweep_chunk=64, sweep_block=64)),
@@ -109,6 +117,9 @@ def compiled() -> dict:
                 try:
                     kernel = triton.compile(ASTSource(fn, signature, constexprs), target=TARGET, options=options)
                     cache[key] = None if kernel.asm.get("cubin") else "no machine code"
+                    if kernel.metadata.shared > SM90_SHARED_LIMIT:
+                        cache[key] = f"needs {kernel.metadata.shared} bytes of shared memory, over sm_90's " \
+                                     f"{SM90_SHARED_LIMIT}"
                 except Exception as error:  # reported per config below
                     cache[key] = f"{type(error).__name__}: {str(error)[:2000]}"
             results[name].append((fn.__name__, cache[key]))

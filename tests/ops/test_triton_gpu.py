@@ -23,7 +23,7 @@ def _run(B, T, H, K, V, vector, dtype, lowest, offsets=None, overrides=None):
 CASES = [
     pytest.param(2, 333, 2, D, D, vector, dtype, lowest, None,
                  id=f"{'vector' if vector else 'scalar'}-B2-T333-H2-D{D}-{str(dtype)[6:]}-decay{lowest}")
-    for D in (64, 128) for vector in (False, True) for dtype in (torch.bfloat16, torch.float16, torch.float32)
+    for D in (64, 128, 256) for vector in (False, True) for dtype in (torch.bfloat16, torch.float16, torch.float32)
     for lowest in (-5.0, 0.0)
 ] + [
     pytest.param(1, 600, 2, 128, 128, vector, torch.bfloat16, -1.0, [0, 100, 101, 357, 600],
@@ -32,7 +32,7 @@ CASES = [
 ] + [
     pytest.param(2, 333, 2, K, V, vector, torch.bfloat16, -5.0, None,
                  id=f"{'vector' if vector else 'scalar'}-B2-T333-H2-K{K}-V{V}-bf16-decay-5.0")
-    for K, V in ((64, 128), (128, 64), (32, 64)) for vector in (False, True)
+    for K, V in ((64, 128), (128, 64), (32, 64), (128, 256)) for vector in (False, True)
 ] + [
     pytest.param(1, 4096, 2, 128, 128, vector, torch.bfloat16, -5.0, None,
                  id=f"{'vector' if vector else 'scalar'}-B1-T4096-H2-D128-bf16-decay-5.0")

@@ -41,6 +41,9 @@ CASES = {
     "scalar-long-B2-T129-H1-K16-V16-fp16-h0": (2, 129, 1, 16, 16, False, "float16", True, -2.0, None),
     "vector-long-varlen-T200-H1-K16-V16-fp32": (1, 200, 1, 16, 16, True, "float32", False, -1.0, [0, 64, 65, 200]),
     "fallback-K24-B1-T20-H1-V16-fp32-h0": (1, 20, 1, 24, 16, True, "float32", True, -1.0, None),
+    # the widest head dims the kernels take
+    "scalar-B1-T40-H1-K256-V64-fp32-h0": (1, 40, 1, 256, 64, False, "float32", True, -2.0, None),
+    "vector-B1-T24-H1-K64-V256-fp16-h0": (1, 24, 1, 64, 256, True, "float16", True, -1.0, None),
     # sequences split into segments of 64 tokens (segments.py): local states, the scans, dh0 through the scan
     "segmented-scalar-B2-T150-H1-K16-V16-fp32-h0": (2, 150, 1, 16, 16, False, "float32", True, -1.0, None),
     "segmented-vector-B1-T150-H2-K16-V32-fp32-h0": (1, 150, 2, 16, 32, True, "float32", True, -2.0, None),

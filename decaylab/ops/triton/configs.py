@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 
 # Head dims the kernels take; others fall back to the torch chunked backend.
-SUPPORTED_DIMS = (16, 32, 64, 128)
+SUPPORTED_DIMS = (16, 32, 64, 128, 256)
 
 # Largest chunk decay span (log2 units) for the vector fast path: split factors stay within 2^±(SPAN_LIMIT/2),
 # their products within fp32/bf16 range. Wider spans take the exact element-wise path.
@@ -223,7 +223,7 @@ class LaunchConfig:
                              f"{self.target_programs}")
 
 
-# (arch major, vector decay, max(K, V)) -> config; arch None is the default for unlisted GPUs.
+# (arch major, vector decay, max(K, V) rounded up to 64, 128 or 256) -> config; arch None: unlisted GPUs.
 PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
     # H200, bf16 (docs/benchmarks.md, "GPU kernels": the config sweeps). Scalar: a 64-token forward chunk beat 32
     # at all three bench shapes (0.18-0.63 ms fwd); the chunk-parallel backward with forward-saved states took
@@ -261,6 +261,17 @@ PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
                                    bwd_max_registers=168),
     (None, True, 128): LaunchConfig(16, 4, 2, bwd_key_block=64, precise_intra=True, gate_stride=32,
                                     bf16_boundaries=True, sweep_chunk=64, programs_per_sm=2, bf16_dv_partials=True),
+    # Head dims up to 256 (docs/benchmarks.md, "Head dims of 256"): D128's plans in narrower blocks, so that the [K, V]
+    # fp32 state blocks and the tiles fit the registers, and the segment sweeps in 64 x 64 state blocks. Scalar: the
+    # dv sweep on 4 warps with value blocks of 64 (4.31 ms fwd+bwd at B8*T2048*H32) beat 8 warps (5.44) and blocks of
+    # 32 (4.92), on 2 stages (3 take more than sm_90's shared memory in fp16 and fp32). Vector: 4 warps (18.9 ms
+    # there) beat 8 (28.6), which spill less but leave one program per SM; still slower than fla (16.6).
+    (None, False, 256): LaunchConfig(64, 4, 2, chunk_parallel_backward=True, save_states=True, bwd_key_block=64,
+                                     bwd_value_block=64, fwd_value_block=32, dv_in_sweep=True, bwd_num_stages=3,
+                                     dv_sweep_num_stages=2, split_percent=85, sweep_block=64),
+    (None, True, 256): LaunchConfig(16, 4, 2, fwd_value_block=64, bwd_key_block=32, precise_intra=True,
+                                    gate_stride=32, bf16_boundaries=True, sweep_chunk=64, sweep_block=64,
+                                    programs_per_sm=1, bf16_dv_partials=True),
 }
 
 _INTERPRETER_CONFIG = LaunchConfig(16, 4, 1)
@@ -273,7 +284,7 @@ def interpreter_active() -> bool:
 def pick_config(device: torch.device, vector: bool, K: int, V: int) -> LaunchConfig:
     if interpreter_active():
         return _INTERPRETER_CONFIG
-    width = 64 if max(K, V) <= 64 else 128
+    width = next(w for w in (64, 128, 256) if max(K, V) <= w)
     if device.type != "cuda":
         return PINNED_CONFIGS[(None, vector, width)]
     return _gpu_config(device.index if device.index is not None else torch.cuda.current_device(), vector, width)

@@ -3,7 +3,7 @@
     S_t = diag(exp(log_decay_t)) S_{t-1} + k_t v_t^T,    o_t = scale * S_t^T q_t
 
 Same signature as every ``decaylab.ops`` backend, plus ``cu_seqlens`` for packed variable-length sequences.
-Inputs the kernels do not cover (head dims outside 16/32/64/128, float64) are handed to the torch chunked
+Inputs the kernels do not cover (head dims outside configs.SUPPORTED_DIMS, float64) are handed to the torch chunked
 backend, one sequence at a time when packed.
 """
 

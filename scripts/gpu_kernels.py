@@ -1,7 +1,8 @@
 """One-call GPU check of the Triton backend: bf16 correctness, config sweep, speed vs fla and the floor, model tok/s.
 
 Run on the GPU machine from the repository root (fla-core optional, for --compare):
-    python3 scripts/gpu_kernels.py [--sections correctness,sweep,bench,model,varlen,profile,cprofile,host,check]
+    python3 scripts/gpu_kernels.py [--sections correctness,sweep,bench,model,varlen,profile,cprofile,host,check,
+        fallback]
         [--out DIR]
 Prints short tables; writes results.json to --out.
 """
@@ -360,6 +361,40 @@ def packed_documents(lengths=(8192,) + (80,) * 100, H=16, D=128):
     return out
 
 
+def fallback_plans(shape_texts=("4x2048x8x256", "4x2048x16x48")):
+    """The torch chunked backend's vector path on the GPU (what head dims outside the kernels run): eager fwd+bwd
+    with every chunk on the halving path (forced; what a CUDA graph capture takes) against the per-chunk pick (the
+    eager default, which reads the decays on the host), alternating, and the fwd+bwd replayed from a CUDA graph."""
+    from triton.testing import do_bench
+
+    from decaylab.ops.chunk import intra
+
+    out = []
+    for text in shape_texts:
+        shape = kb.Shape.parse(text)
+        inputs = kb.make_inputs(shape, True, DEV)
+        fn = kb.PROVIDERS["chunk"](dict(inputs))
+        leaves = [inputs[n].detach().clone().requires_grad_() for n in ("q", "k", "v", "log_decay")]
+
+        def fwd_bwd():
+            fn(*leaves).backward(inputs["do"])
+            for leaf in leaves:
+                leaf.grad = None
+
+        row = dict(shape=str(shape))
+        default = intra.plans_per_chunk
+        for name, per_chunk in (("halving", False), ("per_chunk", True), ("halving_again", False),
+                                ("per_chunk_again", True)):
+            intra.plans_per_chunk = lambda like, _p=per_chunk: _p
+            fwd_bwd()
+            row[f"{name}_ms"] = do_bench(fwd_bwd, warmup=25, rep=200, return_mode="median")
+        intra.plans_per_chunk = default
+        row["halving_graph_ms"] = do_bench(kb.replay_of(fwd_bwd), warmup=25, rep=200, return_mode="median")
+        print(row, flush=True)
+        out.append(row)
+    return out
+
+
 def limit_autotune(max_configs):
     """Cap every triton autotuner at its first configs (fla autotunes ~400 s per shape otherwise)."""
     from triton.runtime.autotuner import Autotuner
@@ -419,6 +454,8 @@ def main():
         results["varlen"] = packed_documents()
     if "model" in sections and has_fla:
         results["model"] = model_level()
+    if "fallback" in sections:
+        results["fallback"] = fallback_plans()
     if "check" in sections and has_fla:
         results["check"] = value_check_cost()
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -72,6 +72,28 @@ def test_typical_decays_take_the_factored_path_and_strong_ones_the_halving_path(
     assert calls == {"factored": 2, "halving": 2}
 
 
+def test_without_the_per_chunk_pick_every_chunk_takes_the_halving_path_and_matches_recurrent(monkeypatch):
+    """Under CUDA graph capture the per-chunk pick is skipped (it reads the decays on the host): forced here on CPU,
+    every chunk, typical or strong, runs the halving path, with the recurrence's results."""
+    monkeypatch.setattr(intra, "plans_per_chunk", lambda like: False)
+    calls = {"factored": 0, "halving": 0}
+    for name, module in (("factored", factored), ("halving", halving)):
+        original = module.scores
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, "scores", counted)
+    B, T, H, K, V = 2, 300, 2, 6, 5
+    q, k, v, ld, h0 = make_inputs(B, T, H, K, V, vector=True, initial_state=True, log_decay=_mixed_log_decay(B, T, H, K))
+    ref = run("recurrent", q, k, v, ld, h0, scale=0.6)
+    out = run("chunk", q, k, v, ld, h0, scale=0.6)
+    assert calls["factored"] == 0 and calls["halving"] > 0
+    for name in ref:
+        assert_close(name, ref[name], out[name], TOLERANCE[torch.float64])
+
+
 def _mixed_log_decay(B, T, H, K, seed=2):
     """Typical decays, with a few chunks (and single heads) of strong ones and -1e3 resets."""
     g = torch.Generator().manual_seed(seed)

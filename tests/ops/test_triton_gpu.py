@@ -154,12 +154,19 @@ def test_triton_launch_trades_match_recurrence_on_gpu(mode):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("vector", [False, True], ids=["scalar", "vector"])
-@pytest.mark.parametrize("B,T,H,D", [(1, 1000, 2, 128), (4, 256, 48, 64)], ids=["segmented", "whole"])
+@pytest.mark.parametrize("B,T,H,D", [(1, 1000, 2, 128), (4, 256, 48, 64), (1, 300, 2, 48)],
+                         ids=["segmented", "whole", "fallback-D48"])
 def test_triton_forward_backward_replays_in_a_cuda_graph(vector, B, T, H, D):
     """After an eager warm-up call (compilation, cached segment plans and chunk tables), a forward+backward with an
     initial state and the final state's gradient captures in a CUDA graph, and replaying it on new inputs copied
-    into the captured ones gives the eager results on those inputs, bit for bit (the kernels are deterministic)."""
+    into the captured ones gives the eager results on those inputs, bit for bit (the kernels are deterministic).
+    So does a head dim outside the kernels, on the torch chunked fallback, to rounding: under capture its vector path
+    takes the halving path for every chunk where the eager call picks per chunk (intra.plans_per_chunk)."""
     from decaylab.ops import BACKENDS
+    from decaylab.ops.triton.configs import SUPPORTED_DIMS
+
+    def same(ref, out):
+        return torch.equal(ref, out) if D in SUPPORTED_DIMS else rel_rms_error(ref, out) < 1e-3
 
     op = BACKENDS.get("triton")
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -202,6 +209,6 @@ def test_triton_forward_backward_replays_in_a_cuda_graph(vector, B, T, H, D):
     eager = leaves(fresh)
     o_ref, ht_ref = step(eager)
     torch.cuda.synchronize()
-    assert torch.equal(o, o_ref) and torch.equal(ht, ht_ref), "replayed outputs differ from the eager call"
+    assert same(o_ref, o) and same(ht_ref, ht), "replayed outputs differ from the eager call"
     for n in leaf_names:
-        assert torch.equal(captured[n].grad, eager[n].grad), f"d{n}: replayed gradient differs from the eager call"
+        assert same(eager[n].grad, captured[n].grad), f"d{n}: replayed gradient differs from the eager call"

@@ -44,6 +44,8 @@ CASES = {
     # the widest head dims the kernels take
     "scalar-B1-T40-H1-K256-V64-fp32-h0": (1, 40, 1, 256, 64, False, "float32", True, -2.0, None),
     "vector-B1-T24-H1-K64-V256-fp16-h0": (1, 24, 1, 64, 256, True, "float16", True, -1.0, None),
+    "scalar-varlen-T90-H1-K32-V256-fp16-h0": (1, 90, 1, 32, 256, False, "float16", True, -1.0, [0, 40, 90]),
+    "vector-decay1000-B1-T40-H1-K256-V16-fp32-h0": (1, 40, 1, 256, 16, True, "float32", True, -1000.0, None),
     # sequences split into segments of 64 tokens (segments.py): local states, the scans, dh0 through the scan
     "segmented-scalar-B2-T150-H1-K16-V16-fp32-h0": (2, 150, 1, 16, 16, False, "float32", True, -1.0, None),
     "segmented-vector-B1-T150-H2-K16-V32-fp32-h0": (1, 150, 2, 16, 32, True, "float32", True, -2.0, None),

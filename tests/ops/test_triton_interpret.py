@@ -15,6 +15,7 @@ import os
 import random
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -208,6 +209,10 @@ RATIO = {"float32": 1e-5, "float16": 5e-3}
 # cancel in the reverse-cumsum identity: a relative error is meaningless there, so dlog_decay gets an absolute
 # bound on that rounding noise instead (fp32 measured 3.6e-5 to 1.1e-4 over 40 to 150 tokens).
 ATOL_GATE_EXTREME = {"float32": 3e-4, "float16": 5e-3}
+# With log decays down to -1e3 a chunk's cumulative decays reach ~-2e4 (log2 units), where an fp32 ulp is ~2e-3: every
+# pair decay 2^(G_i - G_j) then carries that much error in its exponent, and fp32 outputs and gradients measured up
+# to 2.3e-5 relative RMS (o, dq, dk, dv over seeds), against ~1e-7 with ordinary decays.
+RATIO_EXTREME = {"float32": 1e-4, "float16": 5e-3}
 
 
 def _worker(names: list[str]) -> None:
@@ -224,10 +229,10 @@ def _worker(names: list[str]) -> None:
         return [rel, bool(torch.isfinite(out).all()), (out - ref).abs().max().item(), ref.norm().item()]
 
     results = {}
-    for index, name in enumerate(names):
+    for name in names:
         B, T, H, K, V, vector, dtype, with_h0, lowest, offsets = CASES[name]
         pairs = against_reference(B, T, H, K, V, vector, getattr(torch, dtype), lowest, offsets, OVERRIDES.get(name),
-                                  seed=index, device="cpu", scale=0.7, initial_state=with_h0)
+                                  seed=zlib.crc32(name.encode()), device="cpu", scale=0.7, initial_state=with_h0)
         results[name] = {tensor: err(out, ref) for tensor, (out, ref) in pairs.items()}
     print(json.dumps(results))
 
@@ -256,7 +261,8 @@ def test_triton_matches_recurrence_under_interpreter(interpreter_results, name):
             atol = ATOL_GATE_EXTREME[dtype]
             assert max_abs < atol, f"{name}: {tensor} max abs error {max_abs:.3e} >= {atol:.1e}"
             continue
-        assert rel < RATIO[dtype], f"{name}: {tensor} relative RMS error {rel:.3e} >= {RATIO[dtype]:.1e}"
+        ratio = (RATIO_EXTREME if lowest <= -100 else RATIO)[dtype]
+        assert rel < ratio, f"{name}: {tensor} relative RMS error {rel:.3e} >= {ratio:.1e}"
 
 
 def test_uncovered_head_dims_fall_back_with_one_warning(interpreter_results):

@@ -209,9 +209,9 @@ RATIO = {"float32": 1e-5, "float16": 5e-3}
 # cancel in the reverse-cumsum identity: a relative error is meaningless there, so dlog_decay gets an absolute
 # bound on that rounding noise instead (fp32 measured 3.6e-5 to 1.1e-4 over 40 to 150 tokens).
 ATOL_GATE_EXTREME = {"float32": 3e-4, "float16": 5e-3}
-# With log decays down to -1e3 a chunk's cumulative decays reach ~-2e4 (log2 units), where an fp32 ulp is ~2e-3: every
-# pair decay 2^(G_i - G_j) then carries that much error in its exponent, and fp32 outputs and gradients measured up
-# to 2.3e-5 relative RMS (o, dq, dk, dv over seeds), against ~1e-7 with ordinary decays.
+# With log decays down to -1e3 a chunk's cumulative decays reach -1e4 (log2 units) or more, where an fp32 ulp is
+# ~1e-3: every pair decay 2^(G_i - G_j) then carries that much error in its exponent, and fp32 outputs and gradients
+# measured up to 2.3e-5 relative RMS (o, dq, dk, dv over seeds), against ~1e-7 with ordinary decays.
 RATIO_EXTREME = {"float32": 1e-4, "float16": 5e-3}
 
 

@@ -91,11 +91,17 @@ def make_inputs(shape: Shape, vector: bool, device, dtype=torch.bfloat16, seed: 
     }
 
 
-def _decaylab_op(inputs: dict):
-    from decaylab.ops import BACKENDS
+def _backend_op(backend: str):
+    """A provider timing one of decaylab's backends: "triton" (the kernels) or "chunk" (the torch chunked backend,
+    what the kernels fall back to outside their head dims)."""
 
-    op = BACKENDS.get("triton")
-    return lambda q, k, v, g: op(q, k, v, g, scale=1.0)[0]
+    def provider(inputs: dict):
+        from decaylab.ops import BACKENDS
+
+        op = BACKENDS.get(backend)
+        return lambda q, k, v, g: op(q, k, v, g, scale=1.0)[0]
+
+    return provider
 
 
 def _fla_op(inputs: dict):
@@ -108,15 +114,7 @@ def _fla_op(inputs: dict):
     return lambda q, k, v, g: chunk_gla(q, k, v, g, scale=1.0)[0]
 
 
-def _chunk_op(inputs: dict):
-    """decaylab's torch chunked backend: what the triton backend falls back to outside its kernels."""
-    from decaylab.ops import BACKENDS
-
-    op = BACKENDS.get("chunk")
-    return lambda q, k, v, g: op(q, k, v, g, scale=1.0)[0]
-
-
-PROVIDERS = {"decaylab": _decaylab_op, "fla": _fla_op, "chunk": _chunk_op}
+PROVIDERS = {"decaylab": _backend_op("triton"), "fla": _fla_op, "chunk": _backend_op("chunk")}
 
 
 def replay_of(fn):

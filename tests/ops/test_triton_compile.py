@@ -16,9 +16,10 @@ import torch
 triton = pytest.importorskip("triton")
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
-from triton.runtime.jit import JITFunction  # noqa: E402
+from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
+from triton.runtime.jit import JITFunction, mangle_type  # noqa: E402
 
-from decaylab.ops.triton import function, use_config  # noqa: E402
+from decaylab.ops.triton import function, hopper, use_config  # noqa: E402
 from decaylab.ops.triton.configs import PINNED_CONFIGS  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -58,6 +59,10 @@ CONFIGS = {
                                                                       bf16_dv_partials=True)),
     "scalar-D128-capped-registers": (False, 128, dict(fwd_max_registers=168, bwd_max_registers=200)),
     "scalar-D64-spans4-stages3": (False, 64, dict(spans_per_program=4, bwd_num_stages=3)),
+    "scalar-D128-hopper-sweeps": (False, 128, dict(hopper_sweeps=True)),
+    "scalar-D128-hopper-sweeps-segmented": (False, 128, dict(hopper_sweeps=True, segment=64)),
+    "scalar-D64-hopper-sweeps": (False, 64, dict(hopper_sweeps=True, fused_dv=False, dv_in_sweep=True,
+                                                 spans_per_program=1)),
     "scalar-D128-spans2-stride128": (False, 128, dict(spans_per_program=2, state_stride=128, gate_stride=128,
                                                      dv_in_sweep=False, dv_sweep_num_stages=0)),
 }
@@ -71,6 +76,8 @@ def _signature(fn: JITFunction, args: tuple, kwargs: dict) -> tuple[dict, dict, 
     options = {key: kwargs.pop(key) for key in ("num_warps", "num_stages", "enable_fp_fusion", "maxnreg")
                if key in kwargs}
     bound = dict(zip(fn.arg_names, args), **kwargs)
+    if fn.is_gluon():  # a Gluon kernel names its warps as a constexpr too
+        bound["num_warps"] = options["num_warps"]
     signature, constexprs = {}, {}
     for param in fn.params:
         value = bound[param.name]
@@ -79,6 +86,8 @@ def _signature(fn: JITFunction, args: tuple, kwargs: dict) -> tuple[dict, dict, 
             constexprs[param.name] = value
         elif isinstance(value, torch.Tensor):
             signature[param.name] = "*" + TRITON_TYPES[value.dtype]
+        elif isinstance(value, hopper.TensorDescriptor):
+            signature[param.name] = mangle_type(value)
         elif isinstance(value, float):
             signature[param.name] = "fp32"
         else:
@@ -98,6 +107,8 @@ def _launches(vector: bool, D: int, overrides: dict, dtype: torch.dtype = torch.
         patch.setattr(JITFunction, "__getitem__",
                       lambda fn, grid: lambda *args, **kwargs: captured.append((fn, args, dict(kwargs))))
         patch.setattr(function, "interpreter_active", lambda: True)  # CPU tensors are fine: nothing runs
+        patch.setattr(hopper, "sm90", lambda device: True)  # the configs with hopper_sweeps take the Gluon kernels
+        patch.setattr(hopper, "interpreter_active", lambda: False)
         with use_config(config):
             o, ht = function.chunk_decay_linear_attention(q, k, v, g, initial_state=h0, output_final_state=True)
         (o.float().sum() + ht.sum()).backward()
@@ -115,7 +126,8 @@ def compiled() -> dict:
             key = (fn.__name__, tuple(signature.items()), tuple(constexprs.items()), tuple(options.items()))
             if key not in cache:
                 try:
-                    kernel = triton.compile(ASTSource(fn, signature, constexprs), target=TARGET, options=options)
+                    source = (GluonASTSource if fn.is_gluon() else ASTSource)(fn, signature, constexprs)
+                    kernel = triton.compile(source, target=TARGET, options=options)
                     cache[key] = None if kernel.asm.get("cubin") else "no machine code"
                     if kernel.metadata.shared > SM90_SHARED_LIMIT:
                         cache[key] = f"needs {kernel.metadata.shared} bytes of shared memory, over sm_90's " \
@@ -140,3 +152,6 @@ def test_the_captured_launches_cover_each_path(compiled):
     assert {"forward_kernel", "backward_dq_kernel", "backward_dkv_kernel", "chunk_states_kernel",
             "chunk_dstates_kernel", "chunk_dv_kernel", "chunk_dqk_kernel", "segment_state_kernel",
             "segment_dstate_kernel", "sum_partials_kernel"} <= kernels, sorted(kernels)
+    # the Gluon kernels (hopper.py), which the interpreter cannot run: this compile is their only CPU check
+    assert {"hopper_forward_kernel", "hopper_dstates_dv_kernel"} <= {kernel for name, launches in compiled.items()
+                                                       if "hopper" in name for kernel, _ in launches}

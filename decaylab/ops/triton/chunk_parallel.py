@@ -33,6 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
+from decaylab.ops.triton import hopper
 from decaylab.ops.triton.configs import interpreter_active
 from decaylab.ops.triton.intra import scalar_pair_decay
 from decaylab.ops.triton.kernels import STATE_BLOCK, _advance_block, _block_ptrs, _bounds, \
@@ -348,12 +349,15 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     if cfg.dv_in_sweep:
         sweep_bv = min(V, cfg.bwd_value_block or STATE_BLOCK)
         stages = cfg.stages_for(N * H * (V // sweep_bv), cfg.dv_sweep_num_stages or opts["num_stages"])
-        chunk_dstates_dv_kernel[launch_grid(N * H, V // sweep_bv, adjacent)](
-            q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, H=H, K=K, V=V,
-            BT=span, BV=sweep_bv, HAS_DHT=dht is not None, PREC=opts["PREC"], ADJACENT=adjacent,
-            num_warps=cfg.dv_sweep_num_warps or opts["num_warps"],
-            num_stages=stages, **compile_options(opts),
-        )
+        if hopper.covers(q, k, do, log_decay, cfg):
+            hopper.dstates_dv(q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, N,
+                              stages)
+        else:
+            chunk_dstates_dv_kernel[launch_grid(N * H, V // sweep_bv, adjacent)](
+                q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, H=H, K=K, V=V,
+                BT=span, BV=sweep_bv, HAS_DHT=dht is not None, PREC=opts["PREC"], ADJACENT=adjacent,
+                num_warps=cfg.dv_sweep_num_warps or opts["num_warps"], num_stages=stages, **compile_options(opts),
+            )
     else:
         chunk_dstates_kernel[grid](q, log_decay, do, dht, dstates, dh0, table.cu_seqlens, table.first, scale, T,
                                    HAS_DHT=dht is not None, **sweep)

@@ -15,7 +15,7 @@ import logging
 import torch
 import triton
 
-from decaylab.ops.triton import kernels
+from decaylab.ops.triton import hopper, kernels
 from decaylab.ops.triton.chunk_parallel import chunk_parallel_backward, chunk_table, new_chunk_states
 from decaylab.ops.triton.configs import SPAN_LIMIT, SUPPORTED_DIMS, LaunchConfig, active_config, interpreter_active
 from decaylab.ops.triton.segments import plan_segments, segment_length, segment_state_grads, segment_states
@@ -62,20 +62,15 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         forward_opts = dict(opts, num_stages=cfg.stages_for(programs, cfg.num_stages))
         if plan is None:
             ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
-            kernels.forward_kernel[kernels.launch_grid(N * H, V // BV, cfg.blocks_adjacent)](
-                q, k, v, log_decay, o, initial_state, ht, cu_seqlens, chunk_states, first, scale, T, V=V, BV=BV,
-                VARLEN=cu_seqlens is not None, HAS_H0=initial_state is not None, STORE_HT=output_final_state,
-                SAVE_STATES=save, STATE_EVERY=state_every, **forward_opts,
-            )
+            _forward(q, k, v, log_decay, o, scale, initial_state, ht, cu_seqlens, chunk_states, first, T, N, cfg,
+                     forward_opts, BV, state_every)
         else:
             # the two-sweep backward's gate gradient needs each segment's end state
             store_ends = any(ctx.needs_input_grad) and not cfg.chunk_parallel_backward
             starts, ht, decay, ends = segment_states(k, v, log_decay, initial_state, plan, T, V, opts, cfg,
                                                      store_ends)
-            kernels.forward_kernel[kernels.launch_grid(plan.count * H, V // BV, cfg.blocks_adjacent)](
-                q, k, v, log_decay, o, starts, None, plan.cu_seqlens, chunk_states, first, scale, T, V=V, BV=BV,
-                VARLEN=True, HAS_H0=True, STORE_HT=False, SAVE_STATES=save, STATE_EVERY=state_every, **forward_opts,
-            )
+            _forward(q, k, v, log_decay, o, scale, starts, None, plan.cu_seqlens, chunk_states, first, T, plan.count,
+                     cfg, forward_opts, BV, state_every)
         ctx.save_for_backward(q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay, chunk_states, ends)
         ctx.scale, ctx.lengths, ctx.cfg, ctx.plan = scale, lengths, cfg, plan
         return o, (ht if output_final_state else None)
@@ -137,6 +132,20 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         if plan is not None and has_h0:
             dh0 = dh0_all
         return dq, dk, dv, dg.to(log_decay.dtype), None, dh0, None, None, None, None, None
+
+
+def _forward(q, k, v, log_decay, o, scale, h0, ht, cu_seqlens, states, first, T, count, cfg, opts, BV, state_every):
+    """The forward kernel over ``count`` sequences or segments (bounds from cu_seqlens, or T apart): writes o, ht
+    (if given) and the saved chunk states (if given)."""
+    if hopper.covers(q, k, v, log_decay, cfg):
+        hopper.forward(q, k, v, log_decay, o, scale, h0, ht, cu_seqlens, states, first, T, count, opts["num_stages"])
+        return
+    H, V = q.shape[2], v.shape[3]
+    kernels.forward_kernel[kernels.launch_grid(count * H, V // BV, cfg.blocks_adjacent)](
+        q, k, v, log_decay, o, h0, ht, cu_seqlens, states, first, scale, T, V=V, BV=BV, VARLEN=cu_seqlens is not None,
+        HAS_H0=h0 is not None, STORE_HT=ht is not None, SAVE_STATES=states is not None, STATE_EVERY=state_every,
+        **opts,
+    )
 
 
 def _sum_partials(parts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -212,3 +212,28 @@ def test_triton_forward_backward_replays_in_a_cuda_graph(vector, B, T, H, D):
     assert same(o_ref, o) and same(ht_ref, ht), "replayed outputs differ from the eager call"
     for n in leaf_names:
         assert same(eager[n].grad, captured[n].grad), f"d{n}: replayed gradient differs from the eager call"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("K,V", [(128, 128), (64, 128), (128, 64)], ids=lambda d: str(d))
+@pytest.mark.parametrize("offsets", [None, [0, 100, 101, 357, 1000]], ids=["dense", "varlen"])
+@pytest.mark.parametrize("segment", [0, 128], ids=["whole", "segments"])
+@pytest.mark.parametrize("lowest", [-5.0, 0.0])
+def test_hopper_sweeps_match_recurrence_on_gpu(K, V, offsets, segment, lowest, monkeypatch):
+    """The Gluon forward and dv sweep (hopper.py) on sm_90, checked to have run: packed sequences whose chunks end
+    mid-tile (the TMA tiles then hold the next sequence's tokens), segments (initial states per segment), K != V."""
+    from decaylab.ops.triton import hopper
+
+    if not hopper.sm90(torch.device("cuda")):
+        pytest.skip("the Gluon sweeps are for sm_90 (Hopper) GPUs")
+    ran = []
+    for name in ("forward", "dstates_dv"):
+        launch = getattr(hopper, name)
+        monkeypatch.setattr(hopper, name, lambda *a, _launch=launch, _name=name: (ran.append(_name), _launch(*a))[1])
+    B, T = (1, 1000) if offsets else (2, 333)
+    results = _run(B, T, 2, K, V, False, torch.bfloat16, lowest, offsets, dict(hopper_sweeps=True, segment=segment))
+    assert {"forward", "dstates_dv"} <= set(ran), f"the Gluon kernels did not run: {ran}"
+    for name, (out, ref) in results.items():
+        assert torch.isfinite(out).all(), f"{name}: non-finite values"
+        err = rel_rms_error(ref, out)
+        assert err < RATIO[torch.bfloat16], f"{name}: relative RMS error {err:.3e} >= 5e-3"

@@ -23,6 +23,8 @@ their results are tested on the GPU (tests/ops/test_triton_gpu.py).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from decaylab.ops.triton.configs import LaunchConfig, interpreter_active
@@ -41,6 +43,15 @@ try:
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 except ImportError:  # a Triton without Gluon: the Triton kernels run instead
     gluon = None
+else:
+    class _CheckedDescriptor(TensorDescriptor):
+        """A TensorDescriptor without its construction checks (~3 us of host time each, eight descriptors per
+        forward and backward): covers() has checked the alignment, and _tokens/_states fix the blocks and the
+        contiguous rows."""
+
+        def __post_init__(self):
+            pass
+
 
 CHUNK = 64  # tokens per step (the wgmma tiles' rows); the configs that enable these kernels use it too
 VALUE_BLOCK = 64  # value channels per program
@@ -48,7 +59,15 @@ KEY_DIMS = (64, 128)
 
 
 def sm90(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
+    if device.type != "cuda":
+        return False
+    return _major(device.index if device.index is not None else torch.cuda.current_device()) == 9
+
+
+@functools.lru_cache(maxsize=None)
+def _major(index: int) -> int:
+    """The GPU's compute capability major (cached: every layer call asks)."""
+    return torch.cuda.get_device_capability(index)[0]
 
 
 def covers(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, cfg: LaunchConfig) -> bool:
@@ -56,27 +75,36 @@ def covers(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.T
     sm_90), Gluon is there, the decay is scalar, the inputs are bf16 (their chunk states are bf16 too, copied out
     of the wgmma operand as they are; fp16 inputs keep fp32 states) with K in KEY_DIMS and V a multiple of
     VALUE_BLOCK up to 256, and TMA can address them (16-byte aligned). Other calls take the Triton kernels."""
-    return (cfg.hopper_sweeps and gluon is not None and not interpreter_active() and log_decay.ndim == 3
-            and q.dtype == torch.bfloat16 and q.shape[3] in KEY_DIMS
-            and v.shape[3] % VALUE_BLOCK == 0 and v.shape[3] <= 256 and sm90(q.device)
-            and all(t.data_ptr() % 16 == 0 for t in (q, k, v)))
+    if not cfg.hopper_sweeps or gluon is None or log_decay.ndim != 3 or q.dtype != torch.bfloat16:
+        return False
+    K, V = q.shape[3], v.shape[3]
+    return (K in KEY_DIMS and V % VALUE_BLOCK == 0 and V <= 256 and sm90(q.device) and not interpreter_active()
+            and q.data_ptr() % 16 == 0 and k.data_ptr() % 16 == 0 and v.data_ptr() % 16 == 0)
 
 
-def _descriptor(flat: torch.Tensor, block: list[int]):
-    """TMA descriptor of a 2-D tensor copied in ``block`` tiles."""
-    dtype = gl.bfloat16 if flat.dtype == torch.bfloat16 else gl.float16
-    layout = gl.NVMMASharedLayout.get_default_for(block, dtype)
-    return TensorDescriptor(flat, list(flat.shape), list(flat.stride()), block, layout)
+@functools.lru_cache(maxsize=None)
+def _shared_layout(block: tuple[int, ...], bf16: bool):
+    """The swizzled shared-memory layout of a tile (cached: building it costs ~25 us of host time per call)."""
+    return gl.NVMMASharedLayout.get_default_for(list(block), gl.bfloat16 if bf16 else gl.float16)
+
+
+def _descriptor(x: torch.Tensor, rows: int, columns: int, block: list[int]):
+    """TMA descriptor of contiguous ``x`` seen as [rows, columns], copied in ``block`` tiles. Built from x's
+    address, not from a reshaped view: a view of a tensor that autograd tracks costs host time on every call."""
+    layout = _shared_layout(tuple(block), x.dtype == torch.bfloat16)
+    return _CheckedDescriptor(x, [rows, columns], [columns, 1], block, layout)
 
 
 def _tokens(x: torch.Tensor, columns: int):
     """A [B, T, H, D] tensor as [B * T, H * D] (a row per token), in tiles of CHUNK tokens and ``columns``."""
-    return _descriptor(x.reshape(-1, x.shape[2] * x.shape[3]), [CHUNK, columns])
+    B, T, H, D = x.shape
+    return _descriptor(x, B * T, H * D, [CHUNK, columns])
 
 
 def _states(states: torch.Tensor):
     """A chunk-state buffer [C, H, K, V] as [C * H * K, V], in tiles of one [K, VALUE_BLOCK] state block."""
-    return _descriptor(states.reshape(-1, states.shape[3]), [states.shape[2], VALUE_BLOCK])
+    C, H, K, V = states.shape
+    return _descriptor(states, C * H * K, V, [K, VALUE_BLOCK])
 
 
 def forward(q, k, v, log_decay, o, scale, initial_state, final_state, cu_seqlens, states, state_first, T, count,

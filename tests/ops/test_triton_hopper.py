@@ -1,0 +1,85 @@
+"""The Hopper (Gluon) sweeps' dispatch and descriptors, without a GPU: which calls take them, and what TMA sees.
+
+What the kernels compute is tested on an sm_90 GPU (tests/ops/test_triton_gpu.py); that they compile for sm_90,
+in tests/ops/test_triton_compile.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+from decaylab.ops.triton import hopper  # noqa: E402
+from decaylab.ops.triton.configs import PINNED_CONFIGS, LaunchConfig  # noqa: E402
+
+pytestmark = pytest.mark.skipif(hopper.gluon is None, reason="this Triton has no Gluon")
+CONFIG = PINNED_CONFIGS[(9, False, 128)]
+
+
+def _inputs(K=128, V=128, dtype=torch.bfloat16, vector=False):
+    q, k = torch.randn(2, 70, 3, K, dtype=dtype), torch.randn(2, 70, 3, K, dtype=dtype)
+    return q, k, torch.randn(2, 70, 3, V, dtype=dtype), -torch.rand((2, 70, 3, K) if vector else (2, 70, 3))
+
+
+@pytest.fixture
+def on_sm90(monkeypatch):
+    """CPU tensors standing in for an sm_90 GPU's (nothing is launched here)."""
+    monkeypatch.setattr(hopper, "sm90", lambda device: True)
+    monkeypatch.setattr(hopper, "interpreter_active", lambda: False)
+
+
+def test_pinned_for_sm90_scalar_d128_only():
+    assert CONFIG.hopper_sweeps
+    assert not PINNED_CONFIGS[(None, False, 128)].hopper_sweeps  # other GPUs keep the Triton kernels
+    assert not any(cfg.hopper_sweeps for key, cfg in PINNED_CONFIGS.items() if key != (9, False, 128))
+
+
+def test_covers_the_pinned_case(on_sm90):
+    assert hopper.covers(*_inputs(), CONFIG)
+    assert hopper.covers(*_inputs(K=64, V=192), CONFIG)
+
+
+@pytest.mark.parametrize("case", ["config off", "fp16", "fp32", "vector decay", "K=32", "K=256", "V=96", "V=320",
+                                  "unaligned"])
+def test_other_calls_take_the_triton_kernels(on_sm90, case):
+    cfg, inputs = CONFIG, _inputs()
+    if case == "config off":
+        cfg = replace(CONFIG, hopper_sweeps=False)
+    elif case in ("fp16", "fp32"):
+        inputs = _inputs(dtype=torch.float16 if case == "fp16" else torch.float32)
+    elif case == "vector decay":
+        inputs = _inputs(vector=True)
+    elif case.startswith("K="):
+        inputs = _inputs(K=int(case[2:]))
+    elif case.startswith("V="):
+        inputs = _inputs(V=int(case[2:]))
+    else:  # a view starting one element in: TMA needs 16-byte aligned addresses
+        q, k, v, g = inputs
+        inputs = (torch.randn(q.numel() + 1, dtype=q.dtype)[1:].view(q.shape), k, v, g)
+    assert not hopper.covers(*inputs, cfg)
+
+
+def test_not_taken_off_sm90_or_in_the_interpreter(monkeypatch):
+    assert not hopper.covers(*_inputs(), CONFIG)  # CPU tensors
+    monkeypatch.setattr(hopper, "sm90", lambda device: True)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert not hopper.covers(*_inputs(), CONFIG)
+
+
+def test_descriptors_address_tokens_and_state_blocks():
+    q = torch.randn(2, 70, 3, 128, dtype=torch.bfloat16)
+    d = hopper._tokens(q, 64)
+    assert (d.base.data_ptr(), d.shape, d.strides, d.block_shape) == (q.data_ptr(), [140, 384], [384, 1], [64, 64])
+    states = torch.empty(5, 3, 128, 192, dtype=torch.bfloat16)
+    d = hopper._states(states)
+    assert (d.shape, d.strides, d.block_shape) == ([5 * 3 * 128, 192], [192, 1], [128, 64])
+
+
+@pytest.mark.parametrize("overrides", [dict(chunk=32), dict(bwd_chunk=32), dict(state_stride=128, gate_stride=128)])
+def test_config_refuses_other_chunks(overrides):
+    base = dict(chunk=64, num_warps=4, num_stages=2, chunk_parallel_backward=True, hopper_sweeps=True)
+    with pytest.raises(ValueError, match="hopper_sweeps runs 64-token chunks"):
+        LaunchConfig(**dict(base, **overrides))

@@ -55,29 +55,33 @@ def test_triton_matches_recurrence_on_gpu(B, T, H, K, V, vector, dtype, lowest, 
 # D128), so their gate gradient is held to GATE_RATIO_SEQUENTIAL; the chunk-parallel default restarts the gate
 # gradient at every chunk end and holds 5e-3 like every other tensor.
 GATE_RATIO_SEQUENTIAL = 7e-3
-SCALAR_BACKWARDS = {  # every option named (not left to the pinned config, which changes with the sweeps)
+# Every option named (not left to the pinned config, which changes with the sweeps). hopper_sweeps (sm_90 only) is
+# on in the modes whose chunks allow it, so that the Gluon forward (and dv sweep) runs with those backwards, except
+# "chunk-parallel-dv-in-sweep", which keeps the Triton dv sweep tested on sm_90 too.
+SCALAR_BACKWARDS = {
     "sequential": dict(chunk_parallel_backward=False, save_states=False, fused_dv=False, dv_in_sweep=False,
-                       dv_sweep_num_stages=0, spans_per_program=1, bwd_chunk=32),
+                       dv_sweep_num_stages=0, spans_per_program=1, bwd_chunk=32, hopper_sweeps=False),
     "chunk-parallel-recomputed-states": dict(chunk_parallel_backward=True, save_states=False, fused_dv=False,
                                              dv_in_sweep=False, dv_sweep_num_stages=0, bwd_key_block=0,
-                                             bwd_value_block=0),
+                                             bwd_value_block=0, hopper_sweeps=True),
     "chunk-parallel-saved-states-blocks32": dict(chunk_parallel_backward=True, save_states=True, fused_dv=False,
                                                  dv_in_sweep=False, dv_sweep_num_stages=0, bwd_key_block=32,
-                                                 bwd_value_block=32),
+                                                 bwd_value_block=32, hopper_sweeps=True),
     "chunk-parallel-dv-in-sweep": dict(chunk_parallel_backward=True, save_states=True, fused_dv=False,
-                                       dv_in_sweep=True, bwd_key_block=0, bwd_value_block=0),
+                                       dv_in_sweep=True, bwd_key_block=0, bwd_value_block=0, hopper_sweeps=False),
     "chunk-parallel-dv-in-sweep-2-stages-blocks64": dict(chunk_parallel_backward=True, save_states=True,
                                                          fused_dv=False, dv_in_sweep=True, dv_sweep_num_stages=2,
                                                          lone_stages=0, bwd_key_block=64, bwd_value_block=64,
-                                                         fwd_value_block=64),
+                                                         fwd_value_block=64, hopper_sweeps=True),
     "chunk-parallel-4-spans-per-program-3-stages": dict(chunk_parallel_backward=True, save_states=True,
                                                         fused_dv=True, dv_in_sweep=False, dv_sweep_num_stages=0,
                                                         bwd_key_block=0, bwd_value_block=0, spans_per_program=4,
-                                                        bwd_num_stages=3),
+                                                        bwd_num_stages=3, hopper_sweeps=True),
     "chunk-parallel-stride128-fused-fwd-blocks32": dict(chunk_parallel_backward=True, save_states=True,
                                                         state_stride=128, gate_stride=128, fused_dv=True,
                                                         dv_in_sweep=False, dv_sweep_num_stages=0, bwd_key_block=0,
-                                                        bwd_value_block=32, fwd_value_block=32),
+                                                        bwd_value_block=32, fwd_value_block=32,
+                                                        hopper_sweeps=False),
 }
 
 

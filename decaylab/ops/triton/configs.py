@@ -88,8 +88,9 @@ class LaunchConfig:
         run at the same time and the tiles they share are read from HBM once, then from L2 (kernels._program_ids).
         False: a 2-D grid that runs each block index a whole wave after the previous one.
     hopper_sweeps: run the scalar forward and the dv sweep (dv_in_sweep) as the Gluon kernels of hopper.py, which
-        overlap each step's state-free products with the previous step's state update (sm_90 only; 64-token
-        chunks; bf16 inputs with K of 64 or 128 and V a multiple of 64; other calls take the Triton kernels).
+        start each next chunk's scores while this chunk's state update runs (sm_90 only; 64-token chunks, one
+        stored state per chunk; bf16 inputs with K of 64 or 128 and V a multiple of 64; value blocks of 64 whatever
+        fwd_value_block and bwd_value_block say; other calls take the Triton kernels).
     fwd_max_registers, bwd_max_registers: registers per thread the forward (and its segment sweep) / backward
         kernels may use (0: the compiler's choice, up to 255). A lower cap lets more programs share an SM (65536
         registers: two programs of 4 warps at 255, three at 168), at the price of spilling to local memory. It pays
@@ -283,8 +284,10 @@ PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
                                     programs_per_sm=1, bf16_dv_partials=True),
 }
 # Hopper (sm_90): scalar D128's forward and dv sweep as the Gluon kernels of hopper.py (docs/benchmarks.md, "Hopper
-# sweeps in Gluon"): GPU time per kernel at B4*T2048*H16 forward 0.090 -> 0.070 ms, dv sweep 0.088 -> 0.069; at
-# B4*T4096*H64 0.542 -> 0.531 and 0.548 -> 0.528. At D64 the Gluon forward was slower (0.146 -> 0.192 ms).
+# sweeps in Gluon"), which start each next chunk's scores during the state update. GPU time of fwd+bwd: 0.301 ->
+# 0.258 ms at B4*T2048*H16 (forward 0.090 -> 0.071, dv sweep 0.088 -> 0.069), 0.448 -> 0.395 at B2*T4096*H16
+# (segments), 1.950 -> 1.929 at B4*T4096*H64. A Gluon launch costs ~15 us more host time. At D64 the Gluon forward
+# was slower (0.147 -> 0.192 ms), so D64 keeps the Triton kernels.
 PINNED_CONFIGS[(9, False, 128)] = replace(PINNED_CONFIGS[(None, False, 128)], hopper_sweeps=True)
 
 _INTERPRETER_CONFIG = LaunchConfig(16, 4, 1)

@@ -44,6 +44,11 @@ try:
 except ImportError:  # a Triton without Gluon: the Triton kernels run instead
     gluon = None
 else:
+    # Triton 3.9 renamed the TMA copies (async_copy_global_to_shared -> async_load, async_copy_shared_to_global ->
+    # async_store; the old names raise there): take the names this Triton has.
+    _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+    _tma_store = getattr(tma, "async_store", None) or tma.async_copy_shared_to_global
+
     class _CheckedDescriptor(TensorDescriptor):
         """A TensorDescriptor without its construction checks (~3 us of host time each, eight descriptors per
         forward and backward): covers() has checked the alignment, and _tokens/_states fix the blocks and the
@@ -154,9 +159,9 @@ if gluon is not None:
     def _issue_chunk(a_desc, b_desc, c_desc, row, col_ab, col_c, bar, a_slot, b_slot, c_slot):
         """TMA copies of one chunk's three tiles into their ring slots, counted on the slot's barrier."""
         mbarrier.expect(bar, a_desc.block_type.nbytes + b_desc.block_type.nbytes + c_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(a_desc, [row, col_ab], bar, a_slot)
-        tma.async_copy_global_to_shared(b_desc, [row, col_ab], bar, b_slot)
-        tma.async_copy_global_to_shared(c_desc, [row, col_c], bar, c_slot)
+        _tma_load(a_desc, [row, col_ab], bar, a_slot)
+        _tma_load(b_desc, [row, col_ab], bar, b_slot)
+        _tma_load(c_desc, [row, col_c], bar, c_slot)
 
     @gluon.jit
     def _log2_cumsum(g_raw):
@@ -234,7 +239,7 @@ if gluon is not None:
             s_smem.store(S.to(DT))
             fence_async_shared()
             if SAVE_STATES:
-                tma.async_copy_shared_to_global(s_desc, [((c0 + i_t) * H + i_h).to(gl.int32) * K, i_v * BV],
+                _tma_store(s_desc, [((c0 + i_t) * H + i_h).to(gl.int32) * K, i_v * BV],
                                                 s_smem)
             q_t, k_t, v_t = q_ring.index(slot), k_ring.index(slot), v_ring.index(slot)
             qS = warpgroup_mma(q_t, s_smem, gl.zeros([BT, BV], gl.float32, layout=o_layout), use_acc=False,
@@ -335,7 +340,7 @@ if gluon is not None:
             tma.store_wait(0)
             ds_smem.store(dS.to(DT))
             fence_async_shared()
-            tma.async_copy_shared_to_global(ds_desc, [((c0 + i_t) * H + i_h).to(gl.int32) * K, i_v * BV], ds_smem)
+            _tma_store(ds_desc, [((c0 + i_t) * H + i_h).to(gl.int32) * K, i_v * BV], ds_smem)
             q_t, k_t, do_t = q_ring.index(slot), k_ring.index(slot), do_ring.index(slot)
             kdS = warpgroup_mma(k_t, ds_smem, gl.zeros([BT, BV], gl.float32, layout=o_layout), use_acc=False,
                                 is_async=True)

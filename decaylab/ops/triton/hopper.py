@@ -89,7 +89,8 @@ def covers(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.T
 
 @functools.lru_cache(maxsize=None)
 def _shared_layout(block: tuple[int, ...], bf16: bool):
-    """The swizzled shared-memory layout of a tile (cached: building it costs ~25 us of host time per call)."""
+    """The swizzled shared-memory layout of a tile (cached: otherwise rebuilt on every launch, at a cost in host
+    time comparable to the launch's own)."""
     return gl.NVMMASharedLayout.get_default_for(list(block), gl.bfloat16 if bf16 else gl.float16)
 
 
@@ -122,9 +123,9 @@ def forward(q, k, v, log_decay, o, scale, initial_state, final_state, cu_seqlens
         states, state_first = q.new_empty(1, H, K, V), None
     hopper_forward_kernel[(count * H * (V // VALUE_BLOCK),)](
         _tokens(q, K), _tokens(k, K), _tokens(v, VALUE_BLOCK), _states(states), log_decay, o, initial_state,
-        final_state, cu_seqlens, state_first, scale, T, H=H, K=K, V=V, BV=VALUE_BLOCK, BT=CHUNK, STAGES=stages, VARLEN=cu_seqlens is not None,
-        HAS_H0=initial_state is not None, STORE_HT=final_state is not None, SAVE_STATES=save, num_warps=4,
-        **COMPILE_OPTIONS,
+        final_state, cu_seqlens, state_first, scale, T, H=H, K=K, V=V, BV=VALUE_BLOCK, BT=CHUNK, STAGES=stages,
+        VARLEN=cu_seqlens is not None, HAS_H0=initial_state is not None, STORE_HT=final_state is not None,
+        SAVE_STATES=save, num_warps=4, **COMPILE_OPTIONS,
     )
 
 
@@ -133,8 +134,8 @@ def dstates_dv(q, k, log_decay, do, dht, dstates, dh0, dv, cu_seqlens, first, sc
     H, K, V = q.shape[2], q.shape[3], do.shape[3]
     hopper_dstates_dv_kernel[(count * H * (V // VALUE_BLOCK),)](
         _tokens(q, K), _tokens(k, K), _tokens(do, VALUE_BLOCK), _states(dstates), log_decay, dv, dht, dh0,
-        cu_seqlens, first, scale, T, H=H, K=K, V=V, BV=VALUE_BLOCK, BT=CHUNK, STAGES=stages, HAS_DHT=dht is not None, num_warps=4,
-        **COMPILE_OPTIONS,
+        cu_seqlens, first, scale, T, H=H, K=K, V=V, BV=VALUE_BLOCK, BT=CHUNK, STAGES=stages,
+        HAS_DHT=dht is not None, num_warps=4, **COMPILE_OPTIONS,
     )
 
 
@@ -176,9 +177,9 @@ if gluon is not None:
 
     @gluon.jit
     def hopper_forward_kernel(q_desc, k_desc, v_desc, s_desc, g, o, h0, ht, cu_seqlens, state_first, scale, T,
-                       H: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr,
-                       STAGES: gl.constexpr, VARLEN: gl.constexpr, HAS_H0: gl.constexpr, STORE_HT: gl.constexpr,
-                       SAVE_STATES: gl.constexpr, num_warps: gl.constexpr):
+                              H: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
+                              BT: gl.constexpr, STAGES: gl.constexpr, VARLEN: gl.constexpr, HAS_H0: gl.constexpr,
+                              STORE_HT: gl.constexpr, SAVE_STATES: gl.constexpr, num_warps: gl.constexpr):
         """One program per (sequence, head, block of BV value channels), carrying the [K, BV] fp32 state:
         o = scale (2^G (q S) + A v), S <- 2^G_last S + k^T (2^(G_last - G) v), A the masked decayed scores."""
         i_nh, i_v = gl.program_id(0) // (V // BV), gl.program_id(0) % (V // BV)
@@ -239,8 +240,7 @@ if gluon is not None:
             s_smem.store(S.to(DT))
             fence_async_shared()
             if SAVE_STATES:
-                _tma_store(s_desc, [((c0 + i_t) * H + i_h).to(gl.int32) * K, i_v * BV],
-                                                s_smem)
+                _tma_store(s_desc, [((c0 + i_t) * H + i_h).to(gl.int32) * K, i_v * BV], s_smem)
             q_t, k_t, v_t = q_ring.index(slot), k_ring.index(slot), v_ring.index(slot)
             qS = warpgroup_mma(q_t, s_smem, gl.zeros([BT, BV], gl.float32, layout=o_layout), use_acc=False,
                                is_async=True)
@@ -276,8 +276,9 @@ if gluon is not None:
 
     @gluon.jit
     def hopper_dstates_dv_kernel(q_desc, k_desc, do_desc, ds_desc, g, dv, dht, dh0, cu_seqlens, first, scale, T,
-                          H: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr,
-                          STAGES: gl.constexpr, HAS_DHT: gl.constexpr, num_warps: gl.constexpr):
+                                 H: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
+                                 BT: gl.constexpr, STAGES: gl.constexpr, HAS_DHT: gl.constexpr,
+                                 num_warps: gl.constexpr):
         """One program per (sequence, head, block of BV value channels), walking the chunks backwards with the
         [K, BV] fp32 state gradient dS (leaving the chunk): stores dS per chunk, makes
         dv = At do + 2^(G_last - G) (k dS) with At[s, t] = scale (k_s . q_t) 2^(G_t - G_s) for t >= s, and carries

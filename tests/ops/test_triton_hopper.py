@@ -83,3 +83,54 @@ def test_config_refuses_other_chunks(overrides):
     base = dict(chunk=64, num_warps=4, num_stages=2, chunk_parallel_backward=True, hopper_sweeps=True)
     with pytest.raises(ValueError, match="hopper_sweeps runs 64-token chunks"):
         LaunchConfig(**dict(base, **overrides))
+
+
+def _run_captured(monkeypatch, gluon_error):
+    """One forward and backward on CPU tensors with the sm_90 pin, every launch captured instead of run, and each
+    Gluon launch raising ``gluon_error``: the names of the kernels launched."""
+    from triton.runtime.jit import JITFunction
+
+    from decaylab.ops.triton import function, use_config
+
+    launched = []
+
+    def launch(fn, grid):
+        def run(*args, **kwargs):
+            if fn.is_gluon():
+                raise gluon_error
+            launched.append(fn.__name__)
+        return run
+
+    monkeypatch.setattr(JITFunction, "__getitem__", launch)
+    monkeypatch.setattr(function, "interpreter_active", lambda: True)  # CPU tensors are fine: nothing runs
+    q, k, v, g = (x.requires_grad_() for x in _inputs())
+    with use_config(CONFIG):
+        o, _ = function.chunk_decay_linear_attention(q, k, v, g)
+        o.float().sum().backward()
+    return launched
+
+
+def test_a_triton_whose_gluon_cannot_build_them_runs_the_triton_kernels(on_sm90, monkeypatch, caplog):
+    """Gluon's API moves between Triton releases: a build failure (here a name this Gluon lacks) is logged once,
+    and that call and every later one take the Triton kernels."""
+    monkeypatch.setattr(hopper, "unusable", [])
+    with caplog.at_level("WARNING", logger="decaylab.ops"):
+        launched = _run_captured(monkeypatch, AttributeError("module 'tma' has no attribute 'async_load'"))
+    assert {"forward_kernel", "chunk_dstates_dv_kernel", "chunk_dqk_kernel"} <= set(launched), launched
+    assert len(hopper.unusable) == 1 and "async_load" in hopper.unusable[0]
+    warnings = [r.getMessage() for r in caplog.records if "Gluon sweeps" in r.getMessage()]
+    assert len(warnings) == 1 and "hopper_sweeps=False" in warnings[0], warnings
+    assert not hopper.covers(*_inputs(), CONFIG)
+
+
+def test_a_cuda_error_in_a_gluon_launch_is_raised(on_sm90, monkeypatch):
+    """Errors of running a kernel (CUDA's) are not build failures: they surface, and the Gluon path stays on."""
+    monkeypatch.setattr(hopper, "unusable", [])
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        _run_captured(monkeypatch, RuntimeError("Triton Error [CUDA]: an illegal memory access was encountered"))
+    assert hopper.unusable == []
+
+
+def test_releases_before_the_kernels_are_refused():
+    assert hopper._release("3.5.1") < hopper.OLDEST_TRITON <= hopper._release("3.6.0")
+    assert hopper._release("3.9.0+git1234") == (3, 9) and hopper._release("3.10.0rc1") == (3, 10)

@@ -349,10 +349,9 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     if cfg.dv_in_sweep:
         sweep_bv = min(V, cfg.bwd_value_block or STATE_BLOCK)
         stages = cfg.stages_for(N * H * (V // sweep_bv), cfg.dv_sweep_num_stages or opts["num_stages"])
-        if hopper.covers(q, k, do, log_decay, cfg):
-            hopper.dstates_dv(q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, N,
-                              stages)
-        else:
+        gluon_ran = hopper.covers(q, k, do, log_decay, cfg) and hopper.dstates_dv(
+            q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, N, stages)
+        if not gluon_ran:
             chunk_dstates_dv_kernel[launch_grid(N * H, V // sweep_bv, adjacent)](
                 q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, H=H, K=K, V=V,
                 BT=span, BV=sweep_bv, HAS_DHT=dht is not None, PREC=opts["PREC"], ADJACENT=adjacent,

@@ -137,8 +137,8 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
 def _forward(q, k, v, log_decay, o, scale, h0, ht, cu_seqlens, states, first, T, count, cfg, opts, BV, state_every):
     """The forward kernel over ``count`` sequences or segments (bounds from cu_seqlens, or T apart): writes o, ht
     (if given) and the saved chunk states (if given)."""
-    if hopper.covers(q, k, v, log_decay, cfg):
-        hopper.forward(q, k, v, log_decay, o, scale, h0, ht, cu_seqlens, states, first, T, count, opts["num_stages"])
+    if hopper.covers(q, k, v, log_decay, cfg) and hopper.forward(q, k, v, log_decay, o, scale, h0, ht, cu_seqlens,
+                                                                 states, first, T, count, opts["num_stages"]):
         return
     H, V = q.shape[2], v.shape[3]
     kernels.forward_kernel[kernels.launch_grid(count * H, V // BV, cfg.blocks_adjacent)](

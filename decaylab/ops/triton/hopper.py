@@ -24,11 +24,18 @@ their results are tested on the GPU (tests/ops/test_triton_gpu.py).
 from __future__ import annotations
 
 import functools
+import logging
 
 import torch
+import triton
 
 from decaylab.ops.triton.configs import LaunchConfig, interpreter_active
 from decaylab.ops.triton.kernels import COMPILE_OPTIONS
+
+log = logging.getLogger("decaylab.ops")
+# Gluon is experimental and its API moves between Triton releases: these kernels are built for the releases they
+# were compiled with (3.6 on the GPU, 3.7 and 3.9 for sm_90 on the CPU); older ones take the Triton kernels.
+OLDEST_TRITON = (3, 6)
 
 try:
     from triton.experimental import gluon
@@ -58,6 +65,15 @@ else:
             pass
 
 
+def _release(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+# Why the Gluon kernels cannot be used in this process (set when one fails to build): the Triton kernels run instead.
+unusable: list[str] = [] if _release(triton.__version__) >= OLDEST_TRITON else [
+    f"triton {triton.__version__} is older than {'.'.join(map(str, OLDEST_TRITON))}"]
+
 CHUNK = 64  # tokens per step (the wgmma tiles' rows); the configs that enable these kernels use it too
 VALUE_BLOCK = 64  # value channels per program
 KEY_DIMS = (64, 128)
@@ -79,8 +95,9 @@ def covers(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.T
     """Whether these kernels run this call: the config asks for them (LaunchConfig.hopper_sweeps, pinned for
     sm_90), Gluon is there, the decay is scalar, the inputs are bf16 (their chunk states are bf16 too, copied out
     of the wgmma operand as they are; fp16 inputs keep fp32 states) with K in KEY_DIMS and V a multiple of
-    VALUE_BLOCK up to 256, and TMA can address them (16-byte aligned). Other calls take the Triton kernels."""
-    if not cfg.hopper_sweeps or gluon is None or log_decay.ndim != 3 or q.dtype != torch.bfloat16:
+    VALUE_BLOCK up to 256, and TMA can address them (16-byte aligned); and this Triton builds them (see
+    ``unusable``). Other calls take the Triton kernels."""
+    if not cfg.hopper_sweeps or gluon is None or unusable or log_decay.ndim != 3 or q.dtype != torch.bfloat16:
         return False
     K, V = q.shape[3], v.shape[3]
     return (K in KEY_DIMS and V % VALUE_BLOCK == 0 and V <= 256 and sm90(q.device) and not interpreter_active()
@@ -114,14 +131,16 @@ def _states(states: torch.Tensor):
 
 
 def forward(q, k, v, log_decay, o, scale, initial_state, final_state, cu_seqlens, states, state_first, T, count,
-            stages):
+            stages) -> bool:
     """kernels.forward_kernel for scalar decay (``count`` sequences or segments; ``states``/``state_first`` None
-    when no states are saved); writes o, final_state and states in place."""
+    when no states are saved); writes o, final_state and states in place. False if this Triton cannot build the
+    kernel: the caller then runs the Triton one."""
     H, K, V = q.shape[2], q.shape[3], v.shape[3]
     save = states is not None
     if not save:  # the descriptor needs a buffer; nothing is stored to it
         states, state_first = q.new_empty(1, H, K, V), None
-    hopper_forward_kernel[(count * H * (V // VALUE_BLOCK),)](
+    return _launch(
+        hopper_forward_kernel, (count * H * (V // VALUE_BLOCK),),
         _tokens(q, K), _tokens(k, K), _tokens(v, VALUE_BLOCK), _states(states), log_decay, o, initial_state,
         final_state, cu_seqlens, state_first, scale, T, H=H, K=K, V=V, BV=VALUE_BLOCK, BT=CHUNK, STAGES=stages,
         VARLEN=cu_seqlens is not None, HAS_H0=initial_state is not None, STORE_HT=final_state is not None,
@@ -129,249 +148,276 @@ def forward(q, k, v, log_decay, o, scale, initial_state, final_state, cu_seqlens
     )
 
 
-def dstates_dv(q, k, log_decay, do, dht, dstates, dh0, dv, cu_seqlens, first, scale, T, count, stages):
-    """chunk_parallel.chunk_dstates_dv_kernel: writes dstates, dh0 and dv in place."""
+def dstates_dv(q, k, log_decay, do, dht, dstates, dh0, dv, cu_seqlens, first, scale, T, count, stages) -> bool:
+    """chunk_parallel.chunk_dstates_dv_kernel: writes dstates, dh0 and dv in place. False as forward()."""
     H, K, V = q.shape[2], q.shape[3], do.shape[3]
-    hopper_dstates_dv_kernel[(count * H * (V // VALUE_BLOCK),)](
+    return _launch(
+        hopper_dstates_dv_kernel, (count * H * (V // VALUE_BLOCK),),
         _tokens(q, K), _tokens(k, K), _tokens(do, VALUE_BLOCK), _states(dstates), log_decay, dv, dht, dh0,
         cu_seqlens, first, scale, T, H=H, K=K, V=V, BV=VALUE_BLOCK, BT=CHUNK, STAGES=stages,
         HAS_DHT=dht is not None, num_warps=4, **COMPILE_OPTIONS,
     )
 
 
-if gluon is not None:
-    RCP_LN2 = gl.constexpr(1.4426950408889634)
+def _launch(kernel, grid, *args, **kwargs) -> bool:
+    """Launch a Gluon kernel. A Triton whose Gluon differs from the one these kernels were written for fails to
+    build them (at the first call per shape, before anything runs): that is logged once, every later call takes
+    the Triton kernels (``unusable``), and this call returns False so that its caller runs the Triton kernel."""
+    try:
+        kernel[grid](*args, **kwargs)
+    except Exception as error:
+        if unusable or not _is_build_error(error):
+            raise
+        unusable.append(f"{type(error).__name__}: {str(error)[:500]}")
+        log.warning("decaylab: the Gluon sweeps for Hopper do not build with triton %s (%s); the Triton kernels run "
+                    "instead. Set LaunchConfig.hopper_sweeps=False to skip them.", triton.__version__, unusable[0])
+        return False
+    return True
 
-    @gluon.jit
-    def _add(a, b):
-        return a + b
 
-    @gluon.jit
-    def _bounds(cu_seqlens, i_n, T, VARLEN: gl.constexpr):
-        if VARLEN:
-            bos = gl.load(cu_seqlens + i_n).to(gl.int64)
-            eos = gl.load(cu_seqlens + i_n + 1).to(gl.int64)
-        else:
-            bos = i_n.to(gl.int64) * T
-            eos = bos + T
-        return bos, (eos - bos).to(gl.int32)
+def _is_build_error(error: Exception) -> bool:
+    """Whether ``error`` came from building the kernel (Gluon's front end or Triton's compiler), not from running
+    it: CUDA errors are RuntimeErrors too, and they must surface."""
+    return not (isinstance(error, RuntimeError) and "CUDA" in str(error))
 
-    @gluon.jit
-    def _issue_chunk(a_desc, b_desc, c_desc, row, col_ab, col_c, bar, a_slot, b_slot, c_slot):
-        """TMA copies of one chunk's three tiles into their ring slots, counted on the slot's barrier."""
-        mbarrier.expect(bar, a_desc.block_type.nbytes + b_desc.block_type.nbytes + c_desc.block_type.nbytes)
-        _tma_load(a_desc, [row, col_ab], bar, a_slot)
-        _tma_load(b_desc, [row, col_ab], bar, b_slot)
-        _tma_load(c_desc, [row, col_c], bar, c_slot)
 
-    @gluon.jit
-    def _log2_cumsum(g_raw):
-        """Chunk-local cumulative decay in log2 units and its total."""
-        g32 = g_raw.to(gl.float32)
-        return gl.associative_scan(g32, 0, _add) * RCP_LN2, gl.sum(g32, axis=0) * RCP_LN2
+if gluon is not None and not unusable:
+    try:
+        RCP_LN2 = gl.constexpr(1.4426950408889634)
 
-    @gluon.constexpr_function
-    def _mma_layout(N, num_warps):
-        """wgmma accumulator layout of [64 * i, N] results on num_warps warps."""
-        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, N, 16])
+        @gluon.jit
+        def _add(a, b):
+            return a + b
 
-    @gluon.jit
-    def hopper_forward_kernel(q_desc, k_desc, v_desc, s_desc, g, o, h0, ht, cu_seqlens, state_first, scale, T,
-                              H: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
-                              BT: gl.constexpr, STAGES: gl.constexpr, VARLEN: gl.constexpr, HAS_H0: gl.constexpr,
-                              STORE_HT: gl.constexpr, SAVE_STATES: gl.constexpr, num_warps: gl.constexpr):
-        """One program per (sequence, head, block of BV value channels), carrying the [K, BV] fp32 state:
-        o = scale (2^G (q S) + A v), S <- 2^G_last S + k^T (2^(G_last - G) v), A the masked decayed scores."""
-        i_nh, i_v = gl.program_id(0) // (V // BV), gl.program_id(0) % (V // BV)
-        i_n, i_h = i_nh // H, i_nh % H
-        bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
-        NT = gl.cdiv(seq_len, BT)
-        DT: gl.constexpr = q_desc.dtype
-        s_layout: gl.constexpr = _mma_layout(BT, num_warps)  # [BT, BT] scores
-        o_layout: gl.constexpr = _mma_layout(BV, num_warps)  # [BT, BV] outputs and the [K, BV] state
-        a_operand: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
-        g_layout: gl.constexpr = gl.BlockedLayout([1], [32], [num_warps], [0])
+        @gluon.jit
+        def _bounds(cu_seqlens, i_n, T, VARLEN: gl.constexpr):
+            if VARLEN:
+                bos = gl.load(cu_seqlens + i_n).to(gl.int64)
+                eos = gl.load(cu_seqlens + i_n + 1).to(gl.int64)
+            else:
+                bos = i_n.to(gl.int64) * T
+                eos = bos + T
+            return bos, (eos - bos).to(gl.int32)
 
-        q_ring = gl.allocate_shared_memory(DT, [STAGES, BT, K], q_desc.layout)
-        k_ring = gl.allocate_shared_memory(DT, [STAGES, BT, K], k_desc.layout)
-        v_ring = gl.allocate_shared_memory(DT, [STAGES, BT, BV], v_desc.layout)
-        bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        s_smem = gl.allocate_shared_memory(DT, [K, BV], s_desc.layout)  # the state entering the chunk
-        v_end_smem = gl.allocate_shared_memory(DT, [BT, BV], v_desc.layout)  # values decayed to the chunk end
-        for i in gl.static_range(STAGES):
-            mbarrier.init(bars.index(i), count=1)
-        col_v = i_h * V + i_v * BV
-        for i in gl.static_range(STAGES - 1):
-            if i < NT:
-                _issue_chunk(q_desc, k_desc, v_desc, (bos + i * BT).to(gl.int32), i_h * K, col_v, bars.index(i),
-                             q_ring.index(i), k_ring.index(i), v_ring.index(i))
+        @gluon.jit
+        def _issue_chunk(a_desc, b_desc, c_desc, row, col_ab, col_c, bar, a_slot, b_slot, c_slot):
+            """TMA copies of one chunk's three tiles into their ring slots, counted on the slot's barrier."""
+            mbarrier.expect(bar, a_desc.block_type.nbytes + b_desc.block_type.nbytes + c_desc.block_type.nbytes)
+            _tma_load(a_desc, [row, col_ab], bar, a_slot)
+            _tma_load(b_desc, [row, col_ab], bar, b_slot)
+            _tma_load(c_desc, [row, col_c], bar, c_slot)
 
-        rows_s = gl.arange(0, BT, layout=gl.SliceLayout(1, s_layout))
-        cols_s = gl.arange(0, BT, layout=gl.SliceLayout(0, s_layout))
-        rows_o = gl.arange(0, BT, layout=gl.SliceLayout(1, o_layout))
-        cols_o = gl.arange(0, BV, layout=gl.SliceLayout(0, o_layout))
-        keys = gl.arange(0, K, layout=gl.SliceLayout(1, o_layout))
-        t_g = gl.arange(0, BT, layout=g_layout)
-        causal = rows_s[:, None] >= cols_s[None, :]
-        state_offs = i_nh.to(gl.int64) * K * V + keys[:, None] * V + i_v * BV + cols_o[None, :]
-        if HAS_H0:
-            S = gl.load(h0 + state_offs)
-        else:
-            S = gl.zeros([K, BV], gl.float32, layout=o_layout)
-        if SAVE_STATES:
-            c0 = gl.load(state_first + i_n)
+        @gluon.jit
+        def _log2_cumsum(g_raw):
+            """Chunk-local cumulative decay in log2 units and its total."""
+            g32 = g_raw.to(gl.float32)
+            return gl.associative_scan(g32, 0, _add) * RCP_LN2, gl.sum(g32, axis=0) * RCP_LN2
 
-        g_next = gl.load(g + (bos + t_g) * H + i_h, mask=t_g < seq_len, other=0.0)
-        mbarrier.wait(bars.index(0), 0, pred=NT > 0)
-        A_next = warpgroup_mma(q_ring.index(0), k_ring.index(0).permute((1, 0)),
-                               gl.zeros([BT, BT], gl.float32, layout=s_layout), use_acc=False, is_async=True)
-        for i_t in range(0, NT):
-            slot = i_t % STAGES
-            ahead = i_t + STAGES - 1
-            if ahead < NT:
-                _issue_chunk(q_desc, k_desc, v_desc, (bos + ahead * BT).to(gl.int32), i_h * K, col_v,
-                             bars.index(ahead % STAGES), q_ring.index(ahead % STAGES),
-                             k_ring.index(ahead % STAGES), v_ring.index(ahead % STAGES))
-            g_raw = g_next
-            t_next = (i_t + 1) * BT + t_g
-            g_next = gl.load(g + (bos + t_next) * H + i_h, mask=t_next < seq_len, other=0.0)
+        @gluon.constexpr_function
+        def _mma_layout(N, num_warps):
+            """wgmma accumulator layout of [64 * i, N] results on num_warps warps."""
+            return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, N, 16])
 
-            tma.store_wait(0)  # the previous state's copy out of s_smem is done
-            s_smem.store(S.to(DT))
-            fence_async_shared()
+        @gluon.jit
+        def hopper_forward_kernel(q_desc, k_desc, v_desc, s_desc, g, o, h0, ht, cu_seqlens, state_first, scale, T,
+                                  H: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
+                                  BT: gl.constexpr, STAGES: gl.constexpr, VARLEN: gl.constexpr, HAS_H0: gl.constexpr,
+                                  STORE_HT: gl.constexpr, SAVE_STATES: gl.constexpr, num_warps: gl.constexpr):
+            """One program per (sequence, head, block of BV value channels), carrying the [K, BV] fp32 state:
+            o = scale (2^G (q S) + A v), S <- 2^G_last S + k^T (2^(G_last - G) v), A the masked decayed scores."""
+            i_nh, i_v = gl.program_id(0) // (V // BV), gl.program_id(0) % (V // BV)
+            i_n, i_h = i_nh // H, i_nh % H
+            bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
+            NT = gl.cdiv(seq_len, BT)
+            DT: gl.constexpr = q_desc.dtype
+            s_layout: gl.constexpr = _mma_layout(BT, num_warps)  # [BT, BT] scores
+            o_layout: gl.constexpr = _mma_layout(BV, num_warps)  # [BT, BV] outputs and the [K, BV] state
+            a_operand: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+            g_layout: gl.constexpr = gl.BlockedLayout([1], [32], [num_warps], [0])
+
+            q_ring = gl.allocate_shared_memory(DT, [STAGES, BT, K], q_desc.layout)
+            k_ring = gl.allocate_shared_memory(DT, [STAGES, BT, K], k_desc.layout)
+            v_ring = gl.allocate_shared_memory(DT, [STAGES, BT, BV], v_desc.layout)
+            bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+            s_smem = gl.allocate_shared_memory(DT, [K, BV], s_desc.layout)  # the state entering the chunk
+            v_end_smem = gl.allocate_shared_memory(DT, [BT, BV], v_desc.layout)  # values decayed to the chunk end
+            for i in gl.static_range(STAGES):
+                mbarrier.init(bars.index(i), count=1)
+            col_v = i_h * V + i_v * BV
+            for i in gl.static_range(STAGES - 1):
+                if i < NT:
+                    _issue_chunk(q_desc, k_desc, v_desc, (bos + i * BT).to(gl.int32), i_h * K, col_v, bars.index(i),
+                                 q_ring.index(i), k_ring.index(i), v_ring.index(i))
+
+            rows_s = gl.arange(0, BT, layout=gl.SliceLayout(1, s_layout))
+            cols_s = gl.arange(0, BT, layout=gl.SliceLayout(0, s_layout))
+            rows_o = gl.arange(0, BT, layout=gl.SliceLayout(1, o_layout))
+            cols_o = gl.arange(0, BV, layout=gl.SliceLayout(0, o_layout))
+            keys = gl.arange(0, K, layout=gl.SliceLayout(1, o_layout))
+            t_g = gl.arange(0, BT, layout=g_layout)
+            causal = rows_s[:, None] >= cols_s[None, :]
+            state_offs = i_nh.to(gl.int64) * K * V + keys[:, None] * V + i_v * BV + cols_o[None, :]
+            if HAS_H0:
+                S = gl.load(h0 + state_offs)
+            else:
+                S = gl.zeros([K, BV], gl.float32, layout=o_layout)
             if SAVE_STATES:
-                _tma_store(s_desc, [((c0 + i_t) * H + i_h).to(gl.int32) * K, i_v * BV], s_smem)
-            q_t, k_t, v_t = q_ring.index(slot), k_ring.index(slot), v_ring.index(slot)
-            qS = warpgroup_mma(q_t, s_smem, gl.zeros([BT, BV], gl.float32, layout=o_layout), use_acc=False,
-                               is_async=True)
-            G, G_last = _log2_cumsum(g_raw)
-            G_rows = gl.convert_layout(G, gl.SliceLayout(1, s_layout))
-            G_cols = gl.convert_layout(G, gl.SliceLayout(0, s_layout))
-            G_o = gl.convert_layout(G, gl.SliceLayout(1, o_layout))
-            A = warpgroup_mma_wait(1, deps=[A_next])
-            A = gl.where(causal, A * gl.exp2(G_rows[:, None] - G_cols[None, :]), 0.0)
-            Av = warpgroup_mma(gl.convert_layout(A.to(DT), a_operand), v_t,
-                               gl.zeros([BT, BV], gl.float32, layout=o_layout), use_acc=False, is_async=True)
-            valid = (i_t * BT + rows_o) < seq_len
-            v_end = gl.where(valid[:, None], v_t.load(o_layout).to(gl.float32) * gl.exp2(G_last - G_o)[:, None], 0.0)
-            v_end_smem.store(v_end.to(DT))
-            fence_async_shared()
-            qS, Av = warpgroup_mma_wait(0, deps=[qS, Av])
-            o_t = (Av + qS * gl.exp2(G_o)[:, None]) * scale
-            tok = bos + i_t * BT + rows_o
-            gl.store(o + tok[:, None] * (H * V) + col_v + cols_o[None, :], o_t.to(DT), mask=valid[:, None])
-            S = warpgroup_mma(k_t.permute((1, 0)), v_end_smem, S * gl.exp2(G_last), is_async=True)
-            # the next chunk's scores need no state: they run alongside the state update
-            nxt = i_t + 1
-            mbarrier.wait(bars.index(nxt % STAGES), (nxt // STAGES) & 1, pred=nxt < NT)
-            A_next = warpgroup_mma(q_ring.index(nxt % STAGES), k_ring.index(nxt % STAGES).permute((1, 0)),
+                c0 = gl.load(state_first + i_n)
+
+            g_next = gl.load(g + (bos + t_g) * H + i_h, mask=t_g < seq_len, other=0.0)
+            mbarrier.wait(bars.index(0), 0, pred=NT > 0)
+            A_next = warpgroup_mma(q_ring.index(0), k_ring.index(0).permute((1, 0)),
                                    gl.zeros([BT, BT], gl.float32, layout=s_layout), use_acc=False, is_async=True)
-            S = warpgroup_mma_wait(1, deps=[S])
-        A_next = warpgroup_mma_wait(0, deps=[A_next])
-        tma.store_wait(0)
-        for i in gl.static_range(STAGES):
-            mbarrier.invalidate(bars.index(i))
-        if STORE_HT:
-            gl.store(ht + state_offs, S)
+            for i_t in range(0, NT):
+                slot = i_t % STAGES
+                ahead = i_t + STAGES - 1
+                if ahead < NT:
+                    _issue_chunk(q_desc, k_desc, v_desc, (bos + ahead * BT).to(gl.int32), i_h * K, col_v,
+                                 bars.index(ahead % STAGES), q_ring.index(ahead % STAGES),
+                                 k_ring.index(ahead % STAGES), v_ring.index(ahead % STAGES))
+                g_raw = g_next
+                t_next = (i_t + 1) * BT + t_g
+                g_next = gl.load(g + (bos + t_next) * H + i_h, mask=t_next < seq_len, other=0.0)
 
-    @gluon.jit
-    def hopper_dstates_dv_kernel(q_desc, k_desc, do_desc, ds_desc, g, dv, dht, dh0, cu_seqlens, first, scale, T,
-                                 H: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
-                                 BT: gl.constexpr, STAGES: gl.constexpr, HAS_DHT: gl.constexpr,
-                                 num_warps: gl.constexpr):
-        """One program per (sequence, head, block of BV value channels), walking the chunks backwards with the
-        [K, BV] fp32 state gradient dS (leaving the chunk): stores dS per chunk, makes
-        dv = At do + 2^(G_last - G) (k dS) with At[s, t] = scale (k_s . q_t) 2^(G_t - G_s) for t >= s, and carries
-        dS <- 2^G_last dS + q^T (scale 2^G do)."""
-        i_nh, i_v = gl.program_id(0) // (V // BV), gl.program_id(0) % (V // BV)
-        i_n, i_h = i_nh // H, i_nh % H
-        bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
-        NT = gl.cdiv(seq_len, BT)
-        c0 = gl.load(first + i_n)
-        DT: gl.constexpr = q_desc.dtype
-        s_layout: gl.constexpr = _mma_layout(BT, num_warps)
-        o_layout: gl.constexpr = _mma_layout(BV, num_warps)
-        a_operand: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
-        g_layout: gl.constexpr = gl.BlockedLayout([1], [32], [num_warps], [0])
-
-        q_ring = gl.allocate_shared_memory(DT, [STAGES, BT, K], q_desc.layout)
-        k_ring = gl.allocate_shared_memory(DT, [STAGES, BT, K], k_desc.layout)
-        do_ring = gl.allocate_shared_memory(DT, [STAGES, BT, BV], do_desc.layout)
-        bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        ds_smem = gl.allocate_shared_memory(DT, [K, BV], ds_desc.layout)  # the gradient leaving the chunk
-        do_start_smem = gl.allocate_shared_memory(DT, [BT, BV], do_desc.layout)  # scale 2^G do
-        for i in gl.static_range(STAGES):
-            mbarrier.init(bars.index(i), count=1)
-        col_v = i_h * V + i_v * BV
-        for i in gl.static_range(STAGES - 1):  # step i walks chunk NT - 1 - i
-            if i < NT:
-                _issue_chunk(q_desc, k_desc, do_desc, (bos + (NT - 1 - i) * BT).to(gl.int32), i_h * K, col_v,
-                             bars.index(i), q_ring.index(i), k_ring.index(i), do_ring.index(i))
-
-        rows_s = gl.arange(0, BT, layout=gl.SliceLayout(1, s_layout))
-        cols_s = gl.arange(0, BT, layout=gl.SliceLayout(0, s_layout))
-        rows_o = gl.arange(0, BT, layout=gl.SliceLayout(1, o_layout))
-        cols_o = gl.arange(0, BV, layout=gl.SliceLayout(0, o_layout))
-        keys = gl.arange(0, K, layout=gl.SliceLayout(1, o_layout))
-        t_g = gl.arange(0, BT, layout=g_layout)
-        anticausal = rows_s[:, None] <= cols_s[None, :]
-        state_offs = i_nh.to(gl.int64) * K * V + keys[:, None] * V + i_v * BV + cols_o[None, :]
-        if HAS_DHT:
-            dS = gl.load(dht + state_offs)
-        else:
-            dS = gl.zeros([K, BV], gl.float32, layout=o_layout)
-
-        t_last = (NT - 1) * BT + t_g
-        g_next = gl.load(g + (bos + t_last) * H + i_h, mask=(t_last >= 0) & (t_last < seq_len), other=0.0)
-        mbarrier.wait(bars.index(0), 0, pred=NT > 0)
-        At_next = warpgroup_mma(k_ring.index(0), q_ring.index(0).permute((1, 0)),
-                                gl.zeros([BT, BT], gl.float32, layout=s_layout), use_acc=False, is_async=True)
-        for i_r in range(0, NT):
-            i_t = NT - 1 - i_r
-            slot = i_r % STAGES
-            ahead = i_r + STAGES - 1
-            if ahead < NT:
-                _issue_chunk(q_desc, k_desc, do_desc, (bos + (NT - 1 - ahead) * BT).to(gl.int32), i_h * K, col_v,
-                             bars.index(ahead % STAGES), q_ring.index(ahead % STAGES),
-                             k_ring.index(ahead % STAGES), do_ring.index(ahead % STAGES))
-            g_raw = g_next
-            t_prev = (i_t - 1) * BT + t_g
-            g_next = gl.load(g + (bos + t_prev) * H + i_h, mask=(t_prev >= 0) & (t_prev < seq_len), other=0.0)
-
+                tma.store_wait(0)  # the previous state's copy out of s_smem is done
+                s_smem.store(S.to(DT))
+                fence_async_shared()
+                if SAVE_STATES:
+                    _tma_store(s_desc, [((c0 + i_t) * H + i_h).to(gl.int32) * K, i_v * BV], s_smem)
+                q_t, k_t, v_t = q_ring.index(slot), k_ring.index(slot), v_ring.index(slot)
+                qS = warpgroup_mma(q_t, s_smem, gl.zeros([BT, BV], gl.float32, layout=o_layout), use_acc=False,
+                                   is_async=True)
+                G, G_last = _log2_cumsum(g_raw)
+                G_rows = gl.convert_layout(G, gl.SliceLayout(1, s_layout))
+                G_cols = gl.convert_layout(G, gl.SliceLayout(0, s_layout))
+                G_o = gl.convert_layout(G, gl.SliceLayout(1, o_layout))
+                A = warpgroup_mma_wait(1, deps=[A_next])
+                A = gl.where(causal, A * gl.exp2(G_rows[:, None] - G_cols[None, :]), 0.0)
+                Av = warpgroup_mma(gl.convert_layout(A.to(DT), a_operand), v_t,
+                                   gl.zeros([BT, BV], gl.float32, layout=o_layout), use_acc=False, is_async=True)
+                valid = (i_t * BT + rows_o) < seq_len
+                v_end = v_t.load(o_layout).to(gl.float32) * gl.exp2(G_last - G_o)[:, None]
+                v_end = gl.where(valid[:, None], v_end, 0.0)
+                v_end_smem.store(v_end.to(DT))
+                fence_async_shared()
+                qS, Av = warpgroup_mma_wait(0, deps=[qS, Av])
+                o_t = (Av + qS * gl.exp2(G_o)[:, None]) * scale
+                tok = bos + i_t * BT + rows_o
+                gl.store(o + tok[:, None] * (H * V) + col_v + cols_o[None, :], o_t.to(DT), mask=valid[:, None])
+                S = warpgroup_mma(k_t.permute((1, 0)), v_end_smem, S * gl.exp2(G_last), is_async=True)
+                # the next chunk's scores need no state: they run alongside the state update
+                nxt = i_t + 1
+                mbarrier.wait(bars.index(nxt % STAGES), (nxt // STAGES) & 1, pred=nxt < NT)
+                A_next = warpgroup_mma(q_ring.index(nxt % STAGES), k_ring.index(nxt % STAGES).permute((1, 0)),
+                                       gl.zeros([BT, BT], gl.float32, layout=s_layout), use_acc=False, is_async=True)
+                S = warpgroup_mma_wait(1, deps=[S])
+            A_next = warpgroup_mma_wait(0, deps=[A_next])
             tma.store_wait(0)
-            ds_smem.store(dS.to(DT))
-            fence_async_shared()
-            _tma_store(ds_desc, [((c0 + i_t) * H + i_h).to(gl.int32) * K, i_v * BV], ds_smem)
-            q_t, k_t, do_t = q_ring.index(slot), k_ring.index(slot), do_ring.index(slot)
-            kdS = warpgroup_mma(k_t, ds_smem, gl.zeros([BT, BV], gl.float32, layout=o_layout), use_acc=False,
-                                is_async=True)
-            G, G_last = _log2_cumsum(g_raw)
-            G_rows = gl.convert_layout(G, gl.SliceLayout(1, s_layout))
-            G_cols = gl.convert_layout(G, gl.SliceLayout(0, s_layout))
-            G_o = gl.convert_layout(G, gl.SliceLayout(1, o_layout))
-            At = warpgroup_mma_wait(1, deps=[At_next])
-            # columns past the sequence end hold other tokens' queries and output gradients
-            keep = anticausal & ((i_t * BT + cols_s) < seq_len)[None, :]
-            At = gl.where(keep, At * gl.exp2(G_cols[None, :] - G_rows[:, None]), 0.0) * scale
-            Atdo = warpgroup_mma(gl.convert_layout(At.to(DT), a_operand), do_t,
-                                 gl.zeros([BT, BV], gl.float32, layout=o_layout), use_acc=False, is_async=True)
-            valid = (i_t * BT + rows_o) < seq_len
-            do_start = gl.where(valid[:, None], do_t.load(o_layout).to(gl.float32) * (gl.exp2(G_o) * scale)[:, None],
-                                0.0)
-            do_start_smem.store(do_start.to(DT))
-            fence_async_shared()
-            kdS, Atdo = warpgroup_mma_wait(0, deps=[kdS, Atdo])
-            dv_t = Atdo + kdS * gl.exp2(G_last - G_o)[:, None]
-            tok = bos + i_t * BT + rows_o
-            gl.store(dv + tok[:, None] * (H * V) + col_v + cols_o[None, :], dv_t.to(DT), mask=valid[:, None])
-            dS = warpgroup_mma(q_t.permute((1, 0)), do_start_smem, dS * gl.exp2(G_last), is_async=True)
-            nxt = i_r + 1
-            mbarrier.wait(bars.index(nxt % STAGES), (nxt // STAGES) & 1, pred=nxt < NT)
-            At_next = warpgroup_mma(k_ring.index(nxt % STAGES), q_ring.index(nxt % STAGES).permute((1, 0)),
+            for i in gl.static_range(STAGES):
+                mbarrier.invalidate(bars.index(i))
+            if STORE_HT:
+                gl.store(ht + state_offs, S)
+
+        @gluon.jit
+        def hopper_dstates_dv_kernel(q_desc, k_desc, do_desc, ds_desc, g, dv, dht, dh0, cu_seqlens, first, scale, T,
+                                     H: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
+                                     BT: gl.constexpr, STAGES: gl.constexpr, HAS_DHT: gl.constexpr,
+                                     num_warps: gl.constexpr):
+            """One program per (sequence, head, block of BV value channels), walking the chunks backwards with the
+            [K, BV] fp32 state gradient dS (leaving the chunk): stores dS per chunk, makes
+            dv = At do + 2^(G_last - G) (k dS) with At[s, t] = scale (k_s . q_t) 2^(G_t - G_s) for t >= s, and carries
+            dS <- 2^G_last dS + q^T (scale 2^G do)."""
+            i_nh, i_v = gl.program_id(0) // (V // BV), gl.program_id(0) % (V // BV)
+            i_n, i_h = i_nh // H, i_nh % H
+            bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
+            NT = gl.cdiv(seq_len, BT)
+            c0 = gl.load(first + i_n)
+            DT: gl.constexpr = q_desc.dtype
+            s_layout: gl.constexpr = _mma_layout(BT, num_warps)
+            o_layout: gl.constexpr = _mma_layout(BV, num_warps)
+            a_operand: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+            g_layout: gl.constexpr = gl.BlockedLayout([1], [32], [num_warps], [0])
+
+            q_ring = gl.allocate_shared_memory(DT, [STAGES, BT, K], q_desc.layout)
+            k_ring = gl.allocate_shared_memory(DT, [STAGES, BT, K], k_desc.layout)
+            do_ring = gl.allocate_shared_memory(DT, [STAGES, BT, BV], do_desc.layout)
+            bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+            ds_smem = gl.allocate_shared_memory(DT, [K, BV], ds_desc.layout)  # the gradient leaving the chunk
+            do_start_smem = gl.allocate_shared_memory(DT, [BT, BV], do_desc.layout)  # scale 2^G do
+            for i in gl.static_range(STAGES):
+                mbarrier.init(bars.index(i), count=1)
+            col_v = i_h * V + i_v * BV
+            for i in gl.static_range(STAGES - 1):  # step i walks chunk NT - 1 - i
+                if i < NT:
+                    _issue_chunk(q_desc, k_desc, do_desc, (bos + (NT - 1 - i) * BT).to(gl.int32), i_h * K, col_v,
+                                 bars.index(i), q_ring.index(i), k_ring.index(i), do_ring.index(i))
+
+            rows_s = gl.arange(0, BT, layout=gl.SliceLayout(1, s_layout))
+            cols_s = gl.arange(0, BT, layout=gl.SliceLayout(0, s_layout))
+            rows_o = gl.arange(0, BT, layout=gl.SliceLayout(1, o_layout))
+            cols_o = gl.arange(0, BV, layout=gl.SliceLayout(0, o_layout))
+            keys = gl.arange(0, K, layout=gl.SliceLayout(1, o_layout))
+            t_g = gl.arange(0, BT, layout=g_layout)
+            anticausal = rows_s[:, None] <= cols_s[None, :]
+            state_offs = i_nh.to(gl.int64) * K * V + keys[:, None] * V + i_v * BV + cols_o[None, :]
+            if HAS_DHT:
+                dS = gl.load(dht + state_offs)
+            else:
+                dS = gl.zeros([K, BV], gl.float32, layout=o_layout)
+
+            t_last = (NT - 1) * BT + t_g
+            g_next = gl.load(g + (bos + t_last) * H + i_h, mask=(t_last >= 0) & (t_last < seq_len), other=0.0)
+            mbarrier.wait(bars.index(0), 0, pred=NT > 0)
+            At_next = warpgroup_mma(k_ring.index(0), q_ring.index(0).permute((1, 0)),
                                     gl.zeros([BT, BT], gl.float32, layout=s_layout), use_acc=False, is_async=True)
-            dS = warpgroup_mma_wait(1, deps=[dS])
-        At_next = warpgroup_mma_wait(0, deps=[At_next])
-        tma.store_wait(0)
-        for i in gl.static_range(STAGES):
-            mbarrier.invalidate(bars.index(i))
-        gl.store(dh0 + state_offs, dS)
+            for i_r in range(0, NT):
+                i_t = NT - 1 - i_r
+                slot = i_r % STAGES
+                ahead = i_r + STAGES - 1
+                if ahead < NT:
+                    _issue_chunk(q_desc, k_desc, do_desc, (bos + (NT - 1 - ahead) * BT).to(gl.int32), i_h * K, col_v,
+                                 bars.index(ahead % STAGES), q_ring.index(ahead % STAGES),
+                                 k_ring.index(ahead % STAGES), do_ring.index(ahead % STAGES))
+                g_raw = g_next
+                t_prev = (i_t - 1) * BT + t_g
+                g_next = gl.load(g + (bos + t_prev) * H + i_h, mask=(t_prev >= 0) & (t_prev < seq_len), other=0.0)
+
+                tma.store_wait(0)
+                ds_smem.store(dS.to(DT))
+                fence_async_shared()
+                _tma_store(ds_desc, [((c0 + i_t) * H + i_h).to(gl.int32) * K, i_v * BV], ds_smem)
+                q_t, k_t, do_t = q_ring.index(slot), k_ring.index(slot), do_ring.index(slot)
+                kdS = warpgroup_mma(k_t, ds_smem, gl.zeros([BT, BV], gl.float32, layout=o_layout), use_acc=False,
+                                    is_async=True)
+                G, G_last = _log2_cumsum(g_raw)
+                G_rows = gl.convert_layout(G, gl.SliceLayout(1, s_layout))
+                G_cols = gl.convert_layout(G, gl.SliceLayout(0, s_layout))
+                G_o = gl.convert_layout(G, gl.SliceLayout(1, o_layout))
+                At = warpgroup_mma_wait(1, deps=[At_next])
+                # columns past the sequence end hold other tokens' queries and output gradients
+                keep = anticausal & ((i_t * BT + cols_s) < seq_len)[None, :]
+                At = gl.where(keep, At * gl.exp2(G_cols[None, :] - G_rows[:, None]), 0.0) * scale
+                Atdo = warpgroup_mma(gl.convert_layout(At.to(DT), a_operand), do_t,
+                                     gl.zeros([BT, BV], gl.float32, layout=o_layout), use_acc=False, is_async=True)
+                valid = (i_t * BT + rows_o) < seq_len
+                do_start = do_t.load(o_layout).to(gl.float32) * (gl.exp2(G_o) * scale)[:, None]
+                do_start = gl.where(valid[:, None], do_start, 0.0)
+                do_start_smem.store(do_start.to(DT))
+                fence_async_shared()
+                kdS, Atdo = warpgroup_mma_wait(0, deps=[kdS, Atdo])
+                dv_t = Atdo + kdS * gl.exp2(G_last - G_o)[:, None]
+                tok = bos + i_t * BT + rows_o
+                gl.store(dv + tok[:, None] * (H * V) + col_v + cols_o[None, :], dv_t.to(DT), mask=valid[:, None])
+                dS = warpgroup_mma(q_t.permute((1, 0)), do_start_smem, dS * gl.exp2(G_last), is_async=True)
+                nxt = i_r + 1
+                mbarrier.wait(bars.index(nxt % STAGES), (nxt // STAGES) & 1, pred=nxt < NT)
+                At_next = warpgroup_mma(k_ring.index(nxt % STAGES), q_ring.index(nxt % STAGES).permute((1, 0)),
+                                        gl.zeros([BT, BT], gl.float32, layout=s_layout), use_acc=False, is_async=True)
+                dS = warpgroup_mma_wait(1, deps=[dS])
+            At_next = warpgroup_mma_wait(0, deps=[At_next])
+            tma.store_wait(0)
+            for i in gl.static_range(STAGES):
+                mbarrier.invalidate(bars.index(i))
+            gl.store(dh0 + state_offs, dS)
+    except AttributeError as error:  # a Gluon without a name these kernels use
+        unusable.append(f"{type(error).__name__}: {error}")

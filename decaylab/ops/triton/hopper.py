@@ -200,14 +200,6 @@ if gluon is not None and not unusable:
             return bos, (eos - bos).to(gl.int32)
 
         @gluon.jit
-        def _issue_chunk(a_desc, b_desc, c_desc, row, col_ab, col_c, bar, a_slot, b_slot, c_slot):
-            """TMA copies of one chunk's three tiles into their ring slots, counted on the slot's barrier."""
-            mbarrier.expect(bar, a_desc.block_type.nbytes + b_desc.block_type.nbytes + c_desc.block_type.nbytes)
-            _tma_load(a_desc, [row, col_ab], bar, a_slot)
-            _tma_load(b_desc, [row, col_ab], bar, b_slot)
-            _tma_load(c_desc, [row, col_c], bar, c_slot)
-
-        @gluon.jit
         def _log2_cumsum(g_raw):
             """Chunk-local cumulative decay in log2 units and its total."""
             g32 = g_raw.to(gl.float32)
@@ -217,6 +209,73 @@ if gluon is not None and not unusable:
         def _mma_layout(N, num_warps):
             """wgmma accumulator layout of [64 * i, N] results on num_warps warps."""
             return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, N, 16])
+
+        @gluon.jit
+        def _ring(a_desc, b_desc, c_desc, STAGES: gl.constexpr, BT: gl.constexpr, K: gl.constexpr,
+                  BV: gl.constexpr):
+            """Shared memory for STAGES chunks in flight: [BT, K], [BT, K] and [BT, BV] tiles per slot, and one
+            initialized mbarrier per slot that counts the slot's TMA copies."""
+            a_ring = gl.allocate_shared_memory(a_desc.dtype, [STAGES, BT, K], a_desc.layout)
+            b_ring = gl.allocate_shared_memory(b_desc.dtype, [STAGES, BT, K], b_desc.layout)
+            c_ring = gl.allocate_shared_memory(c_desc.dtype, [STAGES, BT, BV], c_desc.layout)
+            bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+            for i in gl.static_range(STAGES):
+                mbarrier.init(bars.index(i), count=1)
+            return a_ring, b_ring, c_ring, bars
+
+        @gluon.jit
+        def _issue_step(step, NT, bos, a_desc, b_desc, c_desc, col_ab, col_c, a_ring, b_ring, c_ring, bars,
+                        STAGES: gl.constexpr, BT: gl.constexpr, REVERSE: gl.constexpr):
+            """The TMA copies of walk step ``step``'s three tiles into ring slot step % STAGES, counted on the slot's
+            barrier: chunk ``step``, or NT - 1 - step walking backwards (REVERSE); none past the walk's end."""
+            if step < NT:
+                if REVERSE:
+                    chunk = NT - 1 - step
+                else:
+                    chunk = step
+                row = (bos + chunk * BT).to(gl.int32)
+                bar = bars.index(step % STAGES)
+                mbarrier.expect(bar, a_desc.block_type.nbytes + b_desc.block_type.nbytes + c_desc.block_type.nbytes)
+                _tma_load(a_desc, [row, col_ab], bar, a_ring.index(step % STAGES))
+                _tma_load(b_desc, [row, col_ab], bar, b_ring.index(step % STAGES))
+                _tma_load(c_desc, [row, col_c], bar, c_ring.index(step % STAGES))
+
+        @gluon.jit
+        def _start_scores(step, NT, a_ring, b_ring, bars, STAGES: gl.constexpr, BT: gl.constexpr,
+                          layout: gl.constexpr):
+            """a b^T of walk step ``step``'s [BT, K] tiles, started on the tensor cores once they have landed and
+            returned unwaited. Past the walk's end it multiplies stale tiles, a result nobody reads."""
+            mbarrier.wait(bars.index(step % STAGES), (step // STAGES) & 1, pred=step < NT)
+            return warpgroup_mma(a_ring.index(step % STAGES), b_ring.index(step % STAGES).permute((1, 0)),
+                                 gl.zeros([BT, BT], gl.float32, layout=layout), use_acc=False, is_async=True)
+
+        @gluon.jit
+        def _stage_state(S, smem, desc, row, col, STORE: gl.constexpr):
+            """S, the fp32 state (or its gradient) carried by the walk, into ``smem`` as this step's wgmma operand,
+            once the previous copy out of it is done; with STORE also copied to the chunk-state buffer at
+            [row, col]."""
+            tma.store_wait(0)
+            smem.store(S.to(desc.dtype))
+            fence_async_shared()
+            if STORE:
+                _tma_store(desc, [row, col], smem)
+
+        @gluon.jit
+        def _chunk_gates(g_raw, s_layout: gl.constexpr, o_layout: gl.constexpr):
+            """The chunk's cumulative log2 decay along the scores' rows and columns and the outputs' rows, and its
+            total."""
+            G, G_last = _log2_cumsum(g_raw)
+            rows = gl.convert_layout(G, gl.SliceLayout(1, s_layout))
+            cols = gl.convert_layout(G, gl.SliceLayout(0, s_layout))
+            return rows, cols, gl.convert_layout(G, gl.SliceLayout(1, o_layout)), G_last
+
+        @gluon.jit
+        def _finish(scores, bars, STAGES: gl.constexpr):
+            """The walk's last started scores and state copy waited for, and the barriers released."""
+            warpgroup_mma_wait(0, deps=[scores])
+            tma.store_wait(0)
+            for i in gl.static_range(STAGES):
+                mbarrier.invalidate(bars.index(i))
 
         @gluon.jit
         def hopper_forward_kernel(q_desc, k_desc, v_desc, s_desc, g, o, h0, ht, cu_seqlens, state_first, scale, T,
@@ -235,19 +294,13 @@ if gluon is not None and not unusable:
             a_operand: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
             g_layout: gl.constexpr = gl.BlockedLayout([1], [32], [num_warps], [0])
 
-            q_ring = gl.allocate_shared_memory(DT, [STAGES, BT, K], q_desc.layout)
-            k_ring = gl.allocate_shared_memory(DT, [STAGES, BT, K], k_desc.layout)
-            v_ring = gl.allocate_shared_memory(DT, [STAGES, BT, BV], v_desc.layout)
-            bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+            q_ring, k_ring, v_ring, bars = _ring(q_desc, k_desc, v_desc, STAGES, BT, K, BV)
             s_smem = gl.allocate_shared_memory(DT, [K, BV], s_desc.layout)  # the state entering the chunk
             v_end_smem = gl.allocate_shared_memory(DT, [BT, BV], v_desc.layout)  # values decayed to the chunk end
-            for i in gl.static_range(STAGES):
-                mbarrier.init(bars.index(i), count=1)
             col_v = i_h * V + i_v * BV
             for i in gl.static_range(STAGES - 1):
-                if i < NT:
-                    _issue_chunk(q_desc, k_desc, v_desc, (bos + i * BT).to(gl.int32), i_h * K, col_v, bars.index(i),
-                                 q_ring.index(i), k_ring.index(i), v_ring.index(i))
+                _issue_step(i, NT, bos, q_desc, k_desc, v_desc, i_h * K, col_v, q_ring, k_ring, v_ring, bars, STAGES,
+                            BT, False)
 
             rows_s = gl.arange(0, BT, layout=gl.SliceLayout(1, s_layout))
             cols_s = gl.arange(0, BT, layout=gl.SliceLayout(0, s_layout))
@@ -263,34 +316,24 @@ if gluon is not None and not unusable:
                 S = gl.zeros([K, BV], gl.float32, layout=o_layout)
             if SAVE_STATES:
                 c0 = gl.load(state_first + i_n)
+            else:
+                c0 = 0
 
             g_next = gl.load(g + (bos + t_g) * H + i_h, mask=t_g < seq_len, other=0.0)
-            mbarrier.wait(bars.index(0), 0, pred=NT > 0)
-            A_next = warpgroup_mma(q_ring.index(0), k_ring.index(0).permute((1, 0)),
-                                   gl.zeros([BT, BT], gl.float32, layout=s_layout), use_acc=False, is_async=True)
+            A_next = _start_scores(0, NT, q_ring, k_ring, bars, STAGES, BT, s_layout)
             for i_t in range(0, NT):
                 slot = i_t % STAGES
-                ahead = i_t + STAGES - 1
-                if ahead < NT:
-                    _issue_chunk(q_desc, k_desc, v_desc, (bos + ahead * BT).to(gl.int32), i_h * K, col_v,
-                                 bars.index(ahead % STAGES), q_ring.index(ahead % STAGES),
-                                 k_ring.index(ahead % STAGES), v_ring.index(ahead % STAGES))
+                _issue_step(i_t + STAGES - 1, NT, bos, q_desc, k_desc, v_desc, i_h * K, col_v, q_ring, k_ring,
+                            v_ring, bars, STAGES, BT, False)
                 g_raw = g_next
                 t_next = (i_t + 1) * BT + t_g
                 g_next = gl.load(g + (bos + t_next) * H + i_h, mask=t_next < seq_len, other=0.0)
 
-                tma.store_wait(0)  # the previous state's copy out of s_smem is done
-                s_smem.store(S.to(DT))
-                fence_async_shared()
-                if SAVE_STATES:
-                    _tma_store(s_desc, [((c0 + i_t) * H + i_h).to(gl.int32) * K, i_v * BV], s_smem)
+                _stage_state(S, s_smem, s_desc, ((c0 + i_t) * H + i_h).to(gl.int32) * K, i_v * BV, SAVE_STATES)
                 q_t, k_t, v_t = q_ring.index(slot), k_ring.index(slot), v_ring.index(slot)
                 qS = warpgroup_mma(q_t, s_smem, gl.zeros([BT, BV], gl.float32, layout=o_layout), use_acc=False,
                                    is_async=True)
-                G, G_last = _log2_cumsum(g_raw)
-                G_rows = gl.convert_layout(G, gl.SliceLayout(1, s_layout))
-                G_cols = gl.convert_layout(G, gl.SliceLayout(0, s_layout))
-                G_o = gl.convert_layout(G, gl.SliceLayout(1, o_layout))
+                G_rows, G_cols, G_o, G_last = _chunk_gates(g_raw, s_layout, o_layout)
                 A = warpgroup_mma_wait(1, deps=[A_next])
                 A = gl.where(causal, A * gl.exp2(G_rows[:, None] - G_cols[None, :]), 0.0)
                 Av = warpgroup_mma(gl.convert_layout(A.to(DT), a_operand), v_t,
@@ -306,15 +349,9 @@ if gluon is not None and not unusable:
                 gl.store(o + tok[:, None] * (H * V) + col_v + cols_o[None, :], o_t.to(DT), mask=valid[:, None])
                 S = warpgroup_mma(k_t.permute((1, 0)), v_end_smem, S * gl.exp2(G_last), is_async=True)
                 # the next chunk's scores need no state: they run alongside the state update
-                nxt = i_t + 1
-                mbarrier.wait(bars.index(nxt % STAGES), (nxt // STAGES) & 1, pred=nxt < NT)
-                A_next = warpgroup_mma(q_ring.index(nxt % STAGES), k_ring.index(nxt % STAGES).permute((1, 0)),
-                                       gl.zeros([BT, BT], gl.float32, layout=s_layout), use_acc=False, is_async=True)
+                A_next = _start_scores(i_t + 1, NT, q_ring, k_ring, bars, STAGES, BT, s_layout)
                 S = warpgroup_mma_wait(1, deps=[S])
-            A_next = warpgroup_mma_wait(0, deps=[A_next])
-            tma.store_wait(0)
-            for i in gl.static_range(STAGES):
-                mbarrier.invalidate(bars.index(i))
+            _finish(A_next, bars, STAGES)
             if STORE_HT:
                 gl.store(ht + state_offs, S)
 
@@ -338,19 +375,13 @@ if gluon is not None and not unusable:
             a_operand: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
             g_layout: gl.constexpr = gl.BlockedLayout([1], [32], [num_warps], [0])
 
-            q_ring = gl.allocate_shared_memory(DT, [STAGES, BT, K], q_desc.layout)
-            k_ring = gl.allocate_shared_memory(DT, [STAGES, BT, K], k_desc.layout)
-            do_ring = gl.allocate_shared_memory(DT, [STAGES, BT, BV], do_desc.layout)
-            bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+            q_ring, k_ring, do_ring, bars = _ring(q_desc, k_desc, do_desc, STAGES, BT, K, BV)
             ds_smem = gl.allocate_shared_memory(DT, [K, BV], ds_desc.layout)  # the gradient leaving the chunk
             do_start_smem = gl.allocate_shared_memory(DT, [BT, BV], do_desc.layout)  # scale 2^G do
-            for i in gl.static_range(STAGES):
-                mbarrier.init(bars.index(i), count=1)
             col_v = i_h * V + i_v * BV
             for i in gl.static_range(STAGES - 1):  # step i walks chunk NT - 1 - i
-                if i < NT:
-                    _issue_chunk(q_desc, k_desc, do_desc, (bos + (NT - 1 - i) * BT).to(gl.int32), i_h * K, col_v,
-                                 bars.index(i), q_ring.index(i), k_ring.index(i), do_ring.index(i))
+                _issue_step(i, NT, bos, q_desc, k_desc, do_desc, i_h * K, col_v, q_ring, k_ring, do_ring, bars,
+                            STAGES, BT, True)
 
             rows_s = gl.arange(0, BT, layout=gl.SliceLayout(1, s_layout))
             cols_s = gl.arange(0, BT, layout=gl.SliceLayout(0, s_layout))
@@ -367,32 +398,21 @@ if gluon is not None and not unusable:
 
             t_last = (NT - 1) * BT + t_g
             g_next = gl.load(g + (bos + t_last) * H + i_h, mask=(t_last >= 0) & (t_last < seq_len), other=0.0)
-            mbarrier.wait(bars.index(0), 0, pred=NT > 0)
-            At_next = warpgroup_mma(k_ring.index(0), q_ring.index(0).permute((1, 0)),
-                                    gl.zeros([BT, BT], gl.float32, layout=s_layout), use_acc=False, is_async=True)
+            At_next = _start_scores(0, NT, k_ring, q_ring, bars, STAGES, BT, s_layout)
             for i_r in range(0, NT):
                 i_t = NT - 1 - i_r
                 slot = i_r % STAGES
-                ahead = i_r + STAGES - 1
-                if ahead < NT:
-                    _issue_chunk(q_desc, k_desc, do_desc, (bos + (NT - 1 - ahead) * BT).to(gl.int32), i_h * K, col_v,
-                                 bars.index(ahead % STAGES), q_ring.index(ahead % STAGES),
-                                 k_ring.index(ahead % STAGES), do_ring.index(ahead % STAGES))
+                _issue_step(i_r + STAGES - 1, NT, bos, q_desc, k_desc, do_desc, i_h * K, col_v, q_ring, k_ring,
+                            do_ring, bars, STAGES, BT, True)
                 g_raw = g_next
                 t_prev = (i_t - 1) * BT + t_g
                 g_next = gl.load(g + (bos + t_prev) * H + i_h, mask=(t_prev >= 0) & (t_prev < seq_len), other=0.0)
 
-                tma.store_wait(0)
-                ds_smem.store(dS.to(DT))
-                fence_async_shared()
-                _tma_store(ds_desc, [((c0 + i_t) * H + i_h).to(gl.int32) * K, i_v * BV], ds_smem)
+                _stage_state(dS, ds_smem, ds_desc, ((c0 + i_t) * H + i_h).to(gl.int32) * K, i_v * BV, True)
                 q_t, k_t, do_t = q_ring.index(slot), k_ring.index(slot), do_ring.index(slot)
                 kdS = warpgroup_mma(k_t, ds_smem, gl.zeros([BT, BV], gl.float32, layout=o_layout), use_acc=False,
                                     is_async=True)
-                G, G_last = _log2_cumsum(g_raw)
-                G_rows = gl.convert_layout(G, gl.SliceLayout(1, s_layout))
-                G_cols = gl.convert_layout(G, gl.SliceLayout(0, s_layout))
-                G_o = gl.convert_layout(G, gl.SliceLayout(1, o_layout))
+                G_rows, G_cols, G_o, G_last = _chunk_gates(g_raw, s_layout, o_layout)
                 At = warpgroup_mma_wait(1, deps=[At_next])
                 # columns past the sequence end hold other tokens' queries and output gradients
                 keep = anticausal & ((i_t * BT + cols_s) < seq_len)[None, :]
@@ -409,15 +429,9 @@ if gluon is not None and not unusable:
                 tok = bos + i_t * BT + rows_o
                 gl.store(dv + tok[:, None] * (H * V) + col_v + cols_o[None, :], dv_t.to(DT), mask=valid[:, None])
                 dS = warpgroup_mma(q_t.permute((1, 0)), do_start_smem, dS * gl.exp2(G_last), is_async=True)
-                nxt = i_r + 1
-                mbarrier.wait(bars.index(nxt % STAGES), (nxt // STAGES) & 1, pred=nxt < NT)
-                At_next = warpgroup_mma(k_ring.index(nxt % STAGES), q_ring.index(nxt % STAGES).permute((1, 0)),
-                                        gl.zeros([BT, BT], gl.float32, layout=s_layout), use_acc=False, is_async=True)
+                At_next = _start_scores(i_r + 1, NT, k_ring, q_ring, bars, STAGES, BT, s_layout)
                 dS = warpgroup_mma_wait(1, deps=[dS])
-            At_next = warpgroup_mma_wait(0, deps=[At_next])
-            tma.store_wait(0)
-            for i in gl.static_range(STAGES):
-                mbarrier.invalidate(bars.index(i))
+            _finish(At_next, bars, STAGES)
             gl.store(dh0 + state_offs, dS)
     except AttributeError as error:  # a Gluon without a name these kernels use
         unusable.append(f"{type(error).__name__}: {error}")

@@ -433,9 +433,9 @@ def main():
         for shape_text in ("4x4096x64x128", "32x2048x12x64"):
             profile(shape_text, dict(chunk_parallel_backward=True, bwd_chunk=0, bwd_num_warps=4, bwd_value_block=64,
                                          bwd_key_block=64, save_states=True))
-    if "hopper" in sections:  # scalar decay's sweeps in Gluon (the sm_90 pin) against the Triton ones, per kernel
+    if "hopper" in sections:  # scalar decay's Gluon kernels (the sm_90 pin) against the Triton ones, per kernel
         for shape_text in args.profile_shapes.split(","):
-            for overrides in ({}, dict(hopper_sweeps=False)):
+            for overrides in ({}, dict(hopper_dqk=False), dict(hopper_sweeps=False, hopper_dqk=False)):
                 print(f"\n# overrides {overrides}")
                 profile(shape_text, overrides)
     if "host" in sections:

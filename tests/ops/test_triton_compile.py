@@ -66,8 +66,11 @@ CONFIGS = {
 }
 if hopper.gluon is not None:  # the Gluon sweeps (hopper.py) need a Triton with Gluon
     CONFIGS.update({
-        "scalar-D128-hopper-sweeps": (False, 128, dict(hopper_sweeps=True)),
-        "scalar-D128-hopper-sweeps-segmented": (False, 128, dict(hopper_sweeps=True, segment=64)),
+        "scalar-D128-hopper-sweeps": (False, 128, dict(hopper_sweeps=True, hopper_dqk=False)),
+        "scalar-D128-hopper-sweeps-segmented": (False, 128, dict(hopper_sweeps=True, hopper_dqk=True, segment=64)),
+        "scalar-D128-hopper-dqk": (False, 128, dict(hopper_sweeps=True, hopper_dqk=True)),
+        "scalar-D64-hopper-dqk": (False, 64, dict(hopper_sweeps=True, hopper_dqk=True, fused_dv=False,
+                                                  dv_in_sweep=True, spans_per_program=1)),
         "scalar-D64-hopper-sweeps": (False, 64, dict(hopper_sweeps=True, fused_dv=False, dv_in_sweep=True,
                                                      spans_per_program=1)),
     })
@@ -160,4 +163,5 @@ def test_the_captured_launches_cover_each_path(compiled):
     # the Gluon kernels (hopper.py), which the interpreter cannot run: this compile is their only CPU check
     if hopper.gluon is not None:
         gluon_kernels = {kernel for name, launches in compiled.items() if "hopper" in name for kernel, _ in launches}
-        assert {"hopper_forward_kernel", "hopper_dstates_dv_kernel"} <= gluon_kernels, sorted(gluon_kernels)
+        assert {"hopper_forward_kernel", "hopper_dstates_dv_kernel", "hopper_dqk_kernel"} <= gluon_kernels, \
+            sorted(gluon_kernels)

@@ -63,20 +63,20 @@ SCALAR_BACKWARDS = {
                        dv_sweep_num_stages=0, spans_per_program=1, bwd_chunk=32, hopper_sweeps=False),
     "chunk-parallel-recomputed-states": dict(chunk_parallel_backward=True, save_states=False, fused_dv=False,
                                              dv_in_sweep=False, dv_sweep_num_stages=0, bwd_key_block=0,
-                                             bwd_value_block=0, hopper_sweeps=True),
+                                             bwd_value_block=0, hopper_sweeps=True, hopper_dqk=True),
     "chunk-parallel-saved-states-blocks32": dict(chunk_parallel_backward=True, save_states=True, fused_dv=False,
                                                  dv_in_sweep=False, dv_sweep_num_stages=0, bwd_key_block=32,
-                                                 bwd_value_block=32, hopper_sweeps=True),
+                                                 bwd_value_block=32, hopper_sweeps=True, hopper_dqk=False),
     "chunk-parallel-dv-in-sweep": dict(chunk_parallel_backward=True, save_states=True, fused_dv=False,
                                        dv_in_sweep=True, bwd_key_block=0, bwd_value_block=0, hopper_sweeps=False),
     "chunk-parallel-dv-in-sweep-2-stages-blocks64": dict(chunk_parallel_backward=True, save_states=True,
                                                          fused_dv=False, dv_in_sweep=True, dv_sweep_num_stages=2,
                                                          lone_stages=0, bwd_key_block=64, bwd_value_block=64,
-                                                         fwd_value_block=64, hopper_sweeps=True),
+                                                         fwd_value_block=64, hopper_sweeps=True, hopper_dqk=False),
     "chunk-parallel-4-spans-per-program-3-stages": dict(chunk_parallel_backward=True, save_states=True,
                                                         fused_dv=True, dv_in_sweep=False, dv_sweep_num_stages=0,
                                                         bwd_key_block=0, bwd_value_block=0, spans_per_program=4,
-                                                        bwd_num_stages=3, hopper_sweeps=True),
+                                                        bwd_num_stages=3, hopper_sweeps=True, hopper_dqk=False),
     "chunk-parallel-stride128-fused-fwd-blocks32": dict(chunk_parallel_backward=True, save_states=True,
                                                         state_stride=128, gate_stride=128, fused_dv=True,
                                                         dv_in_sweep=False, dv_sweep_num_stages=0, bwd_key_block=0,
@@ -223,20 +223,24 @@ def test_triton_forward_backward_replays_in_a_cuda_graph(vector, B, T, H, D):
 @pytest.mark.parametrize("offsets", [None, [0, 100, 101, 357, 1000]], ids=["dense", "varlen"])
 @pytest.mark.parametrize("segment", [0, 128], ids=["whole", "segments"])
 @pytest.mark.parametrize("lowest", [-5.0, 0.0])
-def test_hopper_sweeps_match_recurrence_on_gpu(K, V, offsets, segment, lowest, monkeypatch):
-    """The Gluon forward and dv sweep (hopper.py) on sm_90, checked to have run: packed sequences whose chunks end
-    mid-tile (the TMA tiles then hold the next sequence's tokens), segments (initial states per segment), K != V."""
-    from decaylab.ops.triton import hopper
+@pytest.mark.parametrize("dqk", [False, True], ids=["triton-dqk", "gluon-dqk"])
+def test_hopper_sweeps_match_recurrence_on_gpu(K, V, offsets, segment, lowest, dqk, monkeypatch):
+    """The Gluon forward and dv sweep (hopper.py), and the Gluon dq/dk kernel (hopper_grads.py) or the Triton one,
+    on sm_90, checked to have run: packed sequences whose chunks end mid-tile (the TMA tiles then hold the next
+    sequence's tokens), segments (initial states per segment), K != V, several items per persistent program."""
+    from decaylab.ops.triton import hopper, hopper_grads
 
     if not hopper.sm90(torch.device("cuda")):
         pytest.skip("the Gluon sweeps are for sm_90 (Hopper) GPUs")
     ran = []
-    for name in ("forward", "dstates_dv"):
-        launch = getattr(hopper, name)
-        monkeypatch.setattr(hopper, name, lambda *a, _launch=launch, _name=name: (ran.append(_name), _launch(*a))[1])
+    for module, name in ((hopper, "forward"), (hopper, "dstates_dv"), (hopper_grads, "dqk")):
+        launch = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _launch=launch, _name=name: (ran.append(_name), _launch(*a))[1])
     B, T = (1, 1000) if offsets else (2, 333)
-    results = _run(B, T, 2, K, V, False, torch.bfloat16, lowest, offsets, dict(hopper_sweeps=True, segment=segment))
-    assert {"forward", "dstates_dv"} <= set(ran), f"the Gluon kernels did not run: {ran}"
+    results = _run(B, T, 2, K, V, False, torch.bfloat16, lowest, offsets,
+                   dict(hopper_sweeps=True, hopper_dqk=dqk, segment=segment))
+    expected = {"forward", "dstates_dv"} | ({"dqk"} if dqk else set())
+    assert expected <= set(ran), f"the Gluon kernels did not run: {ran}"
     for name, (out, ref) in results.items():
         assert torch.isfinite(out).all(), f"{name}: non-finite values"
         err = rel_rms_error(ref, out)

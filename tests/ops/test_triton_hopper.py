@@ -1,4 +1,4 @@
-"""The Hopper (Gluon) sweeps' dispatch and descriptors, without a GPU: which calls take them, and what TMA sees.
+"""The Hopper (Gluon) kernels' dispatch and descriptors, without a GPU: which calls take them, and what TMA sees.
 
 What the kernels compute is tested on an sm_90 GPU (tests/ops/test_triton_gpu.py); that they compile for sm_90,
 in tests/ops/test_triton_compile.py.
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-from decaylab.ops.triton import hopper  # noqa: E402
+from decaylab.ops.triton import hopper, hopper_grads  # noqa: E402
 from decaylab.ops.triton.configs import PINNED_CONFIGS, LaunchConfig  # noqa: E402
 
 pytestmark = pytest.mark.skipif(hopper.gluon is None, reason="this Triton has no Gluon")
@@ -32,7 +32,7 @@ def on_sm90(monkeypatch):
 
 
 def test_pinned_for_sm90_scalar_d128_only():
-    assert CONFIG.hopper_sweeps
+    assert CONFIG.hopper_sweeps and CONFIG.hopper_dqk
     assert not PINNED_CONFIGS[(None, False, 128)].hopper_sweeps  # other GPUs keep the Triton kernels
     assert not any(cfg.hopper_sweeps for key, cfg in PINNED_CONFIGS.items() if key != (9, False, 128))
 
@@ -47,7 +47,7 @@ def test_covers_the_pinned_case(on_sm90):
 def test_other_calls_take_the_triton_kernels(on_sm90, case):
     cfg, inputs = CONFIG, _inputs()
     if case == "config off":
-        cfg = replace(CONFIG, hopper_sweeps=False)
+        cfg = replace(CONFIG, hopper_sweeps=False, hopper_dqk=False)
     elif case in ("fp16", "fp32"):
         inputs = _inputs(dtype=torch.float16 if case == "fp16" else torch.float32)
     elif case == "vector decay":
@@ -78,6 +78,24 @@ def test_descriptors_address_tokens_and_state_blocks():
     assert (d.shape, d.strides, d.block_shape) == ([5 * 3 * 128, 192], [192, 1], [128, 64])
 
 
+def test_dqk_descriptors_address_64_by_64_tiles():
+    q = torch.randn(2, 70, 3, 128, dtype=torch.bfloat16)
+    d = hopper_grads._tiles(q)
+    assert (d.base.data_ptr(), d.shape, d.strides, d.block_shape) == (q.data_ptr(), [140, 384], [384, 1], [64, 64])
+    d = hopper_grads._state_tiles(torch.empty(5, 3, 128, 192, dtype=torch.bfloat16))
+    assert (d.shape, d.strides, d.block_shape) == ([5 * 3 * 128, 192], [192, 1], [64, 64])
+    assert hopper_grads._programs(torch.device("cpu")) == 1  # the compile test's captured launch
+
+
+@pytest.mark.parametrize("overrides", [dict(hopper_sweeps=False), dict(chunk_parallel_backward=False, save_states=False,
+                                                                      dv_in_sweep=False, dv_sweep_num_stages=0),
+                                       dict(fused_dv=True, dv_in_sweep=False, dv_sweep_num_stages=0)],
+                         ids=["without-sweeps", "two-sweep-backward", "fused-dv"])
+def test_config_refuses_the_gluon_dqk_kernel_off_its_plan(overrides):
+    with pytest.raises(ValueError, match="hopper_dqk is the chunk-parallel backward's dq/dk kernel"):
+        replace(CONFIG, **overrides)
+
+
 @pytest.mark.parametrize("overrides", [dict(chunk=32), dict(bwd_chunk=32), dict(state_stride=128, gate_stride=128)])
 def test_config_refuses_other_chunks(overrides):
     base = dict(chunk=64, num_warps=4, num_stages=2, chunk_parallel_backward=True, hopper_sweeps=True)
@@ -85,9 +103,10 @@ def test_config_refuses_other_chunks(overrides):
         LaunchConfig(**dict(base, **overrides))
 
 
-def _run_captured(monkeypatch, gluon_error):
-    """One forward and backward on CPU tensors with the sm_90 pin, every launch captured instead of run, and each
-    Gluon launch raising ``gluon_error``: the names of the kernels launched."""
+def _run_captured(monkeypatch, gluon_error, failing=None, cfg=CONFIG):
+    """One forward and backward on CPU tensors with ``cfg`` (the sm_90 pin), every launch captured instead of run,
+    and the Gluon launches (those named ``failing``, or all) raising ``gluon_error`` (if given): the names of the
+    kernels launched."""
     from triton.runtime.jit import JITFunction
 
     from decaylab.ops.triton import function, use_config
@@ -96,7 +115,7 @@ def _run_captured(monkeypatch, gluon_error):
 
     def launch(fn, grid):
         def run(*args, **kwargs):
-            if fn.is_gluon():
+            if fn.is_gluon() and gluon_error is not None and failing in (None, fn.__name__):
                 raise gluon_error
             launched.append(fn.__name__)
         return run
@@ -104,10 +123,24 @@ def _run_captured(monkeypatch, gluon_error):
     monkeypatch.setattr(JITFunction, "__getitem__", launch)
     monkeypatch.setattr(function, "interpreter_active", lambda: True)  # CPU tensors are fine: nothing runs
     q, k, v, g = (x.requires_grad_() for x in _inputs())
-    with use_config(CONFIG):
+    with use_config(cfg):
         o, _ = function.chunk_decay_linear_attention(q, k, v, g)
         o.float().sum().backward()
     return launched
+
+
+@pytest.mark.parametrize("dqk", [True, False], ids=["gluon-dqk", "triton-dqk"])
+def test_the_pin_runs_the_gluon_kernels(on_sm90, monkeypatch, dqk):
+    launched = _run_captured(monkeypatch, None, cfg=replace(CONFIG, hopper_dqk=dqk))
+    assert {"hopper_forward_kernel", "hopper_dstates_dv_kernel"} <= set(launched), launched
+    assert ("hopper_dqk_kernel" in launched) == dqk and ("chunk_dqk_kernel" in launched) != dqk, launched
+
+
+def test_a_dqk_kernel_that_cannot_build_leaves_it_to_the_triton_one(on_sm90, monkeypatch):
+    monkeypatch.setattr(hopper, "unusable", [])
+    launched = _run_captured(monkeypatch, AttributeError("no attribute 'barrier'"), failing="hopper_dqk_kernel")
+    assert {"hopper_forward_kernel", "hopper_dstates_dv_kernel", "chunk_dqk_kernel"} <= set(launched), launched
+    assert len(hopper.unusable) == 1 and not hopper.covers(*_inputs(), CONFIG)
 
 
 def test_a_triton_whose_gluon_cannot_build_them_runs_the_triton_kernels(on_sm90, monkeypatch, caplog):
@@ -118,7 +151,7 @@ def test_a_triton_whose_gluon_cannot_build_them_runs_the_triton_kernels(on_sm90,
         launched = _run_captured(monkeypatch, AttributeError("module 'tma' has no attribute 'async_load'"))
     assert {"forward_kernel", "chunk_dstates_dv_kernel", "chunk_dqk_kernel"} <= set(launched), launched
     assert len(hopper.unusable) == 1 and "async_load" in hopper.unusable[0]
-    warnings = [r.getMessage() for r in caplog.records if "Gluon sweeps" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if "Gluon kernels" in r.getMessage()]
     assert len(warnings) == 1 and "hopper_sweeps=False" in warnings[0], warnings
     assert not hopper.covers(*_inputs(), CONFIG)
 

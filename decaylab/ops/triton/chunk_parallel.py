@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from decaylab.ops.triton import hopper
+from decaylab.ops.triton import hopper, hopper_grads
 from decaylab.ops.triton.configs import interpreter_active
 from decaylab.ops.triton.intra import scalar_pair_decay
 from decaylab.ops.triton.kernels import STATE_BLOCK, _advance_block, _block_ptrs, _bounds, \
@@ -346,10 +346,11 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
         chunk_states_kernel[grid](k, v, log_decay, initial_state, states, table.cu_seqlens, table.first, T,
                                   HAS_H0=initial_state is not None, **sweep)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    gluon = hopper.covers(q, k, do, log_decay, cfg)
     if cfg.dv_in_sweep:
         sweep_bv = min(V, cfg.bwd_value_block or STATE_BLOCK)
         stages = cfg.stages_for(N * H * (V // sweep_bv), cfg.dv_sweep_num_stages or opts["num_stages"])
-        gluon_ran = hopper.covers(q, k, do, log_decay, cfg) and hopper.dstates_dv(
+        gluon_ran = gluon and hopper.dstates_dv(
             q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, N, stages)
         if not gluon_ran:
             chunk_dstates_dv_kernel[launch_grid(N * H, V // sweep_bv, adjacent)](
@@ -361,14 +362,18 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
         chunk_dstates_kernel[grid](q, log_decay, do, dht, dstates, dh0, table.cu_seqlens, table.first, scale, T,
                                    HAS_DHT=dht is not None, **sweep)
     BK, BV = min(K, cfg.bwd_key_block or K), min(V, cfg.bwd_value_block or V)
+    launch = dict(H=H, K=K, V=V, BT=BT, BV=BV, SUB=span // BT, PREC=opts["PREC"], num_warps=opts["num_warps"],
+                  num_stages=opts["num_stages"], **compile_options(opts))
+    if table.count and not (cfg.fused_dv or cfg.dv_in_sweep):
+        chunk_dv_kernel[(table.count * H,)](q, k, log_decay, do, dstates, table.bos, table.end, dv, scale, **launch)
+    if table.count and gluon and cfg.hopper_dqk and span == hopper_grads.CHUNK:
+        dg = q.new_empty((K // hopper_grads.CHUNK, *log_decay.shape), dtype=torch.float32)
+        if hopper_grads.dqk(q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dg, scale,
+                            table.count):
+            return dq, dk, dv, dg.sum(0) if dg.shape[0] > 1 else dg[0], dh0
     NK = K // BK
     dg = q.new_empty((NK, *log_decay.shape), dtype=torch.float32)
     if table.count:
-        launch = dict(H=H, K=K, V=V, BT=BT, BV=BV, SUB=span // BT, PREC=opts["PREC"], num_warps=opts["num_warps"],
-                      num_stages=opts["num_stages"], **compile_options(opts))
-        if not (cfg.fused_dv or cfg.dv_in_sweep):
-            chunk_dv_kernel[(table.count * H,)](q, k, log_decay, do, dstates, table.bos, table.end, dv, scale,
-                                                **launch)
         spans_per_program = cfg.spans_per_program
         chunk_dqk_kernel[launch_grid(triton.cdiv(table.count, spans_per_program) * H, NK, adjacent)](
             q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dv, dg, scale, log_decay.numel(),

@@ -169,7 +169,7 @@ def _launch(kernel, grid, *args, **kwargs) -> bool:
         if unusable or not _is_build_error(error):
             raise
         unusable.append(f"{type(error).__name__}: {str(error)[:500]}")
-        log.warning("decaylab: the Gluon sweeps for Hopper do not build with triton %s (%s); the Triton kernels run "
+        log.warning("decaylab: the Gluon kernels for Hopper do not build with triton %s (%s); the Triton kernels run "
                     "instead. Set LaunchConfig.hopper_sweeps=False to skip them.", triton.__version__, unusable[0])
         return False
     return True

@@ -367,10 +367,10 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     if table.count and not (cfg.fused_dv or cfg.dv_in_sweep):
         chunk_dv_kernel[(table.count * H,)](q, k, log_decay, do, dstates, table.bos, table.end, dv, scale, **launch)
     if table.count and gluon and cfg.hopper_dqk and span == hopper_grads.CHUNK:
-        dg = q.new_empty((K // hopper_grads.CHUNK, *log_decay.shape), dtype=torch.float32)
+        dg = hopper_grads.new_gate_grad(log_decay, K)
         if hopper_grads.dqk(q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dg, scale,
                             table.count):
-            return dq, dk, dv, dg.sum(0) if dg.shape[0] > 1 else dg[0], dh0
+            return dq, dk, dv, dg, dh0
     NK = K // BK
     dg = q.new_empty((NK, *log_decay.shape), dtype=torch.float32)
     if table.count:

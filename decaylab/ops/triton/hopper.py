@@ -141,7 +141,8 @@ def forward(q, k, v, log_decay, o, scale, initial_state, final_state, cu_seqlens
         states, state_first = q.new_empty(1, H, K, V), None
     return _launch(
         hopper_forward_kernel, (count * H * (V // VALUE_BLOCK),),
-        _tokens(q, K), _tokens(k, K), _tokens(v, VALUE_BLOCK), _states(states), log_decay, o, initial_state,
+        _tokens(q, K), _tokens(k, K), _tokens(v, VALUE_BLOCK), _states(states), _tokens(o, VALUE_BLOCK), log_decay, o,
+        initial_state,
         final_state, cu_seqlens, state_first, scale, T, H=H, K=K, V=V, BV=VALUE_BLOCK, BT=CHUNK, STAGES=stages,
         VARLEN=cu_seqlens is not None, HAS_H0=initial_state is not None, STORE_HT=final_state is not None,
         SAVE_STATES=save, num_warps=4, **COMPILE_OPTIONS,
@@ -153,7 +154,8 @@ def dstates_dv(q, k, log_decay, do, dht, dstates, dh0, dv, cu_seqlens, first, sc
     H, K, V = q.shape[2], q.shape[3], do.shape[3]
     return _launch(
         hopper_dstates_dv_kernel, (count * H * (V // VALUE_BLOCK),),
-        _tokens(q, K), _tokens(k, K), _tokens(do, VALUE_BLOCK), _states(dstates), log_decay, dv, dht, dh0,
+        _tokens(q, K), _tokens(k, K), _tokens(do, VALUE_BLOCK), _states(dstates), _tokens(dv, VALUE_BLOCK), log_decay,
+        dv, dht, dh0,
         cu_seqlens, first, scale, T, H=H, K=K, V=V, BV=VALUE_BLOCK, BT=CHUNK, STAGES=stages,
         HAS_DHT=dht is not None, num_warps=4, **COMPILE_OPTIONS,
     )
@@ -261,6 +263,20 @@ if gluon is not None and not unusable:
                 _tma_store(desc, [row, col], smem)
 
         @gluon.jit
+        def _write_out(x, smem, desc, ptr, tok0, rows_left, col, rows, cols, H: gl.constexpr, V: gl.constexpr,
+                       BT: gl.constexpr):
+            """A chunk's [BT, BV] result into tokens tok0 on, columns col on: a whole chunk by a TMA copy out of
+            ``smem`` (free once the step's first store_wait has passed), a sequence's short last chunk by masked
+            stores (a whole-tile copy would write the next sequence's rows)."""
+            if rows_left >= BT:
+                smem.store(x.to(desc.dtype))
+                fence_async_shared()
+                _tma_store(desc, [tok0.to(gl.int32), col], smem)
+            else:
+                offs = (tok0 + rows).to(gl.int64)[:, None] * (H * V) + col + cols[None, :]
+                gl.store(ptr + offs, x.to(ptr.dtype.element_ty), mask=(rows < rows_left)[:, None])
+
+        @gluon.jit
         def _chunk_gates(g_raw, s_layout: gl.constexpr, o_layout: gl.constexpr):
             """The chunk's cumulative log2 decay along the scores' rows and columns and the outputs' rows, and its
             total."""
@@ -278,7 +294,8 @@ if gluon is not None and not unusable:
                 mbarrier.invalidate(bars.index(i))
 
         @gluon.jit
-        def hopper_forward_kernel(q_desc, k_desc, v_desc, s_desc, g, o, h0, ht, cu_seqlens, state_first, scale, T,
+        def hopper_forward_kernel(q_desc, k_desc, v_desc, s_desc, o_desc, g, o, h0, ht, cu_seqlens, state_first,
+                                  scale, T,
                                   H: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
                                   BT: gl.constexpr, STAGES: gl.constexpr, VARLEN: gl.constexpr, HAS_H0: gl.constexpr,
                                   STORE_HT: gl.constexpr, SAVE_STATES: gl.constexpr, num_warps: gl.constexpr):
@@ -297,6 +314,7 @@ if gluon is not None and not unusable:
             q_ring, k_ring, v_ring, bars = _ring(q_desc, k_desc, v_desc, STAGES, BT, K, BV)
             s_smem = gl.allocate_shared_memory(DT, [K, BV], s_desc.layout)  # the state entering the chunk
             v_end_smem = gl.allocate_shared_memory(DT, [BT, BV], v_desc.layout)  # values decayed to the chunk end
+            o_smem = gl.allocate_shared_memory(DT, [BT, BV], o_desc.layout)  # the output, copied out by TMA
             col_v = i_h * V + i_v * BV
             for i in gl.static_range(STAGES - 1):
                 _issue_step(i, NT, bos, q_desc, k_desc, v_desc, i_h * K, col_v, q_ring, k_ring, v_ring, bars, STAGES,
@@ -345,8 +363,7 @@ if gluon is not None and not unusable:
                 fence_async_shared()
                 qS, Av = warpgroup_mma_wait(0, deps=[qS, Av])
                 o_t = (Av + qS * gl.exp2(G_o)[:, None]) * scale
-                tok = bos + i_t * BT + rows_o
-                gl.store(o + tok[:, None] * (H * V) + col_v + cols_o[None, :], o_t.to(DT), mask=valid[:, None])
+                _write_out(o_t, o_smem, o_desc, o, bos + i_t * BT, seq_len - i_t * BT, col_v, rows_o, cols_o, H, V, BT)
                 S = warpgroup_mma(k_t.permute((1, 0)), v_end_smem, S * gl.exp2(G_last), is_async=True)
                 # the next chunk's scores need no state: they run alongside the state update
                 A_next = _start_scores(i_t + 1, NT, q_ring, k_ring, bars, STAGES, BT, s_layout)
@@ -356,7 +373,8 @@ if gluon is not None and not unusable:
                 gl.store(ht + state_offs, S)
 
         @gluon.jit
-        def hopper_dstates_dv_kernel(q_desc, k_desc, do_desc, ds_desc, g, dv, dht, dh0, cu_seqlens, first, scale, T,
+        def hopper_dstates_dv_kernel(q_desc, k_desc, do_desc, ds_desc, dv_desc, g, dv, dht, dh0, cu_seqlens, first,
+                                     scale, T,
                                      H: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
                                      BT: gl.constexpr, STAGES: gl.constexpr, HAS_DHT: gl.constexpr,
                                      num_warps: gl.constexpr):
@@ -378,6 +396,7 @@ if gluon is not None and not unusable:
             q_ring, k_ring, do_ring, bars = _ring(q_desc, k_desc, do_desc, STAGES, BT, K, BV)
             ds_smem = gl.allocate_shared_memory(DT, [K, BV], ds_desc.layout)  # the gradient leaving the chunk
             do_start_smem = gl.allocate_shared_memory(DT, [BT, BV], do_desc.layout)  # scale 2^G do
+            dv_smem = gl.allocate_shared_memory(DT, [BT, BV], dv_desc.layout)  # dv, copied out by TMA
             col_v = i_h * V + i_v * BV
             for i in gl.static_range(STAGES - 1):  # step i walks chunk NT - 1 - i
                 _issue_step(i, NT, bos, q_desc, k_desc, do_desc, i_h * K, col_v, q_ring, k_ring, do_ring, bars,
@@ -426,8 +445,8 @@ if gluon is not None and not unusable:
                 fence_async_shared()
                 kdS, Atdo = warpgroup_mma_wait(0, deps=[kdS, Atdo])
                 dv_t = Atdo + kdS * gl.exp2(G_last - G_o)[:, None]
-                tok = bos + i_t * BT + rows_o
-                gl.store(dv + tok[:, None] * (H * V) + col_v + cols_o[None, :], dv_t.to(DT), mask=valid[:, None])
+                _write_out(dv_t, dv_smem, dv_desc, dv, bos + i_t * BT, seq_len - i_t * BT, col_v, rows_o, cols_o, H, V,
+                           BT)
                 dS = warpgroup_mma(q_t.permute((1, 0)), do_start_smem, dS * gl.exp2(G_last), is_async=True)
                 At_next = _start_scores(i_r + 1, NT, k_ring, q_ring, bars, STAGES, BT, s_layout)
                 dS = warpgroup_mma_wait(1, deps=[dS])

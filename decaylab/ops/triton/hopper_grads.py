@@ -7,7 +7,9 @@ stores, and only the SM's other program overlaps that wait. Here persistent prog
 
 - the values, output gradients, states and state gradients in pieces of 64 value channels, RING pieces in flight:
   while an item's products run, the next pieces arrive;
-- the queries and keys two items deep (an item reads them only after its value pieces).
+- the queries and keys an item ahead (an item reads them only after its value pieces).
+
+dq and dk leave by TMA copies too, staged in buffers the item has finished reading.
 
 Products on wgmma, one warpgroup per program (four warps, up to 255 registers each: two programs fill the SM's
 registers and shared memory). The spans (first token, length) of the next three items and the next item's gates
@@ -57,26 +59,31 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
+def new_gate_grad(log_decay: torch.Tensor, K: int) -> torch.Tensor:
+    """The fp32 buffer dqk() writes the gate gradient to: zeros where its key blocks add their shares (K > 64)."""
+    return (torch.zeros_like if K > CHUNK else torch.empty_like)(log_decay, dtype=torch.float32)
+
+
 def dqk(q, k, v, log_decay, do, states, dstates, chunk_bos, chunk_end, dq, dk, dg, scale, chunks) -> bool:
-    """Writes dq, dk and the key blocks' gate-gradient shares dg [K // 64, *log_decay.shape] for ``chunks`` chunks
-    (bounds chunk_bos/chunk_end); states enter and dstates leave each chunk. False if this Triton cannot build the
-    kernel (hopper._launch): the caller then runs the Triton one."""
+    """Writes dq, dk and the gate gradient dg (new_gate_grad: the key blocks' shares add up there) for ``chunks``
+    chunks (bounds chunk_bos/chunk_end); states enter and dstates leave each chunk. False if this Triton cannot
+    build the kernel (hopper._launch): the caller then runs the Triton one."""
     H, K, V = q.shape[2], q.shape[3], v.shape[3]
     items = chunks * H * (K // CHUNK)
     return hopper._launch(
         hopper_dqk_kernel, (max(min(items, _programs(q.device)), 1),),
-        _tiles(q), _tiles(k), _tiles(v), _tiles(do), _state_tiles(states), _state_tiles(dstates), log_decay, dq, dk,
-        dg, chunk_bos, chunk_end, scale, log_decay.numel(), items, H=H, K=K, V=V, BT=CHUNK, RING=RING,
+        _tiles(q), _tiles(k), _tiles(v), _tiles(do), _state_tiles(states), _state_tiles(dstates), _tiles(dq),
+        _tiles(dk), log_decay, dq, dk, dg, chunk_bos, chunk_end, scale, items, H=H, K=K, V=V, BT=CHUNK, RING=RING,
         num_warps=WARPS, **COMPILE_OPTIONS,
     )
 
 
 if hopper.gluon is not None and not hopper.unusable:
     gluon, gl = hopper.gluon, hopper.gl
-    mbarrier, fence_async_shared = hopper.mbarrier, hopper.fence_async_shared
+    mbarrier, tma, fence_async_shared = hopper.mbarrier, hopper.tma, hopper.fence_async_shared
     warpgroup_mma, warpgroup_mma_wait = hopper.warpgroup_mma, hopper.warpgroup_mma_wait
     try:
-        _tma_load = hopper._tma_load
+        _tma_load, _tma_store = hopper._tma_load, hopper._tma_store
         # Triton 3.7 renamed gl.thread_barrier to gl.barrier: take the name this Triton has
         _cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier
 
@@ -142,7 +149,8 @@ if hopper.gluon is not None and not hopper.unusable:
         def _store_rows(x, ptr, row, chunk_len, col, H: gl.constexpr, D: gl.constexpr, BT: gl.constexpr,
                         out_layout: gl.constexpr):
             """The rows before the chunk's end of a [64, 64] result, at column col, in 16-byte pieces of whole rows
-            (the wgmma layout would write 4 bytes at a time)."""
+            (the wgmma layout would write 4 bytes at a time): a short chunk's, which a TMA copy of the whole tile
+            would write past."""
             x = gl.convert_layout(x.to(ptr.dtype.element_ty), out_layout)
             rows = gl.arange(0, BT, layout=gl.SliceLayout(1, out_layout))
             cols = gl.arange(0, BT, layout=gl.SliceLayout(0, out_layout))
@@ -150,15 +158,15 @@ if hopper.gluon is not None and not hopper.unusable:
             gl.store(ptr + offs, x, mask=(rows < chunk_len)[:, None])
 
         @gluon.jit
-        def hopper_dqk_kernel(q_desc, k_desc, v_desc, do_desc, h_desc, dh_desc, g, dq, dk, dg, chunk_bos, chunk_end,
-                              scale, part_stride, items, H: gl.constexpr, K: gl.constexpr, V: gl.constexpr,
+        def hopper_dqk_kernel(q_desc, k_desc, v_desc, do_desc, h_desc, dh_desc, dq_desc, dk_desc, g, dq, dk, dg,
+                              chunk_bos, chunk_end, scale, items, H: gl.constexpr, K: gl.constexpr, V: gl.constexpr,
                               BT: gl.constexpr, RING: gl.constexpr, num_warps: gl.constexpr):
             """Items (chunk, head, key block of 64) = program_id, + num_programs, ...:
                 dq_t = scale 2^G_t (do_t h^T) + sum_{s < t} dA_ts 2^(G_t - G_s) k_s + dA_tt k_t
                 dk_s = 2^(G_L - G_s) (v_s dh^T) + sum_{t > s} dA_ts 2^(G_t - G_s) q_t + dA_ss q_s
             with dA = scale do v^T, G the chunk's cumulative log2 decay (G_L at its end), h entering and dh leaving
-            it; dg + i_k * part_stride gets this key block's share of the suffix sums of q.dq - k.dk plus
-            sum(S_end * dh), S_end the state leaving the chunk."""
+            it; dg gets this key block's share of the suffix sums of q.dq - k.dk plus sum(S_end * dh), S_end the
+            state leaving the chunk (added: two key blocks' shares onto zeros give one sum, whichever lands first)."""
             NV: gl.constexpr = V // BT
             NK: gl.constexpr = K // BT
             DT: gl.constexpr = q_desc.dtype
@@ -190,7 +198,6 @@ if hopper.gluon is not None and not hopper.unusable:
                 _issue_piece(i, pieces, _pick(i // NV, row, row1, row2), first_item, step, v_desc, do_desc, h_desc,
                              dh_desc, v_ring, do_ring, h_ring, dh_ring, bars, H, K, V, BT, RING)
             _issue_keys(0, mine, row, first_item, step, q_desc, k_desc, qk, qk_bars.index(0), H, K, BT)
-            _issue_keys(1, mine, row1, first_item, step, q_desc, k_desc, qk, qk_bars.index(1), H, K, BT)
 
             rows = gl.arange(0, BT, layout=gl.SliceLayout(1, acc))
             cols = gl.arange(0, BT, layout=gl.SliceLayout(0, acc))
@@ -232,6 +239,10 @@ if hopper.gluon is not None and not hopper.unusable:
                 # strictly causal, decayed; zero on rows past the chunk's end (and so on every column past it)
                 dA = gl.where(keep[:, None] & (rows[:, None] > cols[None, :]),
                               dA * gl.exp2(G_rows[:, None] - G_cols[None, :]), 0.0)
+                # item j - 1's results are copied out of dAD and its key buffer: done before they are overwritten
+                tma.store_wait(0)
+                _issue_keys(j + 1, mine, row1, first_item, step, q_desc, k_desc, qk, qk_bars.index((j + 1) % 2), H, K,
+                            BT)
                 dAD.store(dA.to(DT))
                 fence_async_shared()
                 _cta_barrier()
@@ -245,18 +256,32 @@ if hopper.gluon is not None and not hopper.unusable:
                 dk_t = warpgroup_mma(dAD.permute((1, 0)), q_s, Q, is_async=True)
                 dq_t, dk_t = warpgroup_mma_wait(0, deps=[dq_t, dk_t])
                 qt = q_s.load(acc).to(gl.float32)
-                _cta_barrier()  # every warp is done with q and k before item j + 2's are copied in
-                _issue_keys(j + 2, mine, row2, first_item, step, q_desc, k_desc, qk, qk_bars.index(j % 2), H, K, BT)
                 # the diagonal's terms cancel exactly in q.dq - k.dk: kept out of the gate gradient
                 db = gl.sum(qt * dq_t - kt * dk_t, axis=1)
+                dq_t += diag[:, None] * kt
+                dk_t += diag[:, None] * qt
                 col = i_h * K + i_k * BT
-                _store_rows(dq_t + diag[:, None] * kt, dq, row, chunk_len, col, H, K, BT, out_layout)
-                _store_rows(dk_t + diag[:, None] * qt, dk, row, chunk_len, col, H, K, BT, out_layout)
+                if chunk_len == BT:  # copied out by TMA from dAD and the key buffer, both read already
+                    _cta_barrier()
+                    dAD.store(dq_t.to(DT))
+                    k_s.store(dk_t.to(DT))
+                    fence_async_shared()
+                    _cta_barrier()
+                    _tma_store(dq_desc, [row, col], dAD)
+                    _tma_store(dk_desc, [row, col], k_s)
+                else:
+                    _store_rows(dq_t, dq, row, chunk_len, col, H, K, BT, out_layout)
+                    _store_rows(dk_t, dk, row, chunk_len, col, H, K, BT, out_layout)
                 db = gl.convert_layout(gl.where(keep, db, 0.0), g_layout)
                 suffix = gl.sum(db, axis=0) - gl.associative_scan(db, 0, hopper._add) + db + carry
-                gl.store(dg + i_k * part_stride + i_h + (row + t_g).to(gl.int64) * H, suffix, mask=t_g < chunk_len)
+                gate = dg + i_h + (row + t_g).to(gl.int64) * H
+                if NK == 1:
+                    gl.store(gate, suffix, mask=t_g < chunk_len)
+                else:
+                    gl.atomic_add(gate, suffix, mask=t_g < chunk_len, sem="relaxed")
                 row, chunk_len, row1, len1, row2, len2 = row1, len1, row2, len2, row3, len3
                 g_t = g_next
+            tma.store_wait(0)
             for i in gl.static_range(RING):
                 mbarrier.invalidate(bars.index(i))
             for i in gl.static_range(2):

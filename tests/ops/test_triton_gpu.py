@@ -57,10 +57,13 @@ def test_triton_matches_recurrence_on_gpu(B, T, H, K, V, vector, dtype, lowest, 
 GATE_RATIO_SEQUENTIAL = 7e-3
 # Every option named (not left to the pinned config, which changes with the sweeps). hopper_sweeps (sm_90 only) is
 # on in the modes whose chunks allow it, so that the Gluon forward (and dv sweep) runs with those backwards, except
-# "chunk-parallel-dv-in-sweep", which keeps the Triton dv sweep tested on sm_90 too.
+# "chunk-parallel-dv-in-sweep", which keeps the Triton dv sweep tested on sm_90 too; hopper_dqk (the Gluon dq/dk
+# kernel) with the recomputed states and separate dv kernel (the pinned plan and the hopper test run it otherwise),
+# the Triton dq/dk kernel in the other chunk-parallel modes.
 SCALAR_BACKWARDS = {
     "sequential": dict(chunk_parallel_backward=False, save_states=False, fused_dv=False, dv_in_sweep=False,
-                       dv_sweep_num_stages=0, spans_per_program=1, bwd_chunk=32, hopper_sweeps=False),
+                       dv_sweep_num_stages=0, spans_per_program=1, bwd_chunk=32, hopper_sweeps=False,
+                       hopper_dqk=False),
     "chunk-parallel-recomputed-states": dict(chunk_parallel_backward=True, save_states=False, fused_dv=False,
                                              dv_in_sweep=False, dv_sweep_num_stages=0, bwd_key_block=0,
                                              bwd_value_block=0, hopper_sweeps=True, hopper_dqk=True),
@@ -68,7 +71,8 @@ SCALAR_BACKWARDS = {
                                                  dv_in_sweep=False, dv_sweep_num_stages=0, bwd_key_block=32,
                                                  bwd_value_block=32, hopper_sweeps=True, hopper_dqk=False),
     "chunk-parallel-dv-in-sweep": dict(chunk_parallel_backward=True, save_states=True, fused_dv=False,
-                                       dv_in_sweep=True, bwd_key_block=0, bwd_value_block=0, hopper_sweeps=False),
+                                       dv_in_sweep=True, bwd_key_block=0, bwd_value_block=0, hopper_sweeps=False,
+                                       hopper_dqk=False),
     "chunk-parallel-dv-in-sweep-2-stages-blocks64": dict(chunk_parallel_backward=True, save_states=True,
                                                          fused_dv=False, dv_in_sweep=True, dv_sweep_num_stages=2,
                                                          lone_stages=0, bwd_key_block=64, bwd_value_block=64,
@@ -81,7 +85,7 @@ SCALAR_BACKWARDS = {
                                                         state_stride=128, gate_stride=128, fused_dv=True,
                                                         dv_in_sweep=False, dv_sweep_num_stages=0, bwd_key_block=0,
                                                         bwd_value_block=32, fwd_value_block=32,
-                                                        hopper_sweeps=False),
+                                                        hopper_sweeps=False, hopper_dqk=False),
 }
 
 

@@ -34,7 +34,8 @@ def on_sm90(monkeypatch):
 def test_pinned_for_sm90_scalar_d128_only():
     assert CONFIG.hopper_sweeps and CONFIG.hopper_dqk
     assert not PINNED_CONFIGS[(None, False, 128)].hopper_sweeps  # other GPUs keep the Triton kernels
-    assert not any(cfg.hopper_sweeps for key, cfg in PINNED_CONFIGS.items() if key != (9, False, 128))
+    assert not any(cfg.hopper_sweeps or cfg.hopper_dqk for key, cfg in PINNED_CONFIGS.items()
+                   if key != (9, False, 128))
 
 
 def test_covers_the_pinned_case(on_sm90):
@@ -47,7 +48,7 @@ def test_covers_the_pinned_case(on_sm90):
 def test_other_calls_take_the_triton_kernels(on_sm90, case):
     cfg, inputs = CONFIG, _inputs()
     if case == "config off":
-        cfg = replace(CONFIG, hopper_sweeps=False, hopper_dqk=False)
+        cfg = replace(CONFIG, hopper_sweeps=False)
     elif case in ("fp16", "fp32"):
         inputs = _inputs(dtype=torch.float16 if case == "fp16" else torch.float32)
     elif case == "vector decay":
@@ -87,10 +88,10 @@ def test_dqk_descriptors_address_64_by_64_tiles():
     assert hopper_grads._programs(torch.device("cpu")) == 1  # the compile test's captured launch
 
 
-@pytest.mark.parametrize("overrides", [dict(hopper_sweeps=False), dict(chunk_parallel_backward=False, save_states=False,
-                                                                      dv_in_sweep=False, dv_sweep_num_stages=0),
+@pytest.mark.parametrize("overrides", [dict(chunk_parallel_backward=False, save_states=False, dv_in_sweep=False,
+                                            dv_sweep_num_stages=0),
                                        dict(fused_dv=True, dv_in_sweep=False, dv_sweep_num_stages=0)],
-                         ids=["without-sweeps", "two-sweep-backward", "fused-dv"])
+                         ids=["two-sweep-backward", "fused-dv"])
 def test_config_refuses_the_gluon_dqk_kernel_off_its_plan(overrides):
     with pytest.raises(ValueError, match="hopper_dqk is the chunk-parallel backward's dq/dk kernel"):
         replace(CONFIG, **overrides)
@@ -134,6 +135,12 @@ def test_the_pin_runs_the_gluon_kernels(on_sm90, monkeypatch, dqk):
     launched = _run_captured(monkeypatch, None, cfg=replace(CONFIG, hopper_dqk=dqk))
     assert {"hopper_forward_kernel", "hopper_dstates_dv_kernel"} <= set(launched), launched
     assert ("hopper_dqk_kernel" in launched) == dqk and ("chunk_dqk_kernel" in launched) != dqk, launched
+
+
+def test_the_gluon_dqk_kernel_runs_with_the_triton_sweeps(on_sm90, monkeypatch):
+    launched = _run_captured(monkeypatch, None, cfg=replace(CONFIG, hopper_sweeps=False))
+    assert {"forward_kernel", "chunk_dstates_dv_kernel", "hopper_dqk_kernel"} <= set(launched), launched
+    assert not {"hopper_forward_kernel", "hopper_dstates_dv_kernel", "chunk_dqk_kernel"} & set(launched), launched
 
 
 def test_a_dqk_kernel_that_cannot_build_leaves_it_to_the_triton_one(on_sm90, monkeypatch):

@@ -346,11 +346,11 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
         chunk_states_kernel[grid](k, v, log_decay, initial_state, states, table.cu_seqlens, table.first, T,
                                   HAS_H0=initial_state is not None, **sweep)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    gluon = hopper.covers(q, k, do, log_decay, cfg)
+    gluon = hopper.suits(q, k, do, log_decay)
     if cfg.dv_in_sweep:
         sweep_bv = min(V, cfg.bwd_value_block or STATE_BLOCK)
         stages = cfg.stages_for(N * H * (V // sweep_bv), cfg.dv_sweep_num_stages or opts["num_stages"])
-        gluon_ran = gluon and hopper.dstates_dv(
+        gluon_ran = gluon and cfg.hopper_sweeps and hopper.dstates_dv(
             q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, N, stages)
         if not gluon_ran:
             chunk_dstates_dv_kernel[launch_grid(N * H, V // sweep_bv, adjacent)](

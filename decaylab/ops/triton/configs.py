@@ -91,9 +91,11 @@ class LaunchConfig:
         start each next chunk's scores while this chunk's state update runs (sm_90 only; 64-token chunks, one
         stored state per chunk; bf16 inputs with K of 64 or 128 and V a multiple of 64; value blocks of 64 whatever
         fwd_value_block and bwd_value_block say; other calls take the Triton kernels).
-    hopper_dqk: with hopper_sweeps, the chunk-parallel backward's dq, dk and gate gradient as the Gluon kernel of
-        hopper_grads.py (persistent programs, two per SM, whose next pieces of input are copied in while they
-        compute; key blocks of 64 whatever bwd_key_block says; not with fused_dv, whose dv it does not compute).
+    hopper_dqk: the chunk-parallel backward's dq, dk and gate gradient as the Gluon kernel of hopper_grads.py
+        (persistent programs, two per SM, whose next pieces of input are copied in while they compute; key blocks
+        of 64 whatever bwd_key_block says; not with fused_dv, whose dv it does not compute), on the calls that suit
+        the Gluon kernels (hopper.suits: sm_90, bf16, ...) with one stored state per 64-token chunk; others take
+        the Triton kernel.
     fwd_max_registers, bwd_max_registers: registers per thread the forward (and its segment sweep) / backward
         kernels may use (0: the compiler's choice, up to 255). A lower cap lets more programs share an SM (65536
         registers: two programs of 4 warps at 255, three at 168), at the price of spilling to local memory. It pays
@@ -210,13 +212,11 @@ class LaunchConfig:
             raise ValueError(f"hopper_sweeps runs 64-token chunks with one stored state per chunk; got chunk "
                              f"{self.chunk}, bwd_chunk {self.bwd_chunk}, state_stride {self.state_stride}: set them "
                              f"to 64 (or 0), or drop hopper_sweeps")
-        if self.hopper_dqk and not (self.hopper_sweeps and self.chunk_parallel_backward) or \
-                self.hopper_dqk and self.fused_dv:
-            raise ValueError(f"hopper_dqk is the chunk-parallel backward's dq/dk kernel on the Hopper path: it needs "
-                             f"hopper_sweeps=True and chunk_parallel_backward=True, and computes no dv (fused_dv must "
-                             f"be False); got hopper_sweeps={self.hopper_sweeps}, chunk_parallel_backward="
-                             f"{self.chunk_parallel_backward}, fused_dv={self.fused_dv}: fix those, or drop "
-                             f"hopper_dqk")
+        if self.hopper_dqk and (self.fused_dv or not self.chunk_parallel_backward):
+            raise ValueError(f"hopper_dqk is the chunk-parallel backward's dq/dk kernel, which computes no dv: it "
+                             f"needs chunk_parallel_backward=True and fused_dv=False; got chunk_parallel_backward="
+                             f"{self.chunk_parallel_backward}, fused_dv={self.fused_dv}: set those, or set "
+                             f"hopper_dqk=False")
         for name in ("lone_stages", "sms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: {'not used' if name == 'lone_stages' else 'unknown'}); "
@@ -298,7 +298,9 @@ PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchConfig] = {
 # sweeps in Gluon"), which start each next chunk's scores during the state update. GPU time of fwd+bwd: 0.301 ->
 # 0.258 ms at B4*T2048*H16 (forward 0.090 -> 0.071, dv sweep 0.088 -> 0.069), 0.448 -> 0.395 at B2*T4096*H16
 # (segments), 1.950 -> 1.929 at B4*T4096*H64. A Gluon launch costs ~15 us more host time. At D64 the Gluon forward
-# was slower (0.147 -> 0.192 ms), so D64 keeps the Triton kernels.
+# was slower (0.147 -> 0.192 ms), so D64 keeps the Triton kernels. The dq/dk kernel as the persistent Gluon kernel
+# of hopper_grads.py ("Hopper kernels in Gluon: dq/dk and TMA stores"): 0.900 -> 0.716 ms at B4*T4096*H64, 0.119
+# -> 0.099 at B4*T2048*H16; with every result tile out by TMA, fwd+bwd 1.78 -> 1.54 and 0.239 -> 0.217 ms.
 PINNED_CONFIGS[(9, False, 128)] = replace(PINNED_CONFIGS[(None, False, 128)], hopper_sweeps=True, hopper_dqk=True)
 
 _INTERPRETER_CONFIG = LaunchConfig(16, 4, 1)

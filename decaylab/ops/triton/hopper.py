@@ -92,12 +92,17 @@ def _major(index: int) -> int:
 
 
 def covers(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, cfg: LaunchConfig) -> bool:
-    """Whether these kernels run this call: the config asks for them (LaunchConfig.hopper_sweeps, pinned for
-    sm_90), Gluon is there, the decay is scalar, the inputs are bf16 (their chunk states are bf16 too, copied out
-    of the wgmma operand as they are; fp16 inputs keep fp32 states) with K in KEY_DIMS and V a multiple of
-    VALUE_BLOCK up to 256, and TMA can address them (16-byte aligned); and this Triton builds them (see
-    ``unusable``). Other calls take the Triton kernels."""
-    if not cfg.hopper_sweeps or gluon is None or unusable or log_decay.ndim != 3 or q.dtype != torch.bfloat16:
+    """Whether the Gluon sweeps run this call: the config asks for them (LaunchConfig.hopper_sweeps, pinned for
+    sm_90) and the call suits them (``suits``). Other calls take the Triton kernels."""
+    return cfg.hopper_sweeps and suits(q, k, v, log_decay)
+
+
+def suits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor) -> bool:
+    """Whether a call suits the Gluon kernels (these and hopper_grads.py): Gluon is there, the decay is scalar, the
+    inputs are bf16 (their chunk states are bf16 too, copied out of the wgmma operand as they are; fp16 inputs keep
+    fp32 states) with K in KEY_DIMS and V a multiple of VALUE_BLOCK up to 256, TMA can address them (16-byte
+    aligned), the GPU is an sm_90 one (not the interpreter), and this Triton builds them (see ``unusable``)."""
+    if gluon is None or unusable or log_decay.ndim != 3 or q.dtype != torch.bfloat16:
         return False
     K, V = q.shape[3], v.shape[3]
     return (K in KEY_DIMS and V % VALUE_BLOCK == 0 and V <= 256 and sm90(q.device) and not interpreter_active()
@@ -172,7 +177,8 @@ def _launch(kernel, grid, *args, **kwargs) -> bool:
             raise
         unusable.append(f"{type(error).__name__}: {str(error)[:500]}")
         log.warning("decaylab: the Gluon kernels for Hopper do not build with triton %s (%s); the Triton kernels run "
-                    "instead. Set LaunchConfig.hopper_sweeps=False to skip them.", triton.__version__, unusable[0])
+                    "instead. Set LaunchConfig.hopper_sweeps=False and hopper_dqk=False to skip them.", triton.__version__,
+                    unusable[0])
         return False
     return True
 

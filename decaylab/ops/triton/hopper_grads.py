@@ -9,11 +9,13 @@ stores, and only the SM's other program overlaps that wait. Here persistent prog
   while an item's products run, the next pieces arrive;
 - the queries and keys an item ahead (an item reads them only after its value pieces).
 
-dq and dk leave by TMA copies too, staged in buffers the item has finished reading.
+dq and dk leave by TMA copies too, staged in buffers the item has finished reading (its decayed scores' and its
+keys'); a sequence's short last chunk by masked stores. The two key blocks of K = 128 add their gate-gradient shares
+in place (two addends onto zeros: the same sum whichever lands first).
 
 Products on wgmma, one warpgroup per program (four warps, up to 255 registers each: two programs fill the SM's
-registers and shared memory). The spans (first token, length) of the next three items and the next item's gates
-are loaded an item early, so no copy waits on a scalar load.
+registers and shared memory). The chunk bounds (first token, length) of the items up to three on and the next item's
+gates are loaded an item early, so no copy waits on a scalar load.
 
 Rows past a chunk's end (a sequence's last chunk may be short) hold the next sequence's tokens or zeros: the
 decayed scores are zeroed on those rows (every kept column lies before a kept row), the gate carry's key terms are
@@ -30,7 +32,7 @@ from decaylab.ops.triton import hopper
 from decaylab.ops.triton.kernels import COMPILE_OPTIONS
 
 CHUNK = hopper.CHUNK  # tokens per item, and its key block and value pieces
-RING = 2  # value pieces in flight per program (at most two items' worth: the spans of two items on are tracked)
+RING = 2  # value pieces in flight per program (at most two items' worth: the chunks of two items on are tracked)
 PROGRAMS_PER_SM = 2
 WARPS = 4
 
@@ -88,7 +90,7 @@ if hopper.gluon is not None and not hopper.unusable:
         _cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier
 
         @gluon.jit
-        def _span_of(j, mine, first_item, step, chunk_bos, chunk_end, H: gl.constexpr, NK: gl.constexpr):
+        def _bounds_of(j, mine, first_item, step, chunk_bos, chunk_end, H: gl.constexpr, NK: gl.constexpr):
             """First token and length of the chunk of this program's item j (0, 0 past its last item)."""
             i_c = (first_item + j * step) // (H * NK)
             bos = gl.load(chunk_bos + i_c, mask=j < mine, other=0)
@@ -191,9 +193,9 @@ if hopper.gluon is not None and not hopper.unusable:
             for i in gl.static_range(2):
                 mbarrier.init(qk_bars.index(i), count=1)
             # chunks of items j, j + 1 and j + 2: a piece in flight belongs to one of them (RING <= 2 NV)
-            row, chunk_len = _span_of(0, mine, first_item, step, chunk_bos, chunk_end, H, NK)
-            row1, len1 = _span_of(1, mine, first_item, step, chunk_bos, chunk_end, H, NK)
-            row2, len2 = _span_of(2, mine, first_item, step, chunk_bos, chunk_end, H, NK)
+            row, chunk_len = _bounds_of(0, mine, first_item, step, chunk_bos, chunk_end, H, NK)
+            row1, len1 = _bounds_of(1, mine, first_item, step, chunk_bos, chunk_end, H, NK)
+            row2, len2 = _bounds_of(2, mine, first_item, step, chunk_bos, chunk_end, H, NK)
             for i in gl.static_range(RING):
                 _issue_piece(i, pieces, _pick(i // NV, row, row1, row2), first_item, step, v_desc, do_desc, h_desc,
                              dh_desc, v_ring, do_ring, h_ring, dh_ring, bars, H, K, V, BT, RING)
@@ -210,7 +212,7 @@ if hopper.gluon is not None and not hopper.unusable:
                 i_h = (item // NK) % H
                 i_k = item % NK
                 # loaded an item ahead of their use: the chunk three items on, the next item's gates
-                row3, len3 = _span_of(j + 3, mine, first_item, step, chunk_bos, chunk_end, H, NK)
+                row3, len3 = _bounds_of(j + 3, mine, first_item, step, chunk_bos, chunk_end, H, NK)
                 g_next = _gates(g, row1, len1, ((item + step) // NK) % H, t_g, H)
                 dA, P, Q = zero, zero, zero
                 h_dh = gl.zeros([BT], gl.float32, layout=gl.SliceLayout(1, acc))  # rows of sum(h * dh)

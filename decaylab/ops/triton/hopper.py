@@ -11,7 +11,9 @@ chunk of 64 tokens, same stored bf16 states, same formulas; see those kernels), 
   and stores. That overlap is what Triton's pipeliner does not give these loops (docs/benchmarks.md, "Hopper
   sweeps in Gluon").
 - The state block a step multiplies by sits in shared memory anyway (a wgmma operand), so it is stored to the
-  chunk-state buffer from there by a TMA copy.
+  chunk-state buffer from there by a TMA copy; each chunk's o (or dv) tile leaves the same way, staged in shared
+  memory (four-byte stores from the wgmma layout cost the step many instructions), a sequence's short last chunk
+  by masked stores.
 
 TMA copies whole [64, D] tiles: a sequence's last chunk may hold the next sequence's tokens (or zeros past the
 tensor end). Every term where such rows could enter a kept result is masked: the decayed values and output
@@ -147,8 +149,7 @@ def forward(q, k, v, log_decay, o, scale, initial_state, final_state, cu_seqlens
     return _launch(
         hopper_forward_kernel, (count * H * (V // VALUE_BLOCK),),
         _tokens(q, K), _tokens(k, K), _tokens(v, VALUE_BLOCK), _states(states), _tokens(o, VALUE_BLOCK), log_decay, o,
-        initial_state,
-        final_state, cu_seqlens, state_first, scale, T, H=H, K=K, V=V, BV=VALUE_BLOCK, BT=CHUNK, STAGES=stages,
+        initial_state, final_state, cu_seqlens, state_first, scale, T, H=H, K=K, V=V, BV=VALUE_BLOCK, BT=CHUNK, STAGES=stages,
         VARLEN=cu_seqlens is not None, HAS_H0=initial_state is not None, STORE_HT=final_state is not None,
         SAVE_STATES=save, num_warps=4, **COMPILE_OPTIONS,
     )
@@ -160,8 +161,7 @@ def dstates_dv(q, k, log_decay, do, dht, dstates, dh0, dv, cu_seqlens, first, sc
     return _launch(
         hopper_dstates_dv_kernel, (count * H * (V // VALUE_BLOCK),),
         _tokens(q, K), _tokens(k, K), _tokens(do, VALUE_BLOCK), _states(dstates), _tokens(dv, VALUE_BLOCK), log_decay,
-        dv, dht, dh0,
-        cu_seqlens, first, scale, T, H=H, K=K, V=V, BV=VALUE_BLOCK, BT=CHUNK, STAGES=stages,
+        dv, dht, dh0, cu_seqlens, first, scale, T, H=H, K=K, V=V, BV=VALUE_BLOCK, BT=CHUNK, STAGES=stages,
         HAS_DHT=dht is not None, num_warps=4, **COMPILE_OPTIONS,
     )
 
@@ -177,8 +177,8 @@ def _launch(kernel, grid, *args, **kwargs) -> bool:
             raise
         unusable.append(f"{type(error).__name__}: {str(error)[:500]}")
         log.warning("decaylab: the Gluon kernels for Hopper do not build with triton %s (%s); the Triton kernels run "
-                    "instead. Set LaunchConfig.hopper_sweeps=False and hopper_dqk=False to skip them.", triton.__version__,
-                    unusable[0])
+                    "instead. Set LaunchConfig.hopper_sweeps=False and hopper_dqk=False to skip them.",
+                    triton.__version__, unusable[0])
         return False
     return True
 
@@ -301,8 +301,7 @@ if gluon is not None and not unusable:
 
         @gluon.jit
         def hopper_forward_kernel(q_desc, k_desc, v_desc, s_desc, o_desc, g, o, h0, ht, cu_seqlens, state_first,
-                                  scale, T,
-                                  H: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
+                                  scale, T, H: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
                                   BT: gl.constexpr, STAGES: gl.constexpr, VARLEN: gl.constexpr, HAS_H0: gl.constexpr,
                                   STORE_HT: gl.constexpr, SAVE_STATES: gl.constexpr, num_warps: gl.constexpr):
             """One program per (sequence, head, block of BV value channels), carrying the [K, BV] fp32 state:
@@ -380,8 +379,7 @@ if gluon is not None and not unusable:
 
         @gluon.jit
         def hopper_dstates_dv_kernel(q_desc, k_desc, do_desc, ds_desc, dv_desc, g, dv, dht, dh0, cu_seqlens, first,
-                                     scale, T,
-                                     H: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
+                                     scale, T, H: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr,
                                      BT: gl.constexpr, STAGES: gl.constexpr, HAS_DHT: gl.constexpr,
                                      num_warps: gl.constexpr):
             """One program per (sequence, head, block of BV value channels), walking the chunks backwards with the

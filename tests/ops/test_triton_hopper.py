@@ -44,7 +44,7 @@ def test_covers_the_pinned_case(on_sm90):
 
 
 @pytest.mark.parametrize("case", ["config off", "fp16", "fp32", "vector decay", "K=32", "K=256", "V=96", "V=320",
-                                  "unaligned"])
+                                  "unaligned", "int32 coordinates"])
 def test_other_calls_take_the_triton_kernels(on_sm90, case):
     cfg, inputs = CONFIG, _inputs()
     if case == "config off":
@@ -57,9 +57,12 @@ def test_other_calls_take_the_triton_kernels(on_sm90, case):
         inputs = _inputs(K=int(case[2:]))
     elif case.startswith("V="):
         inputs = _inputs(V=int(case[2:]))
-    else:  # a view starting one element in: TMA needs 16-byte aligned addresses
+    elif case == "unaligned":  # a view starting one element in: TMA needs 16-byte aligned addresses
         q, k, v, g = inputs
         inputs = (torch.randn(q.numel() + 1, dtype=q.dtype)[1:].view(q.shape), k, v, g)
+    else:  # 2**37 elements (a broadcast view, no memory): chunk-state rows past int32
+        q, k, v, g = inputs
+        inputs = (q[:1, :1, :1].expand(2**22, 2**8, 1, 128), k, v, g)
     assert not hopper.covers(*inputs, cfg)
 
 

@@ -79,6 +79,7 @@ unusable: list[str] = [] if _release(triton.__version__) >= OLDEST_TRITON else [
 CHUNK = 64  # tokens per step (the wgmma tiles' rows); the configs that enable these kernels use it too
 VALUE_BLOCK = 64  # value channels per program
 KEY_DIMS = (64, 128)
+MAX_ELEMENTS = 2**36  # of q: its chunk states then span < 2**31 rows, whose TMA coordinates are int32
 
 
 def sm90(device: torch.device) -> bool:
@@ -103,8 +104,9 @@ def suits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Te
     """Whether a call suits the Gluon kernels (these and hopper_grads.py): Gluon is there, the decay is scalar, the
     inputs are bf16 (their chunk states are bf16 too, copied out of the wgmma operand as they are; fp16 inputs keep
     fp32 states) with K in KEY_DIMS and V a multiple of VALUE_BLOCK up to 256, TMA can address them (16-byte
-    aligned), the GPU is an sm_90 one (not the interpreter), and this Triton builds them (see ``unusable``)."""
-    if gluon is None or unusable or log_decay.ndim != 3 or q.dtype != torch.bfloat16:
+    aligned), the GPU is an sm_90 one (not the interpreter), this Triton builds them (see ``unusable``), and the
+    TMA coordinates of its tokens and chunk states fit int32 (chunk states ~ q.numel() / 64 rows)."""
+    if gluon is None or unusable or log_decay.ndim != 3 or q.dtype != torch.bfloat16 or q.numel() >= MAX_ELEMENTS:
         return False
     K, V = q.shape[3], v.shape[3]
     return (K in KEY_DIMS and V % VALUE_BLOCK == 0 and V <= 256 and sm90(q.device) and not interpreter_active()

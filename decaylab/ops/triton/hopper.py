@@ -151,7 +151,8 @@ def forward(q, k, v, log_decay, o, scale, initial_state, final_state, cu_seqlens
     return _launch(
         hopper_forward_kernel, (count * H * (V // VALUE_BLOCK),),
         _tokens(q, K), _tokens(k, K), _tokens(v, VALUE_BLOCK), _states(states), _tokens(o, VALUE_BLOCK), log_decay, o,
-        initial_state, final_state, cu_seqlens, state_first, scale, T, H=H, K=K, V=V, BV=VALUE_BLOCK, BT=CHUNK, STAGES=stages,
+        initial_state, final_state, cu_seqlens, state_first, scale, T, H=H, K=K, V=V, BV=VALUE_BLOCK, BT=CHUNK,
+        STAGES=stages,
         VARLEN=cu_seqlens is not None, HAS_H0=initial_state is not None, STORE_HT=final_state is not None,
         SAVE_STATES=save, num_warps=4, **COMPILE_OPTIONS,
     )
@@ -271,6 +272,19 @@ if gluon is not None and not unusable:
                 _tma_store(desc, [row, col], smem)
 
         @gluon.jit
+        def _walk_indices(i_nh, i_v, K: gl.constexpr, V: gl.constexpr, BV: gl.constexpr, BT: gl.constexpr,
+                          s_layout: gl.constexpr, o_layout: gl.constexpr, g_layout: gl.constexpr):
+            """A sweep's index vectors: the scores' rows and columns, the [BT, BV] outputs' rows and columns, a
+            chunk's tokens for the gates, and the offsets of this program's [K, BV] block in a [N, H, K, V] state."""
+            rows_o = gl.arange(0, BT, layout=gl.SliceLayout(1, o_layout))
+            cols_o = gl.arange(0, BV, layout=gl.SliceLayout(0, o_layout))
+            keys = gl.arange(0, K, layout=gl.SliceLayout(1, o_layout))
+            rows_s = gl.arange(0, BT, layout=gl.SliceLayout(1, s_layout))
+            cols_s = gl.arange(0, BT, layout=gl.SliceLayout(0, s_layout))
+            return (rows_s, cols_s, rows_o, cols_o, gl.arange(0, BT, layout=g_layout),
+                    i_nh.to(gl.int64) * K * V + keys[:, None] * V + i_v * BV + cols_o[None, :])
+
+        @gluon.jit
         def _write_out(x, smem, desc, ptr, tok0, rows_left, col, rows, cols, H: gl.constexpr, V: gl.constexpr,
                        BT: gl.constexpr):
             """A chunk's [BT, BV] result into tokens tok0 on, columns col on: a whole chunk by a TMA copy out of
@@ -327,14 +341,9 @@ if gluon is not None and not unusable:
                 _issue_step(i, NT, bos, q_desc, k_desc, v_desc, i_h * K, col_v, q_ring, k_ring, v_ring, bars, STAGES,
                             BT, False)
 
-            rows_s = gl.arange(0, BT, layout=gl.SliceLayout(1, s_layout))
-            cols_s = gl.arange(0, BT, layout=gl.SliceLayout(0, s_layout))
-            rows_o = gl.arange(0, BT, layout=gl.SliceLayout(1, o_layout))
-            cols_o = gl.arange(0, BV, layout=gl.SliceLayout(0, o_layout))
-            keys = gl.arange(0, K, layout=gl.SliceLayout(1, o_layout))
-            t_g = gl.arange(0, BT, layout=g_layout)
+            rows_s, cols_s, rows_o, cols_o, t_g, state_offs = _walk_indices(i_nh, i_v, K, V, BV, BT, s_layout, o_layout,
+                                                                            g_layout)
             causal = rows_s[:, None] >= cols_s[None, :]
-            state_offs = i_nh.to(gl.int64) * K * V + keys[:, None] * V + i_v * BV + cols_o[None, :]
             if HAS_H0:
                 S = gl.load(h0 + state_offs)
             else:
@@ -408,14 +417,9 @@ if gluon is not None and not unusable:
                 _issue_step(i, NT, bos, q_desc, k_desc, do_desc, i_h * K, col_v, q_ring, k_ring, do_ring, bars,
                             STAGES, BT, True)
 
-            rows_s = gl.arange(0, BT, layout=gl.SliceLayout(1, s_layout))
-            cols_s = gl.arange(0, BT, layout=gl.SliceLayout(0, s_layout))
-            rows_o = gl.arange(0, BT, layout=gl.SliceLayout(1, o_layout))
-            cols_o = gl.arange(0, BV, layout=gl.SliceLayout(0, o_layout))
-            keys = gl.arange(0, K, layout=gl.SliceLayout(1, o_layout))
-            t_g = gl.arange(0, BT, layout=g_layout)
+            rows_s, cols_s, rows_o, cols_o, t_g, state_offs = _walk_indices(i_nh, i_v, K, V, BV, BT, s_layout, o_layout,
+                                                                            g_layout)
             anticausal = rows_s[:, None] <= cols_s[None, :]
-            state_offs = i_nh.to(gl.int64) * K * V + keys[:, None] * V + i_v * BV + cols_o[None, :]
             if HAS_DHT:
                 dS = gl.load(dht + state_offs)
             else:

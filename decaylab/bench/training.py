@@ -1,7 +1,8 @@
 """``decaylab bench training``: tokens/s of whole training runs, side by side in one process.
 
 Each variant (dotted ``--set`` overrides of a run preset, e.g. ``model.pos=rope``) is trained for ``--steps``
-steps into a temporary run directory, once per ``--cuda-graph`` mode, in an interleaved order (every variant
+steps into a temporary run directory, once per ``--cuda-graph`` mode, after an untimed warm-up run of
+WARMUP_STEPS steps per variant (kernel compilation), in an interleaved order (every variant
 and mode once, then again with ``--repeats``) so that a noisy machine slows all of them alike. Reported per run:
 training tokens/s (steps x tokens per step over the summed step time, as the run's summary.json reports it),
 the wall time of the whole ``train()`` call (model build, capture, checkpoint and final model included), the
@@ -11,11 +12,15 @@ final training loss and validation loss. ``--vs`` names the variant that ratios 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+WARMUP_STEPS = 20
 
 
 def _parse_variant(text: str) -> dict[str, str]:
@@ -43,6 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from decaylab.config import with_overrides
     from decaylab.training import resolve_run_config, train
 
     if args.steps < 1 or args.repeats < 1:
@@ -57,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
             configs[(label, mode)] = resolve_run_config(args.preset, None, changes)
     results: dict[tuple[str, str], list[dict]] = {key: [] for key in configs}
     with tempfile.TemporaryDirectory(prefix="decaylab-bench-") as tmp:
+        # Untimed warm-up runs: the first run of a new shape compiles its kernels, which no later run pays.
+        for i, cfg in enumerate(configs.values()):
+            warm = with_overrides(cfg, {"train.max_steps": min(args.steps, WARMUP_STEPS), "train.eval_batches": 1})
+            with contextlib.redirect_stdout(io.StringIO()):
+                train(warm, Path(tmp) / f"warmup-{i}")
         for r in range(args.repeats):
             for (label, mode), cfg in configs.items():
                 run_dir = Path(tmp) / f"{len(results[(label, mode)])}-{abs(hash((label, mode, r)))}"

@@ -37,7 +37,19 @@ from collections.abc import Callable
 import numpy as np
 
 from decaylab.report.data import Row, SweepData, decay_medians
-from decaylab.report.stats import ALPHA, Estimate, Paired, Scale, paired, population, scale_of, seed_span, spearman
+from decaylab.report.stats import (
+    ACCURACY,
+    ALPHA,
+    LOG_PPL,
+    Estimate,
+    Paired,
+    Scale,
+    paired,
+    population,
+    scale_of,
+    seed_span,
+    spearman,
+)
 
 MIN_DECADES = 1.0  # "contradicted" for finding 1 needs rows whose memory lengths differ by 10x (e.g. 0.9 vs 0.99)
 DECAY_FLOOR = 1e-6  # distances to 0 or 1 below this are float32 rounding of the decay, not a smaller distance
@@ -47,9 +59,9 @@ DIGITS = {"mqar_accuracy": 3}  # decimals of raw scores in evidence lines
 METHOD = (
     "Method: a pair is two configurations that differ in one setting only; seed s of one is paired with seed s of "
     "the other. Differences are gains (ln ppl ratio, ≈ % lower perplexity; accuracy points for MQAR), averaged "
-    "over seeds per pair, then over pairs, with a 95 % Student t interval over the pairs (one pair: over its "
-    f"seeds); α = {ALPHA:g}, significant when the interval excludes 0. Practical margin M: 1 % perplexity, "
-    "1 accuracy point. Finding 1 uses Spearman's ρ between score and learned median decay (permutation p). "
+    "over seeds per pair, then over pairs, with a 95 % Student t interval over the pairs, never narrower than their seed "
+    f"noise allows (one pair: over its seeds); α = {ALPHA:g}, significant when the interval excludes 0. Practical margin M: "
+    f"{LOG_PPL.fmt(LOG_PPL.margin, False)} perplexity, {ACCURACY.fmt(ACCURACY.margin, False)} of accuracy. Finding 1 uses Spearman's ρ between score and learned median decay (permutation p). "
     "Verdicts are supported, contradicted (the data rule the claim out) or inconclusive (too little evidence "
     "either way); docs/sweeps.md gives each rule."
 )
@@ -124,8 +136,9 @@ def pair_line(p: Paired, scale: Scale) -> str:
     if not p.diffs:
         return f"{p.a} vs {p.b}: no common finished seed (not counted)"
     est = p.estimate
-    seeds = f"{est.n} seed{'s' * (est.n > 1)}" + (", no CI" if est.low is None else "")
-    return f"{p.a} vs {p.b}: {est.fmt(scale)} ({seeds})"
+    if est.low is None:
+        return f"{p.a} vs {p.b}: {scale.fmt(est.mean)} (1 seed, no CI)"
+    return f"{p.a} vs {p.b}: {est.fmt(scale)} ({est.n} seeds)"
 
 
 def population_line(pairs: list[Paired], est: Estimate, scale: Scale, metric: str, a: str, b: str) -> str:
@@ -134,7 +147,7 @@ def population_line(pairs: list[Paired], est: Estimate, scale: Scale, metric: st
     ahead = sum(float(np.mean(p.diffs)) > 0 for p in used)
     wins, losses = sum(e.above(0) for e in ests), sum(e.below(0) for e in ests)
     one_seed = sum(e.low is None for e in ests)
-    units = f"over {len(used)} pairs ({seed_span(used)})" if est.unit == "pairs" else f"over the {est.n} seeds of one pair"
+    units = f"over {len(used)} pairs ({seed_span(used)})" if est.unit == "pairs" else f"over {est.n} seeds of 1 pair"
     counts = (f"{a} ahead in {ahead}/{len(used)} pairs, significantly in {wins}; {b} significantly in {losses}; "
               f"{len(used) - wins - losses - one_seed} without a significant difference")  # fmt: skip
     counts += f", {one_seed} with one seed" if one_seed else ""
@@ -142,8 +155,8 @@ def population_line(pairs: list[Paired], est: Estimate, scale: Scale, metric: st
 
 
 def _why(est: Estimate, scale: Scale, pairs: list[Paired], what: str) -> str:
-    units = f"{est.n} pairs, {seed_span(pairs)}" if est.unit == "pairs" else f"1 pair, {est.n} seeds"
-    ci = "no CI" if est.low is None else f"95% CI [{scale.fmt(est.low, unit=False)}, {scale.fmt(est.high, unit=False)}]"
+    units = f"{est.n} pairs, {seed_span(pairs)}" if est.unit == "pairs" else f"1 pair, {seed_span(pairs)}"
+    ci = "no CI" if est.low is None else f"95% CI {est.interval(scale)}"
     return f"{what} {scale.fmt(est.mean)} ({ci}; {units})"
 
 
@@ -206,8 +219,9 @@ def _decay_range_group(data: SweepData, metric: str, rows: list[Row]) -> tuple[s
     near_best = [r for r in with_decay if r is best or not _significantly_better(best, r)]
     if decay[best.label] is not None:
         lo, hi = min(decay[r.label] for r in near_best), max(decay[r.label] for r in near_best)
+        names = ", ".join(r.label for r in near_best)
         lines.append(f"best: {best.label} (median decay {decay[best.label]:.3f}); rows not significantly worse "
-                     f"(paired): {', '.join(r.label for r in near_best)}, median decay {lo:.3f}–{hi:.3f}")  # fmt: skip
+                     f"(paired): {names}, median decay {lo:.3f}–{hi:.3f}")  # fmt: skip
     lines.append(f"best vs worst: {pair_line(spread, scale)} ({metric}, {scale.name})")
 
     spread_why = (_why(spread_est, scale, [spread], "best vs worst") if spread_est

@@ -26,12 +26,14 @@ a Student t interval over the k pairs,
 
 where s_j is the standard deviation of pair j's n_j seed differences. Seed noise is inside var(m_j), so pairs
 with one seed still count; the floor keeps a few pairs whose means agree by chance from claiming more precision
-than their seeds have (random-effects meta-analysis likewise truncates the between-pair variance at zero). With a single pair the population is that
-pair and its seeds are the units (df = n_seeds - 1); one pair with one seed has no interval. A difference is
-*significant* when its interval excludes 0. Why this test: a sign test on k pair means cannot reach alpha = 0.05
-with 5 pairs or fewer (its smallest two-sided p is 2 / 2^k), which is the size of the sharing study; a percentile
-bootstrap over pairs covers far less than 95 % with so few pairs (with 3 pairs its interval is about
-[min, max]). The t interval is exact for normal pair means and widens honestly when pairs are few.
+than their seeds have (random-effects meta-analysis likewise truncates the between-pair variance at zero). With
+a single pair the population is that pair and its seeds are the units (df = n_seeds - 1); one pair with one seed
+has no interval. A difference is *significant* when its interval excludes 0.
+
+Why this test: a sign test on k pair means cannot reach alpha = 0.05 with 5 pairs or fewer (its smallest
+two-sided p is 2 / 2^k), and the sharing study has 5 pairs; a percentile bootstrap over pairs covers far less
+than 95 % with so few pairs (with 3 pairs its interval is about [min, max] of the pair means). The t interval is
+exact for normal pair means, widens honestly when pairs are few, and needs no random numbers.
 
 Rank correlation. For a relation between a row's score and its learned median decay: Spearman's rho over the rows
 (row means over seeds), two-sided p-value from a permutation test (all n! orderings up to 8 rows, else 20,000
@@ -103,9 +105,14 @@ class Estimate:
     def below(self, x: float) -> bool:
         return self.high is not None and self.high < x
 
+    def interval(self, scale: Scale) -> str:
+        """'[low, high]' in the scale's numbers (unit left out), or 'no CI'."""
+        if self.low is None:
+            return "no CI"
+        return f"[{scale.fmt(self.low, unit=False)}, {scale.fmt(self.high, unit=False)}]"
+
     def fmt(self, scale: Scale) -> str:
-        ci = "no CI" if self.low is None else f"[{scale.fmt(self.low, unit=False)}, {scale.fmt(self.high, unit=False)}]"
-        return f"{scale.fmt(self.mean)} {ci}"
+        return f"{scale.fmt(self.mean)} {self.interval(scale)}"
 
 
 def mean_ci(values: Sequence[float], unit: str, min_var: float = 0.0) -> Estimate:

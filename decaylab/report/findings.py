@@ -41,6 +41,7 @@ from decaylab.report.stats import (
     ACCURACY,
     ALPHA,
     LOG_PPL,
+    PERMUTATIONS,
     Estimate,
     Paired,
     Scale,
@@ -53,12 +54,13 @@ from decaylab.report.stats import (
 
 MIN_DECADES = 1.0  # "contradicted" for finding 1 needs rows whose memory lengths differ by 10x (e.g. 0.9 vs 0.99)
 DECAY_FLOOR = 1e-6  # distances to 0 or 1 below this are float32 rounding of the decay, not a smaller distance
-DECADES = Scale("decades toward 0 or 1", lambda v: v, margin=0.0, factor=1, unit=" decades", digits=2)
+DECADES = Scale("decades toward 0 or 1", lambda v: v, margin=0.0, show=lambda d: d, unit=" decades", digits=2)
 DIGITS = {"mqar_accuracy": 3}  # decimals of raw scores in evidence lines
 
 METHOD = (
     "Method: a pair is two configurations that differ in one setting only; seed s of one is paired with seed s of "
-    "the other. Differences are gains (ln ppl ratio, ≈ % lower perplexity; accuracy points for MQAR), averaged "
+    "the other. Differences are gains (the ln ratio of perplexities, shown as % lower perplexity; accuracy "
+    "points for MQAR), averaged "
     "over seeds per pair, then over pairs, with a 95 % Student t interval over the pairs, never narrower than their seed "
     f"noise allows (one pair: over its seeds); α = {ALPHA:g}, significant when the interval excludes 0. Practical margin M: "
     f"{LOG_PPL.fmt(LOG_PPL.margin, False)} perplexity, {ACCURACY.fmt(ACCURACY.margin, False)} of accuracy. Finding 1 uses Spearman's ρ between score and learned median decay (permutation p). "
@@ -211,7 +213,7 @@ def _decay_range_group(data: SweepData, metric: str, rows: list[Row]) -> tuple[s
     lines = []
     if corr:
         ci = "" if corr.low is None else f" [{corr.low:+.2f}, {corr.high:+.2f}]"
-        how = "all orderings" if corr.exact else "20,000 random orderings"
+        how = "all orderings" if corr.exact else f"{PERMUTATIONS:,} random orderings"
         lines.append(f"{metric}: Spearman ρ(median decay, score) = {corr.rho:+.2f}{ci} over {corr.n} rows, "
                      f"p = {corr.p:.3g} (permutation, {how}); positive: a larger decay scores better")  # fmt: skip
     lines.append(f"{metric} by median decay (all layers): " + "; ".join(
@@ -239,10 +241,13 @@ def _decay_range_group(data: SweepData, metric: str, rows: list[Row]) -> tuple[s
     else:
         why = f"Spearman ρ = {corr.rho:+.2f}, p = {corr.p:.3g} over {corr.n} rows is not significant"
         why += " (5 rows are the fewest that can reach α = 0.05)" if corr.n < 5 else ""
+    margin = scale.fmt(scale.margin, False)
     if span < MIN_DECADES:
         tail = f"the rows' memory lengths span only {span:.1f} decades"
+    elif spread_est and (spread_est.above(scale.margin) or spread_est.below(-scale.margin)):
+        tail = f"the rows do differ by more than {margin}: {spread_why}"
     else:
-        tail = f"{spread_why} does not rule out a difference of {scale.fmt(scale.margin, False)}"
+        tail = f"{spread_why} does not rule out a difference of {margin}"
     return "inconclusive", f"{why}, and {tail}", lines
 
 

@@ -7,9 +7,9 @@ mean the same across pairs of very different level:
     perplexity (test_ppl, val_ppl):  g = -ln(ppl)   so  g_a - g_b = ln(ppl_b / ppl_a)
     MQAR accuracy:                    g = accuracy   so  g_a - g_b is in accuracy points
 
-ln ppl is the model's mean cross-entropy per token, so a gain in g is a difference of losses in nats, and for
-small values ``100 (g_a - g_b)`` is the percentage by which a's perplexity is lower. A raw perplexity difference
-would let one pair at ppl 300 outweigh ten pairs at ppl 30. Accuracy is bounded and starts near chance (about
+ln ppl is the model's mean cross-entropy per token, so a gain in g is a difference of losses in nats, and
+``100 (1 - exp(-(g_a - g_b)))`` is the percentage by which a's perplexity is lower (how reports write it). A raw
+perplexity difference would let one pair at ppl 300 outweigh ten pairs at ppl 30. Accuracy is bounded and starts near chance (about
 1/32 on the quick MQAR task), where a log would blow small differences up, so it stays linear.
 
 Paired differences. A pair is two configurations that differ in one setting only (treatment a, control b). Seed
@@ -65,21 +65,23 @@ class Scale:
     name: str
     gain: Callable[[float], float]
     margin: float  # smallest gain difference that matters in practice (findings.py says where it is used)
-    factor: float  # display: difference x factor, followed by unit
+    show: Callable[[float], float]  # a gain difference as the number a reader sees, followed by unit
     unit: str
     digits: int = 1
 
     def fmt(self, value: float | None, sign: bool = True, unit: bool = True) -> str:
         if value is None:
             return "n/a"
-        return f"{value * self.factor:{'+' if sign else ''}.{self.digits}f}{self.unit if unit else ''}"
+        return f"{self.show(value):{'+' if sign else ''}.{self.digits}f}{self.unit if unit else ''}"
 
 
-# A gain of 0.01 in ln ppl is a 1 % lower perplexity; seed-to-seed spread of the paper's PTB models is about
-# that size, and the paper calls differences of this order "no tangible benefit". One accuracy point is the
-# same order for MQAR (2,048 test queries: one point is about 20 queries).
-LOG_PPL = Scale("ln-ppl gain (≈ % lower perplexity)", lambda v: -math.log(v), margin=0.01, factor=100, unit="%")
-ACCURACY = Scale("accuracy gain", lambda v: v, margin=0.01, factor=100, unit=" pts")
+# Margins: 1 % lower perplexity; the seed-to-seed spread of the paper's PTB models is about that size, and the
+# paper calls differences of this order "no tangible benefit". One accuracy point is the same order for MQAR
+# (2,048 test queries: one point is about 20 queries). A perplexity gain d is shown as 100 (1 - exp(-d)), the
+# percentage by which the (geometric mean) perplexity is lower; negative: higher.
+LOG_PPL = Scale("% lower perplexity", lambda v: -math.log(v), margin=-math.log(0.99),
+                show=lambda d: 100 * -math.expm1(-d), unit="%")  # fmt: skip
+ACCURACY = Scale("accuracy points", lambda v: v, margin=0.01, show=lambda d: 100 * d, unit=" pts")
 SCALES = {"test_ppl": LOG_PPL, "val_ppl": LOG_PPL, "mqar_accuracy": ACCURACY}
 
 

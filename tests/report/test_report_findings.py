@@ -162,7 +162,7 @@ def test_decay_range_relation_strong_none_too_few_rows_and_one_seed():
     strong = param_rows(zip(DECAYS, [300, 200, 150, 130, 120, 110]))
     v = findings(sweep(parameterization=strong))[1]
     assert v.verdict == "supported" and "rises with the learned median decay" in v.reason and "p = 0.00278" in v.reason
-    assert any(e.startswith("best vs worst: r5 vs r0: +100") for e in v.evidence)
+    assert any(e.startswith("best vs worst: r5 vs r0: +63.3% [") for e in v.evidence)
     assert any(e.startswith("best: r5 (median decay 0.990)") for e in v.evidence)
     flat = param_rows(zip([0.9, 0.95, 0.99, 0.995, 0.999], [100.0] * 5), sigma=0.001)
     v = findings(sweep(parameterization=flat))[1]
@@ -173,6 +173,7 @@ def test_decay_range_relation_strong_none_too_few_rows_and_one_seed():
     few = param_rows(zip([0.001, 0.8, 0.99], [300, 150, 110]))
     v = findings(sweep(parameterization=few))[1]
     assert v.verdict == "inconclusive" and "5 rows are the fewest" in v.reason
+    assert "the rows do differ by more than 1.0%: best vs worst +63.3%" in v.reason  # 1 - 110/300
     one_seed = param_rows(zip(DECAYS, [300, 200, 150, 130, 120, 110]), seeds=1)
     assert verdicts(sweep(parameterization=one_seed))[1] == "supported"  # rows, not seeds, are the units
     assert verdicts(sweep(other=strong))[1] == "no data"

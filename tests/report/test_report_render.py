@@ -166,7 +166,7 @@ def test_verdicts_render_with_method_evidence_and_lines_beyond_the_paper():
     assert "**4. RoPE rarely gives decay linear attention a tangible benefit.** — **no data**" in md
     tpe = [line for line in md.splitlines() if line.startswith("*Beyond the paper: TPE")]
     assert len(tpe) == 1 and "— **contradicted**: TPE helps significantly" in tpe[0]
-    assert "- a tpe vs a none: +20.0% [" in md and "- population (test_ppl, ln-ppl gain" in md
+    assert "- a tpe vs a none: +18.1% [" in md and "- population (test_ppl, % lower perplexity)" in md
     page = _html(data, {"pos": {}}, verdicts)
     assert "<b class='contradicted'>contradicted</b>" in page and "<i>Beyond the paper: LRPE" in page
-    assert "<li>a tpe vs a none: +20.0% [" in page
+    assert "<li>a tpe vs a none: +18.1% [" in page

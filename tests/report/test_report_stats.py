@@ -79,6 +79,7 @@ def test_spearman_exact_and_random_permutations():
 
 def test_every_score_metric_has_a_scale():
     assert {name for name, _ in SCORES} <= set(SCALES)
+    assert LOG_PPL.fmt(math.log(2)) == "+50.0%" and LOG_PPL.fmt(-math.log(2)) == "-100.0%"  # half, double ppl
     assert LOG_PPL.fmt(0.0123) == "+1.2%" and ACCURACY.fmt(-0.05) == "-5.0 pts" and LOG_PPL.fmt(None) == "n/a"
     with pytest.raises(KeyError, match="add it to decaylab.report.stats.SCALES"):
         scale_of("bleu")

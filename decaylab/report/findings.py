@@ -58,14 +58,15 @@ DECADES = Scale("decades toward 0 or 1", lambda v: v, margin=0.0, show=lambda d:
 DIGITS = {"mqar_accuracy": 3}  # decimals of raw scores in evidence lines
 
 METHOD = (
-    "Method: a pair is two configurations that differ in one setting only; seed s of one is paired with seed s of "
-    "the other. Differences are gains (the ln ratio of perplexities, shown as % lower perplexity; accuracy "
-    "points for MQAR), averaged "
-    "over seeds per pair, then over pairs, with a 95 % Student t interval over the pairs, never narrower than their seed "
-    f"noise allows (one pair: over its seeds); α = {ALPHA:g}, significant when the interval excludes 0. Practical margin M: "
-    f"{LOG_PPL.fmt(LOG_PPL.margin, False)} perplexity, {ACCURACY.fmt(ACCURACY.margin, False)} of accuracy. Finding 1 uses Spearman's ρ between score and learned median decay (permutation p). "
-    "Verdicts are supported, contradicted (the data rule the claim out) or inconclusive (too little evidence "
-    "either way); docs/sweeps.md gives each rule."
+    "Method: a pair is two configurations that differ in one setting only; seed s of one is paired with seed s "
+    "of the other. Differences are gains (the ln ratio of perplexities, shown as % lower perplexity; accuracy "
+    "points for MQAR), averaged over seeds per pair, then over pairs, with a 95 % Student t interval over the "
+    "pairs (one pair: over its seeds); "
+    f"α = {ALPHA:g}, significant when the interval excludes 0. Practical margin M: "
+    f"{LOG_PPL.fmt(LOG_PPL.margin, False)} lower perplexity, {ACCURACY.fmt(ACCURACY.margin, False)} of accuracy. "
+    "Finding 1 uses Spearman's ρ between score and learned median decay (permutation p). Verdicts are supported, "
+    "contradicted (the data rule the claim out) or inconclusive (too little evidence either way); "
+    "docs/sweeps.md gives each rule."
 )
 
 

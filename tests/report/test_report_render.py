@@ -149,7 +149,7 @@ def test_recall_sweep_is_reported_by_accuracy(tmp_path):
     assert "Test ppl" not in md
     # finding 1 relates accuracy (not perplexity) to the learned median decay; one seed gives no interval
     assert "- mqar_accuracy by median decay (all layers): " in md
-    assert re.search(r"- best vs worst: .* \(1 seed, no CI\) \(mqar_accuracy, accuracy gain\)", md)
+    assert re.search(r"- best vs worst: .* \(1 seed, no CI\) \(mqar_accuracy, accuracy points\)", md)
 
 
 def test_verdicts_render_with_method_evidence_and_lines_beyond_the_paper():

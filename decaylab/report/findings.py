@@ -5,12 +5,13 @@ test), with one sentence saying why. Rows are compared within one score metric (
 data.SCORES), on the gain scale of stats.py (ln ppl for perplexity, points for accuracy); softmax rows are left
 out, and a configuration listed in several studies counts once. A pair is two rows whose configurations differ
 in one key only; its seeds are paired; the population estimate is the mean over pairs with a 95 % t interval
-(alpha = 0.05). M is the practical margin of the scale (1 % perplexity, 1 accuracy point).
+(alpha = 0.05). M is the practical margin of the scale (1 % lower perplexity, 1 accuracy point).
 
 1. Decay range matters (rows of the ``parameterization`` study): Spearman's rho between a row's learned median
    decay and its score, permutation p-value. Contradicted if the best and the worst row differ by less than M
    (their paired interval lies inside (-M, M)) although their median decays span at least MIN_DECADES decades
-   of memory length -log10(1 - decay); else supported if p < alpha; else inconclusive.
+   of memory length -log10(1 - decay); else supported if p < alpha; else inconclusive. Contradiction is checked
+   first: rows a decade of memory apart that score the same outweigh a rank trend too small to matter.
 2. Sharing can push decay too far and hurt (pairs in ``model.decay.share``): the score half (shared minus
    unshared gain) and the mechanism half, the distance of the median decay to the nearer of 0 and 1 in decades,
    ``log10 dist(unshared) - log10 dist(shared)`` (positive: the shared decay moved toward an extreme). Supported

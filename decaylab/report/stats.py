@@ -31,8 +31,9 @@ pair and its seeds are the units (df = n_seeds - 1); one pair with one seed has 
 
 Why this test: a sign test on k pair means cannot reach alpha = 0.05 with 5 pairs or fewer (its smallest
 two-sided p is 2 / 2^k), and the sharing study has 5 pairs; a 95 % percentile bootstrap over pairs covers the
-true mean far less often with so few pairs (about 76 % with 3 pairs, 84 % with 5, simulated normal pair means). The t interval is
-exact for normal pair means, widens honestly when pairs are few, and needs no random numbers.
+true mean far less often with so few pairs (about 76 % with 3 pairs, 84 % with 5, simulated normal pair
+means). The t interval is exact for normal pair means, widens honestly when pairs are few, and needs no random
+numbers.
 
 Rank correlation. For a relation between a row's score and its learned median decay: Spearman's rho over the rows
 (row means over seeds), two-sided p-value from a permutation test (all n! orderings up to 8 rows, else 20,000
@@ -75,8 +76,8 @@ class Scale:
 
 
 # Margins, fixed before any result was looked at: the smallest difference taken to be worth acting on, 1 % lower
-# perplexity, or one accuracy point (about 20 of the 2,048 MQAR test queries). A perplexity gain d is shown as 100 (1 - exp(-d)), the
-# percentage by which the (geometric mean) perplexity is lower; negative: higher.
+# perplexity, or one accuracy point (about 20 of the 2,048 MQAR test queries). A perplexity gain d is shown as
+# 100 (1 - exp(-d)), the percentage by which the (geometric mean) perplexity is lower; negative: higher.
 LOG_PPL = Scale("% lower perplexity", lambda v: -math.log(v), margin=-math.log(0.99),
                 show=lambda d: 100 * -math.expm1(-d), unit="%")  # fmt: skip
 ACCURACY = Scale("accuracy points", lambda v: v, margin=0.01, show=lambda d: 100 * d, unit=" pts")

@@ -23,7 +23,6 @@ from decaylab.sweep.slurm import (
     ingest,
     point_statuses,
     read_record,
-    require_submitit,
     state_of,
 )
 from decaylab.sweep.spec import PlannedRun, SweepSpec, expand
@@ -68,15 +67,16 @@ def launch_sweep(
     own children.
     """
     kind = LAUNCHERS.get(launcher)
-    require_submitit()
+    kind.check()
     options = options or SlurmOptions()
     backend = backend or default_backend()
     wait = wait or not kind.throttles
     out = Path(out_dir)
+    plan = expand(spec, backend.resolve, overrides)
+    check_fits(plan, options, torchrun_ok=backend == default_backend())
     sweep_lock = open_sweep_dir(out)
     try:
-        prepared = prepare_sweep(spec, out, overrides, backend)
-        check_fits(prepared.plan, options, torchrun_ok=backend == default_backend())
+        prepared = prepare_sweep(spec, out, overrides, backend, plan)
         statuses = point_statuses(prepared.plan, out, prepared.evaluate is not None)
         ingest([s for s in statuses if s.state == "finished"], out, prepared.db)
         todo = [s.run for s in statuses if s.to_submit]

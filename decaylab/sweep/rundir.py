@@ -70,11 +70,16 @@ class PreparedSweep:
 
 
 def prepare_sweep(
-    spec: SweepSpec, out: Path, overrides: Mapping[str, Any] | None, backend: RunBackend
+    spec: SweepSpec,
+    out: Path,
+    overrides: Mapping[str, Any] | None,
+    backend: RunBackend,
+    plan: list[PlannedRun] | None = None,
 ) -> PreparedSweep:
-    """Resolve every point (bad keys raise here, before anything runs), check that ``out`` holds this sweep,
-    record the plan in results.sqlite and the invocation in sweep.json. The caller holds the sweep lock."""
-    plan = expand(spec, backend.resolve, overrides)
+    """Resolve every point (bad keys raise here, before anything runs) unless ``plan`` is given, check that
+    ``out`` holds this sweep, record the plan in results.sqlite and the invocation in sweep.json. The caller
+    holds the sweep lock."""
+    plan = plan if plan is not None else expand(spec, backend.resolve, overrides)
     record = {"spec": dataclasses.asdict(spec), "overrides": dict(overrides or {})}
     db = ResultsDB(out / "results.sqlite")
     previous = db.spec()

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -55,6 +56,7 @@ def require_submitit():
 
 @dataclasses.dataclass(frozen=True)
 class Launcher:
+    check: Callable[[], None]  # raise a clear error when this machine cannot submit (before anything is written)
     make_executor: Callable[[Path, SlurmOptions, str, int], Any]  # (folder, options, job name, tasks) -> executor
     states: Callable[[Path, list[str]], dict[str, str]]  # (folder, job ids) -> scheduler state per job id
     throttles: bool  # the scheduler caps tasks running at once itself (else the submitting process does)
@@ -62,6 +64,16 @@ class Launcher:
 
 
 LAUNCHERS: Registry[Launcher] = Registry("launcher")
+
+
+def _check_slurm() -> None:
+    require_submitit()
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+    if missing:
+        raise RuntimeError(
+            f"--launcher slurm needs Slurm's {' and '.join(missing)} on PATH: submit from a login node of the "
+            "cluster (try the same path here with --launcher submitit-local)"
+        )
 
 
 def _slurm_executor(folder: Path, options: SlurmOptions, name: str, tasks: int):
@@ -91,6 +103,7 @@ def _slurm_states(folder: Path, job_ids: list[str]) -> dict[str, str]:
     import submitit
 
     watcher = submitit.SlurmJob.watcher
+    watcher.clear()  # no states cached from earlier calls in this process: a status is read once, fresh
     for job_id in job_ids:
         watcher.register_job(job_id)
     watcher.update()
@@ -118,8 +131,10 @@ def _local_states(folder: Path, job_ids: list[str]) -> dict[str, str]:
     return states
 
 
-LAUNCHERS.register("slurm")(Launcher(_slurm_executor, _slurm_states, throttles=True, poll_s=60.0))
-LAUNCHERS.register("submitit-local")(Launcher(_local_executor, _local_states, throttles=False, poll_s=0.5))
+LAUNCHERS.register("slurm")(Launcher(_check_slurm, _slurm_executor, _slurm_states, throttles=True, poll_s=60.0))
+LAUNCHERS.register("submitit-local")(
+    Launcher(require_submitit, _local_executor, _local_states, throttles=False, poll_s=0.2)
+)
 
 
 # ---------------------------------------------------------------- submission record and point states

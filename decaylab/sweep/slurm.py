@@ -40,11 +40,15 @@ RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
 UNKNOWN = "UNKNOWN"
 
 
+class LauncherUnavailable(ValueError):
+    """This machine cannot launch this way (a package or Slurm's commands are missing); the message says why."""
+
+
 def require_submitit():
     try:
         import submitit
     except ImportError:
-        raise ImportError(
+        raise LauncherUnavailable(
             'launching a sweep through submitit needs the submitit package: pip install -e ".[slurm]" '
             "(or pip install submitit)"
         ) from None
@@ -70,7 +74,7 @@ def _check_slurm() -> None:
     require_submitit()
     missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
     if missing:
-        raise RuntimeError(
+        raise LauncherUnavailable(
             f"--launcher slurm needs Slurm's {' and '.join(missing)} on PATH: submit from a login node of the "
             "cluster (try the same path here with --launcher submitit-local)"
         )

@@ -119,18 +119,26 @@ class PointTask:
             with _output_to(sweep_dir / "logs" / f"{run_id}.log"):
                 try:
                     run_point(self.backend, config, run_dir, self.evaluate, train=self._trainer(sweep_dir, run_id))
-                except BaseException:
+                except Exception:
                     print(traceback.format_exc(), file=sys.stderr, flush=True)
                     raise
-        except BaseException as e:
+        except Exception as e:
             error = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-            write_json_atomic(outcome_path(sweep_dir, run_id), {**outcome, "state": "failed", "error": error,
-                                                                 "ended_at": time.time()})  # fmt: skip
+            self._end(sweep_dir, run_id, outcome, "failed", error)
+            raise
+        except BaseException as e:  # submitit's exit after requeueing a preempted task, or an interrupt
+            self._end(sweep_dir, run_id, outcome, "failed", f"stopped ({type(e).__name__}): preempted, timed out "
+                      "or cancelled; it resumes from its checkpoint when requeued or resubmitted")  # fmt: skip
             raise
         finally:
             os.close(held)
-        write_json_atomic(outcome_path(sweep_dir, run_id), {**outcome, "state": "finished", "ended_at": time.time()})
+        self._end(sweep_dir, run_id, outcome, "finished")
         return "finished"
+
+    @staticmethod
+    def _end(sweep_dir: Path, run_id: str, outcome: dict, state: str, error: str | None = None) -> None:
+        ended = {**outcome, "state": state, "ended_at": time.time()}
+        write_json_atomic(outcome_path(sweep_dir, run_id), {**ended, "error": error} if error else ended)
 
     def _trainer(self, sweep_dir: Path, run_id: str):
         """None (the backend trains in this process), or a function that trains under torchrun."""

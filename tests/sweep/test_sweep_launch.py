@@ -3,6 +3,7 @@ re-submission, collection."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ from test_sweep_runner import calls, make_spec
 from decaylab.sweep.db import ResultsDB
 from decaylab.sweep.launch import collect, launch_sweep, print_status
 from decaylab.sweep.resources import SlurmOptions
+from decaylab.sweep.slurm import LauncherUnavailable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -114,7 +116,7 @@ def test_bad_input_stops_before_anything_is_submitted(tmp_path, task_path, monke
         launch_sweep(spec, tmp_path / "b", "submitit-local", SlurmOptions(gpus=2), backend=BACKEND, log=quiet)
     assert not (tmp_path / "b").exists()
     monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
-    with pytest.raises(RuntimeError, match="needs Slurm's sbatch and srun on PATH"):
+    with pytest.raises(LauncherUnavailable, match="needs Slurm's sbatch and srun on PATH"):
         launch_sweep(spec, tmp_path / "d", "slurm", backend=BACKEND, log=quiet)
     assert not (tmp_path / "d").exists()
 
@@ -128,6 +130,58 @@ def test_bad_input_stops_before_anything_is_submitted(tmp_path, task_path, monke
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_submitit)
-    with pytest.raises(ImportError, match=r'pip install -e "\.\[slurm\]"'):
+    with pytest.raises(LauncherUnavailable, match=r'pip install -e "\.\[slurm\]"'):
         launch_sweep(spec, tmp_path / "c", "slurm", backend=BACKEND, log=quiet)
     assert not (tmp_path / "c").exists()
+
+
+def test_command_line_status_and_bad_input(tmp_path, capsys):
+    from decaylab.cli import main
+
+    out = str(tmp_path / "sweep")
+    assert main(["sweep", "quick", "--out", out, "--status", "--set", "train.max_steps=3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "sweep quick: 14 runs: 0 finished, 0 running, 14 pending, 0 failed"
+    assert all("pending" in line and "not submitted" in line for line in lines[:-1])
+
+    assert main(["sweep", "quick", "--out", out, "--launcher", "slurm", "--slurm", "partiton=gpu"]) == 2
+    assert "unknown key 'partiton'. Did you mean 'partition'" in capsys.readouterr().err
+    assert main(["sweep", "quick", "--out", out, "--slurm", "gpus=1"]) == 2
+    assert "add --launcher slurm" in capsys.readouterr().err
+    big = tmp_path / "big.toml"
+    big.write_text('name = "big"\nbase = "160m-fineweb"\n[[points]]\nstudy = "a"\nlabel = "GLA"\n'
+                   'set = { "model.decay.kind" = "gla" }\n')  # fmt: skip
+    assert main(["sweep", str(big), "--out", out, "--launcher", "submitit-local"]) == 2
+    assert "train.device=cuda but no GPU is requested: add --slurm gpus=1" in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()  # nothing was written, let alone submitted
+
+
+TIMINGS = {"train_time_s", "tokens_per_s", "eval_time_s"}
+
+
+@pytest.mark.slow
+def test_quick_preset_gives_the_same_results_through_the_local_array(tmp_path, task_path):
+    """The `quick` preset (two of its points, one seed, 3 steps) by local workers and as a submitit-local array."""
+    from decaylab.report.data import load_sweep
+    from decaylab.report.render import table
+    from decaylab.sweep.runner import run_sweep
+    from decaylab.sweep.spec import load_spec
+
+    quick = load_spec("quick").select_studies(["sharing"])
+    spec = dataclasses.replace(quick, seeds=(0,), points=quick.points[:2])  # SD-0.99 and SD-0.99-Share
+    overrides = {"train.max_steps": "3"}
+    assert run_sweep(spec, tmp_path / "local", workers=2, overrides=overrides, log=quiet).ok
+    array = launch_sweep(spec, tmp_path / "array", "submitit-local", overrides=overrides, max_running=2, log=quiet)
+    assert array.ok and len(array.finished) == 2
+
+    def results(folder: Path):
+        db = ResultsDB(folder / "results.sqlite")
+        metrics = {run: {k: v for k, v in m.items() if k not in TIMINGS} for run, m in db.metrics().items()}
+        (rows,) = load_sweep(folder).rows.values()
+        head, cells = table(rows)
+        keep = [i for i, name in enumerate(head) if name != "Tokens/s"]  # throughput differs run to run
+        return metrics, db.curves("train_loss"), db.decay_stats(), [[row[i] for i in keep] for row in cells]
+
+    local, launched = results(tmp_path / "local"), results(tmp_path / "array")
+    assert len(local[0]) == 2 and all("mqar_accuracy" in m for m in local[0].values())
+    assert launched == local  # same run ids, same numbers, same table

@@ -50,13 +50,19 @@ def set_sacct(folder: Path, states: dict[str, str]) -> None:
     (folder / "sacct.txt").write_text("\n".join(lines) + "\n")
 
 
-def run_array_task(sweep_dir: Path, array_id: str, index: int) -> int:
-    """Start one array task as Slurm's srun would: submitit's entry point with the task's SLURM_* variables."""
-    env = dict(os.environ, SUBMITIT_EXECUTOR="slurm", SLURM_JOB_ID=str(9000 + index), SLURM_ARRAY_JOB_ID=array_id,
-               SLURM_ARRAY_TASK_ID=str(index), SLURM_NTASKS="1", SLURM_JOB_NUM_NODES="1", SLURM_NODEID="0",
-               SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_JOB_NODELIST="node1")  # fmt: skip
+def slurm_env(job_id: str, index: int | None) -> dict[str, str]:
+    """The variables Slurm gives a task of job ``job_id`` (array task ``index``, or a plain job for None)."""
+    env = dict(os.environ, SUBMITIT_EXECUTOR="slurm", SLURM_JOB_ID=job_id, SLURM_NTASKS="1", SLURM_JOB_NUM_NODES="1",
+               SLURM_NODEID="0", SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_JOB_NODELIST="node1")  # fmt: skip
+    if index is not None:
+        env.update(SLURM_JOB_ID=str(9000 + index), SLURM_ARRAY_JOB_ID=job_id, SLURM_ARRAY_TASK_ID=str(index))
+    return env
+
+
+def run_array_task(sweep_dir: Path, job_id: str, index: int | None) -> int:
+    """Start one task as Slurm's srun would: submitit's entry point with the task's SLURM_* variables."""
     command = [sys.executable, "-u", "-m", "submitit.core._submit", str(sweep_dir / "submitit" / "slurm")]
-    return subprocess.run(command, env=env, capture_output=True, timeout=120).returncode
+    return subprocess.run(command, env=slurm_env(job_id, index), capture_output=True, timeout=120).returncode
 
 
 def test_executor_parameters_and_sbatch_script(tmp_path, fake_slurm):

@@ -1,4 +1,4 @@
-"""Sweeps beyond one machine: a sweep's pending points as one job array through submitit.
+"""Sweeps beyond one machine: the launchers (submitit executors), the submission record and each point's state.
 
     decaylab sweep paper --out runs/paper --launcher slurm --slurm partition=gpu --slurm gpus=1 --slurm time=1:00:00
     decaylab sweep paper --out runs/paper --status      # pending / running / finished / failed per point, job ids
@@ -14,7 +14,8 @@ submission record, status and collection; only the executor differs, and the sub
     DIR/submitit/<launcher>/     submitit's pickles and the scheduler's log of every task (<job_id>_0_log.out)
 
 A point's state comes from its run directory (finished), its task's outcome file and the scheduler's state of
-its latest job; re-launching submits only points that are not finished, queued or running.
+its latest job; re-launching submits only points that are not finished, queued or running. Submitting,
+waiting and collecting are in decaylab.sweep.launch.
 """
 
 from __future__ import annotations

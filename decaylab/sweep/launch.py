@@ -126,8 +126,8 @@ def _run_array(executor, task, todo, cap, kind, launcher, options, out, wait, re
                     if not kind.throttles:
                         log(f"  start  {_label(run)} (job {job.job_id})")
                 if kind.throttles:
-                    array = jobs[0].job_id.split("_")[0]
-                    log(f"  submitted {len(batch)} task(s) as job array {array}, at most {min(cap, len(batch))} at once; "
+                    array, at_once = jobs[0].job_id.split("_")[0], min(cap, len(batch))
+                    log(f"  submitted {len(batch)} task(s) as job array {array}, at most {at_once} at once; "
                         f"logs in {out / 'logs'} and {out / 'submitit' / launcher}")  # fmt: skip
             if not wait:
                 return
@@ -177,7 +177,7 @@ def print_status(
     submitted = read_record(out)["runs"]
     if submitted and not any(s.run.run_id in submitted for s in statuses):
         log("none of these runs was submitted from this directory: give the same --set/--study as when submitting "
-            f"(sweep.json holds the latest invocation's)")  # fmt: skip
+            "(sweep.json holds the latest invocation's)")  # fmt: skip
     return statuses
 
 

@@ -110,9 +110,7 @@ def slurm_options(spec_table: Mapping[str, Any] = (), cli: list[str] | None = No
         items.append((key.strip(), value.strip(), "--slurm"))
     for key, value, where in items:
         if key not in _FIELDS:
-            raise ValueError(
-                f"{where}: unknown key {key!r}.{closest(key, list(_FIELDS))} Keys: {', '.join(_FIELDS)}"
-            )
+            raise ValueError(f"{where}: unknown key {key!r}.{closest(key, list(_FIELDS))} Keys: {', '.join(_FIELDS)}")
         values[key] = _convert(key, value)
     return SlurmOptions(**values)
 

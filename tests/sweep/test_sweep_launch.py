@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,6 @@ from decaylab.sweep.db import ResultsDB
 from decaylab.sweep.launch import collect, launch_sweep, print_status
 from decaylab.sweep.resources import SlurmOptions
 from decaylab.sweep.slurm import LauncherUnavailable
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-
-
-@pytest.fixture
-def task_path(monkeypatch):
-    """submitit's tasks are fresh Python processes: they must import this checkout and the fake backend."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), str(HERE), os.environ.get("PYTHONPATH", "")]))
 
 
 def quiet(_line: str) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from fake_backend import BACKEND
-from test_sweep_launch import quiet, task_path  # noqa: F401  (fixture)
+from fake_slurm import run_array_task, slurm_env
+from test_sweep_launch import quiet
 from test_sweep_runner import calls, make_spec
-from test_sweep_slurm import fake_slurm, run_array_task, slurm_env  # noqa: F401  (fixture)
 
 from decaylab.sweep.launch import launch_sweep
 from decaylab.sweep.task import PointTask, torchrun_command

@@ -96,7 +96,8 @@ def launch_sweep(
             threads = None if kind.throttles else max(1, (os.cpu_count() or 1) // cap)
             task = PointTask(str(out.resolve()), backend, prepared.evaluate, threads, options.processes)
             executor = kind.make_executor(out / "submitit" / launcher, options, f"decaylab-{spec.name}", len(todo))
-            _run_array(executor, task, todo, cap, kind, launcher, options, out, wait, result, log)
+            array = _Array(executor, task, launcher, options, out, result, log, total=len(todo))
+            _run_array(array, todo, cap, wait)
         if wait:
             ingest(point_statuses(prepared.plan, out, prepared.evaluate is not None), out, prepared.db)
             log(
@@ -108,50 +109,76 @@ def launch_sweep(
         os.close(sweep_lock)
 
 
-def _run_array(executor, task, todo, cap, kind, launcher, options, out, wait, result, log) -> None:
-    """Submit ``todo`` through ``executor.map_array`` (all at once where the scheduler throttles, else as slots
-    free up) and, when waiting, follow every job to its end."""
-    queue, active = list(todo), {}  # run_id -> (run, job, submitted at)
-    total = len(todo)
+@dataclasses.dataclass
+class _Array:
+    """The jobs of one submission: submitted through ``executor.map_array``, followed to their end."""
+
+    executor: Any
+    task: PointTask
+    launcher: str
+    options: SlurmOptions
+    out: Path
+    result: LaunchResult
+    log: Callable[[str], None]
+    total: int
+    active: dict = dataclasses.field(default_factory=dict)  # run_id -> (run, job, submitted at)
+
+    def submit(self, batch: list[PlannedRun]) -> None:
+        jobs = self.executor.map_array(self.task, [r.run_id for r in batch], [r.config for r in batch])
+        add_to_record(self.out, self.launcher, self.options, {r.run_id: j.job_id for r, j in zip(batch, jobs)})
+        self.result.submitted += [r.run_id for r in batch]
+        for run, job in zip(batch, jobs):
+            self.active[run.run_id] = (run, job, time.time())
+        if LAUNCHERS.get(self.launcher).throttles:
+            array_id, at_once = jobs[0].job_id.split("_")[0], min(self.options.max_running or len(batch), len(batch))
+            logs = f"{self.out / 'logs'} and {self.out / 'submitit' / self.launcher}"
+            self.log(f"  submitted {len(batch)} task(s) as job array {array_id}, {at_once} at once; logs in {logs}")
+        else:
+            for run, job in zip(batch, jobs):
+                self.log(f"  start  {_label(run)} (job {job.job_id})")
+
+    def reap(self) -> None:
+        """Report (and forget) the jobs that have ended."""
+        for run_id, (run, job, started) in list(self.active.items()):
+            if not job.done():
+                continue
+            del self.active[run_id]
+            done = run_is_done(self.out / "runs" / run_id, self.task.evaluate is not None)
+            state, detail = state_of(done, job.job_id, "ENDED", read_outcome(self.out, run_id))
+            prefix = f"  [{len(self.result.finished) + len(self.result.failed) + 1}/{self.total}]"
+            if state == "finished":
+                self.result.finished.append(run_id)
+                self.log(f"{prefix} done   {_label(run)} in {time.time() - started:.0f} s")
+            else:
+                self.result.failed.append(run_id)
+                self.log(f"{prefix} FAILED {_label(run)}: {detail} (see {self.out / 'logs' / f'{run_id}.log'})")
+
+    def interrupted(self) -> None:
+        if LAUNCHERS.get(self.launcher).throttles:
+            self.log("sweep: stopped waiting; the submitted tasks keep running (see --status, then --collect)")
+            return
+        for _, job, _ in self.active.values():  # local tasks are this process's children: stop them
+            job.cancel()
+        self.log("sweep: interrupted; run the same command again to resume")
+
+
+def _run_array(array: _Array, todo: list[PlannedRun], cap: int, wait: bool) -> None:
+    """Submit ``todo`` (all at once where the scheduler applies the cap, else as slots free up) and, when
+    waiting, follow every job to its end."""
+    kind = LAUNCHERS.get(array.launcher)
+    queue = list(todo)
     try:
-        while queue or active:
-            free = len(queue) if kind.throttles else cap - len(active)  # a scheduler applies the cap itself
+        while queue or array.active:
+            free = len(queue) if kind.throttles else cap - len(array.active)
             if queue and free > 0:
-                batch, queue = queue[:free], queue[free:]
-                jobs = executor.map_array(task, [r.run_id for r in batch], [r.config for r in batch])
-                add_to_record(out, launcher, options, {r.run_id: j.job_id for r, j in zip(batch, jobs)})
-                result.submitted += [r.run_id for r in batch]
-                for run, job in zip(batch, jobs):
-                    active[run.run_id] = (run, job, time.time())
-                    if not kind.throttles:
-                        log(f"  start  {_label(run)} (job {job.job_id})")
-                if kind.throttles:
-                    array, at_once = jobs[0].job_id.split("_")[0], min(cap, len(batch))
-                    log(f"  submitted {len(batch)} task(s) as job array {array}, at most {at_once} at once; "
-                        f"logs in {out / 'logs'} and {out / 'submitit' / launcher}")  # fmt: skip
+                array.submit(queue[:free])
+                queue = queue[free:]
             if not wait:
                 return
             time.sleep(kind.poll_s)
-            for run_id, (run, job, started) in list(active.items()):
-                if not job.done():
-                    continue
-                del active[run_id]
-                done = run_is_done(out / "runs" / run_id, task.evaluate is not None)
-                state, detail = state_of(done, job.job_id, "ENDED", read_outcome(out, run_id))
-                prefix = f"  [{len(result.finished) + len(result.failed) + 1}/{total}]"
-                if state == "finished":
-                    result.finished.append(run_id)
-                    log(f"{prefix} done   {_label(run)} in {time.time() - started:.0f} s")
-                else:
-                    result.failed.append(run_id)
-                    log(f"{prefix} FAILED {_label(run)}: {detail} (see {out / 'logs' / f'{run_id}.log'})")
+            array.reap()
     except KeyboardInterrupt:
-        if not kind.throttles:  # local tasks are this process's children: stop them (they resume next time)
-            for _, job, _ in active.values():
-                job.cancel()
-            log("sweep: interrupted; run the same command again to resume")
-        else:
-            log("sweep: stopped waiting; the submitted tasks keep running (see --status, then --collect)")
+        array.interrupted()
         raise
 
 

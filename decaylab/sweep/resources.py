@@ -85,18 +85,19 @@ class SlurmOptions:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(SlurmOptions)}
+_NUMBERS = {"gpus": int, "cpus": int, "max_running": int, "mem_gb": float}  # the other keys are strings
 
 
 def _convert(key: str, value: Any) -> Any:
     if key == "time":
         return parse_time(value)
-    kind = str(_FIELDS[key].type)
-    if isinstance(value, str) and ("int" in kind or "float" in kind):
-        try:
-            return int(value) if "int" in kind else float(value)
-        except ValueError:
-            raise ValueError(f"slurm {key}={value!r}: expected a number") from None
-    return value
+    number = _NUMBERS.get(key)
+    if number is None or not isinstance(value, str):
+        return value  # a string option, or a value typed by TOML (SlurmOptions checks it)
+    try:
+        return number(value)
+    except ValueError:
+        raise ValueError(f"slurm {key}={value!r}: expected a number") from None
 
 
 def slurm_options(spec_table: Mapping[str, Any] = (), cli: list[str] | None = None) -> SlurmOptions:

@@ -81,6 +81,13 @@ def _output_to(log_path: Path):
             os.close(fd)
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may run on: its Slurm allocation inside a job (cgroup affinity), else all."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _job_id() -> str | None:
     try:
         import submitit
@@ -102,7 +109,7 @@ class PointTask:
 
     def __call__(self, run_id: str, config: dict) -> str:
         """Train and evaluate the point; returns "finished", or "busy" when another task holds its run."""
-        threads = self.threads or len(os.sched_getaffinity(0))
+        threads = self.threads or _usable_cpus()
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(threads)
         if "torch" in sys.modules:

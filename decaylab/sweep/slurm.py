@@ -172,6 +172,9 @@ def _last_line(text: str | None) -> str:
 
 
 def state_of(done: bool, job_id: str | None, scheduler: str | None, outcome: dict | None) -> tuple[str, str]:
+    """(state, detail) of a point from its run directory (``done``), its latest job id, the scheduler's state of
+    that job (None or UNKNOWN when it reports none) and the task's outcome file. The run directory decides
+    "finished"; a live scheduler state beats the outcome file, which may be from a task killed mid-run."""
     if done:
         return "finished", ""
     if job_id is None:
@@ -232,5 +235,6 @@ def ingest(statuses: Iterable[PointStatus], out: Path, db) -> None:
         if status.state == "finished":
             db.mark_finished(run_id, read_run(out / "runs" / run_id))
         elif status.state == "failed":
-            error = (read_outcome(out, run_id) or {}).get("error") or status.detail
-            db.mark_failed(run_id, f"job {status.job_id}: {error}")
+            outcome = read_outcome(out, run_id) or {}
+            current = outcome.get("job_id") == status.job_id and outcome.get("error")
+            db.mark_failed(run_id, f"job {status.job_id}: {outcome['error'] if current else status.detail}")

@@ -1,6 +1,7 @@
 """Positional encodings for q and k, and LightNet's TPE on the layer input; registered in ``POSITIONAL_ENCODINGS``.
 
-With t the absolute position (a decode offset included) and theta_i = base^(-2i/K):
+With t the absolute position (a decode offset included; a ``[B]`` tensor offset gives each row its own) and
+theta_i = base^(-2i/K):
 
 * ``none``: q, k unchanged.
 * ``rope``: standard rotary embedding in the rotate-half layout: channel i pairs with i + K/2, and
@@ -29,10 +30,18 @@ from decaylab.registry import Registry
 POSITIONAL_ENCODINGS: Registry = Registry("positional encoding")
 
 
-def _angles(offset: int, T: int, theta: torch.Tensor, dtype, device) -> torch.Tensor:
-    """``[T, 1, len(theta)]`` angles t * theta for positions offset .. offset + T - 1 (broadcast over heads)."""
-    t = torch.arange(offset, offset + T, device=device, dtype=dtype)
-    return (t[:, None] * theta.to(device=device, dtype=dtype)[None, :])[:, None, :]
+def _angles(offset: int | torch.Tensor, T: int, theta: torch.Tensor, dtype, device) -> torch.Tensor:
+    """Angles t * theta for positions offset .. offset + T - 1, broadcast over heads: ``[T, 1, len(theta)]``.
+
+    A ``[B]`` tensor offset gives each row its own positions (a left-padded batch decoding rows of different
+    lengths): ``[B, T, 1, len(theta)]``.
+    """
+    t = torch.arange(T, device=device, dtype=dtype)
+    if isinstance(offset, torch.Tensor):
+        t = offset.to(device=device, dtype=dtype)[:, None] + t  # [B, T]
+    else:
+        t = t + offset
+    return (t[..., None] * theta.to(device=device, dtype=dtype))[..., None, :]
 
 
 class PositionalEncoding(nn.Module):
@@ -91,9 +100,9 @@ class RotaryEncoding(PositionalEncoding):
     def widen_channels(self, x):
         return torch.cat([x, x], dim=-1)  # channel i and i + K/2 form one rotated pair
 
-    def rotate(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+    def rotate(self, x: torch.Tensor, offset: int | torch.Tensor) -> torch.Tensor:
         dtype = torch.promote_types(x.dtype, torch.float32)
-        angle = _angles(offset, x.shape[1], self.theta, dtype, x.device)  # [T, 1, K/2]
+        angle = _angles(offset, x.shape[1], self.theta, dtype, x.device)  # [(B,) T, 1, K/2]
         cos, sin = angle.cos(), angle.sin()
         x1, x2 = x.to(dtype).chunk(2, dim=-1)
         return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
@@ -118,9 +127,9 @@ class CosineEncoding(PositionalEncoding):
     def widen_decay(self, log_decay):
         return torch.cat([log_decay, log_decay], dim=-1)  # the cos and sin copies of a channel share its decay
 
-    def encode(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, offset: int | torch.Tensor) -> torch.Tensor:
         dtype = torch.promote_types(x.dtype, torch.float32)
-        angle = _angles(offset, x.shape[1], self.theta, dtype, x.device)  # [T, 1, K]
+        angle = _angles(offset, x.shape[1], self.theta, dtype, x.device)  # [(B,) T, 1, K]
         y = x.to(dtype)
         return torch.cat([y * angle.cos(), y * angle.sin()], dim=-1).to(x.dtype)  # [B, T, H, 2K]
 

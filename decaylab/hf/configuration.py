@@ -2,14 +2,14 @@
 
 The whole ``ModelConfig`` travels as one nested dict, ``decaylab``, checked by ModelConfig itself when the config is
 built; the names that transformers tools read (``vocab_size``, ``hidden_size``, ``num_hidden_layers``,
-``num_attention_heads``) are derived from it, so the two can never disagree.
+``num_attention_heads``) are derived from it, so the two can never disagree. Importing this module registers the class with ``AutoConfig``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from transformers import PreTrainedConfig
+from transformers import AutoConfig, PreTrainedConfig
 
 from decaylab.config import from_dict, to_dict
 from decaylab.model.config import ModelConfig
@@ -41,3 +41,6 @@ class DecayLabConfig(PreTrainedConfig):
     @classmethod
     def from_model_config(cls, cfg: ModelConfig, **kwargs: Any) -> "DecayLabConfig":
         return cls(decaylab=to_dict(cfg), **kwargs)
+
+
+AutoConfig.register(DecayLabConfig.model_type, DecayLabConfig, exist_ok=True)  # defining the class registers it

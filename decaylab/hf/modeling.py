@@ -9,12 +9,13 @@ forward, ``generate()`` steps it with a ``DecayLabCache``. Its weights are Decay
 
 A left-padded batch (``attention_mask`` with zeros first) is prefilled row by row and decoded together, each row at
 its own position (``decaylab.model.padding``); padding on the right needs nothing, as the model is causal.
+Importing this module registers the class with ``AutoModelForCausalLM``.
 """
 
 from __future__ import annotations
 
 import torch
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from decaylab.hf.cache import DecayLabCache
@@ -103,3 +104,6 @@ class DecayLabForCausalLM(PreTrainedModel, GenerationMixin):
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         out = CausalLMOutputWithPast(loss=loss, logits=logits, **{_CACHE_FIELD: cache})
         return out if return_dict is None or return_dict else out.to_tuple()
+
+
+AutoModelForCausalLM.register(DecayLabConfig, DecayLabForCausalLM, exist_ok=True)  # defining the class registers it

@@ -8,6 +8,7 @@ process that never uses transformers never pays for it.
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.util
 import sys
@@ -19,21 +20,13 @@ MODEL_MODULE = "transformers.models.auto.modeling_auto"
 
 
 def register_config() -> None:
-    from transformers import AutoConfig
-
-    from decaylab.hf.configuration import DecayLabConfig
-
-    AutoConfig.register(DecayLabConfig.model_type, DecayLabConfig, exist_ok=True)
+    importlib.import_module("decaylab.hf.configuration")  # registers itself
 
 
 def register_model() -> None:
-    from transformers import AutoModelForCausalLM
-
-    from decaylab.hf.configuration import DecayLabConfig
-    from decaylab.hf.modeling import DecayLabForCausalLM
-
-    register_config()
-    AutoModelForCausalLM.register(DecayLabConfig, DecayLabForCausalLM, exist_ok=True)
+    # Importing a module returns it even while it is still executing (transformers may load its auto module from
+    # within our own import of it); the module then registers itself when it finishes.
+    importlib.import_module("decaylab.hf.modeling")
 
 
 def register() -> None:

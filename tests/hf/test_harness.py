@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,8 @@ from decaylab.data.tokenizer import load_tokenizer
 from decaylab.evaluation.perplexity import bits_per_byte, position_losses
 from decaylab.model import DecayLM
 from tests.evaluation.eval_run_helpers import WORDS
+
+REPO = Path(__file__).resolve().parents[2]
 
 TASK = """task: local_ppl
 dataset_path: json
@@ -93,3 +98,19 @@ def test_unknown_task(run_and_task, capsys):
     assert main(["eval", str(run), "--lm-eval", "local_pp", "--lm-eval-include", str(tasks), "--quiet"]) == 2
     assert "lm-eval knows no task 'local_pp'" in capsys.readouterr().err
     assert not (run / "lm_eval.json").exists()
+
+
+@pytest.mark.slow
+def test_lm_eval_command_line_on_an_exported_folder(run_and_task, tmp_path):
+    """``lm_eval --model hf --model_args pretrained=DIR,trust_remote_code=True`` in a fresh process."""
+    run, tasks, docs = run_and_task
+    assert main(["export", str(run), "--out", str(tmp_path / "hf")]) == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
+           f"pretrained={tmp_path / 'hf'},trust_remote_code=True", "--tasks", "local_ppl", "--include_path",
+           str(tasks), "--device", "cpu", "--output_path", str(tmp_path / "results")]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (results,) = (tmp_path / "results").rglob("results_*.json")
+    metrics = json.loads(results.read_text())["results"]["local_ppl"]
+    assert metrics["word_perplexity,none"] == pytest.approx(decaylab_scores(run, docs)[0], rel=5e-3)

@@ -23,9 +23,6 @@ from decaylab.hf.configuration import DecayLabConfig
 from decaylab.model.lm import DecayLM
 from decaylab.model.padding import left_padding, prefill_left_padded
 
-# transformers 5.x renamed the output's ``past_key_values`` to ``cache``; fill whichever this version has.
-_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
-
 
 class DecayLabForCausalLM(PreTrainedModel, GenerationMixin):
     config_class = DecayLabConfig
@@ -70,7 +67,10 @@ class DecayLabForCausalLM(PreTrainedModel, GenerationMixin):
                 use_cache: bool | None = None, logits_to_keep: int | torch.Tensor = 0,
                 inputs_embeds: torch.Tensor | None = None, return_dict: bool | None = None,
                 past_key_values: DecayLabCache | None = None, **kwargs) -> CausalLMOutputWithPast | tuple:
-        """``use_cache``: return a cache to continue from (default: only when one was passed in)."""
+        """``use_cache``: return a cache to continue from (default: only when one was passed in).
+
+        ``past_key_values`` is the name transformers used for ``cache`` before 5.x; either is accepted.
+        """
         if inputs_embeds is not None or input_ids is None:
             raise ValueError("decaylab models take input_ids (inputs_embeds is not supported)")
         cache = cache if cache is not None else past_key_values
@@ -83,6 +83,9 @@ class DecayLabForCausalLM(PreTrainedModel, GenerationMixin):
         if attention_mask is not None:
             if state is None:
                 pad = left_padding(attention_mask)
+                if pad is None and use_cache and not bool(attention_mask[:, -1].bool().all()):
+                    raise ValueError("a cache would hold the right padding of these prompts; pad them on the left "
+                                     "(tokenizer.padding_side = 'left') to continue from them")
             elif not bool(attention_mask[:, -input_ids.shape[1] :].bool().all()):
                 raise ValueError("tokens after the prompt must all be real (attention_mask 1); pad prompts on the left")
         if pad is not None:
@@ -102,7 +105,7 @@ class DecayLabForCausalLM(PreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        out = CausalLMOutputWithPast(loss=loss, logits=logits, **{_CACHE_FIELD: cache})
+        out = CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache)
         return out if return_dict is None or return_dict else out.to_tuple()
 
 

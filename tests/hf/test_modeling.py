@@ -85,6 +85,11 @@ def test_bad_inputs():
     holes = torch.tensor([[1, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
     with pytest.raises(ValueError, match="one block of real tokens"):
         hf(ids, attention_mask=holes)
+    right = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        assert torch.equal(hf(ids, attention_mask=right).logits, hf(ids).logits)  # causal: right padding is inert
+    with pytest.raises(ValueError, match="pad them on the left"):
+        hf(ids, attention_mask=right, use_cache=True)
     cache = hf(ids, use_cache=True).cache
     with pytest.raises(ValueError, match="cannot be rewound"):
         cache.crop(2)

@@ -88,7 +88,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="run lm-evaluation-harness tasks instead (comma-separated, e.g. wikitext,lambada_openai,piqa); "
         "writes lm_eval.json beside eval.json (needs the hf extra)",
     )
-    parser.add_argument("--lm-eval-include", default=None, metavar="DIR", help="folder of extra lm-eval task YAML files")
+    parser.add_argument(
+        "--lm-eval-include", default=None, metavar="DIR", help="folder of extra lm-eval task YAML files"
+    )
     parser.add_argument(
         "--lm-eval-limit", type=float, default=None, help="at most this many documents per lm-eval task (quick looks)"
     )

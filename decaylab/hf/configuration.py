@@ -2,7 +2,8 @@
 
 The whole ``ModelConfig`` travels as one nested dict, ``decaylab``, checked by ModelConfig itself when the config is
 built; the names that transformers tools read (``vocab_size``, ``hidden_size``, ``num_hidden_layers``,
-``num_attention_heads``) are derived from it, so the two can never disagree. Importing this module registers the class with ``AutoConfig``.
+``num_attention_heads``) are derived from it, so the two can never disagree. Importing this module registers the
+class with ``AutoConfig``.
 """
 
 from __future__ import annotations

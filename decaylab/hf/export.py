@@ -31,7 +31,10 @@ AUTO_MAP = {
     "AutoConfig": "configuration_decaylab.DecayLabConfig",
     "AutoModelForCausalLM": "modeling_decaylab.DecayLabForCausalLM",
 }
-REMOTE_CODE_TEMPLATE = '''"""Remote code of a decaylab model: the class comes from the installed decaylab package (pip install decaylab)."""
+REMOTE_CODE_TEMPLATE = '''"""Remote code of a decaylab model: the class comes from the installed decaylab package.
+
+Without it, `pip install decaylab` (or the decaylab repository).
+"""
 
 from decaylab.hf.{module} import {name}  # noqa: F401
 '''

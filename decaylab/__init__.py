@@ -36,3 +36,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [*_EXPORTS, "__version__"]
+
+# AutoConfig / AutoModelForCausalLM learn model_type "decaylab" once transformers loads them (nothing is imported now).
+from decaylab.hf.registration import register_when_imported  # noqa: E402
+
+register_when_imported()

@@ -1,6 +1,7 @@
 """Positional encodings for q and k, and LightNet's TPE on the layer input; registered in ``POSITIONAL_ENCODINGS``.
 
-With t the absolute position (a decode offset included) and theta_i = base^(-2i/K):
+With t the absolute position (a decode offset included; a ``[B]`` tensor offset gives each row its own) and
+theta_i = base^(-2i/K):
 
 * ``none``: q, k unchanged.
 * ``rope``: standard rotary embedding in the rotate-half layout: channel i pairs with i + K/2, and
@@ -41,8 +42,16 @@ class AngleTable:
         self.theta = theta  # [C] fp64 on the CPU
         self.tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def __call__(self, offset: int, T: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(cos, sin)``, each ``[T, 1, C]`` for positions offset .. offset + T - 1 (broadcast over heads)."""
+    def __call__(self, offset: int | torch.Tensor, T: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cos, sin)``, each ``[T, 1, C]`` for positions offset .. offset + T - 1 (broadcast over heads).
+
+        A ``[B]`` tensor offset gives each row its own positions (a left-padded batch decoding rows of different
+        lengths): ``[B, T, 1, C]``, computed directly (reading the table would need the largest offset on the host).
+        """
+        if isinstance(offset, torch.Tensor):
+            t = offset.to(device=device, dtype=dtype)[:, None] + torch.arange(T, device=device, dtype=dtype)
+            angle = (t[..., None] * self.theta.to(device=device, dtype=dtype))[..., None, :]
+            return angle.cos(), angle.sin()
         key = (torch.device(device), dtype)
         cos, sin = self.tables.get(key, (None, None))
         if cos is None or cos.shape[0] < offset + T:
@@ -111,9 +120,9 @@ class RotaryEncoding(PositionalEncoding):
     def widen_channels(self, x):
         return torch.cat([x, x], dim=-1)  # channel i and i + K/2 form one rotated pair
 
-    def rotate(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+    def rotate(self, x: torch.Tensor, offset: int | torch.Tensor) -> torch.Tensor:
         dtype = torch.promote_types(x.dtype, torch.float32)
-        cos, sin = self.angles(offset, x.shape[1], dtype, x.device)  # [T, 1, K/2]
+        cos, sin = self.angles(offset, x.shape[1], dtype, x.device)  # [(B,) T, 1, K/2]
         x1, x2 = x.to(dtype).chunk(2, dim=-1)
         return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
 
@@ -138,9 +147,9 @@ class CosineEncoding(PositionalEncoding):
     def widen_decay(self, log_decay):
         return torch.cat([log_decay, log_decay], dim=-1)  # the cos and sin copies of a channel share its decay
 
-    def encode(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, offset: int | torch.Tensor) -> torch.Tensor:
         dtype = torch.promote_types(x.dtype, torch.float32)
-        cos, sin = self.angles(offset, x.shape[1], dtype, x.device)  # [T, 1, K]
+        cos, sin = self.angles(offset, x.shape[1], dtype, x.device)  # [(B,) T, 1, K]
         y = x.to(dtype)
         return torch.cat([y * cos, y * sin], dim=-1).to(x.dtype)  # [B, T, H, 2K]
 

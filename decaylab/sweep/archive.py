@@ -11,7 +11,9 @@ A run's config is kept as the dotted keys in which it differs from ``base_config
 SIGNIFICANT_DIGITS digits (the report prints at most 4); only the curves the report draws are kept; host, process
 and timestamps are left out. A study of 200 runs takes about 0.6 MB.
 ``import_results(FILE, DIR/results.sqlite)`` rebuilds a database through the same calls a sweep makes, so
-``decaylab report`` reads it like any other (``decaylab report FILE --out DIR`` does both steps).
+``decaylab report`` reads it like any other (``decaylab report FILE --out DIR`` does both steps), and
+``decaylab sweep SPEC --out DIR --import FILE`` resumes the study from it: the imported finished runs count as
+done, so a study can be carried between machines as one text file.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from decaylab.report.data import flatten
 from decaylab.sweep.db import ResultsDB
 
 SIGNIFICANT_DIGITS = 7
+IMPORTED_RUNS = "imported_runs"  # meta key: finished runs whose results came from an export
 REPORT_CURVES = ("train_loss", "val_loss", "extrapolation_ppl", "loss_by_position")
 
 
@@ -131,9 +134,11 @@ def import_results(path: str | Path, db_path: str | Path) -> int:
                 db.mark_finished(e["run"], {"metrics": e["metrics"], "curves": curves, "decay_stats": decay})
             elif e["status"] in ("failed", "interrupted"):
                 db.mark_failed(e["run"], e["error"] or "", status=e["status"])
+        # A sweep resumed in this directory counts these as done although it has no run directory for them.
+        db.set_meta(IMPORTED_RUNS, sorted(e["run"] for e in runs if e["status"] == "finished"))
     finally:
         db.close()
     return len(runs)
 
 
-__all__ = ["export_results", "import_results"]
+__all__ = ["export_results", "import_results", "IMPORTED_RUNS"]

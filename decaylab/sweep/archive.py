@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from decaylab.report.data import flatten
+from decaylab.config import flatten
 from decaylab.sweep.db import ResultsDB
 
 SIGNIFICANT_DIGITS = 7

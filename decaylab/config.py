@@ -45,7 +45,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin in (Union, types.UnionType):
         args = get_args(tp)
-        is_null = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        # An optional field is unset from the command line with None, none, null or nothing (`--set key=`).
+        is_null = value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", ""))
         if is_null and type(None) in args:
             return None
         errors = []

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from decaylab.evaluation.cli import positive_int
 
 
@@ -72,6 +70,8 @@ def generate_text(
     device: str | None = None,
 ) -> tuple[str, list[str]]:
     """The decoded continuation of ``prompt`` and a list of notices (unknown words, checkpoint used)."""
+    import torch
+
     from decaylab.data.tokenizer import load_tokenizer
     from decaylab.evaluation.run_dir import check_run_dir, open_run
 

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from decaylab.evaluation.evaluate import DEFAULT_DECAY_TOKENS, SPLIT_KEYS, evaluate, output_names
+from decaylab.evaluation.names import DEFAULT_DECAY_TOKENS, SPLIT_KEYS, output_names
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -117,6 +117,8 @@ def summary_lines(result: dict[str, Any], run_dir: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from decaylab.evaluation.evaluate import evaluate
+
     log = (lambda message: None) if args.quiet else (lambda message: print(f"eval: {message}", file=sys.stderr))
     result = evaluate(
         args.run_dir,

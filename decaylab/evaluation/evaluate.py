@@ -29,12 +29,10 @@ import torch
 
 from decaylab.evaluation.decay_stats import decay_statistics
 from decaylab.evaluation.extrapolation import batch_size_for, length_extrapolation
+from decaylab.evaluation.names import DEFAULT_DECAY_TOKENS, SPLIT_KEYS, output_names  # noqa: F401 (re-exported)
 from decaylab.evaluation.perplexity import IGNORE_INDEX, PositionLoss, bits_per_byte, perplexity, position_losses
 from decaylab.evaluation.plots import plot_median_decay
 from decaylab.evaluation.run_dir import LoadedRun, open_run
-
-DEFAULT_DECAY_TOKENS = 2048  # the paper's decay analysis used the first 2,048 tokens of one text
-SPLIT_KEYS = {"valid": "val", "test": "test"}  # split name -> eval.json key prefix
 
 
 def _silent(message: str) -> None:
@@ -111,11 +109,6 @@ def evaluate(
     result["eval_time_s"] = round(time.perf_counter() - started, 3)
     _write_outputs(run, result)
     return json_safe(result)
-
-
-def output_names(step: int | None) -> tuple[str, str]:
-    """(eval json, decay plot) file names for the final model (step None) or a checkpoint."""
-    return ("eval.json", "decay_median.png") if step is None else (f"eval-step-{step}.json", f"decay_median-step-{step}.png")
 
 
 def _language_model(run: LoadedRun, data, splits, factors, max_tokens, log) -> dict[str, Any]:

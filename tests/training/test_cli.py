@@ -50,7 +50,7 @@ def test_train_resume_refusal_and_evaluation(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     calls = []
 
-    def fake_evaluate(run_dir):
+    def fake_evaluate(run_dir, **options):
         calls.append(run_dir)
         return {"val_ppl": 12.5, "test_ppl": 13.25}
 

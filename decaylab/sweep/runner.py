@@ -187,12 +187,12 @@ def run_sweep(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file; give a directory for the sweep")
+    plan = expand(spec, backend.resolve, overrides)  # a bad spec or --set fails here, before DIR is created
     out.mkdir(parents=True, exist_ok=True)
     sweep_lock = _lock(out / ".sweep.lock")
     if sweep_lock is None:
         raise FileExistsError(f"another `decaylab sweep` is running in {out}; wait for it or use another --out")
     try:
-        plan = expand(spec, backend.resolve, overrides)
         record = {"spec": dataclasses.asdict(spec), "overrides": dict(overrides or {})}
         db = ResultsDB(out / "results.sqlite")
         previous = db.spec()
@@ -209,8 +209,22 @@ def run_sweep(
 
 
 def _label(run: PlannedRun) -> str:
-    names = sorted({m.label for m in run.memberships})
-    return f"{run.run_id} {'/'.join(names)} (seed {run.memberships[0].seed})"
+    names = sorted({m.label for m in run.memberships})  # labels may hold slashes: join with commas
+    return f"{run.run_id} {', '.join(names)} (seed {run.memberships[0].seed})"
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _progress(done: int, total: int, started: float) -> str:
+    """``[3/14 21%, ~4 min left]``: runs ended so far and the time the rest should take at the pace so far."""
+    elapsed = time.time() - started
+    eta = f", ~{_duration(elapsed / done * (total - done))} left" if done < total else f", {_duration(elapsed)}"
+    return f"[{done}/{total} {100 * done // total}%{eta}]"
 
 
 def _execute(
@@ -239,7 +253,7 @@ def _execute(
     free_slots = list(range(workers))
     active: dict[Any, tuple[PlannedRun, int, float, Any]] = {}  # sentinel -> (run, slot, start time, process)
     queue = list(todo)
-    done = 0
+    done, sweep_started = 0, time.time()
     try:
         while queue or active:
             while queue and free_slots:
@@ -258,7 +272,7 @@ def _execute(
                 free_slots.append(slot)
                 done += 1
                 elapsed = time.time() - started
-                prefix = f"  [{done}/{len(todo)}]"
+                prefix = f"  {_progress(done, len(todo), sweep_started)}"
                 if proc.exitcode == 0:
                     result.finished.append(run.run_id)
                     log(f"{prefix} done   {_label(run)} in {elapsed:.0f} s")

@@ -104,3 +104,11 @@ def test_micro_batch_needs_an_even_split():
     with pytest.raises(ValueError, match="divisible by world_size"):
         cfg.micro_batch(world_size=3)
     assert with_overrides(RunConfig(), {"train.grad_accum": "2"}).train.grad_accum == 2
+
+
+def test_errors_of_nested_configs_name_the_keys_as_typed():
+    with pytest.raises(ValueError) as caught:
+        resolve_run_config("tiny", overrides={"model.decay.kind": "tnl"})
+    message = str(caught.value)
+    assert message.startswith("model.decay.kind='tnl' is a per-head (scalar) decay")
+    assert "set model.decay.granularity='scalar'" in message and " decay.granularity" not in message

@@ -20,6 +20,15 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+class UnreadableModel(ValueError):
+    """Saved model files that are corrupt or inconsistent. ``problem`` says what is wrong; the message adds the
+    remedy for a model saved on its own, which a caller with a better one (a run's checkpoints) replaces."""
+
+    def __init__(self, problem: str, remedy: str = "save the model again"):
+        super().__init__(f"{problem}; {remedy}")
+        self.problem = problem
+
+
 def save_pretrained(model, directory: str | Path, overwrite: bool = False) -> Path:
     from safetensors.torch import save_file
 
@@ -48,7 +57,7 @@ def load_config(directory: str | Path) -> ModelConfig:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); restore it or save the model again") from None
+        raise UnreadableModel(f"{path} is not valid JSON ({e})", "restore it or save the model again") from None
     try:
         return from_dict(ModelConfig, data)
     except ValueError as e:
@@ -69,8 +78,8 @@ def load_pretrained(cls, directory: str | Path, map_location="cpu"):
     try:
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{weights} is not a readable safetensors file ({e}); it may be truncated or corrupt: "
-                         f"save the model again") from None
+        raise UnreadableModel(f"{weights} is not a readable safetensors file ({e}); it may be truncated or "
+                              "corrupt") from None
     with torch.device("meta"):
         model = cls(cfg)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -12,6 +13,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if (out / "config.json").is_file() and not (out / "results.sqlite").exists():
+        raise ValueError(
+            f"{out} is a training run, not a sweep directory; `decaylab eval {out}` evaluates it. `decaylab report` "
+            "reads the --out of `decaylab sweep`"
+        )
     from decaylab.report.render import write_report
 
     md, page = write_report(args.out)

@@ -107,6 +107,7 @@ def test_corrupt_model_and_checkpoint(run_copy, capsys):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     rc, _, err = _eval(capsys, run_copy)
     assert rc == 2 and "model.safetensors" in err and "corrupt" in err
+    assert "--checkpoint latest" in err and "save the model again" not in err
     model_pt = run_copy / "checkpoints" / "step-3" / "model.pt"
     model_pt.write_bytes(b"garbage" + model_pt.read_bytes()[7:])
     rc, _, err = _eval(capsys, run_copy, "--checkpoint", "step-3")

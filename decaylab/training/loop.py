@@ -330,7 +330,10 @@ class _Trainer:
             records = rundir.read_metrics(self.run_dir) if self.ctx.is_main else []
             summary["final_loss"] = records[-1]["loss"] if records else None
         if val_loss is not None:
-            summary.update(val_loss=val_loss, val_ppl=math.exp(min(val_loss, 700.0)))
+            # The last periodic validation, over train.eval_batches batches: an estimate, named apart from the
+            # val_loss / val_ppl of eval.json (the whole split), so that neither is read as the other.
+            summary.update(val_loss_estimate=val_loss, val_ppl_estimate=math.exp(min(val_loss, 700.0)),
+                           val_estimate_batches=train.eval_batches)
         if self.ctx.is_main:
             _save_final_model(self.model, self.cfg, final_state, self.run_dir)
             atomic_write_text(self.run_dir / rundir.SUMMARY, json.dumps(summary, indent=2) + "\n")

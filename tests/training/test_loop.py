@@ -47,6 +47,10 @@ def test_run_directory_contents(straight_run):
     assert [r["step"] for r in records] == list(range(1, 9))
     assert set(records[0]) >= {"step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s"}
     assert [r["step"] for r in records if "val_loss" in r] == [4, 8]
+    # The summary's validation is the last periodic one, over train.eval_batches batches: named as an estimate,
+    # never as eval.json's whole-split val_ppl.
+    assert "val_ppl" not in summary and "val_loss" not in summary
+    assert summary["val_loss_estimate"] == records[-1]["val_loss"] and summary["val_estimate_batches"] == 1
     assert records[-1]["loss"] < records[0]["loss"]
     assert [s for s, _ in list_checkpoints(run)] == [3, 6, 8]
     # The final model is the last checkpoint's.

@@ -58,3 +58,10 @@ def test_eval_on_a_sweep_directory_points_to_report(tmp_path):
     done = run_cli("eval", "sweep", cwd=tmp_path)
     assert done.returncode == 2
     assert "sweep is a sweep directory, not a run; `decaylab report sweep` writes its report" in done.stderr
+
+
+def test_a_bad_sweep_override_is_blamed_on_set_and_creates_nothing(tmp_path):
+    done = run_cli("sweep", "quick", "--out", "out", "--set", "train.max_stepz=5", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "error: --set: unknown setting 'train.max_stepz'" in done.stderr and "Did you mean" in done.stderr
+    assert not (tmp_path / "out").exists()  # no empty sweep directory with a lock file left behind

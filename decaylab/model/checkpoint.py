@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from decaylab.config import from_dict, to_dict
+from decaylab.files import as_if_opened
 from decaylab.model.config import ModelConfig
 
 CONFIG_NAME = "config.json"
@@ -43,6 +44,7 @@ def save_pretrained(model, directory: str | Path, overwrite: bool = False) -> Pa
     tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
     tmp_weights, tmp_config = directory / (WEIGHTS_NAME + ".tmp"), directory / (CONFIG_NAME + ".tmp")
     save_file(tensors, str(tmp_weights), metadata={"format": "pt"})
+    as_if_opened(tmp_weights)  # safetensors creates its files readable by their owner only
     tmp_config.write_text(json.dumps(to_dict(model.cfg), indent=2, sort_keys=True) + "\n")
     os.replace(tmp_weights, directory / WEIGHTS_NAME)
     os.replace(tmp_config, directory / CONFIG_NAME)

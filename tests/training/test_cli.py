@@ -14,6 +14,7 @@ import pytest
 
 from decaylab.cli import build_parser, main
 from decaylab.data import load_tokenizer
+from decaylab.files import UMASK
 
 SMALL = [
     "--preset", "mqar", "--set", "train.max_steps=3", "--set", "train.batch_size=4", "--set", "train.seq_len=24",
@@ -105,6 +106,11 @@ def test_a_preset_trains_and_evaluates_on_a_folder_of_text(tmp_path):
     vocab = json.loads((run / "config.json").read_text())["model"]["vocab_size"]
     assert vocab == load_tokenizer(run / "tokenizer.json").vocab_size < 8192  # the BPE's size, not a preset's
     assert {"val_ppl", "test_ppl"} <= set(json.loads((run / "eval.json").read_text()))
+    # Every file of the run and of the cache is as readable as the umask allows (safetensors and temporary
+    # files would otherwise be 0600 next to 0644 files in a shared folder).
+    files = [p for folder in (run, tmp_path / "cache") for p in folder.rglob("*") if p.is_file()]
+    assert any(p.name == "model.safetensors" for p in files) and any(p.suffix == ".npy" for p in files)
+    assert {p.stat().st_mode & 0o777 for p in files} == {0o666 & ~UMASK}
 
 
 def test_resume_starts_from_the_stored_config(tmp_path, capsys):

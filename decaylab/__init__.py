@@ -27,3 +27,8 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [*_EXPORTS, "__version__"]
+
+# AutoConfig / AutoModelForCausalLM learn model_type "decaylab" once transformers loads them (nothing is imported now).
+from decaylab.hf.registration import register_when_imported  # noqa: E402
+
+register_when_imported()

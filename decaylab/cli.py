@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("decaylab.report.cli", "write report.md and report.html for a sweep directory"),
     "bench": ("decaylab.bench.cli", "benchmark ops and kernels (speed and memory)"),
     "prepare": ("decaylab.data.prepare", "tokenize a corpus into the cache ahead of training (large corpora)"),
+    "export": ("decaylab.hf.cli", "write a trained model as a Hugging Face transformers folder"),
 }
 
 

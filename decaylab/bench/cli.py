@@ -15,6 +15,7 @@ from decaylab.cli import LazySubcommands, module_setup
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "ops": ("decaylab.bench.ops", "every ops backend vs causal softmax attention on CPU: time and peak memory"),
     "kernels": ("decaylab.bench.kernels", "the Triton kernels on a GPU against the memory floor (and fla)"),
+    "training": ("decaylab.bench.training", "tokens/s of whole training runs, variants and CUDA-graph modes"),
 }
 
 

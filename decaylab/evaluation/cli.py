@@ -31,6 +31,10 @@ def _split_list(text: str) -> tuple[str, ...]:
     return values
 
 
+def _task_list(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -77,6 +81,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="score at most about this many tokens per split and length (a quick look; default: everything)",
     )
+    parser.add_argument(
+        "--lm-eval",
+        type=_task_list,
+        default=None,
+        metavar="TASKS",
+        help="run lm-evaluation-harness tasks instead (comma-separated, e.g. wikitext,lambada_openai,piqa); "
+        "writes lm_eval.json beside eval.json (needs the hf extra)",
+    )
+    parser.add_argument(
+        "--lm-eval-include", default=None, metavar="DIR", help="folder of extra lm-eval task YAML files"
+    )
+    parser.add_argument(
+        "--lm-eval-limit", type=float, default=None, help="at most this many documents per lm-eval task (quick looks)"
+    )
+    parser.add_argument("--lm-eval-batch-size", type=positive_int, default=8, help="lm-eval batch size (default: 8)")
     parser.add_argument("--device", default=None, help="device to run on, e.g. cpu or cuda (default: cuda if present)")
     parser.add_argument("--json", action="store_true", help="print the full eval.json contents instead of a summary")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -128,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
 
 
     log = (lambda message: None) if args.quiet else (lambda message: print(f"eval: {message}", file=sys.stderr))
+    if args.lm_eval is not None:
+        return _run_lm_eval(args, log)
     result = evaluate(
         args.run_dir,
         splits=args.splits,
@@ -147,4 +168,18 @@ def run(args: argparse.Namespace) -> int:
     wrote = [json_name] + ([result["decay_plot"]] if "decay_plot" in result else [])
     folder = args.run_dir.rstrip("/")
     print("wrote " + ", ".join(f"{folder}/{name}" for name in wrote))
+    return 0
+
+
+def _run_lm_eval(args: argparse.Namespace, log) -> int:
+    from decaylab.hf.harness import output_name, run_lm_eval, summary_lines
+
+    result = run_lm_eval(args.run_dir, args.lm_eval, checkpoint=args.checkpoint, device=args.device,
+                         batch_size=args.lm_eval_batch_size, limit=args.lm_eval_limit,
+                         include_path=args.lm_eval_include, log=log)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print("\n".join(summary_lines(result, args.run_dir)))
+    print(f"wrote {args.run_dir.rstrip('/')}/{output_name(result['step'])}")
     return 0

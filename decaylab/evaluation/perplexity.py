@@ -84,8 +84,9 @@ def position_losses(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    loss_sum = np.zeros(0, dtype=np.float64)
-    count = np.zeros(0, dtype=np.int64)
+    # Sums stay on the model's device until the end: reading them back per batch would stall a GPU every batch.
+    loss_sum = torch.zeros(0, dtype=torch.float64, device=device)
+    count = torch.zeros(0, dtype=torch.int64, device=device)
     try:
         for x, y in batches:
             if x.shape != y.shape or x.ndim != 2:
@@ -99,13 +100,13 @@ def position_losses(
             ).view_as(y)  # [B, T]
             scored = y != IGNORE_INDEX
             T = y.shape[1]
-            if T > len(count):  # grow the per-position arrays to the longest window seen
-                loss_sum = np.pad(loss_sum, (0, T - len(loss_sum)))
-                count = np.pad(count, (0, T - len(count)))
-            loss_sum[:T] += losses.masked_fill(~scored, 0.0).sum(0).double().cpu().numpy()
-            count[:T] += scored.sum(0).cpu().numpy()
-            if max_tokens is not None and count.sum() >= max_tokens:
+            if T > len(count):  # grow the per-position sums to the longest window seen
+                loss_sum = F.pad(loss_sum, (0, T - len(loss_sum)))
+                count = F.pad(count, (0, T - len(count)))
+            loss_sum[:T] += losses.masked_fill(~scored, 0.0).sum(0).double()
+            count[:T] += scored.sum(0)
+            if max_tokens is not None and int(count.sum()) >= max_tokens:
                 break
     finally:
         model.train(was_training)
-    return PositionLoss(loss_sum, count)
+    return PositionLoss(loss_sum.cpu().numpy(), count.cpu().numpy())

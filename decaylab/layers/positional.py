@@ -1,6 +1,7 @@
 """Positional encodings for q and k, and LightNet's TPE on the layer input; registered in ``POSITIONAL_ENCODINGS``.
 
-With t the absolute position (a decode offset included) and theta_i = base^(-2i/K):
+With t the absolute position (a decode offset included; a ``[B]`` tensor offset gives each row its own) and
+theta_i = base^(-2i/K):
 
 * ``none``: q, k unchanged.
 * ``rope``: standard rotary embedding in the rotate-half layout: channel i pairs with i + K/2, and
@@ -29,10 +30,37 @@ from decaylab.registry import Registry
 POSITIONAL_ENCODINGS: Registry = Registry("positional encoding")
 
 
-def _angles(offset: int, T: int, theta: torch.Tensor, dtype, device) -> torch.Tensor:
-    """``[T, 1, len(theta)]`` angles t * theta for positions offset .. offset + T - 1 (broadcast over heads)."""
-    t = torch.arange(offset, offset + T, device=device, dtype=dtype)
-    return (t[:, None] * theta.to(device=device, dtype=dtype)[None, :])[:, None, :]
+class AngleTable:
+    """cos and sin of t * theta for positions t = 0 .. n - 1, per device and dtype, grown by doubling.
+
+    Computing the angles on every call cost a host-to-device copy of theta and a handful of kernels per layer and
+    call (2-3x the whole training step of a small model); a slice of a cached table costs nothing. The values
+    are those of the direct formula: t is an exact integer in the table's dtype, so t * theta rounds the same.
+    """
+
+    def __init__(self, theta: torch.Tensor):
+        self.theta = theta  # [C] fp64 on the CPU
+        self.tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, offset: int | torch.Tensor, T: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cos, sin)``, each ``[T, 1, C]`` for positions offset .. offset + T - 1 (broadcast over heads).
+
+        A ``[B]`` tensor offset gives each row its own positions (a left-padded batch decoding rows of different
+        lengths): ``[B, T, 1, C]``, computed directly (reading the table would need the largest offset on the host).
+        """
+        if isinstance(offset, torch.Tensor):
+            t = offset.to(device=device, dtype=dtype)[:, None] + torch.arange(T, device=device, dtype=dtype)
+            angle = (t[..., None] * self.theta.to(device=device, dtype=dtype))[..., None, :]
+            return angle.cos(), angle.sin()
+        key = (torch.device(device), dtype)
+        cos, sin = self.tables.get(key, (None, None))
+        if cos is None or cos.shape[0] < offset + T:
+            n = max(offset + T, 2 * (0 if cos is None else cos.shape[0]), 64)
+            t = torch.arange(n, device=device, dtype=dtype)
+            angle = (t[:, None] * self.theta.to(device=device, dtype=dtype)[None, :])[:, None, :]
+            cos, sin = angle.cos(), angle.sin()
+            self.tables[key] = (cos, sin)
+        return cos[offset : offset + T], sin[offset : offset + T]
 
 
 class PositionalEncoding(nn.Module):
@@ -83,6 +111,7 @@ class RotaryEncoding(PositionalEncoding):
             raise ValueError(f"pos='rope' needs an even head dimension; got {head_dim} (change d_model or n_heads)")
         # A plain CPU fp64 tensor (not a buffer): exact angles whatever the module dtype or device.
         self.theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64, device="cpu") / head_dim)  # [K/2]
+        self.angles = AngleTable(self.theta)
 
     @property
     def decay_channels(self) -> int:
@@ -91,10 +120,9 @@ class RotaryEncoding(PositionalEncoding):
     def widen_channels(self, x):
         return torch.cat([x, x], dim=-1)  # channel i and i + K/2 form one rotated pair
 
-    def rotate(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+    def rotate(self, x: torch.Tensor, offset: int | torch.Tensor) -> torch.Tensor:
         dtype = torch.promote_types(x.dtype, torch.float32)
-        angle = _angles(offset, x.shape[1], self.theta, dtype, x.device)  # [T, 1, K/2]
-        cos, sin = angle.cos(), angle.sin()
+        cos, sin = self.angles(offset, x.shape[1], dtype, x.device)  # [(B,) T, 1, K/2]
         x1, x2 = x.to(dtype).chunk(2, dim=-1)
         return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
 
@@ -110,6 +138,7 @@ class CosineEncoding(PositionalEncoding):
         theta = torch.zeros(head_dim, dtype=torch.float64, device="cpu")
         theta[:half] = base ** (-2.0 * torch.arange(half, dtype=torch.float64, device="cpu") / head_dim)
         self.theta = theta  # [K]; the second half carries no position signal
+        self.angles = AngleTable(theta)
 
     @property
     def qk_dim(self) -> int:
@@ -118,11 +147,11 @@ class CosineEncoding(PositionalEncoding):
     def widen_decay(self, log_decay):
         return torch.cat([log_decay, log_decay], dim=-1)  # the cos and sin copies of a channel share its decay
 
-    def encode(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, offset: int | torch.Tensor) -> torch.Tensor:
         dtype = torch.promote_types(x.dtype, torch.float32)
-        angle = _angles(offset, x.shape[1], self.theta, dtype, x.device)  # [T, 1, K]
+        cos, sin = self.angles(offset, x.shape[1], dtype, x.device)  # [(B,) T, 1, K]
         y = x.to(dtype)
-        return torch.cat([y * angle.cos(), y * angle.sin()], dim=-1).to(x.dtype)  # [B, T, H, 2K]
+        return torch.cat([y * cos, y * sin], dim=-1).to(x.dtype)  # [B, T, H, 2K]
 
     def forward(self, q, k, offset=0):
         return self.encode(q, offset), self.encode(k, offset)

@@ -2,7 +2,8 @@
 
     o = softmax(q k^T / sqrt(K) + causal mask) v,   y = W_o o
 
-Decoding keeps a KV cache ``KVCache(k, v)`` of the already-encoded keys and values ``[B, H, T_past, K]``.
+Decoding keeps a KV cache ``KVCache(k, v)`` of the already-encoded keys and values ``[B, H, T_past, K]``. Rows of
+different lengths (a left-padded batch) are left-padded in the cache, and ``valid [B, T_past]`` marks their real keys.
 """
 
 from __future__ import annotations
@@ -22,6 +23,21 @@ class KVCache(NamedTuple):
     """``[B, H, T_past, K']`` encoded keys."""
     v: torch.Tensor
     """``[B, H, T_past, K]`` values."""
+    valid: torch.Tensor | None = None
+    """``[B, T_past]`` bool, False at padding slots; None when every slot is a real key."""
+
+    @classmethod
+    def stack(cls, caches) -> "KVCache":
+        """One batch from per-row caches of any lengths: shorter rows are left-padded and masked out."""
+        n = max(c.k.shape[2] for c in caches)
+        ks, vs, valid = [], [], []
+        for c in caches:
+            pad = n - c.k.shape[2]
+            ks.append(F.pad(c.k, (0, 0, pad, 0)))
+            vs.append(F.pad(c.v, (0, 0, pad, 0)))
+            row = torch.ones(c.k.shape[0], c.k.shape[2], dtype=torch.bool, device=c.k.device)
+            valid.append(F.pad(row if c.valid is None else c.valid, (pad, 0), value=False))
+        return cls(torch.cat(ks), torch.cat(vs), torch.cat(valid))
 
 
 @MIXERS.register("softmax")
@@ -45,8 +61,11 @@ class SoftmaxAttention(nn.Module):
         q, k = self.pe(q, k, offset)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, T, K']
         v = self.v_proj(x).view(B, T, H, K).transpose(1, 2)  # [B, H, T, K]
+        valid = None
         if cache is not None:
             k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)
+            if cache.valid is not None:
+                valid = torch.cat([cache.valid, cache.valid.new_ones(B, T)], dim=1)
         past = k.shape[2] - T
         scale = self.head_dim**-0.5
         if past == 0:
@@ -54,6 +73,8 @@ class SoftmaxAttention(nn.Module):
         else:  # queries sit at positions past .. past + T - 1: each sees every key up to its own position
             pos_q = torch.arange(past, past + T, device=x.device)[:, None]
             mask = torch.arange(k.shape[2], device=x.device)[None, :] <= pos_q  # [T, T_past + T]
+            if valid is not None:
+                mask = mask & valid[:, None, None, :]  # [B, 1, T, T_past + T]: padding slots are never seen
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         y = self.o_proj(o.transpose(1, 2).reshape(B, T, d))
-        return MixerOutput(y, None, KVCache(k, v) if use_cache else None)
+        return MixerOutput(y, None, KVCache(k, v, valid) if use_cache else None)

@@ -1,5 +1,8 @@
 """Checkpoints as a directory: ``config.json`` (the ModelConfig) + ``model.safetensors`` (the weights).
 
+A Hugging Face folder written by ``decaylab export --format hf`` loads too: its config.json nests the ModelConfig
+under ``decaylab`` (``model_type: decaylab``) and its weight names carry the wrapper's ``model.`` prefix.
+
 Writes go to temporary files that are renamed into place, so an interrupted save never leaves a half-written
 checkpoint; an existing checkpoint is only replaced with ``overwrite=True``. Loading checks that the weights match
 the config (names and shapes) and says what to do when they do not.
@@ -19,6 +22,7 @@ from decaylab.model.config import ModelConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+HF_MODEL_TYPE, HF_PREFIX = "decaylab", "model."  # decaylab.hf: config.json's model_type, weight-name prefix
 
 
 class UnreadableModel(ValueError):
@@ -60,6 +64,8 @@ def load_config(directory: str | Path) -> ModelConfig:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise UnreadableModel(f"{path} is not valid JSON ({e})", "restore it or save the model again") from None
+    if isinstance(data, dict) and data.get("model_type") == HF_MODEL_TYPE:
+        data = data.get("decaylab") or {}
     try:
         return from_dict(ModelConfig, data)
     except ValueError as e:
@@ -82,6 +88,8 @@ def load_pretrained(cls, directory: str | Path, map_location="cpu"):
     except (SafetensorError, OSError, ValueError) as e:
         raise UnreadableModel(f"{weights} is not a readable safetensors file ({e}); it may be truncated or "
                               "corrupt") from None
+    if state and all(name.startswith(HF_PREFIX) for name in state):  # an exported Hugging Face folder
+        state = {name[len(HF_PREFIX) :]: t for name, t in state.items()}
     with torch.device("meta"):
         model = cls(cfg)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}

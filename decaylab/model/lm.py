@@ -14,6 +14,7 @@ Calling conventions:
     logits = model(ids)                                   [B, T, vocab]
     logits, log_decays = model(ids, return_decays=True)   one fp32 tensor per layer (empty list for softmax)
     logits, cache = model(ids, use_cache=True)            start decoding; then model(next_ids, cache=cache)
+    logits = model(ids, logits_to_keep=1)                 logits of the last position only [B, 1, vocab]
     logits, log_decays, cache = model(ids, cache=cache, return_decays=True)
 """
 
@@ -37,8 +38,9 @@ class Cache(NamedTuple):
     """Per-layer mixer caches (LinearAttentionCache or KVCache)."""
     input_state: torch.Tensor | None
     """State of an input positional encoding (TPE), or None."""
-    offset: int
-    """Number of tokens already processed: the position of the next token."""
+    offset: int | torch.Tensor
+    """Number of tokens already processed: the position of the next token (a ``[B]`` tensor when the rows of a
+    left-padded batch sit at different positions, see ``decaylab.model.padding``)."""
 
 
 class Block(nn.Module):
@@ -106,7 +108,7 @@ class DecayLM(nn.Module):
         return [None] + [lb[i] for i in range(1, L)]  # lb_0 = C_0 - C_0 = 0 exactly, whatever Gamma is
 
     def forward(self, input_ids: torch.Tensor, *, cache: Cache | None = None, use_cache: bool = False,
-                return_decays: bool = False):
+                return_decays: bool = False, logits_to_keep: int | torch.Tensor = 0):
         if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.dtype not in (
             torch.long, torch.int32
         ):
@@ -128,6 +130,10 @@ class DecayLM(nn.Module):
             if out.log_decay is not None:
                 log_decays.append(out.log_decay)
             layer_caches.append(out.cache)
+        if isinstance(logits_to_keep, torch.Tensor):  # positions to keep
+            x = x[:, logits_to_keep]
+        elif logits_to_keep:  # the last n positions (decoding needs only the last: no [T, vocab] matmul)
+            x = x[:, -logits_to_keep:]
         logits = self.lm_head(self.norm(x))
         result: tuple = (logits,)
         if return_decays:

@@ -1,6 +1,7 @@
 """A sweep's results as report rows: one row per (study, label), aggregated over seeds.
 
-Each row keeps the per-seed values and their mean and sample standard deviation (ddof = 1; None with one seed).
+Each row keeps the per-seed values (with the seed of each, so two rows can be paired seed by seed) and their mean
+and sample standard deviation (ddof = 1; None with one seed).
 The *score* that ranks rows and decides findings is test perplexity (lower is better) for language-model runs,
 MQAR recall accuracy (higher is better) for recall runs, else validation perplexity. Recall runs also log a
 validation loss (on the query positions), so accuracy must come before validation perplexity: an MQAR row is
@@ -26,6 +27,14 @@ SEED_KEY = "train.seed"
 @dataclasses.dataclass(frozen=True)
 class Stat:
     values: tuple[float, ...]
+    seeds: tuple[int, ...] | None = None  # the seed of each value; None: values are seeds 0, 1, ... in order
+
+    def __post_init__(self):
+        if self.seeds is not None and len(self.seeds) != len(self.values):
+            raise ValueError(f"Stat has {len(self.values)} values but {len(self.seeds)} seeds; give one seed per value")
+
+    def by_seed(self) -> dict[int, float]:
+        return dict(zip(self.seeds if self.seeds is not None else range(self.n), self.values))
 
     @property
     def n(self) -> int:
@@ -50,6 +59,7 @@ class Row:
     config: dict[str, Any]  # flattened config of the point (dotted keys), seed left out
     metrics: dict[str, Stat]
     errors: list[str]
+    seeds: list[int] = dataclasses.field(default_factory=list)  # one per run id; empty: 0, 1, ... in order
 
     def stat(self, name: str) -> Stat:
         return self.metrics.get(name, Stat(()))
@@ -65,6 +75,10 @@ class Row:
     @property
     def is_softmax(self) -> bool:
         return self.config.get("model.mixer") == "softmax"
+
+    @property
+    def run_seeds(self) -> list[int]:
+        return self.seeds or list(range(len(self.run_ids)))
 
 
 @dataclasses.dataclass
@@ -120,11 +134,13 @@ def load_sweep(out_dir: str | Path) -> SweepData:
     for (study, label), ms in grouped.items():
         ms.sort(key=lambda m: m["seed"])
         ids = [m["run_id"] for m in ms]
+        seed_of = {m["run_id"]: m["seed"] for m in ms}
         finished = [i for i in ids if runs[i]["status"] == "finished"]
         names = sorted({k for i in finished for k in metrics.get(i, {})})
-        stats = {
-            k: Stat(tuple(metrics[i][k] for i in finished if _finite(metrics.get(i, {}).get(k)))) for k in names
-        }
+        stats = {}
+        for k in names:
+            done = [i for i in finished if _finite(metrics.get(i, {}).get(k))]
+            stats[k] = Stat(tuple(metrics[i][k] for i in done), tuple(seed_of[i] for i in done))
         config = flatten(runs[ids[0]]["config"])
         config.pop(SEED_KEY, None)
         row = Row(
@@ -136,6 +152,7 @@ def load_sweep(out_dir: str | Path) -> SweepData:
             config=config,
             metrics=stats,
             errors=[runs[i]["error"] for i in ids if runs[i]["status"] == "failed" and runs[i]["error"]],
+            seeds=[m["seed"] for m in ms],
         )
         rows.setdefault(study, []).append(row)
     for study_rows in rows.values():
@@ -170,6 +187,17 @@ def sorted_rows(rows: list[Row]) -> list[Row]:
         return (0, -stat.mean if higher else stat.mean, row.point_index)
 
     return sorted(rows, key=key)
+
+
+def decay_medians(row: Row, decay_stats: dict[str, dict[int, dict[str, float]]]) -> Stat:
+    """The median decay over all layers (layer 0 of the statistics) of each finished seed of a row."""
+    pairs = [
+        (seed, decay_stats.get(run_id, {}).get(0, {}).get("median"))
+        for run_id, seed, status in zip(row.run_ids, row.run_seeds, row.statuses)
+        if status == "finished"
+    ]
+    pairs = [(seed, value) for seed, value in pairs if _finite(value)]
+    return Stat(tuple(v for _, v in pairs), tuple(s for s, _ in pairs))
 
 
 def mean_layer_stats(run_ids: list[str], decay_stats: dict[str, dict[int, dict[str, float]]]) -> list[dict]:

@@ -1,88 +1,84 @@
-"""Verdicts on the paper's four findings, from the rows of a sweep, with one explicit rule.
+"""Verdicts on the paper's four findings, each tested the way its claim is worded, with one method (stats.py).
 
-Rule. Two rows are compared on their score over seeds (test ppl, lower is better, for language models; MQAR
-accuracy, higher is better, for recall runs; else val ppl). With n_a, n_b >= 2 seeds the difference counts only when
+Every verdict is ``supported``, ``contradicted`` or ``inconclusive`` (``no data`` when the sweep has nothing to
+test), with one sentence saying why. Rows are compared within one score metric (test ppl or MQAR accuracy, see
+data.SCORES), on the gain scale of stats.py (ln ppl for perplexity, points for accuracy); softmax rows are left
+out, and a configuration listed in several studies counts once. A pair is two rows whose configurations differ
+in one key only; its seeds are paired; the population estimate is the mean over pairs with a 95 % t interval
+(alpha = 0.05). M is the practical margin of the scale (1 % lower perplexity, 1 accuracy point).
 
-    |mean_a - mean_b| > 2 * pooled_std,        pooled_std = sqrt((std_a^2 + std_b^2) / 2)
+1. Decay range matters (rows of the ``parameterization`` study): Spearman's rho between a row's learned median
+   decay and its score, permutation p-value. Contradicted if the best and the worst row differ by less than M
+   (their paired interval lies inside (-M, M)) although their median decays span at least MIN_DECADES decades
+   of memory length -log10(1 - decay); else supported if p < alpha; else inconclusive. Contradiction is checked
+   first: rows a decade of memory apart that score the same outweigh a rank trend too small to matter.
+2. Sharing can push decay too far and hurt (pairs in ``model.decay.share``): the score half (shared minus
+   unshared gain) and the mechanism half, the distance of the median decay to the nearer of 0 and 1 in decades,
+   ``log10 dist(unshared) - log10 dist(shared)`` (positive: the shared decay moved toward an extreme). Supported
+   if shared is significantly worse and its decay significantly closer to an extreme; contradicted if a harm
+   larger than M is excluded (lower bound > -M) or the decay moved significantly away from the extremes; else
+   inconclusive.
+3. Vector usually beats scalar (pairs in ``model.decay.granularity``): supported if vector's mean gain is
+   significantly positive; contradicted if a vector benefit of M or more is excluded (upper bound < M); else
+   inconclusive.
+4. RoPE rarely helps (pairs in ``model.pos``, rope vs none): supported if a RoPE benefit of M or more is
+   excluded (upper bound < M); contradicted if RoPE is significantly better by an estimated M or more; else
+   inconclusive. LRPE and TPE against none are reported by the same rule as lines beyond the paper.
 
-and is otherwise a tie. With one seed on either side the comparison is *undecided*: seed noise is unknown.
-
-Comparisons are between rows whose configurations differ in exactly one key (besides the seed): e.g.
-``model.decay.share`` for sharing. A configuration listed in several studies is counted once. Softmax rows
-are left out (the findings are about decay linear attention).
-
-1. Decay range matters: the best and the worst linear rows of the parameterization study (decay kinds and
-   initial decay p) differ significantly. Rows are ranked within one score metric (a study may mix language-model
-   and recall rows; perplexity and accuracy are never ranked against each other). Supported: they differ for
-   some metric; not supported: a decided tie for every metric; else inconclusive.
-2. Sharing can push decay too far: some shared row is significantly worse than its unshared twin (its median
-   decay is shown beside). Supported: at least one such pair; not supported: every pair decided, none worse.
-3. Vector usually beats scalar: vector significantly better in a majority of granularity pairs. Not supported:
-   that majority is out of reach even if every undecided pair went to vector.
-4. RoPE rarely helps: RoPE-type encodings (rope, lrpe) significantly better than none in a minority of pairs.
-   Supported: that stays a minority even if every undecided pair went to RoPE; not supported: a majority of
-   pairs are decided RoPE wins.
+A study that mixes metrics gets one test per metric: the finding is supported if some metric supports it and
+none contradicts it, contradicted in the mirror case, else inconclusive.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from collections.abc import Callable
 
-from decaylab.report.data import Row, SweepData, sorted_rows
+import numpy as np
 
-SIGMA_FACTOR = 2.0
-ROPE_LIKE = ("rope", "lrpe")
-DIGITS = {"mqar_accuracy": 3}  # decimals in the evidence lines (accuracies differ in the third decimal)
+from decaylab.report.data import Row, SweepData, decay_medians
+from decaylab.report.stats import (
+    ACCURACY,
+    ALPHA,
+    LOG_PPL,
+    PERMUTATIONS,
+    Estimate,
+    Paired,
+    Scale,
+    paired,
+    population,
+    scale_of,
+    seed_span,
+    spearman,
+)
 
+MIN_DECADES = 1.0  # "contradicted" for finding 1 needs rows whose memory lengths differ by 10x (e.g. 0.9 vs 0.99)
+DECAY_FLOOR = 1e-6  # distances to 0 or 1 below this are float32 rounding of the decay, not a smaller distance
+DECADES = Scale("decades toward 0 or 1", lambda v: v, margin=0.0, show=lambda d: d, unit=" decades", digits=2)
+DIGITS = {"mqar_accuracy": 3}  # decimals of raw scores in evidence lines
 
-@dataclasses.dataclass
-class Comparison:
-    a: Row  # the "treatment": shared, vector, RoPE, best
-    b: Row  # the "control": unshared, scalar, no PE, worst
-    metric: str
-    diff: float | None  # improvement of a over b in score units (positive: a is better)
-    margin: float | None  # SIGMA_FACTOR * pooled std; None when undecided
-    outcome: str  # "a better", "b better", "tie", "undecided"
-
-    def describe(self) -> str:
-        sa, sb = self.a.stat(self.metric), self.b.stat(self.metric)
-        d = DIGITS.get(self.metric, 2)
-        text = (f"{self.a.label} {_fmt(sa.mean, sa.std, d)} vs {self.b.label} {_fmt(sb.mean, sb.std, d)} "
-                f"({self.metric})")  # fmt: skip
-        if self.margin is None:
-            return f"{text}: undecided (n={sa.n} and n={sb.n} seeds)"
-        return f"{text}: |Δ| = {abs(self.diff):.{d}f} vs 2σ = {self.margin:.{d}f} → {self.outcome}"
+METHOD = (
+    "Method: a pair is two configurations that differ in one setting only; seed s of one is paired with seed s "
+    "of the other. Differences are gains (the ln ratio of perplexities, shown as % lower perplexity; accuracy "
+    "points for MQAR), averaged over seeds per pair, then over pairs, with a 95 % Student t interval over the "
+    "pairs (one pair: over its seeds); "
+    f"α = {ALPHA:g}, significant when the interval excludes 0. Practical margin M: "
+    f"{LOG_PPL.fmt(LOG_PPL.margin, False)} lower perplexity, {ACCURACY.fmt(ACCURACY.margin, False)} of accuracy. "
+    "Finding 1 uses Spearman's ρ between score and learned median decay (permutation p). Verdicts are supported, "
+    "contradicted (the data rule the claim out) or inconclusive (too little evidence either way); "
+    "docs/sweeps.md gives each rule."
+)
 
 
 @dataclasses.dataclass
 class Verdict:
     number: int
     claim: str
-    verdict: str  # supported | not supported | inconclusive | no data
+    verdict: str  # supported | contradicted | inconclusive | no data
     reason: str
     evidence: list[str]
-
-
-def _fmt(mean: float | None, std: float | None, digits: int = 2) -> str:
-    if mean is None:
-        return "n/a"
-    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def compare(a: Row, b: Row) -> Comparison | None:
-    """a vs b on their common score metric; None when they have none in common."""
-    if a.score is None or b.score is None or a.score[0] != b.score[0]:
-        return None
-    metric, higher, sa = a.score
-    sb = b.stat(metric)
-    diff = (sa.mean - sb.mean) if higher else (sb.mean - sa.mean)
-    if sa.n < 2 or sb.n < 2:
-        return Comparison(a, b, metric, diff, None, "undecided")
-    margin = SIGMA_FACTOR * math.sqrt((sa.std**2 + sb.std**2) / 2)
-    outcome = "tie" if abs(diff) <= margin else ("a better" if diff > 0 else "b better")
-    return Comparison(a, b, metric, diff, margin, outcome)
+    beyond: list[Verdict] = dataclasses.field(default_factory=list)  # related tests beyond the paper (finding 4)
 
 
 def unique_linear_rows(data: SweepData) -> list[Row]:
@@ -109,10 +105,80 @@ def pairs_differing_in(rows: list[Row], key: str) -> list[tuple[Row, Row]]:
     return out
 
 
-def _median_decay(row: Row, data: SweepData) -> float | None:
-    pooled = [data.decay_stats.get(i, {}).get(0, {}) for i in row.run_ids]  # layer 0: all layers pooled
-    values = [p["median"] for p in pooled if "median" in p]
-    return sum(values) / len(values) if values else None
+def score_pair(a: Row, b: Row) -> tuple[str, Paired] | None:
+    """(metric, seed-paired gains of a over b) on the rows' common score metric; None without one."""
+    if a.score is None or b.score is None or a.score[0] != b.score[0]:
+        return None
+    metric = a.score[0]
+    return metric, paired(a.label, a.stat(metric).by_seed(), b.label, b.stat(metric).by_seed(), scale_of(metric).gain)
+
+
+def _decades_to_extreme(decay: float) -> float:
+    return math.log10(max(min(decay, 1 - decay), DECAY_FLOOR))
+
+
+def _memory_decades(decay: float) -> float:
+    return -math.log10(max(1 - decay, DECAY_FLOOR))
+
+
+def _combine(number: int, claim: str, parts: dict[str, tuple[str, str]], evidence: list[str]) -> Verdict:
+    """One verdict from per-metric (verdict, reason): supported/contradicted only without the opposite."""
+    if len(parts) == 1:
+        (verdict, reason), = parts.values()  # fmt: skip
+        return Verdict(number, claim, verdict, reason, evidence)
+    found = {v for v, _ in parts.values()}
+    if "supported" in found and "contradicted" not in found:
+        verdict = "supported"
+    elif "contradicted" in found and "supported" not in found:
+        verdict = "contradicted"
+    else:
+        verdict = "inconclusive"
+    return Verdict(number, claim, verdict, "; ".join(f"{m}: {r}" for m, (_, r) in parts.items()), evidence)
+
+
+def pair_line(p: Paired, scale: Scale) -> str:
+    if not p.diffs:
+        return f"{p.a} vs {p.b}: no common finished seed (not counted)"
+    est = p.estimate
+    if est.low is None:
+        return f"{p.a} vs {p.b}: {scale.fmt(est.mean)} (1 seed, no CI)"
+    return f"{p.a} vs {p.b}: {est.fmt(scale)} ({est.n} seeds)"
+
+
+def population_line(pairs: list[Paired], est: Estimate, scale: Scale, metric: str, a: str, b: str) -> str:
+    used = [p for p in pairs if p.diffs]
+    ests = [p.estimate for p in used]
+    ahead = sum(float(np.mean(p.diffs)) > 0 for p in used)
+    wins, losses = sum(e.above(0) for e in ests), sum(e.below(0) for e in ests)
+    one_seed = sum(e.low is None for e in ests)
+    units = f"over {len(used)} pairs ({seed_span(used)})" if est.unit == "pairs" else f"over {est.n} seeds of 1 pair"
+    counts = (f"{a} ahead in {ahead}/{len(used)} pairs, significantly in {wins}; {b} significantly in {losses}; "
+              f"{len(used) - wins - losses - one_seed} without a significant difference")  # fmt: skip
+    counts += f", {one_seed} with one seed" if one_seed else ""
+    return f"population ({metric}, {scale.name}): mean {est.fmt(scale)} {units}; {counts}"
+
+
+def _why(est: Estimate, scale: Scale, pairs: list[Paired], what: str) -> str:
+    units = f"{est.n} pairs, {seed_span(pairs)}" if est.unit == "pairs" else f"1 pair, {seed_span(pairs)}"
+    ci = "no CI" if est.low is None else f"95% CI {est.interval(scale)}"
+    return f"{what} {scale.fmt(est.mean)} ({ci}; {units})"
+
+
+def _grouped(
+    data: SweepData, key: str, is_treatment: Callable, is_control: Callable
+) -> dict[str, list[tuple[Row, Row, Paired]]]:
+    """Per score metric, (treatment, control, seed-paired gains) for rows differing only in ``key``."""
+    out: dict[str, list[tuple[Row, Row, Paired]]] = {}
+    for a, b in pairs_differing_in(unique_linear_rows(data), key):
+        va, vb = a.config.get(key), b.config.get(key)
+        if is_treatment(vb) and is_control(va):
+            a, b = b, a
+        elif not (is_treatment(va) and is_control(vb)):
+            continue
+        scored = score_pair(a, b)
+        if scored:
+            out.setdefault(scored[0], []).append((a, b, scored[1]))
+    return out
 
 
 def finding_decay_range(data: SweepData) -> Verdict:
@@ -121,90 +187,185 @@ def finding_decay_range(data: SweepData) -> Verdict:
     for row in data.rows.get("parameterization", []):
         if not row.is_softmax and row.score:
             by_metric.setdefault(row.score[0], []).append(row)
-    groups = [rows for rows in by_metric.values() if len(rows) >= 2]
+    groups = {m: rows for m, rows in by_metric.items() if len(rows) >= 2}
     if not groups:
         return Verdict(1, claim, "no data", "needs two linear rows with the same score metric in the "
                        "'parameterization' study", [])  # fmt: skip
-    comparisons = []
-    for rows in groups:
-        ranked = sorted_rows(rows)  # best first, by the group's own metric and direction
-        comparisons.append(compare(ranked[0], ranked[-1]))
-    evidence = []
-    for c in comparisons:
-        evidence.append(c.describe())
-        evidence += [f"median decay (all layers): {r.label} {_fmt(_median_decay(r, data), None)}" for r in (c.a, c.b)]
-    outcomes = [c.outcome for c in comparisons]
-    metrics = ", ".join(c.metric for c in comparisons)
-    if "a better" in outcomes:
-        verdict, reason = "supported", "best and worst parameterization differ by more than 2× the pooled seed std"
-    elif all(o == "tie" for o in outcomes):
-        verdict, reason = "not supported", "best and worst parameterization are within 2× the pooled seed std"
+    parts, evidence = {}, []
+    for metric, rows in groups.items():
+        verdict, reason, lines = _decay_range_group(data, metric, rows)
+        parts[metric] = (verdict, reason)
+        evidence += lines
+    return _combine(1, claim, parts, evidence)
+
+
+def _decay_range_group(data: SweepData, metric: str, rows: list[Row]) -> tuple[str, str, list[str]]:
+    scale, digits = scale_of(metric), DIGITS.get(metric, 2)
+    gain = {r.label: float(np.mean([scale.gain(v) for v in r.stat(metric).values])) for r in rows}
+    decay = {r.label: decay_medians(r, data.decay_stats).mean for r in rows}
+    with_decay = sorted((r for r in rows if decay[r.label] is not None), key=lambda r: decay[r.label])
+    best = max(rows, key=lambda r: gain[r.label])
+    worst = min(rows, key=lambda r: gain[r.label])
+    spread = score_pair(best, worst)[1]
+    spread_est = spread.estimate
+    corr = spearman([decay[r.label] for r in with_decay], [gain[r.label] for r in with_decay])
+    memory = [_memory_decades(decay[r.label]) for r in with_decay]
+    span = max(memory) - min(memory) if memory else 0.0
+
+    lines = []
+    if corr:
+        ci = "" if corr.low is None else f" [{corr.low:+.2f}, {corr.high:+.2f}]"
+        how = "all orderings" if corr.exact else f"{PERMUTATIONS:,} random orderings"
+        lines.append(f"{metric}: Spearman ρ(median decay, score) = {corr.rho:+.2f}{ci} over {corr.n} rows, "
+                     f"p = {corr.p:.3g} (permutation, {how}); positive: a larger decay scores better")  # fmt: skip
+    lines.append(f"{metric} by median decay (all layers): " + "; ".join(
+        f"{r.label} {decay[r.label]:.3f} → {r.stat(metric).mean:.{digits}f}" for r in with_decay))  # fmt: skip
+    near_best = [r for r in with_decay if r is best or not _significantly_better(best, r)]
+    if decay[best.label] is not None:
+        lo, hi = min(decay[r.label] for r in near_best), max(decay[r.label] for r in near_best)
+        names = ", ".join(r.label for r in near_best)
+        lines.append(f"best: {best.label} (median decay {decay[best.label]:.3f}); rows not significantly worse "
+                     f"(paired): {names}, median decay {lo:.3f}–{hi:.3f}")  # fmt: skip
+    lines.append(f"best vs worst: {pair_line(spread, scale)} ({metric}, {scale.name})")
+
+    spread_why = (_why(spread_est, scale, [spread], "best vs worst") if spread_est
+                  else "best vs worst have no common finished seed")  # fmt: skip
+    if spread_est and spread_est.above(-scale.margin) and spread_est.below(scale.margin) and span >= MIN_DECADES:
+        margin = scale.fmt(scale.margin, False)
+        return "contradicted", f"rows whose memory lengths span {span:.1f} decades all score within {margin}: " + (
+            spread_why), lines  # fmt: skip
+    if corr and corr.p < ALPHA:
+        trend = "rises" if corr.rho > 0 else "falls"
+        return "supported", (f"the score {trend} with the learned median decay: Spearman ρ = {corr.rho:+.2f}, "
+                             f"p = {corr.p:.3g} < {ALPHA:g} over {corr.n} rows"), lines  # fmt: skip
+    if corr is None:
+        why = "the rows' median decays or scores do not vary" if len(with_decay) >= 2 else "no decay statistics"
     else:
-        verdict, reason = "inconclusive", "one seed: the spread cannot be separated from seed noise"
-    return Verdict(1, claim, verdict, f"{reason} ({metrics})", evidence)
+        why = f"Spearman ρ = {corr.rho:+.2f}, p = {corr.p:.3g} over {corr.n} rows is not significant"
+        why += " (5 rows are the fewest that can reach α = 0.05)" if corr.n < 5 else ""
+    margin = scale.fmt(scale.margin, False)
+    if span < MIN_DECADES:
+        tail = f"the rows' memory lengths span only {span:.1f} decades"
+    elif spread_est and (spread_est.above(scale.margin) or spread_est.below(-scale.margin)):
+        tail = f"the rows do differ by more than {margin}: {spread_why}"
+    else:
+        tail = f"{spread_why} does not rule out a difference of {margin}"
+    return "inconclusive", f"{why}, and {tail}", lines
+
+
+def _significantly_better(a: Row, b: Row) -> bool:
+    est = score_pair(a, b)[1].estimate
+    return est is not None and est.above(0)
+
+
+def toward_extreme(shared: Row, unshared: Row, data: SweepData) -> Paired:
+    """Seed-paired log10 dist(unshared) - log10 dist(shared), dist = distance of the median decay to 0 or 1."""
+    def decades(row: Row) -> dict[int, float]:
+        return {s: _decades_to_extreme(v) for s, v in decay_medians(row, data.decay_stats).by_seed().items()}
+
+    return paired(unshared.label, decades(unshared), shared.label, decades(shared), lambda v: v)
 
 
 def finding_sharing(data: SweepData) -> Verdict:
     claim = "Sharing the decay with the key can push decay values too far and hurt."
-    pairs = []
-    for a, b in pairs_differing_in(unique_linear_rows(data), "model.decay.share"):
-        shared, unshared = (a, b) if a.config["model.decay.share"] else (b, a)
-        c = compare(shared, unshared)
-        if c:
-            pairs.append(c)
-    if not pairs:
-        return Verdict(2, claim, "no data", "no pair of rows differs only in model.decay.share", [])
-    evidence = [
-        c.describe() + f"; median decay {_fmt(_median_decay(c.a, data), None)} (shared) vs "
-        f"{_fmt(_median_decay(c.b, data), None)}"
-        for c in pairs
+    key = "model.decay.share"
+    groups = _grouped(data, key, lambda v: v is True, lambda v: v is False)
+    if not groups:
+        return Verdict(2, claim, "no data", f"no pair of rows differs only in {key}", [])
+    parts, evidence = {}, []
+    for metric, triples in groups.items():
+        scale = scale_of(metric)
+        pairs = [p for _, _, p in triples]
+        moved = [toward_extreme(a, b, data) for a, b, _ in triples]
+        for (a, b, p), m in zip(triples, moved):
+            da, db = decay_medians(a, data.decay_stats).mean, decay_medians(b, data.decay_stats).mean
+            decays = f"median decay {da:.3f} vs {db:.3f}" if da is not None and db is not None else "no decay stats"
+            toward = f", toward 0 or 1 by {m.estimate.fmt(DECADES)}" if m.diffs else ""
+            evidence.append(f"{pair_line(p, scale)}; {decays}{toward}")
+        score, mech = population(pairs), population(moved)
+        if score is None:
+            parts[metric] = ("inconclusive", "no pair has a common finished seed")
+            continue
+        evidence.append(population_line(pairs, score, scale, metric, "shared", "unshared"))
+        if mech:
+            evidence.append(f"population (median decay, {DECADES.name}): mean {mech.fmt(DECADES)}")
+        hurt = _why(score, scale, pairs, "shared vs unshared")
+        shift = "no decay statistics" if mech is None else _why(mech, DECADES, moved, "median decay toward 0 or 1 by")
+        if score.below(0) and mech is not None and mech.above(0):
+            parts[metric] = ("supported", f"shared scores worse, {hurt}, and its {shift}")
+        elif score.above(-scale.margin):
+            parts[metric] = ("contradicted", f"a harm of {scale.fmt(scale.margin, False)} or more is excluded: {hurt}")
+        elif mech is not None and mech.below(0):
+            parts[metric] = ("contradicted", f"the shared decay moved away from 0 and 1: {shift}")
+        else:
+            parts[metric] = ("inconclusive", f"{hurt}; {shift}; both must be significant")
+    return _combine(2, claim, parts, evidence)
+
+
+def finding_granularity(data: SweepData) -> Verdict:
+    claim = "Vector decay usually beats scalar decay under the same parameterization."
+    key = "model.decay.granularity"
+    groups = _grouped(data, key, lambda v: v == "vector", lambda v: v == "scalar")
+    if not groups:
+        return Verdict(3, claim, "no data", f"no pair of rows differs only in {key}", [])
+    parts, evidence = {}, []
+    for metric, triples in groups.items():
+        scale = scale_of(metric)
+        pairs = [p for _, _, p in triples]
+        evidence += [pair_line(p, scale) for p in pairs]
+        est = population(pairs)
+        if est is None:
+            parts[metric] = ("inconclusive", "no pair has a common finished seed")
+            continue
+        evidence.append(population_line(pairs, est, scale, metric, "vector", "scalar"))
+        why = _why(est, scale, pairs, "vector vs scalar")
+        if est.above(0):
+            parts[metric] = ("supported", f"vector is significantly better on average: {why}")
+        elif est.below(scale.margin):
+            parts[metric] = ("contradicted", f"a vector benefit of {scale.fmt(scale.margin, False)} or more is "
+                             f"excluded: {why}")  # fmt: skip
+        else:
+            parts[metric] = ("inconclusive", f"{why} neither excludes 0 nor a benefit of "
+                             f"{scale.fmt(scale.margin, False)}")  # fmt: skip
+    return _combine(3, claim, parts, evidence)
+
+
+def _pos_finding(data: SweepData, pos: str, claim: str) -> Verdict:
+    key = "model.pos"
+    groups = _grouped(data, key, lambda v: v == pos, lambda v: v == "none")
+    if not groups:
+        return Verdict(4, claim, "no data", f"no pair of linear rows differs only in {key} = {pos} vs none", [])
+    parts, evidence = {}, []
+    name = pos.upper() if pos != "rope" else "RoPE"
+    for metric, triples in groups.items():
+        scale = scale_of(metric)
+        pairs = [p for _, _, p in triples]
+        evidence += [pair_line(p, scale) for p in pairs]
+        est = population(pairs)
+        if est is None:
+            parts[metric] = ("inconclusive", "no pair has a common finished seed")
+            continue
+        evidence.append(population_line(pairs, est, scale, metric, name, "none"))
+        why = _why(est, scale, pairs, f"{name} vs none")
+        margin = scale.fmt(scale.margin, False)
+        if est.below(scale.margin):
+            parts[metric] = ("supported", f"a benefit of {margin} or more is excluded: {why}")
+        elif est.above(0) and est.mean >= scale.margin:
+            parts[metric] = ("contradicted", f"{name} helps significantly, by an estimated {margin} or more: {why}")
+        else:
+            parts[metric] = ("inconclusive", f"{why} does not exclude a benefit of {margin}")
+    return _combine(4, claim, parts, evidence)
+
+
+def finding_rope(data: SweepData) -> Verdict:
+    verdict = _pos_finding(data, "rope", "RoPE rarely gives decay linear attention a tangible benefit.")
+    verdict.beyond = [
+        _pos_finding(data, pos, f"Beyond the paper: {pos.upper()} rarely gives decay linear attention a tangible "
+                     "benefit (same rule).")  # fmt: skip
+        for pos in ("lrpe", "tpe")
     ]
-    hurts = sum(c.outcome == "b better" for c in pairs)
-    undecided = sum(c.outcome == "undecided" for c in pairs)
-    if hurts:
-        return Verdict(2, claim, "supported", f"sharing is significantly worse in {hurts}/{len(pairs)} pairs", evidence)
-    if undecided:
-        return Verdict(2, claim, "inconclusive", f"{undecided}/{len(pairs)} pairs have one seed", evidence)
-    return Verdict(2, claim, "not supported", "no shared model is significantly worse than its twin", evidence)
-
-
-def _majority(
-    data: SweepData, number: int, claim: str, key: str, treatment: Any, control: Any, want_win: bool
-) -> Verdict:
-    comparisons = []
-    for a, b in pairs_differing_in(unique_linear_rows(data), key):
-        va, vb = a.config[key], b.config[key]
-        if va in treatment and vb == control:
-            comparisons.append(compare(a, b))
-        elif vb in treatment and va == control:
-            comparisons.append(compare(b, a))
-    comparisons = [c for c in comparisons if c]
-    if not comparisons:
-        return Verdict(number, claim, "no data", f"no pair of rows differs only in {key}", [])
-    n = len(comparisons)
-    wins = sum(c.outcome == "a better" for c in comparisons)
-    undecided = sum(c.outcome == "undecided" for c in comparisons)
-    counts = f"{wins}/{n} significant wins, {undecided} undecided"
-    evidence = [c.describe() for c in comparisons]
-    if want_win:  # "usually beats": a majority of wins
-        if wins > n / 2:
-            return Verdict(number, claim, "supported", counts + " (a majority)", evidence)
-        if wins + undecided <= n / 2:
-            return Verdict(number, claim, "not supported", counts + " (no majority possible)", evidence)
-    else:  # "rarely helps": wins stay a minority
-        if wins + undecided < n / 2:
-            return Verdict(number, claim, "supported", counts + " (a minority)", evidence)
-        if wins >= n / 2:
-            return Verdict(number, claim, "not supported", counts + " (at least half)", evidence)
-    return Verdict(number, claim, "inconclusive", counts + " (undecided pairs could swing it)", evidence)
+    return verdict
 
 
 def all_findings(data: SweepData) -> list[Verdict]:
-    return [
-        finding_decay_range(data),
-        finding_sharing(data),
-        _majority(data, 3, "Vector decay usually beats scalar decay under the same parameterization.",
-                  "model.decay.granularity", ("vector",), "scalar", want_win=True),  # fmt: skip
-        _majority(data, 4, "RoPE rarely gives decay linear attention a tangible benefit.",
-                  "model.pos", ROPE_LIKE, "none", want_win=False),  # fmt: skip
-    ]
+    return [finding_decay_range(data), finding_sharing(data), finding_granularity(data), finding_rope(data)]

@@ -1,7 +1,9 @@
 """report.md and a self-contained report.html (figures embedded as base64 PNG data URIs) for a sweep.
 
 Both are built from the same pieces: per study a table (sorted best first by the score), the median-decay
-figure, loss and extrapolation curves; then the verdicts on the paper's four findings with their evidence.
+figure, loss and extrapolation curves; first the verdicts on the paper's four findings: the method in one paragraph,
+then per finding its verdict, the sentence saying why, and the evidence (per-pair lines and the population
+statistic), with the LRPE and TPE tests beyond the paper under finding 4.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import html
 import os
 from pathlib import Path
 
-from decaylab.report.data import Row, Stat, SweepData, load_sweep, sorted_rows
-from decaylab.report.findings import SIGMA_FACTOR, Verdict, all_findings
+from decaylab.report.data import Row, Stat, SweepData, decay_medians, load_sweep, sorted_rows
+from decaylab.report.findings import METHOD, Verdict, all_findings
 from decaylab.report.plots import study_figures
 
 FIGURE_DIR = "report_files"
@@ -69,18 +71,7 @@ def _add_decay_medians(data: SweepData) -> None:
     # The pooled (all layers) median decay of each run becomes a row metric, so tables can show it.
     for rows in data.rows.values():
         for row in rows:
-            pooled = [data.decay_stats.get(i, {}).get(0, {}) for i, status in zip(row.run_ids, row.statuses)
-                      if status == "finished"]  # fmt: skip
-            row.metrics["decay_median"] = Stat(tuple(p["median"] for p in pooled if "median" in p))
-
-
-def _rule() -> str:
-    return (
-        f"Rule: a difference between two rows counts only if it exceeds {SIGMA_FACTOR:g}× their pooled seed "
-        "standard deviation (sqrt of the mean of the two variances); with one seed on either side it is undecided. "
-        "Scores: test perplexity (lower is better), MQAR accuracy for recall runs (higher is better), else validation "
-        "perplexity. Rows compared for a finding differ in exactly one setting."
-    )
+            row.metrics["decay_median"] = decay_medians(row, data.decay_stats)
 
 
 def write_report(out_dir: str | Path) -> tuple[Path, Path]:
@@ -113,10 +104,13 @@ def _header_lines(data: SweepData) -> list[str]:
 
 def _markdown(data: SweepData, figures: dict[str, dict[str, Path]], verdicts: list[Verdict]) -> str:
     out = [f"# Decay design-space report: {data.name}", "", *[line + "\n" for line in _header_lines(data)]]
-    out += ["## Findings", "", _rule(), ""]
+    out += ["## Findings", "", METHOD, ""]
     for v in verdicts:
         out += [f"**{v.number}. {v.claim}** — **{v.verdict}**: {v.reason}.", ""]
         out += [f"- {e}" for e in v.evidence] + ([""] if v.evidence else [])
+        for b in v.beyond:
+            out += [f"*{b.claim}* — **{b.verdict}**: {b.reason}.", ""]
+            out += [f"- {e}" for e in b.evidence] + ([""] if b.evidence else [])
     for study, title in data.studies:
         head, cells = table(data.rows[study])
         out += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -140,7 +134,7 @@ def _failures(rows: list[Row], bullet) -> list[str]:
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}img{max-width:48%;margin:4px}
-.supported{color:#17692b}.not-supported{color:#a31b1b}.inconclusive,.no-data{color:#8a6d00}"""
+.supported{color:#17692b}.contradicted{color:#a31b1b}.inconclusive,.no-data{color:#8a6d00}"""
 
 
 def _html(data: SweepData, figures: dict[str, dict[str, Path]], verdicts: list[Verdict]) -> str:
@@ -148,11 +142,13 @@ def _html(data: SweepData, figures: dict[str, dict[str, Path]], verdicts: list[V
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(data.name)} report</title>",
              f"<style>{_CSS}</style></head><body><h1>Decay design-space report: {e(data.name)}</h1>"]  # fmt: skip
     parts += [f"<p>{e(line)}</p>" for line in _header_lines(data)]
-    parts += ["<h2>Findings</h2>", f"<p>{e(_rule())}</p>"]
+    parts += ["<h2>Findings</h2>", f"<p>{e(METHOD)}</p>"]
     for v in verdicts:
-        css = v.verdict.replace(" ", "-")
-        parts.append(f"<p><b>{v.number}. {e(v.claim)}</b> — <b class='{css}'>{e(v.verdict)}</b>: {e(v.reason)}.</p>")
-        parts.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in v.evidence) + "</ul>")
+        for sub in [v, *v.beyond]:
+            claim = f"<b>{v.number}. {e(sub.claim)}</b>" if sub is v else f"<i>{e(sub.claim)}</i>"
+            css = sub.verdict.replace(" ", "-")
+            parts.append(f"<p>{claim} — <b class='{css}'>{e(sub.verdict)}</b>: {e(sub.reason)}.</p>")
+            parts.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in sub.evidence) + "</ul>")
     for study, title in data.studies:
         head, cells = table(data.rows[study])
         parts.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")

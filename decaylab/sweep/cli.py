@@ -50,6 +50,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="list the planned runs (run id, seed, done or to run, study/label rows) and exit without training",
     )
+    parser.add_argument(
+        "--launcher",
+        choices=["local", "slurm", "submitit-local"],
+        default="local",
+        help="local: worker processes here (default); slurm: one Slurm job array through submitit, one point per "
+        "task; submitit-local: the same tasks through submitit's local executor",
+    )
+    parser.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="resources of one task (repeatable; over the spec's [slurm] table): partition, account, qos, "
+        "constraint, gpus, cpus, mem_gb, time (minutes or H:MM:SS), max_running (tasks at once)",
+    )
+    parser.add_argument(
+        "--wait", action="store_true", help="with --launcher slurm: wait for the tasks, then fill results.sqlite"
+    )
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="show pending / running / finished / failed per run with its job id, and exit",
+    )
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="fill results.sqlite from the run directories of launched tasks (idempotent), and exit",
+    )
 
 
 def default_workers(spec: SweepSpec, devices: list[str]) -> int:
@@ -66,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_set_args(args.overrides)
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else []
     workers = args.workers if args.workers is not None else default_workers(spec, devices)
+    if not args.dry_run and (args.status or args.collect or args.launcher != "local" or args.slurm):
+        from decaylab.sweep.launch import run_cli
+
+        return run_cli(args, spec, overrides)
     if args.dry_run:
         from decaylab.sweep.backend import default_backend
 

@@ -20,8 +20,6 @@ a dead process is simply run again. A lock per run directory keeps two processes
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import json
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -35,6 +33,8 @@ from typing import Any, Callable, Mapping
 from decaylab.sweep.backend import RunBackend, default_backend
 from decaylab.sweep.db import ResultsDB
 from decaylab.sweep.ingest import read_run
+from decaylab.sweep.rundir import lock as _lock
+from decaylab.sweep.rundir import open_sweep_dir, prepare_sweep, run_is_done, run_point
 from decaylab.sweep.spec import PlannedRun, SweepSpec, expand
 
 EXIT_BUSY = 75  # a worker found its run directory locked by another process
@@ -51,37 +51,6 @@ class SweepResult:
     @property
     def ok(self) -> bool:
         return not self.failed and not self.busy
-
-
-def _lock(path: Path):
-    """An exclusive non-blocking flock on ``path``; None when another process holds it. Released on exit/kill."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    return fd
-
-
-def run_is_done(run_dir: Path, evaluate: bool) -> bool:
-    if not (run_dir / "summary.json").is_file():
-        return False
-    return not evaluate or (run_dir / "eval.json").is_file()
-
-
-def has_started(run_dir: Path) -> bool:
-    """True when training wrote the run's config.json: resume it rather than start afresh."""
-    return (run_dir / "config.json").is_file()
-
-
-def _set_aside_aborted(run_dir: Path) -> None:
-    """A run directory with files but no config.json (killed while being created) cannot be resumed, and training
-    refuses a non-empty directory; move it aside (nothing is deleted) so the point starts afresh."""
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not has_started(run_dir):
-        run_dir.rename(run_dir.with_name(f"{run_dir.name}.aborted-{int(time.time())}"))
 
 
 # ---------------------------------------------------------------- worker process
@@ -124,11 +93,7 @@ def _worker(
     db = ResultsDB(db_path)
     db.mark_running(run_id)
     try:
-        if not (run_path / "summary.json").is_file():
-            _set_aside_aborted(run_path)
-            backend.train(config, run_path, has_started(run_path))
-        if evaluate is not None and backend.evaluate is not None and not (run_path / "eval.json").is_file():
-            backend.evaluate(run_path, **evaluate)
+        run_point(backend, config, run_path, evaluate)
         db.mark_finished(run_id, read_run(run_path))
     except KeyboardInterrupt:
         db.mark_failed(run_id, "interrupted; run the sweep again to resume", status="interrupted")
@@ -185,25 +150,11 @@ def run_sweep(
         raise ValueError(f"--workers {workers} exceeds the {len(devices)} --devices given; one worker per device")
     backend = backend or default_backend()
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file; give a directory for the sweep")
     plan = expand(spec, backend.resolve, overrides)  # a bad spec or --set fails here, before DIR is created
-    out.mkdir(parents=True, exist_ok=True)
-    sweep_lock = _lock(out / ".sweep.lock")
-    if sweep_lock is None:
-        raise FileExistsError(f"another `decaylab sweep` is running in {out}; wait for it or use another --out")
+    sweep_lock = open_sweep_dir(out)
     try:
-        record = {"spec": dataclasses.asdict(spec), "overrides": dict(overrides or {})}
-        db = ResultsDB(out / "results.sqlite")
-        previous = db.spec()
-        if previous and previous["spec"]["name"] != spec.name:
-            raise FileExistsError(
-                f"{out} holds results of sweep {previous['spec']['name']!r}, not {spec.name!r}; use another --out"
-            )
-        db.set_plan(record, plan)
-        (out / "sweep.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-        evaluate = dict(spec.evaluation) if spec.evaluate and backend.evaluate is not None else None
-        return _execute(plan, out, db, evaluate, workers, devices, backend, log)
+        prepared = prepare_sweep(spec, out, overrides, backend, plan)
+        return _execute(prepared.plan, out, prepared.db, prepared.evaluate, workers, devices, backend, log)
     finally:
         os.close(sweep_lock)
 

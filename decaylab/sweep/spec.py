@@ -14,6 +14,8 @@ Order of precedence, last wins: base preset < spec ``[overrides]`` < ``[budget]`
     base = "tiny"
     seeds = [0, 1]
     workers = 2                     # default --workers (points trained at once)
+    [slurm]                         # optional: one task's resources under --launcher slurm (see resources.py)
+    gpus = 1
     [budget]
     max_steps = 300                 # or tokens = 2_000_000 (converted with the run's batch size and length)
     [evaluation]                    # options of decaylab.evaluation.evaluate (not part of the run id)
@@ -44,6 +46,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from decaylab.registry import closest
+from decaylab.sweep.resources import slurm_options
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 
@@ -94,6 +97,7 @@ class SweepSpec:
     evaluate: bool = True  # run decaylab.evaluation after training (ppl, extrapolation, decay statistics)
     evaluation: tuple[tuple[str, Any], ...] = ()  # keyword arguments of evaluate(): max_tokens, extrapolation, ...
     workers: int | None = None  # default for --workers (points run at once); None: one, or one per --devices entry
+    slurm: tuple[tuple[str, Any], ...] = ()  # [slurm]: resources of one task under --launcher slurm (resources.py)
 
     def __post_init__(self):
         if self.workers is not None and (
@@ -174,7 +178,7 @@ def run_id_of(config: Mapping[str, Any]) -> str:
 
 _TOP_KEYS = {
     "name", "description", "base", "seeds", "budget", "overrides", "studies", "points", "evaluate", "evaluation",
-    "workers",
+    "workers", "slurm",
 }  # fmt: skip
 # [evaluation] keys: passed to decaylab.evaluation.evaluate(); not part of the run config (and not of the run id)
 EVALUATION_KEYS = {"max_tokens": int, "extrapolation": list, "splits": list, "decay_tokens": int}
@@ -243,6 +247,10 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> SweepSpec:
     for key, value in evaluation.items():
         if not isinstance(value, EVALUATION_KEYS[key]) or isinstance(value, bool):
             raise ValueError(f"{where} [evaluation] {key}={value!r}: expected a {EVALUATION_KEYS[key].__name__}")
+    slurm = data.get("slurm", {})
+    if not isinstance(slurm, Mapping):
+        raise ValueError(f"{where} [slurm]: expected a table of KEY = VALUE, e.g. partition = \"gpu\"")
+    slurm_options(slurm)  # unknown keys and bad values fail at load time, not at submission
     points: list[Point] = []
     for i, entry in enumerate(data.get("points", [])):
         what = f"{where} [[points]] #{i + 1}"
@@ -276,6 +284,7 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> SweepSpec:
         evaluate=bool(data.get("evaluate", True)),
         evaluation=tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in evaluation.items()),
         workers=data.get("workers"),
+        slurm=tuple(slurm.items()),
     )
 
 

@@ -72,6 +72,9 @@ class TrainConfig:
     """auto: bf16 autocast on GPU, fp32 on CPU."""
     compile: bool = False
     """Wrap the model in torch.compile (first steps are slow while it compiles)."""
+    cuda_graph: Literal["auto", "on", "off"] = "auto"
+    """Capture the whole optimizer step as a CUDA graph and replay it (auto: on for one-process CUDA runs without
+    compile). Small models are bound by kernel launches; a replay issues the whole step at once."""
     fsdp: bool = False
     """Under torchrun, shard parameters with FSDP2 (fully_shard) instead of replicating them with DDP."""
     tensorboard: bool = False
@@ -102,6 +105,11 @@ class TrainConfig:
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"train.batch_size={self.batch_size} is not divisible by train.grad_accum={self.grad_accum}"
+            )
+        if self.cuda_graph == "on" and (self.compile or self.device == "cpu"):
+            raise ValueError(
+                f"train.cuda_graph=on needs a CUDA device and no train.compile (got device={self.device}, "
+                f"compile={self.compile}); set train.cuda_graph=auto or off"
             )
         for name in ("eval_batches", "eval_batch_size"):
             value = getattr(self, name)

@@ -142,6 +142,9 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], ctx
     model.load_state_dict(state)
 
 
+_IMPLEMENTATION_KEYS = ("lr", "capturable", "fused", "foreach", "differentiable")
+
+
 def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ctx: DistContext, fsdp: bool) -> dict:
     if fsdp and ctx.distributed:
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
@@ -158,7 +161,12 @@ def load_optimizer_state(
 
         set_optimizer_state_dict(model, optimizer, state, options=_full_options(broadcast_from_rank0=True))
         return
+    # A checkpoint's groups carry the implementation flags and learning-rate type of the run that wrote it (a
+    # CUDA-graph run: capturable, a tensor lr); the optimizer keeps its own, which fit this device and step.
+    own = [{k: g[k] for k in _IMPLEMENTATION_KEYS if k in g} for g in optimizer.param_groups]
     optimizer.load_state_dict(state)
+    for group, keep in zip(optimizer.param_groups, own):
+        group.update(keep)
 
 
 __all__ = [

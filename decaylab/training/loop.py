@@ -26,7 +26,8 @@ from decaylab.config import with_overrides
 from decaylab.training import distributed as dist_utils
 from decaylab.training import rundir
 from decaylab.training.checkpoint import atomic_write_text, load_latest, save_checkpoint
-from decaylab.training.config import RunConfig, settle_vocab
+from decaylab.training.config import RunConfig, TrainConfig, settle_vocab
+from decaylab.training.cuda_graph import GraphedTrainStep, graph_step_unsupported
 from decaylab.training.optim import build_optimizer, learning_rate, set_learning_rate
 
 IGNORE_INDEX = -100
@@ -75,11 +76,24 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _uses_bf16(device: torch.device, precision: str) -> bool:
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def _autocast(device: torch.device, precision: str):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if use_bf16:
+    if _uses_bf16(device, precision):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def _use_cuda_graph(train: TrainConfig, ctx: dist_utils.DistContext) -> bool:
+    """Whether the run replays its step from a CUDA graph (train.cuda_graph; see decaylab.training.cuda_graph)."""
+    if train.cuda_graph == "off":
+        return False
+    reason = graph_step_unsupported(ctx.device, ctx.world_size, train.compile)
+    if reason is not None and train.cuda_graph == "on":
+        raise ValueError(f"train.cuda_graph=on cannot be used here: {reason}; set train.cuda_graph=auto or off")
+    return reason is None
 
 
 def _token_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -94,17 +108,20 @@ def validation_loss(model, dataset, cfg: RunConfig, device, max_batches: int | N
     batch_size = train.eval_batch_size or max(1, train.batch_size // train.grad_accum)
     was_training = model.training
     model.eval()
-    total, count = torch.zeros((), dtype=torch.float64), 0
+    # Summed on the device and read once: a read per batch would stall a GPU at every batch.
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
     for i, (x, y) in enumerate(dataset.eval_batches("valid", train.seq_len, batch_size)):
         if max_batches is not None and i >= max_batches:
             break
-        x, y = x.to(device), y.to(device)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with _autocast(device, train.precision):
             logits = model(x)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
-        total += loss.double().cpu()
-        count += int((y != IGNORE_INDEX).sum())
+        total += loss.double()
+        count += (y != IGNORE_INDEX).sum()
     model.train(was_training)
+    total, count = float(total), int(count)
     if count == 0:
         raise ValueError("the valid split is shorter than one evaluation window; lower train.seq_len")
     return float(total / count)
@@ -166,10 +183,12 @@ class _Trainer:
         self.model = DecayLM(cfg.model).to(ctx.device)
         self.num_params = self.model.num_params()
         self.wrapped = dist_utils.wrap_model(self.model, ctx, cfg.train.fsdp)
-        self.optimizer = build_optimizer(self.model, cfg.train)
+        self.use_graph = _use_cuda_graph(cfg.train, ctx)
+        self.optimizer = build_optimizer(self.model, cfg.train, capturable=self.use_graph)
         # Dropout draws from its own stream per process, started after initialization.
         torch.manual_seed(cfg.train.seed + 1 + ctx.rank)
         self.forward_model = torch.compile(self.wrapped) if cfg.train.compile else self.wrapped
+        self.graphed_step = None  # built at the first step, after a resumed run has restored its state
 
         if stored is not None:
             self._restore()
@@ -222,6 +241,28 @@ class _Trainer:
         dist_utils.barrier(self.ctx)
 
     # -- one optimizer step ------------------------------------------------------------------------------
+    def _graphed_train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """The step replayed from a CUDA graph: loss and gradient norm stay on the GPU (read when logged)."""
+        train, ctx = self.cfg.train, self.ctx
+        if self.graphed_step is None:
+            self.graphed_step = GraphedTrainStep(
+                self.model, self.forward_model, self.optimizer, rows=train.batch_size, seq_len=train.seq_len,
+                grad_accum=train.grad_accum, max_norm=train.grad_clip if train.grad_clip > 0 else math.inf,
+                autocast_dtype=torch.bfloat16 if _uses_bf16(ctx.device, train.precision) else None,
+            )
+        lr = learning_rate(step, train)
+        x, y = self.dataset.train_batch(step, train.batch_size, train.seq_len, train.seed, ctx.rank, ctx.world_size)
+        loss, grad_norm = self.graphed_step(x, y, lr)
+        return loss, grad_norm, lr
+
+    def _check_finite(self, step: int, loss: float, grad_norm: float, lr: float) -> None:
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            raise TrainingDiverged(
+                f"training diverged at step {step + 1}: loss={loss}, grad_norm={grad_norm} (lr={lr:.3g}). "
+                f"The last good checkpoint is kept in {self.run_dir / 'checkpoints'}; lower train.lr or raise "
+                "train.warmup_steps and start a new run"
+            )
+
     def _train_step(self, step: int) -> tuple[float, float, float]:
         train, ctx = self.cfg.train, self.ctx
         lr = learning_rate(step, train)
@@ -247,12 +288,7 @@ class _Trainer:
             grad_norm = grad_norm.full_tensor()
         loss_value = float(dist_utils.all_reduce_mean(loss_sum / train.grad_accum, ctx))
         grad_value = float(grad_norm)
-        if not (math.isfinite(loss_value) and math.isfinite(grad_value)):
-            raise TrainingDiverged(
-                f"training diverged at step {step + 1}: loss={loss_value}, grad_norm={grad_value} (lr={lr:.3g}). "
-                f"The last good checkpoint is kept in {self.run_dir / 'checkpoints'}; lower train.lr or raise "
-                "train.warmup_steps and start a new run"
-            )
+        self._check_finite(step, loss_value, grad_value, lr)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_value, grad_value, lr
@@ -277,18 +313,30 @@ class _Trainer:
         try:
             while self.step < train.max_steps:
                 t0 = time.perf_counter()
-                loss, grad_norm, lr = self._train_step(self.step)
+                log_now = self.step + 1 == train.max_steps or (self.step + 1) % train.log_every == 0
+                evaluate_now = train.eval_every and (
+                    (self.step + 1) % train.eval_every == 0 or self.step + 1 == train.max_steps
+                )
+                checkpoint_now = train.ckpt_every and (self.step + 1) % train.ckpt_every == 0
+                if self.use_graph:
+                    # Replays queue up on the GPU; the host waits only where it needs the numbers (a log line,
+                    # an evaluation, a checkpoint), and checks there that nothing diverged since.
+                    loss, grad_norm, lr = self._graphed_train_step(self.step)
+                    if log_now or evaluate_now or checkpoint_now:
+                        loss, grad_norm = float(loss), float(grad_norm)
+                        self._check_finite(self.step, loss, grad_norm, lr)
+                else:
+                    loss, grad_norm, lr = self._train_step(self.step)
                 elapsed = time.perf_counter() - t0
                 self.step += 1
                 self.train_time_s += elapsed
                 window_tokens, window_time = window_tokens + tokens_per_step, window_time + elapsed
                 tokens_per_s = window_tokens / max(window_time, 1e-9)
                 record = None
-                if self.step % train.log_every == 0 or self.step == train.max_steps:
+                if log_now:
                     record = {"step": self.step, "tokens": self.step * tokens_per_step, "loss": loss, "lr": lr,
                               "grad_norm": grad_norm, "tokens_per_s": round(tokens_per_s, 1)}
                     window_tokens, window_time = 0, 0.0
-                evaluate_now = train.eval_every and (self.step % train.eval_every == 0 or self.step == train.max_steps)
                 if evaluate_now:
                     val_loss = validation_loss(self.forward_model, self.dataset, cfg, ctx.device, train.eval_batches)
                     record = record or {"step": self.step, "tokens": self.step * tokens_per_step, "loss": loss,
@@ -300,7 +348,8 @@ class _Trainer:
                         _print_progress(record, train.max_steps, time.perf_counter() - started, self.step - first)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+                    if isinstance(loss, float):
+                        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
                 if (train.ckpt_every and self.step % train.ckpt_every == 0) or self.step == train.max_steps:
                     self._checkpoint()
         finally:

@@ -68,12 +68,13 @@ def learning_rate(step: int, cfg: "TrainConfig") -> float:
     return cfg.lr * SCHEDULES.get(cfg.schedule)(step, cfg)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: "TrainConfig") -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, cfg: "TrainConfig", capturable: bool = False) -> torch.optim.AdamW:
     """AdamW over the model's parameter groups.
 
     ``model.param_groups`` puts matrices in a group with weight decay and leaves decay parameters, norms and
     embeddings without it; ``train.decay_everything`` applies weight decay to every parameter, as the paper's
     training code did (it pulls the learned decays toward their zero-parameter values over training).
+    ``capturable`` keeps the step counts on the GPU so that the update can be captured in a CUDA graph.
     """
     groups = model.param_groups(weight_decay=cfg.weight_decay, decay_everything=cfg.decay_everything)
     groups = [dict(g, params=list(g["params"])) for g in groups]
@@ -82,13 +83,17 @@ def build_optimizer(model: torch.nn.Module, cfg: "TrainConfig") -> torch.optim.A
     if all(p.is_cuda for g in groups for p in g["params"]):
         fused = True  # one kernel for all parameters on the GPU; the CPU path keeps the default foreach
     return torch.optim.AdamW(
-        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay, fused=fused
+        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay, fused=fused,
+        capturable=capturable,
     )
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        if torch.is_tensor(group["lr"]):  # a CUDA-graph step reads its learning rate from this tensor
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 __all__ = ["SCHEDULES", "learning_rate", "build_optimizer", "set_learning_rate"]

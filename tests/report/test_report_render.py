@@ -8,8 +8,11 @@ import textwrap
 
 import pytest
 
+from synthetic import ppl, row, sweep
+
 from decaylab.cli import build_parser, main
-from decaylab.report.render import write_report
+from decaylab.report.findings import METHOD, all_findings
+from decaylab.report.render import _html, _markdown, write_report
 
 SMOKE = """
 name = "smoke"
@@ -58,7 +61,11 @@ def test_report_renders_tables_plots_and_findings(sweep_dir):
     assert re.search(r"\| Method \| Params \| Tokens \| Val ppl \| Test ppl \| Extrap\. ppl @128 \|", md)
     rows = [line for line in md.splitlines() if line.startswith("| SD ")]
     assert len(rows) == 2 and all("1/1" in r for r in rows)
-    assert "**3. Vector decay usually beats scalar decay" in md and "inconclusive" in md  # one seed
+    # one seed and one pair: the population interval cannot be formed, so the verdict is inconclusive
+    (finding3,) = [line for line in md.splitlines() if line.startswith("**3. Vector decay usually beats scalar")]
+    assert "— **inconclusive**: vector vs scalar" in finding3 and "no CI; 1 pair, 1 seed)" in finding3
+    assert "- SD vector vs SD scalar: " in md and "(1 seed, no CI)" in md
+    assert "Method: a pair is two configurations" in md
     for kind in ("decay", "loss", "extrapolation"):
         path = sweep_dir / "report_files" / f"granularity-{kind}.png"
         assert path.read_bytes().startswith(PNG_MAGIC)
@@ -140,4 +147,26 @@ def test_recall_sweep_is_reported_by_accuracy(tmp_path):
     # recall runs log a validation loss too, but no test perplexity: the table shows accuracy, not a blank column
     assert re.search(r"\| Method \| Params \| Tokens \| Val ppl \| MQAR acc\. \| Median λ \|", md)
     assert "Test ppl" not in md
-    assert "(mqar_accuracy): undecided (n=1 and n=1 seeds)" in md  # finding 1 compares accuracies
+    # finding 1 relates accuracy (not perplexity) to the learned median decay; one seed gives no interval
+    assert "- mqar_accuracy by median decay (all layers): " in md
+    assert re.search(r"- best vs worst: .* \(1 seed, no CI\) \(mqar_accuracy, accuracy points\)", md)
+
+
+def test_verdicts_render_with_method_evidence_and_lines_beyond_the_paper():
+    rows = []
+    for i, kind in enumerate("abc"):
+        none = ppl(100.0 + 10 * i, 0.0)
+        rows.append(row(f"{kind} none", none, model__decay__kind=kind))
+        rows.append(row(f"{kind} tpe", ppl(100.0 + 10 * i, 0.2, sigma=0.01, shift=i), model__decay__kind=kind,
+                        model__pos="tpe"))  # fmt: skip
+    data = sweep(pos=rows)
+    verdicts = all_findings(data)
+    md = _markdown(data, {"pos": {}}, verdicts)
+    assert METHOD in md
+    assert "**4. RoPE rarely gives decay linear attention a tangible benefit.** — **no data**" in md
+    tpe = [line for line in md.splitlines() if line.startswith("*Beyond the paper: TPE")]
+    assert len(tpe) == 1 and "— **contradicted**: TPE helps significantly" in tpe[0]
+    assert "- a tpe vs a none: +18.1% [" in md and "- population (test_ppl, % lower perplexity)" in md
+    page = _html(data, {"pos": {}}, verdicts)
+    assert "<b class='contradicted'>contradicted</b>" in page and "<i>Beyond the paper: LRPE" in page
+    assert "<li>a tpe vs a none: +18.1% [" in page

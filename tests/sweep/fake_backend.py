@@ -4,8 +4,9 @@ Module-level functions so spawned sweep workers can import them. Every call to `
 ``RUN_DIR/calls.jsonl``, which is how tests see whether a run was redone or resumed.
 
 Special decay kinds: ``boom`` raises inside training; ``crash`` kills the worker process outright; ``block``
-writes a checkpoint and then waits forever while the file SWEEP_DIR/BLOCK exists (a run to kill mid-way). A file,
-not an environment variable: workers inherit the environment of the fork server, not of the current caller.
+writes a checkpoint and then waits forever while the file SWEEP_DIR/BLOCK exists (a run to kill mid-way);
+``flaky`` raises while the file SWEEP_DIR/FAIL exists. Files, not environment variables: workers inherit the
+environment of the fork server, not of the current caller.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def train(config: dict, run_dir: Path, resume: bool) -> dict:
         raise RuntimeError("boom: this point is broken on purpose")
     if kind == "crash":
         os._exit(9)
+    if kind == "flaky" and (run_dir.parent.parent / "FAIL").exists():
+        raise RuntimeError("flaky: SWEEP_DIR/FAIL exists")
     if kind == "block" and (run_dir.parent.parent / "BLOCK").exists():  # RUN_DIR = SWEEP_DIR/runs/<id>
         (run_dir / "checkpoints" / "step-1").mkdir(parents=True, exist_ok=True)
         while True:

@@ -215,3 +215,14 @@ def load_json(cls: type[C], path: str | Path) -> C:
 
 
 __all__ = ["to_dict", "from_dict", "with_overrides", "valid_keys", "parse_set_args", "save_json", "load_json"]
+
+
+def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"decay": {"p": 0.9}}} -> {"model.decay.p": 0.9}``: the dotted keys ``--set`` uses."""
+    out: dict[str, Any] = {}
+    for key, value in nested.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out

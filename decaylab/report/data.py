@@ -16,6 +16,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from decaylab.config import flatten
 from decaylab.sweep.db import ResultsDB
 
 # (metric name, higher is better) in order of preference for the score. A run has test_ppl (language model) or
@@ -92,16 +93,6 @@ class SweepData:
     curves: dict[str, dict[str, list[tuple[float, float]]]]  # curve -> run_id -> points
     decay_stats: dict[str, dict[int, dict[str, float]]]  # run_id -> layer -> stat -> value
     status_counts: dict[str, int]
-
-
-def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def _finite(value: Any) -> bool:

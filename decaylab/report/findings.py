@@ -302,12 +302,11 @@ def finding_sharing(data: SweepData) -> Verdict:
     return _combine(2, claim, parts, evidence)
 
 
-def finding_granularity(data: SweepData) -> Verdict:
-    claim = "Vector decay usually beats scalar decay under the same parameterization."
-    key = "model.decay.granularity"
-    groups = _grouped(data, key, lambda v: v == "vector", lambda v: v == "scalar")
-    if not groups:
-        return Verdict(3, claim, "no data", f"no pair of rows differs only in {key}", [])
+def _paired_finding(
+    number: int, claim: str, groups: dict[str, list[tuple[Row, Row, Paired]]], names: tuple[str, str],
+    decide: Callable[[Estimate, Scale, str], tuple[str, str]],
+) -> Verdict:
+    """Per score metric: every pair's line, the population estimate over pairs, and ``decide``'s verdict on it."""
     parts, evidence = {}, []
     for metric, triples in groups.items():
         scale = scale_of(metric)
@@ -317,17 +316,27 @@ def finding_granularity(data: SweepData) -> Verdict:
         if est is None:
             parts[metric] = ("inconclusive", "no pair has a common finished seed")
             continue
-        evidence.append(population_line(pairs, est, scale, metric, "vector", "scalar"))
-        why = _why(est, scale, pairs, "vector vs scalar")
+        evidence.append(population_line(pairs, est, scale, metric, *names))
+        parts[metric] = decide(est, scale, _why(est, scale, pairs, f"{names[0]} vs {names[1]}"))
+    return _combine(number, claim, parts, evidence)
+
+
+def finding_granularity(data: SweepData) -> Verdict:
+    claim = "Vector decay usually beats scalar decay under the same parameterization."
+    key = "model.decay.granularity"
+    groups = _grouped(data, key, lambda v: v == "vector", lambda v: v == "scalar")
+    if not groups:
+        return Verdict(3, claim, "no data", f"no pair of rows differs only in {key}", [])
+
+    def decide(est: Estimate, scale: Scale, why: str) -> tuple[str, str]:
+        margin = scale.fmt(scale.margin, False)
         if est.above(0):
-            parts[metric] = ("supported", f"vector is significantly better on average: {why}")
-        elif est.below(scale.margin):
-            parts[metric] = ("contradicted", f"a vector benefit of {scale.fmt(scale.margin, False)} or more is "
-                             f"excluded: {why}")  # fmt: skip
-        else:
-            parts[metric] = ("inconclusive", f"{why} neither excludes 0 nor a benefit of "
-                             f"{scale.fmt(scale.margin, False)}")  # fmt: skip
-    return _combine(3, claim, parts, evidence)
+            return "supported", f"vector is significantly better on average: {why}"
+        if est.below(scale.margin):
+            return "contradicted", f"a vector benefit of {margin} or more is excluded: {why}"
+        return "inconclusive", f"{why} neither excludes 0 nor a benefit of {margin}"
+
+    return _paired_finding(3, claim, groups, ("vector", "scalar"), decide)
 
 
 def _pos_finding(data: SweepData, pos: str, claim: str) -> Verdict:
@@ -335,26 +344,17 @@ def _pos_finding(data: SweepData, pos: str, claim: str) -> Verdict:
     groups = _grouped(data, key, lambda v: v == pos, lambda v: v == "none")
     if not groups:
         return Verdict(4, claim, "no data", f"no pair of linear rows differs only in {key} = {pos} vs none", [])
-    parts, evidence = {}, []
     name = pos.upper() if pos != "rope" else "RoPE"
-    for metric, triples in groups.items():
-        scale = scale_of(metric)
-        pairs = [p for _, _, p in triples]
-        evidence += [pair_line(p, scale) for p in pairs]
-        est = population(pairs)
-        if est is None:
-            parts[metric] = ("inconclusive", "no pair has a common finished seed")
-            continue
-        evidence.append(population_line(pairs, est, scale, metric, name, "none"))
-        why = _why(est, scale, pairs, f"{name} vs none")
+
+    def decide(est: Estimate, scale: Scale, why: str) -> tuple[str, str]:
         margin = scale.fmt(scale.margin, False)
         if est.below(scale.margin):
-            parts[metric] = ("supported", f"a benefit of {margin} or more is excluded: {why}")
-        elif est.above(0) and est.mean >= scale.margin:
-            parts[metric] = ("contradicted", f"{name} helps significantly, by an estimated {margin} or more: {why}")
-        else:
-            parts[metric] = ("inconclusive", f"{why} does not exclude a benefit of {margin}")
-    return _combine(4, claim, parts, evidence)
+            return "supported", f"a benefit of {margin} or more is excluded: {why}"
+        if est.above(0) and est.mean >= scale.margin:
+            return "contradicted", f"{name} helps significantly, by an estimated {margin} or more: {why}"
+        return "inconclusive", f"{why} does not exclude a benefit of {margin}"
+
+    return _paired_finding(4, claim, groups, (name, "none"), decide)
 
 
 def finding_rope(data: SweepData) -> Verdict:

@@ -46,6 +46,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="run only this study of the spec (repeatable); run ids are the same as in the full sweep",
     )
     parser.add_argument(
+        "--import", dest="import_from", metavar="FILE",
+        help="start --out (a new directory) from a results export (decaylab report DIR --export FILE): its finished "
+        "runs count as done and only the rest are run",
+    )  # fmt: skip
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="list the planned runs (run id, seed, done or to run, study/label rows) and exit without training",
@@ -87,6 +92,17 @@ def default_workers(spec: SweepSpec, devices: list[str]) -> int:
     return spec.workers or 1
 
 
+def _imported_runs(out: Path) -> set[str]:
+    """Finished runs a results export brought into ``out`` (none when it has no database yet)."""
+    if not (out / "results.sqlite").is_file():
+        return set()
+    from decaylab.sweep.archive import IMPORTED_RUNS
+    from decaylab.sweep.db import ResultsDB
+
+    with ResultsDB(out / "results.sqlite", create=False) as db:
+        return set(db.meta(IMPORTED_RUNS) or ())
+
+
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     if args.study:
@@ -98,12 +114,20 @@ def run(args: argparse.Namespace) -> int:
         from decaylab.sweep.launch import run_cli
 
         return run_cli(args, spec, overrides)
+    if args.import_from:
+        from decaylab.sweep.archive import import_results
+
+        if (Path(args.out) / "results.sqlite").exists():
+            raise FileExistsError(f"{args.out} already holds results.sqlite; --import needs a new --out directory")
+        imported = import_results(args.import_from, Path(args.out) / "results.sqlite")
+        print(f"imported {imported} runs from {args.import_from}; their finished runs count as done")
     if args.dry_run:
         from decaylab.sweep.backend import default_backend
 
+        imported = _imported_runs(Path(args.out))
         for run_ in expand(spec, default_backend().resolve, overrides):
             rows = ", ".join(f"{m.study}/{m.label}" for m in run_.memberships)
-            done = run_is_done(Path(args.out) / "runs" / run_.run_id, spec.evaluate)
+            done = run_is_done(Path(args.out) / "runs" / run_.run_id, spec.evaluate) or run_.run_id in imported
             print(f"{run_.run_id}  seed {run_.memberships[0].seed}  {'done  ' if done else 'to run'}  {rows}")
         return 0
     result = run_sweep(spec, args.out, workers=workers, devices=devices, overrides=overrides)

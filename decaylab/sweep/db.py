@@ -231,6 +231,14 @@ class ResultsDB:
             out.setdefault(run_id, {}).setdefault(layer, {})[stat] = value
         return out
 
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+
+    def meta(self, key: str) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
     def spec(self) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key='spec'").fetchone()
         return json.loads(row[0]) if row else None

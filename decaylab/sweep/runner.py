@@ -30,6 +30,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from decaylab.sweep.archive import IMPORTED_RUNS
 from decaylab.sweep.backend import RunBackend, default_backend
 from decaylab.sweep.db import ResultsDB
 from decaylab.sweep.ingest import read_run
@@ -190,12 +191,15 @@ def _execute(
 ) -> SweepResult:
     result = SweepResult(planned=len(plan), skipped=0, finished=[], failed=[], busy=[])
     todo: list[PlannedRun] = []
+    imported = set(db.meta(IMPORTED_RUNS) or ())
     for run in plan:
         run_dir = out / "runs" / run.run_id
         if run_is_done(run_dir, evaluate is not None):
             # Re-read finished runs: cheap, and it records runs killed while ingesting or re-evaluated since.
             db.mark_finished(run.run_id, read_run(run_dir))
             result.skipped += 1
+        elif run.run_id in imported and not run_dir.exists() and db.status(run.run_id) == "finished":
+            result.skipped += 1  # results imported from an export (decaylab.sweep.archive); no directory here
         else:
             todo.append(run)
     log(f"sweep: {len(plan)} runs, {result.skipped} already finished, {len(todo)} to run with {workers} worker(s)")

@@ -170,3 +170,37 @@ def test_verdicts_render_with_method_evidence_and_lines_beyond_the_paper():
     page = _html(data, {"pos": {}}, verdicts)
     assert "<b class='contradicted'>contradicted</b>" in page and "<i>Beyond the paper: LRPE" in page
     assert "<li>a tpe vs a none: +18.1% [" in page
+
+
+def test_export_rebuilds_the_same_report(sweep_dir, tmp_path):
+    """`report DIR --export FILE` then `report FILE --out DIR2`: the same tables, verdicts and figures."""
+    export = tmp_path / "results.jsonl"
+    assert main(["report", str(sweep_dir), "--export", str(export)]) == 0
+    lines = export.read_text().splitlines()
+    assert len(lines) == 3 and '"base_config"' in lines[0]  # the sweep line, then one line per run
+    rebuilt = tmp_path / "rebuilt"
+    assert main(["report", str(export), "--out", str(rebuilt)]) == 0
+    original = (sweep_dir / "report.md").read_text().replace(str(sweep_dir), "DIR")
+    again = (rebuilt / "report.md").read_text().replace(str(rebuilt), "DIR")
+    assert again == original
+    assert sorted(p.name for p in (rebuilt / "report_files").iterdir()) == sorted(
+        p.name for p in (sweep_dir / "report_files").iterdir()
+    )
+
+
+def test_export_errors_name_the_fix(sweep_dir, tmp_path, capsys):
+    export = tmp_path / "results.jsonl"
+    assert main(["report", str(sweep_dir), "--export", str(export)]) == 0
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_text(export.read_text()[:-40] + "\n")
+    cases = [
+        (["report", str(export)], "give --out DIR"),
+        (["report", str(export), "--out", str(sweep_dir)], "import into a new directory"),
+        (["report", str(damaged), "--out", str(tmp_path / "x")], "line 3 is not valid JSON"),
+        (["report", str(sweep_dir), "--out", str(tmp_path / "y")], "--out is for a .jsonl export"),
+    ]
+    for argv, message in cases:
+        capsys.readouterr()
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x" / "results.sqlite").exists() and not (tmp_path / "y").exists()

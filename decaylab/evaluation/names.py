@@ -8,4 +8,6 @@ SPLIT_KEYS = {"valid": "val", "test": "test"}  # split name -> eval.json key pre
 
 def output_names(step: int | None) -> tuple[str, str]:
     """(eval json, decay plot) file names for the final model (step None) or a checkpoint."""
-    return ("eval.json", "decay_median.png") if step is None else (f"eval-step-{step}.json", f"decay_median-step-{step}.png")
+    if step is None:
+        return "eval.json", "decay_median.png"
+    return f"eval-step-{step}.json", f"decay_median-step-{step}.png"

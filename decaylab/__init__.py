@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from decaylab.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -22,17 +23,7 @@ if TYPE_CHECKING:
     from decaylab.model import DecayLM, ModelConfig
     from decaylab.ops import decay_linear_attention
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'decaylab' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [*_EXPORTS, "__version__"]

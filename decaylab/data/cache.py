@@ -27,6 +27,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from decaylab.files import as_if_opened
+
 log = logging.getLogger("decaylab.data")
 CACHE_FORMAT = 2  # bump when the layout or the tokenization of a corpus changes, so old caches are not reused
 BLOCK_BYTES = 1 << 20
@@ -58,6 +60,7 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        as_if_opened(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -138,8 +141,10 @@ class CacheWriter:
     def __init__(self, cache: "TokenCache", block_bytes: int = BLOCK_BYTES):
         self.cache, self.block_bytes = cache, block_bytes
         self.files: dict[str, TokenFile] = {}
+        self.created = False  # whether entering created the cache directory
 
     def __enter__(self) -> "CacheWriter":
+        self.created = not self.cache.directory.exists()
         self.cache.directory.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -152,6 +157,7 @@ class CacheWriter:
         """Finish every split, rename them into place, then write ``meta.json``; returns the memory maps."""
         splits = {name: f.finish() for name, f in self.files.items()}
         for name, f in self.files.items():
+            as_if_opened(f.tmp)
             os.replace(f.tmp, f.path)
         meta = {"format": CACHE_FORMAT, "splits": splits, "extra": extra}
         atomic_write_text(self.cache.meta_path, json.dumps(meta) + "\n")
@@ -160,6 +166,11 @@ class CacheWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         for f in self.files.values():
             f.discard()  # no-op for committed files (their temporary name is gone)
+        if exc_type is not None and self.created:  # a failed build leaves no empty cache directory behind
+            try:
+                self.cache.directory.rmdir()
+            except OSError:  # not empty: another process (a DDP rank) is writing the same entry
+                pass
 
 
 class TokenCache:

@@ -33,6 +33,7 @@ STREAM_FIELDS = {"max_tokens", "max_documents", "tokenizer_sample_bytes", "token
 CORPUS_FIELDS["text"] |= STREAM_FIELDS
 CORPUS_FIELDS["hf"] |= STREAM_FIELDS
 
+PTB_VOCAB = 10_000  # the Mikolov PTB vocabulary (incl. <unk> and <eos>)
 DEFAULT_BPE_VOCAB = 8192
 DEFAULT_TOKENIZER_SAMPLE_BYTES = 100_000_000
 DEFAULT_MQAR_VOCAB = 8192
@@ -223,6 +224,20 @@ class DataConfig:
             raise ValueError(
                 f"data.vocab_size={vocab} is too small for {pairs} key-value pairs; use at least {2 * pairs + 2}"
             )
+
+    def vocab_size_known(self) -> tuple[int | None, int | None]:
+        """(exactly, at most): what these settings say about the tokenizer's size before any text is read.
+
+        PTB has exactly 10,000 words and MQAR exactly its vocabulary; a BPE trained here has at most
+        ``data.vocab_size`` tokens (a small corpus runs out of merges); a tokenizer file is known once read.
+        """
+        if self.tokenizer is not None:
+            return None, None
+        if self.corpus == "ptb":
+            return PTB_VOCAB, PTB_VOCAB
+        if self.corpus == "mqar":
+            return self.mqar_vocab_size, self.mqar_vocab_size
+        return None, self.bpe_vocab_size
 
     @property
     def mqar_vocab_size(self) -> int:

@@ -15,9 +15,7 @@ import sys
 from pathlib import Path
 
 from decaylab.config import from_dict, with_overrides
-from decaylab.data.build import build_dataset
 from decaylab.data.config import DataConfig
-from decaylab.data.dataset import TokenDataset
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +42,9 @@ def data_config(args: argparse.Namespace) -> DataConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from decaylab.data.build import build_dataset
+    from decaylab.data.dataset import TokenDataset
+
     data = build_dataset(data_config(args))
     if not isinstance(data, TokenDataset):
         print(f"data.corpus={data_config(args).corpus!r} is generated on the fly; there is nothing to prepare")

@@ -5,25 +5,24 @@ are public for sweeps and reports: ``decay_statistics(model, input_ids)``, ``plo
 stats}, path)``, ``position_losses(model, batches)`` and ``length_extrapolation(...)``.
 """
 
-from decaylab.evaluation.decay_stats import decay_statistics, half_life, per_layer, pooled, summarize_decays
-from decaylab.evaluation.evaluate import evaluate
-from decaylab.evaluation.extrapolation import length_extrapolation
-from decaylab.evaluation.perplexity import PositionLoss, bits_per_byte, perplexity, position_losses
-from decaylab.evaluation.plots import plot_median_decay
-from decaylab.evaluation.run_dir import open_run
+from decaylab.lazy import lazy_exports
 
-__all__ = [
-    "evaluate",
-    "decay_statistics",
-    "summarize_decays",
-    "half_life",
-    "per_layer",
-    "pooled",
-    "plot_median_decay",
-    "position_losses",
-    "PositionLoss",
-    "perplexity",
-    "bits_per_byte",
-    "length_extrapolation",
-    "open_run",
-]
+# Names resolve on first use, so importing one submodule (a command-line module, say) does not import
+# torch and the rest of the package.
+_EXPORTS = {
+    "evaluate": "decaylab.evaluation.evaluate",
+    "decay_statistics": "decaylab.evaluation.decay_stats",
+    "summarize_decays": "decaylab.evaluation.decay_stats",
+    "half_life": "decaylab.evaluation.decay_stats",
+    "per_layer": "decaylab.evaluation.decay_stats",
+    "pooled": "decaylab.evaluation.decay_stats",
+    "plot_median_decay": "decaylab.evaluation.plots",
+    "position_losses": "decaylab.evaluation.perplexity",
+    "PositionLoss": "decaylab.evaluation.perplexity",
+    "perplexity": "decaylab.evaluation.perplexity",
+    "bits_per_byte": "decaylab.evaluation.perplexity",
+    "length_extrapolation": "decaylab.evaluation.extrapolation",
+    "open_run": "decaylab.evaluation.run_dir",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = list(_EXPORTS)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
-from decaylab.evaluation.evaluate import DEFAULT_DECAY_TOKENS, SPLIT_KEYS, evaluate, output_names
+from decaylab.evaluation.names import DEFAULT_DECAY_TOKENS, SPLIT_KEYS, output_names
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -136,6 +137,15 @@ def summary_lines(result: dict[str, Any], run_dir: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    folder = Path(args.run_dir)
+    if (folder / "results.sqlite").exists() and not (folder / "config.json").exists():
+        raise ValueError(
+            f"{folder} is a sweep directory, not a run; `decaylab report {folder}` writes its report, and "
+            f"`decaylab eval {folder / 'runs' / 'RUN_ID'}` evaluates one of its runs"
+        )
+    from decaylab.evaluation.evaluate import evaluate
+
+
     log = (lambda message: None) if args.quiet else (lambda message: print(f"eval: {message}", file=sys.stderr))
     if args.lm_eval is not None:
         return _run_lm_eval(args, log)

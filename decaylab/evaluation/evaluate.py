@@ -5,7 +5,8 @@ eval.json holds (keys absent when they do not apply to the run):
 - ``val_loss``, ``val_ppl``, ``test_loss``, ``test_ppl``: mean token loss (nats) and its exp over the split,
   in windows of the training context. For PTB a token is a word, so this is word-level perplexity.
 - ``val_bpb``, ``test_bpb``: bits per UTF-8 byte (BPE corpora), comparable across tokenizers.
-- ``mqar_accuracy``: fraction of MQAR queries answered exactly (MQAR runs, instead of perplexity).
+- ``mqar_accuracy``: fraction of MQAR queries answered exactly (MQAR runs, instead of perplexity); MQAR runs
+  also get ``val_loss`` / ``val_ppl`` at the query positions of the whole valid split.
 - ``extrapolation``: ``{"1": ppl, "2": ppl, ...}`` on test windows of f x the training context (lengths in
   ``extrapolation_context``), and ``loss_by_position``: ``[[bucket_start, mean loss], ...]`` for the longest.
 - ``decay_stats``: per-layer statistics of lambda on a fixed text (see ``decay_stats``); the figure is
@@ -29,12 +30,10 @@ import torch
 
 from decaylab.evaluation.decay_stats import decay_statistics
 from decaylab.evaluation.extrapolation import batch_size_for, length_extrapolation
+from decaylab.evaluation.names import DEFAULT_DECAY_TOKENS, SPLIT_KEYS, output_names  # noqa: F401 (re-exported)
 from decaylab.evaluation.perplexity import IGNORE_INDEX, PositionLoss, bits_per_byte, perplexity, position_losses
 from decaylab.evaluation.plots import plot_median_decay
 from decaylab.evaluation.run_dir import LoadedRun, open_run
-
-DEFAULT_DECAY_TOKENS = 2048  # the paper's decay analysis used the first 2,048 tokens of one text
-SPLIT_KEYS = {"valid": "val", "test": "test"}  # split name -> eval.json key prefix
 
 
 def _silent(message: str) -> None:
@@ -113,11 +112,6 @@ def evaluate(
     return json_safe(result)
 
 
-def output_names(step: int | None) -> tuple[str, str]:
-    """(eval json, decay plot) file names for the final model (step None) or a checkpoint."""
-    return ("eval.json", "decay_median.png") if step is None else (f"eval-step-{step}.json", f"decay_median-step-{step}.png")
-
-
 def _language_model(run: LoadedRun, data, splits, factors, max_tokens, log) -> dict[str, Any]:
     out: dict[str, Any] = {}
     seq_len = run.config.train.seq_len
@@ -147,21 +141,35 @@ def _language_model(run: LoadedRun, data, splits, factors, max_tokens, log) -> d
 
 @torch.no_grad()
 def _mqar(run: LoadedRun, data, splits, log) -> dict[str, Any]:
-    """Recall accuracy over every query of the split's fixed sequences (argmax prediction == stored value)."""
+    """Recall accuracy over every query of the split's fixed sequences (argmax prediction == stored value), and
+    the loss at the query positions of the whole valid split (val_loss / val_ppl, as for a language model)."""
     split = "test" if "test" in splits else "valid"
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys(["valid", split] if "valid" in splits else [split]):
+        log(f"MQAR {name} set: " + ("recall accuracy and " if name == split else "") + "loss at the queries")
+        loss, correct, asked = _mqar_pass(run, data, name)
+        if name == "valid":
+            out.update(val_loss=loss, val_ppl=math.exp(min(loss, 700.0)))
+        if name == split:
+            out.update(mqar_accuracy=correct / asked, mqar_split=split, mqar_queries=asked)
+    return out
+
+
+def _mqar_pass(run: LoadedRun, data, split: str) -> tuple[float, int, int]:
+    """(mean loss at the query positions, queries answered exactly, queries) over the split's fixed sequences."""
     seq_len = run.config.train.seq_len
-    log(f"MQAR recall accuracy on the {split} set")
     device = next(run.model.parameters()).device
-    correct = asked = 0
+    total, correct, asked = 0.0, 0, 0
     for x, y in data.eval_batches(split, seq_len, batch_size_for(seq_len)):
         y = y.to(device)
         mask = y != IGNORE_INDEX
-        predicted = run.model(x.to(device)).argmax(dim=-1)  # [B, T]
-        correct += int((predicted[mask] == y[mask]).sum())
+        logits = run.model(x.to(device)).float()  # [B, T, vocab]
+        total += float(torch.nn.functional.cross_entropy(logits[mask], y[mask], reduction="sum"))
+        correct += int((logits.argmax(dim=-1)[mask] == y[mask]).sum())
         asked += int(mask.sum())
     if asked == 0:
         raise ValueError(f"the MQAR {split} set holds no queries; check data.mqar_num_queries")
-    return {"mqar_accuracy": correct / asked, "mqar_split": split, "mqar_queries": asked}
+    return total / asked, correct, asked
 
 
 def _decay_input(data, decay_text, decay_tokens, seq_len) -> torch.Tensor:

@@ -110,8 +110,15 @@ def locate_model(run_dir: Path, checkpoint: str | None) -> tuple[Path, str, int 
 
 def load_model(path: Path, model_config: Any, device: torch.device) -> torch.nn.Module:
     """Load a final model folder or a checkpoint (built from ``model_config``) onto ``device``, in eval mode."""
+    from decaylab.model.checkpoint import UnreadableModel
+
     try:
         model = _from_checkpoint(path, model_config) if (path / "manifest.json").exists() else _from_pretrained(path)
+    except UnreadableModel as e:  # the final model: a run's checkpoints hold the same weights
+        raise ValueError(
+            f"cannot load the model in {path}: {e.problem}. Pass --checkpoint latest to use the newest checkpoint "
+            "(the final model is the last one), or retrain"
+        ) from None
     except (FileNotFoundError, ValueError) as e:
         raise type(e)(f"cannot load the model in {path}: {e}") from None
     except Exception as e:  # safetensors / JSON / shape errors all mean the same to the user

@@ -17,11 +17,21 @@ from pathlib import Path
 import torch
 
 from decaylab.config import from_dict, to_dict
+from decaylab.files import as_if_opened
 from decaylab.model.config import ModelConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 HF_MODEL_TYPE, HF_PREFIX = "decaylab", "model."  # decaylab.hf: config.json's model_type, weight-name prefix
+
+
+class UnreadableModel(ValueError):
+    """Saved model files that are corrupt or inconsistent. ``problem`` says what is wrong; the message adds the
+    remedy for a model saved on its own, which a caller with a better one (a run's checkpoints) replaces."""
+
+    def __init__(self, problem: str, remedy: str = "save the model again"):
+        super().__init__(f"{problem}; {remedy}")
+        self.problem = problem
 
 
 def save_pretrained(model, directory: str | Path, overwrite: bool = False) -> Path:
@@ -38,6 +48,7 @@ def save_pretrained(model, directory: str | Path, overwrite: bool = False) -> Pa
     tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
     tmp_weights, tmp_config = directory / (WEIGHTS_NAME + ".tmp"), directory / (CONFIG_NAME + ".tmp")
     save_file(tensors, str(tmp_weights), metadata={"format": "pt"})
+    as_if_opened(tmp_weights)  # safetensors creates its files readable by their owner only
     tmp_config.write_text(json.dumps(to_dict(model.cfg), indent=2, sort_keys=True) + "\n")
     os.replace(tmp_weights, directory / WEIGHTS_NAME)
     os.replace(tmp_config, directory / CONFIG_NAME)
@@ -52,7 +63,7 @@ def load_config(directory: str | Path) -> ModelConfig:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); restore it or save the model again") from None
+        raise UnreadableModel(f"{path} is not valid JSON ({e})", "restore it or save the model again") from None
     if isinstance(data, dict) and data.get("model_type") == HF_MODEL_TYPE:
         data = data.get("decaylab") or {}
     try:
@@ -75,8 +86,8 @@ def load_pretrained(cls, directory: str | Path, map_location="cpu"):
     try:
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{weights} is not a readable safetensors file ({e}); it may be truncated or corrupt: "
-                         f"save the model again") from None
+        raise UnreadableModel(f"{weights} is not a readable safetensors file ({e}); it may be truncated or "
+                              "corrupt") from None
     if state and all(name.startswith(HF_PREFIX) for name in state):  # an exported Hugging Face folder
         state = {name[len(HF_PREFIX) :]: t for name, t in state.items()}
     with torch.device("meta"):

@@ -26,8 +26,9 @@ PAPER_VOCAB = 50_432
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    vocab_size: int = PAPER_VOCAB
-    """Vocabulary size (embedding rows and LM-head outputs)."""
+    vocab_size: int | None = None
+    """Vocabulary size (embedding rows and LM-head outputs). None: a training run takes it from its data (the
+    tokenizer); a model built on its own needs a number."""
     d_model: int = 768
     """Model width d."""
     n_layers: int = 12
@@ -54,7 +55,9 @@ class ModelConfig:
     """Std of the truncated-normal init (cut at 3 std) of embeddings and linear layers."""
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "ffn_dim"):
+        if self.vocab_size is not None and self.vocab_size < 1:
+            raise ValueError(f"vocab_size={self.vocab_size} must be a positive integer (or None: from the data)")
+        for name in ("d_model", "n_layers", "n_heads", "ffn_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
         if self.d_model % self.n_heads:

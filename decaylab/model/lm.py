@@ -64,6 +64,9 @@ class DecayLM(nn.Module):
         super().__init__()
         if not isinstance(cfg, ModelConfig):
             raise ValueError(f"DecayLM needs a ModelConfig, got {type(cfg).__name__}; use ModelConfig.from_preset")
+        if cfg.vocab_size is None:
+            raise ValueError("ModelConfig.vocab_size is None (a training run takes it from its data); give the "
+                             "vocabulary size to build a model on its own, e.g. {'vocab_size': 10000}")
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.input_pe = POSITIONAL_ENCODINGS.get(cfg.pos).input_module(cfg.d_model, cfg.n_heads, cfg.norm_eps)

@@ -4,8 +4,16 @@
     write_report("runs/quick")      # -> runs/quick/report.md, runs/quick/report.html
 """
 
-from decaylab.report.data import SweepData, load_sweep
-from decaylab.report.findings import Verdict, all_findings
-from decaylab.report.render import write_report
+from decaylab.lazy import lazy_exports
 
-__all__ = ["SweepData", "load_sweep", "Verdict", "all_findings", "write_report"]
+# Names resolve on first use, so importing one submodule (a command-line module, say) does not import
+# torch and the rest of the package.
+_EXPORTS = {
+    "SweepData": "decaylab.report.data",
+    "load_sweep": "decaylab.report.data",
+    "Verdict": "decaylab.report.findings",
+    "all_findings": "decaylab.report.findings",
+    "write_report": "decaylab.report.render",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = list(_EXPORTS)

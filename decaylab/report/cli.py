@@ -21,6 +21,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    given = Path(args.source)
+    if (given / "config.json").is_file() and not (given / "results.sqlite").exists():
+        raise ValueError(
+            f"{given} is a training run, not a sweep directory; `decaylab eval {given}` evaluates it. "
+            "`decaylab report` reads the --out of `decaylab sweep` (or a results export)"
+        )
     from decaylab.report.render import write_report
     from decaylab.sweep.archive import export_results, import_results
 

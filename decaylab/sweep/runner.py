@@ -36,7 +36,7 @@ from decaylab.sweep.db import ResultsDB
 from decaylab.sweep.ingest import read_run
 from decaylab.sweep.rundir import lock as _lock
 from decaylab.sweep.rundir import open_sweep_dir, prepare_sweep, run_is_done, run_point
-from decaylab.sweep.spec import PlannedRun, SweepSpec
+from decaylab.sweep.spec import PlannedRun, SweepSpec, expand
 
 EXIT_BUSY = 75  # a worker found its run directory locked by another process
 
@@ -151,17 +151,32 @@ def run_sweep(
         raise ValueError(f"--workers {workers} exceeds the {len(devices)} --devices given; one worker per device")
     backend = backend or default_backend()
     out = Path(out_dir)
+    plan = expand(spec, backend.resolve, overrides)  # a bad spec or --set fails here, before DIR is created
     sweep_lock = open_sweep_dir(out)
     try:
-        prepared = prepare_sweep(spec, out, overrides, backend)
+        prepared = prepare_sweep(spec, out, overrides, backend, plan)
         return _execute(prepared.plan, out, prepared.db, prepared.evaluate, workers, devices, backend, log)
     finally:
         os.close(sweep_lock)
 
 
 def _label(run: PlannedRun) -> str:
-    names = sorted({m.label for m in run.memberships})
-    return f"{run.run_id} {'/'.join(names)} (seed {run.memberships[0].seed})"
+    names = sorted({m.label for m in run.memberships})  # labels may hold slashes: join with commas
+    return f"{run.run_id} {', '.join(names)} (seed {run.memberships[0].seed})"
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _progress(done: int, total: int, started: float) -> str:
+    """``[3/14 21%, ~4 min left]``: runs ended so far and the time the rest should take at the pace so far."""
+    elapsed = time.time() - started
+    eta = f", ~{_duration(elapsed / done * (total - done))} left" if done < total else f", {_duration(elapsed)}"
+    return f"[{done}/{total} {100 * done // total}%{eta}]"
 
 
 def _execute(
@@ -193,7 +208,7 @@ def _execute(
     free_slots = list(range(workers))
     active: dict[Any, tuple[PlannedRun, int, float, Any]] = {}  # sentinel -> (run, slot, start time, process)
     queue = list(todo)
-    done = 0
+    done, sweep_started = 0, time.time()
     try:
         while queue or active:
             while queue and free_slots:
@@ -212,7 +227,7 @@ def _execute(
                 free_slots.append(slot)
                 done += 1
                 elapsed = time.time() - started
-                prefix = f"  [{done}/{len(todo)}]"
+                prefix = f"  {_progress(done, len(todo), sweep_started)}"
                 if proc.exitcode == 0:
                     result.finished.append(run.run_id)
                     log(f"{prefix} done   {_label(run)} in {elapsed:.0f} s")

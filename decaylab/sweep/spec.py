@@ -261,6 +261,13 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> SweepSpec:
         axes = flatten(entry["axes"])
         if not axes or not all(isinstance(v, list) and v for v in axes.values()):
             raise ValueError(f"{what}: axes must map dotted keys to non-empty lists of values")
+        label = str(entry.get("label", ""))
+        for key, values in axes.items():  # else two points of the grid get the same label
+            if len(values) > 1 and "{" + key + "}" not in label:
+                raise ValueError(
+                    f"{what}: label {label!r} does not name the axis {key!r}, so its values would share one label; "
+                    f"put {{{key}}} in the label (or fix the axis name)"
+                )
         for combo in itertools.product(*axes.values()):  # a grid: one point per combination, in axis order
             values = dict(zip(axes, combo))
             label = _fill_label(str(entry.get("label", "")), values, what)
@@ -321,6 +328,14 @@ def _budget_overrides(budget: Budget, resolve: Resolver, base: str, overrides: M
     return {}
 
 
+def _resolves(resolve: Resolver, base: str, overrides: Mapping[str, Any]) -> bool:
+    try:
+        resolve(base, overrides)
+    except ValueError:
+        return False
+    return True
+
+
 def expand(
     spec: SweepSpec, resolve: Resolver, cli_overrides: Mapping[str, Any] | None = None, seed_key: str = "train.seed"
 ) -> list[PlannedRun]:
@@ -341,6 +356,9 @@ def expand(
                 merged.update(cli_overrides or {})
                 config = resolve(base, merged)
             except ValueError as e:
+                without_cli = {k: v for k, v in merged.items() if k not in (cli_overrides or {})}
+                if cli_overrides and _resolves(resolve, base, without_cli):
+                    raise ValueError(f"--set: {e}") from None  # the point is fine without --set: blame --set
                 raise ValueError(f"point {point.label!r} (study {point.study!r}): {e}") from None
             run_id = run_id_of(config)
             member = Membership(point.study, point.label, seed, index)

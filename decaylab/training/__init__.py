@@ -11,7 +11,18 @@ import os
 # environment wins.
 os.environ.setdefault("MKL_CBWR", "AUTO")
 
-from decaylab.training.config import RUN_PRESETS, RunConfig, TrainConfig, resolve_run_config, run_preset  # noqa: E402
-from decaylab.training.loop import TrainingDiverged, train  # noqa: E402
+from decaylab.lazy import lazy_exports  # noqa: E402
 
-__all__ = ["RunConfig", "TrainConfig", "RUN_PRESETS", "run_preset", "resolve_run_config", "train", "TrainingDiverged"]
+# Names resolve on first use, so importing one submodule (a command-line module, say) does not import
+# torch and the rest of the package.
+_EXPORTS = {
+    "RunConfig": "decaylab.training.config",
+    "TrainConfig": "decaylab.training.config",
+    "RUN_PRESETS": "decaylab.training.config",
+    "run_preset": "decaylab.training.config",
+    "resolve_run_config": "decaylab.training.config",
+    "train": "decaylab.training.loop",
+    "TrainingDiverged": "decaylab.training.loop",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = list(_EXPORTS)

@@ -3,6 +3,7 @@
     decaylab train --preset tiny --out runs/tiny
     decaylab train --preset ptb-small --set model.decay.kind=simple --out runs/ptb-simple
     decaylab train --resume --out runs/ptb-simple                 # after a crash or kill -9
+    decaylab train --resume --out runs/ptb-simple --set train.max_steps=3000   # train a finished run longer
     torchrun --nproc-per-node 2 -m decaylab train --preset tiny --out runs/tiny-ddp
 """
 
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from decaylab.config import parse_set_args, to_dict
@@ -33,8 +35,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", metavar="DIR", help="run directory to create (default: runs/<preset or config name>)")
     parser.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its newest checkpoint (its stored "
-        "configuration is used when no --preset/--config/--set is given)"
+        "--resume", action="store_true", help="continue the run in --out from its newest checkpoint, with its "
+        "stored configuration; --set may change only how long it trains and what it logs (e.g. train.max_steps)"
     )
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation (val/test ppl) after training")
     parser.add_argument(
@@ -51,8 +53,20 @@ def _default_out(args: argparse.Namespace) -> Path:
     raise ValueError("give --out DIR (or --preset NAME, whose run goes to runs/NAME by default)")
 
 
+def _config(args: argparse.Namespace, overrides: dict[str, str]):
+    """The run's configuration: preset -> config file -> --set; on --resume without a preset or config file,
+    the run's stored configuration with the --set changes a resumed run allows."""
+    from decaylab.training import rundir
+    from decaylab.training.config import RunConfig, resolve_run_config
+
+    if args.resume and not (args.preset or args.config):
+        return rundir.resume_config(rundir.load_stored_config(Path(args.out), RunConfig), overrides)
+    return resolve_run_config(args.preset, args.config, overrides)
+
+
 def run(args: argparse.Namespace) -> int:
-    from decaylab.training.config import RUN_PRESETS, preset_description, resolve_run_config
+    from decaylab.training import rundir
+    from decaylab.training.config import RUN_PRESETS, preset_description
     from decaylab.training.loop import TrainingDiverged, train
 
     if args.list_presets:
@@ -60,15 +74,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:16s} {preset_description(name)}")
         return 0
     overrides = parse_set_args(args.overrides)
-    given = bool(args.preset or args.config or overrides)
     if args.resume and not args.out:
         raise ValueError("--resume needs --out DIR: the run directory to continue")
-    cfg = resolve_run_config(args.preset, args.config, overrides) if (given or not args.resume) else None
+    cfg = _config(args, overrides)
     if args.print_config:
-        print(json.dumps(to_dict(cfg), indent=2, sort_keys=True) if cfg is not None else "{}")
+        print(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
         return 0
     out = Path(args.out) if args.out else _default_out(args)
     is_main = int(os.environ.get("RANK", "0")) == 0
+    finished = rundir.finished_summary(out, cfg.train.max_steps) if args.resume else None
     try:
         summary = train(cfg, out, resume=args.resume)
     except TrainingDiverged as e:
@@ -76,11 +90,15 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if not is_main:
         return 0
-    print(
-        f"trained {summary['steps']} steps ({summary['tokens']:,} tokens) in {summary['train_time_s']:.0f} s, "
-        f"{summary['tokens_per_s']:,.0f} tokens/s, final loss {summary['final_loss']:.4f} -> {out}"
-    )
+    if finished is None:
+        print(
+            f"trained {summary['steps']} steps ({summary['tokens']:,} tokens) in {summary['train_time_s']:.0f} s, "
+            f"{summary['tokens_per_s']:,.0f} tokens/s, final loss {summary['final_loss']:.4f} -> {out}"
+        )
     if args.no_eval:
+        return 0
+    if finished is not None and (out / "eval.json").is_file():
+        print(f"eval.json is already in {out}; `decaylab eval {out}` evaluates it again")
         return 0
     return _evaluate(out)
 
@@ -91,9 +109,13 @@ def _evaluate(out: Path) -> int:
     except ImportError:
         print("decaylab.evaluation is not available; run `decaylab eval` later", file=sys.stderr)
         return 0
-    result = evaluate(out)
+    print(f"evaluating {out}: perplexity of the valid and test splits, length extrapolation, decay statistics",
+          flush=True)
+    started = time.perf_counter()
+    result = evaluate(out, log=lambda message: print(f"  eval: {message}", file=sys.stderr, flush=True))
     shown = [f"{key} {result[key]:.2f}" for key in ("val_ppl", "test_ppl") if key in result]
     if "mqar_accuracy" in result:
         shown.append(f"mqar_accuracy {result['mqar_accuracy']:.3f}")
-    print("eval: " + (", ".join(shown) or "done") + f" (eval.json in {out})")
+    elapsed = time.perf_counter() - started
+    print("eval: " + (", ".join(shown) or "done") + f" in {elapsed:.0f} s (eval.json in {out})")
     return 0

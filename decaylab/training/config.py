@@ -2,7 +2,8 @@
 
 Every field is addressable by a dotted key (``train.max_steps``, ``model.decay.kind``, ``data.corpus``) through
 ``decaylab.config.with_overrides``; unknown keys and invalid values are answered with a clear ValueError.
-A run's configuration is resolved in this order: preset (or the defaults) -> config file (.json/.toml) -> ``--set``.
+A run's configuration is resolved in this order: preset (or the defaults) -> config file (.json/.toml) -> ``--set``;
+then ``model.vocab_size``, when unset, follows the data (``settle_vocab``).
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ class RunConfig:
     """Everything a run needs: the model, how to train it and on which data. Stored as RUN_DIR/config.json."""
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    """``model.vocab_size`` None (the presets' choice) follows the data; a number pins it."""
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
 
@@ -201,20 +203,40 @@ def resolve_run_config(
     preset = preset or file_preset
     base = run_preset(preset) if preset else RunConfig()
     changes = {**_flatten(file_data), **dict(overrides or {})}
-    return with_overrides(base, changes)
+    return settle_vocab(with_overrides(base, changes))
+
+
+def vocab_mismatch(pinned: int, corpus: str, actual: int, exact: bool = True) -> ValueError:
+    what = f"has {actual:,}" if exact else f"trains a BPE of at most data.vocab_size={actual:,}"
+    fix = f"set model.vocab_size={actual}" if exact else f"set data.vocab_size={pinned}"
+    return ValueError(
+        f"model.vocab_size={pinned} but the tokenizer of data.corpus={corpus!r} {what} tokens; {fix}, or "
+        "model.vocab_size=None to take the vocabulary from the data"
+    )
+
+
+def settle_vocab(cfg: RunConfig) -> RunConfig:
+    """``model.vocab_size`` from the data settings when they fix it (PTB, MQAR); a pinned size they contradict
+    is refused here, before any text is read. Otherwise it is settled once the tokenizer is built."""
+    exact, at_most = cfg.data.vocab_size_known()
+    pinned = cfg.model.vocab_size
+    if pinned is None:
+        return with_overrides(cfg, {"model.vocab_size": exact}) if exact is not None else cfg
+    if exact is not None and pinned != exact:
+        raise vocab_mismatch(pinned, cfg.data.corpus, exact)
+    if at_most is not None and pinned > at_most:
+        raise vocab_mismatch(pinned, cfg.data.corpus, at_most, exact=False)
+    return cfg
 
 
 def _run(model: ModelConfig, data: DataConfig, **train: Any) -> RunConfig:
     return RunConfig(model=model, train=TrainConfig(**train), data=data)
 
 
-PTB_VOCAB = 10_000  # the Mikolov PTB vocabulary (incl. <unk> and <eos>)
-
-
 @RUN_PRESETS.register("tiny")
 def tiny_run() -> RunConfig:
     """tiny model on PTB, about a minute on a CPU with its evaluation (smoke test of the whole pipeline)"""
-    model = ModelConfig.from_preset("tiny", {"vocab_size": PTB_VOCAB, "d_model": 64, "ffn_dim": 128})
+    model = ModelConfig.from_preset("tiny", {"vocab_size": None, "d_model": 64, "ffn_dim": 128})
     return _run(model, DataConfig(corpus="ptb"), max_steps=120, batch_size=16, seq_len=64, lr=3e-3,
                 warmup_steps=10, eval_every=60, eval_batches=10, ckpt_every=60, log_every=10)
 
@@ -225,7 +247,7 @@ def ptb_small_run() -> RunConfig:
     # Scalar (per-head) decay: its chunked form is the cheapest on a CPU (vector costs ~1.4x in the op), which
     # buys the ~3 epochs this budget allows. Measured: test ppl 140.9 (docs/benchmarks.md, "Training").
     model = ModelConfig.from_preset(
-        "small", {"vocab_size": PTB_VOCAB, "decay.kind": "simple", "decay.granularity": "scalar", "dropout": 0.3}
+        "small", {"vocab_size": None, "decay.kind": "simple", "decay.granularity": "scalar", "dropout": 0.3}
     )
     return _run(model, DataConfig(corpus="ptb"), max_steps=1400, batch_size=16, seq_len=128, lr=2.5e-3,
                 warmup_steps=100, eval_every=200, eval_batches=20, ckpt_every=200, log_every=20)
@@ -235,7 +257,7 @@ def ptb_small_run() -> RunConfig:
 def mqar_run() -> RunConfig:
     """small multi-query associative recall run (8 key-value pairs, 256 tokens), a few minutes on a CPU"""
     data = DataConfig(corpus="mqar", vocab_size=256, mqar_num_kv_pairs=8, mqar_eval_examples=256)
-    model = ModelConfig.from_preset("tiny", {"vocab_size": 256, "d_model": 64, "ffn_dim": 128})
+    model = ModelConfig.from_preset("tiny", {"vocab_size": None, "d_model": 64, "ffn_dim": 128})
     return _run(model, data, max_steps=1500, batch_size=64, seq_len=64, lr=3e-3, warmup_steps=100,
                 weight_decay=0.0, eval_every=250, ckpt_every=500, log_every=50)
 
@@ -245,7 +267,7 @@ def _fineweb(size: str, lr: float, fsdp: bool) -> RunConfig:
     data = DataConfig(corpus="hf", hf_path="HuggingFaceFW/fineweb-edu", hf_name="sample-10BT",
                       hf_valid_split=None, hf_test_split=None, valid_fraction=0.0005, test_fraction=0.0005,
                       vocab_size=50_432, hf_streaming=True)
-    model = ModelConfig.from_preset(size, {"vocab_size": 50_432})
+    model = ModelConfig.from_preset(size, {"vocab_size": None})
     return _run(model, data, max_steps=20_000, batch_size=256, seq_len=2048, lr=lr, warmup_steps=1024,
                 eval_every=1000, eval_batches=50, eval_batch_size=16, ckpt_every=1000, log_every=10,
                 fsdp=fsdp, device="cuda")

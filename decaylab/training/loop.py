@@ -26,7 +26,7 @@ from decaylab.config import with_overrides
 from decaylab.training import distributed as dist_utils
 from decaylab.training import rundir
 from decaylab.training.checkpoint import atomic_write_text, load_latest, save_checkpoint
-from decaylab.training.config import RunConfig, TrainConfig
+from decaylab.training.config import RunConfig, TrainConfig, settle_vocab
 from decaylab.training.cuda_graph import GraphedTrainStep, graph_step_unsupported
 from decaylab.training.optim import build_optimizer, learning_rate, set_learning_rate
 
@@ -130,26 +130,36 @@ def validation_loss(model, dataset, cfg: RunConfig, device, max_batches: int | N
 def train(run_config: RunConfig | None, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Train into ``out_dir`` (see the module docstring and docs/training.md); returns the summary.
 
-    ``run_config`` may be None with ``resume=True``: the run's stored configuration is used.
+    ``run_config`` may be None with ``resume=True``: the run's stored configuration is used. On resume it may
+    differ from the stored one only in ``rundir.RESUMABLE`` settings (train.max_steps, ...); config.json then
+    takes the new values.
     """
     run_dir = Path(out_dir)
     if run_config is None and not resume:
         raise ValueError("train() needs a run_config for a new run (None is only allowed with resume=True)")
+    if run_config is not None:
+        run_config = settle_vocab(run_config)  # a pinned vocabulary the data settings contradict: refused now
+    changes: list[str] = []
     if resume:
         stored = rundir.load_stored_config(run_dir, RunConfig)
-        run_config = run_config or stored
+        if run_config is None:
+            run_config = stored
+        elif run_config.model.vocab_size is None:  # follows the data, that is the run's tokenizer: the stored size
+            run_config = with_overrides(run_config, {"model.vocab_size": stored.model.vocab_size})
+        changes = rundir.resume_changes(run_dir, stored, run_config)  # refuses what may not change, by name
     else:
         rundir.check_fresh(run_dir)
         stored = None
     ctx = dist_utils.setup(run_config.train.device)
     try:
-        return _Trainer(run_config, stored, run_dir, ctx).run()
+        return _Trainer(run_config, stored, run_dir, ctx, changes).run()
     finally:
         dist_utils.teardown(ctx)
 
 
 class _Trainer:
-    def __init__(self, cfg: RunConfig, stored: RunConfig | None, run_dir: Path, ctx: dist_utils.DistContext):
+    def __init__(self, cfg: RunConfig, stored: RunConfig | None, run_dir: Path, ctx: dist_utils.DistContext,
+                 changes: list[str]):
         from decaylab.data import build_dataset
         from decaylab.model import DecayLM
 
@@ -160,12 +170,11 @@ class _Trainer:
         if not ctx.is_main:
             dist_utils.barrier(ctx)
         # On resume the data layer checks that the run's saved tokenizer is the one the corpus uses now.
-        self.dataset = build_dataset(cfg.data, run_dir if stored is not None else None)
+        # A pinned model.vocab_size that the tokenizer contradicts is refused before the corpus is tokenized.
+        self.dataset = build_dataset(cfg.data, run_dir if stored is not None else None, cfg.model.vocab_size)
         if ctx.is_main:
             dist_utils.barrier(ctx)
         self.cfg = cfg = resolve_vocab(cfg, self.dataset.vocab_size)
-        if stored is not None:
-            rundir.check_same_config(run_dir, stored, cfg)
         self.micro_batch = cfg.train.micro_batch(ctx.world_size)
         self.resumed_from: int | None = None
         self.step, self.train_time_s = 0, 0.0
@@ -183,6 +192,9 @@ class _Trainer:
 
         if stored is not None:
             self._restore()
+            if ctx.is_main and changes:
+                print(f"resume: changed {'; '.join(changes)}", flush=True)
+                rundir.write_config(run_dir, cfg)
         elif ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             rundir.write_config(run_dir, cfg)
@@ -196,8 +208,15 @@ class _Trainer:
         if found is None:  # killed before its first checkpoint: start over, keeping config and tokenizer
             if self.ctx.is_main:
                 rundir.truncate_metrics(self.run_dir, 0)
+                print(f"resume: {self.run_dir} has no checkpoint yet (it stopped before the first one); training "
+                      "starts again from step 0 with its stored configuration and tokenizer", flush=True)
             return
         step, parts = found
+        if step > self.cfg.train.max_steps:
+            raise ValueError(
+                f"train.max_steps={self.cfg.train.max_steps} is below step {step} of the newest checkpoint in "
+                f"{self.run_dir}; give train.max_steps >= {step}"
+            )
         dist_utils.load_model_state(self.model, parts["model"], self.ctx, self.cfg.train.fsdp)
         dist_utils.load_optimizer_state(self.model, self.optimizer, parts["optimizer"], self.ctx, self.cfg.train.fsdp)
         trainer = parts["trainer"]
@@ -207,6 +226,9 @@ class _Trainer:
         self.resumed_from = step
         if self.ctx.is_main:
             rundir.truncate_metrics(self.run_dir, step)
+            if step < self.cfg.train.max_steps:
+                print(f"resume: from checkpoint {self.run_dir / 'checkpoints' / f'step-{step}'} "
+                      f"(step {step} of {self.cfg.train.max_steps})", flush=True)
 
     def _checkpoint(self) -> None:
         model_state = dist_utils.model_state(self.model, self.ctx, self.cfg.train.fsdp)
@@ -277,7 +299,8 @@ class _Trainer:
         summary_path = self.run_dir / rundir.SUMMARY
         if summary_path.exists() and self.step >= train.max_steps:
             if ctx.is_main:
-                print(f"{self.run_dir} has already finished ({train.max_steps} steps); nothing to resume")
+                print(f"{self.run_dir} has already finished its {train.max_steps} steps; nothing to resume (to train "
+                      f"longer: --resume --out {self.run_dir} --set train.max_steps=N)", flush=True)
             return json.loads(summary_path.read_text())
         log = rundir.MetricsLog(self.run_dir, train.tensorboard) if ctx.is_main else None
         # A terminal gets a live bar; a log file (nohup, sweeps) gets one plain line per metrics record.
@@ -356,7 +379,10 @@ class _Trainer:
             records = rundir.read_metrics(self.run_dir) if self.ctx.is_main else []
             summary["final_loss"] = records[-1]["loss"] if records else None
         if val_loss is not None:
-            summary.update(val_loss=val_loss, val_ppl=math.exp(min(val_loss, 700.0)))
+            # The last periodic validation, over train.eval_batches batches: an estimate, named apart from the
+            # val_loss / val_ppl of eval.json (the whole split), so that neither is read as the other.
+            summary.update(val_loss_estimate=val_loss, val_ppl_estimate=math.exp(min(val_loss, 700.0)),
+                           val_estimate_batches=train.eval_batches)
         if self.ctx.is_main:
             _save_final_model(self.model, self.cfg, final_state, self.run_dir)
             atomic_write_text(self.run_dir / rundir.SUMMARY, json.dumps(summary, indent=2) + "\n")

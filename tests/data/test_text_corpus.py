@@ -86,3 +86,12 @@ def test_run_tokenizer_wins_over_retraining(text_dir, tmp_path, cache_dir):
     assert again.tokenizer.content_hash() == trained.tokenizer.content_hash()
     assert "brand new words appear here" in again.tokenizer.decode(again.split("train"))  # tokenized anew
     assert "brand new words" not in trained.tokenizer.decode(trained.split("train"))
+
+
+def test_a_pinned_model_vocabulary_is_checked_before_tokenizing(text_dir, tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match=r"model.vocab_size=5000 but the tokenizer of data.corpus='text' has 300 "
+                                         r"tokens; set model.vocab_size=300"):
+        build_dataset(text_cfg(text_dir, str(cache)), vocab_size=5000)
+    assert [p.name for p in cache.iterdir()] == ["tokenizers"]  # the BPE was trained, nothing was tokenized
+    assert build_dataset(text_cfg(text_dir, str(cache)), vocab_size=300).vocab_size == 300

@@ -12,6 +12,7 @@ import pytest
 from decaylab.data import BPETokenizer, DataConfig, build_dataset, cache_root
 from decaylab.data import cache as cache_module
 from decaylab.data.cache import TokenCache, atomic_write
+from decaylab.files import UMASK
 
 
 def text_cfg(text_dir, cache_dir) -> DataConfig:
@@ -128,7 +129,27 @@ def test_interrupted_streaming_write_leaves_nothing(tmp_path):
         with cache.writer() as w:
             w.split("train", np.uint16).append(np.arange(100, dtype=np.uint16))
             raise KeyboardInterrupt
-    assert list((tmp_path / "entry").iterdir()) == [] and cache.load() is None
+    assert not (tmp_path / "entry").exists() and cache.load() is None  # not even an empty directory
+
+
+def test_a_failed_corpus_build_leaves_no_cache_directory(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("decay and attention, a line of text\n" * 200)
+    (corpus / "b.txt").write_bytes(b"\xff\xfe not utf-8\n" * 10)
+    cfg = DataConfig(corpus="text", paths=(str(corpus),), vocab_size=300, cache_dir=str(tmp_path / "cache"),
+                     tokenizer_sample_bytes=1000)  # the BPE sample stops before the bad file
+    with pytest.raises(ValueError, match="b.txt is not UTF-8 text"):
+        build_dataset(cfg)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["tokenizers"]
+
+
+def test_cache_files_get_the_mode_open_would_give(tmp_path):
+    cache = TokenCache(tmp_path / "entry")
+    cache.store({"train": np.arange(7, dtype=np.uint16)})
+    atomic_write(tmp_path / "tokenizer.json", lambda f: f.write(b"{}"))
+    files = [tmp_path / "entry" / "train.npy", tmp_path / "entry" / "meta.json", tmp_path / "tokenizer.json"]
+    assert {f.stat().st_mode & 0o777 for f in files} == {0o666 & ~UMASK}
 
 
 @pytest.fixture

@@ -107,6 +107,7 @@ def test_corrupt_model_and_checkpoint(run_copy, capsys):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     rc, _, err = _eval(capsys, run_copy)
     assert rc == 2 and "model.safetensors" in err and "corrupt" in err
+    assert "--checkpoint latest" in err and "save the model again" not in err
     model_pt = run_copy / "checkpoints" / "step-3" / "model.pt"
     model_pt.write_bytes(b"garbage" + model_pt.read_bytes()[7:])
     rc, _, err = _eval(capsys, run_copy, "--checkpoint", "step-3")
@@ -140,12 +141,18 @@ def test_mqar_run_reports_recall_accuracy(tmp_path):
     cfg = RunConfig(model=ModelConfig.from_preset("tiny", {"vocab_size": 64}), data=data)
     cfg = assemble_run(tmp_path / "mqar", with_overrides(cfg, {"train.seq_len": 32}))
     result = evaluate(tmp_path / "mqar", device="cpu")
-    assert "val_ppl" not in result and "extrapolation" not in result
+    assert "test_ppl" not in result and "extrapolation" not in result
     model = DecayLM.from_pretrained(tmp_path / "mqar" / "model").eval()
     batches = list(build_dataset(data).eval_batches("test", 32, 20))
     with torch.no_grad():
         expected = mqar_accuracy(torch.cat([model(x) for x, _ in batches]), torch.cat([y for _, y in batches]))
     assert result["mqar_accuracy"] == pytest.approx(expected)
+    # the whole valid split's loss at the query positions, as eval.json's val_loss of a language model
+    x, y = (torch.cat(t) for t in zip(*build_dataset(data).eval_batches("valid", 32, 20)))
+    with torch.no_grad():
+        val_loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+    assert result["val_loss"] == pytest.approx(float(val_loss), rel=1e-5)
+    assert result["val_ppl"] == pytest.approx(math.exp(result["val_loss"]))
     assert result["mqar_queries"] == 20 * 4 and [s["layer"] for s in result["decay_stats"]] == [1, 2, "all"]
 
 

@@ -9,6 +9,7 @@ import torch
 
 from decaylab import DecayLM, ModelConfig
 from decaylab.config import from_dict, to_dict
+from decaylab.files import UMASK
 
 # The paper's shapes at vocabulary 50,432 (millions): vector Mamba2 / scalar Mamba2 / TNL.
 PAPER_COUNTS = {"160m": (164.8, 163.7, 163.6), "410m": (418.0, 415.2, 414.8), "1.45b": (1452.5, 1447.7, 1446.1)}
@@ -71,6 +72,13 @@ def test_round_trip_is_exact(tmp_path, ov):
     assert torch.equal(model.generate(ids, 4, temperature=0), loaded.generate(ids, 4, temperature=0))
     groups = [[p.shape for p in g["params"]] for g in model.param_groups(0.1)]
     assert [[p.shape for p in g["params"]] for g in loaded.param_groups(0.1)] == groups
+    # safetensors writes 0600; the saved files get the mode open() gives, like the rest of a run directory
+    assert {(path / name).stat().st_mode & 0o777 for name in ("model.safetensors", "config.json")} == {0o666 & ~UMASK}
+
+
+def test_a_model_needs_a_vocabulary_size():
+    with pytest.raises(ValueError, match="vocab_size is None .a training run takes it from its data."):
+        DecayLM(ModelConfig.from_preset("tiny", {"vocab_size": None}))
 
 
 def test_existing_checkpoint_is_not_overwritten(tmp_path):

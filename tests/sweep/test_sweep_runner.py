@@ -150,3 +150,24 @@ def test_running_one_study_keeps_the_others_in_the_database(tmp_path):
     configs = {r["run_id"]: r["config"] for r in db.runs()}
     assert set(members) == {"a", "b"}
     assert configs[members["a"]]["train"]["max_steps"] == 10 and configs[members["b"]]["train"]["max_steps"] == 3
+
+
+def test_console_shows_overall_progress_and_joins_labels_with_commas(tmp_path):
+    spec = spec_from_dict({"name": "t", "base": "fake", "points": [
+        {"study": "a", "label": "SD 1/2", "set": {"model.decay.p": 0.5}},
+        {"study": "b", "label": "shared", "set": {"model.decay.p": 0.5}},  # the same run, in a second study
+        {"study": "a", "label": "other", "set": {"model.decay.p": 0.9}},
+    ]})
+    lines = []
+    run_sweep(spec, tmp_path / "out", workers=1, backend=BACKEND, log=lines.append)
+    ended = [line for line in lines if " done " in line]
+    assert len(ended) == 2
+    assert ended[0].strip().startswith("[1/2 50%, ~") and ended[0].split("]")[0].endswith(" left")
+    assert ended[1].strip().startswith("[2/2 100%, ")
+    assert any("SD 1/2, shared (seed 0)" in line for line in lines)
+
+
+def test_a_bad_override_leaves_no_sweep_directory(tmp_path):
+    with pytest.raises(ValueError, match="model.decay.pp"):
+        run_sweep(make_spec(), tmp_path / "out", overrides={"model.decay.pp": 1}, backend=BACKEND, log=lambda s: None)
+    assert not (tmp_path / "out").exists()

@@ -115,6 +115,12 @@ def test_unknown_override_key_is_reported_with_the_point(tmp_path):
         expand(spec, resolve)
 
 
+def test_a_bad_command_line_override_is_blamed_on_set_not_on_a_point(tmp_path):
+    spec = load_spec(write(tmp_path, SPEC))
+    with pytest.raises(ValueError, match=r"^--set: unknown setting 'train.max_stepz'.*Did you mean 'max_steps'"):
+        expand(spec, resolve, {"train.max_stepz": 5})
+
+
 @pytest.mark.parametrize(
     "data, message",
     [
@@ -126,12 +132,15 @@ def test_unknown_override_key_is_reported_with_the_point(tmp_path):
           "points": [{"study": "a", "label": "L"}]}, "not both"),  # fmt: skip
         ({"name": "x", "base": "fake", "points": [{"study": "a", "label": "{model.p}", "axes": {"model.q": [1]}}]},
          "not an axis"),  # fmt: skip
+        ({"name": "x", "base": "fake", "points": [{"study": "a", "label": "SD-{model.decay.p}", "axes": {
+            "model.decay.p": [0.8, 0.9], "train.sed": [0, 1]}}]}, "does not name the axis 'train.sed'"),  # fmt: skip
         ({"name": "x", "base": "fake", "studies": {"a": "A"}, "points": [{"study": "b", "label": "L"}]},
          "does not list"),  # fmt: skip
         ({"name": "x", "base": "fake", "workers": 0, "points": [{"study": "a", "label": "L"}]}, "workers=0"),
         ({"name": "x", "base": "fake", "workers": "2", "points": [{"study": "a", "label": "L"}]}, "positive integer"),
     ],
-    ids=["unknown-key", "no-points", "duplicate-label", "bad-seeds", "two-budgets", "bad-template", "unlisted-study",
+    ids=["unknown-key", "no-points", "duplicate-label", "bad-seeds", "two-budgets", "bad-template", "unnamed-axis",
+         "unlisted-study",
          "zero-workers", "string-workers"],  # fmt: skip
 )
 def test_bad_specs_raise_clear_errors(data, message):

@@ -7,15 +7,35 @@ import json
 import pytest
 
 from decaylab.config import from_dict, to_dict, with_overrides
-from decaylab.training.config import RUN_PRESETS, RunConfig, TrainConfig, resolve_run_config, run_preset
+from decaylab.training.config import (
+    RUN_PRESETS, RunConfig, TrainConfig, resolve_run_config, run_preset, settle_vocab,
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("name", RUN_PRESETS.names())
 def test_every_preset_builds_and_round_trips(name):
     cfg = run_preset(name)
     assert isinstance(cfg, RunConfig)
-    assert resolve_run_config(name) == cfg
+    assert cfg.model.vocab_size is None  # presets let the model's vocabulary follow their data
+    assert resolve_run_config(name) == settle_vocab(cfg)
     assert from_dict(RunConfig, json.loads(json.dumps(to_dict(cfg)))) == cfg
+
+
+def test_model_vocab_follows_the_data_unless_pinned():
+    assert resolve_run_config("tiny").model.vocab_size == 10_000  # PTB's words, known without reading text
+    assert resolve_run_config("mqar").model.vocab_size == 256
+    text = {"data.corpus": "text", "data.paths": "corpus"}
+    assert resolve_run_config("tiny", overrides=text).model.vocab_size is None  # set from the trained BPE
+    for unset in ("None", "none", "null", ""):
+        cfg = resolve_run_config("tiny", overrides={**text, "model.vocab_size": unset})
+        assert cfg.model.vocab_size is None
+    assert resolve_run_config("tiny", overrides={**text, "model.vocab_size": "300"}).model.vocab_size == 300
+    # A pinned size that the data settings contradict is refused before any text is read.
+    with pytest.raises(ValueError, match=r"model.vocab_size=500 but the tokenizer of data.corpus='ptb' has 10,000"):
+        resolve_run_config("tiny", overrides={"model.vocab_size": "500"})
+    with pytest.raises(ValueError, match=r"at most data.vocab_size=8,192 tokens; set data.vocab_size=10000, or "
+                                         r"model.vocab_size=None"):
+        resolve_run_config("tiny", overrides={**text, "model.vocab_size": "10000"})
 
 
 def test_required_presets_exist():
@@ -84,3 +104,11 @@ def test_micro_batch_needs_an_even_split():
     with pytest.raises(ValueError, match="divisible by world_size"):
         cfg.micro_batch(world_size=3)
     assert with_overrides(RunConfig(), {"train.grad_accum": "2"}).train.grad_accum == 2
+
+
+def test_errors_of_nested_configs_name_the_keys_as_typed():
+    with pytest.raises(ValueError) as caught:
+        resolve_run_config("tiny", overrides={"model.decay.kind": "tnl"})
+    message = str(caught.value)
+    assert message.startswith("model.decay.kind='tnl' is a per-head (scalar) decay")
+    assert "set model.decay.granularity='scalar'" in message and " decay.granularity" not in message

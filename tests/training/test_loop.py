@@ -47,6 +47,10 @@ def test_run_directory_contents(straight_run):
     assert [r["step"] for r in records] == list(range(1, 9))
     assert set(records[0]) >= {"step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s"}
     assert [r["step"] for r in records if "val_loss" in r] == [4, 8]
+    # The summary's validation is the last periodic one, over train.eval_batches batches: named as an estimate,
+    # never as eval.json's whole-split val_ppl.
+    assert "val_ppl" not in summary and "val_loss" not in summary
+    assert summary["val_loss_estimate"] == records[-1]["val_loss"] and summary["val_estimate_batches"] == 1
     assert records[-1]["loss"] < records[0]["loss"]
     assert [s for s, _ in list_checkpoints(run)] == [3, 6, 8]
     # The final model is the last checkpoint's.
@@ -147,7 +151,7 @@ def test_existing_runs_are_never_overwritten(tmp_path, run_config):
     with pytest.raises(FileExistsError, match="already holds a run; continue it with --resume, or choose a new --out"):
         train(cfg, tmp_path / "run")
     other = small_run(**{"train.max_steps": 2, "train.eval_every": 0, "train.lr": 1e-3})
-    with pytest.raises(FileExistsError, match=r"different configuration \(train.lr: 0.003 \(run\) != 0.001"):
+    with pytest.raises(FileExistsError, match=r"configuration \(train.lr: 0.003 \(run\) != 0.001 .*train.lr cannot"):
         train(other, tmp_path / "run", resume=True)
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
     (tmp_path / "notes").mkdir()
@@ -167,7 +171,7 @@ def test_resume_without_a_run_is_a_clear_error(tmp_path):
 
 def test_vocab_mismatch_names_both_sizes(tmp_path):
     cfg = small_run(**{"model.vocab_size": 100})
-    with pytest.raises(ValueError, match="model.vocab_size=100 but the dataset .mqar. has 64 tokens"):
+    with pytest.raises(ValueError, match="model.vocab_size=100 but the tokenizer of data.corpus='mqar' has 64 tokens"):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 

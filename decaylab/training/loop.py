@@ -16,7 +16,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Generator
 
 import numpy as np
 import torch
@@ -134,7 +134,18 @@ def train(run_config: RunConfig | None, out_dir: str | Path, resume: bool = Fals
     differ from the stored one only in ``rundir.RESUMABLE`` settings (train.max_steps, ...); config.json then
     takes the new values.
     """
-    run_dir = Path(out_dir)
+    run_config, stored, changes = prepare_run(run_config, Path(out_dir), resume)
+    ctx = dist_utils.setup(run_config.train.device)
+    try:
+        return _Trainer(run_config, stored, Path(out_dir), ctx, changes).run()
+    finally:
+        dist_utils.teardown(ctx)
+
+
+def prepare_run(
+    run_config: RunConfig | None, run_dir: Path, resume: bool
+) -> tuple[RunConfig, RunConfig | None, list[str]]:
+    """(config to train, the stored config when resuming, the settings a resume changes); refusals as train()."""
     if run_config is None and not resume:
         raise ValueError("train() needs a run_config for a new run (None is only allowed with resume=True)")
     if run_config is not None:
@@ -150,11 +161,7 @@ def train(run_config: RunConfig | None, out_dir: str | Path, resume: bool = Fals
     else:
         rundir.check_fresh(run_dir)
         stored = None
-    ctx = dist_utils.setup(run_config.train.device)
-    try:
-        return _Trainer(run_config, stored, run_dir, ctx, changes).run()
-    finally:
-        dist_utils.teardown(ctx)
+    return run_config, stored, changes
 
 
 class _Trainer:
@@ -295,6 +302,16 @@ class _Trainer:
 
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        steps = self.steps()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def steps(self) -> Generator[None, None, dict[str, Any]]:
+        """The loop, paused after every optimizer step (``decaylab.training.together`` interleaves several runs);
+        returns the summary."""
         cfg, ctx, train = self.cfg, self.ctx, self.cfg.train
         summary_path = self.run_dir / rundir.SUMMARY
         if summary_path.exists() and self.step >= train.max_steps:
@@ -352,6 +369,7 @@ class _Trainer:
                         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
                 if (train.ckpt_every and self.step % train.ckpt_every == 0) or self.step == train.max_steps:
                     self._checkpoint()
+                yield
         finally:
             if bar is not None:
                 bar.close()

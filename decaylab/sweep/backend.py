@@ -22,6 +22,9 @@ class RunBackend:
     when the directory already holds the run's config.json (killed before, with or without a checkpoint)."""
     evaluate: Callable[..., Any] | None = None
     """(run directory, **spec [evaluation] options) -> eval results; writes eval.json. None: only train."""
+    train_group: Callable[[list[tuple[dict, Path, bool]]], list[Any]] | None = None
+    """[(config, run directory, resume)] -> per run its summary or the exception that stopped it, the runs trained
+    together in one process (``--runs-per-worker``). None: a group's runs are trained one after another."""
 
 
 def resolve_run_config(preset: str, overrides: Mapping[str, Any]) -> dict:
@@ -39,6 +42,14 @@ def train_run(config: dict, run_dir: Path, resume: bool) -> Any:
     return train(from_dict(RunConfig, config), run_dir, resume=resume)
 
 
+def train_runs_together(runs: list[tuple[dict, Path, bool]]) -> list[Any]:
+    from decaylab.config import from_dict
+    from decaylab.training.config import RunConfig
+    from decaylab.training.together import train_together
+
+    return train_together([(from_dict(RunConfig, config), run_dir, resume) for config, run_dir, resume in runs])
+
+
 def evaluate_run(run_dir: Path, **options: Any) -> Any:
     from decaylab.evaluation import evaluate
 
@@ -46,4 +57,5 @@ def evaluate_run(run_dir: Path, **options: Any) -> Any:
 
 
 def default_backend() -> RunBackend:
-    return RunBackend(resolve=resolve_run_config, train=train_run, evaluate=evaluate_run)
+    return RunBackend(resolve=resolve_run_config, train=train_run, evaluate=evaluate_run,
+                      train_group=train_runs_together)

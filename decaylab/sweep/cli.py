@@ -46,6 +46,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="run only this study of the spec (repeatable); run ids are the same as in the full sweep",
     )
     parser.add_argument(
+        "--runs-per-worker", type=int, default=1, metavar="K",
+        help="points each worker process trains together, in turns, each on its own CUDA stream (default 1: a "
+        "process per point); separate processes on one GPU take turns on it, runs in one process can overlap",
+    )  # fmt: skip
+    parser.add_argument(
         "--import", dest="import_from", metavar="FILE",
         help="start --out (a new directory) from a results export (decaylab report DIR --export FILE): its finished "
         "runs count as done and only the rest are run",
@@ -130,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
             done = run_is_done(Path(args.out) / "runs" / run_.run_id, spec.evaluate) or run_.run_id in imported
             print(f"{run_.run_id}  seed {run_.memberships[0].seed}  {'done  ' if done else 'to run'}  {rows}")
         return 0
-    result = run_sweep(spec, args.out, workers=workers, devices=devices, overrides=overrides)
+    result = run_sweep(spec, args.out, workers=workers, devices=devices, overrides=overrides,
+                       runs_per_worker=args.runs_per_worker)
     print(f"next: decaylab report {args.out}")
     return 0 if result.ok else 1

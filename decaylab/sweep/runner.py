@@ -33,6 +33,7 @@ from typing import Any, Callable, Mapping
 from decaylab.sweep.archive import IMPORTED_RUNS
 from decaylab.sweep.backend import RunBackend, default_backend
 from decaylab.sweep.db import ResultsDB
+from decaylab.sweep.group import INTERRUPTED, group_worker
 from decaylab.sweep.ingest import read_run
 from decaylab.sweep.rundir import lock as _lock
 from decaylab.sweep.rundir import open_sweep_dir, prepare_sweep, run_is_done, run_point
@@ -61,6 +62,26 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _enter_worker(threads: int, device: str | None) -> None:
+    """Threads, the one visible device and SIGTERM-as-interrupt for a worker process."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # read by torch when it is imported here
+        os.environ[var] = str(threads)
+    if "torch" in sys.modules:  # preloaded by the fork server: its thread pool is not started yet, so size it now
+        sys.modules["torch"].set_num_threads(threads)
+    if device is not None:
+        # One device per worker: the run sees it as its only GPU (or none), so the config needs no device key.
+        index = device.partition(":")[2] or "0"
+        os.environ["CUDA_VISIBLE_DEVICES"] = index if device.startswith("cuda") else ""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _group_entry(runs: list[tuple[str, dict, str]], db_path: str, backend: RunBackend, evaluate: dict | None,
+                 threads: int, device: str | None, conn: Any) -> None:
+    """Entry point of a worker process for several points (``--runs-per-worker``; decaylab.sweep.group)."""
+    _enter_worker(threads, device)
+    group_worker(runs, db_path, backend, evaluate, conn)
+
+
 def _worker(
     run_id: str,
     config: dict,
@@ -72,15 +93,7 @@ def _worker(
     device: str | None,
 ) -> None:
     """Entry point of a worker process: train (or resume), evaluate, ingest one run; exit code tells the parent."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # read by torch when it is imported here
-        os.environ[var] = str(threads)
-    if "torch" in sys.modules:  # preloaded by the fork server: its thread pool is not started yet, so size it now
-        sys.modules["torch"].set_num_threads(threads)
-    if device is not None:
-        # One device per worker: the run sees it as its only GPU (or none), so the config needs no device key.
-        index = device.partition(":")[2] or "0"
-        os.environ["CUDA_VISIBLE_DEVICES"] = index if device.startswith("cuda") else ""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    _enter_worker(threads, device)
     run_path = Path(run_dir)
     sweep_dir = run_path.parent.parent
     (sweep_dir / "locks").mkdir(exist_ok=True)
@@ -97,7 +110,7 @@ def _worker(
         run_point(backend, config, run_path, evaluate)
         db.mark_finished(run_id, read_run(run_path))
     except KeyboardInterrupt:
-        db.mark_failed(run_id, "interrupted; run the sweep again to resume", status="interrupted")
+        db.mark_failed(run_id, INTERRUPTED, status="interrupted")
         sys.exit(130)
     except BaseException:
         error = traceback.format_exc()
@@ -142,10 +155,17 @@ def run_sweep(
     overrides: Mapping[str, Any] | None = None,
     backend: RunBackend | None = None,
     log: Callable[[str], None] = print,
+    runs_per_worker: int = 1,
 ) -> SweepResult:
-    """Run every point of ``spec`` into ``out_dir``; see the module docstring. Returns what happened."""
+    """Run every point of ``spec`` into ``out_dir``; see the module docstring. Returns what happened.
+
+    ``runs_per_worker`` > 1 hands each worker process that many points, trained together in turns
+    (``decaylab.sweep.group``); 1 gives every point a process of its own.
+    """
     if workers < 1:
         raise ValueError(f"--workers {workers}: need at least 1 worker")
+    if runs_per_worker < 1:
+        raise ValueError(f"--runs-per-worker {runs_per_worker}: need at least 1 run per worker")
     devices = list(devices or [])
     if devices and workers > len(devices):
         raise ValueError(f"--workers {workers} exceeds the {len(devices)} --devices given; one worker per device")
@@ -155,7 +175,8 @@ def run_sweep(
     sweep_lock = open_sweep_dir(out)
     try:
         prepared = prepare_sweep(spec, out, overrides, backend, plan)
-        return _execute(prepared.plan, out, prepared.db, prepared.evaluate, workers, devices, backend, log)
+        return _execute(prepared.plan, out, prepared.db, prepared.evaluate, workers, devices, backend, log,
+                        runs_per_worker)
     finally:
         os.close(sweep_lock)
 
@@ -179,6 +200,27 @@ def _progress(done: int, total: int, started: float) -> str:
     return f"[{done}/{total} {100 * done // total}%{eta}]"
 
 
+def _outcome_of_exit(exitcode: int | None) -> str:
+    return {0: "finished", EXIT_BUSY: "busy"}.get(exitcode, "failed")
+
+
+def _record(outcome: str, run: PlannedRun, exitcode: int | None, elapsed: float, db: ResultsDB,
+            result: SweepResult, out: Path, log: Callable[[str], None]) -> None:
+    """One ended run into the result and the console (and into the database when its worker died silently)."""
+    if outcome == "finished":
+        result.finished.append(run.run_id)
+        log(f"done   {_label(run)} in {elapsed:.0f} s")
+    elif outcome == "busy":
+        result.busy.append(run.run_id)
+        log(f"busy   {_label(run)}: another process is running it; left alone")
+    else:
+        if db.status(run.run_id) == "running":  # died without recording (killed, out of memory)
+            db.mark_failed(run.run_id, f"worker process exited with code {exitcode}")
+        result.failed.append(run.run_id)
+        error = _last_line(next((r["error"] for r in db.runs() if r["run_id"] == run.run_id), None))
+        log(f"FAILED {_label(run)}: {error} (see {out / 'logs' / f'{run.run_id}.log'})")
+
+
 def _execute(
     plan: list[PlannedRun],
     out: Path,
@@ -188,6 +230,7 @@ def _execute(
     devices: list[str],
     backend: RunBackend,
     log: Callable[[str], None],
+    runs_per_worker: int = 1,
 ) -> SweepResult:
     result = SweepResult(planned=len(plan), skipped=0, finished=[], failed=[], busy=[])
     todo: list[PlannedRun] = []
@@ -206,50 +249,54 @@ def _execute(
     ctx = worker_context()
     threads = _threads_per_worker(workers)
     free_slots = list(range(workers))
-    active: dict[Any, tuple[PlannedRun, int, float, Any]] = {}  # sentinel -> (run, slot, start time, process)
+    # sentinel -> (the runs, slot, start time, process, pipe of a group worker's outcomes or None)
+    active: dict[Any, tuple[list[PlannedRun], int, float, Any, Any]] = {}
     queue = list(todo)
     done, sweep_started = 0, time.time()
     try:
         while queue or active:
             while queue and free_slots:
-                run, slot = queue.pop(0), free_slots.pop(0)
+                group, queue = queue[:runs_per_worker], queue[runs_per_worker:]
+                slot = free_slots.pop(0)
                 device = devices[slot] if devices else None
-                args = (run.run_id, run.config, str(out / "runs" / run.run_id), str(db.path), backend, evaluate,
-                        threads, device)  # fmt: skip
-                proc = ctx.Process(target=_worker, args=args, name=f"sweep-{run.run_id}")
+                receiver = None
+                if runs_per_worker == 1:
+                    run = group[0]
+                    args = (run.run_id, run.config, str(out / "runs" / run.run_id), str(db.path), backend, evaluate,
+                            threads, device)  # fmt: skip
+                    proc = ctx.Process(target=_worker, args=args, name=f"sweep-{run.run_id}")
+                else:
+                    receiver, sender = ctx.Pipe(duplex=False)
+                    runs = [(r.run_id, r.config, str(out / "runs" / r.run_id)) for r in group]
+                    args = (runs, str(db.path), backend, evaluate, threads, device, sender)
+                    proc = ctx.Process(target=_group_entry, args=args, name=f"sweep-{group[0].run_id}+{len(group)}")
                 proc.start()
-                active[proc.sentinel] = (run, slot, time.time(), proc)
-                log(f"  start  {_label(run)}" + (f" on {device}" if device else ""))
+                active[proc.sentinel] = (group, slot, time.time(), proc, receiver)
+                for run in group:
+                    log(f"  start  {_label(run)}" + (f" on {device}" if device else ""))
             ready = multiprocessing.connection.wait(list(active), timeout=5.0)
             for sentinel in ready:
-                run, slot, started, proc = active.pop(sentinel)
+                group, slot, started, proc, receiver = active.pop(sentinel)
+                outcomes = receiver.recv() if receiver is not None and receiver.poll() else {}
                 proc.join()
                 free_slots.append(slot)
-                done += 1
                 elapsed = time.time() - started
-                prefix = f"  {_progress(done, len(todo), sweep_started)}"
-                if proc.exitcode == 0:
-                    result.finished.append(run.run_id)
-                    log(f"{prefix} done   {_label(run)} in {elapsed:.0f} s")
-                elif proc.exitcode == EXIT_BUSY:
-                    result.busy.append(run.run_id)
-                    log(f"{prefix} busy   {_label(run)}: another process is running it; left alone")
-                else:
-                    if db.status(run.run_id) == "running":  # died without recording (killed, out of memory)
-                        db.mark_failed(run.run_id, f"worker process exited with code {proc.exitcode}")
-                    result.failed.append(run.run_id)
-                    error = _last_line(next((r["error"] for r in db.runs() if r["run_id"] == run.run_id), None))
-                    log(f"{prefix} FAILED {_label(run)}: {error} (see {out / 'logs' / f'{run.run_id}.log'})")
+                for run in group:
+                    done += 1
+                    outcome = outcomes.get(run.run_id) or _outcome_of_exit(proc.exitcode)
+                    _record(outcome, run, proc.exitcode, elapsed, db, result, out,
+                            lambda text: log(f"  {_progress(done, len(todo), sweep_started)} {text}"))  # fmt: skip
     except KeyboardInterrupt:
-        for run, _, _, proc in active.values():
+        for _, _, _, proc, _ in active.values():
             proc.terminate()  # SIGTERM -> KeyboardInterrupt in the worker: it records "interrupted"
-        for run, _, _, proc in active.values():
+        for group, _, _, proc, _ in active.values():
             proc.join(30)
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-            if db.status(run.run_id) == "running":
-                db.mark_failed(run.run_id, "interrupted; run the sweep again to resume", status="interrupted")
+            for run in group:
+                if db.status(run.run_id) == "running":
+                    db.mark_failed(run.run_id, INTERRUPTED, status="interrupted")
         log("sweep: interrupted; run the same command again to resume")
         raise
     log(

@@ -1,0 +1,101 @@
+"""Several points in one worker process (``--runs-per-worker K``), trained in turns, then evaluated one by one.
+
+A GPU time-slices between processes, so small runs packed as separate processes on one card do not run at once;
+runs in one process do (``decaylab.training.together``: each on its own CUDA stream). A group's worker locks each
+of its points (a point another process holds is left alone), trains the rest together through the backend's
+``train_group``, evaluates and ingests each, and sends the parent one outcome per point through a pipe:
+finished, failed, busy or interrupted. Output of the whole group goes to the first point's log; the other
+points' log names are links to it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from decaylab.sweep.backend import RunBackend
+from decaylab.sweep.db import ResultsDB
+from decaylab.sweep.ingest import read_run
+from decaylab.sweep.rundir import has_started, lock, set_aside_aborted
+
+INTERRUPTED = "interrupted; run the sweep again to resume"
+
+
+def _error_text(error: BaseException) -> str:
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+def _train(backend: RunBackend, todo: list[tuple[str, dict, Path]]) -> dict[str, BaseException | None]:
+    """Train the points that have not finished training; per run id, the exception that stopped it or None."""
+    items = [(config, path, has_started(path)) for _, config, path in todo]
+    if backend.train_group is not None and len(items) > 1:
+        results = backend.train_group(items)
+        return {run_id: r if isinstance(r, BaseException) else None for (run_id, _, _), r in zip(todo, results)}
+    errors: dict[str, BaseException | None] = {}
+    for (run_id, _, _), item in zip(todo, items):
+        try:
+            backend.train(*item)
+            errors[run_id] = None
+        except Exception as error:  # noqa: BLE001 - one point's failure is recorded, the group goes on
+            errors[run_id] = error
+    return errors
+
+
+def group_worker(runs: list[tuple[str, dict, str]], db_path: str, backend: RunBackend, evaluate: dict | None,
+                 conn: Any) -> None:
+    """Entry point of a group's worker process (its environment already set up by the runner)."""
+    paths = {run_id: Path(run_dir) for run_id, _, run_dir in runs}
+    sweep_dir = next(iter(paths.values())).parent.parent
+    (sweep_dir / "locks").mkdir(exist_ok=True)
+    (sweep_dir / "logs").mkdir(exist_ok=True)
+    outcomes: dict[str, str] = {}
+    held = []
+    for run_id, config, _ in runs:
+        if lock(sweep_dir / "locks" / f"{run_id}.lock") is None:
+            outcomes[run_id] = "busy"
+        else:
+            held.append((run_id, config, paths[run_id]))
+    if not held:
+        conn.send(outcomes)
+        return
+    log_path = sweep_dir / "logs" / f"{held[0][0]}.log"
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for run_id, _, _ in held[1:]:
+        link = sweep_dir / "logs" / f"{run_id}.log"
+        link.unlink(missing_ok=True)
+        os.link(log_path, link)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    db = ResultsDB(db_path)
+    try:
+        for run_id, _, _ in held:
+            db.mark_running(run_id)
+        todo = [(run_id, config, path) for run_id, config, path in held if not (path / "summary.json").is_file()]
+        for _, _, path in todo:
+            set_aside_aborted(path)
+        errors = _train(backend, todo) if todo else {}
+        for run_id, _, path in held:
+            error = errors.get(run_id)
+            try:
+                if error is not None:
+                    raise error
+                if evaluate is not None and backend.evaluate is not None and not (path / "eval.json").is_file():
+                    backend.evaluate(path, **evaluate)
+                db.mark_finished(run_id, read_run(path))
+                outcomes[run_id] = "finished"
+            except Exception as failure:  # noqa: BLE001
+                text = _error_text(failure)
+                print(f"{run_id}:\n{text}", file=sys.stderr, flush=True)
+                db.mark_failed(run_id, text)
+                outcomes[run_id] = "failed"
+    except KeyboardInterrupt:
+        for run_id, _, _ in held:
+            if run_id not in outcomes:
+                db.mark_failed(run_id, INTERRUPTED, status="interrupted")
+                outcomes[run_id] = "interrupted"
+        conn.send(outcomes)
+        sys.exit(130)
+    conn.send(outcomes)

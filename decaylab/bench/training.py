@@ -44,6 +44,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=1, help="rounds over every variant and mode (default: 1)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="overrides applied to every variant (e.g. train.eval_batches=5)")
+    parser.add_argument("--together", type=int, nargs="+", metavar="K",
+                        help="instead: train K copies of each variant (seeds 0..K-1) in one process, in turns "
+                             "(decaylab.training.together), for each K; report the tokens/s of all K together over "
+                             "the wall time of the whole call (build, capture and training)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
 
 
@@ -61,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
             changes = {**overrides, "train.max_steps": args.steps, "train.cuda_graph": mode,
                        "train.progress": False, "train.ckpt_every": 0}  # fmt: skip
             configs[(label, mode)] = resolve_run_config(args.preset, None, changes)
+    if args.together:
+        return _run_together(args, configs)
     results: dict[tuple[str, str], list[dict]] = {key: [] for key in configs}
     with tempfile.TemporaryDirectory(prefix="decaylab-bench-") as tmp:
         # Untimed warm-up runs: the first run of a new shape compiles its kernels, which no later run pays.
@@ -105,4 +111,52 @@ def run(args: argparse.Namespace) -> int:
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
         payload = {"preset": args.preset, "steps": args.steps, "device": device, "rows": rows}
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+def _run_together(args: argparse.Namespace, configs: dict) -> int:
+    """``--together``: K runs of each variant trained in turns in this process, for each K (after a warm-up)."""
+    from decaylab.config import with_overrides
+    from decaylab.training import train
+    from decaylab.training.together import train_together
+
+    if any(k < 1 for k in args.together):
+        raise ValueError("--together needs K >= 1")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="decaylab-bench-") as tmp:
+        for i, cfg in enumerate(configs.values()):  # kernels compiled before anything is timed
+            warm = with_overrides(cfg, {"train.max_steps": min(args.steps, WARMUP_STEPS), "train.eval_batches": 1})
+            with contextlib.redirect_stdout(io.StringIO()):
+                train(warm, Path(tmp) / f"warmup-{i}")
+        for (label, mode), cfg in configs.items():
+            for k in args.together:
+                runs = [(with_overrides(cfg, {"train.seed": seed}), Path(tmp) / f"{label}-{mode}-{k}-{seed}", False)
+                        for seed in range(k)]  # fmt: skip
+                started = time.perf_counter()
+                with contextlib.redirect_stdout(io.StringIO()):
+                    results = train_together(runs)
+                wall = time.perf_counter() - started
+                failed = [r for r in results if isinstance(r, Exception)]
+                if failed:
+                    raise failed[0]
+                tokens = k * args.steps * cfg.train.tokens_per_step()
+                rows.append({"variant": label, "cuda_graph": mode, "runs": k, "wall_s": round(wall, 3),
+                             "tokens_per_s": round(tokens / wall, 1),
+                             "final_losses": [r["final_loss"] for r in results]})  # fmt: skip
+                print(f"  {label} [cuda_graph={mode}] {k} together: {tokens / wall:,.0f} tok/s in {wall:.1f} s",
+                      flush=True)  # fmt: skip
+    print(f"\n{args.preset}, {args.steps} steps per run; tokens/s of all runs together over the call's wall time")
+    print(f"{'variant':40s} {'graph':>5s} {'runs':>5s} {'tok/s':>11s} {'per run':>10s} {'vs 1':>6s} {'wall s':>7s}")
+    alone = {(r["variant"], r["cuda_graph"]): r["tokens_per_s"] for r in rows if r["runs"] == 1}
+    for row in rows:
+        base = alone.get((row["variant"], row["cuda_graph"]))
+        ratio = f"{row['tokens_per_s'] / base:6.2f}" if base else "     –"
+        print(f"{row['variant']:40s} {row['cuda_graph']:>5s} {row['runs']:>5d} {row['tokens_per_s']:>11,.0f} "
+              f"{row['tokens_per_s'] / row['runs']:>10,.0f} {ratio} {row['wall_s']:>7.1f}")  # fmt: skip
+    if args.json:
+        import torch
+
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        Path(args.json).write_text(json.dumps({"preset": args.preset, "steps": args.steps, "device": device,
+                                               "together": rows}, indent=2) + "\n")  # fmt: skip
     return 0

@@ -45,6 +45,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from decaylab.config import flatten
 from decaylab.registry import closest
 from decaylab.sweep.resources import slurm_options
 
@@ -155,17 +156,6 @@ class PlannedRun:
     run_id: str
     config: dict
     memberships: tuple[Membership, ...]
-
-
-def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested TOML tables -> dotted keys ({"model": {"pos": "rope"}} and {"model.pos": "rope"} are the same)."""
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def run_id_of(config: Mapping[str, Any]) -> str:

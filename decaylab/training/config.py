@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
-from decaylab.config import with_overrides
+from decaylab.config import flatten, with_overrides
 from decaylab.data import DataConfig
 from decaylab.model import ModelConfig
 from decaylab.registry import Registry
@@ -153,16 +153,6 @@ def run_preset(name: str) -> RunConfig:
     return RUN_PRESETS.get(name)()
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """A nested settings table from a .json or .toml file."""
     path = Path(path)
@@ -202,7 +192,7 @@ def resolve_run_config(
         raise ValueError(f"--preset {preset} conflicts with preset = {file_preset!r} in {config_file}; keep one")
     preset = preset or file_preset
     base = run_preset(preset) if preset else RunConfig()
-    changes = {**_flatten(file_data), **dict(overrides or {})}
+    changes = {**flatten(file_data), **dict(overrides or {})}
     return settle_vocab(with_overrides(base, changes))
 
 

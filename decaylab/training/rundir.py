@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from decaylab.config import load_json, to_dict, with_overrides
+from decaylab.config import flatten, load_json, to_dict, with_overrides
 from decaylab.training.checkpoint import atomic_write_text
 
 CONFIG = "config.json"
@@ -57,15 +57,6 @@ def load_stored_config(run_dir: Path, config_cls: type) -> Any:
     return load_json(config_cls, run_dir / CONFIG)
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: data}
-
-
 def resume_config(stored: Any, overrides: dict[str, Any]) -> Any:
     """The stored configuration with ``--set`` overrides applied (``--resume`` without --preset/--config)."""
     return with_overrides(stored, overrides)  # unknown keys and bad values get the usual errors
@@ -74,7 +65,7 @@ def resume_config(stored: Any, overrides: dict[str, Any]) -> Any:
 def resume_changes(run_dir: Path, stored: Any, requested: Any) -> list[str]:
     """``["train.max_steps: 400 -> 800", ...]``: what ``requested`` changes from the stored run, all in
     ``RESUMABLE``; a change to any other setting is refused, naming it."""
-    a, b = _flatten(to_dict(stored)), _flatten(to_dict(requested))
+    a, b = flatten(to_dict(stored)), flatten(to_dict(requested))
     changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     refused = [k for k in changed if k not in RESUMABLE]
     if refused:

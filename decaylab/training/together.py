@@ -10,6 +10,8 @@ Each run is exactly what ``train()`` would make of it: its own model, optimizer,
 directory. Its random-number streams (CPU and CUDA generators, which dropout draws from) are swapped in around
 each of its steps, so a run's dropout masks do not depend on which runs share its process. A run that raises is
 recorded and dropped; the others go on (a CUDA error that breaks the process stops them all, as it would stop one).
+A run's ``tokens_per_s`` counts the time spent in its own steps only, not its turns' waits: the throughput of the
+whole group is the tokens of all its runs over the call's wall time (``decaylab bench training --together``).
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ def test_command_line_status_and_bad_input(tmp_path, capsys):
     out = str(tmp_path / "sweep")
     assert main(["sweep", "quick", "--out", out, "--status", "--set", "train.max_steps=3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1] == "sweep quick: 14 runs: 0 finished, 0 running, 14 pending, 0 failed"
+    assert lines[-1] == "sweep quick: 9 runs: 0 finished, 0 running, 9 pending, 0 failed"
     assert all("pending" in line and "not submitted" in line for line in lines[:-1])
 
     assert main(["sweep", "quick", "--out", out, "--launcher", "slurm", "--slurm", "partiton=gpu"]) == 2
@@ -150,14 +150,14 @@ TIMINGS = {"train_time_s", "tokens_per_s", "eval_time_s"}
 
 
 @pytest.mark.slow
-def test_quick_preset_gives_the_same_results_through_the_local_array(tmp_path, task_path):
-    """The `quick` preset (two of its points, one seed, 3 steps) by local workers and as a submitit-local array."""
+def test_recall_preset_gives_the_same_results_through_the_local_array(tmp_path, task_path):
+    """The `recall` preset (two of its points, one seed, 3 steps) by local workers and as a submitit-local array."""
     from decaylab.report.data import load_sweep
     from decaylab.report.render import table
     from decaylab.sweep.runner import run_sweep
     from decaylab.sweep.spec import load_spec
 
-    quick = load_spec("quick").select_studies(["sharing"])
+    quick = load_spec("recall").select_studies(["sharing"])
     spec = dataclasses.replace(quick, seeds=(0,), points=quick.points[:2])  # SD-0.99 and SD-0.99-Share
     overrides = {"train.max_steps": "3"}
     assert run_sweep(spec, tmp_path / "local", workers=2, overrides=overrides, log=quiet).ok

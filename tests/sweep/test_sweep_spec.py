@@ -154,7 +154,7 @@ def test_shipped_presets_parse():
         assert spec.points and spec.study_order()
 
 
-@pytest.mark.parametrize("name", ["quick", "paper"])
+@pytest.mark.parametrize("name", ["recall", "paper"])
 def test_presets_resolve_against_the_real_run_config(name):
     from decaylab.sweep.backend import resolve_run_config
 
@@ -177,12 +177,28 @@ def test_spec_workers_is_the_default_worker_count(tmp_path):
     assert default_workers(load_spec(write(tmp_path, SPEC, "plain.toml")), []) == 1
 
 
-def test_quick_preset_is_a_recall_study_with_two_workers():
+def test_recall_preset_is_a_recall_study_with_two_workers():
     from decaylab.sweep.backend import resolve_run_config
 
-    spec = load_spec("quick")
-    assert spec.workers == 2 and len(spec.seeds) >= 2  # two seeds: every verdict can be decided
+    spec = load_spec("recall")
+    assert spec.workers == 2 and len(spec.seeds) >= 2
     runs = expand(spec, resolve_run_config)
     assert {r.config["data"]["corpus"] for r in runs} == {"mqar"}
     kinds = {r.config["model"]["decay"]["kind"] for r in runs if r.config["model"]["mixer"] == "linear"}
     assert "mamba2_no_dt" in kinds and "simple" in kinds  # a decay that forgets at once vs a slow one
+
+
+def test_quick_preset_asks_findings_one_and_two_on_ptb():
+    from decaylab.sweep.backend import resolve_run_config
+
+    spec = load_spec("quick")
+    assert spec.workers == 2
+    runs = expand(spec, resolve_run_config)
+    assert {r.config["data"]["corpus"] for r in runs} == {"ptb"}
+    rows = {m.label: r.config for r in runs for m in r.memberships if m.study == "parameterization"}
+    # finding 1 is a rank correlation over rows: five decay ranges give p = 1/60 at the most
+    assert len({c["model"]["decay"]["p"] for c in rows.values()}) >= 5
+    shared = [r for r in runs if r.config["model"]["decay"]["share"]]
+    twins = {(r.config["model"]["decay"]["p"], r.config["model"]["decay"]["kind"]) for r in runs
+             if not r.config["model"]["decay"]["share"]}  # fmt: skip
+    assert len(shared) >= 3 and all((r.config["model"]["decay"]["p"], "simple") in twins for r in shared)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Device call 4: GPU tests of runs trained together, then K graphed ptb-small runs in one process vs one alone.
+# On a GPU machine: the GPU tests of the graphed step and of runs trained together, then K graphed ptb-small runs
+# in one process against one alone (decaylab bench training --together). Wheels for missing packages in .whl/.
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader

@@ -12,13 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import random
 import sys
 import time
 from pathlib import Path
 from typing import Any, Generator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -29,6 +27,14 @@ from decaylab.training.checkpoint import atomic_write_text, load_latest, save_ch
 from decaylab.training.config import RunConfig, TrainConfig, settle_vocab
 from decaylab.training.cuda_graph import GraphedTrainStep, graph_step_unsupported
 from decaylab.training.optim import build_optimizer, learning_rate, set_learning_rate
+from decaylab.training.support import (
+    print_progress,
+    progress_bar,
+    rng_state,
+    save_final_model,
+    seed_all,
+    set_rng_state,
+)
 
 IGNORE_INDEX = -100
 
@@ -47,33 +53,6 @@ def resolve_vocab(cfg: RunConfig, dataset_vocab: int) -> RunConfig:
             f"tokens; set model.vocab_size={dataset_vocab} or leave it unset (None) to take it from the data"
         )
     return cfg
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state()[1].tolist(),
-        "numpy_pos": int(np.random.get_state()[2]),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _uses_bf16(device: torch.device, precision: str) -> bool:
@@ -186,7 +165,7 @@ class _Trainer:
         self.resumed_from: int | None = None
         self.step, self.train_time_s = 0, 0.0
 
-        _seed_all(cfg.train.seed)
+        seed_all(cfg.train.seed)
         self.model = DecayLM(cfg.model).to(ctx.device)
         self.num_params = self.model.num_params()
         self.wrapped = dist_utils.wrap_model(self.model, ctx, cfg.train.fsdp)
@@ -229,7 +208,7 @@ class _Trainer:
         trainer = parts["trainer"]
         self.step, self.train_time_s = trainer["step"], trainer["train_time_s"]
         rng = trainer["rng"]
-        _set_rng_state(rng[self.ctx.rank] if self.ctx.rank < len(rng) else rng[0])
+        set_rng_state(rng[self.ctx.rank] if self.ctx.rank < len(rng) else rng[0])
         self.resumed_from = step
         if self.ctx.is_main:
             rundir.truncate_metrics(self.run_dir, step)
@@ -240,7 +219,7 @@ class _Trainer:
     def _checkpoint(self) -> None:
         model_state = dist_utils.model_state(self.model, self.ctx, self.cfg.train.fsdp)
         optim_state = dist_utils.optimizer_state(self.model, self.optimizer, self.ctx, self.cfg.train.fsdp)
-        rng = dist_utils.gather_objects(_rng_state(), self.ctx)
+        rng = dist_utils.gather_objects(rng_state(), self.ctx)
         if self.ctx.is_main:
             trainer = {"step": self.step, "train_time_s": self.train_time_s, "rng": rng}
             parts = {"model": model_state, "optimizer": optim_state, "trainer": trainer}
@@ -322,7 +301,7 @@ class _Trainer:
         log = rundir.MetricsLog(self.run_dir, train.tensorboard) if ctx.is_main else None
         # A terminal gets a live bar; a log file (nohup, sweeps) gets one plain line per metrics record.
         plain_progress = train.progress and ctx.is_main and not sys.stderr.isatty()
-        bar = _progress_bar(train, self.step, enabled=train.progress and ctx.is_main and not plain_progress)
+        bar = progress_bar(train, self.step, enabled=train.progress and ctx.is_main and not plain_progress)
         started, first = time.perf_counter(), self.step
         tokens_per_step = train.tokens_per_step()
         window_tokens, window_time = 0, 0.0
@@ -362,7 +341,7 @@ class _Trainer:
                 if record is not None and log is not None:
                     log.write(record)
                     if plain_progress:
-                        _print_progress(record, train.max_steps, time.perf_counter() - started, self.step - first)
+                        print_progress(record, train.max_steps, time.perf_counter() - started, self.step - first)
                 if bar is not None:
                     bar.update(1)
                     if isinstance(loss, float):
@@ -402,48 +381,7 @@ class _Trainer:
             summary.update(val_loss_estimate=val_loss, val_ppl_estimate=math.exp(min(val_loss, 700.0)),
                            val_estimate_batches=train.eval_batches)
         if self.ctx.is_main:
-            _save_final_model(self.model, self.cfg, final_state, self.run_dir)
+            save_final_model(self.model, self.cfg, final_state, self.run_dir)
             atomic_write_text(self.run_dir / rundir.SUMMARY, json.dumps(summary, indent=2) + "\n")
         dist_utils.barrier(self.ctx)
         return summary
-
-
-def _save_final_model(model: torch.nn.Module, cfg: RunConfig, state: dict | None, run_dir: Path) -> None:
-    """``RUN_DIR/model`` via save_pretrained, written beside and renamed into place.
-
-    ``state`` is the gathered full state dict when the model is sharded (FSDP), else None.
-    """
-    import shutil
-
-    from decaylab.model import DecayLM
-
-    if state is not None:
-        model = DecayLM(cfg.model)
-        model.load_state_dict(state)
-    tmp = run_dir / ".tmp-model"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    final = run_dir / "model"
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-
-
-def _progress_bar(train, start: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=train.max_steps, initial=start, unit="step", dynamic_ncols=True, desc="train")
-
-
-def _print_progress(record: dict[str, Any], max_steps: int, elapsed: float, steps_done: int) -> None:
-    eta = elapsed / max(steps_done, 1) * (max_steps - record["step"])
-    val = f" val_loss {record['val_loss']:.4f}" if "val_loss" in record else ""
-    print(
-        f"step {record['step']}/{max_steps} loss {record['loss']:.4f}{val} lr {record['lr']:.2e} "
-        f"{record['tokens_per_s']:,.0f} tok/s eta {eta / 60:.1f} min",
-        file=sys.stderr,
-        flush=True,
-    )

@@ -103,6 +103,8 @@ def export_results(db_path: str | Path, out_path: str | Path) -> int:
 def import_results(path: str | Path, db_path: str | Path) -> int:
     """Rebuild a results database at ``db_path`` (which must not exist) from ``path``; returns the run count."""
     path, db_path = Path(path), Path(db_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"results export {path} does not exist; `decaylab report DIR --export FILE` writes one")
     if db_path.exists():
         raise FileExistsError(f"{db_path} exists; import into a new directory (nothing was changed)")
     entries = []

@@ -41,6 +41,8 @@ def test_import_never_overwrites(tmp_path):
     with pytest.raises(FileExistsError, match="import into a new directory"):
         import_results(export, tmp_path / "a" / "results.sqlite")
     assert (tmp_path / "a" / "results.sqlite").read_bytes() == before
+    with pytest.raises(FileNotFoundError, match="--export FILE` writes one"):
+        import_results(tmp_path / "missing.jsonl", tmp_path / "d" / "results.sqlite")
     not_export = tmp_path / "other.jsonl"
     not_export.write_text('{"run": "x"}\n')
     with pytest.raises(ValueError, match="not a results export"):

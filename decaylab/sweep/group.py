@@ -1,11 +1,11 @@
-"""Several points in one worker process (``--runs-per-worker K``), trained in turns, then evaluated one by one.
+"""What a sweep's worker process does with its points: one, or several (``--runs-per-worker K``) trained in turns.
 
 A GPU time-slices between processes, so small runs packed as separate processes on one card do not run at once;
-runs in one process do (``decaylab.training.together``: each on its own CUDA stream). A group's worker locks each
-of its points (a point another process holds is left alone), trains the rest together through the backend's
-``train_group``, evaluates and ingests each, and sends the parent one outcome per point through a pipe:
-finished, failed, busy or interrupted. Output of the whole group goes to the first point's log; the other
-points' log names are links to it.
+runs in one process can (``decaylab.training.together``: each on its own CUDA stream). The worker locks each of
+its points (a point another process holds is left alone), trains the rest (several together through the
+backend's ``train_group``), evaluates and ingests each, and sends the parent one outcome per point through a
+pipe: finished, failed, busy or interrupted. A worker that dies before reporting fails the points it held.
+Output goes to the first point's log; the other points' log names are links to it.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ Layout of a sweep directory::
     DIR/locks/<run_id>.lock held while a worker runs the point
 
 Each point runs in a fresh worker process (so a crash, an out-of-memory kill or a CUDA error takes down only that
-point), pinned to one device and ``cpu_count // workers`` torch threads. A point is skipped when its run
+point; with ``runs_per_worker`` K, a process trains K points together and takes down only those), pinned to one
+device and ``cpu_count // workers`` torch threads; the process reports each point's outcome through a pipe. A point is skipped when its run
 directory already holds summary.json (and eval.json when the spec evaluates); a point whose directory holds
 its config.json is resumed with ``train(..., resume=True)`` (from its newest checkpoint, if any). Failures are
 recorded with their traceback and the sweep goes on.
@@ -26,7 +27,6 @@ import os
 import signal
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -35,12 +35,8 @@ from decaylab.sweep.backend import RunBackend, default_backend
 from decaylab.sweep.db import ResultsDB
 from decaylab.sweep.group import INTERRUPTED, group_worker
 from decaylab.sweep.ingest import read_run
-from decaylab.sweep.rundir import lock as _lock
-from decaylab.sweep.rundir import open_sweep_dir, prepare_sweep, run_is_done, run_point
+from decaylab.sweep.rundir import open_sweep_dir, prepare_sweep, run_is_done
 from decaylab.sweep.spec import PlannedRun, SweepSpec, expand
-
-EXIT_BUSY = 75  # a worker found its run directory locked by another process
-
 
 @dataclasses.dataclass
 class SweepResult:
@@ -75,48 +71,11 @@ def _enter_worker(threads: int, device: str | None) -> None:
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
-def _group_entry(runs: list[tuple[str, dict, str]], db_path: str, backend: RunBackend, evaluate: dict | None,
-                 threads: int, device: str | None, conn: Any) -> None:
-    """Entry point of a worker process for several points (``--runs-per-worker``; decaylab.sweep.group)."""
+def _entry(runs: list[tuple[str, dict, str]], db_path: str, backend: RunBackend, evaluate: dict | None,
+           threads: int, device: str | None, conn: Any) -> None:
+    """Entry point of a worker process: its points (one, or ``--runs-per-worker``) by decaylab.sweep.group."""
     _enter_worker(threads, device)
     group_worker(runs, db_path, backend, evaluate, conn)
-
-
-def _worker(
-    run_id: str,
-    config: dict,
-    run_dir: str,
-    db_path: str,
-    backend: RunBackend,
-    evaluate: dict | None,
-    threads: int,
-    device: str | None,
-) -> None:
-    """Entry point of a worker process: train (or resume), evaluate, ingest one run; exit code tells the parent."""
-    _enter_worker(threads, device)
-    run_path = Path(run_dir)
-    sweep_dir = run_path.parent.parent
-    (sweep_dir / "locks").mkdir(exist_ok=True)
-    (sweep_dir / "logs").mkdir(exist_ok=True)
-    lock = _lock(sweep_dir / "locks" / f"{run_id}.lock")
-    if lock is None:
-        sys.exit(EXIT_BUSY)
-    log = os.open(sweep_dir / "logs" / f"{run_id}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    db = ResultsDB(db_path)
-    db.mark_running(run_id)
-    try:
-        run_point(backend, config, run_path, evaluate)
-        db.mark_finished(run_id, read_run(run_path))
-    except KeyboardInterrupt:
-        db.mark_failed(run_id, INTERRUPTED, status="interrupted")
-        sys.exit(130)
-    except BaseException:
-        error = traceback.format_exc()
-        print(error, file=sys.stderr, flush=True)
-        db.mark_failed(run_id, error)
-        sys.exit(1)
 
 
 # ---------------------------------------------------------------- driver
@@ -200,10 +159,6 @@ def _progress(done: int, total: int, started: float) -> str:
     return f"[{done}/{total} {100 * done // total}%{eta}]"
 
 
-def _outcome_of_exit(exitcode: int | None) -> str:
-    return {0: "finished", EXIT_BUSY: "busy"}.get(exitcode, "failed")
-
-
 def _record(outcome: str, run: PlannedRun, exitcode: int | None, elapsed: float, db: ResultsDB,
             result: SweepResult, out: Path, log: Callable[[str], None]) -> None:
     """One ended run into the result and the console (and into the database when its worker died silently)."""
@@ -259,17 +214,10 @@ def _execute(
                 group, queue = queue[:runs_per_worker], queue[runs_per_worker:]
                 slot = free_slots.pop(0)
                 device = devices[slot] if devices else None
-                receiver = None
-                if runs_per_worker == 1:
-                    run = group[0]
-                    args = (run.run_id, run.config, str(out / "runs" / run.run_id), str(db.path), backend, evaluate,
-                            threads, device)  # fmt: skip
-                    proc = ctx.Process(target=_worker, args=args, name=f"sweep-{run.run_id}")
-                else:
-                    receiver, sender = ctx.Pipe(duplex=False)
-                    runs = [(r.run_id, r.config, str(out / "runs" / r.run_id)) for r in group]
-                    args = (runs, str(db.path), backend, evaluate, threads, device, sender)
-                    proc = ctx.Process(target=_group_entry, args=args, name=f"sweep-{group[0].run_id}+{len(group)}")
+                receiver, sender = ctx.Pipe(duplex=False)
+                runs = [(r.run_id, r.config, str(out / "runs" / r.run_id)) for r in group]
+                args = (runs, str(db.path), backend, evaluate, threads, device, sender)
+                proc = ctx.Process(target=_entry, args=args, name=f"sweep-{group[0].run_id}")
                 proc.start()
                 active[proc.sentinel] = (group, slot, time.time(), proc, receiver)
                 for run in group:
@@ -277,13 +225,13 @@ def _execute(
             ready = multiprocessing.connection.wait(list(active), timeout=5.0)
             for sentinel in ready:
                 group, slot, started, proc, receiver = active.pop(sentinel)
-                outcomes = receiver.recv() if receiver is not None and receiver.poll() else {}
+                outcomes = receiver.recv() if receiver.poll() else {}  # nothing: the worker died before reporting
                 proc.join()
                 free_slots.append(slot)
                 elapsed = time.time() - started
                 for run in group:
                     done += 1
-                    outcome = outcomes.get(run.run_id) or _outcome_of_exit(proc.exitcode)
+                    outcome = outcomes.get(run.run_id, "failed")
                     _record(outcome, run, proc.exitcode, elapsed, db, result, out,
                             lambda text: log(f"  {_progress(done, len(todo), sweep_started)} {text}"))  # fmt: skip
     except KeyboardInterrupt:

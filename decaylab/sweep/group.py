@@ -19,7 +19,7 @@ from typing import Any
 from decaylab.sweep.backend import RunBackend
 from decaylab.sweep.db import ResultsDB
 from decaylab.sweep.ingest import read_run
-from decaylab.sweep.rundir import has_started, lock, set_aside_aborted
+from decaylab.sweep.rundir import has_started, lock, run_point, set_aside_aborted
 
 INTERRUPTED = "interrupted; run the sweep again to resume"
 
@@ -28,20 +28,16 @@ def _error_text(error: BaseException) -> str:
     return "".join(traceback.format_exception(type(error), error, error.__traceback__))
 
 
-def _train(backend: RunBackend, todo: list[tuple[str, dict, Path]]) -> dict[str, BaseException | None]:
-    """Train the points that have not finished training; per run id, the exception that stopped it or None."""
-    items = [(config, path, has_started(path)) for _, config, path in todo]
-    if backend.train_group is not None and len(items) > 1:
-        results = backend.train_group(items)
-        return {run_id: r if isinstance(r, BaseException) else None for (run_id, _, _), r in zip(todo, results)}
-    errors: dict[str, BaseException | None] = {}
-    for (run_id, _, _), item in zip(todo, items):
-        try:
-            backend.train(*item)
-            errors[run_id] = None
-        except Exception as error:  # noqa: BLE001 - one point's failure is recorded, the group goes on
-            errors[run_id] = error
-    return errors
+def _train_together(backend: RunBackend, held: list[tuple[str, dict, Path]]) -> dict[str, BaseException]:
+    """Train the held points that have not trained yet together, when there are several and the backend can;
+    returns the exception of each point that failed. The rest is left to ``run_point``, one by one."""
+    todo = [(run_id, config, path) for run_id, config, path in held if not (path / "summary.json").is_file()]
+    if backend.train_group is None or len(todo) < 2:
+        return {}
+    for _, _, path in todo:
+        set_aside_aborted(path)
+    results = backend.train_group([(config, path, has_started(path)) for _, config, path in todo])
+    return {run_id: r for (run_id, _, _), r in zip(todo, results) if isinstance(r, BaseException)}
 
 
 def group_worker(runs: list[tuple[str, dict, str]], db_path: str, backend: RunBackend, evaluate: dict | None,
@@ -73,17 +69,12 @@ def group_worker(runs: list[tuple[str, dict, str]], db_path: str, backend: RunBa
     try:
         for run_id, _, _ in held:
             db.mark_running(run_id)
-        todo = [(run_id, config, path) for run_id, config, path in held if not (path / "summary.json").is_file()]
-        for _, _, path in todo:
-            set_aside_aborted(path)
-        errors = _train(backend, todo) if todo else {}
-        for run_id, _, path in held:
-            error = errors.get(run_id)
+        errors = _train_together(backend, held)
+        for run_id, config, path in held:
             try:
-                if error is not None:
-                    raise error
-                if evaluate is not None and backend.evaluate is not None and not (path / "eval.json").is_file():
-                    backend.evaluate(path, **evaluate)
+                if run_id in errors:
+                    raise errors[run_id]
+                run_point(backend, config, path, evaluate)  # trains what is not trained yet, then evaluates
                 db.mark_finished(run_id, read_run(path))
                 outcomes[run_id] = "finished"
             except Exception as failure:  # noqa: BLE001

@@ -71,12 +71,11 @@ class GraphedTrainStep:
         return loss_sum / self.grad_accum, grad_norm
 
     def _capture(self) -> None:
-        params = [p for p in self.model.parameters()]
+        params = list(self.model.parameters())
         saved_params = [p.detach().clone() for p in params]
         saved_state = {p: {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
                        for p, s in self.optimizer.state.items()}  # fmt: skip
         saved_rng = torch.cuda.get_rng_state()
-        saved_lr = self.lr.clone()
         self.forward_model.train()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -89,7 +88,8 @@ class GraphedTrainStep:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.loss, self.grad_norm = self._step()
-        # Undo the warm-up: parameters, optimizer moments and step counts, and the dropout stream.
+        # Undo the warm-up: parameters, optimizer moments and step counts, and the dropout stream (the learning
+        # rate needs nothing: the steps read it and never write it).
         with torch.no_grad():
             for p, saved in zip(params, saved_params):
                 p.copy_(saved)
@@ -99,7 +99,6 @@ class GraphedTrainStep:
                     if torch.is_tensor(value):
                         value.copy_(before[key]) if key in before else value.zero_()
         torch.cuda.set_rng_state(saved_rng)
-        self.lr.copy_(saved_lr)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         # Host batches are copied without a sync: a copy from pageable memory is staged before copy_ returns.

@@ -52,7 +52,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from decaylab.config import with_overrides
     from decaylab.training import resolve_run_config, train
 
     if args.steps < 1 or args.repeats < 1:
@@ -69,11 +68,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_together(args, configs)
     results: dict[tuple[str, str], list[dict]] = {key: [] for key in configs}
     with tempfile.TemporaryDirectory(prefix="decaylab-bench-") as tmp:
-        # Untimed warm-up runs: the first run of a new shape compiles its kernels, which no later run pays.
-        for i, cfg in enumerate(configs.values()):
-            warm = with_overrides(cfg, {"train.max_steps": min(args.steps, WARMUP_STEPS), "train.eval_batches": 1})
-            with contextlib.redirect_stdout(io.StringIO()):
-                train(warm, Path(tmp) / f"warmup-{i}")
+        _warm_up(configs.values(), args.steps, Path(tmp))
         for r in range(args.repeats):
             for (label, mode), cfg in configs.items():
                 run_dir = Path(tmp) / f"{len(results[(label, mode)])}-{abs(hash((label, mode, r)))}"
@@ -114,20 +109,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warm_up(configs, steps: int, tmp: Path) -> None:
+    """Untimed short runs: the first run of a new shape compiles its kernels, which no later run pays."""
+    from decaylab.config import with_overrides
+    from decaylab.training import train
+
+    for i, cfg in enumerate(configs):
+        warm = with_overrides(cfg, {"train.max_steps": min(steps, WARMUP_STEPS), "train.eval_batches": 1})
+        with contextlib.redirect_stdout(io.StringIO()):
+            train(warm, tmp / f"warmup-{i}")
+
+
 def _run_together(args: argparse.Namespace, configs: dict) -> int:
     """``--together``: K runs of each variant trained in turns in this process, for each K (after a warm-up)."""
     from decaylab.config import with_overrides
-    from decaylab.training import train
     from decaylab.training.together import train_together
 
     if any(k < 1 for k in args.together):
         raise ValueError("--together needs K >= 1")
     rows = []
     with tempfile.TemporaryDirectory(prefix="decaylab-bench-") as tmp:
-        for i, cfg in enumerate(configs.values()):  # kernels compiled before anything is timed
-            warm = with_overrides(cfg, {"train.max_steps": min(args.steps, WARMUP_STEPS), "train.eval_batches": 1})
-            with contextlib.redirect_stdout(io.StringIO()):
-                train(warm, Path(tmp) / f"warmup-{i}")
+        _warm_up(configs.values(), args.steps, Path(tmp))
         for (label, mode), cfg in configs.items():
             for k in args.together:
                 runs = [(with_overrides(cfg, {"train.seed": seed}), Path(tmp) / f"{label}-{mode}-{k}-{seed}", False)

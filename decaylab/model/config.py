@@ -45,6 +45,9 @@ class ModelConfig:
     """The decay design: kind, granularity, share, p, gla_form, lower_bound, rank."""
     dropout: float = 0.0
     """Dropout on the embedding output and on each residual branch."""
+    tie_embeddings: bool = False
+    """Score the vocabulary with the input embedding matrix (no separate LM head): fewer parameters, and the usual
+    regularizer of small word-level models (Press & Wolf, 2017). The paper's models have an untied head."""
     gate_rank: int | None = None
     """Rank of the low-rank output gate d -> rank -> d. None: the head dimension."""
     rope_base: float = 10000.0

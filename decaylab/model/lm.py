@@ -3,7 +3,7 @@
     x_0 = Dropout(TPE?(Embed(ids)))
     x  <- x + Dropout(Mixer(RMSNorm(x)))          mixer: MIXERS[cfg.mixer]
     x  <- x + Dropout(SwiGLU(RMSNorm(x)))
-    logits = LMHead(RMSNorm(x))                    untied head
+    logits = LMHead(RMSNorm(x))                    untied head (tie_embeddings: RMSNorm(x) @ Embed^T)
 
 The model owns HGRN2's per-layer lower bound when the decay uses it: Gamma in R^{L x decay shape} (init ones),
 P = softmax(Gamma, over layers), C = cumsum(P), lb_l = C_l - C_0 (so lb_0 = 0; lb_l = l/L at init); each layer's
@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from decaylab.decay import DecayParam
 from decaylab.layers import MIXERS, POSITIONAL_ENCODINGS, RMSNorm, SwiGLU, TemporalPositionEncoding
@@ -73,7 +74,8 @@ class DecayLM(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        # Tied: the logits are x @ embed.weight.T; no second matrix, so the state dict has one tensor to save.
+        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.lower_bound_logits = None
         if cfg.mixer == "linear" and cfg.decay.uses_lower_bound:
             shape = self.blocks[0].mixer.decay.shape
@@ -134,7 +136,8 @@ class DecayLM(nn.Module):
             x = x[:, logits_to_keep]
         elif logits_to_keep:  # the last n positions (decoding needs only the last: no [T, vocab] matmul)
             x = x[:, -logits_to_keep:]
-        logits = self.lm_head(self.norm(x))
+        x = self.norm(x)
+        logits = F.linear(x, self.embed.weight) if self.lm_head is None else self.lm_head(x)
         result: tuple = (logits,)
         if return_decays:
             result += (log_decays,)
@@ -170,10 +173,10 @@ class DecayLM(nn.Module):
         return [{"params": decayed, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
 
     def num_params(self, non_embedding: bool = False) -> int:
-        """Parameter count; ``non_embedding`` leaves out the embedding and the (untied) LM head."""
+        """Parameter count; ``non_embedding`` leaves out the embedding and the LM head (when it is not tied)."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= self.embed.weight.numel() + self.lm_head.weight.numel()
+            n -= self.embed.weight.numel() + (0 if self.lm_head is None else self.lm_head.weight.numel())
         return n
 
     @torch.no_grad()

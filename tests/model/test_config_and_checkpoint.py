@@ -62,7 +62,8 @@ def saved(tmp_path, **ov):
 
 
 @pytest.mark.parametrize("ov", [{"decay.kind": "hgrn2", "pos": "tpe"}, {"decay.kind": "tnl_l",
-                                "decay.granularity": "scalar", "pos": "lrpe"}, {"mixer": "softmax", "pos": "rope"}])
+                                "decay.granularity": "scalar", "pos": "lrpe"}, {"mixer": "softmax", "pos": "rope"},
+                                {"decay.kind": "gla", "tie_embeddings": True}])
 def test_round_trip_is_exact(tmp_path, ov):
     model, path = saved(tmp_path, **ov)
     loaded = DecayLM.from_pretrained(path)
@@ -74,6 +75,22 @@ def test_round_trip_is_exact(tmp_path, ov):
     assert [[p.shape for p in g["params"]] for g in loaded.param_groups(0.1)] == groups
     # safetensors writes 0600; the saved files get the mode open() gives, like the rest of a run directory
     assert {(path / name).stat().st_mode & 0o777 for name in ("model.safetensors", "config.json")} == {0o666 & ~UMASK}
+
+
+def test_tied_embeddings_score_with_the_input_matrix():
+    torch.manual_seed(0)
+    tied = DecayLM(ModelConfig.from_preset("tiny", {"tie_embeddings": True}))
+    untied = DecayLM(ModelConfig.from_preset("tiny"))
+    assert tied.lm_head is None and "lm_head.weight" not in tied.state_dict()
+    assert untied.num_params() - tied.num_params() == 256 * 32  # one vocab x d matrix fewer
+    ids = torch.randint(0, 256, (2, 9))
+    logits = tied(ids)
+    hidden = {}
+    tied.norm.register_forward_hook(lambda m, i, o: hidden.setdefault("x", o))
+    tied(ids)
+    torch.testing.assert_close(logits, hidden["x"] @ tied.embed.weight.T)
+    logits.sum().backward()  # the embedding gets the gradient of both uses
+    assert tied.embed.weight.grad is not None and tied.embed.weight.grad.abs().sum() > 0
 
 
 def test_a_model_needs_a_vocabulary_size():

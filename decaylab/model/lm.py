@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from decaylab.decay import DecayParam
 from decaylab.layers import MIXERS, POSITIONAL_ENCODINGS, RMSNorm, SwiGLU, TemporalPositionEncoding
 from decaylab.model.config import ModelConfig
+from decaylab.ops.linear_cross_entropy import linear_cross_entropy
 
 
 class Cache(NamedTuple):
@@ -110,7 +111,15 @@ class DecayLM(nn.Module):
         return [None] + [lb[i] for i in range(1, L)]  # lb_0 = C_0 - C_0 = 0 exactly, whatever Gamma is
 
     def forward(self, input_ids: torch.Tensor, *, cache: Cache | None = None, use_cache: bool = False,
-                return_decays: bool = False, logits_to_keep: int | torch.Tensor = 0):
+                return_decays: bool = False, logits_to_keep: int | torch.Tensor = 0,
+                targets: torch.Tensor | None = None):
+        """Logits ``[B, T, vocab]`` (plus the per-layer log decays and the cache when asked for).
+
+        With ``targets`` ``[B, T]`` (-100: not scored) it returns the mean token loss instead, computed from the
+        hidden states by ``decaylab.ops.linear_cross_entropy`` without a logits tensor on a CPU.
+        """
+        if targets is not None and (use_cache or cache is not None or return_decays or _keeps_some(logits_to_keep)):
+            raise ValueError("targets= returns the loss only; call without targets for logits, decays or a cache")
         if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.dtype not in (
             torch.long, torch.int32
         ):
@@ -137,7 +146,10 @@ class DecayLM(nn.Module):
         elif logits_to_keep:  # the last n positions (decoding needs only the last: no [T, vocab] matmul)
             x = x[:, -logits_to_keep:]
         x = self.norm(x)
-        logits = F.linear(x, self.embed.weight) if self.lm_head is None else self.lm_head(x)
+        head = self.embed.weight if self.lm_head is None else self.lm_head.weight
+        if targets is not None:
+            return linear_cross_entropy(x.flatten(0, 1), head, targets.flatten())
+        logits = F.linear(x, head)
         result: tuple = (logits,)
         if return_decays:
             result += (log_decays,)
@@ -201,3 +213,7 @@ class DecayLM(nn.Module):
         from decaylab.model.checkpoint import load_pretrained
 
         return load_pretrained(cls, directory, map_location=map_location)
+
+
+def _keeps_some(logits_to_keep: int | torch.Tensor) -> bool:
+    return isinstance(logits_to_keep, torch.Tensor) or logits_to_keep != 0

@@ -76,8 +76,7 @@ def _use_cuda_graph(train: TrainConfig, ctx: dist_utils.DistContext) -> bool:
 
 
 def _token_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    logits = model(x)  # [B, T, vocab]
-    return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
+    return model(x, targets=y)  # the mean over scored tokens, without a [B, T, vocab] tensor on a CPU
 
 
 @torch.no_grad()

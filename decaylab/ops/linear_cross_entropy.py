@@ -1,0 +1,92 @@
+"""The language-model loss from hidden states: ``cross_entropy(x @ weight.T, targets)`` without the logits tensor.
+
+A small model with a word-level vocabulary spends most of a CPU training step in its output layer: for PTB (10k
+words) at d = 64, the ``[tokens, vocab]`` logits are 40 MB per 1,024 tokens, written by the matmul, read and
+rewritten by the softmax, and read again twice in the backward, far more than the caches hold. ``chunked`` scores
+a few rows at a time, so each block of logits stays in cache from the matmul to the loss, keeps only one
+log-sum-exp per row, and recomputes the block in the backward (one more ``[rows, d] x [d, vocab]`` matmul, cheaper
+on a CPU than the memory traffic it saves; measured in ``docs/ops.md``). ``reference`` is the plain formula.
+
+Both take ``x [N, d]``, ``weight [V, d]``, ``targets [N]`` (``ignore_index`` rows score nothing) and return the
+mean loss over the scored rows (``reduction="sum"``: the sum), in fp32. Only first derivatives are defined.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+CACHE_BYTES = 1 << 20  # a block of logits this large stays in a core's L2
+
+
+def reference(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+              reduction: str = "mean") -> torch.Tensor:  # fmt: skip
+    logits = (x @ weight.T).float()
+    return F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction)
+
+
+def rows_per_block(vocab: int) -> int:
+    """Rows whose fp32 logits fill about CACHE_BYTES: a power of two in [16, 4096]."""
+    rows = max(1, CACHE_BYTES // (4 * vocab))
+    return min(4096, max(16, 1 << (rows.bit_length() - 1)))
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, targets, ignore_index, mean, block):
+        x32, w32 = x.float(), weight.float()
+        keep = targets != ignore_index
+        safe = torch.where(keep, targets, 0)
+        lse = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+        total = torch.zeros((), dtype=torch.float32, device=x.device)
+        for s in range(0, x.shape[0], block):
+            z = x32[s : s + block] @ w32.T
+            lse[s : s + block] = torch.logsumexp(z, dim=-1)
+            picked = z.gather(1, safe[s : s + block, None])[:, 0]
+            total += ((lse[s : s + block] - picked) * keep[s : s + block]).sum()
+        count = keep.sum()
+        ctx.save_for_backward(x, weight, safe, keep, lse)
+        ctx.mean, ctx.block = mean, block
+        return total / count if mean else total
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, safe, keep, lse = ctx.saved_tensors
+        x32, w32 = x.float(), weight.float()
+        # d loss / d logits = (softmax - onehot) per scored row, times the upstream grad (over the count for a mean)
+        row_scale = keep.float() * (grad / keep.sum() if ctx.mean else grad)
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gx = torch.empty_like(x32) if need_x else None
+        gw = torch.zeros_like(w32) if need_w else None
+        rows = torch.arange(min(ctx.block, x.shape[0]), device=x.device)
+        for s in range(0, x.shape[0], ctx.block):
+            xs = x32[s : s + ctx.block]
+            p = (xs @ w32.T).sub_(lse[s : s + ctx.block, None]).exp_()
+            p[rows[: xs.shape[0]], safe[s : s + ctx.block]] -= 1.0
+            p.mul_(row_scale[s : s + ctx.block, None])
+            if need_x:
+                gx[s : s + ctx.block] = p @ w32
+            if need_w:
+                gw.addmm_(p.T, xs)
+        return (None if gx is None else gx.to(x.dtype), None if gw is None else gw.to(weight.dtype),
+                None, None, None, None)  # fmt: skip
+
+
+def chunked(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+            reduction: str = "mean") -> torch.Tensor:  # fmt: skip
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction={reduction!r}: linear_cross_entropy reduces by 'mean' or 'sum'")
+    if x.ndim != 2 or weight.ndim != 2 or targets.shape != x.shape[:1] or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"need x [N, d], weight [V, d], targets [N]; got {tuple(x.shape)}, {tuple(weight.shape)}, "
+                         f"{tuple(targets.shape)}")  # fmt: skip
+    return _ChunkedLinearCrossEntropy.apply(x, weight, targets, ignore_index, reduction == "mean",
+                                            rows_per_block(weight.shape[0]))  # fmt: skip
+
+
+def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         ignore_index: int = IGNORE_INDEX, reduction: str = "mean") -> torch.Tensor:  # fmt: skip
+    """The chunked loss on a CPU, where memory traffic dominates; elsewhere (a GPU, whose large matmul and fused
+    softmax are fast and whose CUDA graphs want no host loop) the plain formula."""
+    impl = chunked if x.device.type == "cpu" else reference
+    return impl(x, weight, targets, ignore_index, reduction)

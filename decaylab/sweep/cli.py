@@ -47,8 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--runs-per-worker", type=int, default=1, metavar="K",
-        help="points each worker process trains together, in turns, each on its own CUDA stream (default 1: a "
-        "process per point); separate processes on one GPU take turns on it, runs in one process can overlap",
+        help="points each worker process trains together, in turns (default 1: a process per point); refused on a "
+        "GPU, where runs trained together did not reproduce their results alone (docs/sweeps.md)",
     )  # fmt: skip
     parser.add_argument(
         "--import", dest="import_from", metavar="FILE",

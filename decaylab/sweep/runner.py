@@ -126,6 +126,10 @@ def run_sweep(
     if runs_per_worker < 1:
         raise ValueError(f"--runs-per-worker {runs_per_worker}: need at least 1 run per worker")
     devices = list(devices or [])
+    if runs_per_worker > 1 and any(d.startswith("cuda") for d in devices):
+        from decaylab.training.together import GPU_FAULT
+
+        raise ValueError(f"--runs-per-worker {runs_per_worker} with --devices {','.join(devices)}: {GPU_FAULT}")
     if devices and workers > len(devices):
         raise ValueError(f"--workers {workers} exceeds the {len(devices)} --devices given; one worker per device")
     backend = backend or default_backend()

@@ -4,7 +4,14 @@ Why: a small model's step is a few milliseconds of tiny kernels that leave most 
 Runs in separate processes do not fill it (a GPU time-slices between processes: six graphed ``ptb-small`` runs side
 by side made 1.01x the tokens/s of one, docs/benchmarks.md). Runs in one process may: each trains on its own CUDA
 stream, and the host queues one step (one CUDA-graph replay) of every run before the GPU has finished the first,
-so that their kernels can run side by side. How much this gains on a GPU is not measured yet.
+so that their kernels can run side by side.
+
+On a GPU this is not safe yet, and ``train_together`` refuses a CUDA device unless ``allow_cuda=True`` (for
+``decaylab bench training --together`` and the GPU tests that track the fault). Measured on one H100
+(2026-12-06): eight graphed ``ptb-small`` runs together made 1.56x the tokens/s of one alone, but in the ``paper``
+sweep (``--runs-per-worker 8``) 20 of 186 runs diverged, whole groups at the same step, and 105 runs that also
+exist trained alone differed in test perplexity by +4.9 % on average (sd 14 %, up to +92 %), where runs trained
+alone reproduce within about 2 %. The fault is not found (``docs/benchmarks-log.md``, "Runs trained together").
 
 Each run is exactly what ``train()`` would make of it: its own model, optimizer, data order, checkpoints and run
 directory. Its random-number streams (CPU and CUDA generators, which dropout draws from) are swapped in around
@@ -52,10 +59,17 @@ class _Slot:
                     self.cuda_rng = torch.cuda.get_rng_state()
 
 
-def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]]) -> list[dict[str, Any] | Exception]:
+GPU_FAULT = ("runs trained together on one GPU did not reproduce their results trained alone (some diverged, "
+             "others scored worse; docs/benchmarks-log.md, 'Runs trained together'), so GPU runs train one per "
+             "process: use --runs-per-worker 1 (the default)")
+
+
+def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]], *,
+                   allow_cuda: bool = False) -> list[dict[str, Any] | Exception]:  # fmt: skip
     """Train ``(run_config, out_dir, resume)`` runs in turns (see the module docstring), all on one device.
 
     Returns, per run in order, its summary or the exception that stopped it. One process only (no torchrun).
+    A CUDA device is refused unless ``allow_cuda`` (see the module docstring).
     """
     results: list[dict[str, Any] | Exception | None] = [None] * len(runs)
     prepared = []
@@ -70,6 +84,9 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]]) ->
     if not prepared:
         return results  # type: ignore[return-value]
     ctx = dist_utils.setup(devices.pop())
+    if ctx.device.type == "cuda" and not allow_cuda:
+        dist_utils.teardown(ctx)
+        raise ValueError(GPU_FAULT)
     if ctx.distributed:
         dist_utils.teardown(ctx)
         raise ValueError("train_together runs in one process; under torchrun train each run with decaylab train")
@@ -103,4 +120,4 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]]) ->
     return results  # type: ignore[return-value]
 
 
-__all__ = ["train_together"]
+__all__ = ["train_together", "GPU_FAULT"]

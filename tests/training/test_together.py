@@ -1,4 +1,5 @@
-"""Runs trained together in one process, in turns, give exactly what each gives trained alone (CPU)."""
+"""Runs trained together in one process, in turns, give exactly what each gives trained alone (CPU); on a GPU they
+are refused unless asked for, and the GPU tests below track why (decaylab.training.together)."""
 
 from __future__ import annotations
 
@@ -65,8 +66,39 @@ def test_graphed_runs_in_turns_on_a_gpu_match_runs_alone(tmp_path):
     configs = [small_run(**overrides, **{"train.seed": s}) for s in (1, 2, 3)]
     for i, cfg in enumerate(configs):
         train(cfg, tmp_path / f"alone-{i}")
-    results = train_together([(cfg, tmp_path / f"together-{i}", False) for i, cfg in enumerate(configs)])
+    results = train_together([(cfg, tmp_path / f"together-{i}", False) for i, cfg in enumerate(configs)],
+                             allow_cuda=True)  # fmt: skip
     assert all(r["steps"] == 12 for r in results)
     for i in range(len(configs)):
         for a, b in zip(_curve(tmp_path / f"alone-{i}"), _curve(tmp_path / f"together-{i}")):
             torch.testing.assert_close(torch.tensor(b[1:3]), torch.tensor(a[1:3]), rtol=1e-4, atol=0)
+
+
+@pytest.mark.gpu
+def test_a_gpu_is_refused_unless_asked_for(tmp_path):
+    with pytest.raises(ValueError, match="did not reproduce their results trained alone"):
+        train_together([(small_run(**{"train.device": "cuda"}), tmp_path / "a", False)])
+
+
+@pytest.mark.gpu
+@pytest.mark.xfail(reason="runs trained together on a GPU diverged or scored worse in the paper sweep; not found yet",
+                   strict=False)  # fmt: skip
+def test_paper_like_runs_together_on_a_gpu_match_runs_alone(tmp_path):
+    """What the paper sweep does and the short fp32 test above does not: bf16 autocast, dropout 0.3, a validation
+    pass between graph replays, positional encodings, scalar and vector decays, shared keys, eight runs."""
+    base = {"train.device": "cuda", "train.precision": "bf16", "train.cuda_graph": "on", "train.max_steps": 60,
+            "train.eval_every": 20, "train.log_every": 5, "model.dropout": 0.3}
+    variants = [{}, {"model.pos": "rope"}, {"model.pos": "lrpe"}, {"model.pos": "tpe"},
+                {"model.decay.granularity": "scalar", "model.pos": "rope"}, {"model.decay.share": True},
+                {"model.decay.kind": "gla"}, {"model.decay.kind": "hgrn2", "model.decay.granularity": "scalar"}]
+    configs = [small_run(**base, **v, **{"train.seed": i}) for i, v in enumerate(variants)]
+    for i, cfg in enumerate(configs):
+        train(cfg, tmp_path / f"alone-{i}")
+    results = train_together([(cfg, tmp_path / f"together-{i}", False) for i, cfg in enumerate(configs)],
+                             allow_cuda=True)  # fmt: skip
+    assert [r["steps"] if isinstance(r, dict) else r for r in results] == [60] * len(configs)
+    for i in range(len(configs)):
+        alone, together = _curve(tmp_path / f"alone-{i}"), _curve(tmp_path / f"together-{i}")
+        assert [row[0] for row in together] == [row[0] for row in alone]
+        for a, b in zip(alone, together):  # bf16 replays of the same graph: the same kernels, so close, not exact
+            torch.testing.assert_close(torch.tensor(b[1]), torch.tensor(a[1]), rtol=2e-2, atol=0, msg=f"run {i}")

@@ -1,9 +1,10 @@
 """The package's import graph has no cycle, at the level of modules and at the level of subpackages.
 
-Every ``import`` of a ``decaylab`` module counts, at module level or inside a function (a cycle hidden in a
-function still ties the two modules together), except those under ``if TYPE_CHECKING:``. A name read from a
-package with lazy exports (``decaylab.lazy``) counts as an import of the module that defines it, and
-``importlib.import_module("decaylab....")`` with a literal name counts too.
+Every ``import`` of a ``decaylab`` module counts: at module level, inside a function (a cycle hidden in a
+function still ties the two modules together) and under ``if TYPE_CHECKING:`` (a cycle of types is still one).
+A name read from a package with lazy exports (``decaylab.lazy``) counts as an import of the module that defines
+it, and so does a string that names a module exactly (the tables of lazily imported modules: subcommands, lazy
+exports), so lazy imports are checked like the others.
 """
 
 from __future__ import annotations
@@ -29,24 +30,18 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _nodes(tree: ast.AST):
-    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:``."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        yield node
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _is_type_checking(child):
-                stack.extend(child.orelse)
-            else:
-                stack.append(child)
+    """The import statements of ``tree`` and the strings that name modules to import later: those in a table
+    (a dict, tuple or list literal) or passed to ``import_module`` (not a logger's name, not prose)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif isinstance(node, ast.Dict):
+            yield from node.values
+        elif isinstance(node, (ast.Tuple, ast.List)):
+            yield from node.elts
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
+            yield from node.args[:1]
 
 
 def _lazy_exports(path: Path) -> dict[str, str]:
@@ -89,14 +84,8 @@ def _targets(module: str, node: ast.AST) -> list[str]:
             else:
                 found.append(source)
         return found
-    if (
-        isinstance(node, ast.Call)
-        and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
-        and node.args
-        and isinstance(node.args[0], ast.Constant)
-        and str(node.args[0].value).startswith("decaylab")
-    ):
-        return [node.args[0].value]
+    if isinstance(node, ast.Constant) and isinstance(node.value, str) and "." in node.value and node.value in MODULES:
+        return [node.value]  # a module named for a lazy import: importlib.import_module(name) at run time
     return []
 
 
@@ -149,11 +138,13 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_graph_sees_imports_inside_functions_and_lazy_names():
+def test_the_graph_sees_imports_inside_functions_type_checking_and_lazy_tables():
     graph = import_graph()
-    # decaylab/cli.py imports its subcommands through importlib at run time only
-    assert "decaylab.lazy" in graph["decaylab"]
-    assert any(t.startswith("decaylab.commands") for t in graph["decaylab.cli"]) or graph["decaylab.cli"]
+    assert "decaylab.model" in graph["decaylab"]  # a lazy export (and an import under TYPE_CHECKING)
+    assert {"decaylab.commands.train", "decaylab.bench.cli"} <= graph["decaylab.cli"]  # the subcommand table
+    assert "decaylab.decay.kinds" in graph["decaylab.decay.config"]  # an import inside a method
+    assert "decaylab.run.loading" in graph["decaylab.commands.generate"]  # inside run()
+    assert "decaylab.training.loop" in graph["decaylab.commands.train"]  # from a lazy package: the defining module
 
 
 def test_find_cycle_names_the_cycle():
@@ -161,10 +152,24 @@ def test_find_cycle_names_the_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+def _without_ops(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    return {m: edges for m, edges in graph.items() if not m.startswith("decaylab.ops")}
+
+
 @pytest.mark.parametrize("level", ["module", "subpackage"])
 def test_no_import_cycle(level):
     graph = import_graph()
-    if level == "subpackage":
-        graph = package_graph(graph)
+    graph = package_graph(graph) if level == "subpackage" else _without_ops(graph)  # ops: the test below
     cycle = find_cycle(graph)
     assert cycle is None, f"import cycle between {level}s: {' -> '.join(cycle)}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="decaylab.ops imports its backends from a table of modules that import decaylab.ops back for BACKENDS "
+    "(ops -> ops.chunk -> ops); decaylab/ops/ is changed in the kernels part of issue 27",
+)
+def test_no_import_cycle_inside_ops():
+    graph = {m: edges for m, edges in import_graph().items() if m.startswith("decaylab.ops")}
+    cycle = find_cycle(graph)
+    assert cycle is None, f"import cycle between modules: {' -> '.join(cycle)}"

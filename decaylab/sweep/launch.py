@@ -15,7 +15,8 @@ from typing import Any, Callable, Mapping
 
 from decaylab.sweep.backend import RunBackend, default_backend
 from decaylab.sweep.resources import SlurmOptions, check_fits
-from decaylab.sweep.rundir import open_sweep_dir, prepare_sweep, run_is_done
+from decaylab.run.dir import run_is_done
+from decaylab.sweep.rundir import open_sweep_dir, prepare_sweep
 from decaylab.sweep.slurm import (
     LAUNCHERS,
     PointStatus,
@@ -234,7 +235,7 @@ def collect(
 
 
 def run_cli(args, spec: SweepSpec, overrides: Mapping[str, Any]) -> int:
-    """``decaylab sweep`` with --launcher slurm|submitit-local, --status or --collect (see decaylab.sweep.cli)."""
+    """``decaylab sweep`` with --launcher slurm|submitit-local, --status or --collect (see decaylab.commands.sweep)."""
     from decaylab.sweep.resources import slurm_options
 
     if args.status and args.collect:

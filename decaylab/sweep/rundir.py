@@ -1,4 +1,4 @@
-"""The run directory as a sweep's unit of resumption, shared by every launcher (local workers, Slurm tasks).
+"""A sweep's directory, and the run directory as the sweep's unit of resumption, for every launcher.
 
 A point is done when its run directory holds summary.json (and eval.json when the spec evaluates); it is
 resumed when the directory holds its config.json. ``prepare_sweep`` plans a sweep and records the plan in
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from decaylab.run.dir import EVAL, has_started, has_trained
 from decaylab.sweep.backend import RunBackend
 from decaylab.sweep.db import ResultsDB
 from decaylab.sweep.spec import PlannedRun, SweepSpec, expand
@@ -34,17 +35,6 @@ def lock(path: Path):
     return fd
 
 
-def run_is_done(run_dir: Path, evaluate: bool) -> bool:
-    if not (run_dir / "summary.json").is_file():
-        return False
-    return not evaluate or (run_dir / "eval.json").is_file()
-
-
-def has_started(run_dir: Path) -> bool:
-    """True when training wrote the run's config.json: resume it rather than start afresh."""
-    return (run_dir / "config.json").is_file()
-
-
 def set_aside_aborted(run_dir: Path) -> None:
     """A run directory with files but no config.json (killed while being created) cannot be resumed, and training
     refuses a non-empty directory; move it aside (nothing is deleted) so the point starts afresh."""
@@ -55,10 +45,10 @@ def set_aside_aborted(run_dir: Path) -> None:
 def run_point(backend: RunBackend, config: dict, run_dir: Path, evaluate: Mapping[str, Any] | None, train=None):
     """Train the point into ``run_dir`` unless it has trained (resuming when it has started), then evaluate it
     unless eval.json exists. ``train`` replaces ``backend.train`` (a launcher that trains under torchrun)."""
-    if not (run_dir / "summary.json").is_file():
+    if not has_trained(run_dir):
         set_aside_aborted(run_dir)
         (train or backend.train)(config, run_dir, has_started(run_dir))
-    if evaluate is not None and backend.evaluate is not None and not (run_dir / "eval.json").is_file():
+    if evaluate is not None and backend.evaluate is not None and not (run_dir / EVAL).is_file():
         backend.evaluate(run_dir, **evaluate)
 
 

@@ -35,7 +35,8 @@ from decaylab.sweep.backend import RunBackend, default_backend
 from decaylab.sweep.db import ResultsDB
 from decaylab.sweep.group import INTERRUPTED, group_worker
 from decaylab.sweep.ingest import read_run
-from decaylab.sweep.rundir import open_sweep_dir, prepare_sweep, run_is_done
+from decaylab.run.dir import run_is_done
+from decaylab.sweep.rundir import open_sweep_dir, prepare_sweep
 from decaylab.sweep.spec import PlannedRun, SweepSpec, expand
 
 @dataclasses.dataclass

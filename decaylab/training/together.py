@@ -24,7 +24,7 @@ from typing import Any, Generator, Sequence
 import torch
 
 from decaylab.training import distributed as dist_utils
-from decaylab.training.config import RunConfig
+from decaylab.run.config import RunConfig
 from decaylab.training.loop import _Trainer, prepare_run
 
 

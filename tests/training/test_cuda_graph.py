@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from decaylab.model import DecayLM, ModelConfig
-from decaylab.training.config import TrainConfig
+from decaylab.run.config import TrainConfig
 from decaylab.training.cuda_graph import graph_step_unsupported
 from decaylab.training.distributed import load_optimizer_state
 from decaylab.training.loop import TrainingDiverged, _use_cuda_graph, train
 from decaylab.training.optim import build_optimizer, set_learning_rate
-from decaylab.training.rundir import read_metrics
+from decaylab.run.dir import read_metrics
 
 from training_helpers import small_run
 

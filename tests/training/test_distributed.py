@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from training_helpers import small_run
 
 from decaylab.training.loop import train
-from decaylab.training.rundir import read_metrics
+from decaylab.run.dir import read_metrics
 
 TESTS = str(Path(__file__).resolve().parent)
 

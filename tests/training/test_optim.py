@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from decaylab.training.config import TrainConfig
-from decaylab.training.optim import SCHEDULES, build_optimizer, learning_rate
+from decaylab.run.config import TrainConfig
+from decaylab.run.schedules import SCHEDULES, learning_rate
+from decaylab.training.optim import build_optimizer
 
 
 def _lrs(cfg: TrainConfig) -> list[float]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from decaylab.training.loop import train
-from decaylab.training.rundir import read_metrics
+from decaylab.run.dir import read_metrics
 from decaylab.training.together import train_together
 
 from training_helpers import small_run

@@ -13,8 +13,8 @@ from decaylab.cli import build_parser, main
 from decaylab.config import save_json, with_overrides
 from decaylab.data import DataConfig, WordTokenizer, build_dataset, load_tokenizer
 from decaylab.model import DecayLM, ModelConfig
-from decaylab.training.checkpoint import save_checkpoint
-from decaylab.training.config import RunConfig
+from decaylab.run.checkpoint import save_checkpoint
+from decaylab.run.config import RunConfig
 
 WORDS = "the cat sat on a mat while dogs ran far away from home".split()
 

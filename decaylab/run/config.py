@@ -18,7 +18,7 @@ from decaylab.config import flatten, with_overrides
 from decaylab.data import DataConfig
 from decaylab.model import ModelConfig
 from decaylab.registry import Registry
-from decaylab.training.optim import SCHEDULES
+from decaylab.run.schedules import SCHEDULES
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from decaylab.commands.args import add_set_argument
 from decaylab.config import parse_set_args
-from decaylab.sweep.runner import run_is_done, run_sweep
+from decaylab.run.dir import run_is_done
+from decaylab.sweep.runner import run_sweep
 from decaylab.sweep.spec import SweepSpec, expand, load_spec, preset_names
 
 
@@ -29,13 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="comma-separated devices, one worker each, e.g. cuda:0,cuda:1 (default: whatever each run picks)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override applied to every point after the spec (repeatable), e.g. --set train.max_steps=5 "
+    add_set_argument(
+        parser, "override applied to every point after the spec (repeatable), e.g. --set train.max_steps=5 "
         "--set train.warmup_steps=1 for a smoke run",
     )
     parser.add_argument(

@@ -10,7 +10,7 @@ from typing import Any
 
 from decaylab.commands.args import positive_int
 from decaylab.evaluation.names import DEFAULT_DECAY_TOKENS, SPLIT_KEYS
-from decaylab.run.dir import CONFIG, eval_names
+from decaylab.rundir import CONFIG, eval_names
 
 
 def _int_list(text: str) -> tuple[int, ...]:

@@ -77,8 +77,8 @@ def generate_text(
     import torch
 
     from decaylab.data.tokenizer import load_tokenizer
-    from decaylab.run.dir import TOKENIZER, check_run_dir
     from decaylab.run.loading import open_run
+    from decaylab.rundir import TOKENIZER, check_run_dir
 
     tokenizer_path = check_run_dir(run_dir) / TOKENIZER
     if not tokenizer_path.is_file():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from decaylab.run.dir import CONFIG
+from decaylab.rundir import CONFIG
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from decaylab.commands.args import add_set_argument
 from decaylab.config import parse_set_args
-from decaylab.run.dir import run_is_done
+from decaylab.rundir import run_is_done
 from decaylab.sweep.runner import run_sweep
 from decaylab.sweep.spec import SweepSpec, expand, load_spec, preset_names
 

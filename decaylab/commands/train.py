@@ -18,7 +18,7 @@ from pathlib import Path
 
 from decaylab.commands.args import add_set_argument
 from decaylab.config import parse_set_args, to_dict
-from decaylab.run.dir import EVAL
+from decaylab.rundir import EVAL
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -61,7 +61,7 @@ class DecayConfig:
             )
         if self.lower_bound and not cls.supports_lower_bound:
             raise ValueError(
-                f"decay.lower_bound=True applies to the sigmoid family only (allowed kinds: "
+                "decay.lower_bound=True applies to the sigmoid family only (allowed kinds: "
                 + ", ".join(repr(n) for n, c in DECAY_KINDS.items() if c.supports_lower_bound)
                 + f"); decay.kind={self.kind!r} cannot take it. Set decay.lower_bound=None"
             )

@@ -4,6 +4,7 @@ of ``DECAY_KINDS.names()``). ``DecayConfig`` validates against this table."""
 from __future__ import annotations
 
 from decaylab.decay.base import DECAY_KINDS
+
 from decaylab.decay import mamba  # noqa: F401  isort: skip
 from decaylab.decay import sigmoid  # noqa: F401  isort: skip
 from decaylab.decay import cumulative  # noqa: F401  isort: skip

@@ -34,8 +34,8 @@ from decaylab.evaluation.names import DEFAULT_DECAY_TOKENS, SPLIT_KEYS
 from decaylab.evaluation.perplexity import IGNORE_INDEX, PositionLoss, bits_per_byte, perplexity, position_losses
 from decaylab.evaluation.plots import plot_median_decay
 from decaylab.files import atomic_write_text
-from decaylab.run.dir import eval_names
 from decaylab.run.loading import LoadedRun, open_run
+from decaylab.rundir import eval_names
 
 
 def _silent(message: str) -> None:

@@ -1,6 +1,6 @@
 """Settings shared by the evaluation and its command line, in a module free of torch (``--help`` stays fast).
 
-The names of the files an evaluation writes are in ``decaylab.run.dir`` (``eval_names``)."""
+The names of the files an evaluation writes are in ``decaylab.rundir`` (``eval_names``)."""
 
 from __future__ import annotations
 

@@ -42,8 +42,8 @@ from decaylab.hf.{module} import {name}  # noqa: F401
 
 def load_source(source: str | Path, checkpoint: str | None = None) -> tuple[Any, Path | None]:
     """``(DecayLM on the CPU, tokenizer file or None)`` from a run directory or a ``save_pretrained`` folder."""
-    from decaylab.run.dir import MANIFEST, TOKENIZER, check_run_dir
     from decaylab.run.loading import load_model, load_run_config, locate_model
+    from decaylab.rundir import MANIFEST, TOKENIZER, check_run_dir
 
     source = Path(source)
     if (source / MANIFEST).is_file():

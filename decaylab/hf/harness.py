@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from decaylab.files import atomic_write_text
-from decaylab.run.dir import TOKENIZER, lm_eval_name
+from decaylab.rundir import TOKENIZER, lm_eval_name
 
 
 def _silent(message: str) -> None:
@@ -41,9 +41,9 @@ def run_lm_eval(run_dir: str | Path, tasks: Sequence[str], *, checkpoint: str | 
         bootstrap_iters: bootstrap resamples for the standard errors of non-mean metrics (0 skips them).
     """
     from decaylab.data.tokenizer import load_tokenizer
-    from decaylab.run.loading import open_run
     from decaylab.hf.modeling import DecayLabForCausalLM
     from decaylab.hf.tokenizer import to_transformers
+    from decaylab.run.loading import open_run
 
     try:
         import lm_eval

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from decaylab.files import fsync_dir
-from decaylab.run.dir import CHECKPOINTS, MANIFEST, checkpoint_name, list_checkpoints
+from decaylab.rundir import CHECKPOINTS, MANIFEST, checkpoint_name, list_checkpoints
 
 _TMP_PREFIX = ".tmp-"
 

@@ -19,7 +19,7 @@ from decaylab.model import DecayLM
 from decaylab.model.checkpoint import UnreadableModel
 from decaylab.run.checkpoint import load_checkpoint
 from decaylab.run.config import RunConfig
-from decaylab.run.dir import CHECKPOINT_NAME, CHECKPOINTS, CONFIG, MANIFEST, MODEL, check_run_dir, list_checkpoints
+from decaylab.rundir import CHECKPOINT_NAME, CHECKPOINTS, CONFIG, MANIFEST, MODEL, check_run_dir, list_checkpoints
 
 
 @dataclass

@@ -36,8 +36,8 @@ def resolve_run_config(preset: str, overrides: Mapping[str, Any]) -> dict:
 
 def train_run(config: dict, run_dir: Path, resume: bool) -> Any:
     from decaylab.config import from_dict
-    from decaylab.training import train
     from decaylab.run.config import RunConfig
+    from decaylab.training import train
 
     return train(from_dict(RunConfig, config), run_dir, resume=resume)
 

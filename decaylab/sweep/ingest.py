@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from decaylab.run.dir import EVAL, METRICS, SUMMARY, read_metrics_file
+from decaylab.rundir import EVAL, METRICS, SUMMARY, read_metrics_file
 
 # metrics.jsonl key -> curve name in the database (x = optimizer step)
 _STEP_CURVES = {"loss": "train_loss", "val_loss": "val_loss", "val_ppl": "val_ppl", "tokens_per_s": "tokens_per_s"}
@@ -62,7 +62,7 @@ def _pairs(value: Any, x_key: str, y_keys: tuple[str, ...]) -> list[tuple[float,
 
 
 def read_metrics_jsonl(path: Path) -> dict[str, list[tuple[float, float]]]:
-    """Training curves by step from a metrics.jsonl file (read by ``decaylab.run.dir.read_metrics_file``, which
+    """Training curves by step from a metrics.jsonl file (read by ``decaylab.rundir.read_metrics_file``, which
     skips a torn line with a warning)."""
     curves: dict[str, list[tuple[float, float]]] = {}
     for row in read_metrics_file(path):

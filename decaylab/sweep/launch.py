@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from decaylab.rundir import run_is_done
 from decaylab.sweep.backend import RunBackend, default_backend
 from decaylab.sweep.resources import SlurmOptions, check_fits
-from decaylab.run.dir import run_is_done
-from decaylab.sweep.rundir import open_sweep_dir, prepare_sweep
 from decaylab.sweep.slurm import (
     LAUNCHERS,
     PointStatus,
@@ -27,6 +26,7 @@ from decaylab.sweep.slurm import (
     state_of,
 )
 from decaylab.sweep.spec import PlannedRun, SweepSpec, expand
+from decaylab.sweep.sweepdir import open_sweep_dir, prepare_sweep
 from decaylab.sweep.task import PointTask, read_outcome
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from decaylab.files import atomic_write_text
 from decaylab.sweep.backend import RunBackend
-from decaylab.sweep.rundir import lock, run_point
+from decaylab.sweep.sweepdir import lock, run_point
 
 
 def outcome_path(sweep_dir: Path, run_id: str) -> Path:

@@ -20,16 +20,16 @@ from typing import Any, Generator
 import torch
 import torch.nn.functional as F
 
+from decaylab import rundir
 from decaylab.config import with_overrides
-from decaylab.training import distributed as dist_utils
 from decaylab.files import atomic_write_text
-from decaylab.run import dir as rundir
 from decaylab.run.checkpoint import load_latest, save_checkpoint
 from decaylab.run.config import RunConfig, TrainConfig, settle_vocab
 from decaylab.run.schedules import learning_rate
-from decaylab.training.resume import check_fresh, load_stored_config, resume_changes, write_config
+from decaylab.training import distributed as dist_utils
 from decaylab.training.cuda_graph import GraphedTrainStep, graph_step_unsupported
 from decaylab.training.optim import build_optimizer, set_learning_rate
+from decaylab.training.resume import check_fresh, load_stored_config, resume_changes, write_config
 from decaylab.training.support import (
     print_progress,
     progress_bar,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from decaylab.config import flatten, load_json, to_dict, with_overrides
-from decaylab.run.dir import CONFIG, SUMMARY, write_json
+from decaylab.rundir import CONFIG, SUMMARY, write_json
 
 # Settings a resumed run may change: they decide how long it trains and what it logs, evaluates and keeps, not
 # what the steps already taken computed. (A new train.max_steps stretches the learning-rate schedule from the

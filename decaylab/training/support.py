@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from decaylab.run.config import RunConfig
-from decaylab.run.dir import MODEL
+from decaylab.rundir import MODEL
 
 
 def rng_state() -> dict[str, Any]:

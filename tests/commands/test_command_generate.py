@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from decaylab.cli import build_parser, main
-from decaylab.config import save_json, with_overrides
+from decaylab.config import save_json
 from decaylab.data import DataConfig, WordTokenizer, build_dataset, load_tokenizer
 from decaylab.model import DecayLM, ModelConfig
 from decaylab.run.checkpoint import save_checkpoint

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from decaylab.data import BPETokenizer, DataConfig, build_dataset
 from decaylab.commands.prepare import main
+from decaylab.data import BPETokenizer, DataConfig, build_dataset
 
 
 def test_prepare_fills_the_cache_that_training_reads(text_dir, tmp_path, capsys, monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from decaylab.run.checkpoint import CorruptCheckpoint, load_checkpoint, load_latest, save_checkpoint
-from decaylab.run.dir import list_checkpoints
+from decaylab.rundir import list_checkpoints
 
 
 def _parts(seed: int) -> dict:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from decaylab.run.dir import check_run_dir
 from decaylab.run.loading import locate_model, resolve_device
+from decaylab.rundir import check_run_dir
 
 
 def _run(tmp_path, *, model=False, steps=()):

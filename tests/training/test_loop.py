@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,16 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_helpers import small_run
 
 from decaylab.config import load_json
 from decaylab.model import DecayLM
-from decaylab.training import loop
 from decaylab.run.checkpoint import list_checkpoints, load_checkpoint
 from decaylab.run.config import RunConfig
+from decaylab.rundir import read_metrics
+from decaylab.training import loop
 from decaylab.training.loop import TrainingDiverged, train
-from decaylab.run.dir import read_metrics
-
-from training_helpers import small_run
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from decaylab.run import dir as rundir
+from decaylab import rundir
 
 
 def _write_metrics(run_dir, text):

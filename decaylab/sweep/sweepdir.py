@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from decaylab.run.dir import EVAL, has_started, has_trained
+from decaylab.rundir import EVAL, has_started, has_trained
 from decaylab.sweep.backend import RunBackend
 from decaylab.sweep.db import ResultsDB
 from decaylab.sweep.spec import PlannedRun, SweepSpec, expand

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from decaylab.files import atomic_write_text
 from decaylab.rundir import EVAL, has_started, has_trained
 from decaylab.sweep.backend import RunBackend
 from decaylab.sweep.db import ResultsDB
@@ -78,7 +79,7 @@ def prepare_sweep(
             f"{out} holds results of sweep {previous['spec']['name']!r}, not {spec.name!r}; use another --out"
         )
     db.set_plan(record, plan)
-    (out / "sweep.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(out / "sweep.json", json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     evaluate = dict(spec.evaluation) if spec.evaluate and backend.evaluate is not None else None
     return PreparedSweep(plan, db, evaluate)
 

@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from decaylab.commands.args import add_set_argument
 from decaylab.config import from_dict, with_overrides
 from decaylab.data.config import DataConfig
 
@@ -21,8 +22,7 @@ from decaylab.data.config import DataConfig
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None,
                         help="a run's config.json (its 'data' section is used) or a JSON file of data settings")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a data setting, e.g. --set data.corpus=hf --set data.hf_streaming=true")
+    add_set_argument(parser, "a data setting, e.g. --set data.corpus=hf --set data.hf_streaming=true", dest="set")
 
 
 def data_config(args: argparse.Namespace) -> DataConfig:

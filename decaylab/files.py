@@ -4,8 +4,9 @@ Every file of a run directory, a sweep or the data cache that a reader may open 
 through ``atomic_write``: the text lands in a temporary file next to its destination and is renamed into place.
 
 File modes: ``tempfile.mkstemp`` (and safetensors) create files readable by their owner only (0600), where
-``open()`` gives what the umask allows (0644 by default). A run or cache directory on a shared disk would then hold files that
-colleagues cannot read next to files they can; ``as_if_opened`` gives such a file the mode ``open()`` would have.
+``open()`` gives what the umask allows (0644 by default). A run or cache directory on a shared disk would then hold
+files that colleagues cannot read next to files they can; ``as_if_opened`` gives such a file the mode ``open()``
+would have.
 """
 
 from __future__ import annotations

@@ -113,8 +113,8 @@ def train(run_config: RunConfig | None, out_dir: str | Path, resume: bool = Fals
     """Train into ``out_dir`` (see the module docstring and docs/training.md); returns the summary.
 
     ``run_config`` may be None with ``resume=True``: the run's stored configuration is used. On resume it may
-    differ from the stored one only in ``decaylab.training.resume.RESUMABLE`` settings (train.max_steps, ...); config.json then
-    takes the new values.
+    differ from the stored one only in the settings of ``decaylab.training.resume.RESUMABLE`` (train.max_steps,
+    ...); config.json then takes the new values.
     """
     run_config, stored, changes = prepare_run(run_config, Path(out_dir), resume)
     ctx = dist_utils.setup(run_config.train.device)

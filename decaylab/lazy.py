@@ -1,6 +1,6 @@
 """Packages whose public names resolve on first use (PEP 562).
 
-A package ``__init__`` that imports its submodules eagerly makes ``import decaylab.data.prepare`` (or any
+A package ``__init__`` that imports its submodules eagerly makes ``import decaylab.commands.prepare`` (or any
 command-line module below the package) pay for torch before a single argument is parsed. With
 ``lazy_exports`` the package only records where each name lives; the submodule is imported the first time
 the name is read, and ``from package import name`` works as before.

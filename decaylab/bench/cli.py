@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from decaylab.cli import LazySubcommands, module_setup
+from decaylab.commands.subcommands import LazySubcommands, module_setup
 
 # name -> (module, one-line description)
 BENCHMARKS: dict[str, tuple[str, str]] = {

@@ -10,7 +10,7 @@ data.vocab_size, data.word_level, data.bytes_in_split("test"), data.split("train
 
 Corpora (``data.corpus``): ``ptb``, ``text`` (local files, byte-level BPE), ``hf`` (`datasets`), ``mqar``.
 Corpora are streamed into the cache with bounded memory (``data.max_tokens`` takes the head of a large one);
-``python -m decaylab.data.prepare`` does it ahead of training. See docs/data.md.
+``decaylab prepare`` does it ahead of training. See docs/data.md.
 """
 
 from decaylab.lazy import lazy_exports

@@ -23,9 +23,10 @@ from decaylab.data.mqar import MQARDataset, MQARTask
 from decaylab.data.stream import sample_texts, tokenize_to_cache
 from decaylab.data.tokenizer import BPETokenizer, WordTokenizer, load_tokenizer, tokenizer_from_json
 from decaylab.registry import Registry
+from decaylab.rundir import TOKENIZER
 
 log = logging.getLogger("decaylab.data")
-RUN_TOKENIZER = "tokenizer.json"
+RUN_TOKENIZER = TOKENIZER  # the run directory keeps its tokenizer here (decaylab.rundir)
 
 # corpus name -> builder(cfg, run_dir, check_tokenizer) -> dataset; check_tokenizer(tokenizer) raises on a
 # tokenizer the model cannot use, and is called before the corpus is tokenized.

@@ -23,11 +23,11 @@ import random
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from decaylab.files import as_if_opened
+from decaylab.files import as_if_opened, atomic_write_text
 
 log = logging.getLogger("decaylab.data")
 CACHE_FORMAT = 2  # bump when the layout or the tokenization of a corpus changes, so old caches are not reused
@@ -49,26 +49,6 @@ def cache_key(*parts: str) -> str:
     for part in parts:
         h.update(b"\0" + part.encode("utf-8"))
     return h.hexdigest()[:20]
-
-
-def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then rename it to ``path`` in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        as_if_opened(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text), mode="w")
 
 
 def _npy_header(dtype: np.dtype, length: int) -> bytes:

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from decaylab.data.cache import atomic_write_text
+from decaylab.files import atomic_write_text
 from decaylab.registry import Registry
 
 TOKENIZERS: Registry[type] = Registry("tokenizer type")

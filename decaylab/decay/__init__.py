@@ -5,13 +5,9 @@
 
 from __future__ import annotations
 
-from decaylab.decay.base import DECAY_KINDS, DecayDims, DecayOutput, DecayParam, compute_dtype
-# Importing the kind modules registers them; this order is the order of DECAY_KINDS.names().
-from decaylab.decay import mamba  # noqa: F401  isort: skip
-from decaylab.decay import sigmoid  # noqa: F401  isort: skip
-from decaylab.decay import cumulative  # noqa: F401  isort: skip
-from decaylab.decay import fixed  # noqa: F401  isort: skip
+from decaylab.decay.base import DecayDims, DecayOutput, DecayParam, compute_dtype
 from decaylab.decay.config import DecayConfig
+from decaylab.decay.kinds import DECAY_KINDS
 
 
 def build_decay(cfg: DecayConfig, dims: DecayDims) -> DecayParam:

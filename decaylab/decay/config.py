@@ -37,7 +37,7 @@ class DecayConfig:
     """Rank of the low-rank vector decay projection d -> rank -> H*K. None: the head dimension (64 in the paper)."""
 
     def __post_init__(self) -> None:
-        from decaylab.decay import DECAY_KINDS  # the kinds register themselves on import of the package
+        from decaylab.decay.kinds import DECAY_KINDS  # imported here: the config module itself needs no torch
 
         cls = DECAY_KINDS.get(self.kind)  # unknown kind -> ValueError with the closest names
         if self.granularity == "vector" and not cls.supports_vector:
@@ -61,7 +61,7 @@ class DecayConfig:
             )
         if self.lower_bound and not cls.supports_lower_bound:
             raise ValueError(
-                f"decay.lower_bound=True applies to the sigmoid family only (allowed kinds: "
+                "decay.lower_bound=True applies to the sigmoid family only (allowed kinds: "
                 + ", ".join(repr(n) for n, c in DECAY_KINDS.items() if c.supports_lower_bound)
                 + f"); decay.kind={self.kind!r} cannot take it. Set decay.lower_bound=None"
             )
@@ -81,7 +81,7 @@ class DecayConfig:
     @property
     def uses_lower_bound(self) -> bool:
         """The resolved lower-bound switch: the explicit setting, else the kind's default."""
-        from decaylab.decay import DECAY_KINDS
+        from decaylab.decay.kinds import DECAY_KINDS
 
         if self.lower_bound is None:
             return DECAY_KINDS.get(self.kind).default_lower_bound

@@ -22,7 +22,7 @@ _EXPORTS = {
     "perplexity": "decaylab.evaluation.perplexity",
     "bits_per_byte": "decaylab.evaluation.perplexity",
     "length_extrapolation": "decaylab.evaluation.extrapolation",
-    "open_run": "decaylab.evaluation.run_dir",
+    "open_run": "decaylab.run.loading",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)

@@ -30,10 +30,12 @@ import torch
 
 from decaylab.evaluation.decay_stats import decay_statistics
 from decaylab.evaluation.extrapolation import batch_size_for, length_extrapolation
-from decaylab.evaluation.names import DEFAULT_DECAY_TOKENS, SPLIT_KEYS, output_names  # noqa: F401 (re-exported)
+from decaylab.evaluation.names import DEFAULT_DECAY_TOKENS, SPLIT_KEYS
 from decaylab.evaluation.perplexity import IGNORE_INDEX, PositionLoss, bits_per_byte, perplexity, position_losses
 from decaylab.evaluation.plots import plot_median_decay
-from decaylab.evaluation.run_dir import LoadedRun, open_run
+from decaylab.files import atomic_write_text
+from decaylab.run.loading import LoadedRun, open_run
+from decaylab.rundir import eval_names
 
 
 def _silent(message: str) -> None:
@@ -196,9 +198,7 @@ def json_safe(value: Any) -> Any:
 
 
 def _write_outputs(run: LoadedRun, result: dict[str, Any]) -> None:
-    from decaylab.training.checkpoint import atomic_write_text
-
-    json_name, plot_name = output_names(run.step)
+    json_name, plot_name = eval_names(run.step)
     if result["decay_stats"]:
         decay = run.config.model.decay
         label = f"{run.run_dir.name} ({decay.kind}, {decay.granularity})"

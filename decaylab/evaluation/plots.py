@@ -6,7 +6,6 @@ one line per method, with the 25th-75th percentile band shaded.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -16,6 +15,7 @@ matplotlib.use("Agg")  # headless: evaluation runs on servers and in tests
 import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
 
 from decaylab.evaluation.decay_stats import per_layer  # noqa: E402
+from decaylab.files import atomic_write  # noqa: E402
 
 
 def plot_median_decay(
@@ -58,9 +58,7 @@ def plot_median_decay(
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="lower right")
         fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))  # a reader never sees half a PNG
     finally:
         plt.close(fig)
     return path

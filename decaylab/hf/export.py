@@ -42,20 +42,21 @@ from decaylab.hf.{module} import {name}  # noqa: F401
 
 def load_source(source: str | Path, checkpoint: str | None = None) -> tuple[Any, Path | None]:
     """``(DecayLM on the CPU, tokenizer file or None)`` from a run directory or a ``save_pretrained`` folder."""
-    from decaylab.evaluation.run_dir import check_run_dir, load_model, load_run_config, locate_model
+    from decaylab.run.loading import load_model, load_run_config, locate_model
+    from decaylab.rundir import MANIFEST, TOKENIZER, check_run_dir
 
     source = Path(source)
-    if (source / "manifest.json").is_file():
+    if (source / MANIFEST).is_file():
         raise ValueError(f"{source} is a training checkpoint; pass its run directory and --checkpoint {source.name}")
     if (source / WEIGHTS_NAME).is_file():  # a model folder (DecayLM.save_pretrained, or an exported one)
         if checkpoint is not None:
             raise ValueError(f"{source} is a model folder, not a run directory; --checkpoint applies to runs only")
-        tokenizer = source / "tokenizer.json"
+        tokenizer = source / TOKENIZER  # an exported folder carries the run's tokenizer under the same name
         return load_model(source, None, torch.device("cpu")), tokenizer if tokenizer.is_file() else None
     run_dir = check_run_dir(source)
     config = load_run_config(run_dir)
     path, _, _ = locate_model(run_dir, checkpoint)
-    tokenizer = run_dir / "tokenizer.json"
+    tokenizer = run_dir / TOKENIZER
     return load_model(path, config.model, torch.device("cpu")), tokenizer if tokenizer.is_file() else None
 
 

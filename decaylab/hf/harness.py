@@ -17,13 +17,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from decaylab.files import atomic_write_text
+from decaylab.rundir import TOKENIZER, lm_eval_name
+
 
 def _silent(message: str) -> None:
     pass
 
 
-def output_name(step: int | None) -> str:
-    return "lm_eval.json" if step is None else f"lm_eval-step-{step}.json"
+output_name = lm_eval_name  # the results file of run_lm_eval in the run directory
 
 
 def run_lm_eval(run_dir: str | Path, tasks: Sequence[str], *, checkpoint: str | None = None, device=None,
@@ -38,11 +40,10 @@ def run_lm_eval(run_dir: str | Path, tasks: Sequence[str], *, checkpoint: str | 
         include_path: a folder of extra task YAML files (local tasks).
         bootstrap_iters: bootstrap resamples for the standard errors of non-mean metrics (0 skips them).
     """
-    from decaylab.data.cache import atomic_write_text
     from decaylab.data.tokenizer import load_tokenizer
-    from decaylab.evaluation.run_dir import open_run
     from decaylab.hf.modeling import DecayLabForCausalLM
     from decaylab.hf.tokenizer import to_transformers
+    from decaylab.run.loading import open_run
 
     try:
         import lm_eval
@@ -56,7 +57,7 @@ def run_lm_eval(run_dir: str | Path, tasks: Sequence[str], *, checkpoint: str | 
         raise FileNotFoundError(f"task folder {include_path} does not exist")
     started = time.perf_counter()
     run = open_run(run_dir, checkpoint=checkpoint, device=device)
-    tokenizer = to_transformers(load_tokenizer(run.run_dir / "tokenizer.json"), run.model.cfg.vocab_size)
+    tokenizer = to_transformers(load_tokenizer(run.run_dir / TOKENIZER), run.model.cfg.vocab_size)
     model = DecayLabForCausalLM.from_decaylm(run.model, eos_token_id=tokenizer.eos_token_id,
                                              pad_token_id=tokenizer.pad_token_id).eval()
     manager = TaskManager(include_path=None if include_path is None else str(include_path))

@@ -3,7 +3,8 @@
 ``ModelConfig.from_preset("tiny", {"decay.kind": "gla", "pos": "rope"})`` builds a preset with dotted overrides
 (``decaylab.config.with_overrides``); every combination is validated here, at construction time.
 
-Presets (vocabulary 50,432 = a GPT-2 BPE padded to a multiple of 256 for the paper shapes):
+Presets are the files ``decaylab/presets/models/NAME.toml`` (``decaylab.presets``), each a table of fields with
+its description (vocabulary 50,432 = a GPT-2 BPE padded to a multiple of 256 for the paper shapes):
 
     tiny    d 32,   2 layers,  2 heads, ffn 64,   vocab 256     tests
     small   d 256,  4 layers,  4 heads, ffn 768,  vocab 10,000  CPU study (~3.7M non-embedding params; PTB vocab)
@@ -17,11 +18,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, Mapping
 
+from decaylab import presets
 from decaylab.config import from_dict, with_overrides
 from decaylab.decay import DecayConfig
-from decaylab.registry import closest
-
-PAPER_VOCAB = 50_432
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,17 +83,16 @@ class ModelConfig:
     def from_preset(cls, name: str, overrides: Mapping[str, Any] | None = None) -> "ModelConfig":
         """A preset with dotted-key overrides, e.g. ``from_preset("small", {"decay.kind": "gla"})``."""
         if name not in PRESETS:
-            hint = closest(name, list(PRESETS))
-            raise ValueError(f"unknown model preset {name!r}.{hint} Available: {', '.join(PRESETS)}")
+            presets.path("models", name)  # raises: an unknown name is answered with the closest ones
         return with_overrides(from_dict(cls, PRESETS[name]), dict(overrides or {}))
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(vocab_size=256, d_model=32, n_layers=2, n_heads=2, ffn_dim=64),
-    "small": dict(vocab_size=10_000, d_model=256, n_layers=4, n_heads=4, ffn_dim=768),
-    "160m": dict(vocab_size=PAPER_VOCAB, d_model=768, n_layers=12, n_heads=12, ffn_dim=2048),
-    "410m": dict(vocab_size=PAPER_VOCAB, d_model=1024, n_layers=24, n_heads=16, ffn_dim=2816),
-    "1.45b": dict(vocab_size=PAPER_VOCAB, d_model=2048, n_layers=24, n_heads=32, ffn_dim=5632),
-}
+def _model_presets() -> dict[str, dict[str, Any]]:
+    tables = {name: presets.load("models", name) for name in presets.names("models")}
+    return {name: {k: v for k, v in table.items() if k != "description"} for name, table in tables.items()}
+
+
+PRESETS: dict[str, dict[str, Any]] = _model_presets()  # name -> fields, read from the preset files
+PAPER_VOCAB = PRESETS["160m"]["vocab_size"]  # 50,432
 
 __all__ = ["ModelConfig", "DecayConfig", "PRESETS", "PAPER_VOCAB"]

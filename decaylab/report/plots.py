@@ -6,7 +6,6 @@ decaylab.evaluation's ``plot_median_decay`` on seed-averaged per-layer statistic
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +14,7 @@ matplotlib.use("Agg")  # headless: reports are written on servers and in tests
 import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
 
 from decaylab.evaluation.plots import plot_median_decay  # noqa: E402
+from decaylab.files import atomic_write  # noqa: E402
 from decaylab.report.data import Row, SweepData, mean_layer_stats  # noqa: E402
 
 
@@ -47,9 +47,7 @@ def plot_lines(
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
         fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)  # atomic: a reader never sees half a PNG
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))  # a reader never sees half a PNG
     finally:
         plt.close(fig)
     return path

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from pathlib import Path
 
+from decaylab.files import atomic_write_text
 from decaylab.report.data import Row, Stat, SweepData, decay_medians, load_sweep, sorted_rows
 from decaylab.report.findings import METHOD, Verdict, all_findings
 from decaylab.report.plots import study_figures
@@ -86,9 +86,7 @@ def write_report(out_dir: str | Path) -> tuple[Path, Path]:
     md, page = _markdown(data, figures, verdicts), _html(data, figures, verdicts)
     paths = data.out_dir / "report.md", data.out_dir / "report.html"
     for path, text in zip(paths, (md, page)):
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     return paths
 
 

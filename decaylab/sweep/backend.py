@@ -36,15 +36,15 @@ def resolve_run_config(preset: str, overrides: Mapping[str, Any]) -> dict:
 
 def train_run(config: dict, run_dir: Path, resume: bool) -> Any:
     from decaylab.config import from_dict
+    from decaylab.run.config import RunConfig
     from decaylab.training import train
-    from decaylab.training.config import RunConfig
 
     return train(from_dict(RunConfig, config), run_dir, resume=resume)
 
 
 def train_runs_together(runs: list[tuple[dict, Path, bool]]) -> list[Any]:
     from decaylab.config import from_dict
-    from decaylab.training.config import RunConfig
+    from decaylab.run.config import RunConfig
     from decaylab.training.together import train_together
 
     return train_together([(from_dict(RunConfig, config), run_dir, resume) for config, run_dir, resume in runs])

@@ -16,10 +16,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from decaylab.rundir import has_started
 from decaylab.sweep.backend import RunBackend
 from decaylab.sweep.db import ResultsDB
 from decaylab.sweep.ingest import read_run
-from decaylab.sweep.rundir import has_started, lock, run_point, set_aside_aborted
+from decaylab.sweep.sweepdir import lock, run_point, set_aside_aborted
 
 INTERRUPTED = "interrupted; run the sweep again to resume"
 

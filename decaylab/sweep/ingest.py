@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from decaylab.rundir import EVAL, METRICS, SUMMARY, read_metrics_file
+
 # metrics.jsonl key -> curve name in the database (x = optimizer step)
 _STEP_CURVES = {"loss": "train_loss", "val_loss": "val_loss", "val_ppl": "val_ppl", "tokens_per_s": "tokens_per_s"}
 
@@ -60,16 +62,11 @@ def _pairs(value: Any, x_key: str, y_keys: tuple[str, ...]) -> list[tuple[float,
 
 
 def read_metrics_jsonl(path: Path) -> dict[str, list[tuple[float, float]]]:
-    """Training curves by step; a torn last line (a run killed mid-write) is skipped."""
+    """Training curves by step from a metrics.jsonl file (read by ``decaylab.rundir.read_metrics_file``, which
+    skips a torn line with a warning)."""
     curves: dict[str, list[tuple[float, float]]] = {}
-    if not path.is_file():
-        return curves
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        step = _number(row.get("step")) if isinstance(row, dict) else None
+    for row in read_metrics_file(path):
+        step = _number(row.get("step"))
         if step is None:
             continue
         for key, curve in _STEP_CURVES.items():
@@ -83,19 +80,19 @@ def read_metrics_jsonl(path: Path) -> dict[str, list[tuple[float, float]]]:
 def read_run(run_dir: str | Path) -> dict[str, Any]:
     """``{"metrics": {name: value}, "curves": {name: [(x, y)]}, "decay_stats": {layer: {stat: value}}}``."""
     run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
+    summary_path = run_dir / SUMMARY
     if not summary_path.is_file():
         raise FileNotFoundError(f"{summary_path} does not exist: the run has not finished training")
     metrics: dict[str, float] = {}
     summary = _read_json(summary_path)
-    evaluation = _read_json(run_dir / "eval.json") if (run_dir / "eval.json").is_file() else {}
+    evaluation = _read_json(run_dir / EVAL) if (run_dir / EVAL).is_file() else {}
     for source in (summary, evaluation):
         for key, value in source.items():
             number = _number(value)
             if number is not None:
                 metrics[key] = number
 
-    curves = read_metrics_jsonl(run_dir / "metrics.jsonl")
+    curves = read_metrics_jsonl(run_dir / METRICS)
     extrapolation = evaluation.get("extrapolation")
     contexts = evaluation.get("extrapolation_context")  # {factor: length in tokens}
     if isinstance(extrapolation, dict) and isinstance(contexts, dict):

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from decaylab.rundir import run_is_done
 from decaylab.sweep.backend import RunBackend, default_backend
 from decaylab.sweep.resources import SlurmOptions, check_fits
-from decaylab.sweep.rundir import open_sweep_dir, prepare_sweep, run_is_done
 from decaylab.sweep.slurm import (
     LAUNCHERS,
     PointStatus,
@@ -26,6 +26,7 @@ from decaylab.sweep.slurm import (
     state_of,
 )
 from decaylab.sweep.spec import PlannedRun, SweepSpec, expand
+from decaylab.sweep.sweepdir import open_sweep_dir, prepare_sweep
 from decaylab.sweep.task import PointTask, read_outcome
 
 
@@ -231,34 +232,3 @@ def collect(
     counts = {state: sum(s.state == state for s in statuses) for state in ("finished", "failed", "running", "pending")}
     log(f"collect: {', '.join(f'{n} {state}' for state, n in counts.items())}; results in {out / 'results.sqlite'}")
     return statuses
-
-
-def run_cli(args, spec: SweepSpec, overrides: Mapping[str, Any]) -> int:
-    """``decaylab sweep`` with --launcher slurm|submitit-local, --status or --collect (see decaylab.sweep.cli)."""
-    from decaylab.sweep.resources import slurm_options
-
-    if args.status and args.collect:
-        raise ValueError("give --status or --collect, not both")
-    if args.status:
-        print_status(spec, args.out, overrides=overrides)
-        return 0
-    if args.collect:
-        statuses = collect(spec, args.out, overrides=overrides)
-        print(f"next: decaylab report {args.out}")
-        return 1 if any(s.state == "failed" for s in statuses) else 0
-    if args.launcher == "local":
-        raise ValueError("--slurm sets the resources of launched tasks: add --launcher slurm (or submitit-local)")
-    if args.devices:
-        raise ValueError(f"--devices is for --launcher local; with {args.launcher}, ask for GPUs with --slurm gpus=N")
-    options = slurm_options(dict(spec.slurm), args.slurm)
-    local = args.launcher == "submitit-local"
-    workers = args.workers if args.workers is not None else (spec.workers if local else None)
-    result = launch_sweep(spec, args.out, args.launcher, options, overrides=overrides, max_running=workers,
-                          wait=args.wait, log=print)  # fmt: skip
-    again = f"decaylab sweep {args.spec} --out {args.out}" + "".join(f" --set {k}={v}" for k, v in overrides.items())
-    again += "".join(f" --study {s}" for s in args.study)
-    if args.wait or local:
-        print(f"next: decaylab report {args.out}")
-        return 0 if result.ok else 1
-    print(f"watch: {again} --status\nwhen done: {again} --collect && decaylab report {args.out}")
-    return 0

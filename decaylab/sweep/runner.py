@@ -30,13 +30,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from decaylab.rundir import run_is_done
 from decaylab.sweep.archive import IMPORTED_RUNS
 from decaylab.sweep.backend import RunBackend, default_backend
 from decaylab.sweep.db import ResultsDB
 from decaylab.sweep.group import INTERRUPTED, group_worker
 from decaylab.sweep.ingest import read_run
-from decaylab.sweep.rundir import open_sweep_dir, prepare_sweep, run_is_done
 from decaylab.sweep.spec import PlannedRun, SweepSpec, expand
+from decaylab.sweep.sweepdir import open_sweep_dir, prepare_sweep
 
 @dataclasses.dataclass
 class SweepResult:

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from decaylab.registry import Registry
+from decaylab.rundir import run_is_done
 from decaylab.sweep.ingest import read_run
 from decaylab.sweep.resources import SlurmOptions
-from decaylab.sweep.rundir import run_is_done
 from decaylab.sweep.spec import PlannedRun
 from decaylab.sweep.task import read_outcome, write_json_atomic
 

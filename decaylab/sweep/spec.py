@@ -45,11 +45,10 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from decaylab import presets
 from decaylab.config import flatten
 from decaylab.registry import closest
 from decaylab.sweep.resources import slurm_options
-
-PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 # (base preset, dotted overrides) -> fully resolved run config as a nested dict. Raises ValueError on bad keys.
 Resolver = Callable[[str, Mapping[str, Any]], dict]
@@ -183,22 +182,8 @@ def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None
             )
 
 
-def _read_toml(path: Path) -> dict:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            raise ValueError("reading sweep specs on Python 3.10 needs tomli: pip install tomli") from None
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:  # the message names the line and column
-        raise ValueError(f"{path}: invalid TOML: {e}") from None
-
-
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+    return presets.names("sweeps")
 
 
 def find_spec(name_or_path: str | Path) -> Path:
@@ -208,9 +193,8 @@ def find_spec(name_or_path: str | Path) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"sweep spec {str(path)!r} does not exist")
         return path
-    preset = PRESET_DIR / f"{name_or_path}.toml"
-    if preset.is_file():
-        return preset
+    if str(name_or_path) in preset_names():
+        return presets.path("sweeps", str(name_or_path))
     names = preset_names()
     raise ValueError(
         f"unknown sweep preset {str(name_or_path)!r}.{closest(str(name_or_path), names)} "
@@ -302,7 +286,7 @@ def _point(entry: Mapping[str, Any], overrides: dict[str, Any], where: str) -> P
 def load_spec(name_or_path: str | Path) -> SweepSpec:
     """Read a spec from a preset name (``quick``, ``paper``) or a TOML path."""
     path = find_spec(name_or_path)
-    return spec_from_dict(_read_toml(path), where=str(path))
+    return spec_from_dict(presets.read_toml(path), where=str(path))
 
 
 # ---------------------------------------------------------------- expansion

@@ -27,8 +27,9 @@ import time
 import traceback
 from pathlib import Path
 
+from decaylab.files import atomic_write_text
 from decaylab.sweep.backend import RunBackend
-from decaylab.sweep.rundir import lock, run_point
+from decaylab.sweep.sweepdir import lock, run_point
 
 
 def outcome_path(sweep_dir: Path, run_id: str) -> Path:
@@ -36,11 +37,8 @@ def outcome_path(sweep_dir: Path, run_id: str) -> Path:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write to a temporary file beside ``path`` and rename it over: readers see the old or the new file whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """``data`` as JSON, atomically: readers (on any node of a shared disk) see the old or the new file whole."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_outcome(sweep_dir: Path, run_id: str) -> dict | None:

@@ -1,4 +1,5 @@
-"""Training: run configurations and presets, the resumable (data-parallel) loop, checkpoints.
+"""Training: the resumable (data-parallel) loop, the optimizer, runs trained together (configurations and
+checkpoints are in ``decaylab.run``).
 
 ``train(run_config, out_dir, resume=False) -> summary`` trains into a run directory (docs/training.md).
 """
@@ -16,11 +17,11 @@ from decaylab.lazy import lazy_exports  # noqa: E402
 # Names resolve on first use, so importing one submodule (a command-line module, say) does not import
 # torch and the rest of the package.
 _EXPORTS = {
-    "RunConfig": "decaylab.training.config",
-    "TrainConfig": "decaylab.training.config",
-    "RUN_PRESETS": "decaylab.training.config",
-    "run_preset": "decaylab.training.config",
-    "resolve_run_config": "decaylab.training.config",
+    "RunConfig": "decaylab.run.config",
+    "TrainConfig": "decaylab.run.config",
+    "RUN_PRESETS": "decaylab.run.config",
+    "run_preset": "decaylab.run.config",
+    "resolve_run_config": "decaylab.run.config",
     "train": "decaylab.training.loop",
     "TrainingDiverged": "decaylab.training.loop",
 }

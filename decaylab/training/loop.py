@@ -20,13 +20,16 @@ from typing import Any, Generator
 import torch
 import torch.nn.functional as F
 
+from decaylab import rundir
 from decaylab.config import with_overrides
+from decaylab.files import atomic_write_text
+from decaylab.run.checkpoint import load_latest, save_checkpoint
+from decaylab.run.config import RunConfig, TrainConfig, settle_vocab
+from decaylab.run.schedules import learning_rate
 from decaylab.training import distributed as dist_utils
-from decaylab.training import rundir
-from decaylab.training.checkpoint import atomic_write_text, load_latest, save_checkpoint
-from decaylab.training.config import RunConfig, TrainConfig, settle_vocab
 from decaylab.training.cuda_graph import GraphedTrainStep, graph_step_unsupported
-from decaylab.training.optim import build_optimizer, learning_rate, set_learning_rate
+from decaylab.training.optim import build_optimizer, set_learning_rate
+from decaylab.training.resume import check_fresh, load_stored_config, resume_changes, write_config
 from decaylab.training.support import (
     print_progress,
     progress_bar,
@@ -109,8 +112,8 @@ def train(run_config: RunConfig | None, out_dir: str | Path, resume: bool = Fals
     """Train into ``out_dir`` (see the module docstring and docs/training.md); returns the summary.
 
     ``run_config`` may be None with ``resume=True``: the run's stored configuration is used. On resume it may
-    differ from the stored one only in ``rundir.RESUMABLE`` settings (train.max_steps, ...); config.json then
-    takes the new values.
+    differ from the stored one only in the settings of ``decaylab.training.resume.RESUMABLE`` (train.max_steps,
+    ...); config.json then takes the new values.
     """
     run_config, stored, changes = prepare_run(run_config, Path(out_dir), resume)
     ctx = dist_utils.setup(run_config.train.device)
@@ -130,14 +133,14 @@ def prepare_run(
         run_config = settle_vocab(run_config)  # a pinned vocabulary the data settings contradict: refused now
     changes: list[str] = []
     if resume:
-        stored = rundir.load_stored_config(run_dir, RunConfig)
+        stored = load_stored_config(run_dir, RunConfig)
         if run_config is None:
             run_config = stored
         elif run_config.model.vocab_size is None:  # follows the data, that is the run's tokenizer: the stored size
             run_config = with_overrides(run_config, {"model.vocab_size": stored.model.vocab_size})
-        changes = rundir.resume_changes(run_dir, stored, run_config)  # refuses what may not change, by name
+        changes = resume_changes(run_dir, stored, run_config)  # refuses what may not change, by name
     else:
-        rundir.check_fresh(run_dir)
+        check_fresh(run_dir)
         stored = None
     return run_config, stored, changes
 
@@ -179,10 +182,10 @@ class _Trainer:
             self._restore()
             if ctx.is_main and changes:
                 print(f"resume: changed {'; '.join(changes)}", flush=True)
-                rundir.write_config(run_dir, cfg)
+                write_config(run_dir, cfg)
         elif ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            rundir.write_config(run_dir, cfg)
+            write_config(run_dir, cfg)
             tokenizer_json = json.dumps(self.dataset.tokenizer.to_json()) + "\n"
             atomic_write_text(run_dir / rundir.TOKENIZER, tokenizer_json)
         dist_utils.barrier(ctx)
@@ -212,7 +215,7 @@ class _Trainer:
         if self.ctx.is_main:
             rundir.truncate_metrics(self.run_dir, step)
             if step < self.cfg.train.max_steps:
-                print(f"resume: from checkpoint {self.run_dir / 'checkpoints' / f'step-{step}'} "
+                print(f"resume: from checkpoint {self.run_dir / rundir.CHECKPOINTS / rundir.checkpoint_name(step)} "
                       f"(step {step} of {self.cfg.train.max_steps})", flush=True)
 
     def _checkpoint(self) -> None:
@@ -244,7 +247,7 @@ class _Trainer:
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             raise TrainingDiverged(
                 f"training diverged at step {step + 1}: loss={loss}, grad_norm={grad_norm} (lr={lr:.3g}). "
-                f"The last good checkpoint is kept in {self.run_dir / 'checkpoints'}; lower train.lr or raise "
+                f"The last good checkpoint is kept in {self.run_dir / rundir.CHECKPOINTS}; lower train.lr or raise "
                 "train.warmup_steps and start a new run"
             )
 

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from decaylab.training.config import RunConfig
+from decaylab.run.config import RunConfig
+from decaylab.rundir import MODEL
 
 
 def rng_state() -> dict[str, Any]:
@@ -60,7 +61,7 @@ def save_final_model(model: torch.nn.Module, cfg: RunConfig, state: dict | None,
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
-    final = run_dir / "model"
+    final = run_dir / MODEL
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)

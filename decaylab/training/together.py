@@ -30,8 +30,8 @@ from typing import Any, Generator, Sequence
 
 import torch
 
+from decaylab.run.config import RunConfig
 from decaylab.training import distributed as dist_utils
-from decaylab.training.config import RunConfig
 from decaylab.training.loop import _Trainer, prepare_run
 
 

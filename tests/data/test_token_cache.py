@@ -11,7 +11,8 @@ import pytest
 
 from decaylab.data import BPETokenizer, DataConfig, build_dataset, cache_root
 from decaylab.data import cache as cache_module
-from decaylab.data.cache import TokenCache, atomic_write
+from decaylab.data.cache import TokenCache
+from decaylab.files import atomic_write
 from decaylab.files import UMASK
 
 

@@ -11,7 +11,7 @@ from eval_run_helpers import TRAIN, text_data
 from decaylab.config import with_overrides
 from decaylab.data import build_dataset
 from decaylab.model import ModelConfig
-from decaylab.training.config import RunConfig
+from decaylab.run.config import RunConfig
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from decaylab.config import save_json, with_overrides
 from decaylab.data import DataConfig, build_dataset
-from decaylab.model import DecayLM, ModelConfig
-from decaylab.training.config import RunConfig
+from decaylab.model import DecayLM
+from decaylab.run.config import RunConfig
 
 WORDS = "the cat sat on a mat while dogs ran far away from home and birds sang in old green trees".split()
 TRAIN = {"train.max_steps": 3, "train.batch_size": 4, "train.seq_len": 32, "train.warmup_steps": 1,

@@ -16,7 +16,7 @@ from decaylab.config import load_json, with_overrides
 from decaylab.data import DataConfig, build_dataset, mqar_accuracy
 from decaylab.evaluation import decay_statistics, evaluate
 from decaylab.model import DecayLM, ModelConfig
-from decaylab.training.config import RunConfig
+from decaylab.run.config import RunConfig
 from decaylab.training.loop import validation_loss
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

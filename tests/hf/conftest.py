@@ -9,7 +9,7 @@ import torch
 
 from decaylab.config import with_overrides
 from decaylab.model import DecayLM, ModelConfig
-from decaylab.training.config import RunConfig
+from decaylab.run.config import RunConfig
 from tests.evaluation.eval_run_helpers import assemble_run, text_data
 
 

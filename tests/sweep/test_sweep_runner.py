@@ -114,7 +114,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
 
 
 def test_second_driver_on_same_directory_is_refused(tmp_path):
-    from decaylab.sweep.rundir import lock as _lock
+    from decaylab.sweep.sweepdir import lock as _lock
 
     fd = _lock(tmp_path / ".sweep.lock")  # as held by a running driver
     try:

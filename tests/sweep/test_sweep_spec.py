@@ -168,7 +168,7 @@ def test_presets_resolve_against_the_real_run_config(name):
 
 
 def test_spec_workers_is_the_default_worker_count(tmp_path):
-    from decaylab.sweep.cli import default_workers
+    from decaylab.commands.sweep import default_workers
 
     spec = load_spec(write(tmp_path, "workers = 3\n" + SPEC))
     assert spec.workers == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from training_helpers import small_run
 
-from decaylab.training.config import RunConfig
+from decaylab.run.config import RunConfig
 
 
 @pytest.fixture

@@ -6,16 +6,15 @@ import shutil
 
 import pytest
 import torch
+from training_helpers import small_run
 
 from decaylab.model import DecayLM, ModelConfig
-from decaylab.training.config import TrainConfig
+from decaylab.run.config import TrainConfig
+from decaylab.rundir import read_metrics
 from decaylab.training.cuda_graph import graph_step_unsupported
 from decaylab.training.distributed import load_optimizer_state
 from decaylab.training.loop import TrainingDiverged, _use_cuda_graph, train
 from decaylab.training.optim import build_optimizer, set_learning_rate
-from decaylab.training.rundir import read_metrics
-
-from training_helpers import small_run
 
 
 def _curve(run_dir):

@@ -10,8 +10,8 @@ import pytest
 import torch.multiprocessing as mp
 from training_helpers import small_run
 
+from decaylab.rundir import read_metrics
 from decaylab.training.loop import train
-from decaylab.training.rundir import read_metrics
 
 TESTS = str(Path(__file__).resolve().parent)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,16 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_helpers import small_run
 
 from decaylab.config import load_json
 from decaylab.model import DecayLM
+from decaylab.run.checkpoint import list_checkpoints, load_checkpoint
+from decaylab.run.config import RunConfig
+from decaylab.rundir import read_metrics
 from decaylab.training import loop
-from decaylab.training.checkpoint import list_checkpoints, load_checkpoint
-from decaylab.training.config import RunConfig
 from decaylab.training.loop import TrainingDiverged, train
-from decaylab.training.rundir import read_metrics
-
-from training_helpers import small_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,7 +66,8 @@ _KILLED_RUN = textwrap.dedent(
     import os, signal, sys
     sys.path.insert(0, {tests!r})
     from training_helpers import small_run
-    from decaylab.training import checkpoint, loop
+    from decaylab.run import checkpoint
+    from decaylab.training import loop
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)

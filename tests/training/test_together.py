@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from decaylab.training.loop import train
-from decaylab.training.rundir import read_metrics
-from decaylab.training.together import train_together
-
 from training_helpers import small_run
+
+from decaylab.rundir import read_metrics
+from decaylab.training.loop import train
+from decaylab.training.together import train_together
 
 
 def _curve(run_dir):

@@ -7,7 +7,7 @@ from typing import Any
 from decaylab.config import with_overrides
 from decaylab.data import DataConfig
 from decaylab.model import ModelConfig
-from decaylab.training.config import RunConfig, TrainConfig
+from decaylab.run.config import RunConfig, TrainConfig
 
 SMALL_TRAIN = dict(
     max_steps=8, batch_size=4, seq_len=24, lr=3e-3, warmup_steps=2, log_every=1, ckpt_every=3,

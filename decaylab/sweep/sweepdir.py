@@ -1,4 +1,4 @@
-"""The run directory as a sweep's unit of resumption, shared by every launcher (local workers, Slurm tasks).
+"""A sweep's directory, and the run directory as the sweep's unit of resumption, for every launcher.
 
 A point is done when its run directory holds summary.json (and eval.json when the spec evaluates); it is
 resumed when the directory holds its config.json. ``prepare_sweep`` plans a sweep and records the plan in
@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from decaylab.files import atomic_write_text
+from decaylab.rundir import EVAL, has_started, has_trained
 from decaylab.sweep.backend import RunBackend
 from decaylab.sweep.db import ResultsDB
 from decaylab.sweep.spec import PlannedRun, SweepSpec, expand
@@ -34,17 +36,6 @@ def lock(path: Path):
     return fd
 
 
-def run_is_done(run_dir: Path, evaluate: bool) -> bool:
-    if not (run_dir / "summary.json").is_file():
-        return False
-    return not evaluate or (run_dir / "eval.json").is_file()
-
-
-def has_started(run_dir: Path) -> bool:
-    """True when training wrote the run's config.json: resume it rather than start afresh."""
-    return (run_dir / "config.json").is_file()
-
-
 def set_aside_aborted(run_dir: Path) -> None:
     """A run directory with files but no config.json (killed while being created) cannot be resumed, and training
     refuses a non-empty directory; move it aside (nothing is deleted) so the point starts afresh."""
@@ -55,10 +46,10 @@ def set_aside_aborted(run_dir: Path) -> None:
 def run_point(backend: RunBackend, config: dict, run_dir: Path, evaluate: Mapping[str, Any] | None, train=None):
     """Train the point into ``run_dir`` unless it has trained (resuming when it has started), then evaluate it
     unless eval.json exists. ``train`` replaces ``backend.train`` (a launcher that trains under torchrun)."""
-    if not (run_dir / "summary.json").is_file():
+    if not has_trained(run_dir):
         set_aside_aborted(run_dir)
         (train or backend.train)(config, run_dir, has_started(run_dir))
-    if evaluate is not None and backend.evaluate is not None and not (run_dir / "eval.json").is_file():
+    if evaluate is not None and backend.evaluate is not None and not (run_dir / EVAL).is_file():
         backend.evaluate(run_dir, **evaluate)
 
 
@@ -88,7 +79,7 @@ def prepare_sweep(
             f"{out} holds results of sweep {previous['spec']['name']!r}, not {spec.name!r}; use another --out"
         )
     db.set_plan(record, plan)
-    (out / "sweep.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(out / "sweep.json", json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     evaluate = dict(spec.evaluation) if spec.evaluate and backend.evaluate is not None else None
     return PreparedSweep(plan, db, evaluate)
 

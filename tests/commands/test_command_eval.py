@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from decaylab.cli import build_parser
-from decaylab.evaluation.cli import summary_lines
+from decaylab.commands.evaluate import summary_lines
 
 
 def _eval_parser():

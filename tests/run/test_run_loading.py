@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from decaylab.evaluation.run_dir import check_run_dir, locate_model, resolve_device
+from decaylab.run.loading import locate_model, resolve_device
+from decaylab.rundir import check_run_dir
 
 
 def _run(tmp_path, *, model=False, steps=()):

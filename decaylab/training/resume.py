@@ -1,4 +1,4 @@
-"""The run directory on the training side: refuse to clobber other runs, match configs on resume, keep logs clean.
+"""Starting and resuming a run: refuse to clobber other runs, match configs on resume.
 
 Rules: a fresh run needs a missing or empty directory; ``--resume`` needs a directory holding a run
 (``config.json``) and starts from its stored configuration. Only the settings in ``RESUMABLE`` may change on
@@ -14,12 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from decaylab.config import flatten, load_json, to_dict, with_overrides
-from decaylab.training.checkpoint import atomic_write_text
-
-CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
-TOKENIZER = "tokenizer.json"
+from decaylab.rundir import CONFIG, SUMMARY, write_json
 
 # Settings a resumed run may change: they decide how long it trains and what it logs, evaluates and keeps, not
 # what the steps already taken computed. (A new train.max_steps stretches the learning-rate schedule from the
@@ -90,59 +85,4 @@ def finished_summary(run_dir: Path, max_steps: int) -> dict[str, Any] | None:
 
 
 def write_config(run_dir: Path, cfg: Any) -> None:
-    atomic_write_text(run_dir / CONFIG, json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
-
-
-def truncate_metrics(run_dir: Path, last_step: int) -> None:
-    """Keep the metrics lines of steps <= ``last_step``; drop later ones and any unreadable (half-written) line."""
-    path = run_dir / METRICS
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and record.get("step", last_step + 1) <= last_step:
-            kept.append(line)
-    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of ``metrics.jsonl`` in order."""
-    path = Path(run_dir) / METRICS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-class MetricsLog:
-    """Appends one JSON line per logged step; each line is flushed so a crash loses at most the line being written."""
-
-    def __init__(self, run_dir: Path, tensorboard: bool):
-        self._file = open(run_dir / METRICS, "a")
-        self._writer = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                self._file.close()
-                raise ValueError(
-                    "train.tensorboard=true needs the tensorboard package: pip install tensorboard "
-                    "(or pip install 'decaylab[tensorboard]'), or set train.tensorboard=false"
-                ) from None
-            self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-
-    def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-        if self._writer is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self._writer.add_scalar(key, value, record["step"])
-
-    def close(self) -> None:
-        self._file.close()
-        if self._writer is not None:
-            self._writer.close()
+    write_json(run_dir / CONFIG, to_dict(cfg), indent=2, sort_keys=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from decaylab.evaluation.cli import positive_int
+from decaylab.commands.args import positive_int
 
 
 def _temperature(text: str) -> float:
@@ -77,9 +77,10 @@ def generate_text(
     import torch
 
     from decaylab.data.tokenizer import load_tokenizer
-    from decaylab.evaluation.run_dir import check_run_dir, open_run
+    from decaylab.run.loading import open_run
+    from decaylab.rundir import TOKENIZER, check_run_dir
 
-    tokenizer_path = check_run_dir(run_dir) / "tokenizer.json"
+    tokenizer_path = check_run_dir(run_dir) / TOKENIZER
     if not tokenizer_path.is_file():
         raise FileNotFoundError(f"{run_dir} has no tokenizer.json; the run directory is incomplete, retrain it")
     tokenizer = load_tokenizer(tokenizer_path)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from decaylab.rundir import CONFIG
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -22,7 +24,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     given = Path(args.source)
-    if (given / "config.json").is_file() and not (given / "results.sqlite").exists():
+    if (given / CONFIG).is_file() and not (given / "results.sqlite").exists():
         raise ValueError(
             f"{given} is a training run, not a sweep directory; `decaylab eval {given}` evaluates it. "
             "`decaylab report` reads the --out of `decaylab sweep` (or a results export)"

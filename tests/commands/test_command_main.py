@@ -11,7 +11,7 @@ import pytest
 
 from decaylab.cli import COMMANDS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Runs the command line as `python -m decaylab` would, then reports the heavy modules it imported.
 DRIVER = """

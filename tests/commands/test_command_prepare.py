@@ -1,11 +1,11 @@
-"""``python -m decaylab.data.prepare``: tokenize into the cache ahead of training."""
+"""``decaylab prepare``: tokenize into the cache ahead of training."""
 
 from __future__ import annotations
 
 import json
 
+from decaylab.commands.prepare import main
 from decaylab.data import BPETokenizer, DataConfig, build_dataset
-from decaylab.data.prepare import main
 
 
 def test_prepare_fills_the_cache_that_training_reads(text_dir, tmp_path, capsys, monkeypatch):

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from decaylab.cli import build_parser, main
-from decaylab.config import save_json, with_overrides
+from decaylab.config import save_json
 from decaylab.data import DataConfig, WordTokenizer, build_dataset, load_tokenizer
 from decaylab.model import DecayLM, ModelConfig
-from decaylab.training.checkpoint import save_checkpoint
-from decaylab.training.config import RunConfig
+from decaylab.run.checkpoint import save_checkpoint
+from decaylab.run.config import RunConfig
 
 WORDS = "the cat sat on a mat while dogs ran far away from home".split()
 

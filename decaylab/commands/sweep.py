@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any, Mapping
 
+from decaylab.commands.args import add_set_argument
 from decaylab.config import parse_set_args
-from decaylab.sweep.runner import run_is_done, run_sweep
+from decaylab.rundir import run_is_done
+from decaylab.sweep.runner import run_sweep
 from decaylab.sweep.spec import SweepSpec, expand, load_spec, preset_names
 
 
@@ -29,13 +32,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="comma-separated devices, one worker each, e.g. cuda:0,cuda:1 (default: whatever each run picks)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override applied to every point after the spec (repeatable), e.g. --set train.max_steps=5 "
+    add_set_argument(
+        parser, "override applied to every point after the spec (repeatable), e.g. --set train.max_steps=5 "
         "--set train.warmup_steps=1 for a smoke run",
     )
     parser.add_argument(
@@ -116,9 +114,7 @@ def run(args: argparse.Namespace) -> int:
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else []
     workers = args.workers if args.workers is not None else default_workers(spec, devices)
     if not args.dry_run and (args.status or args.collect or args.launcher != "local" or args.slurm):
-        from decaylab.sweep.launch import run_cli
-
-        return run_cli(args, spec, overrides)
+        return _launch(args, spec, overrides)
     if args.import_from:
         from decaylab.sweep.archive import import_results
 
@@ -139,3 +135,35 @@ def run(args: argparse.Namespace) -> int:
                        runs_per_worker=args.runs_per_worker)
     print(f"next: decaylab report {args.out}")
     return 0 if result.ok else 1
+
+
+def _launch(args: argparse.Namespace, spec: SweepSpec, overrides: Mapping[str, Any]) -> int:
+    """--launcher slurm|submitit-local, --status or --collect."""
+    from decaylab.sweep.launch import collect, launch_sweep, print_status
+    from decaylab.sweep.resources import slurm_options
+
+    if args.status and args.collect:
+        raise ValueError("give --status or --collect, not both")
+    if args.status:
+        print_status(spec, args.out, overrides=overrides)
+        return 0
+    if args.collect:
+        statuses = collect(spec, args.out, overrides=overrides)
+        print(f"next: decaylab report {args.out}")
+        return 1 if any(s.state == "failed" for s in statuses) else 0
+    if args.launcher == "local":
+        raise ValueError("--slurm sets the resources of launched tasks: add --launcher slurm (or submitit-local)")
+    if args.devices:
+        raise ValueError(f"--devices is for --launcher local; with {args.launcher}, ask for GPUs with --slurm gpus=N")
+    options = slurm_options(dict(spec.slurm), args.slurm)
+    local = args.launcher == "submitit-local"
+    workers = args.workers if args.workers is not None else (spec.workers if local else None)
+    result = launch_sweep(spec, args.out, args.launcher, options, overrides=overrides, max_running=workers,
+                          wait=args.wait, log=print)  # fmt: skip
+    again = f"decaylab sweep {args.spec} --out {args.out}" + "".join(f" --set {k}={v}" for k, v in overrides.items())
+    again += "".join(f" --study {s}" for s in args.study)
+    if args.wait or local:
+        print(f"next: decaylab report {args.out}")
+        return 0 if result.ok else 1
+    print(f"watch: {again} --status\nwhen done: {again} --collect && decaylab report {args.out}")
+    return 0

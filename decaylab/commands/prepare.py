@@ -1,4 +1,4 @@
-"""Tokenize a corpus into the cache ahead of training: ``python -m decaylab.data.prepare --set data.corpus=...``.
+"""Tokenize a corpus into the cache ahead of training: ``decaylab prepare --set data.corpus=...``.
 
 Large corpora take hours to tokenize; doing it once before ``torchrun`` keeps the training processes from
 waiting at their first barrier (and from timing out there). Settings are the ``data.`` keys of a run, given
@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from decaylab.commands.args import add_set_argument
 from decaylab.config import from_dict, with_overrides
 from decaylab.data.config import DataConfig
 
@@ -21,8 +22,7 @@ from decaylab.data.config import DataConfig
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None,
                         help="a run's config.json (its 'data' section is used) or a JSON file of data settings")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a data setting, e.g. --set data.corpus=hf --set data.hf_streaming=true")
+    add_set_argument(parser, "a data setting, e.g. --set data.corpus=hf --set data.hf_streaming=true", dest="set")
 
 
 def data_config(args: argparse.Namespace) -> DataConfig:
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from decaylab.data.build import build_dataset
     from decaylab.data.dataset import TokenDataset
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the cache's progress lines
     data = build_dataset(data_config(args))
     if not isinstance(data, TokenDataset):
         print(f"data.corpus={data_config(args).corpus!r} is generated on the fly; there is nothing to prepare")
@@ -56,10 +57,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m decaylab.data.prepare", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="decaylab prepare", description=__doc__.split("\n")[0])
     configure(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return run(args)
     except (ValueError, FileNotFoundError) as e:

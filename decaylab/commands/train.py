@@ -16,7 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from decaylab.commands.args import add_set_argument
 from decaylab.config import parse_set_args, to_dict
+from decaylab.rundir import EVAL
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,9 +30,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--config", metavar="FILE", help="a .json or .toml file with [model]/[train]/[data] tables (and optionally "
         "preset = NAME); applied on top of --preset"
     )
-    parser.add_argument(
-        "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-        help="override one setting by its dotted key, e.g. --set train.max_steps=200 --set model.decay.kind=gla "
+    add_set_argument(
+        parser, "override one setting by its dotted key, e.g. --set train.max_steps=200 --set model.decay.kind=gla "
         "(repeatable; applied last)",
     )
     parser.add_argument("--out", metavar="DIR", help="run directory to create (default: runs/<preset or config name>)")
@@ -56,17 +57,17 @@ def _default_out(args: argparse.Namespace) -> Path:
 def _config(args: argparse.Namespace, overrides: dict[str, str]):
     """The run's configuration: preset -> config file -> --set; on --resume without a preset or config file,
     the run's stored configuration with the --set changes a resumed run allows."""
-    from decaylab.training import rundir
-    from decaylab.training.config import RunConfig, resolve_run_config
+    from decaylab.run.config import RunConfig, resolve_run_config
+    from decaylab.training import resume
 
     if args.resume and not (args.preset or args.config):
-        return rundir.resume_config(rundir.load_stored_config(Path(args.out), RunConfig), overrides)
+        return resume.resume_config(resume.load_stored_config(Path(args.out), RunConfig), overrides)
     return resolve_run_config(args.preset, args.config, overrides)
 
 
 def run(args: argparse.Namespace) -> int:
-    from decaylab.training import rundir
-    from decaylab.training.config import RUN_PRESETS, preset_description
+    from decaylab.run.config import RUN_PRESETS, preset_description
+    from decaylab.training import resume
     from decaylab.training.loop import TrainingDiverged, train
 
     if args.list_presets:
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.out) if args.out else _default_out(args)
     is_main = int(os.environ.get("RANK", "0")) == 0
-    finished = rundir.finished_summary(out, cfg.train.max_steps) if args.resume else None
+    finished = resume.finished_summary(out, cfg.train.max_steps) if args.resume else None
     try:
         summary = train(cfg, out, resume=args.resume)
     except TrainingDiverged as e:
@@ -97,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.no_eval:
         return 0
-    if finished is not None and (out / "eval.json").is_file():
-        print(f"eval.json is already in {out}; `decaylab eval {out}` evaluates it again")
+    if finished is not None and (out / EVAL).is_file():
+        print(f"{EVAL} is already in {out}; `decaylab eval {out}` evaluates it again")
         return 0
     return _evaluate(out)
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from decaylab.config import from_dict, to_dict, with_overrides
-from decaylab.training.config import (
+from decaylab.run.config import (
     RUN_PRESETS, RunConfig, TrainConfig, resolve_run_config, run_preset, settle_vocab,
 )  # fmt: skip
 

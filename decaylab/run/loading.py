@@ -1,4 +1,4 @@
-"""Open a run directory for evaluation or generation: its config, tokenizer/data and the model to use.
+"""Open a run directory for evaluation, generation or export: its config and the model to use.
 
 The model is the final one (``RUN_DIR/model``) unless a checkpoint is asked for: ``"latest"`` (the newest
 ``checkpoints/step-N``), a checkpoint name (``"step-200"``) or a path. A run without a final model is
@@ -8,20 +8,24 @@ never describes a half-trained model by accident.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
+from decaylab.config import load_json
+from decaylab.model import DecayLM
+from decaylab.model.checkpoint import UnreadableModel
+from decaylab.run.checkpoint import load_checkpoint
+from decaylab.run.config import RunConfig
+from decaylab.rundir import CHECKPOINT_NAME, CHECKPOINTS, CONFIG, MANIFEST, MODEL, check_run_dir, list_checkpoints
 
 
 @dataclass
 class LoadedRun:
     run_dir: Path
-    config: Any  # RunConfig: .model, .train, .data
+    config: RunConfig
     model: torch.nn.Module
     model_source: str  # "model" or "checkpoints/step-N", relative to run_dir
     step: int | None  # checkpoint step, None for the final model
@@ -37,40 +41,16 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def check_run_dir(run_dir: str | Path) -> Path:
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist; check the path or train one first")
-    if not run_dir.is_dir():
-        raise ValueError(f"{run_dir} is a file, not a run directory")
-    if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{run_dir} has no config.json, so it is not a decaylab run directory; pass the folder that "
-            "`decaylab train` wrote"
-        )
-    return run_dir
-
-
-def load_run_config(run_dir: Path) -> Any:
-    from decaylab.config import load_json
-    from decaylab.training.config import RunConfig
-
-    return load_json(RunConfig, run_dir / "config.json")
-
-
-def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """``[(step, path), ...]`` of the run's complete checkpoints, oldest first."""
-    from decaylab.training.checkpoint import list_checkpoints
-
-    return list_checkpoints(run_dir)
+def load_run_config(run_dir: Path) -> RunConfig:
+    return load_json(RunConfig, run_dir / CONFIG)
 
 
 def locate_model(run_dir: Path, checkpoint: str | None) -> tuple[Path, str, int | None]:
     """``(folder to load, source relative to run_dir, step or None)`` for the requested model."""
     if checkpoint is None:
-        if (run_dir / "model").is_dir():
-            return run_dir / "model", "model", None
-        ckpts = checkpoints(run_dir)
+        if (run_dir / MODEL).is_dir():
+            return run_dir / MODEL, MODEL, None
+        ckpts = list_checkpoints(run_dir)
         if ckpts:
             step, _ = ckpts[-1]
             raise FileNotFoundError(
@@ -83,19 +63,19 @@ def locate_model(run_dir: Path, checkpoint: str | None) -> tuple[Path, str, int 
             "(or pass --checkpoint PATH to a checkpoint elsewhere)"
         )
     if checkpoint == "latest":
-        ckpts = checkpoints(run_dir)
+        ckpts = list_checkpoints(run_dir)
         if not ckpts:
             raise FileNotFoundError(
                 f"{run_dir}/checkpoints holds no step-N checkpoint; train first (with train.ckpt_every > 0 to "
                 "keep checkpoints during training)"
             )
         step, path = ckpts[-1]
-        return path, f"checkpoints/{path.name}", step
+        return path, f"{CHECKPOINTS}/{path.name}", step
     path = Path(checkpoint)
     if not path.is_absolute() and not path.exists():
-        path = run_dir / "checkpoints" / checkpoint
+        path = run_dir / CHECKPOINTS / checkpoint
     if not path.is_dir():
-        names = ", ".join(p.name for _, p in checkpoints(run_dir)) or "none"
+        names = ", ".join(p.name for _, p in list_checkpoints(run_dir)) or "none"
         raise FileNotFoundError(
             f"checkpoint {checkpoint!r} not found (looked for {path}); available in {run_dir}/checkpoints: "
             f"{names}; or pass --checkpoint latest"
@@ -104,16 +84,14 @@ def locate_model(run_dir: Path, checkpoint: str | None) -> tuple[Path, str, int 
         source = str(path.resolve().relative_to(run_dir.resolve()))
     except ValueError:
         source = str(path)
-    match = CHECKPOINT_PATTERN.match(path.name)
+    match = CHECKPOINT_NAME.match(path.name)
     return path, source, int(match.group(1)) if match else None
 
 
 def load_model(path: Path, model_config: Any, device: torch.device) -> torch.nn.Module:
     """Load a final model folder or a checkpoint (built from ``model_config``) onto ``device``, in eval mode."""
-    from decaylab.model.checkpoint import UnreadableModel
-
     try:
-        model = _from_checkpoint(path, model_config) if (path / "manifest.json").exists() else _from_pretrained(path)
+        model = _from_checkpoint(path, model_config) if (path / MANIFEST).exists() else _from_pretrained(path)
     except UnreadableModel as e:  # the final model: a run's checkpoints hold the same weights
         raise ValueError(
             f"cannot load the model in {path}: {e.problem}. Pass --checkpoint latest to use the newest checkpoint "
@@ -130,15 +108,10 @@ def load_model(path: Path, model_config: Any, device: torch.device) -> torch.nn.
 
 
 def _from_pretrained(path: Path) -> torch.nn.Module:
-    from decaylab.model import DecayLM
-
     return DecayLM.from_pretrained(path)
 
 
 def _from_checkpoint(path: Path, model_config: Any) -> torch.nn.Module:
-    from decaylab.model import DecayLM
-    from decaylab.training.checkpoint import load_checkpoint
-
     parts = load_checkpoint(path)  # verifies every file against the manifest first
     if "model" not in parts:
         raise ValueError(f"checkpoint {path} has no model part (found: {', '.join(parts) or 'nothing'})")

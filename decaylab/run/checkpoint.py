@@ -1,4 +1,4 @@
-"""Checkpoints that survive ``kill -9`` at any moment, plus small atomic-write helpers for the run directory.
+"""Checkpoints that survive ``kill -9`` at any moment.
 
 A checkpoint is a directory ``checkpoints/step-N/`` holding one ``.pt`` file per part (model, optimizer,
 trainer state) and ``manifest.json`` with each file's size and SHA-256. It is written to a hidden temporary
@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -20,39 +19,14 @@ from typing import Any
 
 import torch
 
-CHECKPOINTS = "checkpoints"
-_STEP_DIR = re.compile(r"^step-(\d+)$")
+from decaylab.files import fsync_dir
+from decaylab.rundir import CHECKPOINTS, MANIFEST, checkpoint_name, list_checkpoints
+
 _TMP_PREFIX = ".tmp-"
 
 
 class CorruptCheckpoint(ValueError):
     """A checkpoint whose files do not match its manifest or cannot be read."""
-
-
-def _fsync_dir(path: Path) -> None:
-    # The rename itself must reach the disk, not only the files; some filesystems do not support this.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _sha256(path: Path) -> str:
@@ -63,24 +37,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints as (step, path), oldest first; temporary directories are ignored."""
-    root = Path(run_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    found = []
-    for child in root.iterdir():
-        match = _STEP_DIR.match(child.name)
-        if match and child.is_dir():
-            found.append((int(match.group(1)), child))
-    return sorted(found)
-
-
 def save_checkpoint(run_dir: str | Path, step: int, parts: dict[str, Any], keep: int) -> Path:
     """Write ``parts`` (name -> picklable state) as ``checkpoints/step-{step}``; keep the newest ``keep``."""
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step}"
+    final = root / checkpoint_name(step)
     tmp = root / f"{_TMP_PREFIX}step-{step}.{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -93,8 +54,8 @@ def save_checkpoint(run_dir: str | Path, step: int, parts: dict[str, Any], keep:
             f.flush()
             os.fsync(f.fileno())
         manifest["files"][path.name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    _fsync_dir(tmp)
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    fsync_dir(tmp)
     if final.exists():  # the same step saved again (a run resumed from it): swap, never leave a gap
         old = root / f"{_TMP_PREFIX}old-step-{step}.{os.getpid()}"
         os.rename(final, old)
@@ -102,7 +63,7 @@ def save_checkpoint(run_dir: str | Path, step: int, parts: dict[str, Any], keep:
         shutil.rmtree(old)
     else:
         os.rename(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     _prune(root, keep)
     return final
 
@@ -120,7 +81,7 @@ def _prune(root: Path, keep: int) -> None:
 def verify_checkpoint(path: str | Path) -> None:
     """Raise CorruptCheckpoint naming the file when ``path`` does not match its manifest."""
     path = Path(path)
-    manifest_path = path / "manifest.json"
+    manifest_path = path / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -174,7 +135,6 @@ def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -
 
 __all__ = [
     "CorruptCheckpoint",
-    "atomic_write_text",
     "list_checkpoints",
     "save_checkpoint",
     "verify_checkpoint",

@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from decaylab.training.checkpoint import (
-    CorruptCheckpoint,
-    atomic_write_text,
-    list_checkpoints,
-    load_checkpoint,
-    load_latest,
-    save_checkpoint,
-)
+from decaylab.run.checkpoint import CorruptCheckpoint, load_checkpoint, load_latest, save_checkpoint
+from decaylab.rundir import list_checkpoints
 
 
 def _parts(seed: int) -> dict:
@@ -66,10 +60,3 @@ def test_same_step_saved_twice_is_replaced(tmp_path):
     save_checkpoint(tmp_path, 4, _parts(4), keep=2)
     assert load_latest(tmp_path)[1]["trainer"]["step"] == 4
     assert load_latest(tmp_path / "missing") is None
-
-
-def test_atomic_write_text(tmp_path):
-    atomic_write_text(tmp_path / "a.json", "{}\n")
-    atomic_write_text(tmp_path / "a.json", '{"x": 1}\n')
-    assert (tmp_path / "a.json").read_text() == '{"x": 1}\n'
-    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from decaylab.evaluation.names import DEFAULT_DECAY_TOKENS, SPLIT_KEYS, output_names
+from decaylab.commands.args import positive_int
+from decaylab.evaluation.names import DEFAULT_DECAY_TOKENS, SPLIT_KEYS
+from decaylab.rundir import CONFIG, eval_names
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -33,16 +35,6 @@ def _split_list(text: str) -> tuple[str, ...]:
 
 def _task_list(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -138,7 +130,7 @@ def summary_lines(result: dict[str, Any], run_dir: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     folder = Path(args.run_dir)
-    if (folder / "results.sqlite").exists() and not (folder / "config.json").exists():
+    if (folder / "results.sqlite").exists() and not (folder / CONFIG).exists():
         raise ValueError(
             f"{folder} is a sweep directory, not a run; `decaylab report {folder}` writes its report, and "
             f"`decaylab eval {folder / 'runs' / 'RUN_ID'}` evaluates one of its runs"
@@ -164,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print("\n".join(summary_lines(result, args.run_dir)))
-    json_name, _ = output_names(result["step"])
+    json_name, _ = eval_names(result["step"])
     wrote = [json_name] + ([result["decay_plot"]] if "decay_plot" in result else [])
     folder = args.run_dir.rstrip("/")
     print("wrote " + ", ".join(f"{folder}/{name}" for name in wrote))

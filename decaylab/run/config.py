@@ -9,16 +9,18 @@ then ``model.vocab_size``, when unset, follows the data (``settle_vocab``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
+from decaylab import presets
 from decaylab.config import flatten, with_overrides
 from decaylab.data import DataConfig
 from decaylab.model import ModelConfig
 from decaylab.registry import Registry
-from decaylab.training.optim import SCHEDULES
+from decaylab.run.schedules import SCHEDULES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,16 +142,35 @@ class RunConfig:
 
 
 # -- run presets ---------------------------------------------------------------------------------------------
-# name -> function returning a RunConfig; the docstring's first line is the --list-presets description.
+# The files decaylab/presets/runs/NAME.toml: [model] (``preset`` names a model preset, the other keys override
+# it), [train] and [data] settings, and the description --list-presets shows.
+_RUN_PRESET_KEYS = ("description", "model", "train", "data")
+
+
+def _run_preset_from_file(name: str) -> RunConfig:
+    table = presets.load("runs", name)
+    unknown = sorted(set(table) - set(_RUN_PRESET_KEYS))
+    if unknown:
+        raise ValueError(f"{presets.path('runs', name)}: unknown table(s) {unknown}; allowed: {_RUN_PRESET_KEYS}")
+    model = dict(table.get("model", {}))
+    base = ModelConfig.from_preset(model.pop("preset")) if "preset" in model else ModelConfig()
+    settings = flatten({"model": model, "train": table.get("train", {}), "data": table.get("data", {})})
+    return with_overrides(RunConfig(model=base), settings)
+
+
+# name -> function returning the preset's RunConfig (a registry, so unknown names get the closest valid ones)
 RUN_PRESETS: Registry[Callable[[], RunConfig]] = Registry("run preset")
+for _name in presets.names("runs"):
+    RUN_PRESETS.register(_name)(functools.partial(_run_preset_from_file, _name))
 
 
 def preset_description(name: str) -> str:
-    return (RUN_PRESETS.get(name).__doc__ or "").strip().splitlines()[0]
+    RUN_PRESETS.get(name)  # unknown names -> the closest valid ones
+    return presets.description("runs", name)
 
 
 def run_preset(name: str) -> RunConfig:
-    """The RunConfig of a registered preset (unknown names get the closest valid ones)."""
+    """The RunConfig of a preset (unknown names get the closest valid ones)."""
     return RUN_PRESETS.get(name)()
 
 
@@ -164,17 +185,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         except json.JSONDecodeError as e:
             raise ValueError(f"--config {path} is not valid JSON ({e})") from None
     elif path.suffix == ".toml":
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            try:
-                import tomli as tomllib
-            except ImportError:
-                raise ValueError(f"reading {path} needs Python >= 3.11 or `pip install tomli`; or use JSON") from None
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"--config {path} is not valid TOML ({e})") from None
+        data = presets.read_toml(path, invalid="--config {file} is not valid TOML ({error})")
     else:
         raise ValueError(f"--config {path}: expected a .json or .toml file")
     if not isinstance(data, dict):
@@ -217,65 +228,3 @@ def settle_vocab(cfg: RunConfig) -> RunConfig:
     if at_most is not None and pinned > at_most:
         raise vocab_mismatch(pinned, cfg.data.corpus, at_most, exact=False)
     return cfg
-
-
-def _run(model: ModelConfig, data: DataConfig, **train: Any) -> RunConfig:
-    return RunConfig(model=model, train=TrainConfig(**train), data=data)
-
-
-@RUN_PRESETS.register("tiny")
-def tiny_run() -> RunConfig:
-    """tiny model on PTB, about a minute on a CPU with its evaluation (smoke test of the whole pipeline)"""
-    model = ModelConfig.from_preset("tiny", {"vocab_size": None, "d_model": 64, "ffn_dim": 128})
-    return _run(model, DataConfig(corpus="ptb"), max_steps=120, batch_size=16, seq_len=64, lr=3e-3,
-                warmup_steps=10, eval_every=60, eval_batches=10, ckpt_every=60, log_every=10)
-
-
-@RUN_PRESETS.register("ptb-small")
-def ptb_small_run() -> RunConfig:
-    """Simple Decay on word-level PTB: test ppl below Kneser-Ney 5-gram (141) in <= 30 min on 2 CPU cores"""
-    # Scalar (per-head) decay: its chunked form is the cheapest on a CPU (vector costs ~1.4x in the op), which
-    # buys the ~3 epochs this budget allows. Measured: test ppl 140.9 (docs/benchmarks.md, "Training").
-    model = ModelConfig.from_preset(
-        "small", {"vocab_size": None, "decay.kind": "simple", "decay.granularity": "scalar", "dropout": 0.3}
-    )
-    return _run(model, DataConfig(corpus="ptb"), max_steps=1400, batch_size=16, seq_len=128, lr=2.5e-3,
-                warmup_steps=100, eval_every=200, eval_batches=20, ckpt_every=200, log_every=20)
-
-
-@RUN_PRESETS.register("mqar")
-def mqar_run() -> RunConfig:
-    """small multi-query associative recall run (8 key-value pairs, 256 tokens), a few minutes on a CPU"""
-    data = DataConfig(corpus="mqar", vocab_size=256, mqar_num_kv_pairs=8, mqar_eval_examples=256)
-    model = ModelConfig.from_preset("tiny", {"vocab_size": None, "d_model": 64, "ffn_dim": 128})
-    return _run(model, data, max_steps=1500, batch_size=64, seq_len=64, lr=3e-3, warmup_steps=100,
-                weight_decay=0.0, eval_every=250, ckpt_every=500, log_every=50)
-
-
-def _fineweb(size: str, lr: float, fsdp: bool) -> RunConfig:
-    # The paper's setting: FineWeb-Edu 10B sample, 20k steps x 256 sequences x 2048 tokens (~10.5B tokens).
-    data = DataConfig(corpus="hf", hf_path="HuggingFaceFW/fineweb-edu", hf_name="sample-10BT",
-                      hf_valid_split=None, hf_test_split=None, valid_fraction=0.0005, test_fraction=0.0005,
-                      vocab_size=50_432, hf_streaming=True)
-    model = ModelConfig.from_preset(size, {"vocab_size": None})
-    return _run(model, data, max_steps=20_000, batch_size=256, seq_len=2048, lr=lr, warmup_steps=1024,
-                eval_every=1000, eval_batches=50, eval_batch_size=16, ckpt_every=1000, log_every=10,
-                fsdp=fsdp, device="cuda")
-
-
-@RUN_PRESETS.register("160m-fineweb")
-def fineweb_160m_run() -> RunConfig:
-    """the paper's 160M shape on FineWeb-Edu (GPU; torchrun --nproc-per-node 8, else raise train.grad_accum)"""
-    return _fineweb("160m", lr=1e-3, fsdp=False)
-
-
-@RUN_PRESETS.register("410m-fineweb")
-def fineweb_410m_run() -> RunConfig:
-    """the paper's 410M shape on FineWeb-Edu (GPU; torchrun, 8 GPUs)"""
-    return _fineweb("410m", lr=6e-4, fsdp=False)
-
-
-@RUN_PRESETS.register("1.45b-fineweb")
-def fineweb_1_45b_run() -> RunConfig:
-    """the paper's 1.45B shape on FineWeb-Edu (GPU; torchrun, 8 GPUs, FSDP2)"""
-    return _fineweb("1.45b", lr=3e-4, fsdp=True)

@@ -33,12 +33,13 @@ import torch
 import triton
 import triton.language as tl
 
-from decaylab.ops.triton import hopper, hopper_grads
+from decaylab.ops.triton import gluon
 from decaylab.ops.triton.configs import interpreter_active
 from decaylab.ops.triton.intra import scalar_pair_decay
 from decaylab.ops.triton.kernels import STATE_BLOCK, _advance_block, _block_ptrs, _bounds, \
     _chunk_tokens, _load_chunk, _load_gates, _load_raw_gates, _load_tile, _log2_cumsum, _program_ids, \
     _retreat_block, _retreat_dstate, _state_block_ids, _store_tile, compile_options, launch_grid
+from decaylab.ops.triton.plans import ChunkParallelBackward, DvInSweep, DvKernel, FusedDv, LaunchPlan
 
 SWEEP_WARPS = 4
 
@@ -325,13 +326,15 @@ def new_chunk_states(q: torch.Tensor, v: torch.Tensor, count: int) -> torch.Tens
     return q.new_empty(max(count, 1), q.shape[2], q.shape[3], v.shape[3], dtype=dtype)
 
 
-def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, lengths, opts, cfg, states=None):
+def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, lengths, opts, cfg: LaunchPlan,
+                            states=None):
     """Gradients of the scalar-decay op (dq, dk, dv, dlog_decay, dh0) by the three steps above. ``opts`` are the
     backward launch options (H, K, BT, PREC, warps, stages); ``lengths`` the sequence lengths in packed order;
-    ``cfg`` the LaunchConfig (its key and value blocks and fused_dv; the caller has checked fused_dv against K);
+    ``cfg`` the plan, whose backward is a ChunkParallelBackward (the caller has checked FusedDv against K);
     ``states`` the chunk states if the forward saved them (step 1 is then skipped)."""
     T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
     BT = opts["BT"]
+    backward: ChunkParallelBackward = cfg.backward
     span = cfg.state_span  # tokens per stored state: the sweeps step over spans, the gradients over chunks
     table = chunk_table(tuple(lengths), span, q.device)
     N = len(lengths)
@@ -346,38 +349,38 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
         chunk_states_kernel[grid](k, v, log_decay, initial_state, states, table.cu_seqlens, table.first, T,
                                   HAS_H0=initial_state is not None, **sweep)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    gluon = hopper.suits(q, k, do, log_decay)
-    if cfg.dv_in_sweep:
-        sweep_bv = min(V, cfg.bwd_value_block or STATE_BLOCK)
-        stages = cfg.stages_for(N * H * (V // sweep_bv), cfg.dv_sweep_num_stages or opts["num_stages"])
-        gluon_ran = gluon and cfg.hopper_sweeps and hopper.dstates_dv(
+    suits_gluon = gluon.suits(q, k, do, log_decay)
+    dv_plan = backward.dv
+    if isinstance(dv_plan, DvInSweep):
+        sweep_bv = min(V, backward.value_block or STATE_BLOCK)
+        stages = cfg.stages_for(N * H * (V // sweep_bv), dv_plan.num_stages or opts["num_stages"])
+        gluon_ran = suits_gluon and cfg.gluon_sweeps and gluon.dstates_dv(
             q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, N, stages)
         if not gluon_ran:
             chunk_dstates_dv_kernel[launch_grid(N * H, V // sweep_bv, adjacent)](
                 q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, H=H, K=K, V=V,
                 BT=span, BV=sweep_bv, HAS_DHT=dht is not None, PREC=opts["PREC"], ADJACENT=adjacent,
-                num_warps=cfg.dv_sweep_num_warps or opts["num_warps"], num_stages=stages, **compile_options(opts),
+                num_warps=dv_plan.num_warps or opts["num_warps"], num_stages=stages, **compile_options(opts),
             )
     else:
         chunk_dstates_kernel[grid](q, log_decay, do, dht, dstates, dh0, table.cu_seqlens, table.first, scale, T,
                                    HAS_DHT=dht is not None, **sweep)
-    BK, BV = min(K, cfg.bwd_key_block or K), min(V, cfg.bwd_value_block or V)
+    BK, BV = min(K, backward.key_block or K), min(V, backward.value_block or V)
     launch = dict(H=H, K=K, V=V, BT=BT, BV=BV, SUB=span // BT, PREC=opts["PREC"], num_warps=opts["num_warps"],
                   num_stages=opts["num_stages"], **compile_options(opts))
-    if table.count and not (cfg.fused_dv or cfg.dv_in_sweep):
+    if table.count and isinstance(dv_plan, DvKernel):
         chunk_dv_kernel[(table.count * H,)](q, k, log_decay, do, dstates, table.bos, table.end, dv, scale, **launch)
-    if table.count and gluon and cfg.hopper_dqk and span == hopper_grads.CHUNK:
-        dg = hopper_grads.new_gate_grad(log_decay, K)
-        if hopper_grads.dqk(q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dg, scale,
-                            table.count):
+    if table.count and suits_gluon and backward.gluon_dqk and span == gluon.CHUNK:
+        dg = gluon.new_gate_grad(log_decay, K)
+        if gluon.dqk(q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dg, scale, table.count):
             return dq, dk, dv, dg, dh0
     NK = K // BK
     dg = q.new_empty((NK, *log_decay.shape), dtype=torch.float32)
     if table.count:
-        spans_per_program = cfg.spans_per_program
+        spans_per_program = backward.spans_per_program
         chunk_dqk_kernel[launch_grid(triton.cdiv(table.count, spans_per_program) * H, NK, adjacent)](
             q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dv, dg, scale, log_decay.numel(),
-            table.count, BK=BK, SPANS=spans_per_program, FUSE_DV=cfg.fused_dv, ADJACENT=adjacent,
+            table.count, BK=BK, SPANS=spans_per_program, FUSE_DV=isinstance(dv_plan, FusedDv), ADJACENT=adjacent,
             DEFER_QK_COPY=not interpreter_active(), **launch,
         )
     return dq, dk, dv, dg.sum(0) if NK > 1 else dg[0], dh0

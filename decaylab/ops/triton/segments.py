@@ -26,6 +26,7 @@ import triton.language as tl
 
 from decaylab.ops.triton.kernels import COMPILE_OPTIONS, _advance_block, _block_ptrs, _bounds, _chunk_tokens, \
     _retreat_block, _state_block_ids, compile_options, launch_grid
+from decaylab.ops.triton.plans import Splitting
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def segment_length(lengths: tuple[int, ...], heads: int, split_below: int, targe
     forward fewer than ``split_below`` programs (sequence x head x its ``blocks`` value blocks): the longest
     sequence cut into as many pieces as keep the (segment, head) programs within ``target_programs`` (the programs
     the GPU runs at once: one more would start a second round, which costs a whole segment's time; measured on an
-    H200, docs/benchmarks.md). Otherwise only when the longest sequence exceeds IMBALANCE times an even share of
+    H200, docs/benchmarks-log.md). Otherwise only when the longest sequence exceeds IMBALANCE times an even share of
     the tokens, spread over ``target_programs`` programs but over no more than IMBALANCE per (sequence, head) (so
     that equal lengths never take this rule): that share."""
     if not lengths or not split_below or not target_programs:
@@ -192,14 +193,15 @@ def _sweep_launch(opts: dict, segments: int, V: int, chunk: int, block: int) -> 
                       **compile_options(opts))
 
 
-def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts, cfg, store_ends: bool = False):
+def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts, splitting: Splitting,
+                   store_ends: bool = False):
     """Each segment's start state, the sequences' final states, each segment's total log2 decay, and with
     ``store_ends`` each segment's end state (else None), which the backward's gate gradient needs."""
     H, K = k.shape[2], k.shape[3]
     N = plan.first.numel() - 1
     local = k.new_empty(plan.count, H, K, V, dtype=torch.float32)
     decay = k.new_empty(plan.count, *log_decay.shape[2:], dtype=torch.float32)  # [S, H] or [S, H, K]
-    grid, launch = _sweep_launch(opts, plan.count, V, cfg.sweep_chunk, cfg.sweep_block)
+    grid, launch = _sweep_launch(opts, plan.count, V, splitting.sweep_chunk, splitting.sweep_block)
     segment_state_kernel[grid](k, v, log_decay, local, decay, plan.cu_seqlens, T, **launch)
     starts = torch.empty_like(local)
     final = k.new_empty(N, H, K, V, dtype=torch.float32)
@@ -208,11 +210,12 @@ def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts
     return starts, final, decay, ends
 
 
-def segment_state_grads(q, log_decay, do, dht, decay, plan: SegmentPlan, scale, T, N, V, opts, cfg):
+def segment_state_grads(q, log_decay, do, dht, decay, plan: SegmentPlan, scale, T, N, V, opts,
+                        splitting: Splitting):
     """The state gradient at each segment's end, and dh0 (the gradient at each sequence's start)."""
     H, K = q.shape[2], q.shape[3]
     dlocal = q.new_empty(plan.count, H, K, V, dtype=torch.float32)
-    grid, launch = _sweep_launch(opts, plan.count, V, cfg.sweep_chunk, cfg.sweep_block)
+    grid, launch = _sweep_launch(opts, plan.count, V, splitting.sweep_chunk, splitting.sweep_block)
     segment_dstate_kernel[grid](q, log_decay, do, dlocal, plan.cu_seqlens, scale, T, **launch)
     ends = torch.empty_like(dlocal)
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)

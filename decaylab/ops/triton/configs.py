@@ -25,7 +25,7 @@ SUPPORTED_DIMS = (16, 32, 64, 128, 256)
 SPAN_LIMIT = 100.0
 
 
-# (arch major, vector decay, max(K, V) rounded up to 64, 128 or 256) -> config; arch None: unlisted GPUs.
+# (arch major, vector decay, max(K, V) rounded up to 64, 128 or 256) -> plan; arch None: unlisted GPUs.
 PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchPlan] = {
     # H200, bf16: how each value was chosen, with its timings, is in docs/benchmarks-log.md.
     (None, False, 64): LaunchPlan(
@@ -47,7 +47,7 @@ PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchPlan] = {
         TwoSweepBackward(key_block=64, gate_stride=32, bf16_boundaries=True, bf16_dv_partials=True, precise_intra=True),
         Splitting(programs_per_sm=2, sweep_chunk=64)),
     # Head dims up to 256: D128's plans in narrower blocks, so that the [K, V] fp32 state blocks and the tiles fit
-    # the registers, and the segment sweeps in 64 x 64 state blocks.
+    # the registers, and the segment sweeps in 64 x 64 state blocks (docs/benchmarks-log.md, "Head dims of 256").
     (None, False, 256): LaunchPlan(
         ForwardPlan(64, 4, 2, value_block=32),
         ChunkParallelBackward(num_stages=3, key_block=64, value_block=64, save_states=True,
@@ -59,7 +59,7 @@ PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchPlan] = {
         Splitting(programs_per_sm=1, sweep_chunk=64, sweep_block=64)),
 }
 # Hopper (sm_90): scalar D128's forward and dv sweep, and the chunk-parallel backward's dq/dk, as the Gluon kernels
-# (gluon/).
+# (gluon/; docs/benchmarks-log.md, "Hopper sweeps in Gluon" and "Hopper kernels in Gluon: dq/dk and TMA stores").
 PINNED_CONFIGS[(9, False, 128)] = replace(PINNED_CONFIGS[(None, False, 128)], gluon_sweeps=True, backward=replace(
     PINNED_CONFIGS[(None, False, 128)].backward, gluon_dqk=True))
 

@@ -41,18 +41,18 @@ def _intra_options(q: torch.Tensor, precise: bool) -> dict:
     return dict(SPAN_LIMIT=SPAN_LIMIT, INTRA_FP32=q.dtype != torch.bfloat16 or precise)
 
 
-def _backward_options(q: torch.Tensor, log_decay: torch.Tensor, plan: LaunchPlan) -> dict:
+def _backward_options(q: torch.Tensor, log_decay: torch.Tensor, cfg: LaunchPlan) -> dict:
     """The launch options of the backward kernels (either strategy)."""
-    backward = plan.backward
+    backward = cfg.backward
     precise = isinstance(backward, TwoSweepBackward) and backward.precise_intra
-    return dict(_launch_options(q, log_decay, plan.backward_chunk, plan.backward_num_warps, plan.backward_num_stages,
-                                plan.blocks_adjacent, backward.max_registers),
+    return dict(_launch_options(q, log_decay, cfg.backward_chunk, cfg.backward_num_warps, cfg.backward_num_stages,
+                                cfg.blocks_adjacent, backward.max_registers),
                 **_intra_options(q, precise), STRIDE=backward.gate_stride)
 
 
 class ChunkDecayAttentionFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, log_decay, scale, initial_state, output_final_state, cu_seqlens, lengths, cfg, plan):
+    def forward(ctx, q, k, v, log_decay, scale, initial_state, output_final_state, cu_seqlens, lengths, cfg, segments):
         T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
         N = len(lengths)
         fwd = cfg.forward
@@ -66,25 +66,25 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         if save:
             # states for the chunk-parallel backward (one per span of tokens), indexed per program (sequence or
             # segment): segments are whole spans, so both orders of the spans agree
-            spans = chunk_table(lengths if plan is None else plan.lengths, cfg.state_span, q.device)
+            spans = chunk_table(lengths if segments is None else segments.lengths, cfg.state_span, q.device)
             chunk_states, first = new_chunk_states(q, v, spans.count), spans.first
             state_every = cfg.state_span // fwd.chunk
         BV = fwd.value_block_for(V)
-        programs = (N if plan is None else plan.count) * H * (V // BV)
+        programs = (N if segments is None else segments.count) * H * (V // BV)
         forward_opts = dict(opts, num_stages=cfg.stages_for(programs, fwd.num_stages))
-        if plan is None:
+        if segments is None:
             ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
             _forward(q, k, v, log_decay, o, scale, initial_state, ht, cu_seqlens, chunk_states, first, T, N, cfg,
                      forward_opts, BV, state_every)
         else:
             # the two-sweep backward's gate gradient needs each segment's end state
             store_ends = any(ctx.needs_input_grad) and isinstance(cfg.backward, TwoSweepBackward)
-            starts, ht, decay, ends = segment_states(k, v, log_decay, initial_state, plan, T, V, opts, cfg.splitting,
-                                                     store_ends)
-            _forward(q, k, v, log_decay, o, scale, starts, None, plan.cu_seqlens, chunk_states, first, T, plan.count,
-                     cfg, forward_opts, BV, state_every)
+            starts, ht, decay, ends = segment_states(k, v, log_decay, initial_state, segments, T, V, opts,
+                                                     cfg.splitting, store_ends)
+            _forward(q, k, v, log_decay, o, scale, starts, None, segments.cu_seqlens, chunk_states, first, T,
+                     segments.count, cfg, forward_opts, BV, state_every)
         ctx.save_for_backward(q, k, v, log_decay, initial_state, ht, cu_seqlens, starts, decay, chunk_states, ends)
-        ctx.scale, ctx.lengths, ctx.cfg, ctx.plan = scale, lengths, cfg, plan
+        ctx.scale, ctx.lengths, ctx.cfg, ctx.segments = scale, lengths, cfg, segments
         return o, (ht if output_final_state else None)
 
     @staticmethod
@@ -101,7 +101,7 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
             dh0 = dh0 if has_h0 else None
         else:
             dq, dk, dv, dg, dh0 = two_sweep_backward(q, k, v, log_decay, do, initial_state, dht, ht, ctx.scale,
-                                                     cu_seqlens, ctx.lengths, ctx.plan, starts, decay, ends, opts,
+                                                     cu_seqlens, ctx.lengths, ctx.segments, starts, decay, ends, opts,
                                                      cfg)
         return dq, dk, dv, dg.to(log_decay.dtype), None, dh0, None, None, None, None, None
 
@@ -208,13 +208,13 @@ def triton_decay_linear_attention(
     split = cfg.splitting
     segment = split.segment or segment_length(lengths, H, split.split_below, split.target_programs,
                                               backward.gate_stride, forward_blocks)
-    plan = plan_segments(lengths, segment, q.device) if segment and max(lengths) > segment else None
+    segments = plan_segments(lengths, segment, q.device) if segment and max(lengths) > segment else None
     state_dtype = None if initial_state is None else initial_state.dtype
     if initial_state is not None:
         initial_state = initial_state.float().contiguous()
     o, ht = ChunkDecayAttentionFunction.apply(
         q.contiguous(), k.contiguous(), v.contiguous(), log_decay.contiguous(), float(scale), initial_state,
-        bool(output_final_state), cu_seqlens, lengths, cfg, plan,
+        bool(output_final_state), cu_seqlens, lengths, cfg, segments,
     )
     if ht is not None and state_dtype is not None and state_dtype != torch.float32:
         ht = ht.to(state_dtype)

@@ -58,21 +58,14 @@ _MISSING = {"hopper_dqk": "hopper_dqk is the chunk-parallel backward's dq/dk ker
                           "chunk_parallel_backward=True and fused_dv=False: set those, or set hopper_dqk=False"}
 
 
-def _field_types() -> dict[str, type]:
-    types = {}
-    for name, knob in _TABLE.items():
-        default = _default(knob)
-        types[name] = bool if isinstance(default, bool) else int
-    return {**types, **{name: bool for name in _SELECTORS}}
-
-
 def _default(knob: Knob):
     found = next(f for f in fields(PARTS[knob.part][0]) if f.name == knob.field)
     return 0 if found.default is MISSING else found.default  # no default: the forward's chunk, warps and stages
 
 
 # Every knob's name and value type (int or bool), e.g. for parsing "chunk=32,fused_dv=true".
-KNOBS: dict[str, type] = _field_types()
+KNOBS: dict[str, type] = {**{name: type(_default(knob)) for name, knob in _TABLE.items()},
+                          **dict.fromkeys(_SELECTORS, bool)}
 
 
 def launch_plan(chunk: int, num_warps: int, num_stages: int, **knobs) -> LaunchPlan:
@@ -139,6 +132,11 @@ def with_knobs(plan: LaunchPlan, **overrides) -> LaunchPlan:
     (or the chunk-parallel backward's dv), ``plan``'s options of the part they remove go with it; the overrides
     themselves must fit the new plan."""
     knobs = {**knobs_of(plan), **overrides}
+    for name, other in (("fused_dv", "dv_in_sweep"), ("dv_in_sweep", "fused_dv")):
+        if overrides.get(name) and other not in overrides:  # one way of computing dv replaces the other
+            knobs[other] = False
+    if not knobs["chunk_parallel_backward"]:
+        knobs.update({name: overrides.get(name, False) for name in ("fused_dv", "dv_in_sweep")})
     present = _parts(bool(knobs["chunk_parallel_backward"]), bool(knobs["dv_in_sweep"]))
     for name, knob in _TABLE.items():
         if name not in overrides and knob.part not in present:

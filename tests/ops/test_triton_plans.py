@@ -8,7 +8,13 @@ pytest.importorskip("triton", reason="triton is not installed")
 from decaylab.ops.triton import launch_plan, with_knobs  # noqa: E402
 from decaylab.ops.triton.configs import PINNED_CONFIGS  # noqa: E402
 from decaylab.ops.triton.knobs import KNOBS, knobs_of  # noqa: E402
-from decaylab.ops.triton.plans import ChunkParallelBackward, DvInSweep, DvKernel, FusedDv, TwoSweepBackward  # noqa: E402
+from decaylab.ops.triton.plans import (  # noqa: E402
+    ChunkParallelBackward,
+    DvInSweep,
+    DvKernel,
+    FusedDv,
+    TwoSweepBackward,
+)
 
 
 @pytest.mark.parametrize("key", list(PINNED_CONFIGS), ids=str)

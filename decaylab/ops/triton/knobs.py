@@ -54,8 +54,10 @@ _TABLE: dict[str, Knob] = {
 }
 _SELECTORS = ("chunk_parallel_backward", "fused_dv", "dv_in_sweep")
 # A knob whose part is missing gets this message instead of the generic one.
-_MISSING = {"hopper_dqk": "hopper_dqk is the chunk-parallel backward's dq/dk kernel, which computes no dv: it needs "
-                          "chunk_parallel_backward=True and fused_dv=False: set those, or set hopper_dqk=False"}
+_OWN_MESSAGE = {
+    "hopper_dqk": "hopper_dqk is the chunk-parallel backward's dq/dk kernel, which computes no dv: it needs "
+                  "chunk_parallel_backward=True and fused_dv=False: set those, or set hopper_dqk=False",
+}
 
 
 def _default(knob: Knob):
@@ -106,8 +108,8 @@ def _parts(chunk_parallel: bool, dv_in_sweep: bool) -> set[str]:
 
 
 def _refuse(name: str, part: str):
-    if name in _MISSING:
-        raise ValueError(_MISSING[name])
+    if name in _OWN_MESSAGE:
+        raise ValueError(_OWN_MESSAGE[name])
     raise ValueError(f"{name} is an option of {_PART_NAMES[part]}: set {PARTS[part][1]} as well, or drop {name} "
                      f"(set it to {_default(_TABLE[name]) if name in _TABLE else False})")
 

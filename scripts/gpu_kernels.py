@@ -27,6 +27,7 @@ from decaylab.ops import BACKENDS  # noqa: E402
 from decaylab.ops.triton import use_config  # noqa: E402
 from decaylab.ops.triton.check import against_reference  # noqa: E402
 from decaylab.ops.triton.configs import overridden_config  # noqa: E402
+from decaylab.ops.triton.knobs import knobs_of  # noqa: E402
 
 DEV = torch.device("cuda")
 
@@ -109,7 +110,7 @@ def sweep(shape_texts, variants=SWEEP_VARIANTS):
                         continue
                 print(f"{'vec' if vector else 'sca'} {str(overrides):48s} fwd {r['fwd_ms']:.3f} fwd+bwd "
                       f"{r['fwd_bwd_ms']:.3f} ms (first call {r['first_call_s']:.1f}s)")
-                out.append(dict(shape=str(shape), vector=vector, cfg=cfg.__dict__, **r))
+                out.append(dict(shape=str(shape), vector=vector, cfg=knobs_of(cfg), **r))
             del inputs
             torch.cuda.empty_cache()
     print("\n## registers / spills per compiled kernel")

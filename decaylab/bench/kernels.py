@@ -12,7 +12,6 @@ the chunked algorithm's matmul FLOPs over the measured bf16 matmul rate.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -173,10 +172,10 @@ def time_provider(name: str, inputs: dict, warmup_calls: int = 3, graph: bool = 
 
 
 def parse_config_spec(spec: str) -> dict:
-    """``"chunk=32,bwd_num_warps=8,precise_intra=true"`` -> overrides of the pinned ``LaunchConfig`` (typed)."""
-    from decaylab.ops.triton.configs import LaunchConfig
+    """``"chunk=32,bwd_num_warps=8,precise_intra=true"`` -> overrides of the pinned launch plan (typed knobs)."""
+    from decaylab.ops.triton.knobs import KNOBS
 
-    fields = {f.name: f.type for f in dataclasses.fields(LaunchConfig)}
+    fields = KNOBS
     overrides = {}
     for item in filter(None, spec.split(",")):
         key, sep, text = item.partition("=")
@@ -201,11 +200,12 @@ def check_config_spec(spec: str, decays: tuple[str, ...] = ("scalar", "vector"),
     (an option of the scalar-only backwards, or one that only one head width's pinned plan takes, is no error when
     only those are timed)."""
     from decaylab.ops.triton.configs import pick_config
+    from decaylab.ops.triton.knobs import with_knobs
 
     overrides = parse_config_spec(spec)
     for decay in decays:
         for D in dims:
-            dataclasses.replace(pick_config(torch.device("cpu"), decay == "vector", D, D), **overrides)
+            with_knobs(pick_config(torch.device("cpu"), decay == "vector", D, D), **overrides)
 
 
 def _time_column(column: str, inputs: dict, device: torch.device, vector: bool, D: int, graph: bool) -> dict:
@@ -284,8 +284,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "decaylab's torch chunked backend (chunk), which runs head dims outside the kernels")
     parser.add_argument("--configs", nargs="+", metavar="SPEC", default=[],
                         help="time these launch configs instead of the pinned one, each as overrides of it, e.g. "
-                             "'chunk=32,bwd_num_warps=8' '' (the empty spec is the pinned config); fields: see "
-                             "decaylab.ops.triton.LaunchConfig")
+                             "'chunk=32,bwd_num_warps=8' '' (the empty spec is the pinned config); knobs: see "
+                             "decaylab.ops.triton.knobs")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="also time the forward+backward replayed from a CUDA graph: the GPU's time alone, "
                              "without the host's launch and autograd cost (most of an eager call at small shapes)")

@@ -66,11 +66,11 @@ def test_a_programs_per_sm_override_refits_the_segment_thresholds(monkeypatch):
     kb._time_column("decaylab[programs_per_sm=3,target_programs=10]", {}, device, True, 128, graph=False)
     kb._time_column("decaylab[chunk=32]", {}, device, True, 128, graph=False)
     kb._time_column("decaylab[split_percent=50]", {}, device, True, 128, graph=False)
-    refit, explicit, untouched, half = seen
+    refit, explicit, untouched, half = (plan.splitting for plan in seen)
     assert (refit.split_below, refit.target_programs) == (132, 396)
     assert explicit.target_programs == 10
     assert (half.split_below, half.target_programs) == (66, 264)
-    pinned = configs.pick_config(device, True, 128, 128)
+    pinned = configs.pick_config(device, True, 128, 128).splitting
     assert (untouched.split_below, untouched.target_programs) == (pinned.split_below, pinned.target_programs)
 
 

@@ -8,12 +8,12 @@ would otherwise surface only on a GPU.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,11 +24,12 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 from triton.runtime.jit import JITFunction, mangle_type  # noqa: E402
 
-from decaylab.ops.triton import function, hopper, use_config  # noqa: E402
+from decaylab.ops.triton import function, gluon, use_config, with_knobs  # noqa: E402
 from decaylab.ops.triton.configs import PINNED_CONFIGS  # noqa: E402
 
-if hopper.gluon is not None:
+if gluon.AVAILABLE:
     from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET = GPUTarget("cuda", 90, 32)
@@ -71,7 +72,7 @@ CONFIGS = {
     "scalar-D128-spans2-stride128": (False, 128, dict(spans_per_program=2, state_stride=128, gate_stride=128,
                                                      dv_in_sweep=False, dv_sweep_num_stages=0)),
 }
-if hopper.gluon is not None:  # the Gluon sweeps (hopper.py) need a Triton with Gluon
+if gluon.AVAILABLE:  # the Gluon kernels (gluon/) need a Triton with Gluon
     CONFIGS.update({
         "scalar-D128-hopper-sweeps": (False, 128, dict(hopper_sweeps=True, hopper_dqk=False)),
         "scalar-D128-hopper-sweeps-segmented": (False, 128, dict(hopper_sweeps=True, hopper_dqk=True, segment=64)),
@@ -101,7 +102,7 @@ def _signature(fn: JITFunction, args: tuple, kwargs: dict) -> tuple[dict, dict, 
             constexprs[param.name] = value
         elif isinstance(value, torch.Tensor):
             signature[param.name] = "*" + TRITON_TYPES[value.dtype]
-        elif hopper.gluon is not None and isinstance(value, hopper.TensorDescriptor):
+        elif gluon.AVAILABLE and isinstance(value, TensorDescriptor):
             signature[param.name] = mangle_type(value)
         elif isinstance(value, float):
             signature[param.name] = "fp32"
@@ -113,7 +114,7 @@ def _signature(fn: JITFunction, args: tuple, kwargs: dict) -> tuple[dict, dict, 
 def _launches(vector: bool, D: int, overrides: dict, dtype: torch.dtype = torch.bfloat16) -> list[tuple]:
     """Run one forward and backward on CPU tensors with every kernel launch captured instead of executed."""
     captured = []
-    config = replace(PINNED_CONFIGS[(None, vector, D)], **overrides)
+    config = with_knobs(PINNED_CONFIGS[(None, vector, D)], **overrides)
     B, T, H = 1, 300, 2
     q, k, v = (torch.randn(B, T, H, D, dtype=dtype, requires_grad=True) for _ in range(3))
     g = -torch.rand((B, T, H, D) if vector else (B, T, H), requires_grad=True)
@@ -122,26 +123,32 @@ def _launches(vector: bool, D: int, overrides: dict, dtype: torch.dtype = torch.
         patch.setattr(JITFunction, "__getitem__",
                       lambda fn, grid: lambda *args, **kwargs: captured.append((fn, args, dict(kwargs))))
         patch.setattr(function, "interpreter_active", lambda: True)  # CPU tensors are fine: nothing runs
-        patch.setattr(hopper, "sm90", lambda device: True)  # the configs with hopper_sweeps take the Gluon kernels
-        patch.setattr(hopper, "interpreter_active", lambda: False)
+        patch.setattr(gluon, "sm90", lambda device: True)  # the configs with hopper_sweeps take the Gluon kernels
+        patch.setattr(gluon, "interpreter_active", lambda: False)
         with use_config(config):
-            o, ht = function.chunk_decay_linear_attention(q, k, v, g, initial_state=h0, output_final_state=True)
+            o, ht = function.triton_decay_linear_attention(q, k, v, g, initial_state=h0, output_final_state=True)
         (o.float().sum() + ht.sum()).backward()
     return captured
 
 
-def compile_all() -> dict:
-    """Every distinct kernel of every config in CONFIGS, compiled once: name -> [(kernel, error or None)]."""
+def compile_all(ptx_dir: Path | None = None) -> dict:
+    """Every distinct kernel of every config in CONFIGS, compiled once: name -> [(kernel, error or None)]. With
+    ``ptx_dir``, each kernel's PTX is written there as <kernel>-<hash of its launch>.ptx, and <config>.txt lists the
+    files of each config: two such folders compared file by file show whether a change of the Python code changed
+    the compiled code (set TRITON_DISABLE_LINE_INFO=1, so that moved source lines do not count)."""
     cache, results = {}, {}
     for name, spec in CONFIGS.items():
         results[name] = []
         for fn, args, kwargs in _launches(*spec):
             signature, constexprs, options = _signature(fn, args, kwargs)
             key = (fn.__name__, tuple(signature.items()), tuple(constexprs.items()), tuple(options.items()))
+            file = f"{fn.__name__}-{hashlib.sha1(repr(key).encode()).hexdigest()[:12]}.ptx"
             if key not in cache:
                 try:
                     source = (GluonASTSource if fn.is_gluon() else ASTSource)(fn, signature, constexprs)
                     kernel = triton.compile(source, target=TARGET, options=options)
+                    if ptx_dir is not None:
+                        (ptx_dir / file).write_text(kernel.asm["ptx"])
                     cache[key] = None if kernel.asm.get("cubin") else "no machine code"
                     if kernel.metadata.shared > SM90_SHARED_LIMIT:
                         cache[key] = f"needs {kernel.metadata.shared} bytes of shared memory, over sm_90's " \
@@ -149,6 +156,9 @@ def compile_all() -> dict:
                 except Exception as error:  # reported per config below
                     cache[key] = f"{type(error).__name__}: {str(error)[:2000]}"
             results[name].append((fn.__name__, cache[key]))
+            if ptx_dir is not None:
+                with open(ptx_dir / f"{name}.txt", "a") as listing:
+                    listing.write(file + "\n")
     return results
 
 
@@ -184,12 +194,15 @@ def test_the_captured_launches_cover_each_path(compiled):
     assert {"forward_kernel", "backward_dq_kernel", "backward_dkv_kernel", "chunk_states_kernel",
             "chunk_dstates_kernel", "chunk_dv_kernel", "chunk_dqk_kernel", "segment_state_kernel",
             "segment_dstate_kernel", "sum_partials_kernel"} <= kernels, sorted(kernels)
-    # the Gluon kernels (hopper.py), which the interpreter cannot run: this compile is their only CPU check
-    if hopper.gluon is not None:
+    # the Gluon kernels (gluon/), which the interpreter cannot run: this compile is their only CPU check
+    if gluon.AVAILABLE:
         gluon_kernels = {kernel for name, launches in compiled.items() if "hopper" in name for kernel, _ in launches}
         assert {"hopper_forward_kernel", "hopper_dstates_dv_kernel", "hopper_dqk_kernel"} <= gluon_kernels, \
             sorted(gluon_kernels)
 
 
-if __name__ == "__main__":  # the child process of the ``compiled`` fixture
-    print(json.dumps(compile_all()))
+if __name__ == "__main__":  # the child process of the ``compiled`` fixture; with --ptx DIR, also the PTX dump
+    folder = Path(sys.argv[sys.argv.index("--ptx") + 1]) if "--ptx" in sys.argv else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    print(json.dumps(compile_all(folder)))

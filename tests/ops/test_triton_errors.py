@@ -15,14 +15,14 @@ def _inputs(B=1, T=8, H=2, K=16, V=16):
 def test_registered_as_backend():
     from decaylab.ops import BACKENDS
 
-    assert BACKENDS.get("triton") is triton_backend.chunk_decay_linear_attention
+    assert BACKENDS.get("triton") is triton_backend.triton_decay_linear_attention
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-tensor message")
 def test_cpu_tensors_without_interpreter_are_refused(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="backend='chunk'"):
-        triton_backend.chunk_decay_linear_attention(*_inputs())
+        triton_backend.triton_decay_linear_attention(*_inputs())
 
 
 @pytest.mark.parametrize(
@@ -32,18 +32,18 @@ def test_cpu_tensors_without_interpreter_are_refused(monkeypatch):
 )
 def test_bad_cu_seqlens_are_refused(offsets, message):
     with pytest.raises(ValueError, match=message):
-        triton_backend.chunk_decay_linear_attention(*_inputs(), cu_seqlens=torch.tensor(offsets))
+        triton_backend.triton_decay_linear_attention(*_inputs(), cu_seqlens=torch.tensor(offsets))
 
 
 def test_cu_seqlens_needs_batch_one_and_matching_states():
     with pytest.raises(ValueError, match="batch of one"):
-        triton_backend.chunk_decay_linear_attention(*_inputs(B=2), cu_seqlens=torch.tensor([0, 8]))
+        triton_backend.triton_decay_linear_attention(*_inputs(B=2), cu_seqlens=torch.tensor([0, 8]))
     with pytest.raises(ValueError, match="N = 2 sequences"):
-        triton_backend.chunk_decay_linear_attention(
+        triton_backend.triton_decay_linear_attention(
             *_inputs(), cu_seqlens=torch.tensor([0, 4, 8]), initial_state=torch.zeros(1, 2, 16, 16)
         )
     with pytest.raises(ValueError, match="int32 or int64"):
-        triton_backend.chunk_decay_linear_attention(*_inputs(), cu_seqlens=torch.tensor([0.0, 8.0]))
+        triton_backend.triton_decay_linear_attention(*_inputs(), cu_seqlens=torch.tensor([0.0, 8.0]))
 
 
 def test_chunk_parallel_backward_is_refused_for_vector_decay():
@@ -52,7 +52,7 @@ def test_chunk_parallel_backward_is_refused_for_vector_decay():
     q, k, v, _ = _inputs()
     with use_config(LaunchConfig(16, 4, 1, chunk_parallel_backward=True)):
         with pytest.raises(ValueError, match="for scalar decay"):
-            triton_backend.chunk_decay_linear_attention(q, k, v, -torch.rand(1, 8, 2, 16))
+            triton_backend.triton_decay_linear_attention(q, k, v, -torch.rand(1, 8, 2, 16))
 
 
 def test_fused_dv_with_split_key_channels_is_refused():
@@ -61,5 +61,5 @@ def test_fused_dv_with_split_key_channels_is_refused():
     q, k, v, _ = _inputs()
     config = LaunchConfig(16, 4, 1, chunk_parallel_backward=True, fused_dv=True, bwd_key_block=16)
     with use_config(config), pytest.raises(ValueError, match="set bwd_key_block=0 or drop fused_dv"):
-        triton_backend.chunk_decay_linear_attention(torch.cat([q, q], -1), torch.cat([k, k], -1), v,
+        triton_backend.triton_decay_linear_attention(torch.cat([q, q], -1), torch.cat([k, k], -1), v,
                                                     -torch.rand(1, 8, 2))

@@ -229,17 +229,17 @@ def test_triton_forward_backward_replays_in_a_cuda_graph(vector, B, T, H, D):
 @pytest.mark.parametrize("lowest", [-5.0, 0.0])
 @pytest.mark.parametrize("dqk", [False, True], ids=["triton-dqk", "gluon-dqk"])
 def test_hopper_sweeps_match_recurrence_on_gpu(K, V, offsets, segment, lowest, dqk, monkeypatch):
-    """The Gluon forward and dv sweep (hopper.py), and the Gluon dq/dk kernel (hopper_grads.py) or the Triton one,
+    """The Gluon forward and dv sweep (gluon/sweeps.py), and the Gluon dq/dk kernel (gluon/grads.py) or the Triton one,
     on sm_90, checked to have run: packed sequences whose chunks end mid-tile (the TMA tiles then hold the next
     sequence's tokens), segments (initial states per segment), K != V, several items per persistent program."""
-    from decaylab.ops.triton import hopper, hopper_grads
+    from decaylab.ops.triton import gluon
 
-    if not hopper.sm90(torch.device("cuda")):
+    if not gluon.sm90(torch.device("cuda")):
         pytest.skip("the Gluon sweeps are for sm_90 (Hopper) GPUs")
     ran = []
-    for module, name in ((hopper, "forward"), (hopper, "dstates_dv"), (hopper_grads, "dqk")):
-        launch = getattr(module, name)
-        monkeypatch.setattr(module, name, lambda *a, _launch=launch, _name=name: (ran.append(_name), _launch(*a))[1])
+    for name in ("forward", "dstates_dv", "dqk"):
+        launch = getattr(gluon, name)
+        monkeypatch.setattr(gluon, name, lambda *a, _launch=launch, _name=name: (ran.append(_name), _launch(*a))[1])
     B, T = (1, 1000) if offsets else (2, 333)
     results = _run(B, T, 2, K, V, False, torch.bfloat16, lowest, offsets,
                    dict(hopper_sweeps=True, hopper_dqk=dqk, segment=segment))

@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip("triton", reason="triton is not installed")
 
-from decaylab.ops.triton.configs import LaunchConfig  # noqa: E402
+from decaylab.ops.triton import LaunchConfig  # noqa: E402
 from decaylab.ops.triton.segments import plan_segments, segment_length  # noqa: E402
 
 
@@ -65,10 +65,11 @@ def test_pinned_scalar_configs_split_only_while_the_forward_leaves_sms_idle(shap
 
     B, T, H, D = shape
     cfg = fit_to_sms(PINNED_CONFIGS[(None, False, D)], 132)
-    blocks = D // cfg.forward_value_block(D)
-    assert (segment_length((T,) * B, H, cfg.split_below, cfg.target_programs, cfg.gate_stride, blocks) > 0) == split
+    blocks = D // cfg.forward.value_block_for(D)
+    split_below, target_programs = cfg.splitting.split_below, cfg.splitting.target_programs
+    assert (segment_length((T,) * B, H, split_below, target_programs, cfg.backward.gate_stride, blocks) > 0) == split
     vector = fit_to_sms(PINNED_CONFIGS[(None, True, D)], 132)  # vector decay splits below one program per SM
-    assert vector.split_below == 132
+    assert vector.splitting.split_below == 132
 
 
 @pytest.mark.parametrize(
@@ -86,14 +87,15 @@ def test_pinned_scalar_d128_deepens_pipelines_only_with_one_program_per_sm(shape
     B, T, H, D = shape
     cfg = fit_to_sms(PINNED_CONFIGS[(None, False, D)], 132)
     assert cfg.sms == 132
-    blocks = D // cfg.forward_value_block(D)
-    segment = segment_length((T,) * B, H, cfg.split_below, cfg.target_programs, cfg.gate_stride, blocks)
+    blocks = D // cfg.forward.value_block_for(D)
+    segment = segment_length((T,) * B, H, cfg.splitting.split_below, cfg.splitting.target_programs,
+                             cfg.backward.gate_stride, blocks)
     segments = -(-T // segment) if segment else 1
-    assert cfg.stages_for(B * segments * H * blocks, cfg.num_stages) == forward_stages
-    sweep_blocks = D // cfg.bwd_value_block
-    assert cfg.stages_for(B * H * sweep_blocks, cfg.dv_sweep_num_stages) == sweep_stages
+    assert cfg.stages_for(B * segments * H * blocks, cfg.forward.num_stages) == forward_stages
+    sweep_blocks = D // cfg.backward.value_block
+    assert cfg.stages_for(B * H * sweep_blocks, cfg.backward.dv.num_stages) == sweep_stages
     unknown = PINNED_CONFIGS[(None, False, D)]  # no SM count (CPU, interpreter): the usual stages
-    assert unknown.stages_for(1, unknown.num_stages) == unknown.num_stages
+    assert unknown.stages_for(1, unknown.forward.num_stages) == unknown.forward.num_stages
 
 
 @pytest.mark.parametrize(

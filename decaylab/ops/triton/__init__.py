@@ -10,9 +10,14 @@ imported (slow; used by the tests).
 import triton  # noqa: F401  (ImportError here keeps the backend unregistered)
 
 from decaylab.ops import BACKENDS
-from decaylab.ops.triton.configs import LaunchConfig, use_config
-from decaylab.ops.triton.function import chunk_decay_linear_attention
+from decaylab.ops.triton.configs import use_config
+from decaylab.ops.triton.function import triton_decay_linear_attention
+from decaylab.ops.triton.knobs import launch_plan, with_knobs
+from decaylab.ops.triton.plans import LaunchPlan
 
-BACKENDS.register("triton")(chunk_decay_linear_attention)
+BACKENDS.register("triton")(triton_decay_linear_attention)
 
-__all__ = ["chunk_decay_linear_attention", "LaunchConfig", "use_config"]
+# The flat-knob constructor under its earlier name: LaunchConfig(chunk=32, num_warps=4, num_stages=2, ...).
+LaunchConfig = launch_plan
+
+__all__ = ["triton_decay_linear_attention", "LaunchPlan", "launch_plan", "with_knobs", "use_config", "LaunchConfig"]

@@ -7,7 +7,7 @@ import torch
 
 from decaylab.ops.reference.recurrent import recurrent_decay_linear_attention as reference
 from decaylab.ops.triton.configs import overridden_config, use_config
-from decaylab.ops.triton.function import chunk_decay_linear_attention
+from decaylab.ops.triton.function import triton_decay_linear_attention
 
 GRADIENTS = ("dq", "dk", "dv", "dlog_decay", "dh0")
 
@@ -40,8 +40,8 @@ def against_reference(B: int, T: int, H: int, K: int, V: int, vector: bool, dtyp
     h0_leaf = leaves[4] if initial_state else None
     cu = None if offsets is None else torch.tensor(offsets, device=device)
     with use_config(overridden_config(device, vector, K, V, overrides or {})):
-        o, ht = chunk_decay_linear_attention(*leaves[:4], scale=scale, initial_state=h0_leaf,
-                                             output_final_state=True, cu_seqlens=cu)
+        o, ht = triton_decay_linear_attention(*leaves[:4], scale=scale, initial_state=h0_leaf,
+                                              output_final_state=True, cu_seqlens=cu)
     ((o.double() * do.double()).sum() + (ht.double() * dht.double()).sum()).backward()
 
     refs = [t.double().requires_grad_() for t in inputs]

@@ -33,12 +33,13 @@ import torch
 import triton
 import triton.language as tl
 
-from decaylab.ops.triton import hopper, hopper_grads
+from decaylab.ops.triton import gluon
 from decaylab.ops.triton.configs import interpreter_active
 from decaylab.ops.triton.intra import scalar_pair_decay
-from decaylab.ops.triton.kernels import STATE_BLOCK, _advance_block, _block_ptrs, _bounds, \
-    _chunk_tokens, _load_chunk, _load_gates, _load_raw_gates, _load_tile, _log2_cumsum, _program_ids, \
-    _retreat_block, _retreat_dstate, _state_block_ids, _store_tile, compile_options, launch_grid
+from decaylab.ops.triton.kernels import STATE_BLOCK, advance_block, block_ptrs, chunk_tokens, compile_options, \
+    launch_grid, load_chunk, load_gates, load_raw_gates, load_tile, log2_cumsum, program_ids, retreat_block, \
+    retreat_dstate, sequence_bounds, state_block_ids, store_tile
+from decaylab.ops.triton.plans import ChunkParallelBackward, DvInSweep, DvKernel, FusedDv, LaunchPlan
 
 SWEEP_WARPS = 4
 
@@ -75,18 +76,18 @@ def chunk_states_kernel(k, v, g, h0, states, cu_seqlens, first, T,
                         H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                         BV: tl.constexpr, HAS_H0: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Per (sequence, head, state block): the block entering each chunk."""
-    i_nh, i_k, i_v = _state_block_ids(K, V, BK, BV, ADJACENT)
+    i_nh, i_k, i_v = state_block_ids(K, V, BK, BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
+    bos, seq_len = sequence_bounds(cu_seqlens, i_n, T, True)
     c0 = tl.load(first + i_n)
     DT = k.dtype.element_ty
     S = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_H0:
-        S = tl.load(_block_ptrs(h0, i_nh, K, V, BK, BV, i_k, i_v))
+        S = tl.load(block_ptrs(h0, i_nh, K, V, BK, BV, i_k, i_v))
     for i_t in range(0, tl.cdiv(seq_len, BT)):
-        tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
-        tl.store(_block_ptrs(states, (c0 + i_t) * H + i_h, K, V, BK, BV, i_k, i_v), S.to(states.dtype.element_ty))
-        S, _ = _advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
+        tok, valid = chunk_tokens(bos, seq_len, i_t, BT)
+        tl.store(block_ptrs(states, (c0 + i_t) * H + i_h, K, V, BK, BV, i_k, i_v), S.to(states.dtype.element_ty))
+        S, _ = advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
 
 
 @triton.jit
@@ -94,22 +95,22 @@ def chunk_dstates_kernel(q, g, do, dht, dstates, dh0, cu_seqlens, first, scale, 
                          H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                          BV: tl.constexpr, HAS_DHT: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Per (sequence, head, state block): the block's gradient leaving each chunk, and entering the sequence."""
-    i_nh, i_k, i_v = _state_block_ids(K, V, BK, BV, ADJACENT)
+    i_nh, i_k, i_v = state_block_ids(K, V, BK, BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
+    bos, seq_len = sequence_bounds(cu_seqlens, i_n, T, True)
     c0 = tl.load(first + i_n)
     DT = q.dtype.element_ty
     dS = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_DHT:
-        dS = tl.load(_block_ptrs(dht, i_nh, K, V, BK, BV, i_k, i_v))
+        dS = tl.load(block_ptrs(dht, i_nh, K, V, BK, BV, i_k, i_v))
     NT = tl.cdiv(seq_len, BT)
     for i_r in range(0, NT):
         i_t = NT - 1 - i_r
-        tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
-        tl.store(_block_ptrs(dstates, (c0 + i_t) * H + i_h, K, V, BK, BV, i_k, i_v),
+        tok, valid = chunk_tokens(bos, seq_len, i_t, BT)
+        tl.store(block_ptrs(dstates, (c0 + i_t) * H + i_h, K, V, BK, BV, i_k, i_v),
                  dS.to(dstates.dtype.element_ty))
-        dS = _retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
-    tl.store(_block_ptrs(dh0, i_nh, K, V, BK, BV, i_k, i_v), dS)
+        dS = retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
+    tl.store(block_ptrs(dh0, i_nh, K, V, BK, BV, i_k, i_v), dS)
 
 
 @triton.jit
@@ -118,8 +119,8 @@ def _state_at(h, k, v, g, span_bos, span_end, i_h, i_k, i_v, H: tl.constexpr, K:
               PREC: tl.constexpr):
     """The [BK, BV] state block entering sub-chunk J, from h (fp32) entering the span: sub-chunks 0 .. J-1 replayed."""
     for i in tl.static_range(J):
-        tok, valid = _chunk_tokens(span_bos, span_end - span_bos, i, BT)
-        h, _ = _advance_block(h, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
+        tok, valid = chunk_tokens(span_bos, span_end - span_bos, i, BT)
+        h, _ = advance_block(h, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
     return h
 
 
@@ -130,8 +131,8 @@ def _dstate_at(dh, q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H: tl.con
     """The [BK, BV] state-gradient block leaving sub-chunk J, from dh (fp32) leaving the span: sub-chunks SUB-1 ..
     J+1 retreated over."""
     for r in tl.static_range(SUB - 1 - J):
-        tok, valid = _chunk_tokens(span_bos, span_end - span_bos, SUB - 1 - r, BT)
-        dh = _retreat_block(dh, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
+        tok, valid = chunk_tokens(span_bos, span_end - span_bos, SUB - 1 - r, BT)
+        dh = retreat_block(dh, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
     return dh
 
 
@@ -164,18 +165,18 @@ def chunk_dv_kernel(q, k, g, do, dstates, chunk_bos, chunk_end, dv, scale,
     span_bos, span_end = tl.load(chunk_bos + i_c), tl.load(chunk_end + i_c)
     rows = tl.arange(0, BT)
     for j in tl.static_range(SUB):
-        tok, valid = _chunk_tokens(span_bos, span_end - span_bos, j, BT)
-        q_t = _load_chunk(q, tok, valid, i_h, H, K)
-        k_t = _load_chunk(k, tok, valid, i_h, H, K)
-        G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)  # [BT], log2 units
+        tok, valid = chunk_tokens(span_bos, span_end - span_bos, j, BT)
+        q_t = load_chunk(q, tok, valid, i_h, H, K)
+        k_t = load_chunk(k, tok, valid, i_h, H, K)
+        G = load_gates(g, tok, valid, i_h, H, K, K, 0, False)  # [BT], log2 units
         At, k_end = _dv_operands(q_t, k_t, G, scalar_pair_decay(G, rows, rows), scale, DT, PREC)
         for i_v in range(0, V // BV):
-            do_b = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
-            dh_b = tl.load(_block_ptrs(dstates, i_ch, K, V, K, BV, 0, i_v)).to(tl.float32)  # leaving the span
+            do_b = load_tile(do, tok, valid, i_h, H, V, BV, i_v)
+            dh_b = tl.load(block_ptrs(dstates, i_ch, K, V, K, BV, 0, i_v)).to(tl.float32)  # leaving the span
             dh_b = _dstate_at(dh_b, q, do, g, span_bos, span_end, scale, i_h, 0, i_v, H, K, V, BT, K, BV, j, SUB, DT,
                               PREC)
             dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dh_b.to(DT), input_precision=PREC)
-            _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
+            store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
 
 
 @triton.jit
@@ -185,24 +186,24 @@ def chunk_dstates_dv_kernel(q, k, g, do, dht, dstates, dh0, dv, cu_seqlens, firs
     """Per (sequence, head, value block): the reverse sweep of chunk_dstates_kernel over [K, BV] blocks (every key
     at once), computing each chunk's dv on the way, as chunk_dv_kernel would: q, k and do are read once for both
     and the state gradients are not read back. One stored state per chunk (no sub-chunks)."""
-    i_nh, i_v = _program_ids(V // BV, ADJACENT)
+    i_nh, i_v = program_ids(V // BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
+    bos, seq_len = sequence_bounds(cu_seqlens, i_n, T, True)
     c0 = tl.load(first + i_n)
     DT = q.dtype.element_ty
     rows = tl.arange(0, BT)
     dS = tl.zeros([K, BV], dtype=tl.float32)
     if HAS_DHT:
-        dS = tl.load(_block_ptrs(dht, i_nh, K, V, K, BV, 0, i_v))
+        dS = tl.load(block_ptrs(dht, i_nh, K, V, K, BV, 0, i_v))
     NT = tl.cdiv(seq_len, BT)
     for i_r in range(0, NT):
         i_t = NT - 1 - i_r
-        tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
-        tl.store(_block_ptrs(dstates, (c0 + i_t) * H + i_h, K, V, K, BV, 0, i_v), dS.to(dstates.dtype.element_ty))
-        q_t = _load_chunk(q, tok, valid, i_h, H, K)
-        k_t = _load_chunk(k, tok, valid, i_h, H, K)
-        do_b = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
-        G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)  # [BT], log2 units
+        tok, valid = chunk_tokens(bos, seq_len, i_t, BT)
+        tl.store(block_ptrs(dstates, (c0 + i_t) * H + i_h, K, V, K, BV, 0, i_v), dS.to(dstates.dtype.element_ty))
+        q_t = load_chunk(q, tok, valid, i_h, H, K)
+        k_t = load_chunk(k, tok, valid, i_h, H, K)
+        do_b = load_tile(do, tok, valid, i_h, H, V, BV, i_v)
+        G = load_gates(g, tok, valid, i_h, H, K, K, 0, False)  # [BT], log2 units
         G_last = tl.min(G, axis=0)
         # dv = A^T do + 2^(G_last - G) * (k dS), one term at a time: their operands are never live together (this
         # kernel is the backward's most crowded: a [K, BV] fp32 state gradient besides the chunk's full-width q, k)
@@ -210,9 +211,9 @@ def chunk_dstates_dv_kernel(q, k, g, do, dht, dstates, dh0, dv, cu_seqlens, firs
                       input_precision=PREC)
         # the keys' decay to the chunk end scales the product's rows: k feeds the dot straight from shared memory
         dv_b += tl.dot(k_t, dS.to(DT), input_precision=PREC) * tl.exp2(G_last - G)[:, None]
-        _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
-        dS = _retreat_dstate(dS, q_t, do_b, G, G_last, scale, False, DT, PREC)
-    tl.store(_block_ptrs(dh0, i_nh, K, V, K, BV, 0, i_v), dS)
+        store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
+        dS = retreat_dstate(dS, q_t, do_b, G, G_last, scale, False, DT, PREC)
+    tl.store(block_ptrs(dh0, i_nh, K, V, K, BV, 0, i_v), dS)
 
 
 @triton.jit
@@ -227,7 +228,7 @@ def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, 
     input once, holding more tiles. The spans of one program are walked in a loop, so that the compiler's software
     pipeline (num_stages) issues the next span's loads during this span's math: a program of one span waits for
     its loads, computes, and stores, with nothing to overlap."""
-    i_gh, i_k = _program_ids(K // BK, ADJACENT)
+    i_gh, i_k = program_ids(K // BK, ADJACENT)
     i_g, i_h = i_gh // H, i_gh % H
     if SPANS == 1:  # no loop: around one span it compiled to more spills (sm_90, D64: 96 bytes against 56)
         _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride,
@@ -257,26 +258,26 @@ def _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, d
     span_bos, span_end = tl.load(chunk_bos + i_c), tl.load(chunk_end + i_c)
     rows = tl.arange(0, BT)
     for j in tl.static_range(SUB):
-        tok, valid = _chunk_tokens(span_bos, span_end - span_bos, j, BT)
-        q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
-        k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
+        tok, valid = chunk_tokens(span_bos, span_end - span_bos, j, BT)
+        q_t = load_tile(q, tok, valid, i_h, H, K, BK, i_k)
+        k_t = load_tile(k, tok, valid, i_h, H, K, BK, i_k)
         if FUSE_DV:  # dv needs the decays inside the value loop
-            G = _load_gates(g, tok, valid, i_h, H, K, K, 0, False)
+            G = load_gates(g, tok, valid, i_h, H, K, K, 0, False)
             D = scalar_pair_decay(G, rows, rows)
             At, k_end = _dv_operands(q_t, k_t, G, D, scale, DT, PREC)
         else:
             # the raw gates load now, their cumsum waits for the value loop: made here, it would hold the loop's
             # first loads back until the gates arrived, two memory round trips per program instead of one
-            g_t = _load_raw_gates(g, tok, valid, i_h, H, K, K, 0, False)
+            g_t = load_raw_gates(g, tok, valid, i_h, H, K, K, 0, False)
         do_h = tl.zeros([BT, BK], dtype=tl.float32)
         v_dh = tl.zeros([BT, BK], dtype=tl.float32)
         dA = tl.zeros([BT, BT], dtype=tl.float32)
         h_dh = 0.0  # sum(h * dh) over this key block, h entering and dh leaving the chunk
         for i_v in range(0, V // BV):
-            v_b = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
-            do_b = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
-            h_b = tl.load(_block_ptrs(states, i_ch, K, V, BK, BV, i_k, i_v)).to(tl.float32)  # entering the span
-            dh_b = tl.load(_block_ptrs(dstates, i_ch, K, V, BK, BV, i_k, i_v)).to(tl.float32)  # leaving the span
+            v_b = load_tile(v, tok, valid, i_h, H, V, BV, i_v)
+            do_b = load_tile(do, tok, valid, i_h, H, V, BV, i_v)
+            h_b = tl.load(block_ptrs(states, i_ch, K, V, BK, BV, i_k, i_v)).to(tl.float32)  # entering the span
+            dh_b = tl.load(block_ptrs(dstates, i_ch, K, V, BK, BV, i_k, i_v)).to(tl.float32)  # leaving the span
             h_b = _state_at(h_b, k, v, g, span_bos, span_end, i_h, i_k, i_v, H, K, V, BT, BK, BV, j, DT, PREC)
             dh_b = _dstate_at(dh_b, q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H, K, V, BT, BK, BV, j, SUB,
                               DT, PREC)
@@ -287,7 +288,7 @@ def _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, d
             v_dh += tl.dot(v_b, tl.trans(dh_b), input_precision=PREC)
             if FUSE_DV:
                 dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dh_b, input_precision=PREC)
-                _store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
+                store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
         if not FUSE_DV:
             if DEFER_QK_COPY:
                 # q and k feed dots from shared memory, and the compiler would copy them there right after their
@@ -296,7 +297,7 @@ def _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, d
                 # they are copied after the loop, and every load of the program is in flight at once.
                 q_t = _opaque(q_t)
                 k_t = _opaque(k_t)
-            G = _log2_cumsum(g_t)
+            G = log2_cumsum(g_t)
             D = scalar_pair_decay(G, rows, rows)
         dA *= scale
         # the diagonal's terms cancel exactly in q.dq - k.dk: kept out of the dots and the gate gradient
@@ -306,7 +307,7 @@ def _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, d
         # dq made, reduced and stored before dk is made: their [BT, BK] fp32 tiles are never live together
         dq_t = do_h * (tl.exp2(G)[:, None] * scale) + tl.dot(dAD, k_t, input_precision=PREC)
         db = tl.sum(q_t.to(tl.float32) * dq_t, axis=1)
-        _store_tile(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
+        store_tile(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
         dk_t = v_dh * tl.exp2(G_last - G)[:, None]  # dk through the state leaving the chunk
         # The gate gradient's direct form at the chunk end, sum(S_end * dh), without reading S_end: the state
         # leaving the chunk is S_end = 2^G_last h + sum_t 2^(G_last - G_t) k_t v_t^T.
@@ -314,7 +315,7 @@ def _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, d
         dk_t += tl.dot(tl.trans(dAD), q_t, input_precision=PREC)
         db -= tl.sum(k_t.to(tl.float32) * dk_t, axis=1)  # [BT], 0 on padding rows
         suffix = tl.sum(db, axis=0) - tl.cumsum(db, axis=0) + db + carry
-        _store_tile(dk, dk_t + dA_diag[:, None] * q_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
+        store_tile(dk, dk_t + dA_diag[:, None] * q_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
         tl.store(dg + i_k * part_stride + tok * H + i_h, suffix, mask=valid)
 
 
@@ -325,13 +326,15 @@ def new_chunk_states(q: torch.Tensor, v: torch.Tensor, count: int) -> torch.Tens
     return q.new_empty(max(count, 1), q.shape[2], q.shape[3], v.shape[3], dtype=dtype)
 
 
-def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, lengths, opts, cfg, states=None):
+def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, lengths, opts, cfg: LaunchPlan,
+                            states=None):
     """Gradients of the scalar-decay op (dq, dk, dv, dlog_decay, dh0) by the three steps above. ``opts`` are the
     backward launch options (H, K, BT, PREC, warps, stages); ``lengths`` the sequence lengths in packed order;
-    ``cfg`` the LaunchConfig (its key and value blocks and fused_dv; the caller has checked fused_dv against K);
+    ``cfg`` the plan, whose backward is a ChunkParallelBackward (the caller has checked FusedDv against K);
     ``states`` the chunk states if the forward saved them (step 1 is then skipped)."""
     T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
     BT = opts["BT"]
+    backward: ChunkParallelBackward = cfg.backward
     span = cfg.state_span  # tokens per stored state: the sweeps step over spans, the gradients over chunks
     table = chunk_table(tuple(lengths), span, q.device)
     N = len(lengths)
@@ -346,38 +349,38 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
         chunk_states_kernel[grid](k, v, log_decay, initial_state, states, table.cu_seqlens, table.first, T,
                                   HAS_H0=initial_state is not None, **sweep)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    gluon = hopper.suits(q, k, do, log_decay)
-    if cfg.dv_in_sweep:
-        sweep_bv = min(V, cfg.bwd_value_block or STATE_BLOCK)
-        stages = cfg.stages_for(N * H * (V // sweep_bv), cfg.dv_sweep_num_stages or opts["num_stages"])
-        gluon_ran = gluon and cfg.hopper_sweeps and hopper.dstates_dv(
+    suits_gluon = gluon.suits(q, k, do, log_decay)
+    dv_plan = backward.dv
+    if isinstance(dv_plan, DvInSweep):
+        sweep_bv = min(V, backward.value_block or STATE_BLOCK)
+        stages = cfg.stages_for(N * H * (V // sweep_bv), dv_plan.num_stages or opts["num_stages"])
+        gluon_ran = suits_gluon and cfg.gluon_sweeps and gluon.dstates_dv(
             q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, N, stages)
         if not gluon_ran:
             chunk_dstates_dv_kernel[launch_grid(N * H, V // sweep_bv, adjacent)](
                 q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, H=H, K=K, V=V,
                 BT=span, BV=sweep_bv, HAS_DHT=dht is not None, PREC=opts["PREC"], ADJACENT=adjacent,
-                num_warps=cfg.dv_sweep_num_warps or opts["num_warps"], num_stages=stages, **compile_options(opts),
+                num_warps=dv_plan.num_warps or opts["num_warps"], num_stages=stages, **compile_options(opts),
             )
     else:
         chunk_dstates_kernel[grid](q, log_decay, do, dht, dstates, dh0, table.cu_seqlens, table.first, scale, T,
                                    HAS_DHT=dht is not None, **sweep)
-    BK, BV = min(K, cfg.bwd_key_block or K), min(V, cfg.bwd_value_block or V)
+    BK, BV = min(K, backward.key_block or K), min(V, backward.value_block or V)
     launch = dict(H=H, K=K, V=V, BT=BT, BV=BV, SUB=span // BT, PREC=opts["PREC"], num_warps=opts["num_warps"],
                   num_stages=opts["num_stages"], **compile_options(opts))
-    if table.count and not (cfg.fused_dv or cfg.dv_in_sweep):
+    if table.count and isinstance(dv_plan, DvKernel):
         chunk_dv_kernel[(table.count * H,)](q, k, log_decay, do, dstates, table.bos, table.end, dv, scale, **launch)
-    if table.count and gluon and cfg.hopper_dqk and span == hopper_grads.CHUNK:
-        dg = hopper_grads.new_gate_grad(log_decay, K)
-        if hopper_grads.dqk(q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dg, scale,
-                            table.count):
+    if table.count and suits_gluon and backward.gluon_dqk and span == gluon.CHUNK:
+        dg = gluon.new_gate_grad(log_decay, K)
+        if gluon.dqk(q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dg, scale, table.count):
             return dq, dk, dv, dg, dh0
     NK = K // BK
     dg = q.new_empty((NK, *log_decay.shape), dtype=torch.float32)
     if table.count:
-        spans_per_program = cfg.spans_per_program
+        spans_per_program = backward.spans_per_program
         chunk_dqk_kernel[launch_grid(triton.cdiv(table.count, spans_per_program) * H, NK, adjacent)](
             q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dv, dg, scale, log_decay.numel(),
-            table.count, BK=BK, SPANS=spans_per_program, FUSE_DV=cfg.fused_dv, ADJACENT=adjacent,
+            table.count, BK=BK, SPANS=spans_per_program, FUSE_DV=isinstance(dv_plan, FusedDv), ADJACENT=adjacent,
             DEFER_QK_COPY=not interpreter_active(), **launch,
         )
     return dq, dk, dv, dg.sum(0) if NK > 1 else dg[0], dh0

@@ -31,7 +31,7 @@ RCP_LN2 = tl.constexpr(1.4426950408889634)  # exp(x) = 2^(x / ln 2); exp2 has de
 
 
 @triton.jit
-def _bounds(cu_seqlens, i_n, T, VARLEN: tl.constexpr):
+def sequence_bounds(cu_seqlens, i_n, T, VARLEN: tl.constexpr):
     if VARLEN:
         bos = tl.load(cu_seqlens + i_n).to(tl.int64)
         eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
@@ -42,14 +42,14 @@ def _bounds(cu_seqlens, i_n, T, VARLEN: tl.constexpr):
 
 
 @triton.jit
-def _chunk_tokens(bos, seq_len, i_t, BT: tl.constexpr):
+def chunk_tokens(bos, seq_len, i_t, BT: tl.constexpr):
     """Packed token indices of chunk i_t (BT tokens) of the sequence [bos, bos + seq_len), and which lie inside it."""
     local = i_t * BT + tl.arange(0, BT)
     return bos + local, local < seq_len
 
 
 @triton.jit
-def _program_ids(NB: tl.constexpr, ADJACENT: tl.constexpr):
+def program_ids(NB: tl.constexpr, ADJACENT: tl.constexpr):
     """(owner, block) of this program: the owner a (sequence or chunk, head), the block one of its NB key or value
     blocks. With ADJACENT the grid is one axis, the NB blocks of an owner next to each other in launch order: they
     run together, so the tiles they all read (q and k for value blocks, v and do for key blocks) come from HBM once
@@ -62,16 +62,16 @@ def _program_ids(NB: tl.constexpr, ADJACENT: tl.constexpr):
 
 
 @triton.jit
-def _state_block_ids(K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+def state_block_ids(K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                      ADJACENT: tl.constexpr):
     """(owner, i_k, i_v) of a program that carries the [BK, BV] block (i_k, i_v) of its owner's [K, V] state: the
-    owner's (K / BK) x (V / BV) blocks decoded by _program_ids, value blocks fastest."""
-    i_nh, i_kv = _program_ids((K // BK) * (V // BV), ADJACENT)
+    owner's (K / BK) x (V / BV) blocks decoded by program_ids, value blocks fastest."""
+    i_nh, i_kv = program_ids((K // BK) * (V // BV), ADJACENT)
     return i_nh, i_kv // (V // BV), i_kv % (V // BV)
 
 
 def launch_grid(owners: int, blocks: int, adjacent: bool) -> tuple[int, ...]:
-    """The grid that _program_ids decodes."""
+    """The grid that program_ids decodes."""
     return (owners * blocks,) if adjacent else (owners, blocks)
 
 
@@ -85,7 +85,7 @@ def _first_boundary(boundary_offsets, i_n, T, VARLEN: tl.constexpr, STRIDE: tl.c
 
 
 @triton.jit
-def _load_tile(ptr, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, i_d):
+def load_tile(ptr, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, i_d):
     """[BT, BD] tile (columns i_d*BD ...) of a [*, H, D] tensor at token rows `tok`, zeros past the sequence end,
     in its own dtype (bf16 tiles take half the registers; products with fp32 factors promote to fp32)."""
     offs = i_d * BD + tl.arange(0, BD)
@@ -93,41 +93,41 @@ def _load_tile(ptr, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr, BD: tl.co
 
 
 @triton.jit
-def _store_tile(ptr, x, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, i_d):
+def store_tile(ptr, x, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, i_d):
     offs = i_d * BD + tl.arange(0, BD)
     tl.store(ptr + tok[:, None] * (H * D) + i_h * D + offs[None, :], x.to(ptr.dtype.element_ty), mask=valid[:, None])
 
 
 @triton.jit
-def _load_chunk(ptr, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr):
-    return _load_tile(ptr, tok, valid, i_h, H, D, D, 0)
+def load_chunk(ptr, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr):
+    return load_tile(ptr, tok, valid, i_h, H, D, D, 0)
 
 
 @triton.jit
 def _store_chunk(ptr, x, tok, valid, i_h, H: tl.constexpr, D: tl.constexpr):
-    _store_tile(ptr, x, tok, valid, i_h, H, D, D, 0)
+    store_tile(ptr, x, tok, valid, i_h, H, D, D, 0)
 
 
 @triton.jit
-def _load_gates(g, tok, valid, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, i_k,
+def load_gates(g, tok, valid, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, i_k,
                 VECTOR: tl.constexpr):
     """Chunk-local cumulative log2 decay: [BT, BK] (vector; key channels i_k*BK ...) or [BT] (scalar), fp32;
     padding rows add 0."""
-    return _log2_cumsum(_load_raw_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR))
+    return log2_cumsum(load_raw_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR))
 
 
 @triton.jit
-def _load_raw_gates(g, tok, valid, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, i_k,
+def load_raw_gates(g, tok, valid, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, i_k,
                     VECTOR: tl.constexpr):
     """The chunk's log decays as stored (natural log, the input dtype), zeros past the sequence end."""
     if VECTOR:
-        return _load_tile(g, tok, valid, i_h, H, K, BK, i_k)
+        return load_tile(g, tok, valid, i_h, H, K, BK, i_k)
     else:
         return tl.load(g + tok * H + i_h, mask=valid, other=0.0)
 
 
 @triton.jit
-def _log2_cumsum(g_t):
+def log2_cumsum(g_t):
     """Chunk-local cumulative decay in log2 units (fp32) of a chunk's natural-log decays (rows: tokens)."""
     return tl.cumsum(g_t.to(tl.float32), axis=0) * RCP_LN2
 
@@ -147,7 +147,7 @@ STATE_BLOCK = 64
 
 
 @triton.jit
-def _block_ptrs(ptr, i_state, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, i_k, i_v):
+def block_ptrs(ptr, i_state, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, i_k, i_v):
     """Pointers to the [BK, BV] block (i_k, i_v) of the [K, V] state number i_state."""
     offs_k = i_k * BK + tl.arange(0, BK)
     offs_v = i_v * BV + tl.arange(0, BV)
@@ -157,7 +157,7 @@ def _block_ptrs(ptr, i_state, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr
 @triton.jit
 def _state_ptrs(ptr, i_nh, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, i_k):
     """Pointers to rows i_k*BK ... of the [K, V] state number i_nh."""
-    return _block_ptrs(ptr, i_nh, K, V, BK, V, i_k, 0)
+    return block_ptrs(ptr, i_nh, K, V, BK, V, i_k, 0)
 
 
 @triton.jit
@@ -182,7 +182,7 @@ def _advance_state(S, k_t, v_t, G, G_last, VECTOR: tl.constexpr, DT: tl.constexp
 
 
 @triton.jit
-def _retreat_dstate(dS, q_t, do_t, G, G_last, scale, VECTOR: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+def retreat_dstate(dS, q_t, do_t, G, G_last, scale, VECTOR: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """The state gradient carried back over one chunk: dS <- 2^G_last * dS + scale * (q * 2^G)^T do."""
     if VECTOR:
         q_start = _decay_rows(q_t, G, VECTOR).to(DT)
@@ -193,27 +193,27 @@ def _retreat_dstate(dS, q_t, do_t, G, G_last, scale, VECTOR: tl.constexpr, DT: t
 
 
 @triton.jit
-def _advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+def advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                    BK: tl.constexpr, BV: tl.constexpr, VECTOR: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """The [BK, BV] state block S carried forward over the chunk of tokens ``tok`` (every state element evolves
     alone, under scalar and vector decay alike, so blocks are independent), and the chunk's total log2 decay
     ([BK] for vector decay)."""
-    G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR)
+    G = load_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR)
     G_last = tl.min(G, axis=0)
-    k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
-    v_t = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
+    k_t = load_tile(k, tok, valid, i_h, H, K, BK, i_k)
+    v_t = load_tile(v, tok, valid, i_h, H, V, BV, i_v)
     return _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC), G_last
 
 
 @triton.jit
-def _retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H: tl.constexpr, K: tl.constexpr,
+def retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H: tl.constexpr, K: tl.constexpr,
                    V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, VECTOR: tl.constexpr, DT: tl.constexpr,
                    PREC: tl.constexpr):
     """The [BK, BV] state-gradient block dS carried back over the chunk of tokens ``tok``."""
-    G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR)
-    q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
-    do_t = _load_tile(do, tok, valid, i_h, H, V, BV, i_v)
-    return _retreat_dstate(dS, q_t, do_t, G, tl.min(G, axis=0), scale, VECTOR, DT, PREC)
+    G = load_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR)
+    q_t = load_tile(q, tok, valid, i_h, H, K, BK, i_k)
+    do_t = load_tile(do, tok, valid, i_h, H, V, BV, i_v)
+    return retreat_dstate(dS, q_t, do_t, G, tl.min(G, axis=0), scale, VECTOR, DT, PREC)
 
 
 @triton.jit
@@ -236,27 +236,27 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale
     block carries a [K, BV] state and recomputes the chunk's scores. With SAVE_STATES, the state entering every
     STATE_EVERY-th chunk is stored for the chunk-parallel backward, at index state_first[program] + i_t / STATE_EVERY
     (chunk_parallel.py)."""
-    i_nh, i_v = _program_ids(V // BV, ADJACENT)
+    i_nh, i_v = program_ids(V // BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
+    bos, seq_len = sequence_bounds(cu_seqlens, i_n, T, VARLEN)
     DT = q.dtype.element_ty
     rows = tl.arange(0, BT)
     cols = tl.arange(0, BT)
     S = tl.zeros([K, BV], dtype=tl.float32)
     if HAS_H0:
-        S = tl.load(_block_ptrs(h0, i_nh, K, V, K, BV, 0, i_v))
+        S = tl.load(block_ptrs(h0, i_nh, K, V, K, BV, 0, i_v))
     if SAVE_STATES:
         c0 = tl.load(state_first + i_n)
     for i_t in range(0, tl.cdiv(seq_len, BT)):
-        tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
+        tok, valid = chunk_tokens(bos, seq_len, i_t, BT)
         if SAVE_STATES:
             if i_t % STATE_EVERY == 0:
-                tl.store(_block_ptrs(states, (c0 + i_t // STATE_EVERY) * H + i_h, K, V, K, BV, 0, i_v),
+                tl.store(block_ptrs(states, (c0 + i_t // STATE_EVERY) * H + i_h, K, V, K, BV, 0, i_v),
                          S.to(states.dtype.element_ty))
-        q_t = _load_chunk(q, tok, valid, i_h, H, K)
-        k_t = _load_chunk(k, tok, valid, i_h, H, K)
-        v_t = _load_tile(v, tok, valid, i_h, H, V, BV, i_v)
-        G = _load_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)
+        q_t = load_chunk(q, tok, valid, i_h, H, K)
+        k_t = load_chunk(k, tok, valid, i_h, H, K)
+        v_t = load_tile(v, tok, valid, i_h, H, V, BV, i_v)
+        G = load_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)
         G_last = tl.min(G, axis=0)
         # 1. output: inter-chunk through the carried state, intra-chunk through the masked scores
         # (the scores first: they are dead before the decayed queries are made, so the two are never live at once)
@@ -266,11 +266,11 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale
             o_t += tl.dot(_decay_rows(q_t, G, VECTOR).to(DT), S.to(DT), input_precision=PREC)
         else:  # the query's decay scales the product's rows: q feeds the dot straight from shared memory
             o_t += tl.dot(q_t.to(DT), S.to(DT), input_precision=PREC) * tl.exp2(G)[:, None]
-        _store_tile(o, o_t * scale, tok, valid, i_h, H, V, BV, i_v)
+        store_tile(o, o_t * scale, tok, valid, i_h, H, V, BV, i_v)
         # 2. state update; keys decayed to the chunk end
         S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
     if STORE_HT:
-        tl.store(_block_ptrs(ht, i_nh, K, V, K, BV, 0, i_v), S)
+        tl.store(block_ptrs(ht, i_nh, K, V, K, BV, 0, i_v), S)
 
 
 @triton.jit
@@ -281,9 +281,9 @@ def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu
     """Forward sweep over key channels i_k*BK ...: dq; q * dq in fp32 (for scalar decay summed over the block,
     one partial per block, part_stride apart) and the state every STRIDE tokens, both for the gate gradient.
     Every quantity here is per key channel, so the blocks are independent programs."""
-    i_nh, i_k = _program_ids(K // BK, ADJACENT)
+    i_nh, i_k = program_ids(K // BK, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
+    bos, seq_len = sequence_bounds(cu_seqlens, i_n, T, VARLEN)
     first_boundary = _first_boundary(boundary_offsets, i_n, T, VARLEN, STRIDE)
     DT = q.dtype.element_ty
     rows = tl.arange(0, BT)
@@ -293,12 +293,12 @@ def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu
     if HAS_H0:
         S = tl.load(_state_ptrs(h0, i_nh, K, V, BK, i_k))
     for i_t in range(0, tl.cdiv(seq_len, BT)):
-        tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
-        q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
-        k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
-        v_t = _load_chunk(v, tok, valid, i_h, H, V)
-        do_t = _load_chunk(do, tok, valid, i_h, H, V)
-        G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR)
+        tok, valid = chunk_tokens(bos, seq_len, i_t, BT)
+        q_t = load_tile(q, tok, valid, i_h, H, K, BK, i_k)
+        k_t = load_tile(k, tok, valid, i_h, H, K, BK, i_k)
+        v_t = load_chunk(v, tok, valid, i_h, H, V)
+        do_t = load_chunk(do, tok, valid, i_h, H, V)
+        G = load_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR)
         G_last = tl.min(G, axis=0)
         dA = tl.dot(do_t, tl.trans(v_t), input_precision=PREC) * scale
         # The diagonal (i = j, decay 2^0 = 1) adds dA_ii k_i to dq_i and dA_ii q_i to dk_i, which cancel exactly
@@ -311,9 +311,9 @@ def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu
             dq_t += vector_dq_intra(dA, k_t, G, rows, cols, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
         else:
             dq_t += tl.dot((dA * scalar_pair_decay(G, rows, cols)).to(DT), k_t, input_precision=PREC)
-        _store_tile(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
+        store_tile(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
         if VECTOR:
-            _store_tile(qdq, q_t.to(tl.float32) * dq_t, tok, valid, i_h, H, K, BK, i_k)
+            store_tile(qdq, q_t.to(tl.float32) * dq_t, tok, valid, i_h, H, K, BK, i_k)
         else:
             tl.store(qdq + i_k * part_stride + tok * H + i_h, tl.sum(q_t.to(tl.float32) * dq_t, axis=1), mask=valid)
         S = _advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
@@ -345,9 +345,9 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, ht, dh0, states, b
     this block's share of dv (dv sums over key channels: one partial per block, dv_stride apart). For scalar
     decay the gate gradient is a sum over key channels too: one partial per block, part_stride apart. With HAS_DHT,
     dht and ht are the state gradient and the state at the program's end (of its sequence or segment)."""
-    i_nh, i_k = _program_ids(K // BK, ADJACENT)
+    i_nh, i_k = program_ids(K // BK, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, seq_len = _bounds(cu_seqlens, i_n, T, VARLEN)
+    bos, seq_len = sequence_bounds(cu_seqlens, i_n, T, VARLEN)
     first_boundary = _first_boundary(boundary_offsets, i_n, T, VARLEN, STRIDE)
     DT = q.dtype.element_ty
     rows = tl.arange(0, BT)
@@ -365,7 +365,7 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, ht, dh0, states, b
     NT = tl.cdiv(seq_len, BT)
     for i_r in range(0, NT):
         i_t = NT - 1 - i_r
-        tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
+        tok, valid = chunk_tokens(bos, seq_len, i_t, BT)
         end = (i_t + 1) * BT
         restart = (end % STRIDE == 0) & (end < seq_len)
         # Every load of the step is issued here, ahead of its stores: a load after a store cannot be moved above
@@ -375,13 +375,13 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, ht, dh0, states, b
         restart_rows = tl.arange(0, BK) < tl.where(restart, BK, 0)  # every row, or none
         S_end = tl.load(_state_ptrs(states, (first_boundary + end // STRIDE - 1) * H + i_h, K, V, BK, i_k),
                         mask=restart_rows[:, None], other=0.0)
-        q_t = _load_tile(q, tok, valid, i_h, H, K, BK, i_k)
-        k_t = _load_tile(k, tok, valid, i_h, H, K, BK, i_k)
-        v_t = _load_chunk(v, tok, valid, i_h, H, V)
-        do_t = _load_chunk(do, tok, valid, i_h, H, V)
-        G = _load_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR)
+        q_t = load_tile(q, tok, valid, i_h, H, K, BK, i_k)
+        k_t = load_tile(k, tok, valid, i_h, H, K, BK, i_k)
+        v_t = load_chunk(v, tok, valid, i_h, H, V)
+        do_t = load_chunk(do, tok, valid, i_h, H, V)
+        G = load_gates(g, tok, valid, i_h, H, K, BK, i_k, VECTOR)
         if VECTOR:
-            qdq_t = _load_tile(qdq, tok, valid, i_h, H, K, BK, i_k)  # [BT, BK]
+            qdq_t = load_tile(qdq, tok, valid, i_h, H, K, BK, i_k)  # [BT, BK]
         else:
             qdq_t = tl.load(qdq + i_k * part_stride + tok * H + i_h, mask=valid, other=0.0)  # [BT]
         if restart:
@@ -405,14 +405,14 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, ht, dh0, states, b
         dv_t = tl.dot(tl.trans(A).to(DT), do_t, input_precision=PREC)
         dv_t += tl.dot(_decay_rows(k_t, G_last - G, VECTOR).to(DT), dS_dt, input_precision=PREC)
         dk_t += _decay_rows(tl.dot(v_t, tl.trans(dS_dt), input_precision=PREC), G_last - G, VECTOR)
-        _store_tile(dk, dk_t + dA_diag[:, None] * q_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
+        store_tile(dk, dk_t + dA_diag[:, None] * q_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
         _store_chunk(dv + i_k * dv_stride, dv_t, tok, valid, i_h, H, V)
         # gate gradient: suffix sums of q*dq - k*dk within the chunk plus everything after it
         if VECTOR:
             db = qdq_t - k_t.to(tl.float32) * dk_t  # [BT, BK]
             total = tl.sum(db, axis=0)
             suffix = total[None, :] - tl.cumsum(db, axis=0) + db + carry[None, :]
-            _store_tile(dg, suffix, tok, valid, i_h, H, K, BK, i_k)
+            store_tile(dg, suffix, tok, valid, i_h, H, K, BK, i_k)
         else:
             db = qdq_t - tl.sum(k_t.to(tl.float32) * dk_t, axis=1)  # [BT]
             total = tl.sum(db, axis=0)
@@ -420,7 +420,7 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, ht, dh0, states, b
             tl.store(dg + i_k * part_stride + tok * H + i_h, suffix, mask=valid)
         carry += total
         # carry the state gradient to the chunk start
-        dS = _retreat_dstate(dS, q_t, do_t, G, G_last, scale, VECTOR, DT, PREC)
+        dS = retreat_dstate(dS, q_t, do_t, G, G_last, scale, VECTOR, DT, PREC)
     if STORE_DH0:
         tl.store(_state_ptrs(dh0, i_nh, K, V, BK, i_k), dS)
 

@@ -24,8 +24,9 @@ import torch
 import triton
 import triton.language as tl
 
-from decaylab.ops.triton.kernels import COMPILE_OPTIONS, _advance_block, _block_ptrs, _bounds, _chunk_tokens, \
-    _retreat_block, _state_block_ids, compile_options, launch_grid
+from decaylab.ops.triton.kernels import COMPILE_OPTIONS, advance_block, block_ptrs, chunk_tokens, compile_options, \
+    launch_grid, retreat_block, sequence_bounds, state_block_ids
+from decaylab.ops.triton.plans import Splitting
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def segment_length(lengths: tuple[int, ...], heads: int, split_below: int, targe
     forward fewer than ``split_below`` programs (sequence x head x its ``blocks`` value blocks): the longest
     sequence cut into as many pieces as keep the (segment, head) programs within ``target_programs`` (the programs
     the GPU runs at once: one more would start a second round, which costs a whole segment's time; measured on an
-    H200, docs/benchmarks.md). Otherwise only when the longest sequence exceeds IMBALANCE times an even share of
+    H200, docs/benchmarks-log.md). Otherwise only when the longest sequence exceeds IMBALANCE times an even share of
     the tokens, spread over ``target_programs`` programs but over no more than IMBALANCE per (sequence, head) (so
     that equal lengths never take this rule): that share."""
     if not lengths or not split_below or not target_programs:
@@ -92,9 +93,9 @@ def segment_state_kernel(k, v, g, local, decay, cu_seqlens, T,
                          BV: tl.constexpr, VECTOR: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Per (segment, head, [BK, BV] state block): the block built from zero over the segment; the programs of the
     first value block also store the segment's total log2 decay (of their key channels)."""
-    i_nh, i_k, i_v = _state_block_ids(K, V, BK, BV, ADJACENT)
+    i_nh, i_k, i_v = state_block_ids(K, V, BK, BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
+    bos, seq_len = sequence_bounds(cu_seqlens, i_n, T, True)
     DT = k.dtype.element_ty
     S = tl.zeros([BK, BV], dtype=tl.float32)
     if VECTOR:
@@ -102,10 +103,10 @@ def segment_state_kernel(k, v, g, local, decay, cu_seqlens, T,
     else:
         total = tl.zeros([], dtype=tl.float32)
     for i_t in range(0, tl.cdiv(seq_len, BT)):
-        tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
-        S, G_last = _advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, VECTOR, DT, PREC)
+        tok, valid = chunk_tokens(bos, seq_len, i_t, BT)
+        S, G_last = advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, VECTOR, DT, PREC)
         total += G_last
-    tl.store(_block_ptrs(local, i_nh, K, V, BK, BV, i_k, i_v), S)
+    tl.store(block_ptrs(local, i_nh, K, V, BK, BV, i_k, i_v), S)
     if i_v == 0:  # one store per key block
         if VECTOR:
             tl.store(decay + i_nh.to(tl.int64) * K + i_k * BK + tl.arange(0, BK), total)
@@ -120,17 +121,17 @@ def segment_dstate_kernel(q, g, do, dlocal, cu_seqlens, scale, T,
                           BV: tl.constexpr, VECTOR: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Per (segment, head, [BK, BV] state block): the block's gradient at the segment start from the segment's
     own outputs alone."""
-    i_nh, i_k, i_v = _state_block_ids(K, V, BK, BV, ADJACENT)
+    i_nh, i_k, i_v = state_block_ids(K, V, BK, BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, seq_len = _bounds(cu_seqlens, i_n, T, True)
+    bos, seq_len = sequence_bounds(cu_seqlens, i_n, T, True)
     DT = q.dtype.element_ty
     dS = tl.zeros([BK, BV], dtype=tl.float32)
     NT = tl.cdiv(seq_len, BT)
     for i_r in range(0, NT):
         i_t = NT - 1 - i_r
-        tok, valid = _chunk_tokens(bos, seq_len, i_t, BT)
-        dS = _retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, VECTOR, DT, PREC)
-    tl.store(_block_ptrs(dlocal, i_nh, K, V, BK, BV, i_k, i_v), dS)
+        tok, valid = chunk_tokens(bos, seq_len, i_t, BT)
+        dS = retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, VECTOR, DT, PREC)
+    tl.store(block_ptrs(dlocal, i_nh, K, V, BK, BV, i_k, i_v), dS)
 
 
 @triton.jit
@@ -144,28 +145,28 @@ def segment_scan_kernel(first, init, local, decay, boundary, after, final,
     gradients and dh0. With STORE_AFTER the value after each segment is stored too (forward: its end state). Every
     state element scans alone (the decay acts per row), so blocks give the parallelism that B*H alone lacks: that
     is why the sequences were segmented in the first place."""
-    i_nh, i_k, i_v = _state_block_ids(K, V, BK, BV, False)  # a 2-D grid: no tiles shared between blocks
+    i_nh, i_k, i_v = state_block_ids(K, V, BK, BV, False)  # a 2-D grid: no tiles shared between blocks
     i_n, i_h = i_nh // H, i_nh % H
     s_begin = tl.load(first + i_n)
     count = tl.load(first + i_n + 1) - s_begin
     X = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_INIT:
-        X = tl.load(_block_ptrs(init, i_nh, K, V, BK, BV, i_k, i_v))
+        X = tl.load(block_ptrs(init, i_nh, K, V, BK, BV, i_k, i_v))
     for j in range(0, count):
         if REVERSE:
             seg = s_begin + count - 1 - j
         else:
             seg = s_begin + j
         i_sh = seg * H + i_h
-        tl.store(_block_ptrs(boundary, i_sh, K, V, BK, BV, i_k, i_v), X)
+        tl.store(block_ptrs(boundary, i_sh, K, V, BK, BV, i_k, i_v), X)
         if VECTOR:
             X = X * tl.exp2(tl.load(decay + i_sh * K + i_k * BK + tl.arange(0, BK)))[:, None]
         else:
             X = X * tl.exp2(tl.load(decay + i_sh))
-        X += tl.load(_block_ptrs(local, i_sh, K, V, BK, BV, i_k, i_v))
+        X += tl.load(block_ptrs(local, i_sh, K, V, BK, BV, i_k, i_v))
         if STORE_AFTER:
-            tl.store(_block_ptrs(after, i_sh, K, V, BK, BV, i_k, i_v), X)
-    tl.store(_block_ptrs(final, i_nh, K, V, BK, BV, i_k, i_v), X)
+            tl.store(block_ptrs(after, i_sh, K, V, BK, BV, i_k, i_v), X)
+    tl.store(block_ptrs(final, i_nh, K, V, BK, BV, i_k, i_v), X)
 
 
 def _scan(first, init, local, decay, boundary, final, vector: bool, reverse: bool, after=None):
@@ -192,14 +193,15 @@ def _sweep_launch(opts: dict, segments: int, V: int, chunk: int, block: int) -> 
                       **compile_options(opts))
 
 
-def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts, cfg, store_ends: bool = False):
+def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts, splitting: Splitting,
+                   store_ends: bool = False):
     """Each segment's start state, the sequences' final states, each segment's total log2 decay, and with
     ``store_ends`` each segment's end state (else None), which the backward's gate gradient needs."""
     H, K = k.shape[2], k.shape[3]
     N = plan.first.numel() - 1
     local = k.new_empty(plan.count, H, K, V, dtype=torch.float32)
     decay = k.new_empty(plan.count, *log_decay.shape[2:], dtype=torch.float32)  # [S, H] or [S, H, K]
-    grid, launch = _sweep_launch(opts, plan.count, V, cfg.sweep_chunk, cfg.sweep_block)
+    grid, launch = _sweep_launch(opts, plan.count, V, splitting.sweep_chunk, splitting.sweep_block)
     segment_state_kernel[grid](k, v, log_decay, local, decay, plan.cu_seqlens, T, **launch)
     starts = torch.empty_like(local)
     final = k.new_empty(N, H, K, V, dtype=torch.float32)
@@ -208,11 +210,12 @@ def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts
     return starts, final, decay, ends
 
 
-def segment_state_grads(q, log_decay, do, dht, decay, plan: SegmentPlan, scale, T, N, V, opts, cfg):
+def segment_state_grads(q, log_decay, do, dht, decay, plan: SegmentPlan, scale, T, N, V, opts,
+                        splitting: Splitting):
     """The state gradient at each segment's end, and dh0 (the gradient at each sequence's start)."""
     H, K = q.shape[2], q.shape[3]
     dlocal = q.new_empty(plan.count, H, K, V, dtype=torch.float32)
-    grid, launch = _sweep_launch(opts, plan.count, V, cfg.sweep_chunk, cfg.sweep_block)
+    grid, launch = _sweep_launch(opts, plan.count, V, splitting.sweep_chunk, splitting.sweep_block)
     segment_dstate_kernel[grid](q, log_decay, do, dlocal, plan.cu_seqlens, scale, T, **launch)
     ends = torch.empty_like(dlocal)
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)

@@ -235,7 +235,7 @@ def tiny_run() -> RunConfig:
 def ptb_small_run() -> RunConfig:
     """Simple Decay on word-level PTB: test ppl below Kneser-Ney 5-gram (141) in <= 30 min on 2 CPU cores"""
     # Scalar (per-head) decay: its chunked form is the cheapest on a CPU (vector costs ~1.4x in the op), which
-    # buys the ~3 epochs this budget allows. Measured: test ppl 140.9 (docs/benchmarks.md, "Training").
+    # buys the ~3 epochs this budget allows. Measured: test ppl 140.9 (docs/benchmarks.md, "Training on the CPU").
     model = ModelConfig.from_preset(
         "small", {"vocab_size": None, "decay.kind": "simple", "decay.granularity": "scalar", "dropout": 0.3}
     )

@@ -2,9 +2,9 @@
 
 Why: a small model's step is a few milliseconds of tiny kernels that leave most of a GPU's multiprocessors idle.
 Runs in separate processes do not fill it (a GPU time-slices between processes: six graphed ``ptb-small`` runs side
-by side made 1.01x the tokens/s of one, docs/benchmarks.md). Runs in one process may: each trains on its own CUDA
-stream, and the host queues one step (one CUDA-graph replay) of every run before the GPU has finished the first,
-so that their kernels can run side by side. How much this gains on a GPU is not measured yet.
+by side made 1.01x the tokens/s of one, docs/benchmarks.md, "Training on a GPU"). Runs in one process may: each
+trains on its own CUDA stream, and the host queues one step (one CUDA-graph replay) of every run before the GPU
+has finished the first, so that their kernels can run side by side. How much this gains on a GPU is not measured yet.
 
 Each run is exactly what ``train()`` would make of it: its own model, optimizer, data order, checkpoints and run
 directory. Its random-number streams (CPU and CUDA generators, which dropout draws from) are swapped in around

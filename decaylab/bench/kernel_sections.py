@@ -42,14 +42,15 @@ def _label(case) -> str:
 
 
 def relative_errors(case, device) -> dict:
-    """{tensor: relative RMS error against the fp64 recurrence} (NaN where the kernel's output is not finite)."""
+    """{tensor: relative RMS error against the fp64 recurrence} (NaN where the kernel's output is not finite), on
+    inputs of seed 0 (decaylab.ops.triton.check says how they are drawn)."""
     import torch
 
     from decaylab.ops.triton.check import against_reference
 
     B, T, H, D, vector, dtype, lowest, offsets, overrides = case
     pairs = against_reference(B, T, H, D, D, vector, getattr(torch, dtype), lowest, list(offsets or []) or None,
-                              overrides, device=device)
+                              overrides, seed=0, device=device)
     errors = {}
     for name, (out, ref) in pairs.items():
         out, ref = out.double(), ref.double()

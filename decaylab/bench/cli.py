@@ -1,8 +1,9 @@
-"""``decaylab bench``: sub-subcommands ``ops`` and ``kernels``, each a module with ``configure`` and ``run``.
+"""``decaylab bench``: sub-subcommands ``ops``, ``kernels``, ``training`` and ``data``, each a module with
+``configure`` and ``run``.
 
-The modules are imported only when their subcommand is chosen (``decaylab bench --help`` imports neither); one
-that cannot be imported (``kernels`` needs
-Triton and a GPU build) still gets a subcommand that explains what is missing instead of vanishing.
+The modules are imported only when their subcommand is chosen (``decaylab bench --help`` imports none of them),
+and none imports torch before ``run``, so every ``--help`` answers at once. One that cannot be imported still gets
+a subcommand that explains what is missing instead of vanishing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "ops": ("decaylab.bench.ops", "every ops backend vs causal softmax attention on CPU: time and peak memory"),
     "kernels": ("decaylab.bench.kernels", "the Triton kernels on a GPU against the memory floor (and fla)"),
     "training": ("decaylab.bench.training", "tokens/s of whole training runs, variants and CUDA-graph modes"),
+    "data": ("decaylab.bench.data", "corpus preparation: BPE training and tokenization, time and peak memory"),
 }
 
 

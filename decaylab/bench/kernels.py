@@ -1,225 +1,53 @@
-"""``decaylab bench kernels``: speed of the Triton backend against the memory floor and, optionally, fla.
+"""``decaylab bench kernels``: the Triton backend on a GPU, in sections (``--section``, ``--list-sections``).
 
-For each shape and decay granularity: bf16 inputs made outside the timed region, warm-up calls (compilation),
-then the median of ``triton.testing.do_bench`` for the forward and for forward+backward, and with ``--cuda-graph``
-for the forward+backward captured once in a CUDA graph and replayed: the GPU's time without the host's, which
-at small shapes is most of an eager call. The floor is the larger of two times measured on the same card in the
-same run: the fewest bytes (each input read once, each output
-written once; q, k, v, o in bf16, the log decay and its gradient in fp32) over the measured copy bandwidth, and
-the chunked algorithm's matmul FLOPs over the measured bf16 matmul rate.
+The default section, ``table``, times each shape and decay granularity against the memory floor and, optionally,
+fla: bf16 inputs made outside the timed region, warm-up calls (compilation), then the median of
+``triton.testing.do_bench`` for the forward and for forward+backward, and with ``--cuda-graph`` for the
+forward+backward captured once in a CUDA graph and replayed: the GPU's time without the host's, which at small
+shapes is most of an eager call (decaylab.bench.kernel_timing says how the floor is measured). The other sections
+(accuracy against the fp64 recurrence, per-kernel profiles, host time, registers, packed documents, the chunk
+fallback, model-level tokens/s, the value check's cost) live in ``kernel_sections`` and ``kernel_model``. Every
+run prints the card, the software versions and the date, and ``--json`` saves them with the results.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 
-import torch
-
-DEFAULT_SHAPES = ("4x4096x64x128", "4x2048x16x128", "32x2048x12x64")
-
-
-@dataclass(frozen=True)
-class Shape:
-    B: int
-    T: int
-    H: int
-    D: int
-
-    @classmethod
-    def parse(cls, text: str) -> "Shape":
-        try:
-            B, T, H, D = (int(x) for x in text.lower().split("x"))
-        except ValueError:
-            raise ValueError(f"shape {text!r} must be BxTxHxD, e.g. 4x4096x64x128") from None
-        return cls(B, T, H, D)
-
-    def __str__(self) -> str:
-        return f"B{self.B}·T{self.T}·H{self.H}·D{self.D}"
+from decaylab.bench import kernel_model, kernel_sections
+from decaylab.bench.kernel_timing import (
+    DEFAULT_SHAPES,
+    PROVIDERS,
+    Request,
+    Section,
+    Shape,
+    add_arguments,
+    check_config_spec,
+    configured,
+    floor_bytes,
+    floor_flops,
+    limit_autotune,
+    make_inputs,
+    measure_ceilings,
+    parse_config_spec,
+    replay_of,
+    time_provider,
+    versions,
+)
 
 
-def floor_bytes(shape: Shape, vector: bool, backward: bool) -> float:
-    """Fewest HBM bytes: bf16 q, k, v, o (+ do, dq, dk, dv), fp32 log decay (+ its gradient)."""
-    D = shape.D
-    gate = 4 * (D if vector else 1)
-    per_token_head = 2 * 4 * D + gate  # q, k, v in, o out; gate in
-    if backward:
-        per_token_head += 2 * 4 * D + gate  # q, k, v, do in; gate in
-        per_token_head += 2 * 3 * D + gate  # dq, dk, dv out; dgate out
-    return per_token_head * shape.B * shape.T * shape.H
-
-
-def floor_flops(shape: Shape, backward: bool, chunk: int = 64) -> float:
-    """Matmul FLOPs of the chunked algorithm (kernels.md section 2.4): 4D^2+4CD forward, 10D^2+8CD backward."""
-    D = shape.D
-    per = 4 * D * D + 4 * chunk * D + ((10 * D * D + 8 * chunk * D) if backward else 0)
-    return per * shape.B * shape.T * shape.H
-
-
-def measure_ceilings(device: torch.device) -> dict:
-    """Copy bandwidth (read + write bytes) and bf16 matmul rate on random data."""
-    from triton.testing import do_bench
-
-    src = torch.randn(2**29, device=device, dtype=torch.bfloat16)  # 1 GiB
-    dst = torch.empty_like(src)
-    ms = do_bench(lambda: dst.copy_(src), warmup=25, rep=100, return_mode="median")
-    bandwidth = 2 * src.numel() * src.element_size() / (ms * 1e-3)
-    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    ms = do_bench(lambda: a @ b, warmup=25, rep=100, return_mode="median")
-    del src, dst, a, b
-    return {"copy_bytes_per_s": bandwidth, "bf16_flops_per_s": 2 * 8192**3 / (ms * 1e-3)}
-
-
-def make_inputs(shape: Shape, vector: bool, device, dtype=torch.bfloat16, seed: int = 0) -> dict:
-    gen = torch.Generator(device=device).manual_seed(seed)
-    B, T, H, D = shape.B, shape.T, shape.H, shape.D
-
-    def randn(*size):
-        return torch.randn(*size, generator=gen, device=device)
-
-    gate_shape = (B, T, H, D) if vector else (B, T, H)
-    return {
-        "q": randn(B, T, H, D).to(dtype),
-        "k": (randn(B, T, H, D) * D**-0.5).to(dtype),
-        "v": randn(B, T, H, D).to(dtype),
-        # fla's benchmark gate: logsigmoid(randn), clamped at -5 per step
-        "log_decay": torch.nn.functional.logsigmoid(randn(*gate_shape)).clamp_min(-5.0),
-        "do": randn(B, T, H, D).to(dtype),
-    }
-
-
-def _backend_op(backend: str):
-    """A provider timing one of decaylab's backends: "triton" (the kernels) or "chunk" (the torch chunked backend,
-    what the kernels fall back to outside their head dims)."""
-
-    def provider(inputs: dict):
-        from decaylab.ops import BACKENDS
-
-        op = BACKENDS.get(backend)
-        return lambda q, k, v, g: op(q, k, v, g, scale=1.0)[0]
-
-    return provider
-
-
-def _fla_op(inputs: dict):
-    """fla's chunk_gla; a scalar gate is broadcast over K first (fla's scalar backward refuses triton 3.6)."""
-    from fla.ops.gla import chunk_gla
-
-    if inputs["log_decay"].ndim == 3:
-        K = inputs["q"].shape[-1]
-        inputs["log_decay"] = inputs["log_decay"][..., None].expand(*inputs["log_decay"].shape, K).contiguous()
-    return lambda q, k, v, g: chunk_gla(q, k, v, g, scale=1.0)[0]
-
-
-PROVIDERS = {"decaylab": _backend_op("triton"), "fla": _fla_op, "chunk": _backend_op("chunk")}
-
-
-def replay_of(fn):
-    """``fn`` captured once in a CUDA graph (warmed up on a side stream first, as capture asks); returns the replay."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
-
-
-def time_provider(name: str, inputs: dict, warmup_calls: int = 3, graph: bool = False) -> dict:
-    """Median ms of forward and of forward+backward, after warm-up calls outside the timed region; with ``graph``
-    also of the forward+backward replayed from a CUDA graph."""
-    import time
-
-    from triton.testing import do_bench
-
-    inputs = dict(inputs)
-    fn = PROVIDERS[name](inputs)
-    leaves = [inputs[n].detach().clone().requires_grad_() for n in ("q", "k", "v", "log_decay")]
-    do = inputs["do"]
-
-    def fwd():
-        with torch.no_grad():
-            fn(*leaves)
-
-    def fwd_bwd():
-        fn(*leaves).backward(do)
-
-    start = time.perf_counter()
-    fwd_bwd()
-    torch.cuda.synchronize()
-    first_call_s = time.perf_counter() - start
-    for _ in range(warmup_calls):
-        fwd_bwd()
-    fwd_ms = do_bench(fwd, warmup=25, rep=100, return_mode="median")
-    fwd_bwd_ms = do_bench(fwd_bwd, warmup=25, rep=100, grad_to_none=leaves, return_mode="median")
-    result = {"fwd_ms": fwd_ms, "fwd_bwd_ms": fwd_bwd_ms, "first_call_s": first_call_s}
-    if graph:
-
-        def fresh_fwd_bwd():  # no gradients left to add to: the captured backward writes them, as do_bench's calls
-            fwd_bwd()
-            for leaf in leaves:
-                leaf.grad = None
-
-        try:  # replay_of's warm-up call clears the gradients the eager timing left, before the capture
-            result["fwd_bwd_graph_ms"] = do_bench(replay_of(fresh_fwd_bwd), warmup=25, rep=100, return_mode="median")
-        except Exception as e:  # a provider that cannot be captured keeps its eager times
-            result["fwd_bwd_graph_error"] = f"{type(e).__name__}: {str(e)[:120]}"
-    return result
-
-
-def parse_config_spec(spec: str) -> dict:
-    """``"chunk=32,bwd_num_warps=8,precise_intra=true"`` -> overrides of the pinned launch plan (typed knobs)."""
-    from decaylab.ops.triton.knobs import KNOBS
-
-    fields = KNOBS
-    overrides = {}
-    for item in filter(None, spec.split(",")):
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or key not in fields:
-            raise ValueError(f"config override {item!r} must be key=value with key one of {', '.join(fields)}")
-        if fields[key] in (bool, "bool"):
-            if text.strip().lower() not in ("true", "false", "1", "0"):
-                raise ValueError(f"config override {item!r}: {key} takes true or false")
-            overrides[key] = text.strip().lower() in ("true", "1")
-        else:
-            try:
-                overrides[key] = int(text)
-            except ValueError:
-                raise ValueError(f"config override {item!r}: {key} takes an integer") from None
-    return overrides
-
-
-def check_config_spec(spec: str, decays: tuple[str, ...] = ("scalar", "vector"),
-                      dims: tuple[int, ...] = (64, 128)) -> None:
-    """Raise ValueError unless ``spec`` makes a valid config over the pinned config of each decay and head dim timed
-    (an option of the scalar-only backwards, or one that only one head width's pinned plan takes, is no error when
-    only those are timed)."""
-    from decaylab.ops.triton.configs import pick_config
-    from decaylab.ops.triton.knobs import with_knobs
-
-    overrides = parse_config_spec(spec)
-    for decay in decays:
-        for D in dims:
-            with_knobs(pick_config(torch.device("cpu"), decay == "vector", D, D), **overrides)
-
-
-def _time_column(column: str, inputs: dict, device: torch.device, vector: bool, D: int, graph: bool) -> dict:
+def _time_column(column: str, inputs: dict, device, vector: bool, D: int, graph: bool) -> dict:
     """Time one table column: "fla", "decaylab" (the pinned config) or "decaylab[spec]" (pinned + overrides)."""
     if not column.startswith("decaylab["):
         return time_provider(column, inputs, graph=graph)
-    from decaylab.ops.triton.configs import overridden_config, use_config
-
-    with use_config(overridden_config(device, vector, D, D, parse_config_spec(column[9:-1]))):
+    with configured(column[9:-1], device, vector, D):
         return time_provider("decaylab", inputs, graph=graph)
 
 
-def bench(shapes: list[Shape], decays: list[str], providers: list[str], device: torch.device,
-          graph: bool = False) -> dict:
+def bench(shapes: list[Shape], decays: list[str], providers: list[str], device, graph: bool = False) -> dict:
+    import torch
+
     ceilings = measure_ceilings(device)
     rows = []
     for shape in shapes:
@@ -274,29 +102,58 @@ def format_table(result: dict, providers: list[str]) -> str:
     return "\n".join(lines)
 
 
+def table(request: Request) -> dict:
+    columns = [f"decaylab[{spec}]" if spec else "decaylab" for spec in request.configs] or ["decaylab"]
+    providers = [*columns, *request.compare]
+    result = bench(list(request.shapes), list(request.decays), providers, request.device, graph=request.cuda_graph)
+    c = result["ceilings"]
+    print(f"copy {c['copy_bytes_per_s'] / 1e9:.0f} GB/s, bf16 matmul {c['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s "
+          "(measured)")
+    print(format_table(result, providers))
+    return result
+
+
+SECTIONS: dict[str, Section] = {
+    "table": Section("fwd, fwd+bwd (and CUDA-graph) ms per shape and decay against the memory floor; --configs as "
+                     "columns side by side, --compare fla chunk", table, DEFAULT_SHAPES),
+    **kernel_sections.SECTIONS,
+    **kernel_model.SECTIONS,
+}
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shapes", nargs="+", default=list(DEFAULT_SHAPES), metavar="BxTxHxD",
-                        help=f"shapes to time (default: {' '.join(DEFAULT_SHAPES)})")
-    parser.add_argument("--decay", choices=("scalar", "vector", "both"), default="both",
-                        help="decay granularity to time (default: both)")
-    parser.add_argument("--compare", choices=("fla", "chunk"), nargs="*", default=[],
-                        help="also time, in the same run, fla-core's chunk_gla (fla; needs fla-core installed) and "
-                             "decaylab's torch chunked backend (chunk), which runs head dims outside the kernels")
-    parser.add_argument("--configs", nargs="+", metavar="SPEC", default=[],
-                        help="time these launch configs instead of the pinned one, each as overrides of it, e.g. "
-                             "'chunk=32,bwd_num_warps=8' '' (the empty spec is the pinned config); knobs: see "
-                             "decaylab.ops.triton.knobs")
-    parser.add_argument("--cuda-graph", action="store_true",
-                        help="also time the forward+backward replayed from a CUDA graph: the GPU's time alone, "
-                             "without the host's launch and autograd cost (most of an eager call at small shapes)")
-    parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON to PATH")
+    parser.add_argument("--section", nargs="+", choices=list(SECTIONS), default=["table"], metavar="NAME",
+                        help=f"what to run, in this order: {', '.join(SECTIONS)} (default: table; "
+                             "--list-sections says what each measures)")
+    parser.add_argument("--list-sections", action="store_true", help="list the sections and exit")
+    add_arguments(parser)
+    parser.add_argument("--fla-max-configs", type=int, default=None, metavar="N",
+                        help="cap fla's autotuners at their first N configs (its full autotune takes minutes per "
+                             "shape; the published tables use 4); decaylab's kernels do not autotune")
+    parser.add_argument("--json", metavar="PATH", help="also write the card, versions and results as JSON to PATH")
+
+
+def list_sections() -> str:
+    lines = []
+    for name, section in SECTIONS.items():
+        shapes = f" [default shapes: {' '.join(section.shapes)}]" if section.shapes else " [fixed cases]"
+        lines.append(f"{name:12s} {section.about}{shapes}")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.list_sections:
+        print(list_sections())
+        return 0
     decays = ("scalar", "vector") if args.decay == "both" else (args.decay,)
-    shapes = [Shape.parse(s) for s in args.shapes]
+    shapes = {name: tuple(Shape.parse(s) for s in args.shapes or SECTIONS[name].shapes) for name in args.section}
+    if args.fla_max_configs is not None and args.fla_max_configs < 1:
+        raise ValueError("--fla-max-configs must be >= 1 (leave it out for fla's full autotune)")
+    dims = tuple(sorted({shape.D for group in shapes.values() for shape in group})) or (64, 128)
     for spec in args.configs:  # a typo fails here, before any GPU work
-        check_config_spec(spec, decays, tuple(sorted({shape.D for shape in shapes})))
+        check_config_spec(spec, decays, dims)
+    import torch
+
     if not torch.cuda.is_available():
         raise ValueError("bench kernels needs a CUDA GPU (the triton backend); none is visible here")
     from decaylab.ops import BACKENDS
@@ -308,20 +165,24 @@ def run(args: argparse.Namespace) -> int:
             import fla.ops.gla  # noqa: F401
         except ImportError as e:
             raise ValueError(f"--compare fla needs fla-core (pip install fla-core==0.6.0): {e}") from None
-    columns = [f"decaylab[{spec}]" if spec else "decaylab" for spec in args.configs] or ["decaylab"]
-    providers = [*columns, *args.compare]
+        if args.fla_max_configs:
+            limit_autotune(args.fla_max_configs)
     device = torch.device("cuda")
-    result = bench(shapes, list(decays), providers, device, graph=args.cuda_graph)
-    result["device"] = torch.cuda.get_device_name(device)
-    c = result["ceilings"]
-    print(f"{result['device']}: copy {c['copy_bytes_per_s'] / 1e9:.0f} GB/s, bf16 matmul "
-          f"{c['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s (measured)")
-    print(format_table(result, providers))
+    result = versions(device)
+    print(", ".join(f"{key} {value}" for key, value in result.items()))
+    for name in args.section:
+        request = Request(shapes[name], decays, tuple(args.configs), tuple(args.compare), args.cuda_graph, device)
+        print(f"\n## {name}")
+        out = SECTIONS[name].run(request)
+        if name == "table":  # at the top level, where the JSON of the table alone has always had it
+            result.update(out)
+        else:
+            result[name] = out
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+            json.dump(result, f, indent=1, default=str)
     return 0
 
 
-__all__ = ["Shape", "bench", "check_config_spec", "configure", "floor_bytes", "floor_flops", "format_table",
-           "parse_config_spec", "run"]
+__all__ = ["PROVIDERS", "SECTIONS", "Shape", "bench", "check_config_spec", "configure", "floor_bytes", "floor_flops",
+           "format_table", "make_inputs", "parse_config_spec", "replay_of", "run", "time_provider"]

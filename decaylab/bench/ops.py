@@ -39,10 +39,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
-from decaylab.ops import BACKENDS, decay_linear_attention
-
 SDPA = "sdpa"
 REFERENCES = ("recurrent", "parallel")  # slow by design: timed --reference-repeats times
 # The profiler's own bookkeeping grows faster than linearly with the number of ops it records (1.6 GB for the
@@ -69,6 +65,8 @@ class Result:
 
 
 def _inputs(B, T, H, D, vector, seed=0):
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(B, T, H, D, generator=g) for _ in range(3))
     log_decay = torch.nn.functional.logsigmoid(torch.randn((B, T, H, D) if vector else (B, T, H), generator=g))
@@ -78,6 +76,10 @@ def _inputs(B, T, H, D, vector, seed=0):
 
 def _calls(backend, q, k, v, log_decay, d_o):
     """(forward, forward+backward) closures on fresh leaf tensors."""
+    import torch
+
+    from decaylab.ops import decay_linear_attention
+
     if backend == SDPA:  # heads-first layout, the one SDPA's fast kernels want; the transposes are not timed
         q, k, v, d_o = (x.transpose(1, 2).contiguous() for x in (q, k, v, d_o))
         leaves = [x.requires_grad_() for x in (q, k, v)]
@@ -253,6 +255,10 @@ def compare_decays(shapes, repeats) -> list[dict]:
 
 
 def compare_decode(shapes, repeats) -> list[dict]:
+    import torch
+
+    from decaylab.ops import decay_linear_attention
+
     rows = []
     for text in shapes:
         B, T, H, D = _shape(text)
@@ -277,11 +283,10 @@ def compare_decode(shapes, repeats) -> list[dict]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    names = [*BACKENDS.names(), SDPA]
     parser.add_argument("--T", type=int, nargs="+", default=None, metavar="T",
                         help=f"sequence lengths (default {' '.join(map(str, DEFAULT_T))})")
     parser.add_argument("--backends", nargs="+", default=None, metavar="NAME",
-                        help=f"backends to measure, from {', '.join(names)} (default: all but triton)")
+                        help=f"backends to measure: names in decaylab.ops.BACKENDS, and {SDPA} (default: all but triton)")
     parser.add_argument("--decay", choices=("scalar", "vector", "both"), default="both",
                         help="decay granularity (default both)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per cell; the median is reported")
@@ -310,6 +315,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from decaylab.ops import BACKENDS
+
     names = [*BACKENDS.names(), SDPA]
     if args.backends is None:
         args.backends = [b for b in names if b != "triton"]

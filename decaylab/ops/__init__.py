@@ -42,7 +42,7 @@ def auto_backend(device: torch.device, T: int | None = None) -> str:
 
     Triton on CUDA when present. Elsewhere the chunked torch path, except for one-token steps (decoding), where
     the recurrence is one state update and one product while the chunked path pays for its setup (about 4x
-    slower per token on CPU at H8 K=V=64; docs/benchmarks.md).
+    slower per token on CPU at H8 K=V=64; docs/benchmarks.md, "CPU ops").
     """
     if device.type == "cuda" and "triton" in BACKENDS:
         return "triton"

@@ -2,16 +2,16 @@
 
 Why: a small model's step is a few milliseconds of tiny kernels that leave most of a GPU's multiprocessors idle.
 Runs in separate processes do not fill it (a GPU time-slices between processes: six graphed ``ptb-small`` runs side
-by side made 1.01x the tokens/s of one, docs/benchmarks.md). Runs in one process may: each trains on its own CUDA
-stream, and the host queues one step (one CUDA-graph replay) of every run before the GPU has finished the first,
-so that their kernels can run side by side.
+by side made 1.01x the tokens/s of one, docs/benchmarks.md, "Training on a GPU"). Runs in one process may: each
+trains on its own CUDA stream, and the host queues one step (one CUDA-graph replay) of every run before the GPU
+has finished the first, so that their kernels can run side by side.
 
 On a GPU this is not safe yet, and ``train_together`` refuses a CUDA device unless ``allow_cuda=True`` (for
 ``decaylab bench training --together`` and the GPU tests that track the fault). Measured on one H100
 (2026-12-06): eight graphed ``ptb-small`` runs together made 1.56x the tokens/s of one alone, but in the ``paper``
 sweep (``--runs-per-worker 8``) 20 of 186 runs diverged, whole groups at the same step, and 105 runs that also
-exist trained alone differed in test perplexity by +4.9 % on average (sd 14 %, up to +92 %), where runs trained
-alone reproduce within about 2 %. The fault is not found (``docs/benchmarks-log.md``, "Runs trained together").
+exist trained alone differed in test perplexity by +4.9 % on average (sd 14 %, up to +92 %; most within 2 %, a
+tail far worse). The fault is not found (``docs/benchmarks-log.md``, "Runs trained together").
 
 Each run is exactly what ``train()`` would make of it: its own model, optimizer, data order, checkpoints and run
 directory. Its random-number streams (CPU and CUDA generators, which dropout draws from) are swapped in around

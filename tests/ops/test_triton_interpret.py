@@ -3,7 +3,7 @@
 The interpreter must be switched on before triton is imported, and the rest of the suite imports triton without
 it, so all cases run in one child process (``python this_file.py``) that prints one JSON line of errors per case;
 each parametrized test then checks its case. The child builds each case with decaylab.ops.triton.check, the
-harness the GPU tests and scripts/gpu_kernels.py use, so that harness is checked here too. Shapes stay tiny: the
+harness the GPU tests and `decaylab bench kernels --section accuracy` use, so that harness is checked here too. Shapes stay tiny: the
 interpreter is ~1000x slower than a GPU.
 bf16 is not tested here (the interpreter's bf16 dot is broken); tests/ops/test_triton_gpu.py covers it.
 """

@@ -60,7 +60,7 @@ def test_the_split_counts_the_forwards_value_blocks():
     ],
 )
 def test_pinned_scalar_configs_split_only_while_the_forward_leaves_sms_idle(shape, split):
-    """The H200 timings (GPU time, docs/benchmarks.md) behind split_percent=85 for scalar decay, on 132 SMs."""
+    """The H200 timings (GPU time, docs/benchmarks-log.md) behind split_percent=85 for scalar decay, on 132 SMs."""
     from decaylab.ops.triton.configs import PINNED_CONFIGS, fit_to_sms
 
     B, T, H, D = shape

@@ -1,5 +1,5 @@
 """The kernels against the fp64 recurrence on random inputs: one forward and backward of each, every output and
-gradient paired with its reference. Used by the GPU tests and by ``scripts/gpu_kernels.py``."""
+gradient paired with its reference. Used by the GPU tests and by ``decaylab bench kernels --section accuracy``."""
 
 from __future__ import annotations
 

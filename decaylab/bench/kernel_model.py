@@ -1,0 +1,136 @@
+"""Sections of ``decaylab bench kernels`` at the model level: tokens/s of the ``160m`` preset on the triton backend
+(and on fla's kernels with ``--compare fla``), and what the op's ``log_decay <= 0`` check costs."""
+
+from __future__ import annotations
+
+import time
+
+from decaylab.bench.kernel_timing import Request, Section
+
+# decay granularity -> the decay the model sections train with
+MODEL_DECAYS = {"vector": {"decay.kind": "simple", "decay.granularity": "vector"},
+                "scalar": {"decay.kind": "mamba2", "decay.granularity": "scalar"}}
+
+
+def register_fla_backend() -> None:
+    """fla's chunk_gla as the ops backend "fla" (a scalar gate broadcast over K), so a model can be switched to it."""
+    from fla.ops.gla import chunk_gla
+
+    from decaylab.ops import BACKENDS
+
+    def fla_backend(q, k, v, log_decay, *, scale=1.0, initial_state=None, output_final_state=False):
+        if log_decay.ndim == 3:
+            log_decay = log_decay[..., None].expand(*log_decay.shape, q.shape[-1])
+        return chunk_gla(q, k, v, log_decay, scale=scale, initial_state=initial_state,
+                         output_final_state=output_final_state)
+
+    if "fla" not in BACKENDS:
+        BACKENDS.register("fla")(fla_backend)
+
+
+def model_tokens_per_s(backend: str, decay_overrides: dict, device, B: int = 8, T: int = 2048,
+                       steps: int = 6) -> tuple[float, float]:
+    """Training tokens/s of the 160m preset (bf16 autocast, fused AdamW) over ``steps`` steps after 2 warm-up steps,
+    and the last loss."""
+    import torch
+
+    from decaylab import DecayLM, ModelConfig
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_preset("160m", decay_overrides)
+    model = DecayLM(cfg).to(device).set_backend(backend)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    x = torch.randint(0, cfg.vocab_size, (B, T + 1), device=device)
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model(x[:, :-1])
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    for _ in range(2):
+        step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    torch.cuda.synchronize()
+    return B * T * steps / (time.perf_counter() - start), loss.item()
+
+
+def _backends(request: Request) -> list[str]:
+    if "fla" in request.compare:
+        register_fla_backend()
+    return ["triton", *(["fla"] if "fla" in request.compare else [])]
+
+
+def model_level(request: Request) -> list:
+    import torch
+
+    print("160m preset, B8·T2048, bf16 autocast, fused AdamW, 2 warm-up + 6 timed steps: tokens/s")
+    out = []
+    for decay in request.decays:
+        for backend in _backends(request):
+            tokens_per_s, loss = model_tokens_per_s(backend, MODEL_DECAYS[decay], request.device)
+            print(f"{MODEL_DECAYS[decay]} {backend}: {tokens_per_s:,.0f} tokens/s (loss {loss:.3f})", flush=True)
+            out.append({"decay": MODEL_DECAYS[decay], "backend": backend, "tokens_per_s": tokens_per_s, "loss": loss})
+            torch.cuda.empty_cache()
+    return out
+
+
+def check_cost(request: Request) -> list:
+    """The public op's ``log_decay <= 0`` check reads a reduction back to the host (a sync); the layers skip it
+    (``check_decay=False``). Timed with and without it, alternating: the op at B4·T2048·H16·D128 (scalar, eager
+    fwd+bwd) and the 160m model with its layers forced to check."""
+    import torch
+    import torch.nn.functional as F
+    from triton.testing import do_bench
+
+    import decaylab.layers.linear_attention as layer_module
+    from decaylab.ops import decay_linear_attention
+
+    device = request.device
+    out = []
+    B, T, H, D = 4, 2048, 16, 128
+    q, k, v = (torch.randn(B, T, H, D, device=device, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    g = F.logsigmoid(torch.randn(B, T, H, device=device)).clamp_min(-5).requires_grad_()
+    do = torch.randn(B, T, H, D, device=device, dtype=torch.bfloat16)
+    for check in (True, False, True, False):
+
+        def step(check=check):
+            o, _ = decay_linear_attention(q, k, v, g, scale=D**-0.5, check_decay=check)
+            o.backward(do)
+
+        ms = do_bench(step, warmup=25, rep=200, return_mode="median")
+        print(f"op B{B}·T{T}·H{H}·D{D} scalar, check_decay={check}: {ms:.3f} ms fwd+bwd", flush=True)
+        out.append({"level": "op", "check": check, "ms": ms})
+    layer_op = layer_module.decay_linear_attention
+
+    def checking(*args, **kwargs):  # the layers pass check_decay=False; a functools.partial would be overridden
+        return layer_op(*args, **{**kwargs, "check_decay": True})
+
+    try:
+        for decay in request.decays:
+            for backend in _backends(request):
+                for check in (True, False, True, False):
+                    layer_module.decay_linear_attention = checking if check else layer_op
+                    tokens_per_s, loss = model_tokens_per_s(backend, MODEL_DECAYS[decay], device, steps=10)
+                    print(f"model 160m {MODEL_DECAYS[decay]} {backend} check={check}: {tokens_per_s:,.0f} tokens/s "
+                          f"(loss {loss:.3f})", flush=True)
+                    out.append({"level": "model", "decay": MODEL_DECAYS[decay], "backend": backend, "check": check,
+                                "tokens_per_s": tokens_per_s})
+                    torch.cuda.empty_cache()
+    finally:
+        layer_module.decay_linear_attention = layer_op
+    return out
+
+
+SECTIONS = {
+    "model": Section("training tokens/s of the 160m preset (B8·T2048) on the triton backend, and on fla's kernels "
+                     "with --compare fla", model_level),
+    "check-cost": Section("the op's log_decay <= 0 check (a host sync): op ms and 160m tokens/s with and without it, "
+                          "alternating", check_cost),
+}

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
         if (Path(args.out) / "results.sqlite").exists():
             raise FileExistsError(f"{args.out} already holds results.sqlite; --import needs a new --out directory")
-        imported = import_results(args.import_from, Path(args.out) / "results.sqlite")
+        imported = import_results(args.import_from, Path(args.out) / "results.sqlite", current_ids=True)
         print(f"imported {imported} runs from {args.import_from}; their finished runs count as done")
     if args.dry_run:
         from decaylab.sweep.backend import default_backend

@@ -13,7 +13,10 @@ and timestamps are left out. A study of 200 runs takes about 0.6 MB.
 ``import_results(FILE, DIR/results.sqlite)`` rebuilds a database through the same calls a sweep makes, so
 ``decaylab report`` reads it like any other (``decaylab report FILE --out DIR`` does both steps), and
 ``decaylab sweep SPEC --out DIR --import FILE`` resumes the study from it: the imported finished runs count as
-done, so a study can be carried between machines as one text file.
+done, so a study can be carried between machines as one text file. Run ids hash the whole resolved config, so a
+setting added to decaylab since the export (with its default) would change every id and make the study start
+over; a resumed study therefore re-keys each imported run by its config as this version resolves it
+(``current_ids=True``), which matches the runs the spec plans now whenever their settings are unchanged.
 """
 
 from __future__ import annotations
@@ -100,8 +103,22 @@ def export_results(db_path: str | Path, out_path: str | Path) -> int:
     return len(runs)
 
 
-def import_results(path: str | Path, db_path: str | Path) -> int:
-    """Rebuild a results database at ``db_path`` (which must not exist) from ``path``; returns the run count."""
+def resolved_now(config: dict) -> dict | None:
+    """A run config as this version resolves it (new settings at their defaults); None if it no longer parses."""
+    from decaylab.config import from_dict, to_dict
+    from decaylab.run.config import RunConfig
+
+    try:
+        return to_dict(from_dict(RunConfig, config))
+    except (ValueError, TypeError):
+        return None
+
+
+def import_results(path: str | Path, db_path: str | Path, current_ids: bool = False) -> int:
+    """Rebuild a results database at ``db_path`` (which must not exist) from ``path``; returns the run count.
+
+    ``current_ids``: key each run by the id of its config as this version resolves it (see the module docstring);
+    a config that no longer parses keeps its old id (and its point runs again)."""
     path, db_path = Path(path), Path(db_path)
     if not path.is_file():
         raise FileNotFoundError(f"results export {path} does not exist; `decaylab report DIR --export FILE` writes one")
@@ -120,9 +137,18 @@ def import_results(path: str | Path, db_path: str | Path) -> int:
         raise ValueError(f"{path} does not start with a sweep line; it is not a results export")
     runs = [e for e in entries[1:] if "run" in e]
     base = entries[0].get("base_config", {})
+    configs = {e["run"]: _with_dotted(base, e["config"]) for e in runs}
+    if current_ids:
+        from decaylab.sweep.spec import run_id_of
+
+        for e in runs:
+            now = resolved_now(configs[e["run"]])
+            if now is not None:
+                del configs[e["run"]]
+                e["run"] = run_id_of(now)
+                configs[e["run"]] = now
     planned = [
-        _Run(e["run"], _with_dotted(base, e["config"]),
-             tuple(_Member(s, label, e["seed"], i) for s, label, i in e["members"]))
+        _Run(e["run"], configs[e["run"]], tuple(_Member(s, label, e["seed"], i) for s, label, i in e["members"]))
         for e in runs if e["members"]
     ]  # fmt: skip
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,4 +169,4 @@ def import_results(path: str | Path, db_path: str | Path) -> int:
     return len(runs)
 
 
-__all__ = ["export_results", "import_results", "IMPORTED_RUNS"]
+__all__ = ["export_results", "import_results", "resolved_now", "IMPORTED_RUNS"]

@@ -11,7 +11,7 @@ import torch
 from decaylab.bench import kernel_sections, kernel_timing, kernels
 from decaylab.bench.cli import BENCHMARKS
 from decaylab.cli import main
-from tests.test_cli_main import run_cli
+from tests.commands.test_command_main import run_cli
 
 
 @pytest.mark.parametrize("name", list(BENCHMARKS))

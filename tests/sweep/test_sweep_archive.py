@@ -47,3 +47,42 @@ def test_import_never_overwrites(tmp_path):
     not_export.write_text('{"run": "x"}\n')
     with pytest.raises(ValueError, match="not a results export"):
         import_results(not_export, tmp_path / "c" / "results.sqlite")
+
+
+def _export_of(tmp_path, config: dict, name: str):
+    """A one-run export written as an older version would have written it (its config as given)."""
+    import json
+
+    from decaylab.sweep.spec import run_id_of
+
+    sweep = {"spec": {"name": "old", "base": "tiny", "seeds": [0]}, "overrides": {}}
+    run = {"run": run_id_of(config), "seed": 0, "status": "finished", "config": {}, "error": None,
+           "metrics": {"test_ppl": 123.5}, "curves": {}, "decay_stats": {}, "members": [["a", "SD", 0]]}  # fmt: skip
+    path = tmp_path / name
+    path.write_text(json.dumps({"sweep": sweep, "base_config": config}) + "\n" + json.dumps(run) + "\n")
+    return path, run["run"]
+
+
+def test_an_export_from_before_a_new_setting_keeps_its_runs_done(tmp_path):
+    import copy
+
+    from decaylab.sweep.backend import default_backend
+    from decaylab.sweep.spec import run_id_of
+
+    now = default_backend().resolve("tiny", {"model.decay.kind": "simple"})
+    older = copy.deepcopy(now)
+    del older["model"]["tie_embeddings"]  # a setting this version has and the export's did not
+    export, old_id = _export_of(tmp_path, older, "old.jsonl")
+    assert old_id != run_id_of(now)
+    import_results(export, tmp_path / "as-is" / "results.sqlite")
+    import_results(export, tmp_path / "now" / "results.sqlite", current_ids=True)
+    with ResultsDB(tmp_path / "as-is" / "results.sqlite") as a, ResultsDB(tmp_path / "now" / "results.sqlite") as b:
+        assert [r["run_id"] for r in a.runs()] == [old_id]  # decaylab report keeps the file's ids
+        assert [r["run_id"] for r in b.runs()] == [run_id_of(now)]  # the id the spec plans today: counted as done
+        assert b.metrics()[run_id_of(now)]["test_ppl"] == 123.5
+    stale = copy.deepcopy(now)
+    stale["model"]["a_removed_setting"] = 1
+    export, stale_id = _export_of(tmp_path, stale, "stale.jsonl")
+    import_results(export, tmp_path / "stale" / "results.sqlite", current_ids=True)
+    with ResultsDB(tmp_path / "stale" / "results.sqlite") as db:
+        assert [r["run_id"] for r in db.runs()] == [stale_id]  # no longer parses: kept as it was (runs again)

@@ -164,11 +164,6 @@ def test_no_import_cycle(level):
     assert cycle is None, f"import cycle between {level}s: {' -> '.join(cycle)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decaylab.ops imports its backends from a table of modules that import decaylab.ops back for BACKENDS "
-    "(ops -> ops.chunk -> ops); decaylab/ops/ is changed in the kernels part of issue 27",
-)
 def test_no_import_cycle_inside_ops():
     graph = {m: edges for m, edges in import_graph().items() if m.startswith("decaylab.ops")}
     cycle = find_cycle(graph)

@@ -14,7 +14,7 @@ interpreter or allocator overhead, and it is the same for every backend. (It agr
 process's peak RSS to within a few percent.) The recurrent backend's memory is profiled only up to
 T = RECURRENT_MEMORY_MAX_T: the profiler's own records of its per-token ops grow too large beyond.
 
-Two focused comparisons replace the table with ``--compare``:
+Three focused comparisons replace the table with ``--compare``:
 
 * ``decay``: the chunked backend's fwd+bwd with scalar decay, vector decay (``logsigmoid(randn)``, which the
   factored intra-chunk path covers) and strong vector decay (``logsigmoid(randn) - 2``: every 64-token chunk
@@ -22,6 +22,8 @@ Two focused comparisons replace the table with ``--compare``:
   best CPU time of ``--repeats`` rounds, at each ``--shapes`` B x T x H x D.
 * ``decode``: the per-token cost of a one-token step with a state (``T = 1``, no grad, as in generation) for
   the recurrent and chunked backends and ``auto``, best of ``--repeats`` rounds of DECODE_CALLS calls.
+* ``loss``: the language-model loss from hidden states, forward + backward, the plain formula against cache-sized
+  blocks (``decaylab.ops.linear_cross_entropy``), at ``--shapes`` tokens x d x vocab (``decaylab.bench.loss``).
 
 Slow or large reference paths are skipped rather than run: ``recurrent`` beyond ``--recurrent-max-T``, any
 backend once a call took longer than ``--time-cap`` seconds at a shorter T, and ``parallel`` when its T x T
@@ -39,6 +41,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from decaylab.bench import loss
+from decaylab.bench.cpu_timing import best_cpu_seconds
+
 SDPA = "sdpa"
 REFERENCES = ("recurrent", "parallel")  # slow by design: timed --reference-repeats times
 # The profiler's own bookkeeping grows faster than linearly with the number of ops it records (1.6 GB for the
@@ -49,6 +54,7 @@ QUICK_T = (512, 1024)
 # B x T x H x D: long sequences, and the short-sequence, many-sequence shapes of CPU training.
 DECAY_SHAPES = ("1x1024x8x64", "1x4096x8x64", "1x8192x8x64", "32x128x4x64", "16x256x8x32")
 DECODE_SHAPES = ("1x1x8x64",)
+
 DECODE_CALLS = 200
 
 
@@ -224,19 +230,6 @@ def _shape(text: str) -> tuple[int, int, int, int]:
     return B, T, H, D
 
 
-def _best_cpu_seconds(calls: dict, repeats: int) -> dict:
-    """Best CPU time per call over ``repeats`` rounds that run every call once, in turn (interleaved)."""
-    best = dict.fromkeys(calls, float("inf"))
-    for fn in calls.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in calls.items():
-            start = time.process_time()
-            fn()
-            best[name] = min(best[name], time.process_time() - start)
-    return best
-
-
 def compare_decays(shapes, repeats) -> list[dict]:
     rows = []
     for text in shapes:
@@ -245,7 +238,7 @@ def compare_decays(shapes, repeats) -> list[dict]:
         for case, vector, shift in (("scalar", False, 0.0), ("vector", True, 0.0), ("vector_strong", True, -2.0)):
             q, k, v, log_decay, d_o = _inputs(B, T, H, D, vector)
             calls[case] = _calls("chunk", q, k, v, log_decay + shift, d_o)[1]
-        ms = {name: 1e3 * s for name, s in _best_cpu_seconds(calls, repeats).items()}
+        ms = {name: 1e3 * s for name, s in best_cpu_seconds(calls, repeats).items()}
         row = {"shape": f"B{B}·T{T}·H{H}·D{D}", **{f"{n}_ms": round(t, 2) for n, t in ms.items()},
                "vector/scalar": round(ms["vector"] / ms["scalar"], 2),
                "strong/scalar": round(ms["vector_strong"] / ms["scalar"], 2)}
@@ -274,7 +267,7 @@ def compare_decode(shapes, repeats) -> list[dict]:
                                                    output_final_state=True, backend=backend)
                 return calls
 
-            best = _best_cpu_seconds({b: step(b) for b in ("recurrent", "chunk", "auto")}, repeats)
+            best = best_cpu_seconds({b: step(b) for b in ("recurrent", "chunk", "auto")}, repeats)
             row = {"shape": f"B{B}·T{T}·H{H}·D{D}", "decay": decay,
                    **{f"{b}_us_per_call": round(1e6 * s / DECODE_CALLS, 1) for b, s in best.items()}}
             print(" ".join(f"{key} {value}" for key, value in row.items()), flush=True)
@@ -304,14 +297,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="seconds: a backend whose warm-up fwd+bwd took longer is skipped at longer T")
     parser.add_argument("--memory-cap-gb", type=float, default=4.0,
                         help="skip quadratic paths whose T x T tensors would pass this many GB")
-    parser.add_argument("--compare", choices=("decay", "decode"), default=None,
+    parser.add_argument("--compare", choices=("decay", "decode", "loss"), default=None,
                         help="instead of the table: 'decay' = chunk fwd+bwd, scalar vs vector vs strong vector decay; "
-                             "'decode' = per-token cost of one-token steps per backend")
+                             "'decode' = per-token cost of one-token steps per backend; 'loss' = the LM loss from "
+                             "hidden states, plain against blocks (decaylab.ops.linear_cross_entropy)")
     parser.add_argument("--shapes", nargs="+", default=None, metavar="BxTxHxD",
                         help=f"shapes for --compare (default decay: {' '.join(DECAY_SHAPES)}; "
-                             f"decode: {' '.join(DECODE_SHAPES)})")
+                             f"decode: {' '.join(DECODE_SHAPES)}; loss, tokens x d x vocab: {' '.join(loss.LOSS_SHAPES)})")
     parser.add_argument("--out", default="bench-ops.json", help="JSON file for the results (default bench-ops.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it already exists")
+
+
+COMPARISONS = {"decay": (DECAY_SHAPES, compare_decays), "decode": (DECODE_SHAPES, compare_decode),
+               "loss": (loss.LOSS_SHAPES, loss.compare_loss)}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -338,8 +336,8 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormal arithmetic is many times slower on x86; same for every backend
     if args.compare is not None:
-        shapes = args.shapes or (DECAY_SHAPES if args.compare == "decay" else DECODE_SHAPES)
-        compare = compare_decays if args.compare == "decay" else compare_decode
+        shapes = args.shapes or COMPARISONS[args.compare][0]
+        compare = COMPARISONS[args.compare][1]
         print(f"decaylab bench ops --compare {args.compare}: fp32, {torch.get_num_threads()} threads, "
               f"best CPU time of {args.repeats} interleaved rounds, load average {os.getloadavg()[0]:.1f}", flush=True)
         config = {"compare": args.compare, "threads": torch.get_num_threads(), "repeats": args.repeats,

@@ -13,11 +13,7 @@ from __future__ import annotations
 import torch
 
 from decaylab.ops import varlen
-from decaylab.ops.reference.recurrent import recurrent_decay_linear_attention
-from decaylab.registry import Registry
-
-BACKENDS: Registry = Registry("backend")
-BACKENDS.register("recurrent")(recurrent_decay_linear_attention)
+from decaylab.ops.backends import BACKENDS
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 

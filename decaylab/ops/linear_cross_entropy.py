@@ -3,9 +3,11 @@
 A small model with a word-level vocabulary spends most of a CPU training step in its output layer: for PTB (10k
 words) at d = 64, the ``[tokens, vocab]`` logits are 40 MB per 1,024 tokens, written by the matmul, read and
 rewritten by the softmax, and read again twice in the backward, far more than the caches hold. ``chunked`` scores
-a few rows at a time, so each block of logits stays in cache from the matmul to the loss, keeps only one
-log-sum-exp per row, and recomputes the block in the backward (one more ``[rows, d] x [d, vocab]`` matmul, cheaper
-on a CPU than the memory traffic it saves; measured in ``docs/ops.md``). ``reference`` is the plain formula.
+a block of rows at a time, so each block of logits is still in cache from the matmul to the loss, keeps only one
+log-sum-exp per row, and recomputes the block in the backward (one more ``[rows, d] x [d, vocab]`` matmul). That
+pays while the matmuls are cheap next to the memory traffic, i.e. for a narrow model: 1.37x at d = 64, 0.98-1.2x
+at d = 128, 0.8x at d = 256 and less beyond (``decaylab bench ops --compare loss``, ``docs/ops.md``), so
+``linear_cross_entropy`` takes it on a CPU up to CHUNKED_MAX_WIDTH only. ``reference`` is the plain formula.
 
 Both take ``x [N, d]``, ``weight [V, d]``, ``targets [N]`` (``ignore_index`` rows score nothing) and return the
 mean loss over the scored rows (``reduction="sum"``: the sum), in fp32. Only first derivatives are defined.
@@ -17,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
-CACHE_BYTES = 1 << 20  # a block of logits this large stays in a core's L2
+BLOCK_BYTES = 4 << 20  # fp32 logits per block: the best of 1, 4, 16 and 64 MiB at d = 64 and 128, vocab 10k
+CHUNKED_MAX_WIDTH = 64  # widest d at which the blocks clearly beat the plain formula on a CPU (see the docstring)
 
 
 def reference(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX,
@@ -27,8 +30,8 @@ def reference(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, igno
 
 
 def rows_per_block(vocab: int) -> int:
-    """Rows whose fp32 logits fill about CACHE_BYTES: a power of two in [16, 4096]."""
-    rows = max(1, CACHE_BYTES // (4 * vocab))
+    """Rows whose fp32 logits fill about BLOCK_BYTES: a power of two in [16, 4096]."""
+    rows = max(1, BLOCK_BYTES // (4 * vocab))
     return min(4096, max(16, 1 << (rows.bit_length() - 1)))
 
 
@@ -86,7 +89,8 @@ def chunked(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                          ignore_index: int = IGNORE_INDEX, reduction: str = "mean") -> torch.Tensor:  # fmt: skip
-    """The chunked loss on a CPU, where memory traffic dominates; elsewhere (a GPU, whose large matmul and fused
-    softmax are fast and whose CUDA graphs want no host loop) the plain formula."""
-    impl = chunked if x.device.type == "cpu" else reference
+    """The chunked loss on a CPU for a narrow model (d <= CHUNKED_MAX_WIDTH), where memory traffic dominates;
+    elsewhere (a wider model, or a GPU, whose large matmul and fused softmax are fast) the plain formula."""
+    narrow_cpu = x.device.type == "cpu" and x.shape[-1] <= CHUNKED_MAX_WIDTH
+    impl = chunked if narrow_cpu else reference
     return impl(x, weight, targets, ignore_index, reduction)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from decaylab.ops import BACKENDS
+from decaylab.ops.backends import BACKENDS
 from decaylab.ops.chunk import function
 from decaylab.ops.precision import autocast_off, full_precision
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from decaylab.ops import BACKENDS
+from decaylab.ops.backends import BACKENDS
 from decaylab.ops.precision import full_precision
 
 

@@ -9,7 +9,7 @@ imported (slow; used by the tests).
 
 import triton  # noqa: F401  (ImportError here keeps the backend unregistered)
 
-from decaylab.ops import BACKENDS
+from decaylab.ops.backends import BACKENDS
 from decaylab.ops.triton.configs import use_config
 from decaylab.ops.triton.function import triton_decay_linear_attention
 from decaylab.ops.triton.knobs import launch_plan, with_knobs

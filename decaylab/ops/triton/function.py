@@ -135,7 +135,7 @@ def _warn_fallback(dtype: torch.dtype, K: int, V: int) -> None:
 
 
 def _fallback(q, k, v, log_decay, scale, initial_state, output_final_state, bounds):
-    from decaylab.ops import BACKENDS
+    from decaylab.ops.backends import BACKENDS
 
     _warn_fallback(q.dtype, q.shape[-1], v.shape[-1])
     fn = BACKENDS.get("chunk" if "chunk" in BACKENDS else "recurrent")

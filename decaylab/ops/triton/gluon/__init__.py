@@ -17,6 +17,7 @@ import torch
 import triton
 
 from decaylab.ops.triton.configs import interpreter_active
+from decaylab.ops.triton.gluon.tiles import CHUNK, VALUE_BLOCK
 from decaylab.ops.triton.kernels import COMPILE_OPTIONS
 from decaylab.ops.triton.plans import LaunchPlan
 
@@ -36,8 +37,6 @@ def _release(version: str) -> tuple[int, int]:
 unusable: list[str] = [] if _release(triton.__version__) >= OLDEST_TRITON else [
     f"triton {triton.__version__} is older than {'.'.join(map(str, OLDEST_TRITON))}"]
 
-CHUNK = 64  # tokens per step (the wgmma tiles' rows); the plans that enable these kernels use it too
-VALUE_BLOCK = 64  # value channels per sweep program
 KEY_DIMS = (64, 128)
 MAX_ELEMENTS = 2**36  # of q: its chunk states then span < 2**31 rows, whose TMA coordinates are int32
 PROGRAMS_PER_SM = 2  # persistent dq/dk programs

@@ -7,7 +7,7 @@ import functools
 import torch
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from decaylab.ops.triton.gluon import CHUNK, VALUE_BLOCK
+from decaylab.ops.triton.gluon.tiles import CHUNK, VALUE_BLOCK
 from decaylab.ops.triton.gluon.language import gl
 
 

@@ -93,3 +93,14 @@ def test_bad_inputs():
     cache = hf(ids, use_cache=True).cache
     with pytest.raises(ValueError, match="cannot be rewound"):
         cache.crop(2)
+
+
+def test_tied_embeddings_save_and_load(tmp_path):
+    model = random_model({"tie_embeddings": True})
+    hf = DecayLabForCausalLM.from_decaylm(model)
+    assert hf.get_output_embeddings() is None  # nothing for transformers to tie or untie: the model scores with embed
+    hf.save_pretrained(tmp_path / "tied")
+    loaded = DecayLabForCausalLM.from_pretrained(tmp_path / "tied")
+    ids = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert_close("logits", model(ids), loaded(ids).logits, 1e-6)

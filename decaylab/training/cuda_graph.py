@@ -86,7 +86,11 @@ class GraphedTrainStep:
         torch.cuda.current_stream().wait_stream(side)
         self.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates the gradients in the graph pool
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # Captured on a stream of this step's own, not torch's one default capture stream: cuBLAS keeps a workspace
+        # per (handle, stream) and the graph keeps the pointer, so graphs captured on one stream share a workspace
+        # and must never run at once. Runs trained together replay theirs on several streams at once.
+        self.capture_stream = own_stream()
+        with torch.cuda.graph(self.graph, stream=self.capture_stream):
             self.loss, self.grad_norm = self._step()
         # Undo the warm-up: parameters, optimizer moments and step counts, and the dropout stream (the learning
         # rate needs nothing: the steps read it and never write it).
@@ -109,6 +113,12 @@ class GraphedTrainStep:
             self._capture()
         self.graph.replay()
         return self.loss, self.grad_norm
+
+
+def own_stream() -> torch.cuda.Stream:
+    """The current stream where it is not the default one (a run trained together has its own), else a new one."""
+    current = torch.cuda.current_stream()
+    return torch.cuda.Stream() if current == torch.cuda.default_stream() else current
 
 
 def graph_step_unsupported(device: torch.device, world_size: int, compile_model: bool) -> str | None:

@@ -131,7 +131,7 @@ def test_command_line_status_and_bad_input(tmp_path, capsys):
     out = str(tmp_path / "sweep")
     assert main(["sweep", "quick", "--out", out, "--status", "--set", "train.max_steps=3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1] == "sweep quick: 9 runs: 0 finished, 0 running, 9 pending, 0 failed"
+    assert lines[-1] == "sweep quick: 13 runs: 0 finished, 0 running, 13 pending, 0 failed"
     assert all("pending" in line and "not submitted" in line for line in lines[:-1])
 
     assert main(["sweep", "quick", "--out", out, "--launcher", "slurm", "--slurm", "partiton=gpu"]) == 2

@@ -17,6 +17,7 @@ import torch
 from decaylab.ops.triton import gluon, kernels
 from decaylab.ops.triton.chunk_parallel import chunk_parallel_backward, chunk_table, new_chunk_states
 from decaylab.ops.triton.configs import SPAN_LIMIT, SUPPORTED_DIMS, active_config, interpreter_active
+from decaylab.ops.triton.decode import decode_step
 from decaylab.ops.triton.plans import ChunkParallelBackward, FusedDv, LaunchPlan, TwoSweepBackward
 from decaylab.ops.triton.segments import plan_segments, segment_length, segment_states
 from decaylab.ops.triton.two_sweeps import two_sweep_backward
@@ -120,6 +121,10 @@ def _forward(q, k, v, log_decay, o, scale, h0, ht, cu_seqlens, states, first, T,
     )
 
 
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _kernels_cover(q: torch.Tensor, v: torch.Tensor) -> bool:
     return q.dtype in _KERNEL_DTYPES and q.shape[-1] in SUPPORTED_DIMS and v.shape[-1] in SUPPORTED_DIMS
 
@@ -203,6 +208,11 @@ def triton_decay_linear_attention(
         )
     if not _kernels_cover(q, v):
         return _fallback(q, k, v, log_decay, scale, initial_state, output_final_state, bounds)
+    if T == 1 and bounds is None and not _needs_grad(q, k, v, log_decay, initial_state):
+        o, ht = decode_step(q, k, v, log_decay, scale, initial_state)  # one launch for a decoding step
+        if initial_state is not None and initial_state.dtype != torch.float32:
+            ht = ht.to(initial_state.dtype)
+        return o, ht if output_final_state else None
     lengths = (T,) * B if bounds is None else tuple(e - b for b, e in zip(bounds[:-1], bounds[1:]))
     forward_blocks = v.shape[-1] // cfg.forward.value_block_for(v.shape[-1])
     split = cfg.splitting

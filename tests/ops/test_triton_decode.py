@@ -67,3 +67,27 @@ def test_decode_step_matches_the_recurrence(results, case):
     assert r["finite"] and r["dtype"] == f"torch.{dtype}"
     assert r["o"] < TOLERANCE[dtype] and r["state"] < 1e-6  # the state is fp32 in both
     assert r["op_same"]  # triton_decay_linear_attention at T = 1 without gradients is this kernel
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("vector", [False, True])
+@pytest.mark.parametrize("B,H,K,V,dtype", [(32, 12, 64, 64, "bfloat16"), (1, 4, 256, 128, "float16"),
+                                           (3, 2, 16, 32, "float32")])  # fmt: skip
+def test_decode_step_matches_the_recurrence_on_gpu(B, H, K, V, dtype, vector):
+    import torch
+
+    from decaylab.ops.reference.recurrent import recurrent_decay_linear_attention
+    from decaylab.ops.triton.decode import decode_step
+
+    g = torch.Generator(device="cuda").manual_seed(B * K + V)
+    dt = getattr(torch, dtype)
+    q, k = (torch.randn(B, 1, H, K, device="cuda", generator=g).to(dt) for _ in range(2))
+    v = torch.randn(B, 1, H, V, device="cuda", generator=g).to(dt)
+    log_decay = -torch.rand((B, 1, H, K) if vector else (B, 1, H), device="cuda", generator=g) * 3
+    state = torch.randn(B, H, K, V, device="cuda", generator=g)
+    want_o, want_s = recurrent_decay_linear_attention(q, k, v, log_decay, scale=0.5, initial_state=state,
+                                                      output_final_state=True)  # fmt: skip
+    got_o, got_s = decode_step(q, k, v, log_decay, 0.5, state)
+    rel = (got_o.float() - want_o.float()).pow(2).mean().sqrt() / want_o.float().pow(2).mean().sqrt()
+    assert rel < TOLERANCE[dtype]
+    torch.testing.assert_close(got_s, want_s, rtol=1e-5, atol=1e-5)

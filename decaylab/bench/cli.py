@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "kernels": ("decaylab.bench.kernels", "the Triton kernels on a GPU against the memory floor (and fla)"),
     "training": ("decaylab.bench.training", "tokens/s of whole training runs, variants and CUDA-graph modes"),
     "data": ("decaylab.bench.data", "corpus preparation: BPE training and tokenization, time and peak memory"),
+    "decode": ("decaylab.bench.decode", "per-token generation latency after N tokens of context, linear vs softmax"),
 }
 
 

@@ -70,6 +70,8 @@ class SoftmaxAttention(nn.Module):
         scale = self.head_dim**-0.5
         if past == 0:
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+        elif T == 1 and valid is None:  # one new token sees every key: no mask, so SDPA may take a fused kernel
+            o = F.scaled_dot_product_attention(q, k, v, scale=scale)
         else:  # queries sit at positions past .. past + T - 1: each sees every key up to its own position
             pos_q = torch.arange(past, past + T, device=x.device)[:, None]
             mask = torch.arange(k.shape[2], device=x.device)[None, :] <= pos_q  # [T, T_past + T]

@@ -1,0 +1,120 @@
+"""``decaylab bench decode``: per-token latency of generation after a context of N tokens, linear against softmax.
+
+A decay-linear-attention model decodes from a fixed-size state, so its cost per token should not grow with the
+context; a softmax model reads (and here, concatenates) a KV cache that grows with every token. For each mixer,
+batch size and context length the command builds the model preset with random weights, prefills a random context
+(in pieces of ``--prefill-chunk`` tokens, untimed), then times ``--steps`` single-token forwards that carry the
+cache on (after ``WARMUP_STEPS``), with the device synchronized around the timed loop. The softmax rows use RoPE;
+their cache is the model's own (``layers/softmax_attention.py``: concatenated per step, SDPA over it).
+
+Reported per row: milliseconds per decoding step, tokens/s (batch / step time), the prefill's time, and the peak
+memory on a GPU. A row that runs out of memory is reported as such and the others go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+WARMUP_STEPS = 3
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="160m", help="model preset (default: 160m)")
+    parser.add_argument("--contexts", type=int, nargs="+", default=[2048, 8192, 32768], metavar="N",
+                        help="context lengths before the timed steps (default: 2048 8192 32768)")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 32], metavar="B", help="batch sizes (default 1 32)")
+    parser.add_argument("--mixers", nargs="+", choices=("linear", "softmax"), default=["linear", "softmax"])
+    parser.add_argument("--steps", type=int, default=64, help="timed decoding steps per row (default: 64)")
+    parser.add_argument("--prefill-chunk", type=int, default=2048, help="prefill piece in tokens (default: 2048)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="model overrides for every row (e.g. decay.kind=gla, decay.granularity=scalar)")
+    parser.add_argument("--device", default="auto", help="cuda, cpu or auto (default: cuda when present)")
+    parser.add_argument("--dtype", choices=("bf16", "fp32"), default=None,
+                        help="model dtype (default: bf16 on a GPU, fp32 on a CPU)")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_row(cfg, batch: int, context: int, steps: int, prefill_chunk: int, device, dtype) -> dict:
+    """One (model, batch, context) row: prefill, warm up, then time ``steps`` one-token forwards."""
+    import torch
+
+    from decaylab.model.generation import prefill
+    from decaylab.model.lm import DecayLM
+
+    torch.manual_seed(0)
+    model = DecayLM(cfg).to(device=device, dtype=dtype).eval()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    ids = torch.randint(0, cfg.vocab_size, (batch, context + WARMUP_STEPS + steps), device=device)
+    with torch.no_grad():
+        started = time.perf_counter()
+        _, cache = prefill(model, ids[:, :context], prefill_chunk)
+        _sync(device)
+        prefill_s = time.perf_counter() - started
+        for t in range(context, context + WARMUP_STEPS):
+            _, cache = model(ids[:, t : t + 1], cache=cache)
+        _sync(device)
+        started = time.perf_counter()
+        for t in range(context + WARMUP_STEPS, context + WARMUP_STEPS + steps):
+            _, cache = model(ids[:, t : t + 1], cache=cache)
+        _sync(device)
+        step_s = (time.perf_counter() - started) / steps
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"ms_per_step": round(1e3 * step_s, 3), "tokens_per_s": round(batch / step_s, 1),
+            "prefill_s": round(prefill_s, 3), "peak_gib": None if peak is None else round(peak, 2)}  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from decaylab.config import parse_set_args
+    from decaylab.model.config import ModelConfig
+
+    if min(args.contexts) < 1 or min(args.batch) < 1 or args.steps < 1 or args.prefill_chunk < 1:
+        raise ValueError("--contexts, --batch, --steps and --prefill-chunk must be positive")
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)  # fmt: skip
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    common = parse_set_args(args.set)
+    rows = []
+    for mixer in args.mixers:
+        overrides = {**common, "mixer": mixer, **({"pos": "rope"} if mixer == "softmax" else {})}
+        cfg = ModelConfig.from_preset(args.preset, overrides)
+        if cfg.vocab_size is None:
+            raise ValueError(f"model preset {args.preset!r} has no vocabulary size; --set vocab_size=N")
+        for batch in args.batch:
+            for context in args.contexts:
+                row = {"mixer": mixer, "batch": batch, "context": context}
+                try:
+                    row.update(measure_row(cfg, batch, context, args.steps, args.prefill_chunk, device, dtype))
+                except torch.cuda.OutOfMemoryError:
+                    row["error"] = "out of memory"
+                    torch.cuda.empty_cache()
+                rows.append(row)
+                shown = row.get("error") or f"{row['ms_per_step']:.3f} ms/step, {row['tokens_per_s']:,.0f} tok/s"
+                print(f"  {mixer:7s} B{batch:<3d} context {context:>6d}: {shown}", flush=True)
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"\n{args.preset}, {dtype}, {card}; {args.steps} timed steps after {WARMUP_STEPS} warm-up steps")
+    print(f"{'mixer':8s} {'B':>3s} {'context':>8s} {'ms/step':>9s} {'tok/s':>11s} {'prefill s':>10s} {'peak GiB':>9s}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['mixer']:8s} {r['batch']:>3d} {r['context']:>8d} {r['error']:>9s}")
+            continue
+        peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
+        print(f"{r['mixer']:8s} {r['batch']:>3d} {r['context']:>8d} {r['ms_per_step']:>9.3f} {r['tokens_per_s']:>11,.0f} "
+              f"{r['prefill_s']:>10.2f} {peak:>9s}")  # fmt: skip
+    if args.json:
+        meta = {"preset": args.preset, "dtype": str(dtype), "device": card, "torch": torch.__version__,
+                "steps": args.steps, "warmup_steps": WARMUP_STEPS, "overrides": common}  # fmt: skip
+        Path(args.json).write_text(json.dumps({"config": meta, "rows": rows}, indent=2) + "\n")
+    return 0

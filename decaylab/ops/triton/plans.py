@@ -55,7 +55,19 @@ class ForwardPlan:
 
 
 @dataclass(frozen=True)
-class TwoSweepBackward:
+class _BackwardCommon:
+    """The settings every backward strategy has (each strategy's docstring says what they mean for it)."""
+
+    chunk: int = 0
+    num_warps: int = 0
+    num_stages: int = 0
+    max_registers: int = 0
+    key_block: int = 0
+    gate_stride: int = 64
+
+
+@dataclass(frozen=True)
+class TwoSweepBackward(_BackwardCommon):
     """The backward as two full sweeps (kernels.py): vector decay's, and scalar decay's low-memory option.
 
     chunk, num_warps, num_stages, max_registers: as the forward's (0: the forward's; registers: the compiler's).
@@ -70,12 +82,6 @@ class TwoSweepBackward:
         always do); their rounding dominates the bf16 gate-gradient error.
     """
 
-    chunk: int = 0
-    num_warps: int = 0
-    num_stages: int = 0
-    max_registers: int = 0
-    key_block: int = 0
-    gate_stride: int = 64
     bf16_boundaries: bool = False
     bf16_dv_partials: bool = False
     precise_intra: bool = False
@@ -112,7 +118,7 @@ class DvInSweep:
 
 
 @dataclass(frozen=True)
-class ChunkParallelBackward:
+class ChunkParallelBackward(_BackwardCommon):
     """Scalar decay's pinned backward (chunk_parallel.py): two lean state sweeps that store every chunk's state and
     state gradient, then one program per (chunk, head).
 
@@ -130,12 +136,6 @@ class ChunkParallelBackward:
         and the gate gradient by the persistent Gluon kernel (gluon/grads.py); it computes no dv, so not with FusedDv.
     """
 
-    chunk: int = 0
-    num_warps: int = 0
-    num_stages: int = 0
-    max_registers: int = 0
-    key_block: int = 0
-    gate_stride: int = 64
     value_block: int = 0
     state_stride: int = 0
     spans_per_program: int = 1

@@ -36,7 +36,7 @@ import triton.language as tl
 from decaylab.ops.triton import gluon
 from decaylab.ops.triton.configs import interpreter_active
 from decaylab.ops.triton.intra import scalar_pair_decay
-from decaylab.ops.triton.kernels import STATE_BLOCK, advance_block, block_ptrs, chunk_tokens, compile_options, \
+from decaylab.ops.triton.blocks import STATE_BLOCK, advance_block, block_ptrs, chunk_tokens, compile_options, \
     launch_grid, load_chunk, load_gates, load_raw_gates, load_tile, log2_cumsum, program_ids, retreat_block, \
     retreat_dstate, sequence_bounds, state_block_ids, store_tile
 from decaylab.ops.triton.plans import ChunkParallelBackward, DvInSweep, DvKernel, FusedDv, LaunchPlan

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from decaylab.ops.triton.kernels import COMPILE_OPTIONS
+from decaylab.ops.triton.blocks import COMPILE_OPTIONS
 
 TILE = 64  # key and value channels per tile: a [64, 64] fp32 state tile per program step
 

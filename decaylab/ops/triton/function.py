@@ -14,7 +14,7 @@ import logging
 
 import torch
 
-from decaylab.ops.triton import gluon, kernels
+from decaylab.ops.triton import blocks, gluon, kernels
 from decaylab.ops.triton.chunk_parallel import chunk_parallel_backward, chunk_table, new_chunk_states
 from decaylab.ops.triton.configs import SPAN_LIMIT, SUPPORTED_DIMS, active_config, interpreter_active
 from decaylab.ops.triton.decode import decode_step
@@ -33,7 +33,7 @@ def _launch_options(q: torch.Tensor, log_decay: torch.Tensor, chunk: int, num_wa
         H=q.shape[2], K=q.shape[3], BT=chunk, VECTOR=log_decay.ndim == 4,
         PREC="ieee" if q.dtype == torch.float32 else "tf32", ADJACENT=adjacent,
         num_warps=num_warps, num_stages=num_stages,
-        **kernels.COMPILE_OPTIONS, **({"maxnreg": max_registers} if max_registers else {}),
+        **blocks.COMPILE_OPTIONS, **({"maxnreg": max_registers} if max_registers else {}),
     )
 
 
@@ -114,7 +114,7 @@ def _forward(q, k, v, log_decay, o, scale, h0, ht, cu_seqlens, states, first, T,
                                                                states, first, T, count, opts["num_stages"]):
         return
     H, V = q.shape[2], v.shape[3]
-    kernels.forward_kernel[kernels.launch_grid(count * H, V // BV, cfg.blocks_adjacent)](
+    kernels.forward_kernel[blocks.launch_grid(count * H, V // BV, cfg.blocks_adjacent)](
         q, k, v, log_decay, o, h0, ht, cu_seqlens, states, first, scale, T, V=V, BV=BV, VARLEN=cu_seqlens is not None,
         HAS_H0=h0 is not None, STORE_HT=ht is not None, SAVE_STATES=states is not None, STATE_EVERY=state_every,
         **opts,

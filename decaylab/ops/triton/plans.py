@@ -223,7 +223,7 @@ class LaunchPlan:
         pipeline would crowd out.
     sms: the GPU's SM count (set by ``fitted``; 0: unknown, and lone_stages is not applied).
     blocks_adjacent: launch the key or value blocks of one owner next to each other, so that the tiles they share
-        come from HBM once, then from L2 (kernels.program_ids); False: a 2-D grid.
+        come from HBM once, then from L2 (blocks.program_ids); False: a 2-D grid.
     """
 
     forward: ForwardPlan

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from decaylab.ops.triton.kernels import COMPILE_OPTIONS, advance_block, block_ptrs, chunk_tokens, compile_options, \
+from decaylab.ops.triton.blocks import COMPILE_OPTIONS, advance_block, block_ptrs, chunk_tokens, compile_options, \
     launch_grid, retreat_block, sequence_bounds, state_block_ids
 from decaylab.ops.triton.plans import Splitting
 

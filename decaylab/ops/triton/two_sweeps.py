@@ -8,7 +8,7 @@ import functools
 import torch
 import triton
 
-from decaylab.ops.triton import kernels
+from decaylab.ops.triton import blocks, kernels
 from decaylab.ops.triton.plans import LaunchPlan
 from decaylab.ops.triton.segments import SegmentPlan, segment_state_grads
 
@@ -45,7 +45,7 @@ def two_sweep_backward(q, k, v, log_decay, do, initial_state, dht, ht, scale, cu
     varlen = bounds is not None
     states, boundary_offsets = _boundary_buffers(q, v, lengths, varlen, backward.gate_stride,
                                                  torch.bfloat16 if backward.bf16_boundaries else torch.float32)
-    grid = kernels.launch_grid(programs * H, NK, cfg.blocks_adjacent)
+    grid = blocks.launch_grid(programs * H, NK, cfg.blocks_adjacent)
     kernels.backward_dq_kernel[grid](
         q, k, v, log_decay, do, dq, qdq, h_start, states, boundary_offsets, bounds, scale, T, part_stride,
         V=V, BK=BK, VARLEN=varlen, HAS_H0=h_start is not None, **opts
@@ -72,7 +72,7 @@ def _sum_partials(parts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     out = torch.empty(parts.shape[1:], dtype=dtype, device=parts.device)
     M, block = out.numel(), 4096
     kernels.sum_partials_kernel[(triton.cdiv(M, block),)](parts, out, M, NP=parts.shape[0], BLOCK=block, num_warps=8,
-                                                        **kernels.COMPILE_OPTIONS)
+                                                        **blocks.COMPILE_OPTIONS)
     return out
 
 

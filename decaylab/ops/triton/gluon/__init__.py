@@ -18,7 +18,7 @@ import triton
 
 from decaylab.ops.triton.configs import interpreter_active
 from decaylab.ops.triton.gluon.tiles import CHUNK, VALUE_BLOCK
-from decaylab.ops.triton.kernels import COMPILE_OPTIONS
+from decaylab.ops.triton.blocks import COMPILE_OPTIONS
 from decaylab.ops.triton.plans import LaunchPlan
 
 log = logging.getLogger("decaylab.ops")

@@ -137,16 +137,15 @@ def import_results(path: str | Path, db_path: str | Path, current_ids: bool = Fa
         raise ValueError(f"{path} does not start with a sweep line; it is not a results export")
     runs = [e for e in entries[1:] if "run" in e]
     base = entries[0].get("base_config", {})
-    configs = {e["run"]: _with_dotted(base, e["config"]) for e in runs}
-    if current_ids:
-        from decaylab.sweep.spec import run_id_of
+    from decaylab.sweep.spec import run_id_of
 
-        for e in runs:
-            now = resolved_now(configs[e["run"]])
-            if now is not None:
-                del configs[e["run"]]
-                e["run"] = run_id_of(now)
-                configs[e["run"]] = now
+    configs = {}
+    for e in runs:
+        config = _with_dotted(base, e["config"])
+        now = resolved_now(config) if current_ids else None
+        if now is not None:
+            config, e["run"] = now, run_id_of(now)
+        configs[e["run"]] = config
     planned = [
         _Run(e["run"], configs[e["run"]], tuple(_Member(s, label, e["seed"], i) for s, label, i in e["members"]))
         for e in runs if e["members"]

@@ -11,10 +11,9 @@ On a GPU this is not safe yet, and ``train_together`` refuses a CUDA device unle
 (2026-12-06): eight graphed ``ptb-small`` runs together made 1.56x the tokens/s of one alone, but in the ``paper``
 sweep (``--runs-per-worker 8``) 20 of 186 runs diverged, whole groups at the same step, and 105 runs that also
 exist trained alone differed in test perplexity by +4.9 % on average (sd 14 %, up to +92 %; most within 2 %, a
-tail far worse). The likely cause, graphs captured on torch's one default capture stream and so sharing one
-cuBLAS workspace while they replay on several streams at once, is removed (``cuda_graph.own_stream``), but the
-fix has not run on a GPU yet; ``tests/training/test_together.py`` has the test that decides
-(``docs/benchmarks-log.md``, "Runs trained together").
+tail far worse). Capturing each graph on a stream of its own (``cuda_graph.own_stream``, so the graphs no longer
+share one cuBLAS workspace) did not fix it: ``tests/training/test_together.py`` has the GPU test that still fails
+(``docs/benchmarks-log.md``, "Runs trained together", with the next suspect).
 
 Each run is exactly what ``train()`` would make of it: its own model, optimizer, data order, checkpoints and run
 directory. Its random-number streams (CPU and CUDA generators, which dropout draws from) are swapped in around

@@ -13,7 +13,8 @@ sweep (``--runs-per-worker 8``) 20 of 186 runs diverged, whole groups at the sam
 exist trained alone differed in test perplexity by +4.9 % on average (sd 14 %, up to +92 %; most within 2 %, a
 tail far worse). Capturing each graph on a stream of its own (``cuda_graph.own_stream``, so the graphs no longer
 share one cuBLAS workspace) did not fix it: ``tests/training/test_together.py`` has the GPU test that still fails
-(``docs/benchmarks-log.md``, "Runs trained together", with the next suspect).
+(``docs/benchmarks-log.md``, "Runs trained together"). The next suspect, dropout's seed and offset shared by
+every graph captured from the one CUDA generator state, is removed too (``_Slot.turn``), also not yet run on a GPU.
 
 Each run is exactly what ``train()`` would make of it: its own model, optimizer, data order, checkpoints and run
 directory. Its random-number streams (CPU and CUDA generators, which dropout draws from) are swapped in around
@@ -45,20 +46,26 @@ class _Slot:
     steps: Generator[None, None, dict[str, Any]]
     stream: Any  # torch.cuda.Stream, or None on a CPU
     cpu_rng: torch.Tensor
-    cuda_rng: torch.Tensor | None
+    cuda_rng: torch.Generator | None  # a generator state of the run's own (see ``turn``)
 
     @contextlib.contextmanager
     def turn(self):
         torch.set_rng_state(self.cpu_rng)
         if self.cuda_rng is not None:
-            torch.cuda.set_rng_state(self.cuda_rng)
+            # The run's own state object, swapped in rather than copied: a CUDA graph keeps the state it was
+            # captured from and, at each replay, writes that state's seed and offset into device tensors its
+            # dropout kernels read later. Graphs of several runs captured from one shared state would share
+            # those tensors while they replay on several streams at once.
+            _cuda_generator().graphsafe_set_state(self.cuda_rng)
         with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
             try:
                 yield
             finally:
                 self.cpu_rng = torch.get_rng_state()
-                if self.cuda_rng is not None:
-                    self.cuda_rng = torch.cuda.get_rng_state()
+
+
+def _cuda_generator() -> torch.Generator:
+    return torch.cuda.default_generators[torch.cuda.current_device()]
 
 
 GPU_FAULT = ("runs trained together on one GPU did not reproduce their results trained alone (some diverged, "
@@ -93,6 +100,7 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]], *,
         dist_utils.teardown(ctx)
         raise ValueError("train_together runs in one process; under torchrun train each run with decaylab train")
     slots: dict[int, _Slot] = {}
+    shared_cuda_rng = _cuda_generator().graphsafe_get_state() if ctx.device.type == "cuda" else None
     try:
         for i, cfg, stored, changes, out in prepared:
             stream = torch.cuda.Stream(ctx.device) if ctx.device.type == "cuda" else None
@@ -102,7 +110,7 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]], *,
             except Exception as error:  # noqa: BLE001 - one run's bad input must not stop the others
                 results[i] = error
                 continue
-            cuda_rng = torch.cuda.get_rng_state() if ctx.device.type == "cuda" else None
+            cuda_rng = _cuda_generator().clone_state() if ctx.device.type == "cuda" else None
             slots[i] = _Slot(trainer, trainer.steps(), stream, torch.get_rng_state(), cuda_rng)
         while slots:
             for i, slot in list(slots.items()):
@@ -118,6 +126,8 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]], *,
     finally:
         for slot in slots.values():
             slot.steps.close()  # closes the metrics logs of runs stopped by an interrupt
+        if shared_cuda_rng is not None:
+            _cuda_generator().graphsafe_set_state(shared_cuda_rng)
         dist_utils.teardown(ctx)
     return results  # type: ignore[return-value]
 

@@ -12,10 +12,9 @@ if [ "${TESTS:-1}" = 1 ]; then
     tests/training tests/bench > $OUT/gpu-tests.log 2>&1
   tail -8 $OUT/gpu-tests.log
 fi
-W=cuda:0; for i in $(seq 11); do W=$W,cuda:0; done
 mkdir -p /tmp/paper
 if [ -f carry/paper.tgz ]; then tar xzf carry/paper.tgz -C /tmp/paper; IMPORT=""; else IMPORT="--import docs/results/paper.jsonl"; fi
 LEFT=$((DEADLINE - SECONDS - 25))
-( time timeout -s INT $LEFT python3 -m decaylab sweep paper --out /tmp/paper $IMPORT --devices $W ) > $OUT/sweep.log 2>&1
+( time timeout -s INT $LEFT python3 -m decaylab sweep paper --out /tmp/paper $IMPORT --devices cuda:0 ) > $OUT/sweep.log 2>&1
 tail -4 $OUT/sweep.log
 cd /tmp/paper && tar czf $OUT/paper.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)

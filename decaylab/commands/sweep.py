@@ -9,7 +9,8 @@ from typing import Any, Mapping
 from decaylab.commands.args import add_set_argument
 from decaylab.config import parse_set_args
 from decaylab.rundir import run_is_done
-from decaylab.sweep.runner import run_sweep
+from decaylab.sweep.placement import automatic_workers, check_worker_args, parse_devices, worker_devices
+from decaylab.sweep.runner import refuse_groups_on_gpu, run_sweep
 from decaylab.sweep.spec import SweepSpec, expand, load_spec, preset_names
 
 
@@ -24,13 +25,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=None,
-        help="points run at once, each in its own process (default: one per --devices entry, else the spec's "
-        "workers, else 1); CPU threads are split evenly between workers",
+        help="points run at once, each in its own process (default: the worker slots of --devices, else the spec's "
+        "workers, else 1); with --devices, the first N slots and no automatic count; CPU threads are split evenly "
+        "between workers",
     )
     parser.add_argument(
         "--devices",
         default=None,
-        help="comma-separated devices, one worker each, e.g. cuda:0,cuda:1 (default: whatever each run picks)",
+        help="comma-separated devices, e.g. cuda:0 or cuda:0,cuda:1: each CUDA card named once gets several workers "
+        "(--workers-per-device); a repeated device (cuda:0,cuda:0) or cpu gets one worker per entry (default: "
+        "whatever each run picks)",
+    )
+    parser.add_argument(
+        "--workers-per-device",
+        type=_per_device,
+        default=None,
+        metavar="N|auto",
+        help="workers on each CUDA card of --devices (default auto: min(cores / cards, 90%% of the card's free "
+        "memory / the largest run's estimate, 12), at least 1; see 'Running on GPUs' in docs/sweeps.md)",
     )
     add_set_argument(
         parser, "override applied to every point after the spec (repeatable), e.g. --set train.max_steps=5 "
@@ -88,8 +100,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _per_device(text: str) -> int | None:
+    """--workers-per-device: a positive integer, or auto (None)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of workers per card (1 or more), or auto")
+    return value
+
+
 def default_workers(spec: SweepSpec, devices: list[str]) -> int:
-    """Without --workers: one worker per device when --devices is given, else the spec's ``workers``, else 1."""
+    """Without --workers: one worker per worker slot when --devices is given, else the spec's ``workers``, else 1."""
     if devices:
         return len(devices)
     return spec.workers or 1
@@ -111,10 +136,11 @@ def run(args: argparse.Namespace) -> int:
     if args.study:
         spec = spec.select_studies(args.study)
     overrides = parse_set_args(args.overrides)
-    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else []
-    workers = args.workers if args.workers is not None else default_workers(spec, devices)
     if not args.dry_run and (args.status or args.collect or args.launcher != "local" or args.slurm):
         return _launch(args, spec, overrides)
+    devices = parse_devices(args.devices)
+    check_worker_args(devices, args.workers_per_device)  # before --import writes anything
+    refuse_groups_on_gpu(args.runs_per_worker, devices)
     if args.import_from:
         from decaylab.sweep.archive import import_results
 
@@ -131,10 +157,20 @@ def run(args: argparse.Namespace) -> int:
             done = run_is_done(Path(args.out) / "runs" / run_.run_id, spec.evaluate) or run_.run_id in imported
             print(f"{run_.run_id}  seed {run_.memberships[0].seed}  {'done  ' if done else 'to run'}  {rows}")
         return 0
-    result = run_sweep(spec, args.out, workers=workers, devices=devices, overrides=overrides,
+    slots = worker_devices(devices, args.workers_per_device, args.workers,
+                           lambda cards: _automatic_workers(cards, spec, overrides))  # fmt: skip
+    workers = args.workers if args.workers is not None else default_workers(spec, slots)
+    result = run_sweep(spec, args.out, workers=workers, devices=slots, overrides=overrides,
                        runs_per_worker=args.runs_per_worker)
     print(f"next: decaylab report {args.out}")
     return 0 if result.ok else 1
+
+
+def _automatic_workers(cards: list[str], spec: SweepSpec, overrides: Mapping[str, Any]) -> dict[str, int]:
+    """The automatic number of workers per card, for the largest run of the sweep."""
+    from decaylab.sweep.backend import default_backend
+
+    return automatic_workers(cards, [run_.config for run_ in expand(spec, default_backend().resolve, overrides)])
 
 
 def _launch(args: argparse.Namespace, spec: SweepSpec, overrides: Mapping[str, Any]) -> int:
@@ -153,8 +189,9 @@ def _launch(args: argparse.Namespace, spec: SweepSpec, overrides: Mapping[str, A
         return 1 if any(s.state == "failed" for s in statuses) else 0
     if args.launcher == "local":
         raise ValueError("--slurm sets the resources of launched tasks: add --launcher slurm (or submitit-local)")
-    if args.devices:
-        raise ValueError(f"--devices is for --launcher local; with {args.launcher}, ask for GPUs with --slurm gpus=N")
+    if args.devices or args.workers_per_device is not None:
+        flag = "--devices" if args.devices else "--workers-per-device"
+        raise ValueError(f"{flag} is for --launcher local; with {args.launcher}, ask for GPUs with --slurm gpus=N")
     options = slurm_options(dict(spec.slurm), args.slurm)
     local = args.launcher == "submitit-local"
     workers = args.workers if args.workers is not None else (spec.workers if local else None)

@@ -10,7 +10,9 @@ one set of buffers share a counter of the positions written, so the first append
 slots after it and writes in place; an append from an object that is no longer the newest (a second branch from
 the same prefix, an older object used again) sees the claim and first copies its own positions into new buffers.
 Every object thus keeps reading exactly what it held. Rows picked or reordered by ``decaylab.model.padding.map_rows``
-(beam search) keep the counter: whichever object appends first writes, the others copy.
+(beam search) keep the counter: whichever object appends first writes, the others copy. While autograd records
+(or for inference tensors outside inference mode) an append copies too, as concatenation did: changing a tensor in
+place would corrupt what the backward pass saved.
 """
 
 from __future__ import annotations
@@ -90,6 +92,10 @@ class KVCache(NamedTuple):
 
     def append(self, k: torch.Tensor, v: torch.Tensor, capacity: int | None = None) -> KVCache:
         """This cache followed by ``k, v [B, H, T, K]`` (real keys); ``capacity``: room to make if it must grow."""
+        held = (*self.key_buffer.shape[:2], self.key_buffer.shape[3], self.value_buffer.shape[3])
+        if (*k.shape[:2], k.shape[3], v.shape[3]) != held or k.shape[:3] != v.shape[:3]:
+            raise ValueError(f"keys {tuple(k.shape)} and values {tuple(v.shape)} do not continue this cache (batch, "
+                             f"heads, key and value channels {held}): continue a cache with the rows it was made for")
         start, end = self.length, self.length + k.shape[2]
         if self._may_write(k, v) and end <= self.capacity:
             cache = self

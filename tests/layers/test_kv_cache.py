@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from decaylab.layers import KVCache, SoftmaxAttention
@@ -125,3 +126,12 @@ def test_a_cache_made_in_inference_mode_continues_outside_it():
     with torch.no_grad():  # inference tensors cannot change outside inference mode: the append copies
         second = layer(x[:, 4:], cache=first.cache, offset=4, use_cache=True)
     assert_close("continued", full, torch.cat([first.y, second.y], 1), 1e-5)
+
+
+def test_keys_of_other_rows_are_refused_with_the_fix():
+    cache = KVCache.from_tensors(*keys(4, 0))
+    k, v = keys(1, 1)
+    with pytest.raises(ValueError, match="continue a cache with the rows it was made for"):
+        cache.append(k[:1], v[:1])
+    with pytest.raises(ValueError, match="do not continue this cache"):
+        cache.append(k, v[..., :2])

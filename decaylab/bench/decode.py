@@ -1,11 +1,12 @@
 """``decaylab bench decode``: per-token latency of generation after a context of N tokens, linear against softmax.
 
 A decay-linear-attention model decodes from a fixed-size state, so its cost per token should not grow with the
-context; a softmax model reads (and here, concatenates) a KV cache that grows with every token. For each mixer,
-batch size and context length the command builds the model preset with random weights, prefills a random context
-(in pieces of ``--prefill-chunk`` tokens, untimed), then times ``--steps`` single-token forwards that carry the
-cache on (after ``WARMUP_STEPS``), with the device synchronized around the timed loop. The softmax rows use RoPE;
-their cache is the model's own (``layers/softmax_attention.py``: concatenated per step, SDPA over it).
+context; a softmax model reads a KV cache that grows with every token. For each mixer, batch size and context
+length the command builds the model preset with random weights, prefills a random context (in pieces of
+``--prefill-chunk`` tokens, untimed), then times ``--steps`` single-token forwards that carry the cache on (after
+``WARMUP_STEPS``), with the device synchronized around the timed loop. The softmax rows use RoPE; their cache is
+the model's own (``layers/kv_cache.py``): the prefill reserves room for every step, as ``generate`` does, and each
+step writes its key and value in place and runs SDPA over the filled positions.
 
 Reported per row: milliseconds per decoding step, tokens/s (batch / step time), the prefill's time, and the peak
 memory on a GPU. A row that runs out of memory is reported as such and the others go on.
@@ -58,7 +59,7 @@ def measure_row(cfg, batch: int, context: int, steps: int, prefill_chunk: int, d
     ids = torch.randint(0, cfg.vocab_size, (batch, context + WARMUP_STEPS + steps), device=device)
     with torch.no_grad():
         started = time.perf_counter()
-        _, cache = prefill(model, ids[:, :context], prefill_chunk)
+        _, cache = prefill(model, ids[:, :context], prefill_chunk, capacity=ids.shape[1])
         _sync(device)
         prefill_s = time.perf_counter() - started
         for t in range(context, context + WARMUP_STEPS):

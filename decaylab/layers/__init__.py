@@ -2,6 +2,7 @@
 
 from decaylab.layers.base import MIXERS, MixerOutput
 from decaylab.layers.ffn import SwiGLU
+from decaylab.layers.kv_cache import KVCache
 from decaylab.layers.linear_attention import DecayLinearAttention, LinearAttentionCache
 from decaylab.layers.norms import GatedRMSNorm, RMSNorm
 from decaylab.layers.positional import (
@@ -11,7 +12,7 @@ from decaylab.layers.positional import (
     RotaryEncoding,
     TemporalPositionEncoding,
 )
-from decaylab.layers.softmax_attention import KVCache, SoftmaxAttention
+from decaylab.layers.softmax_attention import SoftmaxAttention
 
 __all__ = [
     "MIXERS",

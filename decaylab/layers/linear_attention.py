@@ -61,7 +61,8 @@ class DecayLinearAttention(nn.Module):
         self.norm = GatedRMSNorm(d, cfg.norm_eps)
         self.o_proj = nn.Linear(d, d, bias=False)
 
-    def forward(self, x, *, lower_bound=None, cache: LinearAttentionCache | None = None, offset=0, use_cache=False):
+    def forward(self, x, *, lower_bound=None, cache: LinearAttentionCache | None = None, offset=0, use_cache=False,
+                cache_capacity=None):  # the state has a fixed size: a capacity hint has nothing to size
         B, T, d = x.shape
         H, K = self.n_heads, self.head_dim
         decay = self.decay(x, lower_bound=lower_bound, state=None if cache is None else cache.decay_state)

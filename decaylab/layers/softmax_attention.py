@@ -2,42 +2,22 @@
 
     o = softmax(q k^T / sqrt(K) + causal mask) v,   y = W_o o
 
-Decoding keeps a KV cache ``KVCache(k, v)`` of the already-encoded keys and values ``[B, H, T_past, K]``. Rows of
-different lengths (a left-padded batch) are left-padded in the cache, and ``valid [B, T_past]`` marks their real keys.
+Decoding keeps a ``KVCache`` (``layers/kv_cache.py``) of the already-encoded keys and values ``[B, H, T_past, K]``,
+appended to in place: a step writes its token's key and value into preallocated buffers and attends over their
+first ``T_past + 1`` positions. ``cache_capacity`` (a hint: the final length when the caller knows it) sizes the buffers
+when the cache is created or must grow. Rows of different lengths (a left-padded batch) are left-padded in the
+cache, and ``valid [B, T_past]`` marks their real keys.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from decaylab.layers.base import MIXERS, MixerOutput
+from decaylab.layers.kv_cache import KVCache
 from decaylab.layers.positional import POSITIONAL_ENCODINGS
-
-
-class KVCache(NamedTuple):
-    k: torch.Tensor
-    """``[B, H, T_past, K']`` encoded keys."""
-    v: torch.Tensor
-    """``[B, H, T_past, K]`` values."""
-    valid: torch.Tensor | None = None
-    """``[B, T_past]`` bool, False at padding slots; None when every slot is a real key."""
-
-    @classmethod
-    def stack(cls, caches) -> "KVCache":
-        """One batch from per-row caches of any lengths: shorter rows are left-padded and masked out."""
-        n = max(c.k.shape[2] for c in caches)
-        ks, vs, valid = [], [], []
-        for c in caches:
-            pad = n - c.k.shape[2]
-            ks.append(F.pad(c.k, (0, 0, pad, 0)))
-            vs.append(F.pad(c.v, (0, 0, pad, 0)))
-            row = torch.ones(c.k.shape[0], c.k.shape[2], dtype=torch.bool, device=c.k.device)
-            valid.append(F.pad(row if c.valid is None else c.valid, (pad, 0), value=False))
-        return cls(torch.cat(ks), torch.cat(vs), torch.cat(valid))
 
 
 @MIXERS.register("softmax")
@@ -53,7 +33,8 @@ class SoftmaxAttention(nn.Module):
         self.v_proj = nn.Linear(d, d, bias=False)
         self.o_proj = nn.Linear(d, d, bias=False)
 
-    def forward(self, x, *, lower_bound=None, cache: KVCache | None = None, offset=0, use_cache=False):
+    def forward(self, x, *, lower_bound=None, cache: KVCache | None = None, offset=0, use_cache=False,
+                cache_capacity: int | None = None):
         B, T, d = x.shape
         H, K = self.n_heads, self.head_dim
         q = self.q_proj(x).view(B, T, H, K)
@@ -63,9 +44,10 @@ class SoftmaxAttention(nn.Module):
         v = self.v_proj(x).view(B, T, H, K).transpose(1, 2)  # [B, H, T, K]
         valid = None
         if cache is not None:
-            k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)
-            if cache.valid is not None:
-                valid = torch.cat([cache.valid, cache.valid.new_ones(B, T)], dim=1)
+            cache = cache.append(k, v, cache_capacity)
+            k, v, valid = cache.k, cache.v, cache.valid
+        elif use_cache:
+            cache = KVCache.from_tensors(k, v, capacity=cache_capacity)
         past = k.shape[2] - T
         scale = self.head_dim**-0.5
         if past == 0:
@@ -79,4 +61,4 @@ class SoftmaxAttention(nn.Module):
                 mask = mask & valid[:, None, None, :]  # [B, 1, T, T_past + T]: padding slots are never seen
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         y = self.o_proj(o.transpose(1, 2).reshape(B, T, d))
-        return MixerOutput(y, None, KVCache(k, v, valid) if use_cache else None)
+        return MixerOutput(y, None, cache if use_cache else None)

@@ -3,7 +3,8 @@
 The prompt is prefilled with the parallel (chunked) forward, optionally in pieces of ``prefill_chunk_size`` tokens
 to bound memory; every new token then costs one single-token forward that reads and updates the per-layer cache
 (recurrent state, carried decay normalizer, position offset; a KV cache for softmax layers): O(1) work and memory
-per token for linear attention.
+per token for linear attention. ``generate`` knows the final length, so a softmax KV cache is allocated once at the
+prefill with room for every new token, and each step writes its key and value in place.
 
 Sampling: temperature 0 is greedy (argmax); otherwise logits / temperature, then top-k (keep the k largest),
 then top-p (keep the smallest set of tokens whose probability reaches p), then a multinomial draw.
@@ -47,14 +48,18 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def prefill(model, input_ids: torch.Tensor, chunk_size: int | None = None):
-    """Run the prompt through the model; returns ``(last-position logits [B, vocab], cache)``."""
+def prefill(model, input_ids: torch.Tensor, chunk_size: int | None = None, capacity: int | None = None):
+    """Run the prompt through the model; returns ``(last-position logits [B, vocab], cache)``.
+
+    ``capacity``: the number of positions the cache will hold (prompt + tokens to decode), when known; softmax KV
+    caches then allocate once instead of growing.
+    """
     T = input_ids.shape[1]
     step = T if chunk_size is None else chunk_size
     cache, logits = None, None
     for start in range(0, T, step):
         piece = input_ids[:, start : start + step]
-        logits, cache = model(piece, cache=cache, use_cache=True)
+        logits, cache = model(piece, cache=cache, use_cache=True, cache_capacity=capacity)
     return logits[:, -1], cache
 
 
@@ -72,7 +77,9 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
             out = [input_ids]
             if max_new_tokens == 0:
                 return input_ids
-            logits, cache = prefill(model, input_ids, prefill_chunk_size)
+            # The last sampled token is never fed back: the cache ends at T + max_new_tokens - 1 positions.
+            capacity = input_ids.shape[1] + max_new_tokens - 1
+            logits, cache = prefill(model, input_ids, prefill_chunk_size, capacity)
             for i in range(max_new_tokens):
                 next_ids = sample_next(logits, temperature, top_k, top_p, generator).to(input_ids.dtype)[:, None]
                 out.append(next_ids)

@@ -16,6 +16,7 @@ Calling conventions:
     logits, cache = model(ids, use_cache=True)            start decoding; then model(next_ids, cache=cache)
     logits = model(ids, logits_to_keep=1)                 logits of the last position only [B, 1, vocab]
     logits, log_decays, cache = model(ids, cache=cache, return_decays=True)
+    logits, cache = model(ids, use_cache=True, cache_capacity=n)   room for n positions in growing (KV) caches
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ from decaylab.ops.linear_cross_entropy import linear_cross_entropy
 
 
 class Cache(NamedTuple):
-    """Everything decoding carries between calls; a call returns a new Cache and leaves the old one intact."""
+    """Everything decoding carries between calls; a call returns a new Cache and leaves the old one intact.
+
+    Softmax layers' KV caches share preallocated buffers between the old and the new Cache: continuing twice from
+    one Cache (branching) is still correct, the second continuation copies its keys (``layers/kv_cache.py``).
+    """
 
     layers: tuple[Any, ...]
     """Per-layer mixer caches (LinearAttentionCache or KVCache)."""
@@ -54,8 +59,9 @@ class Block(nn.Module):
         self.ffn = SwiGLU(cfg.d_model, cfg.ffn_dim)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, *, lower_bound=None, cache=None, offset=0, use_cache=False):
-        out = self.mixer(self.mixer_norm(x), lower_bound=lower_bound, cache=cache, offset=offset, use_cache=use_cache)
+    def forward(self, x, *, lower_bound=None, cache=None, offset=0, use_cache=False, cache_capacity=None):
+        out = self.mixer(self.mixer_norm(x), lower_bound=lower_bound, cache=cache, offset=offset, use_cache=use_cache,
+                         cache_capacity=cache_capacity)
         x = x + self.dropout(out.y)
         x = x + self.dropout(self.ffn(self.ffn_norm(x)))
         return x, out
@@ -112,11 +118,14 @@ class DecayLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, *, cache: Cache | None = None, use_cache: bool = False,
                 return_decays: bool = False, logits_to_keep: int | torch.Tensor = 0,
-                targets: torch.Tensor | None = None):
+                targets: torch.Tensor | None = None, cache_capacity: int | None = None):
         """Logits ``[B, T, vocab]`` (plus the per-layer log decays and the cache when asked for).
 
         With ``targets`` ``[B, T]`` (-100: not scored) it returns the mean token loss instead, computed from the
         hidden states by ``decaylab.ops.linear_cross_entropy`` without a logits tensor on a CPU.
+
+        ``cache_capacity``: positions to make room for in caches that grow with the sequence (softmax layers' KV
+        caches) when they are created or must grow; the final length, when known, so decoding allocates once.
         """
         if targets is not None and (use_cache or cache is not None or return_decays or _keeps_some(logits_to_keep)):
             raise ValueError("targets= returns the loss only; call without targets for logits, decays or a cache")
@@ -127,6 +136,8 @@ class DecayLM(nn.Module):
             raise ValueError(f"input_ids must be a [batch, tokens] integer tensor; got {got}")
         if cache is not None and not isinstance(cache, Cache):
             raise ValueError("cache must be the Cache a previous call returned (pass use_cache=True to start one)")
+        if cache_capacity is not None and (not isinstance(cache_capacity, int) or cache_capacity < 1):
+            raise ValueError(f"cache_capacity={cache_capacity!r} must be a positive number of positions or None")
         use_cache = use_cache or cache is not None
         offset = 0 if cache is None else cache.offset
         x = self.embed(input_ids)
@@ -137,7 +148,7 @@ class DecayLM(nn.Module):
         log_decays, layer_caches = [], []
         for i, (block, lb) in enumerate(zip(self.blocks, self.lower_bounds())):
             x, out = block(x, lower_bound=lb, cache=None if cache is None else cache.layers[i], offset=offset,
-                           use_cache=use_cache)
+                           use_cache=use_cache, cache_capacity=cache_capacity)
             if out.log_decay is not None:
                 log_decays.append(out.log_decay)
             layer_caches.append(out.cache)

@@ -1,20 +1,41 @@
 #!/usr/bin/env bash
-# One device call (about 10 min of one H100): the GPU tests (kernels after the redesign, the one-token decode
-# kernel, the graphed step, runs trained together: its xfail test decides whether the refusal can be lifted),
-# then the paper sweep resumed from the committed export, one run per process, stopped (SIGINT, resumable) before
-# the call's limit; its database and run files come back in $OUT/paper.tgz. Wheels for missing packages in .whl/.
+# GPU checks in one device call (each section a few minutes of one H100; pick with SECTIONS="..."):
+#   tests    the GPU tests of training (runs trained together: the xfail test decides whether the refusal can be
+#            lifted), decoding and the layers/model packages
+#   kernels  the kernel tests against the recurrence (about 4 min)
+#   decode   `decaylab bench decode` for the 160m model, vector and scalar decay, softmax with its KV cache
+#   pos      positional encodings against none, graphed ptb-small, two rounds
+#   paper    the paper sweep into /tmp/paper (resumed from carry/paper.tgz when carried), stopped (SIGINT,
+#            resumable) before DEADLINE seconds; its database and run files come back in $OUT/paper.tgz
+# Wheels for packages the GPU machine lacks go in .whl/ (carried).
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1
 DEADLINE=${DEADLINE:-560}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee $OUT/card.txt
-if [ "${TESTS:-1}" = 1 ]; then
-  timeout 200 python3 -m pytest -m gpu -q -rxX tests/ops/test_triton_gpu.py tests/ops/test_triton_decode.py \
-    tests/training tests/bench > $OUT/gpu-tests.log 2>&1
-  tail -8 $OUT/gpu-tests.log
-fi
-mkdir -p /tmp/paper
-if [ -f carry/paper.tgz ]; then tar xzf carry/paper.tgz -C /tmp/paper; IMPORT=""; else IMPORT="--import docs/results/paper.jsonl"; fi
-LEFT=$((DEADLINE - SECONDS - 25))
-( time timeout -s INT $LEFT python3 -m decaylab sweep paper --out /tmp/paper $IMPORT --devices cuda:0 ) > $OUT/sweep.log 2>&1
-tail -4 $OUT/sweep.log
-cd /tmp/paper && tar czf $OUT/paper.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)
+for section in ${SECTIONS:-tests decode pos}; do
+  echo "== $section"
+  case $section in
+    tests)
+      timeout 300 python3 -m pytest -m gpu -v -rxX tests/training tests/ops/test_triton_decode.py tests/layers \
+        tests/model > $OUT/gpu-tests.log 2>&1; tail -6 $OUT/gpu-tests.log ;;
+    kernels)
+      timeout 330 python3 -m pytest -m gpu -q -rxX tests/ops/test_triton_gpu.py tests/bench > $OUT/gpu-kernels.log 2>&1
+      tail -4 $OUT/gpu-kernels.log ;;
+    decode)
+      timeout 150 python3 -m decaylab bench decode --preset 160m --json $OUT/decode-vector.json | tail -14
+      timeout 90 python3 -m decaylab bench decode --preset 160m --mixers linear --set decay.granularity=scalar \
+        --json $OUT/decode-scalar.json | tail -8 ;;
+    pos)
+      timeout 200 python3 -m decaylab bench training --preset ptb-small --steps 1000 --repeats 2 --cuda-graph on \
+        --set model.decay.granularity=vector --variants "" model.pos=rope model.pos=lrpe --json $OUT/pos.json | tail -8 ;;
+    paper)
+      mkdir -p /tmp/paper
+      if [ -f carry/paper.tgz ]; then tar xzf carry/paper.tgz -C /tmp/paper; fi
+      LEFT=$((DEADLINE - SECONDS - 25))
+      ( time timeout -s INT $LEFT python3 -m decaylab sweep paper --out /tmp/paper --devices cuda:0 ) > $OUT/sweep.log 2>&1
+      tail -4 $OUT/sweep.log
+      (cd /tmp/paper && tar czf $OUT/paper.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
+        for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)) ;;
+    *) echo "unknown section $section (tests, kernels, decode, pos, paper)" ;;
+  esac
+done

@@ -36,6 +36,7 @@ from decaylab.sweep.backend import RunBackend, default_backend
 from decaylab.sweep.db import ResultsDB
 from decaylab.sweep.group import INTERRUPTED, group_worker
 from decaylab.sweep.ingest import read_run
+from decaylab.sweep.placement import is_cuda
 from decaylab.sweep.spec import PlannedRun, SweepSpec, expand
 from decaylab.sweep.sweepdir import open_sweep_dir, prepare_sweep
 
@@ -68,7 +69,7 @@ def _enter_worker(threads: int, device: str | None) -> None:
     if device is not None:
         # One device per worker: the run sees it as its only GPU (or none), so the config needs no device key.
         index = device.partition(":")[2] or "0"
-        os.environ["CUDA_VISIBLE_DEVICES"] = index if device.startswith("cuda") else ""
+        os.environ["CUDA_VISIBLE_DEVICES"] = index if is_cuda(device) else ""
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
@@ -108,7 +109,7 @@ def _last_line(text: str | None) -> str:
 
 def refuse_groups_on_gpu(runs_per_worker: int, devices: list[str]) -> None:
     """--runs-per-worker > 1 on a CUDA device: refused (decaylab.training.together.GPU_FAULT)."""
-    if runs_per_worker > 1 and any(d.startswith("cuda") for d in devices):
+    if runs_per_worker > 1 and any(is_cuda(d) for d in devices):
         from decaylab.training.together import GPU_FAULT
 
         raise ValueError(f"--runs-per-worker {runs_per_worker} with --devices {','.join(devices)}: {GPU_FAULT}")

@@ -95,6 +95,7 @@ def chunk_dstates_kernel(q, g, do, dht, dstates, dh0, cu_seqlens, first, scale, 
                          H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                          BV: tl.constexpr, HAS_DHT: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Per (sequence, head, state block): the block's gradient leaving each chunk, and entering the sequence."""
+    scale = tl.cast(scale, tl.float32)  # torch.compile hands a Python float over as fp64
     i_nh, i_k, i_v = state_block_ids(K, V, BK, BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = sequence_bounds(cu_seqlens, i_n, T, True)
@@ -159,6 +160,7 @@ def chunk_dv_kernel(q, k, g, do, dstates, chunk_bos, chunk_end, dv, scale,
                     SUB: tl.constexpr, PREC: tl.constexpr):
     """Per (span, head), for each of its SUB chunks of BT tokens: dv = A^T do + (k * 2^(G_last - G)) dh, walking
     the value channels in blocks of BV; dh, the state gradient leaving the chunk, is rebuilt from the span's."""
+    scale = tl.cast(scale, tl.float32)  # torch.compile hands a Python float over as fp64
     i_ch = tl.program_id(0)
     i_c, i_h = i_ch // H, i_ch % H
     DT = q.dtype.element_ty
@@ -186,6 +188,7 @@ def chunk_dstates_dv_kernel(q, k, g, do, dht, dstates, dh0, dv, cu_seqlens, firs
     """Per (sequence, head, value block): the reverse sweep of chunk_dstates_kernel over [K, BV] blocks (every key
     at once), computing each chunk's dv on the way, as chunk_dv_kernel would: q, k and do are read once for both
     and the state gradients are not read back. One stored state per chunk (no sub-chunks)."""
+    scale = tl.cast(scale, tl.float32)  # torch.compile hands a Python float over as fp64
     i_nh, i_v = program_ids(V // BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = sequence_bounds(cu_seqlens, i_n, T, True)
@@ -228,6 +231,7 @@ def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, 
     input once, holding more tiles. The spans of one program are walked in a loop, so that the compiler's software
     pipeline (num_stages) issues the next span's loads during this span's math: a program of one span waits for
     its loads, computes, and stores, with nothing to overlap."""
+    scale = tl.cast(scale, tl.float32)  # torch.compile hands a Python float over as fp64
     i_gh, i_k = program_ids(K // BK, ADJACENT)
     i_g, i_h = i_gh // H, i_gh % H
     if SPANS == 1:  # no loop: around one span it compiled to more spills (sm_90, D64: 96 bytes against 56)

@@ -26,6 +26,7 @@ TILE = 64  # key and value channels per tile: a [64, 64] fp32 state tile per pro
 @triton.jit
 def decode_step_kernel(q, k, v, g, h0, o, ht, scale, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                        BK: tl.constexpr, BV: tl.constexpr, VECTOR: tl.constexpr, HAS_H0: tl.constexpr):
+    scale = tl.cast(scale, tl.float32)  # torch.compile hands a Python float over as fp64
     i_bh = tl.program_id(0)
     i_v = tl.program_id(1)
     cols = i_v * BV + tl.arange(0, BV)

@@ -49,6 +49,7 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale
     block carries a [K, BV] state and recomputes the chunk's scores. With SAVE_STATES, the state entering every
     STATE_EVERY-th chunk is stored for the chunk-parallel backward, at index state_first[program] + i_t / STATE_EVERY
     (chunk_parallel.py)."""
+    scale = tl.cast(scale, tl.float32)  # torch.compile hands a Python float over as fp64
     i_nh, i_v = program_ids(V // BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = sequence_bounds(cu_seqlens, i_n, T, VARLEN)
@@ -94,6 +95,7 @@ def backward_dq_kernel(q, k, v, g, do, dq, qdq, h0, states, boundary_offsets, cu
     """Forward sweep over key channels i_k*BK ...: dq; q * dq in fp32 (for scalar decay summed over the block,
     one partial per block, part_stride apart) and the state every STRIDE tokens, both for the gate gradient.
     Every quantity here is per key channel, so the blocks are independent programs."""
+    scale = tl.cast(scale, tl.float32)  # torch.compile hands a Python float over as fp64
     i_nh, i_k = program_ids(K // BK, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = sequence_bounds(cu_seqlens, i_n, T, VARLEN)
@@ -158,6 +160,7 @@ def backward_dkv_kernel(q, k, v, g, do, qdq, dk, dv, dg, dht, ht, dh0, states, b
     this block's share of dv (dv sums over key channels: one partial per block, dv_stride apart). For scalar
     decay the gate gradient is a sum over key channels too: one partial per block, part_stride apart. With HAS_DHT,
     dht and ht are the state gradient and the state at the program's end (of its sequence or segment)."""
+    scale = tl.cast(scale, tl.float32)  # torch.compile hands a Python float over as fp64
     i_nh, i_k = program_ids(K // BK, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = sequence_bounds(cu_seqlens, i_n, T, VARLEN)

@@ -121,6 +121,7 @@ def segment_dstate_kernel(q, g, do, dlocal, cu_seqlens, scale, T,
                           BV: tl.constexpr, VECTOR: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Per (segment, head, [BK, BV] state block): the block's gradient at the segment start from the segment's
     own outputs alone."""
+    scale = tl.cast(scale, tl.float32)  # torch.compile hands a Python float over as fp64
     i_nh, i_k, i_v = state_block_ids(K, V, BK, BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len = sequence_bounds(cu_seqlens, i_n, T, True)

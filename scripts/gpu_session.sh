@@ -6,7 +6,7 @@
 #   decode   `decaylab bench decode` for the 160m model, vector and scalar decay, softmax with its KV cache
 #   pos      positional encodings against none, graphed ptb-small, two rounds
 #   paper    the paper sweep into /tmp/paper (resumed from carry/paper.tgz when carried), stopped (SIGINT,
-#            resumable) before DEADLINE seconds; its database and run files come back in $OUT/paper.tgz
+#            resumable) before DEADLINE seconds (SWEEP_ARGS: the placement, default --devices cuda:0); its database and run files come back in $OUT/paper.tgz
 # Wheels for packages the GPU machine lacks go in .whl/ (carried).
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1
@@ -32,7 +32,7 @@ for section in ${SECTIONS:-tests decode pos}; do
       mkdir -p /tmp/paper
       if [ -f carry/paper.tgz ]; then tar xzf carry/paper.tgz -C /tmp/paper; fi
       LEFT=$((DEADLINE - SECONDS - 25))
-      ( time timeout -s INT $LEFT python3 -m decaylab sweep paper --out /tmp/paper --devices cuda:0 ) > $OUT/sweep.log 2>&1
+      ( time timeout -s INT $LEFT python3 -m decaylab sweep paper --out /tmp/paper ${SWEEP_ARGS:---devices cuda:0} ) > $OUT/sweep.log 2>&1
       tail -4 $OUT/sweep.log
       (cd /tmp/paper && tar czf $OUT/paper.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
         for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)) ;;

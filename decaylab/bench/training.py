@@ -136,7 +136,7 @@ def _run_together(args: argparse.Namespace, configs: dict) -> int:
                         for seed in range(k)]  # fmt: skip
                 started = time.perf_counter()
                 with contextlib.redirect_stdout(io.StringIO()):
-                    results = train_together(runs, allow_cuda=True)  # measured, and its fault tracked
+                    results = train_together(runs)
                 wall = time.perf_counter() - started
                 failed = [r for r in results if isinstance(r, Exception)]
                 if failed:

@@ -10,7 +10,7 @@ from decaylab.commands.args import add_set_argument
 from decaylab.config import parse_set_args
 from decaylab.rundir import run_is_done
 from decaylab.sweep.placement import automatic_workers, check_worker_args, parse_devices, worker_devices
-from decaylab.sweep.runner import refuse_groups_on_gpu, run_sweep
+from decaylab.sweep.runner import run_sweep
 from decaylab.sweep.spec import SweepSpec, expand, load_spec, preset_names
 
 
@@ -57,8 +57,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--runs-per-worker", type=int, default=1, metavar="K",
-        help="points each worker process trains together, in turns (default 1: a process per point); refused on a "
-        "GPU, where runs trained together did not reproduce their results alone (docs/sweeps.md)",
+        help="points each worker process trains together, in turns, each on a CUDA stream of its own (default 1: a "
+        "process per point); on a GPU this is what fills the card, since processes only take turns on it",
     )  # fmt: skip
     parser.add_argument(
         "--import", dest="import_from", metavar="FILE",
@@ -140,7 +140,6 @@ def run(args: argparse.Namespace) -> int:
         return _launch(args, spec, overrides)
     devices = parse_devices(args.devices)
     check_worker_args(devices, args.workers_per_device)  # before --import writes anything
-    refuse_groups_on_gpu(args.runs_per_worker, devices)
     if args.import_from:
         from decaylab.sweep.archive import import_results
 
@@ -158,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{run_.run_id}  seed {run_.memberships[0].seed}  {'done  ' if done else 'to run'}  {rows}")
         return 0
     slots = worker_devices(devices, args.workers_per_device, args.workers,
-                           lambda cards: _automatic_workers(cards, spec, overrides))  # fmt: skip
+                           lambda cards: _automatic_workers(cards, spec, overrides, args.runs_per_worker))  # fmt: skip
     workers = args.workers if args.workers is not None else default_workers(spec, slots)
     result = run_sweep(spec, args.out, workers=workers, devices=slots, overrides=overrides,
                        runs_per_worker=args.runs_per_worker)
@@ -166,11 +165,13 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def _automatic_workers(cards: list[str], spec: SweepSpec, overrides: Mapping[str, Any]) -> dict[str, int]:
-    """The automatic number of workers per card, for the largest run of the sweep."""
+def _automatic_workers(cards: list[str], spec: SweepSpec, overrides: Mapping[str, Any],
+                       runs_per_worker: int) -> dict[str, int]:  # fmt: skip
+    """The automatic number of workers per card, for the largest run of the sweep, K runs to a worker."""
     from decaylab.sweep.backend import default_backend
 
-    return automatic_workers(cards, [run_.config for run_ in expand(spec, default_backend().resolve, overrides)])
+    configs = [run_.config for run_ in expand(spec, default_backend().resolve, overrides)]
+    return automatic_workers(cards, configs, runs_per_worker)
 
 
 def _launch(args: argparse.Namespace, spec: SweepSpec, overrides: Mapping[str, Any]) -> int:

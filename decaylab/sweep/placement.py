@@ -77,7 +77,7 @@ class CardWorkers:
     def describe(self) -> str:
         return (
             f"{self.device}: {self.workers} worker{'s' if self.workers != 1 else ''} (cpu cap {self.cpu_cap}, "
-            f"memory cap {self.memory_cap} at ~{self.run_bytes / GiB:.1f} GiB a run, hard cap {self.hard_cap}; "
+            f"memory cap {self.memory_cap} at ~{self.run_bytes / GiB:.1f} GiB a worker, hard cap {self.hard_cap}; "
             "override with --workers-per-device N)"
         )
 
@@ -222,10 +222,16 @@ def largest_run_bytes(configs: Iterable[Mapping[str, Any]]) -> int:
     return max(config_run_bytes(c) for c in unique.values())
 
 
-def automatic_workers(cards: list[str], configs: Iterable[Mapping[str, Any]],
+def worker_bytes(run_bytes: int, runs_per_worker: int) -> int:
+    """A worker training ``runs_per_worker`` runs together: one CUDA context, the rest of each run's estimate."""
+    return CONTEXT_BYTES + runs_per_worker * (run_bytes - CONTEXT_BYTES)
+
+
+def automatic_workers(cards: list[str], configs: Iterable[Mapping[str, Any]], runs_per_worker: int = 1,
                       log: Callable[[str], None] = print) -> dict[str, int]:  # fmt: skip
-    """The automatic number of workers of each card for runs of these configs; one line per card to ``log``."""
-    run_bytes = largest_run_bytes(configs)
+    """The automatic number of workers of each card for runs of these configs, each worker training
+    ``runs_per_worker`` of them together; one line per card to ``log``."""
+    run_bytes = worker_bytes(largest_run_bytes(configs), runs_per_worker)
     cores, free = available_cores(), free_memory(cards)
     choices = [choose_workers(card, cores, len(cards), free[card], run_bytes) for card in cards]
     for choice in choices:

@@ -107,14 +107,6 @@ def _last_line(text: str | None) -> str:
     return lines[-1] if lines else "unknown error"
 
 
-def refuse_groups_on_gpu(runs_per_worker: int, devices: list[str]) -> None:
-    """--runs-per-worker > 1 on a CUDA device: refused (decaylab.training.together.GPU_FAULT)."""
-    if runs_per_worker > 1 and any(is_cuda(d) for d in devices):
-        from decaylab.training.together import GPU_FAULT
-
-        raise ValueError(f"--runs-per-worker {runs_per_worker} with --devices {','.join(devices)}: {GPU_FAULT}")
-
-
 def run_sweep(
     spec: SweepSpec,
     out_dir: str | Path,
@@ -136,7 +128,6 @@ def run_sweep(
     if runs_per_worker < 1:
         raise ValueError(f"--runs-per-worker {runs_per_worker}: need at least 1 run per worker")
     devices = list(devices or [])
-    refuse_groups_on_gpu(runs_per_worker, devices)
     if devices and workers > len(devices):
         raise ValueError(f"--workers {workers} exceeds the {len(devices)} --devices given; one worker per device")
     backend = backend or default_backend()

@@ -6,15 +6,12 @@ by side made 1.01x the tokens/s of one, docs/benchmarks.md, "Training on a GPU")
 trains on its own CUDA stream, and the host queues one step (one CUDA-graph replay) of every run before the GPU
 has finished the first, so that their kernels can run side by side.
 
-On a GPU this is not safe yet, and ``train_together`` refuses a CUDA device unless ``allow_cuda=True`` (for
-``decaylab bench training --together`` and the GPU tests that track the fault). Measured on one H100
-(2026-12-06): eight graphed ``ptb-small`` runs together made 1.56x the tokens/s of one alone, but in the ``paper``
-sweep (``--runs-per-worker 8``) 20 of 186 runs diverged, whole groups at the same step, and 105 runs that also
-exist trained alone differed in test perplexity by +4.9 % on average (sd 14 %, up to +92 %; most within 2 %, a
-tail far worse). Capturing each graph on a stream of its own (``cuda_graph.own_stream``, so the graphs no longer
-share one cuBLAS workspace) did not fix it: ``tests/training/test_together.py`` has the GPU test that still fails
-(``docs/benchmarks-log.md``, "Runs trained together"). The next suspect, dropout's seed and offset shared by
-every graph captured from the one CUDA generator state, is removed too (``_Slot.turn``), also not yet run on a GPU.
+On a GPU each run's graphs must draw dropout from a generator state of their own (``_Slot.turn``): a CUDA graph
+writes, at each replay, the seed and offset of the state it was captured from into device tensors its dropout
+kernels read later, and graphs of several runs captured from one shared state, replaying on several streams at
+once, read each other's. Before that fix, eight runs together in the ``paper`` sweep (one H100, 2026-12-06)
+diverged in 20 of 186 runs and scored +4.9 % worse in test perplexity on average (``docs/benchmarks-log.md``,
+"Runs trained together"); ``tests/training/test_together.py`` holds the GPU test that reproduced it.
 
 Each run is exactly what ``train()`` would make of it: its own model, optimizer, data order, checkpoints and run
 directory. Its random-number streams (CPU and CUDA generators, which dropout draws from) are swapped in around
@@ -68,17 +65,10 @@ def _cuda_generator() -> torch.Generator:
     return torch.cuda.default_generators[torch.cuda.current_device()]
 
 
-GPU_FAULT = ("runs trained together on one GPU did not reproduce their results trained alone (some diverged, "
-             "others scored worse; docs/benchmarks-log.md, 'Runs trained together'), so GPU runs train one per "
-             "process: use --runs-per-worker 1 (the default)")
-
-
-def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]], *,
-                   allow_cuda: bool = False) -> list[dict[str, Any] | Exception]:  # fmt: skip
+def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]]) -> list[dict[str, Any] | Exception]:
     """Train ``(run_config, out_dir, resume)`` runs in turns (see the module docstring), all on one device.
 
     Returns, per run in order, its summary or the exception that stopped it. One process only (no torchrun).
-    A CUDA device is refused unless ``allow_cuda`` (see the module docstring).
     """
     results: list[dict[str, Any] | Exception | None] = [None] * len(runs)
     prepared = []
@@ -93,9 +83,6 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]], *,
     if not prepared:
         return results  # type: ignore[return-value]
     ctx = dist_utils.setup(devices.pop())
-    if ctx.device.type == "cuda" and not allow_cuda:
-        dist_utils.teardown(ctx)
-        raise ValueError(GPU_FAULT)
     if ctx.distributed:
         dist_utils.teardown(ctx)
         raise ValueError("train_together runs in one process; under torchrun train each run with decaylab train")
@@ -132,4 +119,4 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]], *,
     return results  # type: ignore[return-value]
 
 
-__all__ = ["train_together", "GPU_FAULT"]
+__all__ = ["train_together"]

@@ -57,12 +57,6 @@ def test_runs_per_worker_must_be_positive(tmp_path):
         run_sweep(make_spec(), tmp_path, backend=BACKEND, runs_per_worker=0)
 
 
-def test_several_points_per_process_are_refused_on_a_gpu(tmp_path):
-    with pytest.raises(ValueError, match="--runs-per-worker 2 with --devices cuda:0,cuda:0: runs trained together"):
-        run_sweep(make_spec(), tmp_path, workers=2, devices=["cuda:0", "cuda:0"], backend=BACKEND, runs_per_worker=2)
-    assert not (tmp_path / "results.sqlite").exists()  # refused before anything was written
-
-
 SPEC = """
 name = "pair"
 base = "tiny"

@@ -19,6 +19,7 @@ from decaylab.sweep.placement import (
     config_run_bytes,
     largest_run_bytes,
     run_memory_bytes,
+    worker_bytes,
     worker_devices,
 )
 
@@ -38,8 +39,14 @@ def test_memory_bound_card():
 def test_hard_capped_card_and_its_line():
     choice = choose_workers("cuda:0", cores=16, cards=1, free_bytes=80 * GiB, run_bytes=GiB)
     assert choice.workers == 12
-    assert choice.describe() == ("cuda:0: 12 workers (cpu cap 16, memory cap 72 at ~1.0 GiB a run, hard cap 12; "
+    assert choice.describe() == ("cuda:0: 12 workers (cpu cap 16, memory cap 72 at ~1.0 GiB a worker, hard cap 12; "
                                  "override with --workers-per-device N)")  # fmt: skip
+
+
+def test_a_worker_of_several_runs_holds_one_context_and_every_run():
+    run = CONTEXT_BYTES + 3 * GiB
+    assert worker_bytes(run, 1) == run
+    assert worker_bytes(run, 4) == CONTEXT_BYTES + 12 * GiB
 
 
 def test_at_least_one_worker():
@@ -261,7 +268,6 @@ def test_command_worker_slots(tmp_path, sixteen_cores_80gb, captured, flags, wor
     [
         (["--workers-per-device", "0"], "whole number of workers per card \\(1 or more\\), or auto"),
         (["--workers-per-device", "many"], "whole number of workers per card"),
-        (["--devices", "cuda:0", "--runs-per-worker", "2"], "with --devices cuda:0: runs trained together"),
         (["--devices", "cuda:0", "--workers", "4"], "--devices cuda:0 --workers-per-device 4"),
         (["--workers-per-device", "2"], "needs the cards: add --devices cuda:0"),
         (["--workers-per-device", "2", "--launcher", "slurm"], "--workers-per-device is for --launcher local"),

@@ -65,8 +65,7 @@ def test_graphed_runs_in_turns_on_a_gpu_match_runs_alone(tmp_path):
     configs = [small_run(**overrides, **{"train.seed": s}) for s in (1, 2, 3)]
     for i, cfg in enumerate(configs):
         train(cfg, tmp_path / f"alone-{i}")
-    results = train_together([(cfg, tmp_path / f"together-{i}", False) for i, cfg in enumerate(configs)],
-                             allow_cuda=True)  # fmt: skip
+    results = train_together([(cfg, tmp_path / f"together-{i}", False) for i, cfg in enumerate(configs)])
     assert all(r["steps"] == 12 for r in results)
     for i in range(len(configs)):
         for a, b in zip(_curve(tmp_path / f"alone-{i}"), _curve(tmp_path / f"together-{i}")):
@@ -74,14 +73,6 @@ def test_graphed_runs_in_turns_on_a_gpu_match_runs_alone(tmp_path):
 
 
 @pytest.mark.gpu
-def test_a_gpu_is_refused_unless_asked_for(tmp_path):
-    with pytest.raises(ValueError, match="did not reproduce their results trained alone"):
-        train_together([(small_run(**{"train.device": "cuda"}), tmp_path / "a", False)])
-
-
-@pytest.mark.gpu
-@pytest.mark.xfail(reason="runs trained together on a GPU diverged or scored worse in the paper sweep; not found yet",
-                   strict=False)  # fmt: skip
 def test_paper_like_runs_together_on_a_gpu_match_runs_alone(tmp_path):
     """What the paper sweep does and the short fp32 test above does not: bf16 autocast, dropout 0.3, a validation
     pass between graph replays, positional encodings, scalar and vector decays, shared keys, eight runs."""
@@ -93,8 +84,7 @@ def test_paper_like_runs_together_on_a_gpu_match_runs_alone(tmp_path):
     configs = [small_run(**base, **v, **{"train.seed": i}) for i, v in enumerate(variants)]
     for i, cfg in enumerate(configs):
         train(cfg, tmp_path / f"alone-{i}")
-    results = train_together([(cfg, tmp_path / f"together-{i}", False) for i, cfg in enumerate(configs)],
-                             allow_cuda=True)  # fmt: skip
+    results = train_together([(cfg, tmp_path / f"together-{i}", False) for i, cfg in enumerate(configs)])
     assert [r["steps"] if isinstance(r, dict) else r for r in results] == [60] * len(configs)
     for i in range(len(configs)):
         alone, together = _curve(tmp_path / f"alone-{i}"), _curve(tmp_path / f"together-{i}")

@@ -2,7 +2,7 @@
 
 from decaylab.layers.base import MIXERS, MixerOutput
 from decaylab.layers.ffn import SwiGLU
-from decaylab.layers.kv_cache import KVCache
+from decaylab.layers.kv_cache import KVCache, StaticKVCache
 from decaylab.layers.linear_attention import DecayLinearAttention, LinearAttentionCache
 from decaylab.layers.norms import GatedRMSNorm, RMSNorm
 from decaylab.layers.positional import (
@@ -29,4 +29,5 @@ __all__ = [
     "TemporalPositionEncoding",
     "SoftmaxAttention",
     "KVCache",
+    "StaticKVCache",
 ]

@@ -13,6 +13,10 @@ Every object thus keeps reading exactly what it held. Rows picked or reordered b
 (beam search) keep the counter: whichever object appends first writes, the others copy. While autograd records
 (or for inference tensors outside inference mode) an append copies too, as concatenation did: changing a tensor in
 place would corrupt what the backward pass saved.
+
+``StaticKVCache`` is the form a decoding step replayed from a CUDA graph needs (``decaylab.model.decoding``): fixed
+buffers, its length a device tensor, each step attending over the whole capacity with a mask of the filled slots.
+``KVCache.to_static`` makes one, taking over the buffers when it may.
 """
 
 from __future__ import annotations
@@ -109,6 +113,27 @@ class KVCache(NamedTuple):
         cache.written.length = end
         return cache._replace(length=end)
 
+    def to_static(self, steps: int) -> StaticKVCache:
+        """This cache in buffers with room for ``steps`` more tokens, for a decoding step replayed from a CUDA graph.
+
+        When these buffers have the room and this object may write into them, it takes them over: every slot is
+        claimed, so an append from any other object over them copies first (the aliasing rule) and this cache stays
+        what it was. Otherwise the positions move into new buffers.
+        """
+        end = self.length + steps
+        if end <= self.capacity and self._may_write(self.key_buffer, self.value_buffer):
+            cache = self
+            self.written.length = self.capacity
+        else:
+            cache = self._moved(end, self.key_buffer, self.value_buffer)
+        # A step reads every slot (masked): one of uninitialized memory holding a NaN would leak through the mask.
+        cache.key_buffer[:, :, self.length :].zero_()
+        cache.value_buffer[:, :, self.length :].zero_()
+        device = cache.key_buffer.device
+        return StaticKVCache(cache.key_buffer, cache.value_buffer, cache.valid_buffer,
+                             torch.full((1,), self.length, dtype=torch.long, device=device),
+                             torch.arange(cache.capacity, device=device))
+
     def _may_write(self, k: torch.Tensor, v: torch.Tensor) -> bool:
         """Whether appending may write into these buffers: this object is the newest over them, the new keys fit
         their dtype, and no autograd graph or inference-mode rule forbids changing them in place."""
@@ -135,3 +160,56 @@ class KVCache(NamedTuple):
             valid[:, : self.length] = self.valid
         keys, values = buffer(self.key_buffer, k), buffer(self.value_buffer, v)
         return KVCache(keys, values, valid, self.length, _Written(self.length))
+
+
+class StaticKVCache(NamedTuple):
+    """A KV cache whose every tensor keeps its address from step to step: the form a CUDA graph can replay.
+
+    The length is a ``[1]`` device tensor, and ``k``, ``v`` are the whole buffers: a step attends over every slot,
+    with ``valid`` (built on the device from the length) masking the slots not filled yet, so that no shape or
+    address depends on the length. ``append`` takes one token, writes it into slot ``length`` in place and returns
+    the cache with a new length tensor, which the caller copies into this one's (``decaylab.model.decoding``). The
+    caller also counts the steps on the host so that no slot past the capacity is written.
+    """
+
+    key_buffer: torch.Tensor
+    """``[B, H, capacity, K']`` encoded keys."""
+    value_buffer: torch.Tensor
+    """``[B, H, capacity, K]`` values."""
+    valid_buffer: torch.Tensor | None
+    """``[B, capacity]`` bool, False at padding slots (a left-padded batch); None when every filled slot is real."""
+    length: torch.Tensor
+    """``[1]`` long: positions filled."""
+    slots: torch.Tensor
+    """``[capacity]`` long: 0 .. capacity - 1, kept so that a step does not rebuild it."""
+
+    @property
+    def k(self) -> torch.Tensor:
+        return self.key_buffer
+
+    @property
+    def v(self) -> torch.Tensor:
+        return self.value_buffer
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """``[B, capacity]`` bool: the filled slots that hold real keys."""
+        filled = self.slots < self.length
+        if self.valid_buffer is None:
+            return filled.expand(self.key_buffer.shape[0], -1)
+        return filled & self.valid_buffer
+
+    @property
+    def capacity(self) -> int:
+        return self.key_buffer.shape[2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor, capacity: int | None = None) -> StaticKVCache:
+        """This cache followed by one token's ``k, v [B, H, 1, K]``, written in place (``capacity`` is ignored)."""
+        if k.shape[2] != 1:
+            raise ValueError(f"a StaticKVCache takes one token a step (decoding); got {k.shape[2]}: run a prompt "
+                             "through the model with an ordinary cache (use_cache=True), then make the static one")
+        self.key_buffer.index_copy_(2, self.length, k.to(self.key_buffer.dtype))
+        self.value_buffer.index_copy_(2, self.length, v.to(self.value_buffer.dtype))
+        if self.valid_buffer is not None:
+            self.valid_buffer.index_fill_(1, self.length, True)
+        return self._replace(length=self.length + 1)

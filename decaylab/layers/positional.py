@@ -41,6 +41,8 @@ class AngleTable:
     def __init__(self, theta: torch.Tensor):
         self.theta = theta  # [C] fp64 on the CPU
         self.tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        # theta per device and dtype for tensor offsets: a copy from the host inside a CUDA graph capture would fail
+        self.thetas: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     def __call__(self, offset: int | torch.Tensor, T: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
         """``(cos, sin)``, each ``[T, 1, C]`` for positions offset .. offset + T - 1 (broadcast over heads).
@@ -48,11 +50,13 @@ class AngleTable:
         A ``[B]`` tensor offset gives each row its own positions (a left-padded batch decoding rows of different
         lengths): ``[B, T, 1, C]``, computed directly (reading the table would need the largest offset on the host).
         """
-        if isinstance(offset, torch.Tensor):
-            t = offset.to(device=device, dtype=dtype)[:, None] + torch.arange(T, device=device, dtype=dtype)
-            angle = (t[..., None] * self.theta.to(device=device, dtype=dtype))[..., None, :]
-            return angle.cos(), angle.sin()
         key = (torch.device(device), dtype)
+        if isinstance(offset, torch.Tensor):
+            if key not in self.thetas:
+                self.thetas[key] = self.theta.to(device=device, dtype=dtype)
+            t = offset.to(device=device, dtype=dtype)[:, None] + torch.arange(T, device=device, dtype=dtype)
+            angle = (t[..., None] * self.thetas[key])[..., None, :]
+            return angle.cos(), angle.sin()
         cos, sin = self.tables.get(key, (None, None))
         if cos is None or cos.shape[0] < offset + T:
             n = max(offset + T, 2 * (0 if cos is None else cos.shape[0]), 64)

@@ -6,6 +6,10 @@ to bound memory; every new token then costs one single-token forward that reads 
 per token for linear attention. ``generate`` knows the final length, so a softmax KV cache is allocated once at the
 prefill with room for every new token, and each step writes its key and value in place.
 
+On a CUDA device the one-token step is captured once in a CUDA graph and replayed for every later token
+(``cuda_graph="auto"``, the default; ``decaylab.model.decoding``): the step's few hundred kernel launches and its
+Python then cost one launch. ``cuda_graph="off"`` steps eagerly, as on a CPU; ``"on"`` refuses to fall back.
+
 Sampling: temperature 0 is greedy (argmax); otherwise logits / temperature, then top-k (keep the k largest),
 then top-p (keep the smallest set of tokens whose probability reaches p), then a multinomial draw.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from decaylab.model.decoding import GRAPH_MODES, make_decoder
 
 def check_sampling_args(max_new_tokens, temperature, top_k, top_p, prefill_chunk_size) -> None:
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
@@ -65,9 +70,15 @@ def prefill(model, input_ids: torch.Tensor, chunk_size: int | None = None, capac
 
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, *, generator: torch.Generator | None = None,
-             prefill_chunk_size: int | None = None) -> torch.Tensor:
-    """``[B, T]`` prompt ids -> ``[B, T + max_new_tokens]``; runs in eval mode and restores the previous mode."""
+             prefill_chunk_size: int | None = None, cuda_graph: str = "auto") -> torch.Tensor:
+    """``[B, T]`` prompt ids -> ``[B, T + max_new_tokens]``; runs in eval mode and restores the previous mode.
+
+    ``cuda_graph``: ``auto`` replays the decoding step from a CUDA graph on a CUDA device, ``on`` insists (an error
+    where it cannot), ``off`` steps eagerly.
+    """
     check_sampling_args(max_new_tokens, temperature, top_k, top_p, prefill_chunk_size)
+    if cuda_graph not in GRAPH_MODES:
+        raise ValueError(f"cuda_graph={cuda_graph!r} must be one of {', '.join(GRAPH_MODES)}")
     if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.shape[1] == 0:
         raise ValueError("input_ids must be a non-empty [batch, tokens] integer tensor (a prompt of >= 1 token)")
     was_training = model.training
@@ -80,12 +91,12 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
             # The last sampled token is never fed back: the cache ends at T + max_new_tokens - 1 positions.
             capacity = input_ids.shape[1] + max_new_tokens - 1
             logits, cache = prefill(model, input_ids, prefill_chunk_size, capacity)
+            step = make_decoder(model, cache, max_new_tokens - 1, cuda_graph)
             for i in range(max_new_tokens):
                 next_ids = sample_next(logits, temperature, top_k, top_p, generator).to(input_ids.dtype)[:, None]
                 out.append(next_ids)
                 if i + 1 < max_new_tokens:
-                    step_logits, cache = model(next_ids, cache=cache)
-                    logits = step_logits[:, -1]
+                    logits = step(next_ids)
             return torch.cat(out, dim=1)
     finally:
         model.train(was_training)

@@ -205,12 +205,13 @@ class DecayLM(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, *, generator: torch.Generator | None = None,
-                 prefill_chunk_size: int | None = None) -> torch.Tensor:
-        """Sample continuations: ``[B, T] -> [B, T + max_new_tokens]``; see ``decaylab.model.generation``."""
+                 prefill_chunk_size: int | None = None, cuda_graph: str = "auto") -> torch.Tensor:
+        """Sample continuations: ``[B, T] -> [B, T + max_new_tokens]``; see ``decaylab.model.generation``
+        (``cuda_graph``: auto, on or off: replay the decoding step from a CUDA graph on a CUDA device)."""
         from decaylab.model.generation import generate
 
         return generate(self, input_ids, max_new_tokens, temperature, top_k, top_p, generator=generator,
-                        prefill_chunk_size=prefill_chunk_size)
+                        prefill_chunk_size=prefill_chunk_size, cuda_graph=cuda_graph)
 
     def save_pretrained(self, directory: str | Path, overwrite: bool = False) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory``."""

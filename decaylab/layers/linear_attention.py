@@ -39,7 +39,7 @@ class LinearAttentionCache(NamedTuple):
         decay = None if caches[0].decay_state is None else torch.cat([c.decay_state for c in caches])
         return cls(torch.cat([c.state for c in caches]), decay)
 
-    def to_static(self, steps: int) -> "LinearAttentionCache":
+    def to_static(self, steps: int) -> LinearAttentionCache:
         """A copy of its own (contiguous) for a decoding step that updates it in place (``model/decoding.py``); the
         state has a fixed size, so any number of ``steps`` fits."""
         decay = None if self.decay_state is None else self.decay_state.clone(memory_format=torch.contiguous_format)

@@ -6,7 +6,9 @@ Decoding keeps a ``KVCache`` (``layers/kv_cache.py``) of the already-encoded key
 appended to in place: a step writes its token's key and value into preallocated buffers and attends over their
 first ``T_past + 1`` positions. ``cache_capacity`` (a hint: the final length when the caller knows it) sizes the buffers
 when the cache is created or must grow. Rows of different lengths (a left-padded batch) are left-padded in the
-cache, and ``valid [B, T_past]`` marks their real keys.
+cache, and ``valid [B, T_past]`` marks their real keys. A ``StaticKVCache`` (graphed decoding) reads the same way: its
+``k`` and ``v`` are whole buffers and ``valid`` marks the filled slots, so its one query, at the last slot, sees
+exactly the filled ones.
 """
 
 from __future__ import annotations

@@ -124,10 +124,11 @@ def unsupported(model, cache, graph: bool) -> str | None:
 
 def make_decoder(model, cache, steps: int, cuda_graph: str = "auto") -> EagerDecoder | StaticDecoder:
     """The decoder for ``steps`` tokens after ``cache``: ``auto`` replays a CUDA graph where one can be used (CUDA,
-    every layer's cache of a fixed-size form), ``on`` insists (ValueError where it cannot), ``off`` steps eagerly."""
+    every layer's cache of a fixed-size form) and pays off (two steps or more: the first one runs eagerly), ``on``
+    insists (ValueError where it cannot), ``off`` steps eagerly."""
     if cuda_graph not in GRAPH_MODES:
         raise ValueError(f"cuda_graph={cuda_graph!r} must be one of {', '.join(GRAPH_MODES)}")
-    if cuda_graph == "off":
+    if cuda_graph == "off" or (cuda_graph == "auto" and steps < 2):
         return EagerDecoder(model, cache)
     why = unsupported(model, cache, graph=True)
     if why is None:

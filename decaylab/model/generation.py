@@ -20,6 +20,7 @@ import torch
 
 from decaylab.model.decoding import GRAPH_MODES, make_decoder
 
+
 def check_sampling_args(max_new_tokens, temperature, top_k, top_p, prefill_chunk_size) -> None:
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a non-negative integer")

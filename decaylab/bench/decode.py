@@ -10,7 +10,8 @@ step writes its key and value in place and runs SDPA over the filled positions.
 
 Each step runs as ``generate`` runs it (``decaylab.model.decoding``): eagerly, or replayed from a CUDA graph
 (``--cuda-graph``: ``auto``, the default, measures both on a CUDA device, each row after its own prefill, and only
-the eager step elsewhere; ``on``, ``off`` or ``both`` pick). A graphed row's first warm-up step records the graph.
+the eager step elsewhere; ``on``, ``off`` or ``both`` pick). A graphed row's first warm-up step records the graph;
+its softmax step attends over the whole reserved capacity, the slots not filled yet masked out.
 
 Reported per row: milliseconds per decoding step, tokens/s (batch / step time), the prefill's time, and the peak
 memory on a GPU; a graphed row also its speedup over the eager row beside it. A row that runs out of memory is

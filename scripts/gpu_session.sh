@@ -17,13 +17,13 @@ for section in ${SECTIONS:-tests decode pos}; do
   case $section in
     tests)
       timeout 300 python3 -m pytest -m gpu -v -rxX tests/training tests/ops/test_triton_decode.py tests/layers \
-        tests/model > $OUT/gpu-tests.log 2>&1; tail -6 $OUT/gpu-tests.log ;;
+        tests/model tests/bench/test_decode_bench.py > $OUT/gpu-tests.log 2>&1; tail -6 $OUT/gpu-tests.log ;;
     kernels)
       timeout 330 python3 -m pytest -m gpu -q -rxX tests/ops/test_triton_gpu.py tests/bench > $OUT/gpu-kernels.log 2>&1
       tail -4 $OUT/gpu-kernels.log ;;
     decode)
-      timeout 150 python3 -m decaylab bench decode --preset 160m --json $OUT/decode-vector.json | tail -14
-      timeout 90 python3 -m decaylab bench decode --preset 160m --mixers linear --set decay.granularity=scalar \
+      timeout 200 python3 -m decaylab bench decode --preset 160m --json $OUT/decode-vector.json | tail -14
+      timeout 100 python3 -m decaylab bench decode --preset 160m --mixers linear --set decay.granularity=scalar \
         --json $OUT/decode-scalar.json | tail -8 ;;
     pos)
       timeout 200 python3 -m decaylab bench training --preset ptb-small --steps 1000 --repeats 2 --cuda-graph on \

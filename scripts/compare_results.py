@@ -1,0 +1,46 @@
+"""Test perplexity of the same (configuration, seed) points in two results exports, side by side.
+
+    python scripts/compare_results.py docs/results/paper.jsonl other.jsonl
+
+Points are matched by run id (a run id is the hash of the full run config, seed included): a sweep trained two
+ways (alone, or several runs together in one process) gives the same ids. Prints the relative difference
+(B / A - 1) of each matched point's test perplexity, its mean, sd and extremes, and the failed runs of B.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+
+
+def load(path: str) -> dict[str, dict]:
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {r["run"]: r for r in rows if "run" in r}
+
+
+def main(a_path: str, b_path: str) -> None:
+    a, b = load(a_path), load(b_path)
+    diffs = []
+    for run, rb in sorted(b.items()):
+        ra = a.get(run)
+        if rb["status"] != "finished":
+            print(f"{run} {rb['members'][0][1]} seed {rb['seed']}: {rb['status']} in B ({rb.get('error')})")
+            continue
+        if ra is None or ra["status"] != "finished":
+            continue
+        pa, pb = ra["metrics"]["test_ppl"], rb["metrics"]["test_ppl"]
+        diffs.append((pb / pa - 1, rb["members"][0][1], rb["seed"], pa, pb))
+    if not diffs:
+        print("no finished points in common")
+        return
+    rel = [d[0] for d in diffs]
+    print(f"{len(diffs)} points in common: test ppl B/A - 1 mean {100 * statistics.mean(rel):+.2f} %, "
+          f"sd {100 * statistics.pstdev(rel):.2f} %, min {100 * min(rel):+.2f} %, max {100 * max(rel):+.2f} %")
+    for d, label, seed, pa, pb in sorted(diffs, key=lambda d: -abs(d[0]))[:8]:
+        print(f"  {label} seed {seed}: {pa:.2f} -> {pb:.2f} ({100 * d:+.2f} %)")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

@@ -15,6 +15,9 @@ theta_i = base^(-2i/K):
 * ``tpe``: LightNet's temporal PE, a module on the layer input instead of q and k (``input_module``):
   y_t = o_proj(RMSNorm(o_t)), o_t = (qbar_h . kbar_h) sum_{s<=t} lambda_h^(t-s) x_{s,h}, lambda_h = sigmoid(w_h);
   it replaces the embedding output (not a residual). It does not shift layer indices.
+
+``rope`` and ``lrpe`` compute through :mod:`decaylab.ops.positional` (one-launch Triton kernels for q and k on CUDA,
+torch code elsewhere) with the angle tables cached here.
 """
 
 from __future__ import annotations

@@ -81,4 +81,4 @@ def lrpe(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor)
     return lrpe_reference(q, cos, sin), lrpe_reference(k, cos, sin)
 
 
-__all__ = ["rope", "lrpe", "rope_reference", "lrpe_reference", "use_kernels"]
+__all__ = ["lrpe", "lrpe_reference", "rope", "rope_reference", "use_kernels"]

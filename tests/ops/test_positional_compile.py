@@ -14,13 +14,13 @@ import pytest
 import torch
 
 triton = pytest.importorskip("triton")
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
-from triton.runtime.jit import JITFunction  # noqa: E402
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from triton.runtime.jit import JITFunction
 
-from decaylab.layers.positional import CosineEncoding, RotaryEncoding  # noqa: E402
-from decaylab.ops import positional  # noqa: E402
-from decaylab.ops.triton import positional as kernels  # noqa: E402
+from decaylab.layers.positional import CosineEncoding, RotaryEncoding
+from decaylab.ops import positional
+from decaylab.ops.triton import positional as kernels
 
 TARGET = GPUTarget("cuda", 90, 32)
 TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}

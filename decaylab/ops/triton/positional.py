@@ -152,4 +152,4 @@ def lrpe(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor)
     return PositionalFunction.apply(_unit_stride(q), _unit_stride(k), cos, sin, False)
 
 
-__all__ = ["rope", "lrpe", "positional_kernel", "PositionalFunction"]
+__all__ = ["PositionalFunction", "lrpe", "positional_kernel", "rope"]

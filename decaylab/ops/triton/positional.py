@@ -80,7 +80,7 @@ def _launch(pairs: list[tuple[torch.Tensor, torch.Tensor]], cos: torch.Tensor, s
     (x0, y0), (x1, y1) = pairs[0], pairs[-1]  # one pair: the second grid slot is not launched
     B, T, H = x0.shape[:3]
     BC = triton.next_power_of_2(C)
-    BT = max(1, min(TILE // BC, triton.next_power_of_2(T)))
+    BT = max(1, TILE // BC)  # not from T: one compiled kernel for every length (prefill, decoding steps)
     strides = [*x0.stride()[:3], *y0.stride()[:3], *x1.stride()[:3], *y1.stride()[:3]]
     positional_kernel[(B * H, triton.cdiv(T, BT), len(pairs))](
         x0, y0, x1, y1, cos, sin, *strides, cos.stride(0), T, H=H, C=C, BT=BT, BC=BC, ROTATE=rotate,

@@ -17,7 +17,7 @@ for section in ${SECTIONS:-tests decode pos}; do
   case $section in
     tests)
       timeout 300 python3 -m pytest -m gpu -v -rxX tests/training tests/ops/test_triton_decode.py tests/layers \
-        tests/model tests/bench/test_decode_bench.py > $OUT/gpu-tests.log 2>&1; tail -6 $OUT/gpu-tests.log ;;
+        tests/model tests/bench/test_decode_bench.py tests/ops/test_positional_triton.py > $OUT/gpu-tests.log 2>&1; tail -6 $OUT/gpu-tests.log ;;
     kernels)
       timeout 330 python3 -m pytest -m gpu -q -rxX tests/ops/test_triton_gpu.py tests/bench > $OUT/gpu-kernels.log 2>&1
       tail -4 $OUT/gpu-kernels.log ;;

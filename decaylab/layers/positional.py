@@ -15,6 +15,9 @@ theta_i = base^(-2i/K):
 * ``tpe``: LightNet's temporal PE, a module on the layer input instead of q and k (``input_module``):
   y_t = o_proj(RMSNorm(o_t)), o_t = (qbar_h . kbar_h) sum_{s<=t} lambda_h^(t-s) x_{s,h}, lambda_h = sigmoid(w_h);
   it replaces the embedding output (not a residual). It does not shift layer indices.
+
+``rope`` and ``lrpe`` compute through :mod:`decaylab.ops.positional` (one-launch Triton kernels for q and k on CUDA,
+torch code elsewhere) with the angle tables cached here.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from decaylab.layers.norms import RMSNorm
-from decaylab.ops import decay_linear_attention
+from decaylab.ops import decay_linear_attention, positional
 from decaylab.registry import Registry
 
 POSITIONAL_ENCODINGS: Registry = Registry("positional encoding")
@@ -36,16 +39,26 @@ class AngleTable:
     Computing the angles on every call cost a host-to-device copy of theta and a handful of kernels per layer and
     call (2-3x the whole training step of a small model); a slice of a cached table costs nothing. The values
     are those of the direct formula: t is an exact integer in the table's dtype, so t * theta rounds the same.
+    With ``rotate_half`` the tables are RoPE's full-width ones, [cos, cos] and [-sin, sin]
+    (``decaylab.ops.positional.rope``).
     """
 
-    def __init__(self, theta: torch.Tensor):
+    def __init__(self, theta: torch.Tensor, rotate_half: bool = False):
         self.theta = theta  # [C] fp64 on the CPU
+        self.rotate_half = rotate_half
         self.tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
         # theta per device and dtype for tensor offsets: a copy from the host inside a CUDA graph capture would fail
         self.thetas: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
+    def _cos_sin(self, angle: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = angle.cos(), angle.sin()
+        if self.rotate_half:
+            return torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1)
+        return cos, sin
+
     def __call__(self, offset: int | torch.Tensor, T: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(cos, sin)``, each ``[T, 1, C]`` for positions offset .. offset + T - 1 (broadcast over heads).
+        """``(cos, sin)``, each ``[T, 1, C]`` (2C with rotate_half) for positions offset .. offset + T - 1
+        (broadcast over heads).
 
         A ``[B]`` tensor offset gives each row its own positions (a left-padded batch decoding rows of different
         lengths): ``[B, T, 1, C]``, computed directly (reading the table would need the largest offset on the host).
@@ -55,14 +68,12 @@ class AngleTable:
             if key not in self.thetas:
                 self.thetas[key] = self.theta.to(device=device, dtype=dtype)
             t = offset.to(device=device, dtype=dtype)[:, None] + torch.arange(T, device=device, dtype=dtype)
-            angle = (t[..., None] * self.thetas[key])[..., None, :]
-            return angle.cos(), angle.sin()
+            return self._cos_sin((t[..., None] * self.thetas[key])[..., None, :])
         cos, sin = self.tables.get(key, (None, None))
         if cos is None or cos.shape[0] < offset + T:
             n = max(offset + T, 2 * (0 if cos is None else cos.shape[0]), 64)
             t = torch.arange(n, device=device, dtype=dtype)
-            angle = (t[:, None] * self.theta.to(device=device, dtype=dtype)[None, :])[:, None, :]
-            cos, sin = angle.cos(), angle.sin()
+            cos, sin = self._cos_sin((t[:, None] * self.theta.to(device=device, dtype=dtype)[None, :])[:, None, :])
             self.tables[key] = (cos, sin)
         return cos[offset : offset + T], sin[offset : offset + T]
 
@@ -115,7 +126,7 @@ class RotaryEncoding(PositionalEncoding):
             raise ValueError(f"pos='rope' needs an even head dimension; got {head_dim} (change d_model or n_heads)")
         # A plain CPU fp64 tensor (not a buffer): exact angles whatever the module dtype or device.
         self.theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64, device="cpu") / head_dim)  # [K/2]
-        self.angles = AngleTable(self.theta)
+        self.angles = AngleTable(self.theta, rotate_half=True)
 
     @property
     def decay_channels(self) -> int:
@@ -124,14 +135,9 @@ class RotaryEncoding(PositionalEncoding):
     def widen_channels(self, x):
         return torch.cat([x, x], dim=-1)  # channel i and i + K/2 form one rotated pair
 
-    def rotate(self, x: torch.Tensor, offset: int | torch.Tensor) -> torch.Tensor:
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        cos, sin = self.angles(offset, x.shape[1], dtype, x.device)  # [(B,) T, 1, K/2]
-        x1, x2 = x.to(dtype).chunk(2, dim=-1)
-        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
-
     def forward(self, q, k, offset=0):
-        return self.rotate(q, offset), self.rotate(k, offset)
+        cos, sin = self.angles(offset, q.shape[1], torch.promote_types(q.dtype, torch.float32), q.device)
+        return positional.rope(q, k, cos, sin)  # [(B,) T, 1, K] tables in the rotate-half layout
 
 
 @POSITIONAL_ENCODINGS.register("lrpe")
@@ -151,14 +157,9 @@ class CosineEncoding(PositionalEncoding):
     def widen_decay(self, log_decay):
         return torch.cat([log_decay, log_decay], dim=-1)  # the cos and sin copies of a channel share its decay
 
-    def encode(self, x: torch.Tensor, offset: int | torch.Tensor) -> torch.Tensor:
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        cos, sin = self.angles(offset, x.shape[1], dtype, x.device)  # [(B,) T, 1, K]
-        y = x.to(dtype)
-        return torch.cat([y * cos, y * sin], dim=-1).to(x.dtype)  # [B, T, H, 2K]
-
     def forward(self, q, k, offset=0):
-        return self.encode(q, offset), self.encode(k, offset)
+        cos, sin = self.angles(offset, q.shape[1], torch.promote_types(q.dtype, torch.float32), q.device)
+        return positional.lrpe(q, k, cos, sin)  # [B, T, H, 2K]
 
 
 class TemporalPositionEncoding(nn.Module):

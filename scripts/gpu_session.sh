@@ -4,6 +4,7 @@
 #            lifted), decoding and the layers/model packages
 #   kernels  the kernel tests against the recurrence (about 4 min)
 #   decode   `decaylab bench decode` for the 160m model, vector and scalar decay, softmax with its KV cache
+#   decode-short  the same at context 8,192 only, vector decay
 #   pos      positional encodings against none, graphed ptb-small, two rounds
 #   paper    the paper sweep into /tmp/paper (resumed from carry/paper.tgz when carried), stopped (SIGINT,
 #            resumable) before DEADLINE seconds (SWEEP_ARGS: the placement, default --devices cuda:0); its database and run files come back in $OUT/paper.tgz
@@ -25,6 +26,8 @@ for section in ${SECTIONS:-tests decode pos}; do
       timeout 200 python3 -m decaylab bench decode --preset 160m --json $OUT/decode-vector.json | tail -14
       timeout 100 python3 -m decaylab bench decode --preset 160m --mixers linear --set decay.granularity=scalar \
         --json $OUT/decode-scalar.json | tail -8 ;;
+    decode-short)
+      timeout 90 python3 -m decaylab bench decode --preset 160m --contexts 8192 --json $OUT/decode-short.json | tail -12 ;;
     pos)
       timeout 200 python3 -m decaylab bench training --preset ptb-small --steps 1000 --repeats 2 --cuda-graph on \
         --set model.decay.granularity=vector --variants "" model.pos=rope model.pos=lrpe --json $OUT/pos.json | tail -8 ;;

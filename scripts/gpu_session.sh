@@ -29,7 +29,7 @@ for section in ${SECTIONS:-tests decode pos}; do
     decode-short)
       timeout 90 python3 -m decaylab bench decode --preset 160m --contexts 8192 --json $OUT/decode-short.json | tail -12 ;;
     pos)
-      timeout 200 python3 -m decaylab bench training --preset ptb-small --steps 1000 --repeats 2 --cuda-graph on \
+      timeout 200 python3 -m decaylab bench training --preset ptb-small --steps 1000 --repeats ${POS_REPEATS:-2} --cuda-graph on \
         --set model.decay.granularity=vector --variants "" model.pos=rope model.pos=lrpe --json $OUT/pos.json | tail -8 ;;
     paper)
       mkdir -p /tmp/paper

@@ -218,12 +218,16 @@ def test_a_model_trains_the_same_on_the_kernels_under_interpreter(model_results,
 
 
 # ------------------------------------------------------------------------------------------------------- on a GPU
-def _run_gpu(kind, q, k, offset, upstream):
-    import torch
-
+def _encoding(kind, head_dim):
     from decaylab.layers.positional import CosineEncoding, RotaryEncoding
 
-    module = (RotaryEncoding if kind == "rope" else CosineEncoding)(q.shape[-1])
+    return (RotaryEncoding if kind == "rope" else CosineEncoding)(head_dim)
+
+
+def _run_gpu(kind, q, k, offset, upstream, module=None):
+    import torch
+
+    module = module or _encoding(kind, q.shape[-1])
     q, k = (t.detach().clone().requires_grad_() for t in (q, k))
     qe, ke = module(q, k, offset)
     dq, dk = torch.autograd.grad([qe, ke], [q, k], upstream)
@@ -269,14 +273,15 @@ def test_kernels_replay_in_a_cuda_graph(kind):
     W = K if kind == "rope" else 2 * K
     q, k = (torch.randn(B, T, H, K, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     upstream = [torch.randn(B, T, H, W, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+    module = _encoding(kind, K)  # one module, as in a model: its angle table is built by the warm-up, not captured
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        _run_gpu(kind, q, k, 3, upstream)  # warm up: kernels compiled, angle tables built
+        _run_gpu(kind, q, k, 3, upstream, module)  # warm up: kernels compiled, angle tables built
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        captured = _run_gpu(kind, q, k, 3, upstream)
+        captured = _run_gpu(kind, q, k, 3, upstream, module)
     for t in (q, k, *upstream):  # new values in the captured inputs, then a replay
         t.copy_(torch.randn_like(t))
     graph.replay()

@@ -11,7 +11,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from decaylab import DecayLM, ModelConfig
 from decaylab.layers import KVCache, StaticKVCache
-from decaylab.model.decoding import EagerDecoder, StaticDecoder, make_decoder
+from decaylab.model import decoding
+from decaylab.model.decoding import GRAPH_MIN_STEPS, EagerDecoder, StaticDecoder, make_decoder
 from decaylab.model.generation import generate, prefill
 from decaylab.model.padding import prefill_left_padded
 from tests.conftest import assert_close
@@ -165,6 +166,16 @@ def test_what_cannot_step_in_place_is_refused_or_left_eager():
     assert isinstance(make_decoder(model, cache, 1, "auto"), EagerDecoder)  # a CPU: no graph, no error
     with pytest.raises(ValueError, match="cuda_graph='on' cannot be honoured: the model is on cpu"):
         make_decoder(model, cache, 1, "on")
+
+
+def test_auto_takes_a_graph_only_for_enough_steps(monkeypatch):
+    model, ids = random_model(MODELS["scalar"]), token_ids(1, 4)
+    with torch.no_grad():
+        _, cache = model(ids, use_cache=True)
+    monkeypatch.setattr(decoding, "unsupported", lambda *args, **kwargs: None)  # as on a CUDA card that can take the graph
+    assert isinstance(make_decoder(model, cache, GRAPH_MIN_STEPS - 1, "auto"), EagerDecoder)
+    assert isinstance(make_decoder(model, cache, GRAPH_MIN_STEPS, "auto"), StaticDecoder)
+    assert isinstance(make_decoder(model, cache, 1, "on"), StaticDecoder)  # "on" insists, however short
 
 
 def test_generate_checks_cuda_graph():

@@ -7,7 +7,8 @@
 #   decode-short  the same at context 8,192 only, vector decay
 #   pos      positional encodings against none, graphed ptb-small, two rounds
 #   paper    the paper sweep into /tmp/paper (resumed from carry/paper.tgz when carried), stopped (SIGINT,
-#            resumable) before DEADLINE seconds (SWEEP_ARGS: the placement, default --devices cuda:0); its database and run files come back in $OUT/paper.tgz
+#            resumable) before DEADLINE seconds (SWEEP_ARGS: the placement, default --devices cuda:0); its database and run files come back in $OUT/paper.tgz,
+#            its export in $OUT/paper-export.jsonl, compared point by point with docs/results/paper.jsonl
 # Wheels for packages the GPU machine lacks go in .whl/ (carried).
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1
@@ -37,6 +38,9 @@ for section in ${SECTIONS:-tests decode pos}; do
       LEFT=$((DEADLINE - SECONDS - 25))
       ( time timeout -s INT $LEFT python3 -m decaylab sweep paper --out /tmp/paper ${SWEEP_ARGS:---devices cuda:0} ) > $OUT/sweep.log 2>&1
       tail -4 $OUT/sweep.log
+      # the finished runs against the same points of the committed study (one run per process, 12 on one H100)
+      timeout 60 python3 -m decaylab report /tmp/paper --export $OUT/paper-export.jsonl > /dev/null 2>&1 &&
+        python3 scripts/compare_results.py docs/results/paper.jsonl $OUT/paper-export.jsonl | head -12
       (cd /tmp/paper && tar czf $OUT/paper.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
         for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)) ;;
     *) echo "unknown section $section (tests, kernels, decode, pos, paper)" ;;

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # GPU checks in one device call (each section a few minutes of one H100; pick with SECTIONS="..."):
-#   tests    the GPU tests of training (runs trained together: the xfail test decides whether the refusal can be
-#            lifted), decoding and the layers/model packages
+#   tests    the GPU tests of training (graphed, runs trained together), decoding (graphed too), positional kernels,
+#            and the layers/model packages
 #   kernels  the kernel tests against the recurrence (about 4 min)
 #   decode   `decaylab bench decode` for the 160m model, vector and scalar decay, softmax with its KV cache
 #   decode-short  the same at context 8,192 only, vector decay
-#   pos      positional encodings against none, graphed ptb-small, two rounds
+#   pos      positional encodings against none, graphed ptb-small, POS_REPEATS rounds (default 2)
 #   paper    the paper sweep into /tmp/paper (resumed from carry/paper.tgz when carried), stopped (SIGINT,
 #            resumable) before DEADLINE seconds (SWEEP_ARGS: the placement, default --devices cuda:0); its database and run files come back in $OUT/paper.tgz,
 #            its export in $OUT/paper-export.jsonl, compared point by point with docs/results/paper.jsonl

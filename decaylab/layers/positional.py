@@ -47,7 +47,7 @@ class AngleTable:
         self.theta = theta  # [C] fp64 on the CPU
         self.rotate_half = rotate_half
         self.tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
-        # theta per device and dtype for tensor offsets: a copy from the host inside a CUDA graph capture would fail
+        # theta per device and dtype, copied from the host once: a copy inside a CUDA graph capture would fail
         self.thetas: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     def _cos_sin(self, angle: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,16 +64,17 @@ class AngleTable:
         lengths): ``[B, T, 1, C]``, computed directly (reading the table would need the largest offset on the host).
         """
         key = (torch.device(device), dtype)
+        if key not in self.thetas:
+            self.thetas[key] = self.theta.to(device=device, dtype=dtype)
+        theta = self.thetas[key]
         if isinstance(offset, torch.Tensor):
-            if key not in self.thetas:
-                self.thetas[key] = self.theta.to(device=device, dtype=dtype)
             t = offset.to(device=device, dtype=dtype)[:, None] + torch.arange(T, device=device, dtype=dtype)
-            return self._cos_sin((t[..., None] * self.thetas[key])[..., None, :])
+            return self._cos_sin((t[..., None] * theta)[..., None, :])
         cos, sin = self.tables.get(key, (None, None))
         if cos is None or cos.shape[0] < offset + T:
             n = max(offset + T, 2 * (0 if cos is None else cos.shape[0]), 64)
             t = torch.arange(n, device=device, dtype=dtype)
-            cos, sin = self._cos_sin((t[:, None] * self.theta.to(device=device, dtype=dtype)[None, :])[:, None, :])
+            cos, sin = self._cos_sin((t[:, None] * theta[None, :])[:, None, :])
             self.tables[key] = (cos, sin)
         return cos[offset : offset + T], sin[offset : offset + T]
 

@@ -127,12 +127,16 @@ def unsupported(model, cache, graph: bool) -> str | None:
     return None
 
 
+def check_graph_mode(cuda_graph: str) -> None:
+    if cuda_graph not in GRAPH_MODES:
+        raise ValueError(f"cuda_graph={cuda_graph!r} must be one of {', '.join(GRAPH_MODES)}")
+
+
 def make_decoder(model, cache, steps: int, cuda_graph: str = "auto") -> EagerDecoder | StaticDecoder:
     """The decoder for ``steps`` tokens after ``cache``: ``auto`` replays a CUDA graph where one can be used (CUDA,
     every layer's cache of a fixed-size form) and may pay off (``GRAPH_MIN_STEPS`` steps or more), ``on``
     insists (ValueError where it cannot), ``off`` steps eagerly."""
-    if cuda_graph not in GRAPH_MODES:
-        raise ValueError(f"cuda_graph={cuda_graph!r} must be one of {', '.join(GRAPH_MODES)}")
+    check_graph_mode(cuda_graph)
     if cuda_graph == "off" or (cuda_graph == "auto" and steps < GRAPH_MIN_STEPS):
         return EagerDecoder(model, cache)
     why = unsupported(model, cache, graph=True)

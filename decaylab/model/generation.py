@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from decaylab.model.decoding import GRAPH_MODES, make_decoder
+from decaylab.model.decoding import check_graph_mode, make_decoder
 
 
 def check_sampling_args(max_new_tokens, temperature, top_k, top_p, prefill_chunk_size) -> None:
@@ -78,8 +78,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
     where it cannot), ``off`` steps eagerly.
     """
     check_sampling_args(max_new_tokens, temperature, top_k, top_p, prefill_chunk_size)
-    if cuda_graph not in GRAPH_MODES:
-        raise ValueError(f"cuda_graph={cuda_graph!r} must be one of {', '.join(GRAPH_MODES)}")
+    check_graph_mode(cuda_graph)  # before the prefill, not after it
     if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.shape[1] == 0:
         raise ValueError("input_ids must be a non-empty [batch, tokens] integer tensor (a prompt of >= 1 token)")
     was_training = model.training

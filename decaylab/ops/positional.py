@@ -26,7 +26,6 @@ try:
 except ImportError:  # no triton: the torch code everywhere
     _triton = None
 
-_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _mode: list[bool | None] = [None]  # None: kernels on CUDA; False: never; True: wherever triton runs
 
 
@@ -63,8 +62,8 @@ def _fused(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor) -> bool:
     mode = _mode[0]
     if mode is False or (mode is None and q.device.type != "cuda"):
         return False
-    return (cos.ndim == 3 and cos.dtype == torch.float32 and q.shape == k.shape and q.ndim == 4
-            and q.dtype in _KERNEL_DTYPES and k.dtype in _KERNEL_DTYPES and _triton is not None)
+    return (_triton is not None and cos.ndim == 3 and cos.dtype == torch.float32 and q.shape == k.shape
+            and q.ndim == 4 and q.dtype in _triton.KERNEL_DTYPES and k.dtype in _triton.KERNEL_DTYPES)
 
 
 def rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

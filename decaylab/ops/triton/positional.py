@@ -24,7 +24,7 @@ import triton.language as tl
 from decaylab.ops.triton.configs import interpreter_active
 
 TILE = 2048  # channel values per tile and channel group: 16 float32 registers a thread on 4 warps
-_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 @triton.jit
@@ -123,7 +123,7 @@ class PositionalFunction(torch.autograd.Function):
 def _check(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
     if q.ndim != 4 or q.shape != k.shape:
         raise ValueError(f"q and k must both be [B, T, H, K] of one shape; got {tuple(q.shape)} and {tuple(k.shape)}")
-    if q.dtype not in _KERNEL_DTYPES or k.dtype not in _KERNEL_DTYPES:
+    if q.dtype not in KERNEL_DTYPES or k.dtype not in KERNEL_DTYPES:
         raise ValueError(f"q and k must be float16, bfloat16 or float32 (got {q.dtype}, {k.dtype}); "
                          f"decaylab.ops.positional runs other dtypes on torch")
     T, K = q.shape[1], q.shape[3]
@@ -152,4 +152,4 @@ def lrpe(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor)
     return PositionalFunction.apply(_unit_stride(q), _unit_stride(k), cos, sin, False)
 
 
-__all__ = ["PositionalFunction", "lrpe", "positional_kernel", "rope"]
+__all__ = ["KERNEL_DTYPES", "PositionalFunction", "lrpe", "positional_kernel", "rope"]

@@ -19,17 +19,28 @@ each of its steps, so a run's dropout masks do not depend on which runs share it
 recorded and dropped; the others go on (a CUDA error that breaks the process stops them all, as it would stop one).
 A run's ``tokens_per_s`` counts the time spent in its own steps only, not its turns' waits: the throughput of the
 whole group is the tokens of all its runs over the call's wall time (``decaylab bench training --together``).
+Each run a group trains to its end also gets, in summary.json, the group's size (``together_runs``), the seconds
+it spent building every run (data, model, optimizer) before the first step (``together_build_s``), the process's
+age when the group began (``together_process_s``: its start-up and imports; Linux only), the time the group began
+(``together_started_at``, unix seconds) and the seconds
+from the first step to this run's last (``together_loop_s``), so that a sweep can tell its groups' training from
+their fixed cost (``scripts/fixed_cost.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generator, Sequence
 
 import torch
 
+from decaylab import rundir
+from decaylab.files import atomic_write_text
 from decaylab.run.config import RunConfig
 from decaylab.training import distributed as dist_utils
 from decaylab.training.loop import _Trainer, prepare_run
@@ -61,6 +72,27 @@ class _Slot:
                 self.cpu_rng = torch.get_rng_state()
 
 
+def _note_group(trainer: _Trainer, summary: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
+    """The summary with the group's timing added, in summary.json too (a run that was already done is left as it
+    was: its timing belongs to the group that trained it)."""
+    if trainer.step == (trainer.resumed_from or 0):
+        return summary
+    summary = {**summary, **timing}
+    if trainer.ctx.is_main:
+        atomic_write_text(trainer.run_dir / rundir.SUMMARY, json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _process_age() -> float | None:
+    """Seconds since this process started (from /proc; None elsewhere)."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat: start time after boot
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 def _cuda_generator() -> torch.Generator:
     return torch.cuda.default_generators[torch.cuda.current_device()]
 
@@ -71,6 +103,7 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]]) ->
     Returns, per run in order, its summary or the exception that stopped it. One process only (no torchrun).
     """
     results: list[dict[str, Any] | Exception | None] = [None] * len(runs)
+    started, started_at, age = time.perf_counter(), time.time(), _process_age()
     prepared = []
     for i, (cfg, out, resume) in enumerate(runs):
         try:
@@ -99,13 +132,19 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]]) ->
                 continue
             cuda_rng = _cuda_generator().clone_state() if ctx.device.type == "cuda" else None
             slots[i] = _Slot(trainer, trainer.steps(), stream, torch.get_rng_state(), cuda_rng)
+        looping = time.perf_counter()
+        group = {"together_runs": len(slots), "together_started_at": round(started_at, 3),
+                 "together_build_s": round(looping - started, 3)}
+        if age is not None:
+            group["together_process_s"] = round(age, 3)
         while slots:
             for i, slot in list(slots.items()):
                 with slot.turn():
                     try:
                         next(slot.steps)
                     except StopIteration as done:
-                        results[i] = done.value
+                        timing = dict(group, together_loop_s=round(time.perf_counter() - looping, 3))
+                        results[i] = _note_group(slot.trainer, done.value, timing)
                         del slots[i]
                     except Exception as error:  # noqa: BLE001 - recorded per run, as a sweep records failures
                         results[i] = error

@@ -3,6 +3,8 @@ are refused unless asked for, and the GPU tests below track why (decaylab.traini
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from training_helpers import small_run
@@ -23,6 +25,12 @@ def test_runs_in_turns_match_runs_alone_dropout_included(tmp_path):
         train(cfg, tmp_path / f"alone-{i}")
     results = train_together([(cfg, tmp_path / f"together-{i}", False) for i, cfg in enumerate(configs)])
     assert [r["steps"] for r in results] == [8, 8, 5]
+    for i, r in enumerate(results):  # the group's timing, in the summary and its file
+        assert r["together_runs"] == 3 and 0 < r["together_build_s"] and 0 < r["together_loop_s"]
+        assert r["together_started_at"] == results[0]["together_started_at"]
+        assert r.get("together_process_s", 1.0) > 0  # Linux only
+        assert json.loads((tmp_path / f"together-{i}" / "summary.json").read_text())["together_loop_s"] == r["together_loop_s"]
+    assert results[2]["together_loop_s"] < results[0]["together_loop_s"]  # its 5 steps ended first
     for i in range(len(configs)):
         assert _curve(tmp_path / f"together-{i}") == _curve(tmp_path / f"alone-{i}")  # bit for bit
         a = torch.load(tmp_path / f"alone-{i}" / "checkpoints" / "step-3" / "model.pt", weights_only=True)
@@ -50,6 +58,8 @@ def test_resumed_and_new_runs_together(tmp_path):
     train(small_run(**{"train.max_steps": 3}), tmp_path / "short")  # resumed below to 8 steps
     results = train_together([(cfg, tmp_path / "short", True), (cfg, tmp_path / "new", False)])
     assert results[0]["resumed_from"] == 3 and results[1]["steps"] == 8
+    again = train_together([(cfg, tmp_path / "new", True), (cfg, tmp_path / "short", True)])
+    assert again == results[::-1]  # nothing left to train: each summary as its own group wrote it
     assert _curve(tmp_path / "new") == _curve(tmp_path / "straight")
 
 

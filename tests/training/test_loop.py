@@ -188,3 +188,17 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     one, accum = _curve(tmp_path / "one"), _curve(tmp_path / "accum")
     for a, b in zip(one, accum):
         assert a[1] == pytest.approx(b[1], rel=1e-5) and a[2] == pytest.approx(b[2], rel=1e-4)
+
+
+def test_validation_scores_the_same_windows_however_they_are_grouped():
+    from decaylab.data import build_dataset
+
+    cfg = small_run(**{"train.eval_batch_size": 3})
+    data = build_dataset(cfg.data, None, cfg.model.vocab_size)
+    torch.manual_seed(0)
+    model = DecayLM(cfg.model)
+    one_batch = loop.validation_loss(model, data, cfg, torch.device("cpu"), max_batches=4)
+    for rows in (1, 4, 7, 100):  # fewer rows than a batch, across batch edges, all four in one forward
+        grouped = loop.validation_loss(model, data, cfg, torch.device("cpu"), max_batches=4, rows_per_forward=rows)
+        assert grouped == pytest.approx(one_batch, rel=1e-6)
+    assert loop.validation_loss(model, data, cfg, torch.device("cpu"), max_batches=5) != pytest.approx(one_batch)

@@ -94,6 +94,7 @@ def _process_age() -> float | None:
 
 
 def _cuda_generator() -> torch.Generator:
+    torch.cuda.init()  # the default generators exist only once CUDA is initialised (a fresh sweep worker's is not)
     return torch.cuda.default_generators[torch.cuda.current_device()]
 
 

@@ -28,6 +28,7 @@ from decaylab.run.config import RunConfig, TrainConfig, settle_vocab
 from decaylab.run.schedules import learning_rate
 from decaylab.training import distributed as dist_utils
 from decaylab.training.cuda_graph import GraphedTrainStep, graph_step_unsupported
+from decaylab.training.lagged import LaggedRecords
 from decaylab.training.optim import build_optimizer, set_learning_rate
 from decaylab.training.resume import check_fresh, load_stored_config, resume_changes, write_config
 from decaylab.training.support import (
@@ -333,6 +334,18 @@ class _Trainer:
         tokens_per_step = train.tokens_per_step()
         window_tokens, window_time = 0, 0.0
         loss = val_loss = None
+
+        def emit(record: dict[str, Any]) -> None:
+            if log is not None:
+                log.write(record)
+                if plain_progress:
+                    print_progress(record, train.max_steps, time.perf_counter() - started, record["step"] - first)
+            if bar is not None:
+                bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
+
+        # A graphed step's numbers are read back once it has run (decaylab.training.lagged); an eager step's are
+        # floats already.
+        records = LaggedRecords(emit, self._check_finite)
         try:
             while self.step < train.max_steps:
                 t0 = time.perf_counter()
@@ -341,13 +354,13 @@ class _Trainer:
                     (self.step + 1) % train.eval_every == 0 or self.step + 1 == train.max_steps
                 )
                 checkpoint_now = train.ckpt_every and (self.step + 1) % train.ckpt_every == 0
+                event = None
                 if self.use_graph:
-                    # Replays queue up on the GPU; the host waits only where it needs the numbers (a log line,
-                    # an evaluation, a checkpoint), and checks there that nothing diverged since.
+                    # Replays queue up on the GPU. The host waits only where it must (an evaluation, a checkpoint,
+                    # the last step) and checks there that nothing diverged; a log line waits for its step instead.
                     loss, grad_norm, lr = self._graphed_train_step(self.step)
-                    if log_now or evaluate_now or checkpoint_now:
-                        loss, grad_norm = float(loss), float(grad_norm)
-                        self._check_finite(self.step, loss, grad_norm, lr)
+                    if evaluate_now or checkpoint_now or self.step + 1 == train.max_steps:
+                        loss, grad_norm, event = records.settle(self.step, loss, grad_norm, lr)
                 else:
                     loss, grad_norm, lr = self._train_step(self.step)
                 elapsed = time.perf_counter() - t0
@@ -356,26 +369,29 @@ class _Trainer:
                 window_tokens, window_time = window_tokens + tokens_per_step, window_time + elapsed
                 tokens_per_s = window_tokens / max(window_time, 1e-9)
                 record = None
-                if log_now:
+                if log_now or evaluate_now:
                     record = {"step": self.step, "tokens": self.step * tokens_per_step, "loss": loss, "lr": lr,
                               "grad_norm": grad_norm, "tokens_per_s": round(tokens_per_s, 1)}
-                    window_tokens, window_time = 0, 0.0
+                    if log_now:
+                        window_tokens, window_time = 0, 0.0
                 if evaluate_now:
                     val_loss = validation_loss(self.forward_model, self.dataset, cfg, ctx.device, train.eval_batches)
-                    record = record or {"step": self.step, "tokens": self.step * tokens_per_step, "loss": loss,
-                                        "lr": lr, "grad_norm": grad_norm, "tokens_per_s": round(tokens_per_s, 1)}
                     record.update(val_loss=val_loss, val_ppl=math.exp(min(val_loss, 700.0)))
-                if record is not None and log is not None:
-                    log.write(record)
-                    if plain_progress:
-                        print_progress(record, train.max_steps, time.perf_counter() - started, self.step - first)
+                if record is not None:
+                    if torch.is_tensor(loss):
+                        records.add(record, loss, grad_norm)  # written by a later flush
+                    else:
+                        records.write_now(record, event)
+                records.flush()
                 if bar is not None:
                     bar.update(1)
-                    if isinstance(loss, float):
-                        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
                 if (train.ckpt_every and self.step % train.ckpt_every == 0) or self.step == train.max_steps:
                     self._checkpoint()
                 yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                records.flush(wait=True)  # the records of the steps that ran before the error or interrupt
+            raise
         finally:
             if bar is not None:
                 bar.close()

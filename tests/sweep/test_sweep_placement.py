@@ -49,6 +49,17 @@ def test_a_worker_of_several_runs_holds_one_context_and_every_run():
     assert worker_bytes(run, 4) == CONTEXT_BYTES + 12 * GiB
 
 
+def test_workers_of_several_runs_stop_at_the_runs_a_card_takes_at_once():
+    run = worker_bytes(CONTEXT_BYTES + GiB // 4, 8)  # eight ptb-small-like runs a worker: about 2.6 GiB
+    choice = choose_workers("cuda:0", cores=16, cards=1, free_bytes=79 * GiB, run_bytes=run, runs_per_worker=8)
+    assert (choice.workers, choice.flight_cap, choice.hard_cap) == (4, 4, 12)  # 32 runs in flight, as measured
+    assert "flight cap 4, hard cap 12" in choice.describe()
+    assert choose_workers("cuda:0", 16, 1, 79 * GiB, run, runs_per_worker=3).workers == 11  # ceil(32 / 3)
+    assert choose_workers("cuda:0", 16, 1, 79 * GiB, run, runs_per_worker=64).workers == 1
+    one = choose_workers("cuda:0", 16, 1, 79 * GiB, GiB)  # a run a worker: the hard cap, and no word of the other
+    assert (one.workers, one.flight_cap) == (12, 32) and "flight" not in one.describe()
+
+
 def test_at_least_one_worker():
     assert choose_workers("cuda:0", cores=1, cards=2, free_bytes=80 * GiB, run_bytes=GiB).workers == 1  # cpu cap 0
     tight = choose_workers("cuda:0", cores=16, cards=1, free_bytes=GiB, run_bytes=2 * GiB)

@@ -6,9 +6,11 @@
 #   decode   `decaylab bench decode` for the 160m model, vector and scalar decay, softmax with its KV cache
 #   decode-short  the same at context 8,192 only, vector decay
 #   pos      positional encodings against none, graphed ptb-small, POS_REPEATS rounds (default 2)
+#   step     where a graphed ptb-small step's GPU time goes, and replay rates alone and on several streams
 #   paper    the paper sweep into /tmp/paper (resumed from carry/paper.tgz when carried), stopped (SIGINT,
-#            resumable) before DEADLINE seconds (SWEEP_ARGS: the placement, default --devices cuda:0); its database and run files come back in $OUT/paper.tgz,
-#            its export in $OUT/paper-export.jsonl, compared point by point with docs/results/paper.jsonl
+#            resumable) before DEADLINE seconds (SWEEP_ARGS: the placement, default --devices cuda:0
+#            --runs-per-worker 8); its database and run files come back in $OUT/paper.tgz, its export in
+#            $OUT/paper-export.jsonl, compared point by point with docs/results/paper.jsonl, and its fixed cost
 # Wheels for packages the GPU machine lacks go in .whl/ (carried).
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1
@@ -29,6 +31,8 @@ for section in ${SECTIONS:-tests decode pos}; do
         --json $OUT/decode-scalar.json | tail -8 ;;
     decode-short)
       timeout 90 python3 -m decaylab bench decode --preset 160m --contexts 8192 --json $OUT/decode-short.json | tail -12 ;;
+    step)
+      timeout 200 python3 scripts/profile_step.py > $OUT/profile.txt 2>&1; grep "==" $OUT/profile.txt ;;
     pos)
       timeout 200 python3 -m decaylab bench training --preset ptb-small --steps 1000 --repeats ${POS_REPEATS:-2} --cuda-graph on \
         --set model.decay.granularity=vector --variants "" model.pos=rope model.pos=lrpe --json $OUT/pos.json | tail -8 ;;
@@ -36,13 +40,14 @@ for section in ${SECTIONS:-tests decode pos}; do
       mkdir -p /tmp/paper
       if [ -f carry/paper.tgz ]; then tar xzf carry/paper.tgz -C /tmp/paper; fi
       LEFT=$((DEADLINE - SECONDS - 25))
-      ( time timeout -s INT $LEFT python3 -m decaylab sweep paper --out /tmp/paper ${SWEEP_ARGS:---devices cuda:0} ) > $OUT/sweep.log 2>&1
+      ( time timeout -s INT $LEFT python3 -m decaylab sweep paper --out /tmp/paper ${SWEEP_ARGS:---devices cuda:0 --runs-per-worker 8} ) > $OUT/sweep.log 2>&1
       tail -4 $OUT/sweep.log
       # the finished runs against the same points of the committed study (one run per process, 12 on one H100)
       timeout 60 python3 -m decaylab report /tmp/paper --export $OUT/paper-export.jsonl > /dev/null 2>&1 &&
-        python3 scripts/compare_results.py docs/results/paper.jsonl $OUT/paper-export.jsonl | head -12
+        python3 scripts/compare_results.py docs/results/paper.jsonl $OUT/paper-export.jsonl > $OUT/compare.txt
+      grep -v " in B " $OUT/compare.txt | head -10; python3 scripts/fixed_cost.py /tmp/paper | tail -1
       (cd /tmp/paper && tar czf $OUT/paper.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
         for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)) ;;
-    *) echo "unknown section $section (tests, kernels, decode, pos, paper)" ;;
+    *) echo "unknown section $section (tests, kernels, decode, decode-short, step, pos, paper)" ;;
   esac
 done

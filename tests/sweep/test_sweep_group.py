@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 from fake_backend import BACKEND
@@ -94,3 +95,21 @@ def test_real_runs_trained_together_match_runs_alone(tmp_path):
     for run_id, values in alone.items():
         for name in ("final_loss", "test_ppl", "val_ppl"):
             assert metrics[run_id][name] == values[name], (run_id, name)
+
+    # the group's timing, as scripts/fixed_cost.py reads it: one group of two, training inside its wall time
+    fixed_cost = _script("fixed_cost")
+    (group,) = fixed_cost.groups(tmp_path / "together")
+    assert (group["size"], group["finished"]) == (2, 2)
+    assert 0 < group["loop"] < group["wall"] and 0 < group["build"] and 0 < group["eval"]
+    assert group["fixed"] == pytest.approx(group["wall"] - group["loop"])
+    assert fixed_cost.groups(tmp_path / "alone") == []  # runs trained one per process carry no group timing
+
+
+def _script(name):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

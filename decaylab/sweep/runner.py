@@ -251,6 +251,6 @@ def _execute(
         raise
     log(
         f"sweep: {len(result.finished)} finished, {len(result.failed)} failed, {len(result.busy)} busy, "
-        f"{result.skipped} skipped (already done); results in {db.path}"
+        f"{result.skipped} skipped (already done) in {_duration(time.time() - sweep_started)}; results in {db.path}"
     )
     return result

@@ -80,7 +80,7 @@ class CardWorkers:
     memory_cap: int
     hard_cap: int
     run_bytes: int
-    flight_cap: int = HARD_CAP
+    flight_cap: int
 
     def describe(self) -> str:
         return (

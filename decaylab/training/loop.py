@@ -15,7 +15,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any, Callable, Generator
 
 import torch
 import torch.nn.functional as F
@@ -203,6 +203,8 @@ class _Trainer:
         torch.manual_seed(cfg.train.seed + 1 + ctx.rank)
         self.forward_model = torch.compile(self.wrapped) if cfg.train.compile else self.wrapped
         self.graphed_step = None  # built at the first step, after a resumed run has restored its state
+        # Called when the summary is written; its fields join it (runs trained together add their group's timing).
+        self.summary_extra: Callable[[], dict[str, Any]] | None = None
 
         if stored is not None:
             self._restore()
@@ -425,6 +427,8 @@ class _Trainer:
                            val_estimate_batches=train.eval_batches)
         if self.ctx.is_main:
             save_final_model(self.model, self.cfg, final_state, self.run_dir)
+            if self.summary_extra is not None:
+                summary.update(self.summary_extra())
             atomic_write_text(self.run_dir / rundir.SUMMARY, json.dumps(summary, indent=2) + "\n")
         dist_utils.barrier(self.ctx)
         return summary

@@ -22,15 +22,14 @@ whole group is the tokens of all its runs over the call's wall time (``decaylab 
 Each run a group trains to its end also gets, in summary.json, the group's size (``together_runs``), the seconds
 it spent building every run (data, model, optimizer) before the first step (``together_build_s``), the process's
 age when the group began (``together_process_s``: its start-up and imports; Linux only), the time the group began
-(``together_started_at``, unix seconds) and the seconds
-from the first step to this run's last (``together_loop_s``), so that a sweep can tell its groups' training from
-their fixed cost (``scripts/fixed_cost.py``).
+(``together_started_at``, unix seconds) and the seconds from the first step to this run's end
+(``together_loop_s``), so that a sweep can tell its groups' training from their fixed cost
+(``scripts/fixed_cost.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -39,8 +38,6 @@ from typing import Any, Generator, Sequence
 
 import torch
 
-from decaylab import rundir
-from decaylab.files import atomic_write_text
 from decaylab.run.config import RunConfig
 from decaylab.training import distributed as dist_utils
 from decaylab.training.loop import _Trainer, prepare_run
@@ -70,17 +67,6 @@ class _Slot:
                 yield
             finally:
                 self.cpu_rng = torch.get_rng_state()
-
-
-def _note_group(trainer: _Trainer, summary: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
-    """The summary with the group's timing added, in summary.json too (a run that was already done is left as it
-    was: its timing belongs to the group that trained it)."""
-    if trainer.step == (trainer.resumed_from or 0):
-        return summary
-    summary = {**summary, **timing}
-    if trainer.ctx.is_main:
-        atomic_write_text(trainer.run_dir / rundir.SUMMARY, json.dumps(summary, indent=2) + "\n")
-    return summary
 
 
 def _process_age() -> float | None:
@@ -138,14 +124,15 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]]) ->
                  "together_build_s": round(looping - started, 3)}
         if age is not None:
             group["together_process_s"] = round(age, 3)
+        for slot in slots.values():  # written into the summary of each run that trains to its end here
+            slot.trainer.summary_extra = lambda: dict(group, together_loop_s=round(time.perf_counter() - looping, 3))
         while slots:
             for i, slot in list(slots.items()):
                 with slot.turn():
                     try:
                         next(slot.steps)
                     except StopIteration as done:
-                        timing = dict(group, together_loop_s=round(time.perf_counter() - looping, 3))
-                        results[i] = _note_group(slot.trainer, done.value, timing)
+                        results[i] = done.value
                         del slots[i]
                     except Exception as error:  # noqa: BLE001 - recorded per run, as a sweep records failures
                         results[i] = error

@@ -6,6 +6,8 @@
 #   decode   `decaylab bench decode` for the 160m model, vector and scalar decay, softmax with its KV cache
 #   decode-short  the same at context 8,192 only, vector decay
 #   pos      positional encodings against none, graphed ptb-small, POS_REPEATS rounds (default 2)
+#   evalprof where a finished run's evaluation spends its time (scripts/profile_eval.py)
+#   trainingtests  the GPU tests of training alone
 #   step     where a graphed ptb-small step's GPU time goes, and replay rates alone and on several streams
 #   paper    the paper sweep into /tmp/paper (resumed from carry/paper.tgz when carried), stopped (SIGINT,
 #            resumable) before DEADLINE seconds (SWEEP_ARGS: the placement, default --devices cuda:0
@@ -31,6 +33,10 @@ for section in ${SECTIONS:-tests decode pos}; do
         --json $OUT/decode-scalar.json | tail -8 ;;
     decode-short)
       timeout 90 python3 -m decaylab bench decode --preset 160m --contexts 8192 --json $OUT/decode-short.json | tail -12 ;;
+    evalprof)
+      timeout 200 python3 scripts/profile_eval.py > $OUT/profile-eval.txt 2>&1; grep -B6 "==" $OUT/profile-eval.txt | tail -8 ;;
+    trainingtests)
+      timeout 240 python3 -m pytest -m gpu -q -rxX tests/training > $OUT/gpu-training-tests.log 2>&1; tail -4 $OUT/gpu-training-tests.log ;;
     step)
       timeout 200 python3 scripts/profile_step.py > $OUT/profile.txt 2>&1; grep "==" $OUT/profile.txt ;;
     pos)
@@ -48,6 +54,6 @@ for section in ${SECTIONS:-tests decode pos}; do
       grep -v " in B " $OUT/compare.txt | head -10; python3 scripts/fixed_cost.py /tmp/paper | tail -1
       (cd /tmp/paper && tar czf $OUT/paper.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
         for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)) ;;
-    *) echo "unknown section $section (tests, kernels, decode, decode-short, step, pos, paper)" ;;
+    *) echo "unknown section $section (tests, trainingtests, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
   esac
 done

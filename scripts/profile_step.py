@@ -15,6 +15,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from decaylab.model import DecayLM
+from decaylab.ops import norm
 from decaylab.training import resolve_run_config
 from decaylab.training.cuda_graph import GraphedTrainStep
 from decaylab.training.optim import build_optimizer
@@ -26,7 +27,7 @@ VARIANTS = {
 }
 
 
-def build(changes, rows, seed=0):
+def build(changes, rows, seed=0, cast=True):
     cfg = resolve_run_config("ptb-small", None, {**changes, "model.vocab_size": 10000})
     torch.manual_seed(seed)
     model = DecayLM(cfg.model).cuda()
@@ -34,23 +35,29 @@ def build(changes, rows, seed=0):
     g = GraphedTrainStep(
         model, model, opt, rows=rows, seq_len=128, grad_accum=1, max_norm=1.0, autocast_dtype=torch.bfloat16
     )
+    if not cast:
+        g.cast_weights = {}
     x = torch.randint(0, 10000, (rows, 128))
     y = torch.randint(0, 10000, (rows, 128))
     g(x, y, 1e-3)
     return g, x, y
 
 
-def eager_profile(label, changes, steps=10):
-    g, _, _ = build(changes, 16)
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            g.optimizer.zero_grad(set_to_none=True)
-            g._step()
-        torch.cuda.synchronize()
+def eager_profile(label, changes, steps=10, fused=True):
+    """Kernels of one step launched eagerly; ``fused=False``: the torch norms and per-layer weight casts instead."""
+    with norm.use_kernels(None if fused else False):
+        g, _, _ = build(changes, 16, cast=fused)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                g.optimizer.zero_grad(set_to_none=True)
+                g._step()
+            torch.cuda.synchronize()
+    label = label if fused else f"{label} (torch norms, per-layer casts)"
     ev = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     total = sum(e.device_time for e in ev) / steps
     print(f"== {label}: {len(ev) / steps:.0f} kernels/step, {total / 1000:.3f} ms summed kernel time/step")
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=22, max_name_column_width=60))
+    print(prof.key_averages().table(sort_by="count", row_limit=30, max_name_column_width=60))
 
 
 def rate(steps_list, n, mode):
@@ -75,11 +82,13 @@ def rate(steps_list, n, mode):
 streams = [torch.cuda.Stream() for _ in range(16)]
 
 
-def packed(label, changes, rows, k, n=150):
+def packed(label, changes, rows, k, n=150, fused=True):
     steps_list = []
     for i in range(k):
-        with torch.cuda.stream(streams[i]):
-            steps_list.append(build(changes, rows, seed=i))
+        with torch.cuda.stream(streams[i]), norm.use_kernels(None if fused else False):
+            g, x, y = build(changes, rows, seed=i, cast=fused)
+            steps_list.append((g, x, y))
+    label = label if fused else f"{label} (torch norms, per-layer casts)"
     torch.cuda.synchronize()
     out = {m: rate(steps_list, n, m) for m in ("replay", "pageable", "pinned")}
     print(f"== {label} B{rows} x{k} streams: " + ", ".join(f"{m} {v:,.0f} tok/s" for m, v in out.items()), flush=True)
@@ -89,6 +98,9 @@ def packed(label, changes, rows, k, n=150):
 
 for label in ("scalar", "vector"):
     eager_profile(label, VARIANTS[label])
+    eager_profile(label, VARIANTS[label], fused=False)
+for label, rows, k in (("scalar", 16, 1), ("scalar", 16, 8), ("vector", 16, 1)):
+    packed(label, VARIANTS[label], rows, k, n=100, fused=False)
 for label, rows, k in (
     ("scalar", 16, 1),
     ("scalar", 48, 1),

@@ -4,10 +4,10 @@ A graphed step leaves its loss and gradient norm on the GPU. Reading them at onc
 wait for every step queued before it, and the GPU runs dry until the host queues the next one. For one run that
 costs a drained queue per log line; for runs trained together (``decaylab.training.together``) every read stops
 the host from queueing any run's steps, while the other runs' streams finish what they had. So each logged step's
-two numbers are copied, in the order of the step's stream, into pinned host memory behind an event; its record is
-written once the event has passed (``flush``), in step order, and checked for divergence then. Where the loop waits
-anyway (an evaluation, a checkpoint, the last step), ``settle`` writes everything before it and reads the step's
-numbers at once.
+two numbers, with the validation loss where the step was followed by one, are copied, in the order of the step's
+stream, into pinned host memory behind an event; its record is written once the event has passed (``flush``), in
+step order, and checked for divergence then. Where the loop waits anyway (a checkpoint, the last step), ``settle``
+writes everything before it and reads the step's numbers at once.
 
 A record's ``tokens_per_s`` is measured on the GPU's clock, between the events of two logged steps; the host's
 time per step says little once it queues steps ahead of the GPU. The first record of a run keeps the host's figure.
@@ -15,6 +15,7 @@ time per step says little once it queues steps ahead of the GPU. The first recor
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -25,7 +26,8 @@ import torch
 @dataclass
 class _Pending:
     record: dict[str, Any]
-    values: torch.Tensor  # [2]: loss, gradient norm (pinned host memory on a GPU, filled when ``event`` passes)
+    values: torch.Tensor  # [2 + n]: loss, gradient norm, the record's tensor fields (pinned host memory on a GPU,
+    # filled when ``event`` passes)
     event: Any  # torch.cuda.Event, or None on a CPU (the values are there already)
 
 
@@ -46,11 +48,14 @@ class LaggedRecords:
         return len(self._pending)
 
     def add(self, record: dict[str, Any], loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        """Other fields of ``record`` that are device tensors (a validation loss) are read with the step's numbers."""
         # A copy now, in stream order: the next replay overwrites the graph's loss and gradient norm in place.
-        values = torch.stack([loss.detach().float(), grad_norm.detach().float()])
+        extra = [key for key, value in record.items() if torch.is_tensor(value)]
+        values = torch.stack([loss.detach().double(), grad_norm.detach().double(),
+                              *(record[key].detach().double() for key in extra)])
         event = None
         if values.is_cuda:
-            host = torch.empty(2, dtype=torch.float32, pin_memory=True)
+            host = torch.empty(len(values), dtype=torch.float64, pin_memory=True)
             values = host.copy_(values, non_blocking=True)
             event = torch.cuda.Event(enable_timing=True)
             event.record()
@@ -62,8 +67,12 @@ class LaggedRecords:
             item = self._pending.popleft()
             if item.event is not None:
                 item.event.synchronize()  # returns at once unless waiting
-            loss, grad_norm = (float(v) for v in item.values.tolist())
+            loss, grad_norm, *extra = item.values.tolist()
             record = item.record
+            for key, value in zip([k for k, v in record.items() if torch.is_tensor(v)], extra):
+                record[key] = value if math.isfinite(value) else None
+                if key == "val_loss":
+                    record["val_ppl"] = math.exp(min(value, 700.0)) if math.isfinite(value) else None
             try:
                 self._check(record["step"] - 1, loss, grad_norm, record["lr"])
             except Exception:

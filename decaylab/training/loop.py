@@ -91,11 +91,13 @@ EVAL_TOKENS_PER_FORWARD = 8192
 
 @torch.no_grad()
 def validation_loss(model, dataset, cfg: RunConfig, device, max_batches: int | None,
-                    rows_per_forward: int | None = None) -> float:
+                    rows_per_forward: int | None = None, on_device: bool = False) -> float | torch.Tensor:
     """Mean token loss (nats) on the valid split, over at most ``max_batches`` batches of the evaluation batch size.
 
     ``rows_per_forward``: rows per forward pass (default: the batch size on a CPU; on a GPU, batches joined up to
     EVAL_TOKENS_PER_FORWARD tokens). It changes how the same windows are grouped, not which are scored.
+    ``on_device``: return the mean as a 0-d float64 tensor on the model's device, not read back (a graphed run
+    reads it with its step's numbers, ``decaylab.training.lagged``); NaN when nothing was scored.
     """
     train = cfg.train
     batch_size = train.eval_batch_size or max(1, train.batch_size // train.grad_accum)
@@ -128,6 +130,8 @@ def validation_loss(model, dataset, cfg: RunConfig, device, max_batches: int | N
     if pending:
         score(pending)
     model.train(was_training)
+    if on_device:
+        return total / count  # 0 / 0 = NaN when the split holds no window, caught as a divergence when read
     total, count = float(total), int(count)
     if count == 0:
         raise ValueError("the valid split is shorter than one evaluation window; lower train.seq_len")
@@ -358,10 +362,10 @@ class _Trainer:
                 checkpoint_now = train.ckpt_every and (self.step + 1) % train.ckpt_every == 0
                 event = None
                 if self.use_graph:
-                    # Replays queue up on the GPU. The host waits only where it must (an evaluation, a checkpoint,
-                    # the last step) and checks there that nothing diverged; a log line waits for its step instead.
+                    # Replays queue up on the GPU. The host waits only where it must (a checkpoint, the last step)
+                    # and checks there that nothing diverged; a log line and a validation wait for their step.
                     loss, grad_norm, lr = self._graphed_train_step(self.step)
-                    if evaluate_now or checkpoint_now or self.step + 1 == train.max_steps:
+                    if checkpoint_now or self.step + 1 == train.max_steps:
                         loss, grad_norm, event = records.settle(self.step, loss, grad_norm, lr)
                 else:
                     loss, grad_norm, lr = self._train_step(self.step)
@@ -377,8 +381,11 @@ class _Trainer:
                     if log_now:
                         window_tokens, window_time = 0, 0.0
                 if evaluate_now:
-                    val_loss = validation_loss(self.forward_model, self.dataset, cfg, ctx.device, train.eval_batches)
-                    record.update(val_loss=val_loss, val_ppl=math.exp(min(val_loss, 700.0)))
+                    val_loss = validation_loss(self.forward_model, self.dataset, cfg, ctx.device, train.eval_batches,
+                                               on_device=torch.is_tensor(loss))
+                    record["val_loss"] = val_loss  # read (and val_ppl added) with the step's numbers when lagged
+                    if not torch.is_tensor(val_loss):
+                        record["val_ppl"] = math.exp(min(val_loss, 700.0))
                 if record is not None:
                     if torch.is_tensor(loss):
                         records.add(record, loss, grad_norm)  # written by a later flush
@@ -420,6 +427,8 @@ class _Trainer:
         if loss is None:  # resumed at the last step: take the final loss from the log
             records = rundir.read_metrics(self.run_dir) if self.ctx.is_main else []
             summary["final_loss"] = records[-1]["loss"] if records else None
+        if torch.is_tensor(val_loss):  # a lagged validation (the last step's is read at once; this is a guard)
+            val_loss = float(val_loss)
         if val_loss is not None:
             # The last periodic validation, over train.eval_batches batches: an estimate, named apart from the
             # val_loss / val_ppl of eval.json (the whole split), so that neither is read as the other.

@@ -44,6 +44,18 @@ def test_records_are_written_in_step_order_with_their_numbers():
     assert all(r["tokens_per_s"] == 100.0 for r in sink.written)  # a CPU keeps the host's figure
 
 
+def test_a_validation_loss_on_the_device_is_read_with_its_step():
+    sink = _Sink()
+    records = LaggedRecords(sink.write, sink.check)
+    records.add({**_record(20), "val_loss": torch.tensor(2.5, dtype=torch.float64)}, *_values(20))
+    records.add({**_record(40), "val_loss": torch.tensor(float("nan"), dtype=torch.float64)}, *_values(40))
+    records.flush()
+    first, second = sink.written
+    assert first["val_loss"] == 2.5 and first["val_ppl"] == pytest.approx(math.exp(2.5))
+    assert first["loss"] == pytest.approx(1 / 20) and first["grad_norm"] == 20.0
+    assert second["val_loss"] is None and second["val_ppl"] is None  # nothing scored: written as null, not NaN
+
+
 def test_the_values_are_copied_when_added():
     sink = _Sink()
     records = LaggedRecords(sink.write, sink.check)

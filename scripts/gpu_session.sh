@@ -43,7 +43,7 @@ for section in ${SECTIONS:-tests decode pos}; do
       timeout 200 python3 -m decaylab bench training --preset ptb-small --steps 600 --together 1 8 --cuda-graph on \
         --set model.decay.granularity=vector --variants "" train.eval_every=0 --json $OUT/together.json | tail -6 ;;
     normtests)
-      timeout 150 python3 -m pytest -m gpu -q -rxX tests/ops/test_norm_triton.py tests/training/test_weight_cast.py \
+      timeout 150 python3 -m pytest -m gpu -q -rxX tests/ops/test_norm_triton.py tests/training/test_weight_cast.py tests/layers/test_projections.py \
         > $OUT/gpu-norm-tests.log 2>&1; tail -4 $OUT/gpu-norm-tests.log ;;
     step)
       timeout 200 python3 scripts/profile_step.py > $OUT/profile.txt 2>&1; grep "==" $OUT/profile.txt ;;

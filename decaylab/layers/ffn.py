@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from decaylab.layers.projections import project
+
 
 class SwiGLU(nn.Module):
     def __init__(self, d_model: int, hidden: int):
@@ -15,4 +17,5 @@ class SwiGLU(nn.Module):
         self.w3 = nn.Linear(hidden, d_model, bias=False)  # output (zero-initialized by the model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w3(F.silu(self.w1(x)) * self.w2(x))
+        gate, value = project(x, self.w1, self.w2)  # one matmul on CUDA (layers/projections.py)
+        return self.w3(F.silu(gate) * value)

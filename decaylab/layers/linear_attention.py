@@ -24,6 +24,7 @@ from decaylab.decay import DecayDims, build_decay
 from decaylab.layers.base import MIXERS, MixerOutput
 from decaylab.layers.norms import GatedRMSNorm
 from decaylab.layers.positional import POSITIONAL_ENCODINGS
+from decaylab.layers.projections import project
 from decaylab.ops import decay_linear_attention
 
 
@@ -72,12 +73,17 @@ class DecayLinearAttention(nn.Module):
         B, T, d = x.shape
         H, K = self.n_heads, self.head_dim
         decay = self.decay(x, lower_bound=lower_bound, state=None if cache is None else cache.decay_state)
-        q = F.silu(self.q_proj(x)).view(B, T, H, K)
+        # q, k, v and the gate's first projection read x: one matmul on CUDA (layers/projections.py)
+        if self.k_proj is None:
+            q, v, gate = project(x, self.q_proj, self.v_proj, self.gate[0])
+        else:
+            q, k, v, gate = project(x, self.q_proj, self.k_proj, self.v_proj, self.gate[0])
+        q = F.silu(q).view(B, T, H, K)
         if decay.key is None:
-            k = F.silu(self.k_proj(x)).view(B, T, H, K)
+            k = F.silu(k).view(B, T, H, K)
         else:
             k = self.pe.widen_channels(decay.key).to(q.dtype)  # [B, T, H, K]; q's dtype also under autocast
-        v = self.v_proj(x).view(B, T, H, K)
+        v = v.view(B, T, H, K)
         q, k = self.pe(q, k, offset)
         log_decay = decay.log_decay
         if log_decay.ndim == 4:  # vector decay: lay it out like the encoded key channels
@@ -95,6 +101,6 @@ class DecayLinearAttention(nn.Module):
             # read a reduction back from the GPU in every layer, a sync that stops the host queueing ahead
             check_decay=False,
         )
-        y = self.o_proj(self.norm(o.reshape(B, T, d), self.gate(x)))
+        y = self.o_proj(self.norm(o.reshape(B, T, d), self.gate[1](gate)))
         new_cache = LinearAttentionCache(state, decay.state) if use_cache else None
         return MixerOutput(y, decay.log_decay, new_cache)

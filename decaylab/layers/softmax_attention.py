@@ -20,6 +20,7 @@ from torch import nn
 from decaylab.layers.base import MIXERS, MixerOutput
 from decaylab.layers.kv_cache import KVCache
 from decaylab.layers.positional import POSITIONAL_ENCODINGS
+from decaylab.layers.projections import project
 
 
 @MIXERS.register("softmax")
@@ -39,11 +40,10 @@ class SoftmaxAttention(nn.Module):
                 cache_capacity: int | None = None):
         B, T, d = x.shape
         H, K = self.n_heads, self.head_dim
-        q = self.q_proj(x).view(B, T, H, K)
-        k = self.k_proj(x).view(B, T, H, K)
-        q, k = self.pe(q, k, offset)
+        q, k, v = project(x, self.q_proj, self.k_proj, self.v_proj)  # one matmul on CUDA (layers/projections.py)
+        q, k = self.pe(q.view(B, T, H, K), k.view(B, T, H, K), offset)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, T, K']
-        v = self.v_proj(x).view(B, T, H, K).transpose(1, 2)  # [B, H, T, K]
+        v = v.view(B, T, H, K).transpose(1, 2)  # [B, H, T, K]
         valid = None
         if cache is not None:
             cache = cache.append(k, v, cache_capacity)

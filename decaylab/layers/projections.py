@@ -1,0 +1,44 @@
+"""Several bias-free ``nn.Linear`` layers applied to one input, as one matmul on CUDA: ``project(x, *linears)``.
+
+A small model's GPU step is bound by how many kernels it launches (``docs/benchmarks.md``, "Training on a GPU").
+The q, k, v and output-gate projections of a mixer, and the two input projections of the gated FFN, read the same
+input; run one by one, each casts that input to the autocast dtype, runs its own matmul forward and two backward,
+and autograd adds their input gradients one by one. Their weights stacked into one matrix make one cast, one matmul
+forward and two backward, and the input gradient is summed inside the matmul (in float32, rounded once).
+
+The layers keep their own ``nn.Linear`` modules (the same parameters, initialisation and checkpoints); only the
+call changes. On a CPU the layers run one by one by default, so that CPU results keep their bits; ``fuse(True)``
+stacks them everywhere (tests), ``fuse(False)`` nowhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_mode: list[bool | None] = [None]  # None: stacked on CUDA; True / False: everywhere / nowhere
+
+
+@contextlib.contextmanager
+def fuse(enabled: bool | None):
+    """Within the context, ``project`` stacks the weights everywhere (True), nowhere (False), or on CUDA (None)."""
+    previous, _mode[0] = _mode[0], enabled
+    try:
+        yield
+    finally:
+        _mode[0] = previous
+
+
+def project(x: torch.Tensor, *linears: nn.Linear) -> tuple[torch.Tensor, ...]:
+    """``tuple(linear(x) for linear in linears)``, computed as one matmul where stacking applies."""
+    stacked = x.is_cuda if _mode[0] is None else _mode[0]
+    if not stacked or len(linears) < 2 or any(linear.bias is not None for linear in linears):
+        return tuple(linear(x) for linear in linears)
+    weight = torch.cat([linear.weight for linear in linears])
+    return F.linear(x, weight).split([linear.out_features for linear in linears], dim=-1)
+
+
+__all__ = ["fuse", "project"]

@@ -15,6 +15,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from decaylab.model import DecayLM
+from decaylab.layers.projections import fuse
 from decaylab.ops import norm
 from decaylab.training import resolve_run_config
 from decaylab.training.cuda_graph import GraphedTrainStep
@@ -44,15 +45,16 @@ def build(changes, rows, seed=0, cast=True):
 
 
 def eager_profile(label, changes, steps=10, fused=True):
-    """Kernels of one step launched eagerly; ``fused=False``: the torch norms and per-layer weight casts instead."""
-    with norm.use_kernels(None if fused else False):
+    """Kernels of one step launched eagerly; ``fused=False``: the torch norms, per-layer weight casts and
+    projections instead."""
+    with norm.use_kernels(None if fused else False), fuse(None if fused else False):
         g, _, _ = build(changes, 16, cast=fused)
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(steps):
                 g.optimizer.zero_grad(set_to_none=True)
                 g._step()
             torch.cuda.synchronize()
-    label = label if fused else f"{label} (torch norms, per-layer casts)"
+    label = label if fused else f"{label} (unfused: torch norms, per-layer casts and projections)"
     ev = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     total = sum(e.device_time for e in ev) / steps
     print(f"== {label}: {len(ev) / steps:.0f} kernels/step, {total / 1000:.3f} ms summed kernel time/step")
@@ -85,10 +87,10 @@ streams = [torch.cuda.Stream() for _ in range(16)]
 def packed(label, changes, rows, k, n=150, fused=True):
     steps_list = []
     for i in range(k):
-        with torch.cuda.stream(streams[i]), norm.use_kernels(None if fused else False):
+        with torch.cuda.stream(streams[i]), norm.use_kernels(None if fused else False), fuse(None if fused else False):
             g, x, y = build(changes, rows, seed=i, cast=fused)
             steps_list.append((g, x, y))
-    label = label if fused else f"{label} (torch norms, per-layer casts)"
+    label = label if fused else f"{label} (unfused: torch norms, per-layer casts and projections)"
     torch.cuda.synchronize()
     out = {m: rate(steps_list, n, m) for m in ("replay", "pageable", "pinned")}
     print(f"== {label} B{rows} x{k} streams: " + ", ".join(f"{m} {v:,.0f} tok/s" for m, v in out.items()), flush=True)

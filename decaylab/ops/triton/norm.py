@@ -48,7 +48,8 @@ def rms_norm_forward_kernel(x, gate, weight, y, rstd, sx, sg, sy, N, eps, D: tl.
     if GATED:
         g = tl.load(gate + at * sg + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         u = u * tl.sigmoid(g)
-    r = 1.0 / tl.sqrt_rn(tl.sum(u * u, axis=1) / D + eps)
+    # eps arrives as float64 where torch.compile launches the kernel (float32 from a plain launch)
+    r = 1.0 / tl.sqrt_rn((tl.sum(u * u, axis=1) / D + eps).to(tl.float32))
     w = tl.load(weight + cols, mask=cols < D, other=0.0).to(tl.float32)
     tl.store(y + at * sy + cols[None, :], (u * r[:, None] * w[None, :]).to(y.dtype.element_ty), mask=mask)
     tl.store(rstd + rows, r, mask=row_ok)

@@ -4,7 +4,9 @@
 
 Points are matched by run id (a run id is the hash of the full run config, seed included): a sweep trained two
 ways (alone, or several runs together in one process) gives the same ids. Prints the relative difference
-(B / A - 1) of each matched point's test perplexity, its mean, sd and extremes, and the failed runs of B.
+(B / A - 1) of each matched point's test perplexity, its mean, sd and extremes, the failed runs of B, and the
+scale of seed noise in A (how far two seeds of one configuration are apart), against which a B trained another way
+(other kernels, other numerics) is judged.
 """
 
 from __future__ import annotations
@@ -40,6 +42,21 @@ def main(a_path: str, b_path: str) -> None:
           f"sd {100 * statistics.pstdev(rel):.2f} %, min {100 * min(rel):+.2f} %, max {100 * max(rel):+.2f} %")
     for d, label, seed, pa, pb in sorted(diffs, key=lambda d: -abs(d[0]))[:8]:
         print(f"  {label} seed {seed}: {pa:.2f} -> {pb:.2f} ({100 * d:+.2f} %)")
+    spread = seed_spread(a)
+    if spread is not None:
+        print(f"the scale of seed noise: in A, the sd over seeds of one configuration's test ppl is {100 * spread:.2f} % "
+              f"(median over configurations with 2 or more seeds); a B trained another way but as well has B/A - 1 "
+              f"of mean near 0 and sd near {100 * spread * 2 ** 0.5:.2f} % (two seeds' difference)")
+
+
+def seed_spread(runs: dict[str, dict]) -> float | None:
+    """Median over configurations of the relative sd of test ppl over their seeds (None without two seeds)."""
+    by_config: dict[str, list[float]] = {}
+    for r in runs.values():
+        if r["status"] == "finished" and r["metrics"].get("test_ppl"):
+            by_config.setdefault(r["members"][0][1], []).append(r["metrics"]["test_ppl"])
+    sds = [statistics.stdev(v) / statistics.mean(v) for v in by_config.values() if len(v) >= 2]
+    return statistics.median(sds) if sds else None
 
 
 if __name__ == "__main__":

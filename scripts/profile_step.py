@@ -14,8 +14,8 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from decaylab.model import DecayLM
 from decaylab.layers.projections import fuse
+from decaylab.model import DecayLM
 from decaylab.ops import norm
 from decaylab.training import resolve_run_config
 from decaylab.training.cuda_graph import GraphedTrainStep

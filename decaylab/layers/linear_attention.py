@@ -35,7 +35,7 @@ class LinearAttentionCache(NamedTuple):
     """The decay's carried state (lightnet/lssp normalizer) or None."""
 
     @classmethod
-    def stack(cls, caches) -> "LinearAttentionCache":
+    def stack(cls, caches) -> LinearAttentionCache:
         """One batch from per-row caches (``decaylab.model.padding``)."""
         decay = None if caches[0].decay_state is None else torch.cat([c.decay_state for c in caches])
         return cls(torch.cat([c.state for c in caches]), decay)

@@ -137,4 +137,4 @@ def graph_step_unsupported(device: torch.device, world_size: int, compile_model:
     return None
 
 
-__all__ = ["GraphedTrainStep", "graph_step_unsupported", "WARMUP_STEPS"]
+__all__ = ["WARMUP_STEPS", "GraphedTrainStep", "graph_step_unsupported"]

@@ -14,8 +14,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any, Callable, Generator
+from typing import Any
 
 import torch
 import torch.nn.functional as F

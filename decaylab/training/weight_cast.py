@@ -72,4 +72,4 @@ def call_with_cast_weights(model: nn.Module, weights: dict[str, nn.Parameter], d
     return torch.func.functional_call(model, cast_once(weights, dtype), args, kwargs)
 
 
-__all__ = ["castable_linear_weights", "cast_once", "call_with_cast_weights"]
+__all__ = ["call_with_cast_weights", "cast_once", "castable_linear_weights"]

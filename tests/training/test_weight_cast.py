@@ -71,9 +71,9 @@ def test_an_unused_weight_gets_a_zero_gradient_and_mixed_dtypes_are_refused():
 
 @pytest.mark.gpu
 def test_a_graphed_step_with_weights_cast_once_replays_the_same_bits():
+    from decaylab.run.config import TrainConfig
     from decaylab.training.cuda_graph import GraphedTrainStep
     from decaylab.training.optim import build_optimizer
-    from decaylab.run.config import TrainConfig
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")

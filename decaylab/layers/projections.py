@@ -13,29 +13,23 @@ stacks them everywhere (tests), ``fuse(False)`` nowhere.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-_mode: list[bool | None] = [None]  # None: stacked on CUDA; True / False: everywhere / nowhere
+from decaylab.ops.switch import DeviceSwitch
+
+_switch = DeviceSwitch()  # stacked on CUDA unless fuse says otherwise
 
 
-@contextlib.contextmanager
 def fuse(enabled: bool | None):
     """Within the context, ``project`` stacks the weights everywhere (True), nowhere (False), or on CUDA (None)."""
-    previous, _mode[0] = _mode[0], enabled
-    try:
-        yield
-    finally:
-        _mode[0] = previous
+    return _switch.forced(enabled)
 
 
 def project(x: torch.Tensor, *linears: nn.Linear) -> tuple[torch.Tensor, ...]:
     """``tuple(linear(x) for linear in linears)``, computed as one matmul where stacking applies."""
-    stacked = x.is_cuda if _mode[0] is None else _mode[0]
-    if not stacked or len(linears) < 2 or any(linear.bias is not None for linear in linears):
+    if not _switch.on(x.device) or len(linears) < 2 or any(linear.bias is not None for linear in linears):
         return tuple(linear(x) for linear in linears)
     weight = torch.cat([linear.weight for linear in linears])
     return F.linear(x, weight).split([linear.out_features for linear in linears], dim=-1)

@@ -16,16 +16,16 @@ kernels off (to compare the paths) or on wherever they can run.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
+
+from decaylab.ops.switch import DeviceSwitch
 
 try:
     from decaylab.ops.triton import norm as _triton
 except ImportError:  # no triton: the torch code everywhere
     _triton = None
 
-_mode: list[bool | None] = [None]  # None: kernels on CUDA; False: never; True: wherever triton runs
+_switch = DeviceSwitch()  # the kernels on CUDA tensors unless use_kernels says otherwise
 
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float,
@@ -40,22 +40,16 @@ def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float,
     return (y * weight.to(dtype)).to(out_dtype)
 
 
-@contextlib.contextmanager
 def use_kernels(enabled: bool | None):
     """Within the context: ``False`` runs the torch code everywhere (the eager path, for comparisons), ``True`` the
     Triton kernels wherever triton runs (CUDA, or CPU tensors under TRITON_INTERPRET=1), ``None`` the default (the
     kernels on CUDA tensors)."""
-    previous, _mode[0] = _mode[0], enabled
-    try:
-        yield
-    finally:
-        _mode[0] = previous
+    return _switch.forced(enabled)
 
 
 def kernels_take(x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor | None = None) -> bool:
     """Whether ``rms_norm`` runs these inputs on the kernels: a kernel dtype and shape, on a device they run on."""
-    mode = _mode[0]
-    if mode is False or (mode is None and x.device.type != "cuda") or _triton is None:
+    if not _switch.on(x.device) or _triton is None:
         return False
     dtypes = _triton.KERNEL_DTYPES
     return (x.ndim >= 1 and 1 <= x.shape[-1] <= _triton.MAX_DIM and x.numel() > 0 and x.dtype in dtypes

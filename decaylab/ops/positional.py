@@ -17,16 +17,16 @@ the same bits. ``use_kernels`` switches the kernels off (to compare the paths) o
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
+
+from decaylab.ops.switch import DeviceSwitch
 
 try:
     from decaylab.ops.triton import positional as _triton
 except ImportError:  # no triton: the torch code everywhere
     _triton = None
 
-_mode: list[bool | None] = [None]  # None: kernels on CUDA; False: never; True: wherever triton runs
+_switch = DeviceSwitch()  # the kernels on CUDA tensors unless use_kernels says otherwise
 
 
 def rope_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -45,24 +45,16 @@ def lrpe_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tor
     return torch.cat([y * cos, y * sin], dim=-1).to(x.dtype)
 
 
-@contextlib.contextmanager
 def use_kernels(enabled: bool | None):
     """Within the context: ``False`` runs the torch code everywhere (the eager path, for comparisons), ``True`` the
     Triton kernels wherever triton runs (CUDA, or CPU tensors under TRITON_INTERPRET=1), ``None`` the default (the
     kernels on CUDA tensors)."""
-    previous, _mode[0] = _mode[0], enabled
-    try:
-        yield
-    finally:
-        _mode[0] = previous
+    return _switch.forced(enabled)
 
 
 def _fused(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor) -> bool:
     """Whether the kernels take these inputs: shared positions, one shape, a kernel dtype, on a device they run on."""
-    mode = _mode[0]
-    if mode is False or (mode is None and q.device.type != "cuda"):
-        return False
-    return (_triton is not None and cos.ndim == 3 and cos.dtype == torch.float32 and q.shape == k.shape
+    return (_switch.on(q.device) and _triton is not None and cos.ndim == 3 and cos.dtype == torch.float32 and q.shape == k.shape
             and q.ndim == 4 and q.dtype in _triton.KERNEL_DTYPES and k.dtype in _triton.KERNEL_DTYPES)
 
 

@@ -1,6 +1,12 @@
-"""Random inputs and a forward+backward runner shared by the ops tests."""
+"""Random inputs, a forward+backward runner and a Triton-interpreter child process shared by the ops tests."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
@@ -26,7 +32,7 @@ def run(backend, q, k, v, log_decay, h0, *, scale=1.0, seed=1, **kwargs):
 
     Returns a dict of o, final_state and the gradient of every input (grads in the inputs' dtypes).
     """
-    leaves = {n: t.detach().clone().requires_grad_() for n, t in zip("q k v log_decay".split(), (q, k, v, log_decay))}
+    leaves = {n: t.detach().clone().requires_grad_() for n, t in zip(["q", "k", "v", "log_decay"], (q, k, v, log_decay))}
     if h0 is not None:
         leaves["initial_state"] = h0.detach().clone().requires_grad_()
     fn = backend if callable(backend) else (lambda *a, **kw: decay_linear_attention(*a, **kw, backend=backend))
@@ -42,3 +48,17 @@ def run(backend, q, k, v, log_decay, h0, *, scale=1.0, seed=1, **kwargs):
     out = {"o": o.detach(), "final_state": final.detach()}
     out.update({f"d{name}": t.grad for name, t in leaves.items()})
     return out
+
+
+def run_under_interpreter(script: str, cases: dict) -> dict:
+    """Run ``script`` (``python -c``, given the JSON of ``cases`` as argv[1]) in a child process under
+    TRITON_INTERPRET=1, which must be set before triton is imported; merge the JSON line it prints per case."""
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    out = subprocess.run([sys.executable, "-c", script, json.dumps(cases)], capture_output=True, text=True, env=env,
+                         cwd=repo, timeout=600, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = {}
+    for line in out.stdout.splitlines():
+        found.update(json.loads(line))
+    return found

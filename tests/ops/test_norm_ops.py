@@ -9,17 +9,12 @@ tolerance here; tests/ops/test_norm_triton.py runs the same checks on a GPU.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from decaylab.layers.norms import GatedRMSNorm, RMSNorm
 from decaylab.ops import norm
+from tests.ops.helpers import run_under_interpreter
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 
@@ -103,14 +98,6 @@ def test_cpu_tensors_take_the_torch_code(monkeypatch):
     RMSNorm(16)(x), GatedRMSNorm(16)(x, gate), norm.rms_norm(x, weight, 1e-5, gate)
     with norm.use_kernels(False):
         RMSNorm(16)(x), GatedRMSNorm(16)(x, gate)
-
-
-def test_use_kernels_restores_the_mode():
-    with norm.use_kernels(False):
-        with norm.use_kernels(True):
-            assert norm._mode[0] is True
-        assert norm._mode[0] is False
-    assert norm._mode[0] is None
 
 
 @pytest.fixture
@@ -296,23 +283,10 @@ print(json.dumps({"model": {"losses": got, "want": want, "parameter_error": erro
 """
 
 
-def _child(script: str, cases: dict) -> dict:
-    """Run ``script`` under the interpreter in a child process; merge the JSON line it prints per case."""
-    repo = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    out = subprocess.run([sys.executable, "-c", script, json.dumps(cases)], capture_output=True, text=True, env=env,
-                         cwd=repo, timeout=600, check=False)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    found = {}
-    for line in out.stdout.splitlines():
-        found.update(json.loads(line))
-    return found
-
-
 @pytest.fixture(scope="module")
 def results() -> dict:
     pytest.importorskip("triton")
-    return _child(CHILD, CASES)
+    return run_under_interpreter(CHILD, CASES)
 
 
 @pytest.mark.parametrize("case", list(CASES))

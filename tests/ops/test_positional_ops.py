@@ -109,14 +109,6 @@ def test_per_row_offsets_take_the_torch_code_even_when_kernels_are_asked_for(mon
     assert torch.equal(rows[0], rope(q[:1], q[:1], 0)[0][0]) and torch.equal(rows[1], rope(q[1:], q[1:], 5)[0][0])
 
 
-def test_use_kernels_restores_the_mode():
-    with positional.use_kernels(False):
-        with positional.use_kernels(True):
-            assert positional._mode[0] is True
-        assert positional._mode[0] is False
-    assert positional._mode[0] is None
-
-
 @pytest.fixture
 def triton_positional():
     return pytest.importorskip("decaylab.ops.triton.positional", exc_type=ImportError)

@@ -11,13 +11,9 @@ equal: the GPU tests below).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.ops.helpers import run_under_interpreter
 
 pytest.importorskip("triton")
 
@@ -118,22 +114,9 @@ for name, (kind, B, T, H, K, offset, dtype, layout, grads) in cases.items():
 """
 
 
-def _child(script: str, cases: dict) -> dict:
-    """Run ``script`` under the interpreter in a child process; merge the JSON line it prints per case."""
-    repo = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    out = subprocess.run([sys.executable, "-c", script, json.dumps(cases)], capture_output=True, text=True, env=env,
-                         cwd=repo, timeout=600, check=False)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    found = {}
-    for line in out.stdout.splitlines():
-        found.update(json.loads(line))
-    return found
-
-
 @pytest.fixture(scope="module")
 def results() -> dict:
-    return _child(CHILD, CASES)
+    return run_under_interpreter(CHILD, CASES)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -206,7 +189,7 @@ for name, overrides in json.loads(sys.argv[1]).items():
 
 @pytest.fixture(scope="module")
 def model_results() -> dict:
-    return _child(MODEL_CHILD, MODELS)
+    return run_under_interpreter(MODEL_CHILD, MODELS)
 
 
 @pytest.mark.parametrize("name", list(MODELS))

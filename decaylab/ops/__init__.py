@@ -14,6 +14,7 @@ import torch
 
 from decaylab.ops import varlen
 from decaylab.ops.backends import BACKENDS
+from decaylab.ops.replicas import fold_rows, under_vmap
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -126,6 +127,16 @@ def decay_linear_attention(
     Returns:
         ``(o, final_state)``: o ``[B, T, H, V]`` (contiguous) in the input dtype; final_state or None.
     """
+    if under_vmap(q, k, v, log_decay, initial_state, cu_seqlens):  # replicas of a model: their rows at once
+        if cu_seqlens is not None:
+            raise ValueError("cu_seqlens under vmap (replicated models): packed sequences are not supported there")
+
+        def one_call(q, k, v, log_decay, initial_state):
+            return decay_linear_attention(q, k, v, log_decay, scale=scale, initial_state=initial_state,
+                                          output_final_state=output_final_state, backend=backend,
+                                          check_decay=check_decay)
+
+        return fold_rows(one_call, (q, k, v, log_decay, initial_state), (True,) * 5)
     bounds = _check_inputs(q, k, v, log_decay, initial_state, cu_seqlens, check_decay)
     if backend != "auto":
         BACKENDS.get(backend)  # an unknown name fails here, with the closest names

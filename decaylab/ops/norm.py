@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from decaylab.ops.replicas import fold_rows, under_vmap
 from decaylab.ops.switch import DeviceSwitch
 
 try:
@@ -60,8 +61,41 @@ def kernels_take(x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor | Non
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, gate: torch.Tensor | None = None) -> torch.Tensor:
     """RMSNorm over the last dim of x ``[..., D]``, weight ``[D]``; with a gate of x's shape, of x * sigmoid(gate)."""
     if kernels_take(x, weight, gate):
-        return _triton.rms_norm(x, weight, eps, gate)
+        if under_vmap(weight):  # replicated models, a weight each: one launch, each replica's rows by its own
+            return _FoldNormRows.apply(x, weight, gate, float(eps))
+        # a weight shared by the replicas (or none at all): their rows are just more rows
+        return fold_rows(lambda x, gate: _triton.rms_norm(x, weight, eps, gate), (x, gate), (True, True))
     return rms_norm_reference(x, weight, eps, gate)
+
+
+class _FoldNormRows(torch.autograd.Function):
+    """The kernels under vmap with a weight per replica: the replicas' rows folded into one call that weighs each
+    replica's block of rows by its own weight row (``[R, D]``). Only its vmap rule runs (see decaylab.ops.replicas)."""
+
+    @staticmethod
+    def forward(x, weight, gate, eps):
+        raise RuntimeError("_FoldNormRows runs only under torch.func.vmap")
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, dy):
+        raise RuntimeError("_FoldNormRows has no backward of its own: the kernels' autograd Function runs instead")
+
+    @staticmethod
+    def vmap(info, in_dims, x, weight, gate, eps):
+        R = info.batch_size
+
+        def replica_major(t, dim):  # [R, ...]: the kernels flatten the leading dims, so each replica's rows adjoin
+            if t is None:
+                return None
+            return t.movedim(dim, 0) if dim is not None else t.expand(R, *t.shape)
+
+        x_dim, w_dim, g_dim = in_dims[:3]
+        y = _triton.rms_norm(replica_major(x, x_dim), weight.movedim(w_dim, 0), eps, replica_major(gate, g_dim))
+        return y, 0
 
 
 __all__ = ["kernels_take", "rms_norm", "rms_norm_reference", "use_kernels"]

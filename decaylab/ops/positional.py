@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from decaylab.ops.replicas import fold_rows
 from decaylab.ops.switch import DeviceSwitch
 
 try:
@@ -60,15 +61,15 @@ def _fused(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor) -> bool:
 
 def rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotary encoding of q and k; tables ``[T, 1, K]`` or ``[B, T, 1, K]`` in the rotate-half layout."""
-    if _fused(q, k, cos):
-        return _triton.rope(q, k, cos, sin)
+    if _fused(q, k, cos):  # replicated models (vmap): all replicas' rows in one launch
+        return fold_rows(_triton.rope, (q, k, cos, sin), (True, True, False, False))
     return rope_reference(q, cos, sin), rope_reference(k, cos, sin)
 
 
 def lrpe(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Cosine encoding of q and k to ``[B, T, H, 2K]``; tables ``[T, 1, K]`` or ``[B, T, 1, K]``."""
-    if _fused(q, k, cos):
-        return _triton.lrpe(q, k, cos, sin)
+    if _fused(q, k, cos):  # replicated models (vmap): all replicas' rows in one launch
+        return fold_rows(_triton.lrpe, (q, k, cos, sin), (True, True, False, False))
     return lrpe_reference(q, cos, sin), lrpe_reference(k, cos, sin)
 
 

@@ -61,6 +61,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "process per point); on a GPU this is what fills the card, since processes only take turns on it",
     )  # fmt: skip
     parser.add_argument(
+        "--stack-seeds", action="store_true",
+        help="with --runs-per-worker K: the seeds of one point go to one worker and train as replicas of one model, "
+        "one set of kernels for all (a point's seeds then run together; their dropout masks are not those of the "
+        "runs alone). Give K a multiple of the number of seeds",
+    )  # fmt: skip
+    parser.add_argument(
         "--import", dest="import_from", metavar="FILE",
         help="start --out (a new directory) from a results export (decaylab report DIR --export FILE): its finished "
         "runs count as done and only the rest are run",
@@ -160,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
                            lambda cards: _automatic_workers(cards, spec, overrides, args.runs_per_worker))  # fmt: skip
     workers = args.workers if args.workers is not None else default_workers(spec, slots)
     result = run_sweep(spec, args.out, workers=workers, devices=slots, overrides=overrides,
-                       runs_per_worker=args.runs_per_worker)
+                       runs_per_worker=args.runs_per_worker, stack_seeds=args.stack_seeds)
     print(f"next: decaylab report {args.out}")
     return 0 if result.ok else 1
 

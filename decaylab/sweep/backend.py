@@ -50,12 +50,24 @@ def train_runs_together(runs: list[tuple[dict, Path, bool]]) -> list[Any]:
     return train_together([(from_dict(RunConfig, config), run_dir, resume) for config, run_dir, resume in runs])
 
 
+def train_runs_stacked(runs: list[tuple[dict, Path, bool]]) -> list[Any]:
+    """``train_runs_together`` with the runs that differ only in their seeds stacked as replicas of one model."""
+    from decaylab.config import from_dict
+    from decaylab.run.config import RunConfig
+    from decaylab.training.together import train_together
+
+    return train_together([(from_dict(RunConfig, config), run_dir, resume) for config, run_dir, resume in runs],
+                          stack_seeds=True)
+
+
 def evaluate_run(run_dir: Path, **options: Any) -> Any:
     from decaylab.evaluation import evaluate
 
     return evaluate(run_dir, **options)
 
 
-def default_backend() -> RunBackend:
+def default_backend(stack_seeds: bool = False) -> RunBackend:
+    """decaylab's training and evaluation; ``stack_seeds``: a worker's runs that differ only in their seeds train as
+    replicas of one model (``decaylab.training.replicas``)."""
     return RunBackend(resolve=resolve_run_config, train=train_run, evaluate=evaluate_run,
-                      train_group=train_runs_together)
+                      train_group=train_runs_stacked if stack_seeds else train_runs_together)

@@ -21,6 +21,7 @@ a dead process is simply run again. A lock per run directory keeps two processes
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -117,11 +118,14 @@ def run_sweep(
     backend: RunBackend | None = None,
     log: Callable[[str], None] = print,
     runs_per_worker: int = 1,
+    stack_seeds: bool = False,
 ) -> SweepResult:
     """Run every point of ``spec`` into ``out_dir``; see the module docstring. Returns what happened.
 
     ``runs_per_worker`` > 1 hands each worker process that many points, trained together in turns
-    (``decaylab.sweep.group``); 1 gives every point a process of its own.
+    (``decaylab.sweep.group``); 1 gives every point a process of its own. ``stack_seeds``: the runs are queued with
+    each point's seeds next to each other, and a worker's runs that differ only in their seeds train as replicas of
+    one model (``decaylab.training.replicas``; the default backend only).
     """
     if workers < 1:
         raise ValueError(f"--workers {workers}: need at least 1 worker")
@@ -130,16 +134,35 @@ def run_sweep(
     devices = list(devices or [])
     if devices and workers > len(devices):
         raise ValueError(f"--workers {workers} exceeds the {len(devices)} --devices given; one worker per device")
-    backend = backend or default_backend()
+    if stack_seeds and runs_per_worker < 2:
+        raise ValueError("--stack-seeds trains a worker's seeds together: give --runs-per-worker K >= 2, a multiple "
+                         "of the number of seeds")
+    backend = backend or default_backend(stack_seeds=stack_seeds)
     out = Path(out_dir)
     plan = expand(spec, backend.resolve, overrides)  # a bad spec or --set fails here, before DIR is created
     sweep_lock = open_sweep_dir(out)
     try:
         prepared = prepare_sweep(spec, out, overrides, backend, plan)
-        return _execute(prepared.plan, out, prepared.db, prepared.evaluate, workers, devices, backend, log,
-                        runs_per_worker)
+        plan = seeds_adjacent(prepared.plan) if stack_seeds else prepared.plan
+        return _execute(plan, out, prepared.db, prepared.evaluate, workers, devices, backend, log, runs_per_worker)
     finally:
         os.close(sweep_lock)
+
+
+def seeds_adjacent(plan: list[PlannedRun], seed_key: str = "train.seed") -> list[PlannedRun]:
+    """The plan (seed-major) reordered so that runs differing only in their seed follow each other, points in their
+    order of first appearance."""
+    section, _, name = seed_key.rpartition(".")
+
+    def point(run: PlannedRun) -> str:
+        config = json.loads(json.dumps(run.config, default=str))
+        config.get(section, {}).pop(name, None)
+        return json.dumps(config, sort_keys=True)
+
+    order: dict[str, list[PlannedRun]] = {}
+    for run in plan:
+        order.setdefault(point(run), []).append(run)
+    return [run for runs in order.values() for run in runs]
 
 
 def _label(run: PlannedRun) -> str:

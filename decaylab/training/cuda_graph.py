@@ -35,8 +35,6 @@ class GraphedTrainStep:
     def __init__(self, model: torch.nn.Module, forward_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  *, rows: int, seq_len: int, grad_accum: int, max_norm: float, autocast_dtype: torch.dtype | None):
         device = next(model.parameters()).device
-        if device.type != "cuda":
-            raise ValueError("a CUDA-graph train step needs the model on a CUDA device (train.cuda_graph=off on CPU)")
         if rows % grad_accum:
             raise ValueError(f"{rows} rows per step do not split into train.grad_accum={grad_accum} micro-batches")
         self.model, self.forward_model, self.optimizer = model, forward_model, optimizer
@@ -75,8 +73,14 @@ class GraphedTrainStep:
         self.optimizer.step()
         return loss_sum / self.grad_accum, grad_norm
 
+    def _parameters(self) -> list[torch.Tensor]:
+        """The tensors the optimizer updates (restored after the warm-up)."""
+        return list(self.model.parameters())
+
     def _capture(self) -> None:
-        params = list(self.model.parameters())
+        if self.x.device.type != "cuda":
+            raise ValueError("a CUDA-graph train step needs the model on a CUDA device (train.cuda_graph=off on CPU)")
+        params = self._parameters()
         saved_params = [p.detach().clone() for p in params]
         saved_state = {p: {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
                        for p, s in self.optimizer.state.items()}  # fmt: skip
@@ -114,6 +118,9 @@ class GraphedTrainStep:
         self.x.copy_(x, non_blocking=True)
         self.y.copy_(y, non_blocking=True)
         self.lr.fill_(lr)
+        if self.x.device.type != "cuda":  # no graphs on a CPU: the same step run eagerly (replicas, in tests)
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._step()
         if self.graph is None:
             self._capture()
         self.graph.replay()

@@ -208,6 +208,8 @@ class _Trainer:
         torch.manual_seed(cfg.train.seed + 1 + ctx.rank)
         self.forward_model = torch.compile(self.wrapped) if cfg.train.compile else self.wrapped
         self.graphed_step = None  # built at the first step, after a resumed run has restored its state
+        # Runs stacked as replicas of one model (decaylab.training.replicas) step through their group instead.
+        self.replicas = None
         # Called when the summary is written; its fields join it (runs trained together add their group's timing).
         self.summary_extra: Callable[[], dict[str, Any]] | None = None
 
@@ -251,7 +253,13 @@ class _Trainer:
                 print(f"resume: from checkpoint {self.run_dir / rundir.CHECKPOINTS / rundir.checkpoint_name(step)} "
                       f"(step {step} of {self.cfg.train.max_steps})", flush=True)
 
+    def _sync_model(self) -> None:
+        """A replica's parameters and optimizer state into its own model and optimizer, before they are read."""
+        if self.replicas is not None:
+            self.replicas.write_back(self)
+
     def _checkpoint(self) -> None:
+        self._sync_model()
         model_state = dist_utils.model_state(self.model, self.ctx, self.cfg.train.fsdp)
         optim_state = dist_utils.optimizer_state(self.model, self.optimizer, self.ctx, self.cfg.train.fsdp)
         rng = dist_utils.gather_objects(rng_state(), self.ctx)
@@ -262,15 +270,21 @@ class _Trainer:
         dist_utils.barrier(self.ctx)
 
     # -- one optimizer step ------------------------------------------------------------------------------
+    def graph_settings(self) -> dict[str, Any]:
+        """The shape and numerics of this run's graphed step (``GraphedTrainStep``'s keyword arguments)."""
+        train = self.cfg.train
+        return dict(rows=train.batch_size, seq_len=train.seq_len, grad_accum=train.grad_accum,
+                    max_norm=train.grad_clip if train.grad_clip > 0 else math.inf,
+                    autocast_dtype=torch.bfloat16 if _uses_bf16(self.ctx.device, train.precision) else None)
+
     def _graphed_train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor, float]:
         """The step replayed from a CUDA graph: loss and gradient norm stay on the GPU (read when logged)."""
         train, ctx = self.cfg.train, self.ctx
+        if self.replicas is not None:
+            return self.replicas.step(self, step)
         if self.graphed_step is None:
-            self.graphed_step = GraphedTrainStep(
-                self.model, self.forward_model, self.optimizer, rows=train.batch_size, seq_len=train.seq_len,
-                grad_accum=train.grad_accum, max_norm=train.grad_clip if train.grad_clip > 0 else math.inf,
-                autocast_dtype=torch.bfloat16 if _uses_bf16(ctx.device, train.precision) else None,
-            )
+            self.graphed_step = GraphedTrainStep(self.model, self.forward_model, self.optimizer,
+                                                 **self.graph_settings())
         lr = learning_rate(step, train)
         x, y = self.dataset.train_batch(step, train.batch_size, train.seq_len, train.seed, ctx.rank, ctx.world_size)
         loss, grad_norm = self.graphed_step(x, y, lr)
@@ -362,7 +376,7 @@ class _Trainer:
                 )
                 checkpoint_now = train.ckpt_every and (self.step + 1) % train.ckpt_every == 0
                 event = None
-                if self.use_graph:
+                if self.use_graph or self.replicas is not None:
                     # Replays queue up on the GPU. The host waits only where it must (a checkpoint, the last step)
                     # and checks there that nothing diverged; a log line and a validation wait for their step.
                     loss, grad_norm, lr = self._graphed_train_step(self.step)
@@ -382,6 +396,7 @@ class _Trainer:
                     if log_now:
                         window_tokens, window_time = 0, 0.0
                 if evaluate_now:
+                    self._sync_model()
                     val_loss = validation_loss(self.forward_model, self.dataset, cfg, ctx.device, train.eval_batches,
                                                on_device=torch.is_tensor(loss))
                     record["val_loss"] = val_loss  # read (and val_ppl added) with the step's numbers when lagged
@@ -412,6 +427,7 @@ class _Trainer:
     def _finish(self, loss: float | None, val_loss: float | None) -> dict[str, Any]:
         train = self.cfg.train
         sharded = train.fsdp and self.ctx.distributed
+        self._sync_model()
         final_state = dist_utils.model_state(self.model, self.ctx, train.fsdp) if sharded else None
         summary = {
             "status": "finished",

@@ -24,12 +24,18 @@ it spent building every run (data, model, optimizer) before the first step (``to
 age when the group began (``together_process_s``: its start-up and imports; Linux only), the time the group began
 (``together_started_at``, unix seconds) and the seconds from the first step to this run's end
 (``together_loop_s``), so that a sweep can tell its groups' training from their fixed cost
-(``scripts/fixed_cost.py``).
+(``scripts/fixed_cost.py``), and the number of runs stacked with it as replicas (``together_replicas``, 1 alone).
+
+With ``stack_seeds``, fresh graphed runs that differ only in their seeds go further: they train as replicas of one
+model, one CUDA graph and one set of kernels for all (``decaylab.training.replicas``), on one stream. Their
+initialization and data stay their own; their dropout masks come from one generator, so they are not the masks
+those runs would draw alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -38,9 +44,11 @@ from typing import Any, Generator, Sequence
 
 import torch
 
+from decaylab.config import to_dict
 from decaylab.run.config import RunConfig
 from decaylab.training import distributed as dist_utils
 from decaylab.training.loop import _Trainer, prepare_run
+from decaylab.training.replicas import SeedReplicas
 
 
 @dataclass
@@ -84,9 +92,23 @@ def _cuda_generator() -> torch.Generator:
     return torch.cuda.default_generators[torch.cuda.current_device()]
 
 
-def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]]) -> list[dict[str, Any] | Exception]:
+def _replica_key(cfg: RunConfig, stored: RunConfig | None) -> str | None:
+    """Runs with one key differ only in their seeds and may be stacked as replicas (``decaylab.training.replicas``):
+    fresh runs that may be graphed (on a CPU the replicas' step runs eagerly). None: this run trains on its own."""
+    train = cfg.train
+    if stored is not None or train.cuda_graph == "off" or train.compile:
+        return None
+    settings = to_dict(cfg)
+    settings["train"].pop("seed")
+    return json.dumps(settings, sort_keys=True)
+
+
+def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]],
+                   stack_seeds: bool = False) -> list[dict[str, Any] | Exception]:  # fmt: skip
     """Train ``(run_config, out_dir, resume)`` runs in turns (see the module docstring), all on one device.
 
+    ``stack_seeds``: fresh graphed runs that differ only in their seeds train as replicas of one model, one set of
+    kernels for all of them (``decaylab.training.replicas``; their dropout masks are not those of the runs alone).
     Returns, per run in order, its summary or the exception that stopped it. One process only (no torchrun).
     """
     results: list[dict[str, Any] | Exception | None] = [None] * len(runs)
@@ -108,9 +130,21 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]]) ->
         raise ValueError("train_together runs in one process; under torchrun train each run with decaylab train")
     slots: dict[int, _Slot] = {}
     shared_cuda_rng = _cuda_generator().graphsafe_get_state() if ctx.device.type == "cuda" else None
+    keys = {i: _replica_key(cfg, stored) if stack_seeds else None for i, cfg, stored, _, _ in prepared}
+    stacked = {key: [i for i in keys if keys[i] == key] for key in set(keys.values()) if key is not None}
+    stacked = {key: members for key, members in stacked.items() if len(members) > 1}
+    group_streams: dict[str, Any] = {}  # one stream per replica group: its runs read the numbers its replay wrote
     try:
         for i, cfg, stored, changes, out in prepared:
-            stream = torch.cuda.Stream(ctx.device) if ctx.device.type == "cuda" else None
+            stream = None
+            if ctx.device.type == "cuda":
+                key = keys[i] if keys[i] in stacked else None
+                if key is None or key not in group_streams:
+                    stream = torch.cuda.Stream(ctx.device)
+                    if key is not None:
+                        group_streams[key] = stream
+                else:
+                    stream = group_streams[key]
             try:
                 with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
                     trainer = _Trainer(cfg, stored, out, ctx, changes)  # seeds the global generators
@@ -119,13 +153,21 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]]) ->
                 continue
             cuda_rng = _cuda_generator().clone_state() if ctx.device.type == "cuda" else None
             slots[i] = _Slot(trainer, trainer.steps(), stream, torch.get_rng_state(), cuda_rng)
+        for members in stacked.values():
+            trainers = [slots[i].trainer for i in members if i in slots]
+            if len(trainers) > 1:
+                replicas = SeedReplicas(trainers)
+                for trainer in trainers:
+                    trainer.replicas = replicas
         looping = time.perf_counter()
         group = {"together_runs": len(slots), "together_started_at": round(started_at, 3),
                  "together_build_s": round(looping - started, 3)}
         if age is not None:
             group["together_process_s"] = round(age, 3)
         for slot in slots.values():  # written into the summary of each run that trains to its end here
-            slot.trainer.summary_extra = lambda: dict(group, together_loop_s=round(time.perf_counter() - looping, 3))
+            replicas = 1 if slot.trainer.replicas is None else len(slot.trainer.replicas.trainers)
+            slot.trainer.summary_extra = lambda replicas=replicas: dict(
+                group, together_replicas=replicas, together_loop_s=round(time.perf_counter() - looping, 3))
         while slots:
             for i, slot in list(slots.items()):
                 with slot.turn():

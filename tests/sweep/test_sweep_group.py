@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -113,3 +114,39 @@ def _script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_seeds_adjacent_puts_each_points_seeds_together():
+    from decaylab.sweep.runner import seeds_adjacent
+    from decaylab.sweep.spec import expand
+
+    spec = make_spec(ps=(0.5, 0.8, 0.9), seeds=(0, 1, 2))
+    plan = expand(spec, BACKEND.resolve)
+    ordered = seeds_adjacent(plan)
+    assert sorted(r.run_id for r in ordered) == sorted(r.run_id for r in plan)
+    points = [(r.memberships[0].label, r.memberships[0].seed) for r in ordered]
+    assert points == [(label, seed) for label in ("simple-0.5", "simple-0.8", "simple-0.9") for seed in (0, 1, 2)]
+
+
+def test_stack_seeds_needs_several_runs_per_worker(tmp_path):
+    with pytest.raises(ValueError, match="--stack-seeds .* --runs-per-worker K >= 2"):
+        run_sweep(make_spec(), tmp_path, backend=BACKEND, stack_seeds=True)
+
+
+@pytest.mark.slow
+def test_real_seeds_stacked_match_runs_alone_without_dropout(tmp_path):
+    spec = tmp_path / "pair.toml"
+    spec.write_text(textwrap.dedent(SPEC))
+    no_dropout = ["--set", "model.dropout=0"]
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "alone"), "--workers", "1", *no_dropout]) == 0
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "stacked"), "--workers", "1", "--runs-per-worker", "2",
+                 "--stack-seeds", *no_dropout]) == 0  # fmt: skip
+    statuses, metrics = _results(tmp_path / "stacked")
+    assert set(statuses.values()) == {"finished"} and len(statuses) == 2
+    for run_id in statuses:
+        summary = json.loads((tmp_path / "stacked" / "runs" / run_id / "summary.json").read_text())
+        assert summary["together_replicas"] == 2
+    _, alone = _results(tmp_path / "alone")
+    for run_id, values in alone.items():  # one model of two replicas: its run alone, to float32 rounding
+        for name in ("final_loss", "test_ppl", "val_ppl"):
+            assert metrics[run_id][name] == pytest.approx(values[name], rel=1e-4), (run_id, name)

@@ -297,7 +297,7 @@ def test_command_refuses_bad_worker_settings(tmp_path, captured, capsys, flags, 
 
 def test_cpu_sweep_runs_end_to_end_through_the_command(tmp_path, monkeypatch, capsys):
     """--devices cpu,cpu: two workers pinned to the CPU, the fake backend's points trained and recorded."""
-    monkeypatch.setattr("decaylab.sweep.runner.default_backend", lambda: BACKEND)
+    monkeypatch.setattr("decaylab.sweep.runner.default_backend", lambda stack_seeds=False: BACKEND)
     assert main(["sweep", _spec(tmp_path, "fake"), "--out", str(tmp_path / "out"), "--devices", "cpu,cpu"]) == 0
     out = capsys.readouterr().out
     assert "2 to run with 2 worker(s)" in out and out.count(" on cpu") == 2

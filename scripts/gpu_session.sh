@@ -10,6 +10,7 @@
 #   trainingtests  the GPU tests of training alone
 #   together ptb-small (vector) trained alone and 8 together, with and without validation every 200 steps
 #   normtests  the GPU tests of the fused norms and the weights cast once
+#   replicatests  the GPU tests of seeds stacked as replicas, the norm kernels and runs trained together
 #   step     where a graphed ptb-small step's GPU time goes, and replay rates alone and on several streams
 #   paper    the paper sweep into /tmp/paper (resumed from carry/paper.tgz when carried), stopped (SIGINT,
 #            resumable) before DEADLINE seconds (SWEEP_ARGS: the placement, default --devices cuda:0
@@ -42,6 +43,9 @@ for section in ${SECTIONS:-tests decode pos}; do
     together)
       timeout 200 python3 -m decaylab bench training --preset ptb-small --steps 600 --together 1 8 --cuda-graph on \
         --set model.decay.granularity=vector --variants "" train.eval_every=0 --json $OUT/together.json | tail -6 ;;
+    replicatests)
+      timeout 240 python3 -m pytest -m gpu -q -rxX tests/training/test_replicas.py tests/ops/test_norm_triton.py \
+        tests/training/test_together.py > $OUT/gpu-replica-tests.log 2>&1; tail -4 $OUT/gpu-replica-tests.log ;;
     normtests)
       timeout 150 python3 -m pytest -m gpu -q -rxX tests/ops/test_norm_triton.py tests/training/test_weight_cast.py tests/layers/test_projections.py \
         > $OUT/gpu-norm-tests.log 2>&1; tail -4 $OUT/gpu-norm-tests.log ;;
@@ -62,6 +66,6 @@ for section in ${SECTIONS:-tests decode pos}; do
       grep -v " in B " $OUT/compare.txt | head -10; python3 scripts/fixed_cost.py /tmp/paper | tail -1
       (cd /tmp/paper && tar czf $OUT/paper.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
         for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)) ;;
-    *) echo "unknown section $section (tests, trainingtests, normtests, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
+    *) echo "unknown section $section (tests, trainingtests, normtests, replicatests, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
   esac
 done

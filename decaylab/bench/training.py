@@ -48,6 +48,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="instead: train K copies of each variant (seeds 0..K-1) in one process, in turns "
                              "(decaylab.training.together), for each K; report the tokens/s of all K together over "
                              "the wall time of the whole call (build, capture and training)")
+    parser.add_argument("--replicas", type=int, default=1, metavar="R",
+                        help="with --together: stack the K runs (they differ only in their seeds) as replicas of one "
+                             "model, R to a model (decaylab.training.replicas; default 1: no stacking)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
 
 
@@ -125,8 +128,8 @@ def _run_together(args: argparse.Namespace, configs: dict) -> int:
     from decaylab.config import with_overrides
     from decaylab.training.together import train_together
 
-    if any(k < 1 for k in args.together):
-        raise ValueError("--together needs K >= 1")
+    if any(k < 1 for k in args.together) or args.replicas < 1:
+        raise ValueError("--together needs K >= 1 and --replicas R >= 1")
     rows = []
     with tempfile.TemporaryDirectory(prefix="decaylab-bench-") as tmp:
         _warm_up(configs.values(), args.steps, Path(tmp))
@@ -136,16 +139,18 @@ def _run_together(args: argparse.Namespace, configs: dict) -> int:
                         for seed in range(k)]  # fmt: skip
                 started = time.perf_counter()
                 with contextlib.redirect_stdout(io.StringIO()):
-                    results = train_together(runs)
+                    results = train_together(runs, replicas=args.replicas)
                 wall = time.perf_counter() - started
                 failed = [r for r in results if isinstance(r, Exception)]
                 if failed:
                     raise failed[0]
                 tokens = k * args.steps * cfg.train.tokens_per_step()
-                rows.append({"variant": label, "cuda_graph": mode, "runs": k, "wall_s": round(wall, 3),
+                rows.append({"variant": label, "cuda_graph": mode, "runs": k, "replicas": args.replicas,
+                             "wall_s": round(wall, 3),
                              "tokens_per_s": round(tokens / wall, 1),
                              "final_losses": [r["final_loss"] for r in results]})  # fmt: skip
-                print(f"  {label} [cuda_graph={mode}] {k} together: {tokens / wall:,.0f} tok/s in {wall:.1f} s",
+                print(f"  {label} [cuda_graph={mode}] {k} together ({args.replicas} to a model): "
+                      f"{tokens / wall:,.0f} tok/s in {wall:.1f} s",
                       flush=True)  # fmt: skip
     print(f"\n{args.preset}, {args.steps} steps per run; tokens/s of all runs together over the call's wall time")
     print(f"{'variant':40s} {'graph':>5s} {'runs':>5s} {'tok/s':>11s} {'per run':>10s} {'vs 1':>6s} {'wall s':>7s}")

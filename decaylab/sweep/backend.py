@@ -57,7 +57,7 @@ def train_runs_stacked(runs: list[tuple[dict, Path, bool]]) -> list[Any]:
     from decaylab.training.together import train_together
 
     return train_together([(from_dict(RunConfig, config), run_dir, resume) for config, run_dir, resume in runs],
-                          stack_seeds=True)
+                          replicas=len(runs))
 
 
 def evaluate_run(run_dir: Path, **options: Any) -> Any:

@@ -26,7 +26,7 @@ age when the group began (``together_process_s``: its start-up and imports; Linu
 (``together_loop_s``), so that a sweep can tell its groups' training from their fixed cost
 (``scripts/fixed_cost.py``), and the number of runs stacked with it as replicas (``together_replicas``, 1 alone).
 
-With ``stack_seeds``, fresh graphed runs that differ only in their seeds go further: they train as replicas of one
+With ``replicas`` > 1, fresh graphed runs that differ only in their seeds go further: they train as replicas of one
 model, one CUDA graph and one set of kernels for all (``decaylab.training.replicas``), on one stream. Their
 initialization and data stay their own; their dropout masks come from one generator, so they are not the masks
 those runs would draw alone.
@@ -104,13 +104,16 @@ def _replica_key(cfg: RunConfig, stored: RunConfig | None) -> str | None:
 
 
 def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]],
-                   stack_seeds: bool = False) -> list[dict[str, Any] | Exception]:  # fmt: skip
+                   replicas: int = 1) -> list[dict[str, Any] | Exception]:  # fmt: skip
     """Train ``(run_config, out_dir, resume)`` runs in turns (see the module docstring), all on one device.
 
-    ``stack_seeds``: fresh graphed runs that differ only in their seeds train as replicas of one model, one set of
-    kernels for all of them (``decaylab.training.replicas``; their dropout masks are not those of the runs alone).
+    ``replicas`` > 1: fresh graphed runs that differ only in their seeds train as replicas of one model, up to
+    ``replicas`` to a model, one set of kernels for each (``decaylab.training.replicas``; their dropout masks are
+    not those of the runs alone).
     Returns, per run in order, its summary or the exception that stopped it. One process only (no torchrun).
     """
+    if replicas < 1:
+        raise ValueError(f"replicas={replicas}: give 1 (no stacking) or more runs to a stacked model")
     results: list[dict[str, Any] | Exception | None] = [None] * len(runs)
     started, started_at, age = time.perf_counter(), time.time(), _process_age()
     prepared = []
@@ -130,9 +133,15 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]],
         raise ValueError("train_together runs in one process; under torchrun train each run with decaylab train")
     slots: dict[int, _Slot] = {}
     shared_cuda_rng = _cuda_generator().graphsafe_get_state() if ctx.device.type == "cuda" else None
-    keys = {i: _replica_key(cfg, stored) if stack_seeds else None for i, cfg, stored, _, _ in prepared}
-    stacked = {key: [i for i in keys if keys[i] == key] for key in set(keys.values()) if key is not None}
-    stacked = {key: members for key, members in stacked.items() if len(members) > 1}
+    keys = {i: _replica_key(cfg, stored) if replicas > 1 else None for i, cfg, stored, _, _ in prepared}
+    stacked: dict[str, list[int]] = {}
+    for key in dict.fromkeys(k for k in keys.values() if k is not None):
+        members = [i for i in keys if keys[i] == key]
+        for start in range(0, len(members), replicas):  # groups of at most `replicas` runs
+            chunk = members[start:start + replicas]
+            if len(chunk) > 1:
+                stacked[f"{key}#{start}"] = chunk
+                keys.update({i: f"{key}#{start}" for i in chunk})
     group_streams: dict[str, Any] = {}  # one stream per replica group: its runs read the numbers its replay wrote
     try:
         for i, cfg, stored, changes, out in prepared:

@@ -169,7 +169,7 @@ def _check_stacked_runs(tmp_path, base, designs, rtol):
     for i, cfg in enumerate(configs):
         train(cfg, tmp_path / f"alone-{i}")
     results = train_together([(cfg, tmp_path / f"stacked-{i}", False) for i, cfg in enumerate(configs)],
-                             stack_seeds=True)
+                             replicas=3)
     assert [r["together_replicas"] for r in results] == [3] * len(configs)
     device = torch.device("cuda" if base.get("train.device") == "cuda" else "cpu")
     for i, cfg in enumerate(configs):

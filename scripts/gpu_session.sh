@@ -10,6 +10,7 @@
 #   trainingtests  the GPU tests of training alone
 #   together ptb-small (vector) trained alone and 8 together, with and without validation every 200 steps
 #   normtests  the GPU tests of the fused norms and the weights cast once
+#   stacking twelve graphed ptb-small runs (vector) together, alone on their streams and stacked three to a model
 #   replicatests  the GPU tests of seeds stacked as replicas, the norm kernels and runs trained together
 #   step     where a graphed ptb-small step's GPU time goes, and replay rates alone and on several streams
 #   paper    the paper sweep into /tmp/paper (resumed from carry/paper.tgz when carried), stopped (SIGINT,
@@ -46,6 +47,10 @@ for section in ${SECTIONS:-tests decode pos}; do
     replicatests)
       timeout 240 python3 -m pytest -m gpu -q -rxX tests/training/test_replicas.py tests/ops/test_norm_triton.py \
         tests/training/test_together.py > $OUT/gpu-replica-tests.log 2>&1; tail -4 $OUT/gpu-replica-tests.log ;;
+    stacking)
+      for r in 1 3; do timeout 120 python3 -m decaylab bench training --preset ptb-small --steps 400 --together 12 \
+        --replicas $r --cuda-graph on --set model.decay.granularity=vector --set train.eval_every=0 \
+        --json $OUT/stacking-$r.json | tail -1; done ;;
     normtests)
       timeout 150 python3 -m pytest -m gpu -q -rxX tests/ops/test_norm_triton.py tests/training/test_weight_cast.py tests/layers/test_projections.py \
         > $OUT/gpu-norm-tests.log 2>&1; tail -4 $OUT/gpu-norm-tests.log ;;
@@ -66,6 +71,6 @@ for section in ${SECTIONS:-tests decode pos}; do
       grep -v " in B " $OUT/compare.txt | head -10; python3 scripts/fixed_cost.py /tmp/paper | tail -1
       (cd /tmp/paper && tar czf $OUT/paper.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
         for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)) ;;
-    *) echo "unknown section $section (tests, trainingtests, normtests, replicatests, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
+    *) echo "unknown section $section (tests, trainingtests, normtests, replicatests, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
   esac
 done

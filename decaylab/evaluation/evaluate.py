@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from decaylab.evaluation.decay_stats import decay_statistics
-from decaylab.evaluation.extrapolation import batch_size_for, length_extrapolation
+from decaylab.evaluation.extrapolation import batch_size_for, batch_tokens_for, length_extrapolation
 from decaylab.evaluation.names import DEFAULT_DECAY_TOKENS, SPLIT_KEYS
 from decaylab.evaluation.perplexity import IGNORE_INDEX, PositionLoss, bits_per_byte, perplexity, position_losses
 from decaylab.evaluation.plots import plot_median_decay
@@ -118,9 +118,10 @@ def _language_model(run: LoadedRun, data, splits, factors, max_tokens, log) -> d
     out: dict[str, Any] = {}
     seq_len = run.config.train.seq_len
     scored: dict[str, PositionLoss] = {}
+    batch_tokens = batch_tokens_for(next(run.model.parameters()).device, run.config.model.vocab_size)
     for split in splits:
         log(f"scoring the {split} split in windows of {seq_len} tokens")
-        batches = data.eval_batches(split, seq_len, batch_size_for(seq_len))
+        batches = data.eval_batches(split, seq_len, batch_size_for(seq_len, batch_tokens))
         scored[split] = result = position_losses(run.model, batches, max_tokens=max_tokens)
         key = SPLIT_KEYS[split]
         out[f"{key}_loss"] = result.mean_loss
@@ -135,7 +136,7 @@ def _language_model(run: LoadedRun, data, splits, factors, max_tokens, log) -> d
         out.update(
             length_extrapolation(
                 run.model, windows, seq_len, factors, max_tokens=max_tokens, known=known,
-                available_tokens=data.num_eval_targets("test"),
+                available_tokens=data.num_eval_targets("test"), batch_tokens=batch_tokens,
             )
         )
     return out

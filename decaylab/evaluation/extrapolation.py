@@ -15,8 +15,24 @@ from decaylab.evaluation.perplexity import PositionLoss, perplexity, position_lo
 
 # Tokens per evaluation batch: batch size = BATCH_TOKENS // window length (at least one window).
 BATCH_TOKENS = 8192
+# On a GPU a small model's evaluation forward is bound by the host launching its kernels, not by the card, so
+# batches grow until their float32 logits would pass this many values (2 GiB), up to GPU_BATCH_TOKENS tokens.
+GPU_LOGIT_VALUES = 1 << 29
+GPU_BATCH_TOKENS = 65536
 # Most points on the loss-by-position curve (positions are grouped into at most this many equal buckets).
 POSITION_BUCKETS = 64
+
+
+def batch_tokens_for(device: torch.device, vocab_size: int) -> int:
+    """Tokens per evaluation batch: BATCH_TOKENS on a CPU; on a GPU the most, by powers of two up to
+    GPU_BATCH_TOKENS, whose float32 logits stay within GPU_LOGIT_VALUES (never fewer than BATCH_TOKENS). The windows
+    scored are the same; only how many share a forward changes."""
+    if torch.device(device).type != "cuda":
+        return BATCH_TOKENS
+    tokens = BATCH_TOKENS
+    while tokens * 2 <= GPU_BATCH_TOKENS and tokens * 2 * vocab_size <= GPU_LOGIT_VALUES:
+        tokens *= 2
+    return tokens
 
 
 def batch_size_for(seq_len: int, batch_tokens: int = BATCH_TOKENS) -> int:

@@ -78,3 +78,13 @@ def test_bad_factors():
         length_extrapolation(CountingLM(), windows, 50, (0, 2))
     with pytest.raises(ValueError, match="integers >= 1"):
         length_extrapolation(CountingLM(), windows, 50, (1.5,))
+
+
+def test_gpu_batches_grow_with_a_small_vocabulary_and_cpu_batches_do_not():
+    from decaylab.evaluation.extrapolation import BATCH_TOKENS, batch_tokens_for
+
+    cuda = torch.device("cuda")
+    assert batch_tokens_for(torch.device("cpu"), 10_000) == BATCH_TOKENS
+    assert batch_tokens_for(cuda, 10_000) == 32768  # PTB: 1.3 GB of float32 logits
+    assert batch_tokens_for(cuda, 100) == 65536  # capped
+    assert batch_tokens_for(cuda, 50_432) == BATCH_TOKENS  # GPT-2's vocabulary: never fewer than on a CPU

@@ -11,7 +11,7 @@
 #   together ptb-small (vector) trained alone and 8 together, with and without validation every 200 steps
 #   normtests  the GPU tests of the fused norms and the weights cast once
 #   stacking twelve graphed ptb-small runs (vector) together, alone on their streams and stacked three to a model
-#   replicatests  the GPU tests of seeds stacked as replicas, the norm kernels and runs trained together
+#   replicatests  the GPU tests of seeds stacked as replicas and of the norm kernels
 #   step     where a graphed ptb-small step's GPU time goes, and replay rates alone and on several streams
 #   paper    the paper sweep into /tmp/paper (resumed from carry/paper.tgz when carried), stopped (SIGINT,
 #            resumable) before DEADLINE seconds (SWEEP_ARGS: the placement, default --devices cuda:0
@@ -46,7 +46,7 @@ for section in ${SECTIONS:-tests decode pos}; do
         --set model.decay.granularity=vector --variants "" train.eval_every=0 --json $OUT/together.json | tail -6 ;;
     replicatests)
       timeout 240 python3 -m pytest -m gpu -q -rxX tests/training/test_replicas.py tests/ops/test_norm_triton.py \
-        tests/training/test_together.py > $OUT/gpu-replica-tests.log 2>&1; tail -4 $OUT/gpu-replica-tests.log ;;
+        > $OUT/gpu-replica-tests.log 2>&1; tail -4 $OUT/gpu-replica-tests.log ;;
     stacking)
       for r in 1 3; do timeout 120 python3 -m decaylab bench training --preset ptb-small --steps 400 --together 12 \
         --replicas $r --cuda-graph on --set model.decay.granularity=vector --set train.eval_every=0 \

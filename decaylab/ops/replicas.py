@@ -14,7 +14,8 @@ stacked argument of their own (``decaylab.ops.norm``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch._C._functorch import is_batchedtensor

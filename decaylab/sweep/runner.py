@@ -41,6 +41,7 @@ from decaylab.sweep.placement import is_cuda
 from decaylab.sweep.spec import PlannedRun, SweepSpec, expand
 from decaylab.sweep.sweepdir import open_sweep_dir, prepare_sweep
 
+
 @dataclasses.dataclass
 class SweepResult:
     planned: int

@@ -26,7 +26,7 @@ from torch.func import functional_call, vmap
 
 from decaylab.run.schedules import learning_rate
 from decaylab.training.cuda_graph import IGNORE_INDEX, GraphedTrainStep
-from decaylab.training.weight_cast import cast_once, castable_linear_weights
+from decaylab.training.weight_cast import cast_once
 
 
 def replica_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

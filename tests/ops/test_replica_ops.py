@@ -170,3 +170,60 @@ def test_triton_kernels_under_vmap_match_each_replica_alone(kernel_errors, case)
     errors = kernel_errors[case]
     assert len(errors) >= 3  # outputs and every gradient compared
     assert max(errors) < 1e-5, errors  # float32 kernels against the float64 torch code
+
+
+_MODEL_SCRIPT = r"""
+import json, sys
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, vmap
+from decaylab.config import with_overrides
+from decaylab.model import DecayLM
+from decaylab.ops import norm, positional
+from decaylab.run.config import run_preset
+
+R = 3
+for name, design in json.loads(sys.argv[1]).items():
+    cfg = with_overrides(run_preset("ptb-small"), {"model.vocab_size": 50, "model.d_model": 64, "model.n_layers": 1,
+                                                   "model.n_heads": 2, "model.dropout": 0.0, **design})
+    models = []
+    for seed in range(R):
+        torch.manual_seed(seed)
+        models.append(DecayLM(cfg.model))
+    for m in models:
+        for module in m.modules():
+            if hasattr(module, "backend"):
+                module.backend = "triton"  # the GPU's attention kernels, here under the interpreter
+    stacked = {n: torch.stack([m.get_parameter(n).detach() for m in models]).requires_grad_()
+               for n, _ in models[0].named_parameters()}
+    x = torch.randint(0, 50, (R, 2, 21), generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 50, (R, 2, 21), generator=torch.Generator().manual_seed(2))
+    errors = {}
+    with norm.use_kernels(True), positional.use_kernels(True):
+        logits = vmap(lambda p, xx: functional_call(models[0], p, (xx,)))(stacked, x)
+        sum(F.cross_entropy(logits[r].flatten(0, 1), y[r].flatten()) for r in range(R)).backward()
+        for r in range(R):
+            alone = models[r](x[r])
+            F.cross_entropy(alone.flatten(0, 1), y[r].flatten()).backward()
+            errors[f"logits {r}"] = float((logits[r] - alone).abs().max() / alone.abs().max())
+            for n, p in models[r].named_parameters():
+                if p.grad is not None and p.grad.abs().max() > 0:
+                    errors[f"{n} {r}"] = float((stacked[n].grad[r] - p.grad).abs().max() / p.grad.abs().max())
+    print(json.dumps({name: errors}))
+"""
+
+_MODEL_CASES = {
+    "simple scalar": {"model.decay.kind": "simple", "model.decay.granularity": "scalar"},
+    "gla vector rope": {"model.decay.kind": "gla", "model.decay.granularity": "vector", "model.pos": "rope"},
+}
+
+
+def test_a_replicated_model_on_the_triton_kernels_matches_each_model_alone():
+    """The whole model under vmap with the attention, norm and positional kernels (interpreter), float32: every
+    replica's logits and every parameter's gradient are those of its model called alone."""
+    found = run_under_interpreter(_MODEL_SCRIPT, _MODEL_CASES)
+    for case in _MODEL_CASES:
+        errors = found[case]
+        assert len(errors) > 20, case  # logits and the gradients of the parameters compared
+        worst = max(errors, key=errors.get)
+        assert errors[worst] < 1e-4, (case, worst, errors[worst])

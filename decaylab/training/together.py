@@ -44,6 +44,7 @@ from typing import Any, Generator, Sequence
 
 import torch
 
+from decaylab import rundir
 from decaylab.config import to_dict
 from decaylab.run.config import RunConfig
 from decaylab.training import distributed as dist_utils
@@ -92,11 +93,14 @@ def _cuda_generator() -> torch.Generator:
     return torch.cuda.default_generators[torch.cuda.current_device()]
 
 
-def _replica_key(cfg: RunConfig, stored: RunConfig | None) -> str | None:
+def _replica_key(cfg: RunConfig, stored: RunConfig | None, out: Path) -> str | None:
     """Runs with one key differ only in their seeds and may be stacked as replicas (``decaylab.training.replicas``):
-    fresh runs that may be graphed (on a CPU the replicas' step runs eagerly). None: this run trains on its own."""
+    fresh runs (or resumed ones without a checkpoint) that may be graphed (on a CPU the replicas' step runs eagerly).
+    None: this run trains on its own."""
     train = cfg.train
-    if stored is not None or train.cuda_graph == "off" or train.compile:
+    # a resumed run without a checkpoint starts again from step 0 (an interrupted sweep's runs): fresh too
+    resumed = stored is not None and bool(rundir.list_checkpoints(out))
+    if resumed or train.cuda_graph == "off" or train.compile:
         return None
     settings = to_dict(cfg)
     settings["train"].pop("seed")
@@ -133,7 +137,7 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]],
         raise ValueError("train_together runs in one process; under torchrun train each run with decaylab train")
     slots: dict[int, _Slot] = {}
     shared_cuda_rng = _cuda_generator().graphsafe_get_state() if ctx.device.type == "cuda" else None
-    keys = {i: _replica_key(cfg, stored) if replicas > 1 else None for i, cfg, stored, _, _ in prepared}
+    keys = {i: _replica_key(cfg, stored, out) if replicas > 1 else None for i, cfg, stored, _, out in prepared}
     stacked: dict[str, list[int]] = {}
     for key in dict.fromkeys(k for k in keys.values() if k is not None):
         members = [i for i in keys if keys[i] == key]

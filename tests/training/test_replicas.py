@@ -140,17 +140,24 @@ def test_graphed_replicas_replay_the_eager_step_on_gpu(granularity):
     torch.testing.assert_close(results[1], results[0], rtol=1e-6, atol=1e-6)
 
 
-def test_only_fresh_runs_differing_in_their_seeds_share_a_key():
+def test_only_fresh_runs_differing_in_their_seeds_share_a_key(tmp_path):
     from training_helpers import small_run
 
+    from decaylab import rundir
     from decaylab.training.together import _replica_key
 
     a, b = small_run(**{"train.seed": 1}), small_run(**{"train.seed": 2})
-    assert _replica_key(a, None) == _replica_key(b, None) is not None
-    assert _replica_key(small_run(**{"model.decay.kind": "gla"}), None) != _replica_key(a, None)
-    assert _replica_key(small_run(**{"train.lr": 1e-3}), None) != _replica_key(a, None)
-    assert _replica_key(a, a) is None  # resumed
-    assert _replica_key(small_run(**{"train.cuda_graph": "off"}), None) is None
+    new = tmp_path / "new"
+    assert _replica_key(a, None, new) == _replica_key(b, None, new) is not None
+    assert _replica_key(small_run(**{"model.decay.kind": "gla"}), None, new) != _replica_key(a, None, new)
+    assert _replica_key(small_run(**{"train.lr": 1e-3}), None, new) != _replica_key(a, None, new)
+    assert _replica_key(small_run(**{"train.cuda_graph": "off"}), None, new) is None
+    (tmp_path / "killed").mkdir()  # interrupted before its first checkpoint: it starts again, so it may stack
+    assert _replica_key(a, a, tmp_path / "killed") == _replica_key(a, None, new)
+    checkpoint = tmp_path / "resumed" / rundir.CHECKPOINTS / rundir.checkpoint_name(3)
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "model.pt").write_bytes(b"")
+    assert _replica_key(a, a, tmp_path / "resumed") is None  # resumes from its checkpoint: trains on its own
 
 
 def _check_stacked_runs(tmp_path, base, designs, rtol):
@@ -199,3 +206,28 @@ def test_seeds_stacked_on_a_gpu_train_as_the_runs_alone(tmp_path):
     base = {"train.device": "cuda", "train.precision": "bf16", "train.cuda_graph": "on", "train.max_steps": 40,
             "train.eval_every": 20, "train.log_every": 5, "model.dropout": 0.0}
     _check_stacked_runs(tmp_path, base, [{}, {"model.decay.kind": "gla", "model.pos": "rope"}], rtol=2e-2)
+
+
+def test_a_run_killed_before_its_first_checkpoint_joins_its_replicas_again(tmp_path):
+    """An interrupted sweep resumes its runs; one that stopped before any checkpoint starts again from step 0, so it
+    is stacked with its point's other seeds and trains as it would alone (no dropout: to float32 rounding)."""
+    import shutil
+
+    from training_helpers import small_run
+
+    from decaylab import rundir
+    from decaylab.training.loop import train
+    from decaylab.training.together import train_together
+
+    configs = [small_run(**{"model.dropout": 0.0, "train.seed": seed}) for seed in (1, 2, 3)]
+    train(configs[1], tmp_path / "alone")
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    for name in (rundir.CONFIG, rundir.TOKENIZER):  # what a run leaves before its first checkpoint
+        shutil.copy(tmp_path / "alone" / name, killed / name)
+    runs = [(configs[0], tmp_path / "a", False), (configs[1], killed, True), (configs[2], tmp_path / "c", False)]
+    results = train_together(runs, replicas=3)
+    assert [r["together_replicas"] for r in results] == [3, 3, 3]
+    again = torch.tensor([r["loss"] for r in rundir.read_metrics(killed)])
+    torch.testing.assert_close(again, torch.tensor([r["loss"] for r in rundir.read_metrics(tmp_path / "alone")]),
+                               rtol=1e-4, atol=0)  # fmt: skip

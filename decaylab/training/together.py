@@ -38,9 +38,10 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generator, Sequence
+from typing import Any
 
 import torch
 

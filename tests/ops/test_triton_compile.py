@@ -131,15 +131,43 @@ def _launches(vector: bool, D: int, overrides: dict, dtype: torch.dtype = torch.
     return captured
 
 
+# name -> (feature dim, input dtype, gated, replicas: a weight [R, D] per block of rows, or one [D])
+NORM_CASES = {
+    "norm-D256-bf16": (256, torch.bfloat16, False, 1),
+    "norm-D256-bf16-gated": (256, torch.bfloat16, True, 1),
+    "norm-D256-fp32-replicas": (256, torch.float32, False, 3),
+    "norm-D64-bf16-gated-replicas": (64, torch.bfloat16, True, 3),
+}
+
+
+def _norm_launches(D: int, dtype: torch.dtype, gated: bool, replicas: int) -> list[tuple]:
+    """One forward and backward of the norm kernels on CPU tensors, every launch captured instead of executed."""
+    from decaylab.ops.triton import norm
+
+    captured = []
+    x = torch.randn(replicas, 40, D, dtype=dtype, requires_grad=True)
+    gate = torch.randn(replicas, 40, D, dtype=dtype, requires_grad=True) if gated else None
+    weight = torch.randn((replicas, D) if replicas > 1 else (D,), requires_grad=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(JITFunction, "__getitem__",
+                      lambda fn, grid: lambda *args, **kwargs: captured.append((fn, args, dict(kwargs))))
+        patch.setattr(norm, "interpreter_active", lambda: True)  # CPU tensors are fine: nothing runs
+        y = norm.rms_norm(x, weight, 1e-5, gate)
+        y.float().sum().backward()
+    return captured
+
+
 def compile_all(ptx_dir: Path | None = None) -> dict:
     """Every distinct kernel of every config in CONFIGS, compiled once: name -> [(kernel, error or None)]. With
     ``ptx_dir``, each kernel's PTX is written there as <kernel>-<hash of its launch>.ptx, and <config>.txt lists the
     files of each config: two such folders compared file by file show whether a change of the Python code changed
     the compiled code (set TRITON_DISABLE_LINE_INFO=1, so that moved source lines do not count)."""
     cache, results = {}, {}
-    for name, spec in CONFIGS.items():
+    launches = {name: (_launches, spec) for name, spec in CONFIGS.items()}
+    launches.update({name: (_norm_launches, spec) for name, spec in NORM_CASES.items()})
+    for name, (capture, spec) in launches.items():
         results[name] = []
-        for fn, args, kwargs in _launches(*spec):
+        for fn, args, kwargs in capture(*spec):
             signature, constexprs, options = _signature(fn, args, kwargs)
             key = (fn.__name__, tuple(signature.items()), tuple(constexprs.items()), tuple(options.items()))
             file = f"{fn.__name__}-{hashlib.sha1(repr(key).encode()).hexdigest()[:12]}.ptx"
@@ -180,7 +208,7 @@ def compiled() -> dict:
     return json.loads(child.stdout.splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(CONFIGS) + list(NORM_CASES))
 def test_every_kernel_launch_compiles_for_sm90(compiled, name):
     launches = compiled[name]
     assert launches, f"{name}: no kernel was launched"
@@ -193,7 +221,8 @@ def test_the_captured_launches_cover_each_path(compiled):
     kernels = {kernel for launches in compiled.values() for kernel, _ in launches}
     assert {"forward_kernel", "backward_dq_kernel", "backward_dkv_kernel", "chunk_states_kernel",
             "chunk_dstates_kernel", "chunk_dv_kernel", "chunk_dqk_kernel", "segment_state_kernel",
-            "segment_dstate_kernel", "sum_partials_kernel"} <= kernels, sorted(kernels)
+            "segment_dstate_kernel", "sum_partials_kernel", "rms_norm_forward_kernel",
+            "rms_norm_backward_kernel"} <= kernels, sorted(kernels)
     # the Gluon kernels (gluon/), which the interpreter cannot run: this compile is their only CPU check
     if gluon.AVAILABLE:
         gluon_kernels = {kernel for name, launches in compiled.items() if "hopper" in name for kernel, _ in launches}

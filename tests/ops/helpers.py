@@ -1,4 +1,5 @@
-"""Random inputs, a forward+backward runner and a Triton-interpreter child process shared by the ops tests."""
+"""Random inputs, a forward+backward runner, a few training steps and a Triton-interpreter child process shared by the
+ops tests."""
 
 from __future__ import annotations
 
@@ -48,6 +49,19 @@ def run(backend, q, k, v, log_decay, h0, *, scale=1.0, seed=1, **kwargs):
     out = {"o": o.detach(), "final_state": final.detach()}
     out.update({f"d{name}": t.grad for name, t in leaves.items()})
     return out
+
+
+def train_steps(model, batches) -> list[float]:
+    """Plain AdamW steps (lr 3e-3) of next-token loss on ``[B, T+1]`` token batches; the loss of each step."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for ids in batches:
+        loss = torch.nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
 
 
 def run_under_interpreter(script: str, cases: dict) -> dict:

@@ -249,21 +249,9 @@ for name, (shape, dtype, gate_dtype, weight_dtype, layout, grads) in cases.items
 # trained two steps in float32 on each path, in the same child (one interpreter start)
 CHILD += r"""
 import copy
-import torch.nn.functional as F
 from decaylab import DecayLM, ModelConfig
+from tests.ops.helpers import train_steps
 from decaylab.layers.norms import RMSNorm
-
-
-def train(model, batches):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for ids in batches:
-        loss = F.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-    return losses
 
 
 torch.manual_seed(0)
@@ -272,10 +260,10 @@ model = DecayLM(cfg)
 twin = copy.deepcopy(model)
 batches = [torch.randint(0, cfg.vocab_size, (2, 40)) for _ in range(2)]
 with use_kernels(False):
-    want = train(model, batches)
+    want = train_steps(model, batches)
 launches.clear()
 with use_kernels(True):
-    got = train(twin, batches)
+    got = train_steps(twin, batches)
 error = max((a - b).abs().max().item() for a, b in zip(model.parameters(), twin.parameters()))
 norms = sum(isinstance(m, RMSNorm) for m in model.modules())
 print(json.dumps({"model": {"losses": got, "want": want, "parameter_error": error, "launches": launches,

@@ -148,27 +148,14 @@ MODELS = {
 
 MODEL_CHILD = r"""
 import copy, json, sys, torch
-import torch.nn.functional as F
 import decaylab.ops.triton.positional as kernels
 from decaylab import DecayLM, ModelConfig
+from tests.ops.helpers import train_steps
 from decaylab.ops.positional import use_kernels
 
 launches = []
 launch = kernels._launch
 kernels._launch = lambda pairs, *args, **kw: (launches.append(len(pairs)), launch(pairs, *args, **kw))[1]
-
-
-def train(model, batches):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for ids in batches:
-        loss = F.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-    return losses
-
 
 for name, overrides in json.loads(sys.argv[1]).items():
     torch.manual_seed(0)
@@ -177,10 +164,10 @@ for name, overrides in json.loads(sys.argv[1]).items():
     twin = copy.deepcopy(model)
     batches = [torch.randint(0, cfg.vocab_size, (2, 40)) for _ in range(2)]
     with use_kernels(False):
-        want = train(model, batches)
+        want = train_steps(model, batches)
     launches.clear()
     with use_kernels(True):
-        got = train(twin, batches)
+        got = train_steps(twin, batches)
     same = all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
     print(json.dumps({name: {"losses": got == want, "parameters": same, "launches": len(launches),
                              "expected": 2 * cfg.n_layers * len(batches)}}))

@@ -108,6 +108,21 @@ def _replica_key(cfg: RunConfig, stored: RunConfig | None, out: Path) -> str | N
     return json.dumps(settings, sort_keys=True)
 
 
+def _replica_stacks(prepared: list[tuple], replicas: int) -> list[list[int]]:
+    """Indices of the prepared runs stacked together: runs of one ``_replica_key``, at most ``replicas`` to a
+    stack, in their order; a run alone in its stack is left out."""
+    if replicas < 2:
+        return []
+    by_key: dict[str, list[int]] = {}
+    for i, cfg, stored, _, out in prepared:
+        key = _replica_key(cfg, stored, out)
+        if key is not None:
+            by_key.setdefault(key, []).append(i)
+    stacks = [members[start:start + replicas] for members in by_key.values()
+              for start in range(0, len(members), replicas)]  # fmt: skip
+    return [stack for stack in stacks if len(stack) > 1]
+
+
 def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]],
                    replicas: int = 1) -> list[dict[str, Any] | Exception]:  # fmt: skip
     """Train ``(run_config, out_dir, resume)`` runs in turns (see the module docstring), all on one device.
@@ -138,27 +153,18 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]],
         raise ValueError("train_together runs in one process; under torchrun train each run with decaylab train")
     slots: dict[int, _Slot] = {}
     shared_cuda_rng = _cuda_generator().graphsafe_get_state() if ctx.device.type == "cuda" else None
-    keys = {i: _replica_key(cfg, stored, out) if replicas > 1 else None for i, cfg, stored, _, out in prepared}
-    stacked: dict[str, list[int]] = {}
-    for key in dict.fromkeys(k for k in keys.values() if k is not None):
-        members = [i for i in keys if keys[i] == key]
-        for start in range(0, len(members), replicas):  # groups of at most `replicas` runs
-            chunk = members[start:start + replicas]
-            if len(chunk) > 1:
-                stacked[f"{key}#{start}"] = chunk
-                keys.update({i: f"{key}#{start}" for i in chunk})
-    group_streams: dict[str, Any] = {}  # one stream per replica group: its runs read the numbers its replay wrote
+    stacks = _replica_stacks(prepared, replicas)
+    stack_of = {i: n for n, stack in enumerate(stacks) for i in stack}
+    stack_streams: dict[int, Any] = {}  # one stream per stack: its runs read the numbers its replay wrote
     try:
         for i, cfg, stored, changes, out in prepared:
             stream = None
             if ctx.device.type == "cuda":
-                key = keys[i] if keys[i] in stacked else None
-                if key is None or key not in group_streams:
+                stream = stack_streams.get(stack_of.get(i))
+                if stream is None:
                     stream = torch.cuda.Stream(ctx.device)
-                    if key is not None:
-                        group_streams[key] = stream
-                else:
-                    stream = group_streams[key]
+                    if i in stack_of:
+                        stack_streams[stack_of[i]] = stream
             try:
                 with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
                     trainer = _Trainer(cfg, stored, out, ctx, changes)  # seeds the global generators
@@ -167,21 +173,21 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]],
                 continue
             cuda_rng = _cuda_generator().clone_state() if ctx.device.type == "cuda" else None
             slots[i] = _Slot(trainer, trainer.steps(), stream, torch.get_rng_state(), cuda_rng)
-        for members in stacked.values():
-            trainers = [slots[i].trainer for i in members if i in slots]
+        for stack in stacks:
+            trainers = [slots[i].trainer for i in stack if i in slots]
             if len(trainers) > 1:
-                replicas = SeedReplicas(trainers)
+                shared = SeedReplicas(trainers)
                 for trainer in trainers:
-                    trainer.replicas = replicas
+                    trainer.replicas = shared
         looping = time.perf_counter()
         group = {"together_runs": len(slots), "together_started_at": round(started_at, 3),
                  "together_build_s": round(looping - started, 3)}
         if age is not None:
             group["together_process_s"] = round(age, 3)
         for slot in slots.values():  # written into the summary of each run that trains to its end here
-            replicas = 1 if slot.trainer.replicas is None else len(slot.trainer.replicas.trainers)
-            slot.trainer.summary_extra = lambda replicas=replicas: dict(
-                group, together_replicas=replicas, together_loop_s=round(time.perf_counter() - looping, 3))
+            stacked = 1 if slot.trainer.replicas is None else len(slot.trainer.replicas.trainers)
+            slot.trainer.summary_extra = lambda stacked=stacked: dict(
+                group, together_replicas=stacked, together_loop_s=round(time.perf_counter() - looping, 3))
         while slots:
             for i, slot in list(slots.items()):
                 with slot.turn():

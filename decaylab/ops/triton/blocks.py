@@ -1,5 +1,5 @@
 """The device helpers every Triton kernel here shares: sequence and chunk bounds, program ids, tile loads and
-stores, log2 cumulative decays, and advancing or retreating a [K, V] state block by one chunk (kernels.py,
+stores, log2 cumulative decays, and advancing or retreating a [K, V] state block by one chunk or more (kernels.py,
 chunk_parallel.py, segments.py). Moved out of kernels.py unchanged: they inline into the same code."""
 
 import triton
@@ -192,3 +192,27 @@ def retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H: tl.constexp
     q_t = load_tile(q, tok, valid, i_h, H, K, BK, i_k)
     do_t = load_tile(do, tok, valid, i_h, H, V, BV, i_v)
     return retreat_dstate(dS, q_t, do_t, G, tl.min(G, axis=0), scale, VECTOR, DT, PREC)
+
+
+@triton.jit
+def state_at(h, k, v, g, span_bos, span_end, i_h, i_k, i_v, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+             BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, J: tl.constexpr, VECTOR: tl.constexpr,
+             DT: tl.constexpr, PREC: tl.constexpr):
+    """The [BK, BV] state block entering sub-chunk J of a span of stored state (chunk_parallel.py), from h (fp32)
+    entering the span: sub-chunks 0 .. J-1 replayed."""
+    for i in tl.static_range(J):
+        tok, valid = chunk_tokens(span_bos, span_end - span_bos, i, BT)
+        h, _ = advance_block(h, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, VECTOR, DT, PREC)
+    return h
+
+
+@triton.jit
+def dstate_at(dh, q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H: tl.constexpr, K: tl.constexpr,
+              V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, J: tl.constexpr,
+              SUB: tl.constexpr, VECTOR: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """The [BK, BV] state-gradient block leaving sub-chunk J of a span of SUB sub-chunks, from dh (fp32) leaving the
+    span: sub-chunks SUB-1 .. J+1 retreated over."""
+    for r in tl.static_range(SUB - 1 - J):
+        tok, valid = chunk_tokens(span_bos, span_end - span_bos, SUB - 1 - r, BT)
+        dh = retreat_block(dh, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, VECTOR, DT, PREC)
+    return dh

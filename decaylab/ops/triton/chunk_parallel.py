@@ -1,6 +1,7 @@
-"""Chunk-parallel backward for scalar decay (the pinned one): lean state sweeps, then one program per (chunk, head).
+"""Chunk-parallel backward (scalar decay's pinned one; vector decay's by choice): lean state sweeps, then one
+program per (chunk, head).
 
-The two-sweep backward (kernels.py, also vector decay's) walks every chunk twice in order, each program carrying a
+The two-sweep backward (kernels.py, vector decay's pinned one) walks every chunk twice in order, each program carrying a
 [K, V] state and a dozen tiles. Here the sequential work shrinks to the state recurrences alone, and the rest runs
 in parallel:
 
@@ -15,7 +16,10 @@ The gate gradient restarts from its direct form sum(S_end * dh_c) at every chunk
 the chunk, rebuilt from h_c and the chunk's keys and values), so no scan crosses chunks. The stored states cost
 2 x K x V values per chunk and head.
 
-With scalar decay every element of the state evolves on its own, so the sweeps split the state into
+Vector decay (a decay per key channel) takes the same kernels and launches under VECTOR: its G is a [BT, K] tile,
+its factors are element-wise, and its per-chunk dq, dk and gate gradient are chunk_parallel_vector.py's.
+
+With scalar or vector decay every element of the state evolves on its own, so the sweeps split the state into
 [STATE_BLOCK, STATE_BLOCK] blocks, one program each: more programs in flight, and a small fp32 block in registers.
 Step 3 is two kernels, so that neither holds more tiles than fit in registers: one for dv, one for dq, dk and the
 gate gradient (optionally split over key blocks, whose gate-gradient shares are summed); with small heads one
@@ -37,8 +41,9 @@ from decaylab.ops.triton import gluon
 from decaylab.ops.triton.configs import interpreter_active
 from decaylab.ops.triton.intra import scalar_pair_decay
 from decaylab.ops.triton.blocks import STATE_BLOCK, advance_block, block_ptrs, chunk_tokens, compile_options, \
-    launch_grid, load_chunk, load_gates, load_raw_gates, load_tile, log2_cumsum, program_ids, retreat_block, \
-    retreat_dstate, sequence_bounds, state_block_ids, store_tile
+    decay_rows, dstate_at, launch_grid, load_chunk, load_gates, load_raw_gates, load_tile, log2_cumsum, program_ids, \
+    retreat_block, retreat_dstate, sequence_bounds, state_at, state_block_ids, store_tile
+from decaylab.ops.triton.chunk_parallel_vector import chunk_dqk_span_vector, vector_dv_operands
 from decaylab.ops.triton.plans import ChunkParallelBackward, DvInSweep, DvKernel, FusedDv, LaunchPlan
 
 SWEEP_WARPS = 4
@@ -74,7 +79,8 @@ def chunk_table(lengths: tuple[int, ...], chunk: int, device: torch.device) -> C
 @triton.jit
 def chunk_states_kernel(k, v, g, h0, states, cu_seqlens, first, T,
                         H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                        BV: tl.constexpr, HAS_H0: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
+                        BV: tl.constexpr, HAS_H0: tl.constexpr, VECTOR: tl.constexpr, PREC: tl.constexpr,
+                        ADJACENT: tl.constexpr):
     """Per (sequence, head, state block): the block entering each chunk."""
     i_nh, i_k, i_v = state_block_ids(K, V, BK, BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
@@ -87,13 +93,14 @@ def chunk_states_kernel(k, v, g, h0, states, cu_seqlens, first, T,
     for i_t in range(0, tl.cdiv(seq_len, BT)):
         tok, valid = chunk_tokens(bos, seq_len, i_t, BT)
         tl.store(block_ptrs(states, (c0 + i_t) * H + i_h, K, V, BK, BV, i_k, i_v), S.to(states.dtype.element_ty))
-        S, _ = advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
+        S, _ = advance_block(S, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, VECTOR, DT, PREC)
 
 
 @triton.jit
 def chunk_dstates_kernel(q, g, do, dht, dstates, dh0, cu_seqlens, first, scale, T,
                          H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                         BV: tl.constexpr, HAS_DHT: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
+                         BV: tl.constexpr, HAS_DHT: tl.constexpr, VECTOR: tl.constexpr, PREC: tl.constexpr,
+                         ADJACENT: tl.constexpr):
     """Per (sequence, head, state block): the block's gradient leaving each chunk, and entering the sequence."""
     scale = tl.cast(scale, tl.float32)  # torch.compile hands a Python float over as fp64
     i_nh, i_k, i_v = state_block_ids(K, V, BK, BV, ADJACENT)
@@ -110,31 +117,8 @@ def chunk_dstates_kernel(q, g, do, dht, dstates, dh0, cu_seqlens, first, scale, 
         tok, valid = chunk_tokens(bos, seq_len, i_t, BT)
         tl.store(block_ptrs(dstates, (c0 + i_t) * H + i_h, K, V, BK, BV, i_k, i_v),
                  dS.to(dstates.dtype.element_ty))
-        dS = retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
+        dS = retreat_block(dS, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, VECTOR, DT, PREC)
     tl.store(block_ptrs(dh0, i_nh, K, V, BK, BV, i_k, i_v), dS)
-
-
-@triton.jit
-def _state_at(h, k, v, g, span_bos, span_end, i_h, i_k, i_v, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-              BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, J: tl.constexpr, DT: tl.constexpr,
-              PREC: tl.constexpr):
-    """The [BK, BV] state block entering sub-chunk J, from h (fp32) entering the span: sub-chunks 0 .. J-1 replayed."""
-    for i in tl.static_range(J):
-        tok, valid = chunk_tokens(span_bos, span_end - span_bos, i, BT)
-        h, _ = advance_block(h, k, v, g, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
-    return h
-
-
-@triton.jit
-def _dstate_at(dh, q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H: tl.constexpr, K: tl.constexpr,
-               V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, J: tl.constexpr,
-               SUB: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
-    """The [BK, BV] state-gradient block leaving sub-chunk J, from dh (fp32) leaving the span: sub-chunks SUB-1 ..
-    J+1 retreated over."""
-    for r in tl.static_range(SUB - 1 - J):
-        tok, valid = chunk_tokens(span_bos, span_end - span_bos, SUB - 1 - r, BT)
-        dh = retreat_block(dh, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, False, DT, PREC)
-    return dh
 
 
 @triton.jit
@@ -157,7 +141,8 @@ def _dv_operands(q_t, k_t, G, D, scale, DT: tl.constexpr, PREC: tl.constexpr):
 @triton.jit
 def chunk_dv_kernel(q, k, g, do, dstates, chunk_bos, chunk_end, dv, scale,
                     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                    SUB: tl.constexpr, PREC: tl.constexpr):
+                    SUB: tl.constexpr, VECTOR: tl.constexpr, SPAN_LIMIT: tl.constexpr, INTRA_FP32: tl.constexpr,
+                    PREC: tl.constexpr):
     """Per (span, head), for each of its SUB chunks of BT tokens: dv = A^T do + (k * 2^(G_last - G)) dh, walking
     the value channels in blocks of BV; dh, the state gradient leaving the chunk, is rebuilt from the span's."""
     scale = tl.cast(scale, tl.float32)  # torch.compile hands a Python float over as fp64
@@ -170,13 +155,16 @@ def chunk_dv_kernel(q, k, g, do, dstates, chunk_bos, chunk_end, dv, scale,
         tok, valid = chunk_tokens(span_bos, span_end - span_bos, j, BT)
         q_t = load_chunk(q, tok, valid, i_h, H, K)
         k_t = load_chunk(k, tok, valid, i_h, H, K)
-        G = load_gates(g, tok, valid, i_h, H, K, K, 0, False)  # [BT], log2 units
-        At, k_end = _dv_operands(q_t, k_t, G, scalar_pair_decay(G, rows, rows), scale, DT, PREC)
+        G = load_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)  # [BT] or [BT, K], log2 units
+        if VECTOR:
+            At, k_end = vector_dv_operands(q_t, k_t, G, rows, scale, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
+        else:
+            At, k_end = _dv_operands(q_t, k_t, G, scalar_pair_decay(G, rows, rows), scale, DT, PREC)
         for i_v in range(0, V // BV):
             do_b = load_tile(do, tok, valid, i_h, H, V, BV, i_v)
             dh_b = tl.load(block_ptrs(dstates, i_ch, K, V, K, BV, 0, i_v)).to(tl.float32)  # leaving the span
-            dh_b = _dstate_at(dh_b, q, do, g, span_bos, span_end, scale, i_h, 0, i_v, H, K, V, BT, K, BV, j, SUB, DT,
-                              PREC)
+            dh_b = dstate_at(dh_b, q, do, g, span_bos, span_end, scale, i_h, 0, i_v, H, K, V, BT, K, BV, j, SUB,
+                             VECTOR, DT, PREC)
             dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dh_b.to(DT), input_precision=PREC)
             store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
 
@@ -184,7 +172,8 @@ def chunk_dv_kernel(q, k, g, do, dstates, chunk_bos, chunk_end, dv, scale,
 @triton.jit
 def chunk_dstates_dv_kernel(q, k, g, do, dht, dstates, dh0, dv, cu_seqlens, first, scale, T,
                             H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                            HAS_DHT: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
+                            HAS_DHT: tl.constexpr, VECTOR: tl.constexpr, SPAN_LIMIT: tl.constexpr,
+                            INTRA_FP32: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Per (sequence, head, value block): the reverse sweep of chunk_dstates_kernel over [K, BV] blocks (every key
     at once), computing each chunk's dv on the way, as chunk_dv_kernel would: q, k and do are read once for both
     and the state gradients are not read back. One stored state per chunk (no sub-chunks)."""
@@ -206,16 +195,22 @@ def chunk_dstates_dv_kernel(q, k, g, do, dht, dstates, dh0, dv, cu_seqlens, firs
         q_t = load_chunk(q, tok, valid, i_h, H, K)
         k_t = load_chunk(k, tok, valid, i_h, H, K)
         do_b = load_tile(do, tok, valid, i_h, H, V, BV, i_v)
-        G = load_gates(g, tok, valid, i_h, H, K, K, 0, False)  # [BT], log2 units
+        G = load_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)  # [BT] or [BT, K], log2 units
         G_last = tl.min(G, axis=0)
         # dv = A^T do + 2^(G_last - G) * (k dS), one term at a time: their operands are never live together (this
         # kernel is the backward's most crowded: a [K, BV] fp32 state gradient besides the chunk's full-width q, k)
-        dv_b = tl.dot(_scores_t(q_t, k_t, scalar_pair_decay(G, rows, rows), scale, DT, PREC), do_b,
-                      input_precision=PREC)
-        # the keys' decay to the chunk end scales the product's rows: k feeds the dot straight from shared memory
-        dv_b += tl.dot(k_t, dS.to(DT), input_precision=PREC) * tl.exp2(G_last - G)[:, None]
+        if VECTOR:
+            At, _ = vector_dv_operands(q_t, k_t, G, rows, scale, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
+            dv_b = tl.dot(At, do_b, input_precision=PREC)
+            # one decay per key channel: it goes on the keys, the dot's inner dimension
+            dv_b += tl.dot(decay_rows(k_t, G_last - G, True).to(DT), dS.to(DT), input_precision=PREC)
+        else:
+            dv_b = tl.dot(_scores_t(q_t, k_t, scalar_pair_decay(G, rows, rows), scale, DT, PREC), do_b,
+                          input_precision=PREC)
+            # the keys' decay to the chunk end scales the product's rows: k feeds the dot straight from shared memory
+            dv_b += tl.dot(k_t, dS.to(DT), input_precision=PREC) * tl.exp2(G_last - G)[:, None]
         store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
-        dS = retreat_dstate(dS, q_t, do_b, G, G_last, scale, False, DT, PREC)
+        dS = retreat_dstate(dS, q_t, do_b, G, G_last, scale, VECTOR, DT, PREC)
     tl.store(block_ptrs(dh0, i_nh, K, V, K, BV, 0, i_v), dS)
 
 
@@ -223,10 +218,11 @@ def chunk_dstates_dv_kernel(q, k, g, do, dht, dstates, dh0, dv, cu_seqlens, firs
 def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride,
                      spans, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                      BV: tl.constexpr, SUB: tl.constexpr, SPANS: tl.constexpr, FUSE_DV: tl.constexpr,
-                     PREC: tl.constexpr, ADJACENT: tl.constexpr, DEFER_QK_COPY: tl.constexpr = False):
+                     VECTOR: tl.constexpr, SPAN_LIMIT: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr,
+                     ADJACENT: tl.constexpr, DEFER_QK_COPY: tl.constexpr = False):
     """Per (SPANS consecutive spans, head, key block), for each of the spans' SUB chunks of BT tokens: dq, dk, and
-    the key block's share of the log-decay gradient (written at dg + i_k * part_stride: the shares are summed over
-    key blocks afterwards). The state entering and the state gradient leaving each chunk are rebuilt from the
+    the key block's share of the log-decay gradient (scalar decay: written at dg + i_k * part_stride, the shares
+    summed over key blocks afterwards; vector decay: the block's own channels, chunk_parallel_vector.py). The state entering and the state gradient leaving each chunk are rebuilt from the
     span's. With FUSE_DV (one key block, BK = K) also dv, as chunk_dv_kernel would: one program then reads every
     input once, holding more tiles. The spans of one program are walked in a loop, so that the compiler's software
     pipeline (num_stages) issues the next span's loads during this span's math: a program of one span waits for
@@ -235,12 +231,26 @@ def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, 
     i_gh, i_k = program_ids(K // BK, ADJACENT)
     i_g, i_h = i_gh // H, i_gh % H
     if SPANS == 1:  # no loop: around one span it compiled to more spills (sm_90, D64: 96 bytes against 56)
-        _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride,
-                        i_g, i_h, i_k, H, K, V, BT, BK, BV, SUB, FUSE_DV, PREC, DEFER_QK_COPY)
+        _dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride, i_g, i_h,
+                  i_k, H, K, V, BT, BK, BV, SUB, FUSE_DV, VECTOR, SPAN_LIMIT, INTRA_FP32, PREC, DEFER_QK_COPY)
     else:
         for i_c in range(i_g * SPANS, tl.minimum(i_g * SPANS + SPANS, spans)):
-            _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale,
-                            part_stride, i_c, i_h, i_k, H, K, V, BT, BK, BV, SUB, FUSE_DV, PREC, DEFER_QK_COPY)
+            _dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride, i_c,
+                      i_h, i_k, H, K, V, BT, BK, BV, SUB, FUSE_DV, VECTOR, SPAN_LIMIT, INTRA_FP32, PREC,
+                      DEFER_QK_COPY)
+
+
+@triton.jit
+def _dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride, i_c, i_h,
+              i_k, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+              BV: tl.constexpr, SUB: tl.constexpr, FUSE_DV: tl.constexpr, VECTOR: tl.constexpr,
+              SPAN_LIMIT: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr, DEFER_QK_COPY: tl.constexpr):
+    if VECTOR:
+        chunk_dqk_span_vector(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, i_c, i_h,
+                              i_k, H, K, V, BT, BK, BV, SUB, FUSE_DV, SPAN_LIMIT, INTRA_FP32, PREC)
+    else:
+        _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride,
+                        i_c, i_h, i_k, H, K, V, BT, BK, BV, SUB, FUSE_DV, PREC, DEFER_QK_COPY)
 
 
 @triton.jit
@@ -282,9 +292,9 @@ def _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, d
             do_b = load_tile(do, tok, valid, i_h, H, V, BV, i_v)
             h_b = tl.load(block_ptrs(states, i_ch, K, V, BK, BV, i_k, i_v)).to(tl.float32)  # entering the span
             dh_b = tl.load(block_ptrs(dstates, i_ch, K, V, BK, BV, i_k, i_v)).to(tl.float32)  # leaving the span
-            h_b = _state_at(h_b, k, v, g, span_bos, span_end, i_h, i_k, i_v, H, K, V, BT, BK, BV, j, DT, PREC)
-            dh_b = _dstate_at(dh_b, q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H, K, V, BT, BK, BV, j, SUB,
-                              DT, PREC)
+            h_b = state_at(h_b, k, v, g, span_bos, span_end, i_h, i_k, i_v, H, K, V, BT, BK, BV, j, False, DT, PREC)
+            dh_b = dstate_at(dh_b, q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H, K, V, BT, BK, BV, j, SUB,
+                             False, DT, PREC)
             h_dh += tl.sum(tl.sum(h_b * dh_b, axis=1), axis=0)
             dh_b = dh_b.to(DT)
             dA += tl.dot(do_b, tl.trans(v_b), input_precision=PREC)
@@ -332,8 +342,8 @@ def new_chunk_states(q: torch.Tensor, v: torch.Tensor, count: int) -> torch.Tens
 
 def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, lengths, opts, cfg: LaunchPlan,
                             states=None):
-    """Gradients of the scalar-decay op (dq, dk, dv, dlog_decay, dh0) by the three steps above. ``opts`` are the
-    backward launch options (H, K, BT, PREC, warps, stages); ``lengths`` the sequence lengths in packed order;
+    """Gradients of the op (dq, dk, dv, dlog_decay, dh0) by the three steps above, scalar or vector decay. ``opts``
+    are the backward launch options (H, K, BT, VECTOR, SPAN_LIMIT, INTRA_FP32, PREC, warps, stages); ``lengths`` the sequence lengths in packed order;
     ``cfg`` the plan, whose backward is a ChunkParallelBackward (the caller has checked FusedDv against K);
     ``states`` the chunk states if the forward saved them (step 1 is then skipped)."""
     T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
@@ -345,8 +355,10 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     dstates = new_chunk_states(q, v, table.count)
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
     adjacent = cfg.blocks_adjacent
-    sweep = dict(H=H, K=K, V=V, BT=span, BK=min(K, STATE_BLOCK), BV=min(V, STATE_BLOCK), PREC=opts["PREC"],
-                 ADJACENT=adjacent, num_warps=SWEEP_WARPS, num_stages=opts["num_stages"], **compile_options(opts))
+    vector = opts["VECTOR"]
+    intra = {name: opts[name] for name in ("VECTOR", "SPAN_LIMIT", "INTRA_FP32")}
+    sweep = dict(H=H, K=K, V=V, BT=span, BK=min(K, STATE_BLOCK), BV=min(V, STATE_BLOCK), VECTOR=vector,
+                 PREC=opts["PREC"], ADJACENT=adjacent, num_warps=SWEEP_WARPS, num_stages=opts["num_stages"], **compile_options(opts))
     grid = launch_grid(N * H, (K // sweep["BK"]) * (V // sweep["BV"]), adjacent)
     if states is None:
         states = new_chunk_states(q, v, table.count)
@@ -363,7 +375,7 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
         if not gluon_ran:
             chunk_dstates_dv_kernel[launch_grid(N * H, V // sweep_bv, adjacent)](
                 q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, H=H, K=K, V=V,
-                BT=span, BV=sweep_bv, HAS_DHT=dht is not None, PREC=opts["PREC"], ADJACENT=adjacent,
+                BT=span, BV=sweep_bv, HAS_DHT=dht is not None, PREC=opts["PREC"], ADJACENT=adjacent, **intra,
                 num_warps=dv_plan.num_warps or opts["num_warps"], num_stages=stages, **compile_options(opts),
             )
     else:
@@ -371,7 +383,7 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
                                    HAS_DHT=dht is not None, **sweep)
     BK, BV = min(K, backward.key_block or K), min(V, backward.value_block or V)
     launch = dict(H=H, K=K, V=V, BT=BT, BV=BV, SUB=span // BT, PREC=opts["PREC"], num_warps=opts["num_warps"],
-                  num_stages=opts["num_stages"], **compile_options(opts))
+                  num_stages=opts["num_stages"], **intra, **compile_options(opts))
     if table.count and isinstance(dv_plan, DvKernel):
         chunk_dv_kernel[(table.count * H,)](q, k, log_decay, do, dstates, table.bos, table.end, dv, scale, **launch)
     if table.count and suits_gluon and backward.gluon_dqk and span == gluon.CHUNK:
@@ -379,7 +391,9 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
         if gluon.dqk(q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dg, scale, table.count):
             return dq, dk, dv, dg, dh0
     NK = K // BK
-    dg = q.new_empty((NK, *log_decay.shape), dtype=torch.float32)
+    # scalar decay: one share of the gate gradient per key block, summed below; vector decay: each block its channels
+    parts = 1 if vector else NK
+    dg = q.new_empty((parts, *log_decay.shape), dtype=torch.float32)
     if table.count:
         spans_per_program = backward.spans_per_program
         chunk_dqk_kernel[launch_grid(triton.cdiv(table.count, spans_per_program) * H, NK, adjacent)](
@@ -387,4 +401,4 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
             table.count, BK=BK, SPANS=spans_per_program, FUSE_DV=isinstance(dv_plan, FusedDv), ADJACENT=adjacent,
             DEFER_QK_COPY=not interpreter_active(), **launch,
         )
-    return dq, dk, dv, dg.sum(0) if NK > 1 else dg[0], dh0
+    return dq, dk, dv, dg.sum(0) if parts > 1 else dg[0], dh0

@@ -102,6 +102,29 @@ def vector_dq_intra(dA, k, G, rows, cols, BT: tl.constexpr, SPAN_LIMIT: tl.const
 
 
 @triton.jit
+def vector_dk_intra(dA, q, G, rows, cols, BT: tl.constexpr, SPAN_LIMIT: tl.constexpr,
+                    INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """dk_j = sum_{i>=j} dA_ij q_i 2^(G_i - G_j) alone (vector_scores_and_dk_intra without the scores, which the
+    chunk-parallel backward needs only for dv); dA is masked fp32 [BT, BT]."""
+    q = q.to(tl.float32)
+    if _span(G) <= SPAN_LIMIT:
+        R = 0.5 * (tl.max(G, axis=0) + tl.min(G, axis=0))
+        q_split = q * tl.exp2(G - R[None, :])
+        down = tl.exp2(R[None, :] - G)
+        if INTRA_FP32:
+            dk = tl.dot(tl.trans(dA), q_split, input_precision=PREC) * down
+        else:
+            dk = tl.dot(tl.trans(dA).to(DT), q_split.to(DT), input_precision=PREC) * down
+    else:
+        dk = tl.zeros(q.shape, dtype=tl.float32)
+        for j in range(BT):
+            G_j = _row(G, rows, j)
+            dk_j = tl.sum(_col(dA, cols, j)[:, None] * q * _pair_decay(G, G_j, rows, j), axis=0)  # [K]
+            dk = tl.where(rows[:, None] == j, dk_j[None, :], dk)
+    return dk
+
+
+@triton.jit
 def vector_scores_and_dk_intra(q, k, G, dA, rows, cols, BT: tl.constexpr, SPAN_LIMIT: tl.constexpr,
                                INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """(A, dk) for the reverse sweep: masked scores and dk_j = sum_{i>=j} dA_ij q_i 2^(G_i - G_j)."""

@@ -46,20 +46,22 @@ def test_cu_seqlens_needs_batch_one_and_matching_states():
         triton_backend.triton_decay_linear_attention(*_inputs(), cu_seqlens=torch.tensor([0.0, 8.0]))
 
 
-def test_chunk_parallel_backward_is_refused_for_vector_decay():
+def test_hopper_dqk_is_refused_for_vector_decay():
+    """The chunk-parallel backward takes vector decay, but not its Gluon dq/dk kernel (scalar decay only)."""
     from decaylab.ops.triton import LaunchConfig, use_config
 
     q, k, v, _ = _inputs()
-    with use_config(LaunchConfig(16, 4, 1, chunk_parallel_backward=True)):
-        with pytest.raises(ValueError, match="for scalar decay"):
+    with use_config(LaunchConfig(16, 4, 1, chunk_parallel_backward=True, hopper_dqk=True)):
+        with pytest.raises(ValueError, match="set hopper_dqk=False for vector decay"):
             triton_backend.triton_decay_linear_attention(q, k, v, -torch.rand(1, 8, 2, 16))
 
 
-def test_fused_dv_with_split_key_channels_is_refused():
+@pytest.mark.parametrize("vector", [False, True], ids=["scalar", "vector"])
+def test_fused_dv_with_split_key_channels_is_refused(vector):
     from decaylab.ops.triton import LaunchConfig, use_config
 
     q, k, v, _ = _inputs()
     config = LaunchConfig(16, 4, 1, chunk_parallel_backward=True, fused_dv=True, bwd_key_block=16)
+    log_decay = -torch.rand(1, 8, 2, 32) if vector else -torch.rand(1, 8, 2)
     with use_config(config), pytest.raises(ValueError, match="set bwd_key_block=0 or drop fused_dv"):
-        triton_backend.triton_decay_linear_attention(torch.cat([q, q], -1), torch.cat([k, k], -1), v,
-                                                    -torch.rand(1, 8, 2))
+        triton_backend.triton_decay_linear_attention(torch.cat([q, q], -1), torch.cat([k, k], -1), v, log_decay)

@@ -63,3 +63,16 @@ def test_an_override_on_a_part_the_plan_lacks_is_refused():
         with_knobs(vector, save_states=True)
     with pytest.raises(ValueError, match="unknown launch knobs chunks"):
         with_knobs(vector, chunks=32)
+
+
+def test_vector_plans_switch_to_the_chunk_parallel_backward_keeping_the_shared_options():
+    """The pinned vector plans stay two-sweep; the knob that selects the chunk-parallel backward keeps the options
+    both backwards share (key blocks, gate stride, precise_intra) and drops the two-sweep ones."""
+    pinned = PINNED_CONFIGS[(None, True, 128)]
+    assert isinstance(pinned.backward, TwoSweepBackward)
+    plan = with_knobs(pinned, chunk_parallel_backward=True)
+    assert plan.backward == ChunkParallelBackward(key_block=64, gate_stride=32, precise_intra=True)
+    plan = with_knobs(pinned, chunk_parallel_backward=True, fused_dv=True, bwd_key_block=0, save_states=True)
+    assert plan.backward.dv == FusedDv() and plan.backward.save_states and plan.backward.key_block == 0
+    plan = with_knobs(pinned, chunk_parallel_backward=True, dv_in_sweep=True, bwd_value_block=64)
+    assert plan.backward.dv == DvInSweep() and plan.backward.value_block == 64

@@ -45,10 +45,9 @@ def _intra_options(q: torch.Tensor, precise: bool) -> dict:
 def _backward_options(q: torch.Tensor, log_decay: torch.Tensor, cfg: LaunchPlan) -> dict:
     """The launch options of the backward kernels (either strategy)."""
     backward = cfg.backward
-    precise = isinstance(backward, TwoSweepBackward) and backward.precise_intra
     return dict(_launch_options(q, log_decay, cfg.backward_chunk, cfg.backward_num_warps, cfg.backward_num_stages,
                                 cfg.blocks_adjacent, backward.max_registers),
-                **_intra_options(q, precise), STRIDE=backward.gate_stride)
+                **_intra_options(q, backward.precise_intra), STRIDE=backward.gate_stride)
 
 
 class ChunkDecayAttentionFunction(torch.autograd.Function):
@@ -194,9 +193,10 @@ def triton_decay_linear_attention(
     bounds = None if cu_seqlens is None else _check_varlen(q, cu_seqlens, initial_state)
     cfg = active_config(q.device, log_decay.ndim == 4, K, v.shape[-1])
     backward = cfg.backward
-    if log_decay.ndim == 4 and isinstance(backward, ChunkParallelBackward):
-        raise ValueError("the chunk-parallel backward (chunk_parallel_backward) is for scalar decay ([B, T, H] log "
-                         "decays); vector decay takes the two-sweep backward: leave it False for vector decay")
+    if log_decay.ndim == 4 and isinstance(backward, ChunkParallelBackward) and backward.gluon_dqk:
+        raise ValueError("hopper_dqk is the Gluon dq/dk kernel of the chunk-parallel backward, for scalar decay "
+                         "([B, T, H] log decays) only; vector decay's chunk-parallel backward runs its Triton dq/dk "
+                         "kernel: set hopper_dqk=False for vector decay")
     if isinstance(backward, ChunkParallelBackward) and isinstance(backward.dv, FusedDv) and \
             0 < backward.key_block < K:
         raise ValueError(f"fused_dv needs every key channel in one program, but bwd_key_block {backward.key_block} "

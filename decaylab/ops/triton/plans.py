@@ -64,6 +64,7 @@ class _BackwardCommon:
     max_registers: int = 0
     key_block: int = 0
     gate_stride: int = 64
+    precise_intra: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,6 @@ class TwoSweepBackward(_BackwardCommon):
 
     bf16_boundaries: bool = False
     bf16_dv_partials: bool = False
-    precise_intra: bool = False
 
     def __post_init__(self):
         _check_backward(self)
@@ -119,11 +119,12 @@ class DvInSweep:
 
 @dataclass(frozen=True)
 class ChunkParallelBackward(_BackwardCommon):
-    """Scalar decay's pinned backward (chunk_parallel.py): two lean state sweeps that store every chunk's state and
-    state gradient, then one program per (chunk, head).
+    """Scalar decay's pinned backward (chunk_parallel.py), vector decay's by choice: two lean state sweeps that
+    store every chunk's state and state gradient, then one program per (chunk, head).
 
-    chunk, num_warps, num_stages, max_registers, key_block, gate_stride: as TwoSweepBackward's (gate_stride here
-        only bounds state_stride and the segments).
+    chunk, num_warps, num_stages, max_registers, key_block, gate_stride, precise_intra: as TwoSweepBackward's
+        (gate_stride here only bounds state_stride and the segments; precise_intra covers vector decay's scores in
+        the dv kernels too).
     value_block: value channels per step of the gradient kernels (0: all at once).
     state_stride: tokens per stored state (0: one per chunk); a multiple of the chunk that divides gate_stride.
         Wider strides store fewer states; the gradient kernels rebuild each chunk's from its span's.
@@ -134,6 +135,7 @@ class ChunkParallelBackward(_BackwardCommon):
     dv: how dv is computed (DvKernel, FusedDv or DvInSweep).
     gluon_dqk: on calls that suit the Gluon kernels (gluon.suits) with one stored state per 64-token chunk, dq, dk
         and the gate gradient by the persistent Gluon kernel (gluon/grads.py); it computes no dv, so not with FusedDv.
+        Scalar decay only: a vector-decay call with it is refused (triton_decay_linear_attention).
     """
 
     value_block: int = 0

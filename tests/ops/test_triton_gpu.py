@@ -135,6 +135,51 @@ def test_triton_scalar_backwards_match_recurrence_on_gpu(D, offsets, mode):
         assert err < bound, f"{name}: relative RMS error {err:.3e} >= {bound:.1e}"
 
 
+# Vector-decay chunk-parallel backwards (chunk_parallel.py, chunk_parallel_vector.py; not pinned), each named in
+# full. bf16 runs only here: the interpreter's bf16 dot is broken (tests/ops/test_triton_vector_chunk_parallel.py
+# checks fp32 and fp16 on CPU).
+VECTOR_BACKWARDS = {
+    "chunk-parallel-dv-kernel-blocks64": dict(chunk_parallel_backward=True, save_states=False, fused_dv=False,
+                                              dv_in_sweep=False, bwd_key_block=64, bwd_value_block=64,
+                                              precise_intra=True),
+    "chunk-parallel-fused-dv-saved-states": dict(chunk_parallel_backward=True, save_states=True, fused_dv=True,
+                                                 dv_in_sweep=False, bwd_key_block=0, bwd_value_block=64,
+                                                 spans_per_program=2, precise_intra=True),
+    "chunk-parallel-dv-in-sweep": dict(chunk_parallel_backward=True, save_states=True, fused_dv=False,
+                                       dv_in_sweep=True, bwd_key_block=32, bwd_value_block=64, precise_intra=True),
+    "chunk-parallel-stride64-bf16-intra": dict(chunk_parallel_backward=True, save_states=True, fused_dv=False,
+                                               dv_in_sweep=False, state_stride=64, gate_stride=64, bwd_key_block=32,
+                                               bwd_value_block=0, precise_intra=False),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("offsets", [None, [0, 100, 101, 357, 1000]], ids=["dense", "varlen"])
+@pytest.mark.parametrize("mode", list(VECTOR_BACKWARDS))
+def test_triton_vector_chunk_parallel_backwards_match_recurrence_on_gpu(D, offsets, mode):
+    """The chunk-parallel backward under vector decay in bf16, log decays down to -5: dv by its own kernel, fused
+    into the dq/dk kernel or in the reverse sweep, key and value blocks, one stored state per 64 tokens, the
+    intra-chunk dots on fp32 operands (precise_intra) or on bf16 ones."""
+    B = 2 if offsets is None else 1
+    results = _run(B, 1000, 2, D, D, True, torch.bfloat16, -5.0, offsets, VECTOR_BACKWARDS[mode])
+    for name, (out, ref) in results.items():
+        assert torch.isfinite(out).all(), f"{name}: non-finite values"
+        err = rel_rms_error(ref, out)
+        assert err < RATIO[torch.bfloat16], f"{name}: relative RMS error {err:.3e} >= 5e-3"
+
+
+@pytest.mark.gpu
+def test_triton_vector_chunk_parallel_backward_with_hard_resets_stays_finite_on_gpu():
+    """Log decays of -1e3 in 5 % of the (token, head, channel) entries, bf16, D128: finite everywhere."""
+    from decaylab.ops.triton.check import against_reference
+
+    results = against_reference(2, 300, 2, 128, 128, True, torch.bfloat16, -1.0, None,
+                                VECTOR_BACKWARDS["chunk-parallel-dv-kernel-blocks64"], resets=0.05)
+    for name, (out, _) in results.items():
+        assert torch.isfinite(out).all(), f"{name}: non-finite values with hard resets"
+
+
 # Launch options that trade a little precision or spill registers for speed, each named in full.
 LAUNCH_TRADES = {
     "vector-bf16-dv-partials": (True, dict(bwd_key_block=64, bf16_dv_partials=True, segment=256)),

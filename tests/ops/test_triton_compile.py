@@ -71,6 +71,16 @@ CONFIGS = {
     "scalar-D64-spans4-stages3": (False, 64, dict(spans_per_program=4, bwd_num_stages=3)),
     "scalar-D128-spans2-stride128": (False, 128, dict(spans_per_program=2, state_stride=128, gate_stride=128,
                                                      dv_in_sweep=False, dv_sweep_num_stages=0)),
+    # vector decay's chunk-parallel backward (not pinned): each dv variant, key and value blocks, spans
+    "vector-D64-chunk-parallel-fused-dv": (True, 64, dict(chunk_parallel_backward=True, fused_dv=True,
+                                                          bwd_key_block=0, bwd_max_registers=0, save_states=True,
+                                                          spans_per_program=2)),
+    "vector-D128-chunk-parallel-dv-kernel": (True, 128, dict(chunk_parallel_backward=True, bwd_value_block=64,
+                                                             state_stride=32)),
+    "vector-D128-chunk-parallel-dv-in-sweep": (True, 128, dict(chunk_parallel_backward=True, dv_in_sweep=True,
+                                                               bwd_value_block=64, save_states=True,
+                                                               precise_intra=False)),
+    "vector-D256-chunk-parallel-dv-kernel": (True, 256, dict(chunk_parallel_backward=True, bwd_value_block=64)),
 }
 if gluon.AVAILABLE:  # the Gluon kernels (gluon/) need a Triton with Gluon
     CONFIGS.update({
@@ -223,6 +233,11 @@ def test_the_captured_launches_cover_each_path(compiled):
             "chunk_dstates_kernel", "chunk_dv_kernel", "chunk_dqk_kernel", "segment_state_kernel",
             "segment_dstate_kernel", "sum_partials_kernel", "rms_norm_forward_kernel",
             "rms_norm_backward_kernel"} <= kernels, sorted(kernels)
+    # vector decay's chunk-parallel backward: every one of its kernels
+    vector_kernels = {kernel for name, launches in compiled.items() if "vector" in name and "chunk-parallel" in name
+                      for kernel, _ in launches}
+    assert {"chunk_states_kernel", "chunk_dstates_kernel", "chunk_dstates_dv_kernel", "chunk_dv_kernel",
+            "chunk_dqk_kernel"} <= vector_kernels, sorted(vector_kernels)
     # the Gluon kernels (gluon/), which the interpreter cannot run: this compile is their only CPU check
     if gluon.AVAILABLE:
         gluon_kernels = {kernel for name, launches in compiled.items() if "hopper" in name for kernel, _ in launches}

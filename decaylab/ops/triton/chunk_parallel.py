@@ -1,8 +1,8 @@
 """Chunk-parallel backward (scalar decay's pinned one; vector decay's by choice): lean state sweeps, then one
 program per (chunk, head).
 
-The two-sweep backward (kernels.py, vector decay's pinned one) walks every chunk twice in order, each program carrying a
-[K, V] state and a dozen tiles. Here the sequential work shrinks to the state recurrences alone, and the rest runs
+The two-sweep backward (kernels.py, vector decay's pinned one) walks every chunk twice in order, each program
+carrying a [K, V] state and a dozen tiles. Here the sequential work shrinks to the state recurrences alone, and the rest runs
 in parallel:
 
     1. forward sweep:  h_c = state entering chunk c  (stored per chunk; skipped when the forward saved them)
@@ -222,11 +222,12 @@ def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, 
                      ADJACENT: tl.constexpr, DEFER_QK_COPY: tl.constexpr = False):
     """Per (SPANS consecutive spans, head, key block), for each of the spans' SUB chunks of BT tokens: dq, dk, and
     the key block's share of the log-decay gradient (scalar decay: written at dg + i_k * part_stride, the shares
-    summed over key blocks afterwards; vector decay: the block's own channels, chunk_parallel_vector.py). The state entering and the state gradient leaving each chunk are rebuilt from the
-    span's. With FUSE_DV (one key block, BK = K) also dv, as chunk_dv_kernel would: one program then reads every
-    input once, holding more tiles. The spans of one program are walked in a loop, so that the compiler's software
-    pipeline (num_stages) issues the next span's loads during this span's math: a program of one span waits for
-    its loads, computes, and stores, with nothing to overlap."""
+    summed over key blocks afterwards; vector decay: the block's own channels, chunk_parallel_vector.py). The state
+    entering and the state gradient leaving each chunk are rebuilt from the span's. With FUSE_DV (one key block,
+    BK = K) also dv, as chunk_dv_kernel would: one program then reads every input once, holding more tiles. The
+    spans of one program are walked in a loop, so that the compiler's software pipeline (num_stages) issues the next
+    span's loads during this span's math: a program of one span waits for its loads, computes, and stores, with
+    nothing to overlap."""
     scale = tl.cast(scale, tl.float32)  # torch.compile hands a Python float over as fp64
     i_gh, i_k = program_ids(K // BK, ADJACENT)
     i_g, i_h = i_gh // H, i_gh % H
@@ -343,8 +344,8 @@ def new_chunk_states(q: torch.Tensor, v: torch.Tensor, count: int) -> torch.Tens
 def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, lengths, opts, cfg: LaunchPlan,
                             states=None):
     """Gradients of the op (dq, dk, dv, dlog_decay, dh0) by the three steps above, scalar or vector decay. ``opts``
-    are the backward launch options (H, K, BT, VECTOR, SPAN_LIMIT, INTRA_FP32, PREC, warps, stages); ``lengths`` the sequence lengths in packed order;
-    ``cfg`` the plan, whose backward is a ChunkParallelBackward (the caller has checked FusedDv against K);
+    are the backward launch options (H, K, BT, VECTOR, SPAN_LIMIT, INTRA_FP32, PREC, warps, stages); ``lengths``
+    the sequence lengths in packed order; ``cfg`` the plan, whose backward is a ChunkParallelBackward (the caller has checked FusedDv against K);
     ``states`` the chunk states if the forward saved them (step 1 is then skipped)."""
     T, H, K, V = q.shape[1], q.shape[2], q.shape[3], v.shape[-1]
     BT = opts["BT"]
@@ -358,7 +359,8 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     vector = opts["VECTOR"]
     intra = {name: opts[name] for name in ("VECTOR", "SPAN_LIMIT", "INTRA_FP32")}
     sweep = dict(H=H, K=K, V=V, BT=span, BK=min(K, STATE_BLOCK), BV=min(V, STATE_BLOCK), VECTOR=vector,
-                 PREC=opts["PREC"], ADJACENT=adjacent, num_warps=SWEEP_WARPS, num_stages=opts["num_stages"], **compile_options(opts))
+                 PREC=opts["PREC"], ADJACENT=adjacent, num_warps=SWEEP_WARPS, num_stages=opts["num_stages"],
+                 **compile_options(opts))
     grid = launch_grid(N * H, (K // sweep["BK"]) * (V // sweep["BV"]), adjacent)
     if states is None:
         states = new_chunk_states(q, v, table.count)

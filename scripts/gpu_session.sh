@@ -12,6 +12,8 @@
 #   normtests  the GPU tests of the fused norms and the weights cast once
 #   stacking twelve graphed ptb-small runs (vector) together, alone on their streams and stacked three to a model
 #   replicatests  the GPU tests of seeds stacked as replicas and of the norm kernels
+#   vectorcp the GPU tests of vector decay's chunk-parallel backward, then it timed against the pinned two-sweep
+#            backward at the three table shapes (VECTOR_CONFIGS: the --configs specs to time beside the pinned one)
 #   step     where a graphed ptb-small step's GPU time goes, and replay rates alone and on several streams
 #   paper    the paper sweep into /tmp/paper (resumed from carry/paper.tgz when carried), stopped (SIGINT,
 #            resumable) before DEADLINE seconds (SWEEP_ARGS: the placement, default --devices cuda:0
@@ -47,6 +49,12 @@ for section in ${SECTIONS:-tests decode pos}; do
     replicatests)
       timeout 240 python3 -m pytest -m gpu -q -rxX tests/training/test_replicas.py tests/ops/test_norm_triton.py \
         > $OUT/gpu-replica-tests.log 2>&1; tail -4 $OUT/gpu-replica-tests.log ;;
+    vectorcp)
+      timeout 150 python3 -m pytest -m gpu -q -rxX tests/ops/test_triton_gpu.py -k "vector_chunk_parallel or hard_reset" \
+        > $OUT/gpu-vectorcp-tests.log 2>&1; tail -4 $OUT/gpu-vectorcp-tests.log
+      timeout 240 python3 -m decaylab bench kernels --decay vector --cuda-graph --configs '' ${VECTOR_CONFIGS:-\
+        'chunk_parallel_backward=true' 'chunk_parallel_backward=true,dv_in_sweep=true' \
+        'chunk_parallel_backward=true,bwd_key_block=32'} --json $OUT/vectorcp.json 2>&1 | tail -40 ;;
     stacking)
       for r in 1 3; do timeout 120 python3 -m decaylab bench training --preset ptb-small --steps 400 --together 12 \
         --replicas $r --cuda-graph on --set model.decay.granularity=vector --set train.eval_every=0 \
@@ -71,6 +79,6 @@ for section in ${SECTIONS:-tests decode pos}; do
       grep -v " in B " $OUT/compare.txt | head -10; python3 scripts/fixed_cost.py /tmp/paper | tail -1
       (cd /tmp/paper && tar czf $OUT/paper.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
         for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)) ;;
-    *) echo "unknown section $section (tests, trainingtests, normtests, replicatests, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
+    *) echo "unknown section $section (tests, trainingtests, normtests, replicatests, vectorcp, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
   esac
 done

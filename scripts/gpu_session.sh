@@ -55,8 +55,8 @@ for section in ${SECTIONS:-tests decode pos}; do
       timeout 150 python3 -m pytest -m gpu -q -rxX tests/ops/test_triton_gpu.py -k "vector_chunk_parallel or hard_reset" \
         > $OUT/gpu-vectorcp-tests.log 2>&1; tail -4 $OUT/gpu-vectorcp-tests.log
       timeout 240 python3 -m decaylab bench kernels --decay vector --cuda-graph --configs '' ${VECTOR_CONFIGS:-\
-        'chunk_parallel_backward=true' 'chunk_parallel_backward=true,dv_in_sweep=true' \
-        'chunk_parallel_backward=true,bwd_key_block=32'} --json $OUT/vectorcp.json 2>&1 | tail -40 ;;
+        'chunk_parallel_backward=true' 'chunk_parallel_backward=true,bwd_key_block=32' \
+        'fwd_value_block=64,chunk_parallel_backward=true' 'chunk_parallel_backward=true,dv_in_sweep=true'} --json $OUT/vectorcp.json 2>&1 | tail -40 ;;
     flafull)
       mkdir -p /tmp/tcache; [ -f carry/triton-autotune.tgz ] && tar xzf carry/triton-autotune.tgz -C /tmp/tcache
       TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/tcache timeout ${FLA_TIMEOUT:-480} python3 -m decaylab bench \

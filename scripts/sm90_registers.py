@@ -22,11 +22,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import triton  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
+import triton
+from triton.compiler import ASTSource
 
-from decaylab.bench.kernel_timing import parse_config_spec  # noqa: E402
-from tests.ops.test_triton_compile import TARGET, _launches, _signature  # noqa: E402
+from decaylab.bench.kernel_timing import parse_config_spec
+from tests.ops.test_triton_compile import TARGET, _launches, _signature
 
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 

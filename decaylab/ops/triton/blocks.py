@@ -216,3 +216,41 @@ def dstate_at(dh, q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H: tl.cons
         tok, valid = chunk_tokens(span_bos, span_end - span_bos, SUB - 1 - r, BT)
         dh = retreat_block(dh, q, do, g, scale, tok, valid, i_h, i_k, i_v, H, K, V, BK, BV, VECTOR, DT, PREC)
     return dh
+
+
+@triton.jit
+def chunk_value_sums(q, k, v, g, do, states, dstates, dv, At, k_end, span_bos, span_end, scale, tok, valid, i_ch,
+                     i_h, i_k, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+                     BV: tl.constexpr, J: tl.constexpr, SUB: tl.constexpr, VECTOR: tl.constexpr,
+                     FUSE_DV: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """The chunk-parallel gradient kernels' walk over the value channels of sub-chunk J of span i_ch, in blocks of
+    BV: (do h^T, v dh^T, do v^T, sum_v h * dh) with h the state entering the sub-chunk and dh the state gradient
+    leaving it, both rebuilt from the span's; the last is one number (scalar decay) or one per key channel (vector).
+    With FUSE_DV also each block's dv = At do + k_end dh, stored."""
+    do_h = tl.zeros([BT, BK], dtype=tl.float32)
+    v_dh = tl.zeros([BT, BK], dtype=tl.float32)
+    dA = tl.zeros([BT, BT], dtype=tl.float32)
+    if VECTOR:
+        h_dh = tl.zeros([BK], dtype=tl.float32)
+    else:
+        h_dh = 0.0
+    for i_v in range(0, V // BV):
+        v_b = load_tile(v, tok, valid, i_h, H, V, BV, i_v)
+        do_b = load_tile(do, tok, valid, i_h, H, V, BV, i_v)
+        h_b = tl.load(block_ptrs(states, i_ch, K, V, BK, BV, i_k, i_v)).to(tl.float32)  # entering the span
+        dh_b = tl.load(block_ptrs(dstates, i_ch, K, V, BK, BV, i_k, i_v)).to(tl.float32)  # leaving the span
+        h_b = state_at(h_b, k, v, g, span_bos, span_end, i_h, i_k, i_v, H, K, V, BT, BK, BV, J, VECTOR, DT, PREC)
+        dh_b = dstate_at(dh_b, q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H, K, V, BT, BK, BV, J, SUB,
+                         VECTOR, DT, PREC)
+        if VECTOR:
+            h_dh += tl.sum(h_b * dh_b, axis=1)
+        else:
+            h_dh += tl.sum(tl.sum(h_b * dh_b, axis=1), axis=0)
+        dh_b = dh_b.to(DT)
+        dA += tl.dot(do_b, tl.trans(v_b), input_precision=PREC)
+        do_h += tl.dot(do_b, tl.trans(h_b.to(DT)), input_precision=PREC)
+        v_dh += tl.dot(v_b, tl.trans(dh_b), input_precision=PREC)
+        if FUSE_DV:
+            dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dh_b, input_precision=PREC)
+            store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
+    return do_h, v_dh, dA, h_dh

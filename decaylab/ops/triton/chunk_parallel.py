@@ -40,9 +40,9 @@ import triton.language as tl
 from decaylab.ops.triton import gluon
 from decaylab.ops.triton.configs import interpreter_active
 from decaylab.ops.triton.intra import scalar_pair_decay
-from decaylab.ops.triton.blocks import STATE_BLOCK, advance_block, block_ptrs, chunk_tokens, compile_options, \
-    decay_rows, dstate_at, launch_grid, load_chunk, load_gates, load_raw_gates, load_tile, log2_cumsum, program_ids, \
-    retreat_block, retreat_dstate, sequence_bounds, state_at, state_block_ids, store_tile
+from decaylab.ops.triton.blocks import STATE_BLOCK, advance_block, block_ptrs, chunk_tokens, chunk_value_sums, \
+    compile_options, decay_rows, dstate_at, launch_grid, load_chunk, load_gates, load_raw_gates, load_tile, \
+    log2_cumsum, program_ids, retreat_block, retreat_dstate, sequence_bounds, state_block_ids, store_tile
 from decaylab.ops.triton.chunk_parallel_vector import chunk_dqk_span_vector, vector_dv_operands
 from decaylab.ops.triton.plans import ChunkParallelBackward, DvInSweep, DvKernel, FusedDv, LaunchPlan
 
@@ -284,26 +284,10 @@ def _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, d
             # the raw gates load now, their cumsum waits for the value loop: made here, it would hold the loop's
             # first loads back until the gates arrived, two memory round trips per program instead of one
             g_t = load_raw_gates(g, tok, valid, i_h, H, K, K, 0, False)
-        do_h = tl.zeros([BT, BK], dtype=tl.float32)
-        v_dh = tl.zeros([BT, BK], dtype=tl.float32)
-        dA = tl.zeros([BT, BT], dtype=tl.float32)
-        h_dh = 0.0  # sum(h * dh) over this key block, h entering and dh leaving the chunk
-        for i_v in range(0, V // BV):
-            v_b = load_tile(v, tok, valid, i_h, H, V, BV, i_v)
-            do_b = load_tile(do, tok, valid, i_h, H, V, BV, i_v)
-            h_b = tl.load(block_ptrs(states, i_ch, K, V, BK, BV, i_k, i_v)).to(tl.float32)  # entering the span
-            dh_b = tl.load(block_ptrs(dstates, i_ch, K, V, BK, BV, i_k, i_v)).to(tl.float32)  # leaving the span
-            h_b = state_at(h_b, k, v, g, span_bos, span_end, i_h, i_k, i_v, H, K, V, BT, BK, BV, j, False, DT, PREC)
-            dh_b = dstate_at(dh_b, q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H, K, V, BT, BK, BV, j, SUB,
-                             False, DT, PREC)
-            h_dh += tl.sum(tl.sum(h_b * dh_b, axis=1), axis=0)
-            dh_b = dh_b.to(DT)
-            dA += tl.dot(do_b, tl.trans(v_b), input_precision=PREC)
-            do_h += tl.dot(do_b, tl.trans(h_b.to(DT)), input_precision=PREC)
-            v_dh += tl.dot(v_b, tl.trans(dh_b), input_precision=PREC)
-            if FUSE_DV:
-                dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dh_b, input_precision=PREC)
-                store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
+            At, k_end = None, None  # no dv here
+        do_h, v_dh, dA, h_dh = chunk_value_sums(q, k, v, g, do, states, dstates, dv, At, k_end, span_bos, span_end,
+                                                scale, tok, valid, i_ch, i_h, i_k, H, K, V, BT, BK, BV, j, SUB,
+                                                False, FUSE_DV, DT, PREC)
         if not FUSE_DV:
             if DEFER_QK_COPY:
                 # q and k feed dots from shared memory, and the compiler would copy them there right after their

@@ -18,8 +18,7 @@ runs them on tensor cores while the chunk's decay span allows, and an exact elem
 import triton
 import triton.language as tl
 
-from decaylab.ops.triton.blocks import block_ptrs, chunk_tokens, dstate_at, load_gates, load_tile, state_at, \
-    store_tile
+from decaylab.ops.triton.blocks import chunk_tokens, chunk_value_sums, load_gates, load_tile, store_tile
 from decaylab.ops.triton.intra import vector_dk_intra, vector_dq_intra, vector_scores
 
 
@@ -52,26 +51,11 @@ def chunk_dqk_span_vector(q, k, v, g, do, states, dstates, chunk_bos, chunk_end,
         G = load_gates(g, tok, valid, i_h, H, K, BK, i_k, True)  # [BT, BK], log2 units
         if FUSE_DV:
             At, k_end = vector_dv_operands(q_t, k_t, G, rows, scale, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
-        do_h = tl.zeros([BT, BK], dtype=tl.float32)
-        v_dh = tl.zeros([BT, BK], dtype=tl.float32)
-        dA = tl.zeros([BT, BT], dtype=tl.float32)
-        h_dh = tl.zeros([BK], dtype=tl.float32)  # sum_v h * dh per key channel, h entering and dh leaving the chunk
-        for i_v in range(0, V // BV):
-            v_b = load_tile(v, tok, valid, i_h, H, V, BV, i_v)
-            do_b = load_tile(do, tok, valid, i_h, H, V, BV, i_v)
-            h_b = tl.load(block_ptrs(states, i_ch, K, V, BK, BV, i_k, i_v)).to(tl.float32)  # entering the span
-            dh_b = tl.load(block_ptrs(dstates, i_ch, K, V, BK, BV, i_k, i_v)).to(tl.float32)  # leaving the span
-            h_b = state_at(h_b, k, v, g, span_bos, span_end, i_h, i_k, i_v, H, K, V, BT, BK, BV, j, True, DT, PREC)
-            dh_b = dstate_at(dh_b, q, do, g, span_bos, span_end, scale, i_h, i_k, i_v, H, K, V, BT, BK, BV, j, SUB,
-                             True, DT, PREC)
-            h_dh += tl.sum(h_b * dh_b, axis=1)
-            dh_b = dh_b.to(DT)
-            dA += tl.dot(do_b, tl.trans(v_b), input_precision=PREC)
-            do_h += tl.dot(do_b, tl.trans(h_b.to(DT)), input_precision=PREC)
-            v_dh += tl.dot(v_b, tl.trans(dh_b), input_precision=PREC)
-            if FUSE_DV:
-                dv_b = tl.dot(At, do_b, input_precision=PREC) + tl.dot(k_end, dh_b, input_precision=PREC)
-                store_tile(dv, dv_b, tok, valid, i_h, H, V, BV, i_v)
+        else:
+            At, k_end = None, None  # no dv here
+        do_h, v_dh, dA, h_dh = chunk_value_sums(q, k, v, g, do, states, dstates, dv, At, k_end, span_bos, span_end,
+                                                scale, tok, valid, i_ch, i_h, i_k, H, K, V, BT, BK, BV, j, SUB,
+                                                True, FUSE_DV, DT, PREC)
         dA *= scale
         # the diagonal's terms cancel exactly in q*dq - k*dk, channel by channel as for scalar decay: kept out of
         # the intra-chunk products and the gate gradient, added to the stored dq and dk alone

@@ -3,7 +3,8 @@
 Trains a ``ptb-small`` run for a few steps (the same evaluation as a full run's), then evaluates it three times in
 one process: the first call pays the kernels' compilation, the later ones show the steady cost a sweep worker pays
 per run. Prints the seconds from stage to stage (each stage synchronised on a GPU) and, for the last call, the
-functions that took the most time (cProfile, cumulative).
+functions that took the most time (cProfile, cumulative). Then the same in bf16 autocast (``evaluate(...,
+precision="bf16")``, twice: compilation, then the steady cost) and how far its losses are from fp32's.
 """
 
 from __future__ import annotations
@@ -51,6 +52,15 @@ def main() -> None:
             print(f"== evaluation {attempt + 1}: {time.perf_counter() - started:.3f} s "
                   f"(eval_time_s {result['eval_time_s']}, test ppl {result['test_ppl']:.2f})")
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+        exact = result
+        for attempt in range(2):
+            result = evaluate(out, precision="bf16", log=stage)
+            stage("written")
+            print(f"== bf16 evaluation {attempt + 1}: eval_time_s {result['eval_time_s']}")
+        for key in ("val_loss", "test_loss"):
+            print(f"   {key}: fp32 {exact[key]:.6f}, bf16 {result[key]:.6f} ({result[key] / exact[key] - 1:+.2e})")
+        for factor, ppl in exact["extrapolation"].items():
+            print(f"   extrapolation {factor}x ppl: fp32 {ppl:.4f}, bf16 {result['extrapolation'][factor]:.4f}")
 
 
 if __name__ == "__main__":

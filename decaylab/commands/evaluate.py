@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from decaylab.commands.args import positive_int
-from decaylab.evaluation.names import DEFAULT_DECAY_TOKENS, SPLIT_KEYS
+from decaylab.evaluation.names import DEFAULT_DECAY_TOKENS, PRECISIONS, SPLIT_KEYS
 from decaylab.rundir import CONFIG, eval_names
 
 
@@ -89,6 +89,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--lm-eval-batch-size", type=positive_int, default=8, help="lm-eval batch size (default: 8)")
     parser.add_argument("--device", default=None, help="device to run on, e.g. cpu or cuda (default: cuda if present)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="score in fp32 (default) or under bf16 autocast, as a GPU run trains (faster on a GPU)")
     parser.add_argument("--json", action="store_true", help="print the full eval.json contents instead of a summary")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
@@ -150,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         decay_tokens=args.decay_tokens,
         max_tokens=args.max_tokens,
+        precision=args.precision,
         log=log,
     )
     if args.json:

@@ -11,7 +11,7 @@ eval.json holds (keys absent when they do not apply to the run):
   ``extrapolation_context``), and ``loss_by_position``: ``[[bucket_start, mean loss], ...]`` for the longest.
 - ``decay_stats``: per-layer statistics of lambda on a fixed text (see ``decay_stats``); the figure is
   ``decay_median.png``. Empty for the softmax baseline.
-- ``model_source``, ``step``, ``seq_len``, ``corpus``, ``word_level``, ``eval_time_s``.
+- ``model_source``, ``step``, ``seq_len``, ``corpus``, ``word_level``, ``eval_precision``, ``eval_time_s``.
 
 Evaluating a checkpoint writes ``eval-step-N.json`` / ``decay_median-step-N.png`` instead, so the final
 model's results are never replaced by those of an intermediate one.
@@ -19,6 +19,7 @@ model's results are never replaced by those of an intermediate one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -30,7 +31,7 @@ import torch
 
 from decaylab.evaluation.decay_stats import decay_statistics
 from decaylab.evaluation.extrapolation import batch_size_for, batch_tokens_for, length_extrapolation
-from decaylab.evaluation.names import DEFAULT_DECAY_TOKENS, SPLIT_KEYS
+from decaylab.evaluation.names import DEFAULT_DECAY_TOKENS, PRECISIONS, SPLIT_KEYS
 from decaylab.evaluation.perplexity import IGNORE_INDEX, PositionLoss, bits_per_byte, perplexity, position_losses
 from decaylab.evaluation.plots import plot_median_decay
 from decaylab.files import atomic_write_text
@@ -52,6 +53,7 @@ def evaluate(
     checkpoint: str | None = None,
     decay_tokens: int = DEFAULT_DECAY_TOKENS,
     max_tokens: int | None = None,
+    precision: str = "fp32",
     log: Callable[[str], None] = _silent,
 ) -> dict[str, Any]:
     """Evaluate a run directory and write eval.json (atomically) and decay_median.png beside it.
@@ -65,6 +67,9 @@ def evaluate(
         checkpoint: None for the final model, "latest", "step-N" or a checkpoint path.
         decay_tokens: how many tokens of the decay text to run (the paper: 2,048).
         max_tokens: cap on scored tokens per split and length (quick looks; None scores everything).
+        precision: "fp32" scores in full precision; "bf16" under bf16 autocast, the precision a GPU run trains in
+            (several times cheaper on a GPU, where an fp32 forward of a small model is bound by its matmuls; the
+            losses move by about bf16's rounding). The decay statistics are always computed in fp32.
         log: called with one line per stage (progress messages).
     Returns:
         the eval.json contents.
@@ -72,6 +77,8 @@ def evaluate(
     unknown = [s for s in splits if s not in SPLIT_KEYS]
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; choose from {', '.join(SPLIT_KEYS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: choose from {', '.join(PRECISIONS)}")
     if decay_tokens < 1:
         raise ValueError(f"decay_tokens={decay_tokens} must be >= 1")
     if decay_text is not None and not Path(decay_text).is_file():
@@ -91,12 +98,14 @@ def evaluate(
         "seq_len": seq_len,
         "corpus": run.config.data.corpus,
         "word_level": bool(getattr(data, "word_level", False)),
+        "eval_precision": precision,
     }
     is_mqar = getattr(data, "task", "lm") == "mqar"
-    if is_mqar:
-        result.update(_mqar(run, data, splits, log))
-    else:
-        result.update(_language_model(run, data, splits, extrapolation, max_tokens, log))
+    with _autocast(run, precision):
+        if is_mqar:
+            result.update(_mqar(run, data, splits, log))
+        else:
+            result.update(_language_model(run, data, splits, extrapolation, max_tokens, log))
     input_ids = _decay_input(data, decay_text, decay_tokens, seq_len)
     log(f"decay statistics on {input_ids.numel()} tokens")
     try:
@@ -112,6 +121,12 @@ def evaluate(
     result["eval_time_s"] = round(time.perf_counter() - started, 3)
     _write_outputs(run, result)
     return json_safe(result)
+
+
+def _autocast(run: LoadedRun, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(next(run.model.parameters()).device.type, dtype=torch.bfloat16)
 
 
 def _language_model(run: LoadedRun, data, splits, factors, max_tokens, log) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from typing import Any, Callable, Mapping
 
 from decaylab import presets
 from decaylab.config import flatten
+from decaylab.evaluation.names import PRECISIONS
 from decaylab.registry import closest
 from decaylab.sweep.resources import slurm_options
 
@@ -170,7 +171,7 @@ _TOP_KEYS = {
     "workers", "slurm",
 }  # fmt: skip
 # [evaluation] keys: passed to decaylab.evaluation.evaluate(); not part of the run config (and not of the run id)
-EVALUATION_KEYS = {"max_tokens": int, "extrapolation": list, "splits": list, "decay_tokens": int}
+EVALUATION_KEYS = {"max_tokens": int, "extrapolation": list, "splits": list, "decay_tokens": int, "precision": str}
 _POINT_KEYS = {"study", "label", "set", "base", "axes"}
 
 
@@ -221,6 +222,8 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> SweepSpec:
     for key, value in evaluation.items():
         if not isinstance(value, EVALUATION_KEYS[key]) or isinstance(value, bool):
             raise ValueError(f"{where} [evaluation] {key}={value!r}: expected a {EVALUATION_KEYS[key].__name__}")
+    if evaluation.get("precision", "fp32") not in PRECISIONS:
+        raise ValueError(f"{where} [evaluation] precision={evaluation['precision']!r}: choose from {', '.join(PRECISIONS)}")
     slurm = data.get("slurm", {})
     if not isinstance(slurm, Mapping):
         raise ValueError(f"{where} [slurm]: expected a table of KEY = VALUE, e.g. partition = \"gpu\"")

@@ -163,3 +163,23 @@ def test_bad_flags(run_copy, capsys):
         main(["eval", str(run_copy), "--splits", "train"])
     rc, _, err = _eval(capsys, run_copy, "--checkpoint", "step-7")
     assert rc == 2 and "step-2, step-3" in err
+
+
+def test_bf16_precision_scores_close_to_fp32(run_copy, capsys):
+    rc, _, err = _eval(capsys, run_copy, "--extrapolation", "1,2")
+    assert rc == 0, err
+    exact = json.loads((run_copy / "eval.json").read_text())
+    rc, _, err = _eval(capsys, run_copy, "--extrapolation", "1,2", "--precision", "bf16")
+    assert rc == 0, err
+    result = json.loads((run_copy / "eval.json").read_text())
+    assert (exact["eval_precision"], result["eval_precision"]) == ("fp32", "bf16")
+    for key in ("val_loss", "test_loss"):
+        assert result[key] != exact[key]  # autocast reached the model's matmuls ...
+        assert result[key] == pytest.approx(exact[key], rel=2e-2)  # ... and moved the loss by bf16 rounding only
+    assert result["extrapolation"]["2"] == pytest.approx(exact["extrapolation"]["2"], rel=5e-2)
+    assert result["decay_stats"] == exact["decay_stats"]  # always fp32
+
+
+def test_unknown_precision_is_refused(run_copy):
+    with pytest.raises(ValueError, match="choose from fp32, bf16"):
+        evaluate(run_copy, precision="fp16")

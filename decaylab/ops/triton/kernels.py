@@ -8,6 +8,9 @@ chunk-local cumulative decay in log2 units (fp32) and G_last its last row:
     1. o     = scale * ((q * 2^G) S  +  A v)                 A: masked intra-chunk scores (intra.py)
     2. S     = 2^G_last * S + (k * 2^(G_last - G))^T v       every exponent <= 0 for log_decay <= 0
 
+With SUBCHUNK (vector decay), A, q * 2^G and k * 2^(G_last - G) come from subchunk.py instead, built in sub-chunks
+of SUBCHUNK tokens, so that a chunk can be long whatever its decay span.
+
 Backward, two sweeps (gradients of every input; the state is recomputed, saved only every STRIDE tokens), each
 program taking a block of BK key channels (the state's rows are independent; dv sums the blocks' partials):
 

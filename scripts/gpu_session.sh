@@ -16,6 +16,8 @@
 #   replicatests  the GPU tests of seeds stacked as replicas and of the norm kernels
 #   vectorcp the GPU tests of vector decay's chunk-parallel backward, then it timed against the pinned two-sweep
 #            backward at the three table shapes (VECTOR_CONFIGS: the --configs specs to time beside the pinned one)
+#   subchunk the GPU tests of vector decay's sub-chunked forward (fwd_subchunk), then its plans timed against the pinned
+#            one at the three table shapes (SUBCHUNK_CONFIGS: the --configs specs)
 #   step     where a graphed ptb-small step's GPU time goes, and replay rates alone and on several streams
 #   paper    the paper sweep into /tmp/paper (resumed from carry/paper.tgz when carried), stopped (SIGINT,
 #            resumable) before DEADLINE seconds (SWEEP_ARGS: the placement, default --devices cuda:0
@@ -57,6 +59,14 @@ for section in ${SECTIONS:-tests decode pos}; do
       timeout 240 python3 -m decaylab bench kernels --decay vector --cuda-graph --configs '' ${VECTOR_CONFIGS:-\
         'chunk_parallel_backward=true' 'chunk_parallel_backward=true,bwd_key_block=32' \
         'fwd_value_block=64,chunk_parallel_backward=true' 'chunk_parallel_backward=true,dv_in_sweep=true'} --json $OUT/vectorcp.json 2>&1 | tail -40 ;;
+    subchunk)
+      timeout 150 python3 -m pytest -m gpu -q -rxX tests/ops/test_triton_gpu.py -k vector_subchunk \
+        > $OUT/gpu-subchunk-tests.log 2>&1; tail -4 $OUT/gpu-subchunk-tests.log
+      S=chunk=64,fwd_subchunk=16,bwd_chunk=16,gate_stride=64,num_warps=8,bwd_num_warps=4
+      timeout 300 python3 -m decaylab bench kernels --decay vector --cuda-graph --configs '' ${SUBCHUNK_CONFIGS:-\
+        $S,fwd_value_block=64 $S,fwd_value_block=32 \
+        $S,fwd_value_block=64,chunk_parallel_backward=true,save_states=true,state_stride=64} \
+        --json $OUT/subchunk.json 2>&1 | tail -30 ;;
     flafull)
       mkdir -p /tmp/tcache; [ -f carry/triton-autotune.tgz ] && tar xzf carry/triton-autotune.tgz -C /tmp/tcache
       TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/tcache timeout ${FLA_TIMEOUT:-480} python3 -m decaylab bench \
@@ -86,6 +96,6 @@ for section in ${SECTIONS:-tests decode pos}; do
       grep -v " in B " $OUT/compare.txt | head -10; python3 scripts/fixed_cost.py /tmp/paper | tail -1
       (cd /tmp/paper && tar czf $OUT/paper.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
         for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)) ;;
-    *) echo "unknown section $section (tests, trainingtests, normtests, replicatests, vectorcp, flafull, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
+    *) echo "unknown section $section (tests, trainingtests, normtests, replicatests, vectorcp, subchunk, flafull, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
   esac
 done

@@ -76,3 +76,34 @@ def test_vector_plans_switch_to_the_chunk_parallel_backward_keeping_the_shared_o
     assert plan.backward.dv == FusedDv() and plan.backward.save_states and plan.backward.key_block == 0
     plan = with_knobs(pinned, chunk_parallel_backward=True, dv_in_sweep=True, bwd_value_block=64)
     assert plan.backward.dv == DvInSweep() and plan.backward.value_block == 64
+
+
+def test_the_sub_chunked_vector_forward_is_a_forward_knob():
+    """fwd_subchunk sets ForwardPlan.subchunk (no pinned plan has it yet); the chunk-parallel backward can take the
+    states such a forward saves, one per span of whole forward chunks."""
+    assert all(plan.forward.subchunk == 0 for plan in PINNED_CONFIGS.values())
+    plan = with_knobs(PINNED_CONFIGS[(None, True, 128)], chunk=64, fwd_subchunk=16, bwd_chunk=16, gate_stride=64)
+    assert (plan.forward.chunk, plan.forward.subchunk, plan.backward_chunk) == (64, 16, 16)
+    assert knobs_of(plan)["fwd_subchunk"] == 16 and launch_plan(**knobs_of(plan)) == plan
+    plan = with_knobs(plan, chunk_parallel_backward=True, save_states=True, state_stride=64)
+    assert plan.saves_states and plan.state_span == 64 and plan.backward_chunk == 16
+
+
+@pytest.mark.parametrize("knobs, message", [
+    (dict(chunk=64, fwd_subchunk=24), r"fwd_subchunk must be 0 \(off\) or a power of two >= 16"),
+    (dict(chunk=64, fwd_subchunk=8), r"fwd_subchunk must be 0 \(off\) or a power of two >= 16"),
+    (dict(chunk=16, fwd_subchunk=32), "fwd_subchunk 32 must divide the chunk 16: set chunk to a multiple of it"),
+    # saved states: one per span of whole forward chunks
+    (dict(chunk=64, fwd_subchunk=16, bwd_chunk=16, chunk_parallel_backward=True, save_states=True),
+     "set bwd_chunk to 64 or 0, or state_stride to a multiple of 64"),
+])
+def test_bad_sub_chunked_forward_plans_are_refused(knobs, message):
+    with pytest.raises(ValueError, match=message):
+        launch_plan(**dict(dict(num_warps=4, num_stages=1), **knobs))
+
+
+def test_a_sub_chunked_forward_over_the_pinned_vector_plans_needs_their_gate_stride_raised():
+    """The pinned vector plans restart the gate gradient every 32 tokens, which 64-token forward chunks must
+    divide: the refusal names the gate stride."""
+    with pytest.raises(ValueError, match="gate_stride 32 must be a multiple of chunk 64"):
+        with_knobs(PINNED_CONFIGS[(None, True, 64)], chunk=64, fwd_subchunk=16, bwd_chunk=16)

@@ -127,7 +127,7 @@ def test_pinned_scalar_d128_deepens_pipelines_only_with_one_program_per_sm(shape
         (dict(dv_in_sweep=True, fused_dv=True, chunk_parallel_backward=True), "choose one"),
         (dict(dv_in_sweep=True, chunk_parallel_backward=True, state_stride=32, gate_stride=64),
          "set state_stride=0 or drop dv_in_sweep"),
-        (dict(save_states=True, chunk_parallel_backward=True, bwd_chunk=32), "set bwd_chunk to 16 or 0"),
+        (dict(save_states=True, chunk_parallel_backward=True, chunk=32, bwd_chunk=16), "set bwd_chunk to 32 or 0"),
         (dict(dv_sweep_num_warps=8, chunk_parallel_backward=True), "set dv_in_sweep=True as well"),
         (dict(dv_sweep_num_stages=2, chunk_parallel_backward=True), "drop dv_sweep_num_stages"),
         (dict(dv_sweep_num_stages=-1, chunk_parallel_backward=True, dv_in_sweep=True),

@@ -38,6 +38,7 @@ _TABLE: dict[str, Knob] = {
     **{name: Knob("forward", name) for name in ("chunk", "num_warps", "num_stages")},
     "fwd_value_block": Knob("forward", "value_block"),
     "fwd_max_registers": Knob("forward", "max_registers"),
+    "fwd_subchunk": Knob("forward", "subchunk"),
     **{f"bwd_{name}": Knob("backward", name) for name in ("chunk", "num_warps", "num_stages", "max_registers",
                                                            "key_block")},
     **{name: Knob("backward", name) for name in ("gate_stride", "precise_intra")},

@@ -36,18 +36,25 @@ class ForwardPlan:
     """The forward kernel: ``chunk`` tokens per step (BT), Triton's ``num_warps`` and ``num_stages``;
     ``value_block`` value channels per program (0: all; blocks halve the [K, V] fp32 state each program holds and
     multiply the programs, each recomputing the chunk's scores); ``max_registers`` per thread (0: the compiler's
-    choice; a lower cap lets more programs share an SM, at the price of spills)."""
+    choice; a lower cap lets more programs share an SM, at the price of spills); ``subchunk``: vector decay's
+    intra-chunk scores built in sub-chunks of this many tokens (subchunk.py), so that the chunk can be long whatever
+    its decay span (0: off, the whole chunk at once; vector decay only, checked at the call)."""
 
     chunk: int
     num_warps: int
     num_stages: int
     value_block: int = 0
     max_registers: int = 0
+    subchunk: int = 0
 
     def __post_init__(self):
         _power_of_two("chunk", self.chunk)
         _power_of_two("fwd_value_block", self.value_block, "all channels")
         _registers("fwd_max_registers", self.max_registers)
+        _power_of_two("fwd_subchunk", self.subchunk, "off")
+        if self.subchunk and self.chunk % self.subchunk:
+            raise ValueError(f"fwd_subchunk {self.subchunk} must divide the chunk {self.chunk}: set chunk to a "
+                             f"multiple of it (e.g. chunk=64, fwd_subchunk=16) or fwd_subchunk=0")
 
     def value_block_for(self, V: int) -> int:
         """Value channels per forward program for V value channels."""
@@ -130,8 +137,10 @@ class ChunkParallelBackward(_BackwardCommon):
         Wider strides store fewer states; the gradient kernels rebuild each chunk's from its span's.
     spans_per_program: stored-state spans each program of the dq/dk kernel walks in a loop, which the compiler
         pipelines (the next span's loads issued during this span's math).
-    save_states: the forward stores every chunk's entering state, so that the backward skips its forward sweep
-        (faster, at the price of that memory until the backward). Needs one chunk size forward and backward.
+    save_states: the forward stores the state entering every span of stored state, so that the backward skips its
+        forward sweep (faster, at the price of that memory until the backward). Needs spans that are whole forward
+        chunks: a forward of 64-token chunks (fwd_subchunk) can feed a backward of 16-token chunks that stores a
+        state per 64 tokens (state_stride=64).
     dv: how dv is computed (DvKernel, FusedDv or DvInSweep).
     gluon_dqk: on calls that suit the Gluon kernels (gluon.suits) with one stored state per 64-token chunk, dq, dk
         and the gate gradient by the persistent Gluon kernel (gluon/grads.py); it computes no dv, so not with FusedDv.
@@ -245,9 +254,12 @@ class LaunchPlan:
                              f"gate_stride {gate_stride}")
         backward = self.backward
         if isinstance(backward, ChunkParallelBackward) and backward.save_states and \
-                backward.chunk not in (0, self.forward.chunk):
-            raise ValueError(f"save_states needs one chunk size forward and backward; got chunk {self.forward.chunk}, "
-                             f"bwd_chunk {backward.chunk}: set bwd_chunk to {self.forward.chunk} or 0")
+                self.state_span % self.forward.chunk:
+            # the forward stores the state entering every state_span / chunk-th chunk of its own
+            raise ValueError(f"save_states needs the stored states' span (state_stride, or else bwd_chunk) to be a "
+                             f"multiple of the forward chunk; got chunk {self.forward.chunk}, bwd_chunk "
+                             f"{backward.chunk}, state_stride {backward.state_stride}: set bwd_chunk to "
+                             f"{self.forward.chunk} or 0, or state_stride to a multiple of {self.forward.chunk}")
         if isinstance(backward, ChunkParallelBackward):
             stride, chunk = backward.state_stride, self.backward_chunk
             if stride and (stride % chunk or gate_stride % stride):  # the stride is checked here: it needs the chunk

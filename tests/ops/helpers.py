@@ -76,3 +76,19 @@ def run_under_interpreter(script: str, cases: dict) -> dict:
     for line in out.stdout.splitlines():
         found.update(json.loads(line))
     return found
+
+
+def assert_errors_within(name: str, errors: dict, dtype: str, lowest: float, resets: float, ratio: dict,
+                         ratio_extreme: dict, atol_gate_extreme: dict) -> None:
+    """Every tensor of ``errors`` (``check.error_summary``'s) finite and within its relative RMS bound for ``dtype``:
+    ``ratio_extreme`` where log decays reach -100 or hard resets are in, and where every decay may be that low an
+    absolute bound on the gate gradient (its true value is ~0 while the terms that make it are O(1) and cancel)."""
+    extreme = lowest <= -100 or resets > 0
+    for tensor, (rel, finite, max_abs) in errors.items():
+        assert finite, f"{name}: {tensor} has non-finite values"
+        if tensor == "dlog_decay" and lowest <= -100:
+            atol = atol_gate_extreme[dtype]
+            assert max_abs < atol, f"{name}: {tensor} max abs error {max_abs:.3e} >= {atol:.1e}"
+            continue
+        bound = (ratio_extreme if extreme else ratio)[dtype]
+        assert rel < bound, f"{name}: {tensor} relative RMS error {rel:.3e} >= {bound:.1e}"

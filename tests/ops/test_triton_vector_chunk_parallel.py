@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.ops.helpers import run_under_interpreter
+from tests.ops.helpers import assert_errors_within, run_under_interpreter
 
 CP = dict(chunk_parallel_backward=True)
 # name -> (B, T, H, K, V, dtype, with initial state, most negative log decay, varlen offsets, fraction of hard
@@ -65,7 +65,7 @@ SCRIPT = """
 import json, sys, zlib
 import torch
 from decaylab.ops.triton import function
-from decaylab.ops.triton.check import against_reference
+from decaylab.ops.triton.check import against_reference, error_summary
 
 ran = []
 launch = function.chunk_parallel_backward
@@ -75,11 +75,7 @@ for name, (B, T, H, K, V, dtype, h0, lowest, offsets, resets, overrides) in json
     pairs = against_reference(B, T, H, K, V, True, getattr(torch, dtype), lowest, offsets, overrides,
                               seed=zlib.crc32(name.encode()), device="cpu", scale=0.7, initial_state=h0,
                               resets=resets)
-    errors = {}
-    for tensor, (out, ref) in pairs.items():
-        out, ref = out.double(), ref.double()
-        errors[tensor] = [((out - ref).norm() / ref.norm().clamp_min(1e-30)).item(), bool(torch.isfinite(out).all()),
-                          (out - ref).abs().max().item()]
+    errors = error_summary(pairs)
     print(json.dumps({name: dict(errors, chunk_parallel=len(ran) == before + 1)}), flush=True)
 """
 
@@ -95,13 +91,5 @@ def test_vector_chunk_parallel_backward_matches_recurrence_under_interpreter(res
     found = dict(results[name])
     assert found.pop("chunk_parallel"), f"{name}: the chunk-parallel backward did not run"
     assert set(found) == {"o", "final_state", "dq", "dk", "dv", "dlog_decay"} | ({"dh0"} if with_h0 else set())
-    extreme = lowest <= -100 or resets > 0
-    for tensor, (rel, finite, max_abs) in found.items():
-        assert finite, f"{name}: {tensor} has non-finite values"
-        if tensor == "dlog_decay" and lowest <= -100:
-            atol = ATOL_GATE_EXTREME[dtype]
-            assert max_abs < atol, f"{name}: {tensor} max abs error {max_abs:.3e} >= {atol:.1e}"
-            continue
-        ratio = (RATIO_EXTREME if extreme else RATIO)[dtype]
-        assert rel < ratio, f"{name}: {tensor} relative RMS error {rel:.3e} >= {ratio:.1e}"
+    assert_errors_within(name, found, dtype, lowest, resets, RATIO, RATIO_EXTREME, ATOL_GATE_EXTREME)
 

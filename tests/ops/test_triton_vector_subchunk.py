@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.ops.helpers import run_under_interpreter
+from tests.ops.helpers import assert_errors_within, run_under_interpreter
 
 SPAN_LIMIT = 100.0  # configs.SPAN_LIMIT (log2 units), restated: the parent process does not import triton
 SUB = dict(chunk=64, fwd_subchunk=16, bwd_chunk=16)  # the pairing the sub-chunked forward is built for
@@ -60,7 +60,7 @@ SCRIPT = """
 import json, math, sys, zlib
 import torch
 from decaylab.ops.triton import function
-from decaylab.ops.triton.check import against_reference
+from decaylab.ops.triton.check import against_reference, error_summary
 
 forwards = []
 launch = function._forward
@@ -89,11 +89,7 @@ for name, (B, T, H, K, V, dtype, lowest, offsets, resets, overrides) in json.loa
     del forwards[:]
     pairs = against_reference(B, T, H, K, V, True, getattr(torch, dtype), lowest, offsets, overrides, seed=seed,
                               device="cpu", scale=0.7, initial_state=True, resets=resets, log_decay=log_decay)
-    errors = {}
-    for tensor, (out, ref) in pairs.items():
-        out, ref = out.double(), ref.double()
-        errors[tensor] = [((out - ref).norm() / ref.norm().clamp_min(1e-30)).item(), bool(torch.isfinite(out).all()),
-                          (out - ref).abs().max().item()]
+    errors = error_summary(pairs)
     chunks = decays(log_decay, overrides["chunk"], offsets, True)
     spans = [decays(log_decay, overrides["fwd_subchunk"], offsets, False).max().item(), chunks.max().item(),
              chunks.median().item()]
@@ -113,15 +109,7 @@ def test_vector_subchunk_forward_matches_recurrence_under_interpreter(results, n
     forwards, spans = found.pop("forwards"), found.pop("spans")
     assert forwards and all(f == [overrides["chunk"], overrides["fwd_subchunk"]] for f in forwards), forwards
     assert set(found) == {"o", "final_state", "dq", "dk", "dv", "dlog_decay", "dh0"}
-    extreme = lowest <= -100 or resets > 0
-    for tensor, (rel, finite, max_abs) in found.items():
-        assert finite, f"{name}: {tensor} has non-finite values"
-        if tensor == "dlog_decay" and lowest <= -100:
-            atol = ATOL_GATE_EXTREME[dtype]
-            assert max_abs < atol, f"{name}: {tensor} max abs error {max_abs:.3e} >= {atol:.1e}"
-            continue
-        ratio = (RATIO_EXTREME if extreme else RATIO)[dtype]
-        assert rel < ratio, f"{name}: {tensor} relative RMS error {rel:.3e} >= {ratio:.1e}"
+    assert_errors_within(name, found, dtype, lowest, resets, RATIO, RATIO_EXTREME, ATOL_GATE_EXTREME)
 
 
 @pytest.mark.parametrize("name", [name for name in CASES if name.startswith("spans")])

@@ -67,3 +67,14 @@ def against_reference(B: int, T: int, H: int, K: int, V: int, vector: bool, dtyp
     for name, leaf, ref_leaf in zip(GRADIENTS, leaves, refs):
         pairs[name] = (leaf.grad, ref_leaf.grad)
     return pairs
+
+
+def error_summary(pairs: dict) -> dict:
+    """``{name: [relative RMS error, all finite, max abs error]}`` of ``against_reference``'s pairs (plain floats and
+    bools, for a child process to print as JSON)."""
+    summary = {}
+    for name, (out, ref) in pairs.items():
+        out, ref = out.double(), ref.double()
+        summary[name] = [((out - ref).norm() / ref.norm().clamp_min(1e-30)).item(), bool(torch.isfinite(out).all()),
+                         (out - ref).abs().max().item()]
+    return summary

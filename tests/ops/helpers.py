@@ -78,8 +78,20 @@ def run_under_interpreter(script: str, cases: dict) -> dict:
     return found
 
 
-def assert_errors_within(name: str, errors: dict, dtype: str, lowest: float, resets: float, ratio: dict,
-                         ratio_extreme: dict, atol_gate_extreme: dict) -> None:
+# The vector interpreter tests' bounds: relative RMS error allowed per input dtype (fp32 kernels run in true fp32
+# under the interpreter).
+RATIO = {"float32": 1e-5, "float16": 5e-3}
+# Hard resets put cumulative log2 decays near -1.4e3 per reset inside a chunk, where an fp32 ulp is ~1e-4: each pair
+# decay carries that much error in its exponent (test_triton_interpret.py, RATIO_EXTREME), and so do o and every
+# gradient: fp32 measured 1.7e-5 to 5.7e-5 relative RMS in the reset cases, the same as the two-sweep backward's on
+# the same inputs. Where every decay may be -1e3, the true gate gradient is ~0 while q*dq and k*dk are O(1) and cancel:
+# it gets an absolute bound there instead (as test_triton_interpret.py's ATOL_GATE_EXTREME).
+RATIO_EXTREME = {"float32": 1e-4, "float16": 5e-3}
+ATOL_GATE_EXTREME = {"float32": 3e-4, "float16": 5e-3}
+
+
+def assert_errors_within(name: str, errors: dict, dtype: str, lowest: float, resets: float, ratio: dict = RATIO,
+                         ratio_extreme: dict = RATIO_EXTREME, atol_gate_extreme: dict = ATOL_GATE_EXTREME) -> None:
     """Every tensor of ``errors`` (``check.error_summary``'s) finite and within its relative RMS bound for ``dtype``:
     ``ratio_extreme`` where log decays reach -100 or hard resets are in, and where every decay may be that low an
     absolute bound on the gate gradient (its true value is ~0 while the terms that make it are O(1) and cancel)."""

@@ -25,9 +25,8 @@ from decaylab.ops.triton.blocks import chunk_tokens, chunk_value_sums, load_gate
     store_tile
 from decaylab.ops.triton.intra import vector_dk_intra, vector_dq_intra, vector_scores
 from decaylab.ops.triton.subchunk import subchunk_decays
-from decaylab.ops.triton.subchunk_backward import subchunk_dk_intra, subchunk_dq_intra, subchunk_dv_operands, \
-    subchunk_exact_dk_diagonal, subchunk_exact_dq_diagonal, subchunk_last, subchunk_to_end, \
-    subchunk_to_start
+from decaylab.ops.triton.subchunk_backward import subchunk_dk, subchunk_dq, subchunk_dv_operands, \
+    subchunk_exact_dk_diagonal, subchunk_exact_dq_diagonal, subchunk_last, subchunk_to_end
 
 
 @triton.jit
@@ -59,10 +58,9 @@ def chunk_dqk_span_vector(q, k, v, g, do, states, dstates, chunk_bos, chunk_end,
         q_t = load_tile(q, tok, valid, i_h, H, K, BK, i_k)
         k_t = load_tile(k, tok, valid, i_h, H, K, BK, i_k)
         if SUBCHUNK:
-            up, down, t, B = subchunk_decays(load_raw_gates(g, tok, valid, i_h, H, K, BK, i_k, True), BT, SUBCHUNK,
-                                             BK)
-            fits = tl.max(tl.max(-t, axis=1), axis=0) <= SPAN_LIMIT  # every sub-chunk's decay, this key block's
-            G_last = subchunk_last(B)
+            # the raw gates load now, their factors are made after the value loop: two fp32 tiles (2^Gl, 2^(t - Gl))
+            # live across it would crowd the loop's state blocks and products
+            g_t = load_raw_gates(g, tok, valid, i_h, H, K, BK, i_k, True)
         else:
             G = load_gates(g, tok, valid, i_h, H, K, BK, i_k, True)  # [BT, BK], log2 units
             G_last = tl.min(G, axis=0)  # [BK]
@@ -77,6 +75,10 @@ def chunk_dqk_span_vector(q, k, v, g, do, states, dstates, chunk_bos, chunk_end,
         do_h, v_dh, dA, h_dh = chunk_value_sums(q, k, v, g, do, states, dstates, dv, At, k_end, span_bos, span_end,
                                                 scale, tok, valid, i_ch, i_h, i_k, H, K, V, BT, BK, BV, j, SUB,
                                                 True, FUSE_DV, DT, PREC)
+        if SUBCHUNK:
+            up, down, t, B = subchunk_decays(g_t, BT, SUBCHUNK, BK)
+            fits = tl.max(tl.max(-t, axis=1), axis=0) <= SPAN_LIMIT  # every sub-chunk's decay, this key block's
+            G_last = subchunk_last(B)
         dA *= scale
         # the diagonal's terms cancel exactly in q*dq - k*dk, channel by channel as for scalar decay: kept out of
         # the intra-chunk products and the gate gradient, added to the stored dq and dk alone
@@ -84,8 +86,7 @@ def chunk_dqk_span_vector(q, k, v, g, do, states, dstates, chunk_bos, chunk_end,
         dA = tl.where(rows[:, None] > rows[None, :], dA, 0.0)
         # dq made, reduced and stored before dk is made: their [BT, BK] fp32 tiles are never live together
         if SUBCHUNK:
-            dq_t = do_h * subchunk_to_start(up, B, BT, SUBCHUNK, BK) * scale
-            dq_t += subchunk_dq_intra(dA, k_t, up, down, t, B, fits, BT, SUBCHUNK, BK, INTRA_FP32, DT, PREC)
+            dq_t = subchunk_dq(dA, do_h * scale, k_t, up, down, t, B, fits, BT, SUBCHUNK, BK, INTRA_FP32, DT, PREC)
             if not fits:  # a sub-chunk past SPAN_LIMIT: its diagonal block element-wise
                 dq_t += subchunk_exact_dq_diagonal(dA, k, g, tok, valid, i_h, H, BT, SUBCHUNK, K, BK, i_k)
         else:
@@ -93,20 +94,18 @@ def chunk_dqk_span_vector(q, k, v, g, do, states, dstates, chunk_bos, chunk_end,
             dq_t += vector_dq_intra(dA, k_t, G, rows, rows, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
         db = q_t.to(tl.float32) * dq_t  # [BT, BK]
         store_tile(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
-        # dk through the state leaving the chunk
-        if SUBCHUNK:
-            dk_t = v_dh * subchunk_to_end(down, B, G_last, BT, SUBCHUNK, BK)
-        else:
-            dk_t = v_dh * tl.exp2(G_last[None, :] - G)
         # the gate gradient's direct form at the chunk end, sum_v S_end * dh per key channel, without S_end:
         # S_end = 2^G_last * h + sum_t (k_t * 2^(G_last - G_t)) v_t^T, so its share in dh is the one through h plus
-        # sum_t k_t * (v_t dh^T) * 2^(G_last - G_t), the dk just made
-        carry = tl.exp2(G_last) * h_dh + tl.sum(k_t.to(tl.float32) * dk_t, axis=0)  # [BK]
+        # sum_t k_t * (v_t dh^T) * 2^(G_last - G_t), dk's share through the state leaving the chunk
         if SUBCHUNK:
-            dk_t += subchunk_dk_intra(dA, q_t, up, down, t, B, fits, BT, SUBCHUNK, BK, INTRA_FP32, DT, PREC)
+            to_end = subchunk_to_end(down, B, G_last, BT, SUBCHUNK, BK)
+            carry = tl.exp2(G_last) * h_dh + tl.sum(k_t.to(tl.float32) * v_dh * to_end, axis=0)  # [BK]
+            dk_t = subchunk_dk(dA, v_dh, q_t, up, down, t, B, G_last, fits, BT, SUBCHUNK, BK, INTRA_FP32, DT, PREC)
             if not fits:
                 dk_t += subchunk_exact_dk_diagonal(dA, q, g, tok, valid, i_h, H, BT, SUBCHUNK, K, BK, i_k)
         else:
+            dk_t = v_dh * tl.exp2(G_last[None, :] - G)  # dk through the state leaving the chunk
+            carry = tl.exp2(G_last) * h_dh + tl.sum(k_t.to(tl.float32) * dk_t, axis=0)  # [BK]
             dk_t += vector_dk_intra(dA, q_t, G, rows, rows, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
         db -= k_t.to(tl.float32) * dk_t  # 0 on padding rows
         suffix = tl.sum(db, axis=0)[None, :] - tl.cumsum(db, axis=0) + db + carry[None, :]

@@ -48,13 +48,6 @@ def subchunk_last(B):
 
 
 @triton.jit
-def subchunk_to_start(up, B, BT: tl.constexpr, BC: tl.constexpr, K: tl.constexpr):
-    """2^G = 2^Gl 2^B_{r-1}, fp32 [BT, K] (<= 1), from subchunk.subchunk_decays' tiles: the factor of dq's term
-    through the state entering the chunk."""
-    return tl.reshape(up * tl.exp2(_pick(B, tl.arange(0, BT // BC) - 1))[:, None, :], [BT, K])
-
-
-@triton.jit
 def subchunk_to_end(down, B, G_last, BT: tl.constexpr, BC: tl.constexpr, K: tl.constexpr):
     """2^(G_last - G) = 2^(t - Gl) 2^(G_last - B), fp32 [BT, K] (<= 1): the factor of dk's term through the state
     gradient leaving the chunk."""
@@ -62,16 +55,18 @@ def subchunk_to_end(down, B, G_last, BT: tl.constexpr, BC: tl.constexpr, K: tl.c
 
 
 @triton.jit
-def subchunk_dq_intra(dA, k_t, up, down, t, B, fits, BT: tl.constexpr, BC: tl.constexpr, K: tl.constexpr,
-                      INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
-    """dq_i = sum_{j<i} dA_ij k_j 2^(G_i - G_j), fp32 [BT, K]; dA fp32 [BT, BT], masked below its diagonal. Where
-    not fits, the diagonal blocks' share is left out (subchunk_exact_dq_diagonal makes it)."""
+def subchunk_dq(dA, dq_state, k_t, up, down, t, B, fits, BT: tl.constexpr, BC: tl.constexpr, K: tl.constexpr,
+               INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """dq_i = 2^G_i dq_state_i + sum_{j<i} dA_ij k_j 2^(G_i - G_j), fp32 [BT, K]: dq_state (scale * do h^T) the
+    share through the state entering the chunk, dA fp32 [BT, BT] masked below its diagonal. Where not fits, the
+    diagonal blocks' share is left out (subchunk_exact_dq_diagonal makes it). The state's share starts the sum, so
+    that its tile is the accumulator, not a second one beside it."""
     NC: tl.constexpr = BT // BC
     sub = tl.arange(0, NC)
     B_prev = _pick(B, sub - 1)
     rows_sub = tl.arange(0, BT) // BC
     kg = tl.reshape(k_t, [NC, BC, K]).to(tl.float32) * down
-    dq = tl.zeros([BT, K], dtype=tl.float32)  # without the rows' 2^Gl, applied last
+    dq = _rows(dq_state, tl.exp2(B_prev), BT, BC, K)  # without the rows' 2^Gl, applied last
     for level in tl.static_range(NC):
         if (1 << level) < NC:
             q_f, k_f = level_factors(B, B_prev, sub, 1 << level)
@@ -86,16 +81,16 @@ def subchunk_dq_intra(dA, k_t, up, down, t, B, fits, BT: tl.constexpr, BC: tl.co
 
 
 @triton.jit
-def subchunk_dk_intra(dA, q_t, up, down, t, B, fits, BT: tl.constexpr, BC: tl.constexpr, K: tl.constexpr,
-                      INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
-    """dk_j = sum_{i>j} dA_ij q_i 2^(G_i - G_j), fp32 [BT, K], as subchunk_dq_intra (diagonal blocks left out where
-    not fits: subchunk_exact_dk_diagonal)."""
+def subchunk_dk(dA, dk_state, q_t, up, down, t, B, G_last, fits, BT: tl.constexpr, BC: tl.constexpr,
+               K: tl.constexpr, INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """dk_j = 2^(G_last - G_j) dk_state_j + sum_{i>j} dA_ij q_i 2^(G_i - G_j), fp32 [BT, K], as subchunk_dq
+    (dk_state = v dh^T; diagonal blocks left out where not fits: subchunk_exact_dk_diagonal)."""
     NC: tl.constexpr = BT // BC
     sub = tl.arange(0, NC)
     B_prev = _pick(B, sub - 1)
     rows_sub = tl.arange(0, BT) // BC
     qg = tl.reshape(q_t, [NC, BC, K]).to(tl.float32) * up
-    dk = tl.zeros([BT, K], dtype=tl.float32)  # without the rows' 2^(t - Gl), applied last
+    dk = _rows(dk_state, tl.exp2(G_last[None, :] - B), BT, BC, K)  # without the rows' 2^(t - Gl), applied last
     for level in tl.static_range(NC):
         if (1 << level) < NC:
             q_f, k_f = level_factors(B, B_prev, sub, 1 << level)

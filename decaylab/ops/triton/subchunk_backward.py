@@ -37,8 +37,10 @@ def _dot(a, b, INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
 
 @triton.jit
 def _rows(x, f, BT: tl.constexpr, BC: tl.constexpr, K: tl.constexpr):
-    """The [BT, K] tile x, each row times its sub-chunk's row of the [NC, K] factor f."""
-    return tl.reshape(tl.reshape(x, [BT // BC, BC, K]) * f[:, None, :], [BT, K])
+    """The [BT, K] tile x, each row times its sub-chunk's row of the [NC, K] factor f. The factor is expanded to
+    [BT, K] rather than x reshaped: x, a dot's result, keeps its layout."""
+    f_rows = tl.reshape(tl.broadcast_to(f[:, None, :], [BT // BC, BC, K]), [BT, K])
+    return x * f_rows
 
 
 @triton.jit

@@ -17,7 +17,9 @@ the chunk, rebuilt from h_c and the chunk's keys and values), so no scan crosses
 2 x K x V values per chunk and head.
 
 Vector decay (a decay per key channel) takes the same kernels and launches under VECTOR: its G is a [BT, K] tile,
-its factors are element-wise, and its per-chunk dq, dk and gate gradient are chunk_parallel_vector.py's.
+its factors are element-wise, and its per-chunk dq, dk and gate gradient are chunk_parallel_vector.py's. With
+SUBCHUNK (bwd_subchunk) its intra-chunk products, and the scores A for dv, are built in sub-chunks
+(subchunk_backward.py), so that its chunks can be as long as scalar decay's whatever their decay span.
 
 With scalar or vector decay every element of the state evolves on its own, so the sweeps split the state into
 [STATE_BLOCK, STATE_BLOCK] blocks, one program each: more programs in flight, and a small fp32 block in registers.

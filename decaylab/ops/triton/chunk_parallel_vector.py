@@ -63,7 +63,6 @@ def chunk_dqk_span_vector(q, k, v, g, do, states, dstates, chunk_bos, chunk_end,
             g_t = load_raw_gates(g, tok, valid, i_h, H, K, BK, i_k, True)
         else:
             G = load_gates(g, tok, valid, i_h, H, K, BK, i_k, True)  # [BT, BK], log2 units
-            G_last = tl.min(G, axis=0)  # [BK]
         if FUSE_DV:
             if SUBCHUNK:
                 At, k_end = subchunk_dv_operands(q_t, k_t, q, k, g, tok, valid, i_h, scale, H, BT, SUBCHUNK, K,
@@ -78,12 +77,15 @@ def chunk_dqk_span_vector(q, k, v, g, do, states, dstates, chunk_bos, chunk_end,
         if SUBCHUNK:
             up, down, t, B = subchunk_decays(g_t, BT, SUBCHUNK, BK)
             fits = tl.max(tl.max(-t, axis=1), axis=0) <= SPAN_LIMIT  # every sub-chunk's decay, this key block's
-            G_last = subchunk_last(B)
         dA *= scale
         # the diagonal's terms cancel exactly in q*dq - k*dk, channel by channel as for scalar decay: kept out of
         # the intra-chunk products and the gate gradient, added to the stored dq and dk alone
         dA_diag = tl.sum(tl.where(rows[:, None] == rows[None, :], dA, 0.0), axis=1)
         dA = tl.where(rows[:, None] > rows[None, :], dA, 0.0)
+        if SUBCHUNK:
+            G_last = subchunk_last(B)
+        else:
+            G_last = tl.min(G, axis=0)  # [BK]
         # dq made, reduced and stored before dk is made: their [BT, BK] fp32 tiles are never live together
         if SUBCHUNK:
             dq_t = subchunk_dq(dA, do_h * scale, k_t, up, down, t, B, fits, BT, SUBCHUNK, BK, INTRA_FP32, DT, PREC)

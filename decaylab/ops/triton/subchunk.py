@@ -119,16 +119,18 @@ def in_groups(x, rows_sub, HALF: tl.constexpr):
 def _decayed(q, k, g_t, BT: tl.constexpr, BC: tl.constexpr, K: tl.constexpr):
     """qg, kg fp32 [NC, BC, K] and the sub-chunk totals t and ends B, fp32 [NC, K]."""
     NC: tl.constexpr = BT // BC
-    up, down, t, B = subchunk_decays(g_t, BT, BC, K)
-    qg = tl.reshape(q, [NC, BC, K]).to(tl.float32) * up
-    kg = tl.reshape(k, [NC, BC, K]).to(tl.float32) * down
-    return qg, kg, t, B
+    Gl = tl.cumsum(tl.reshape(g_t.to(tl.float32), [NC, BC, K]), axis=1) * RCP_LN2
+    t = tl.min(Gl, axis=1)  # [NC, K]: the last row (a cumsum of values <= 0), so that 2^(t - Gl) <= 1
+    qg = tl.reshape(q, [NC, BC, K]).to(tl.float32) * tl.exp2(Gl)
+    kg = tl.reshape(k, [NC, BC, K]).to(tl.float32) * tl.exp2(t[:, None, :] - Gl)
+    return qg, kg, t, tl.cumsum(t, axis=0)
 
 
 @triton.jit
 def subchunk_decays(g_t, BT: tl.constexpr, BC: tl.constexpr, K: tl.constexpr):
     """Of a chunk's raw log decays g_t [BT, K]: 2^Gl and 2^(t - Gl), fp32 [NC, BC, K] (both <= 1), and the
-    sub-chunk totals t and ends B, fp32 [NC, K]."""
+    sub-chunk totals t and ends B, fp32 [NC, K]: _decayed's factors without q and k (the backward's, which applies
+    them to other tiles too)."""
     NC: tl.constexpr = BT // BC
     Gl = tl.cumsum(tl.reshape(g_t.to(tl.float32), [NC, BC, K]), axis=1) * RCP_LN2
     t = tl.min(Gl, axis=1)  # [NC, K]: the last row (a cumsum of values <= 0), so that 2^(t - Gl) <= 1

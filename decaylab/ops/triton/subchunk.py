@@ -30,7 +30,8 @@ tiles across the dots; the operands are products with broadcast vectors. Gl is a
 (a reshape to [NC, BC, K]), not the difference of two chunk-wide cumsums, so its rounding does not grow with the
 chunk's decay. The element-wise diagonal (hard resets) reloads q, k and g in blocks of key channels rather than
 keep [BT, K] tiles for it: a branch that needs them costs registers on every chunk, taken or not (sm_90 compiles
-showed the spills).
+showed the spills). The chunk-parallel backward's sub-chunked gradients (bwd_subchunk) take the same factors, and
+these scores for dv: subchunk_backward.py.
 """
 
 import triton

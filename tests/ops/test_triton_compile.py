@@ -39,6 +39,8 @@ TRITON_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "f
                 torch.int32: "i32"}
 
 SUBCHUNK = dict(chunk=64, fwd_subchunk=16, bwd_chunk=16, gate_stride=64, num_warps=8, bwd_num_warps=4)
+SUBCHUNK_BACKWARD = dict(chunk=64, fwd_subchunk=16, bwd_subchunk=16, gate_stride=64, num_warps=8, fwd_value_block=64,
+                         chunk_parallel_backward=True, save_states=True)
 # name -> (vector decay, head dim, overrides of the pinned config[, input dtype: bf16 if not named])
 CONFIGS = {
     "scalar-D64": (False, 64, {}),
@@ -89,6 +91,20 @@ CONFIGS = {
     "vector-D128-subchunk-blocks32-fp16": (True, 128, dict(SUBCHUNK, fwd_value_block=32), torch.float16),
     "vector-D64-subchunk-chunk-parallel-saved": (True, 64, dict(SUBCHUNK, chunk_parallel_backward=True,
                                                                 save_states=True, state_stride=64)),
+    # vector decay's chunk-parallel backward on the forward's 64-token chunks in 16-token sub-chunks (bwd_subchunk,
+    # not pinned), on the states that forward saves: as spelled, in the blocks that compile without spills
+    # (scripts/sm90_registers.py: key blocks of 16 without the pinned D64 register cap; at D128 blocks of 32 under
+    # Triton 3.9), each dv variant
+    "vector-D64-subchunk-backward": (True, 64, dict(SUBCHUNK_BACKWARD)),
+    "vector-D64-subchunk-backward-uncapped-kblock16": (True, 64, dict(SUBCHUNK_BACKWARD, bwd_max_registers=0,
+                                                                      bwd_key_block=16, bwd_value_block=32)),
+    "vector-D128-subchunk-backward": (True, 128, dict(SUBCHUNK_BACKWARD)),
+    "vector-D128-subchunk-backward-blocks32": (True, 128, dict(SUBCHUNK_BACKWARD, bwd_key_block=32,
+                                                               bwd_value_block=32)),
+    "vector-D64-subchunk-backward-fused-dv-fp16": (True, 64, dict(SUBCHUNK_BACKWARD, fused_dv=True, bwd_key_block=0),
+                                                   torch.float16),
+    "vector-D128-subchunk-backward-dv-in-sweep": (True, 128, dict(SUBCHUNK_BACKWARD, dv_in_sweep=True,
+                                                                  bwd_value_block=32)),
 }
 if gluon.AVAILABLE:  # the Gluon kernels (gluon/) need a Triton with Gluon
     CONFIGS.update({
@@ -175,8 +191,9 @@ def _norm_launches(D: int, dtype: torch.dtype, gated: bool, replicas: int) -> li
     return captured
 
 
-def compile_all(ptx_dir: Path | None = None) -> dict:
-    """Every distinct kernel of every config in CONFIGS, compiled once: name -> [(kernel, error or None)]. With
+def compile_all(ptx_dir: Path | None = None, only: set[str] | None = None) -> dict:
+    """Every distinct kernel of every config in CONFIGS (or of those named in ``only``), compiled once: name ->
+    [(kernel, error or None)]. With
     ``ptx_dir``, each kernel's PTX is written there as <kernel>-<hash of its launch>.ptx, and <config>.txt lists the
     files of each config: two such folders compared file by file show whether a change of the Python code changed
     the compiled code (set TRITON_DISABLE_LINE_INFO=1, so that moved source lines do not count)."""
@@ -184,6 +201,8 @@ def compile_all(ptx_dir: Path | None = None) -> dict:
     launches = {name: (_launches, spec) for name, spec in CONFIGS.items()}
     launches.update({name: (_norm_launches, spec) for name, spec in NORM_CASES.items()})
     for name, (capture, spec) in launches.items():
+        if only is not None and name not in only:
+            continue
         results[name] = []
         for fn, args, kwargs in capture(*spec):
             signature, constexprs, options = _signature(fn, args, kwargs)
@@ -216,10 +235,16 @@ NANOBIND_REPORT = re.compile(r"^(nanobind: |See https://nanobind\.readthedocs\.i
 
 
 @pytest.fixture(scope="module")
-def compiled() -> dict:
-    """``compile_all()`` in a child process."""
+def compiled(request) -> dict:
+    """``compile_all()`` in a child process: of the configs whose tests are selected (``-k``), or of every one when
+    the coverage test below, which needs them all, is selected too."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=3600)
+    mine = [item for item in request.session.items if item.module is sys.modules[__name__]]
+    only = []
+    if not any(item.originalname == "test_the_captured_launches_cover_each_path" for item in mine):
+        names = sorted(item.callspec.params["name"] for item in mine if hasattr(item, "callspec"))
+        only = ["--only", json.dumps(names)]
+    child = subprocess.run([sys.executable, __file__, *only], env=env, capture_output=True, text=True, timeout=3600)
     kept = [line for line in child.stderr.splitlines(keepends=True) if not NANOBIND_REPORT.match(line)]
     sys.stderr.write("".join(kept))
     assert child.returncode == 0, f"compiling in a child process failed:\n{''.join(kept)[-4000:]}"
@@ -257,4 +282,5 @@ if __name__ == "__main__":  # the child process of the ``compiled`` fixture; wit
     folder = Path(sys.argv[sys.argv.index("--ptx") + 1]) if "--ptx" in sys.argv else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    print(json.dumps(compile_all(folder)))
+    only = set(json.loads(sys.argv[sys.argv.index("--only") + 1])) if "--only" in sys.argv else None
+    print(json.dumps(compile_all(folder, only)))

@@ -74,3 +74,12 @@ def test_fwd_subchunk_is_refused_for_scalar_decay():
     with use_config(LaunchConfig(64, 4, 1, fwd_subchunk=16)):
         with pytest.raises(ValueError, match="set fwd_subchunk=0 for scalar decay"):
             triton_backend.triton_decay_linear_attention(*_inputs())
+
+
+def test_bwd_subchunk_is_refused_for_scalar_decay():
+    """Sub-chunked intra-chunk gradients are vector decay's; scalar decay factors them exactly at any chunk."""
+    from decaylab.ops.triton import LaunchConfig, use_config
+
+    with use_config(LaunchConfig(64, 4, 1, chunk_parallel_backward=True, bwd_subchunk=16)):
+        with pytest.raises(ValueError, match="set bwd_subchunk=0 for scalar decay"):
+            triton_backend.triton_decay_linear_attention(*_inputs())

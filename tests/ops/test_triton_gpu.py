@@ -343,3 +343,54 @@ def test_triton_vector_subchunk_forward_with_hard_resets_stays_finite_on_gpu():
     for name, (out, _) in results.items():
         assert torch.isfinite(out).all(), f"{name}: non-finite values with hard resets"
     assert rel_rms_error(results["o"][1], results["o"][0]) < RATIO[torch.bfloat16]
+
+
+# The vector chunk-parallel backward in sub-chunks (bwd_subchunk, not pinned) on the 64-token chunks of the
+# sub-chunked forward, on the states it saves: the plan as built, in key/value blocks, with each other dv variant, and
+# over two chunks per stored state.
+VECTOR_SUBCHUNK_BACKWARD = dict(chunk=64, fwd_subchunk=16, bwd_subchunk=16, gate_stride=64, num_warps=8,
+                                fwd_value_block=64, chunk_parallel_backward=True, save_states=True)
+VECTOR_SUBCHUNK_BACKWARD_PLANS = {
+    "plan": VECTOR_SUBCHUNK_BACKWARD,
+    "blocks32": dict(VECTOR_SUBCHUNK_BACKWARD, bwd_key_block=32, bwd_value_block=32),
+    "fused-dv": dict(VECTOR_SUBCHUNK_BACKWARD, fused_dv=True, bwd_key_block=0),
+    "dv-in-sweep": dict(VECTOR_SUBCHUNK_BACKWARD, dv_in_sweep=True, bwd_value_block=32),
+    "stride128-spans2": dict(VECTOR_SUBCHUNK_BACKWARD, gate_stride=128, state_stride=128, spans_per_program=2),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("offsets", [None, [0, 100, 101, 357, 1000]], ids=["dense", "varlen"])
+@pytest.mark.parametrize("mode", list(VECTOR_SUBCHUNK_BACKWARD_PLANS))
+def test_triton_vector_subchunk_backward_matches_recurrence_on_gpu(mode, offsets):
+    """bf16, B2 T1000 H4 K128 V64 (packed: one sequence of 1000 tokens in four), the benchmark's gates
+    (logsigmoid(randn).clamp_min(-5): a 64-token chunk often decays past SPAN_LIMIT, a 16-token sub-chunk seldom):
+    o, the final state and every gradient within 5e-3 relative RMS of the fp64 recurrence."""
+    from decaylab.ops.triton.check import against_reference
+
+    B = 2 if offsets is None else 1
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    gates = torch.nn.functional.logsigmoid(torch.randn(B, 1000, 4, 128, generator=gen, device="cuda")).clamp_min(-5)
+    results = against_reference(B, 1000, 4, 128, 64, True, torch.bfloat16, -5.0, offsets,
+                                VECTOR_SUBCHUNK_BACKWARD_PLANS[mode], log_decay=gates)
+    for name, (out, ref) in results.items():
+        assert torch.isfinite(out).all(), f"{name}: non-finite values"
+        err = rel_rms_error(ref, out)
+        assert err < RATIO[torch.bfloat16], f"{name}: relative RMS error {err:.3e} >= 5e-3"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["plan", "fused-dv"])
+def test_triton_vector_subchunk_backward_with_hard_resets_stays_finite_on_gpu(mode):
+    """Log decays of -1e3 in 5 % of the (token, head, channel) entries, bf16, D128: the sub-chunks holding them take
+    the element-wise diagonal blocks; finite everywhere, and o and dv (through the scores) within the bf16 bound (as
+    the other reset tests, the gradients' bounds are the interpreter's, in fp16 and fp32)."""
+    from decaylab.ops.triton.check import against_reference
+
+    results = against_reference(2, 300, 2, 128, 128, True, torch.bfloat16, -1.0, None,
+                                VECTOR_SUBCHUNK_BACKWARD_PLANS[mode], resets=0.05)
+    for name, (out, _) in results.items():
+        assert torch.isfinite(out).all(), f"{name}: non-finite values with hard resets"
+    for name in ("o", "dv"):
+        err = rel_rms_error(results[name][1], results[name][0])
+        assert err < RATIO[torch.bfloat16], f"{name}: relative RMS error {err:.3e} >= 5e-3"

@@ -107,3 +107,39 @@ def test_a_sub_chunked_forward_over_the_pinned_vector_plans_needs_their_gate_str
     divide: the refusal names the gate stride."""
     with pytest.raises(ValueError, match="gate_stride 32 must be a multiple of chunk 64"):
         with_knobs(PINNED_CONFIGS[(None, True, 64)], chunk=64, fwd_subchunk=16, bwd_chunk=16)
+
+
+def test_the_sub_chunked_vector_backward_is_a_chunk_parallel_knob():
+    """bwd_subchunk sets ChunkParallelBackward.subchunk (no pinned plan has it); with a sub-chunked forward of the
+    same chunks, the backward walks them on the states the forward saved."""
+    assert all(getattr(plan.backward, "subchunk", 0) == 0 for plan in PINNED_CONFIGS.values())
+    plan = launch_plan(chunk=64, num_warps=8, num_stages=1, fwd_subchunk=16, bwd_subchunk=16, gate_stride=64,
+                       fwd_value_block=64, chunk_parallel_backward=True, save_states=True)
+    assert isinstance(plan.backward, ChunkParallelBackward) and plan.backward.subchunk == 16
+    assert (plan.backward_chunk, plan.state_span, plan.saves_states) == (64, 64, True)
+    assert knobs_of(plan)["bwd_subchunk"] == 16 and launch_plan(**knobs_of(plan)) == plan
+    assert with_knobs(plan, bwd_subchunk=32).backward.subchunk == 32
+    # dropping the chunk-parallel backward drops its sub-chunks with it
+    assert isinstance(with_knobs(plan, chunk_parallel_backward=False, save_states=False).backward, TwoSweepBackward)
+
+
+SUB_CP = dict(chunk=64, fwd_subchunk=16, gate_stride=64, chunk_parallel_backward=True)
+
+
+@pytest.mark.parametrize("knobs, message", [
+    (dict(SUB_CP, bwd_subchunk=24), r"bwd_subchunk must be 0 \(off\) or a power of two >= 16"),
+    (dict(SUB_CP, bwd_subchunk=8), r"bwd_subchunk must be 0 \(off\) or a power of two >= 16"),
+    (dict(SUB_CP, bwd_chunk=16, bwd_subchunk=32), "bwd_subchunk 32 must divide bwd_chunk 16: set bwd_chunk to a "
+                                                  "multiple of it"),
+    # the backward chunk is the forward's when bwd_chunk is 0
+    (dict(chunk=16, bwd_subchunk=32, chunk_parallel_backward=True),
+     "bwd_subchunk 32 must divide the backward chunk 16: set bwd_chunk"),
+    # the two-sweep backward has no sub-chunks
+    (dict(chunk=64, gate_stride=64, bwd_subchunk=16), "bwd_subchunk is an option of the chunk-parallel backward: set "
+                                                      "chunk_parallel_backward=True"),
+    # hopper_dqk is scalar decay's, bwd_subchunk vector decay's
+    (dict(SUB_CP, bwd_subchunk=16, hopper_dqk=True), "set hopper_dqk=False \\(vector decay\\) or bwd_subchunk=0"),
+])
+def test_bad_sub_chunked_backward_plans_are_refused(knobs, message):
+    with pytest.raises(ValueError, match=message):
+        launch_plan(**dict(dict(num_warps=4, num_stages=1), **knobs))

@@ -201,6 +201,10 @@ def triton_decay_linear_attention(
         raise ValueError(f"fwd_subchunk={cfg.forward.subchunk} builds vector decay's intra-chunk scores in sub-chunks; "
                          f"scalar decay ([B, T, H] log decays) factors its scores exactly at any chunk: set "
                          f"fwd_subchunk=0 for scalar decay")
+    if log_decay.ndim == 3 and isinstance(backward, ChunkParallelBackward) and backward.subchunk:
+        raise ValueError(f"bwd_subchunk={backward.subchunk} builds vector decay's intra-chunk gradients in "
+                         f"sub-chunks; scalar decay ([B, T, H] log decays) factors them exactly at any chunk: set "
+                         f"bwd_subchunk=0 for scalar decay")
     if isinstance(backward, ChunkParallelBackward) and isinstance(backward.dv, FusedDv) and \
             0 < backward.key_block < K:
         raise ValueError(f"fused_dv needs every key channel in one program, but bwd_key_block {backward.key_block} "

@@ -46,6 +46,7 @@ _TABLE: dict[str, Knob] = {
     "bwd_value_block": Knob("chunk_parallel", "value_block"),
     **{name: Knob("chunk_parallel", name) for name in ("state_stride", "spans_per_program", "save_states")},
     "hopper_dqk": Knob("chunk_parallel", "gluon_dqk"),
+    "bwd_subchunk": Knob("chunk_parallel", "subchunk"),
     "dv_sweep_num_warps": Knob("dv_in_sweep", "num_warps"),
     "dv_sweep_num_stages": Knob("dv_in_sweep", "num_stages"),
     **{name: Knob("splitting", name) for name in ("split_below", "target_programs", "programs_per_sm",

@@ -145,6 +145,10 @@ class ChunkParallelBackward(_BackwardCommon):
     gluon_dqk: on calls that suit the Gluon kernels (gluon.suits) with one stored state per 64-token chunk, dq, dk
         and the gate gradient by the persistent Gluon kernel (gluon/grads.py); it computes no dv, so not with FusedDv.
         Scalar decay only: a vector-decay call with it is refused (triton_decay_linear_attention).
+    subchunk: vector decay's intra-chunk products (dq, dk, the gate gradient, and A for dv) built in sub-chunks of
+        this many tokens (subchunk_backward.py), so that the backward chunk can be long (e.g. 64, as a sub-chunked
+        forward's) whatever its decay span; a power of two dividing the backward chunk (0: off, the whole chunk at
+        once). Vector decay only (a scalar-decay call with it is refused), so never with gluon_dqk.
     """
 
     value_block: int = 0
@@ -153,10 +157,19 @@ class ChunkParallelBackward(_BackwardCommon):
     save_states: bool = False
     dv: DvKernel | FusedDv | DvInSweep = field(default_factory=DvKernel)
     gluon_dqk: bool = False
+    subchunk: int = 0
 
     def __post_init__(self):
         _check_backward(self)
         _power_of_two("bwd_value_block", self.value_block, "all channels")
+        _power_of_two("bwd_subchunk", self.subchunk, "off")
+        if self.subchunk and self.chunk and self.chunk % self.subchunk:
+            raise ValueError(f"bwd_subchunk {self.subchunk} must divide bwd_chunk {self.chunk}: set bwd_chunk to a "
+                             f"multiple of it (e.g. bwd_chunk=64, bwd_subchunk=16) or bwd_subchunk=0")
+        if self.subchunk and self.gluon_dqk:
+            raise ValueError("bwd_subchunk builds vector decay's intra-chunk gradients in sub-chunks, and hopper_dqk "
+                             "is scalar decay's Gluon dq/dk kernel: set hopper_dqk=False (vector decay) or "
+                             "bwd_subchunk=0 (scalar decay)")
         if self.state_stride < 0:
             raise ValueError(f"state_stride must be 0 (one state per chunk) or > 0; got {self.state_stride}")
         if self.spans_per_program < 1:
@@ -265,6 +278,9 @@ class LaunchPlan:
             if stride and (stride % chunk or gate_stride % stride):  # the stride is checked here: it needs the chunk
                 raise ValueError(f"state_stride {stride} must be a multiple of the backward chunk {chunk} and divide "
                                  f"gate_stride {gate_stride} (segments are cut at gate_stride)")
+            if backward.subchunk and chunk % backward.subchunk:  # the backward chunk may be the forward's
+                raise ValueError(f"bwd_subchunk {backward.subchunk} must divide the backward chunk {chunk}: set "
+                                 f"bwd_chunk (or chunk) to a multiple of it, or bwd_subchunk=0")
             if isinstance(backward.dv, DvInSweep) and self.state_span != self.backward_chunk:
                 raise ValueError(f"dv_in_sweep needs one stored state per chunk; got state_stride "
                                  f"{backward.state_stride}: set state_stride=0 or drop dv_in_sweep")

@@ -30,7 +30,8 @@ tiles across the dots; the operands are products with broadcast vectors. Gl is a
 (a reshape to [NC, BC, K]), not the difference of two chunk-wide cumsums, so its rounding does not grow with the
 chunk's decay. The element-wise diagonal (hard resets) reloads q, k and g in blocks of key channels rather than
 keep [BT, K] tiles for it: a branch that needs them costs registers on every chunk, taken or not (sm_90 compiles
-showed the spills).
+showed the spills). The chunk-parallel backward's sub-chunked gradients (bwd_subchunk) take the same factors, and
+these scores for dv: subchunk_backward.py.
 """
 
 import triton
@@ -92,13 +93,27 @@ def _level(qg, kg, B, B_prev, sub, rows_sub, HALF: tl.constexpr, BT: tl.constexp
            INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """The off-diagonal blocks of one level: in each group of 2 * HALF sub-chunks, the right half's rows against the
     left half's columns, around the boundary between the halves."""
+    q_f, k_f = level_factors(B, B_prev, sub, HALF)
+    part = _dot_t(_scaled(qg, q_f, BT, K), _scaled(kg, k_f, BT, K), INTRA_FP32, DT, PREC)
+    return in_groups(part, rows_sub, HALF)
+
+
+@triton.jit
+def level_factors(B, B_prev, sub, HALF: tl.constexpr):
+    """The [NC, K] factors of one level: 2^(B_{r-1} - B_b) on the right halves' rows, 2^(B_b - B_c) on the left
+    halves' columns (b: the boundary between the halves), 0 elsewhere (2^-inf, never inf * 0)."""
     half = sub // HALF
     right = half % 2 == 1
     q_f = tl.exp2(tl.where(right[:, None], B_prev - _pick(B, half * HALF - 1), float("-inf")))
     k_f = tl.exp2(tl.where(right[:, None], float("-inf"), _pick(B, (half + 1) * HALF - 1) - B))
-    part = _dot_t(_scaled(qg, q_f, BT, K), _scaled(kg, k_f, BT, K), INTRA_FP32, DT, PREC)
+    return q_f, k_f
+
+
+@triton.jit
+def in_groups(x, rows_sub, HALF: tl.constexpr):
+    """The [BT, BT] tile x where row and column lie in the same group of 2 * HALF sub-chunks, else 0."""
     group = rows_sub // (2 * HALF)
-    return tl.where(group[:, None] == group[None, :], part, 0.0)
+    return tl.where(group[:, None] == group[None, :], x, 0.0)
 
 
 @triton.jit
@@ -110,6 +125,17 @@ def _decayed(q, k, g_t, BT: tl.constexpr, BC: tl.constexpr, K: tl.constexpr):
     qg = tl.reshape(q, [NC, BC, K]).to(tl.float32) * tl.exp2(Gl)
     kg = tl.reshape(k, [NC, BC, K]).to(tl.float32) * tl.exp2(t[:, None, :] - Gl)
     return qg, kg, t, tl.cumsum(t, axis=0)
+
+
+@triton.jit
+def subchunk_decays(g_t, BT: tl.constexpr, BC: tl.constexpr, K: tl.constexpr):
+    """Of a chunk's raw log decays g_t [BT, K]: 2^Gl and 2^(t - Gl), fp32 [NC, BC, K] (both <= 1), and the
+    sub-chunk totals t and ends B, fp32 [NC, K]: _decayed's factors without q and k (the backward's, which applies
+    them to other tiles too)."""
+    NC: tl.constexpr = BT // BC
+    Gl = tl.cumsum(tl.reshape(g_t.to(tl.float32), [NC, BC, K]), axis=1) * RCP_LN2
+    t = tl.min(Gl, axis=1)  # [NC, K]: the last row (a cumsum of values <= 0), so that 2^(t - Gl) <= 1
+    return tl.exp2(Gl), tl.exp2(t[:, None, :] - Gl), t, tl.cumsum(t, axis=0)
 
 
 @triton.jit

@@ -88,17 +88,14 @@ CONFIGS = {
     # each backward beside it: two sweeps at 16-token chunks, chunk-parallel on its saved states
     "vector-D64-subchunk": (True, 64, dict(SUBCHUNK)),
     "vector-D128-subchunk-blocks64": (True, 128, dict(SUBCHUNK, fwd_value_block=64)),
-    "vector-D128-subchunk-blocks32-fp16": (True, 128, dict(SUBCHUNK, fwd_value_block=32), torch.float16),
     "vector-D64-subchunk-chunk-parallel-saved": (True, 64, dict(SUBCHUNK, chunk_parallel_backward=True,
                                                                 save_states=True, state_stride=64)),
     # vector decay's chunk-parallel backward on the forward's 64-token chunks in 16-token sub-chunks (bwd_subchunk,
-    # not pinned), on the states that forward saves: as spelled, in the blocks that compile without spills
+    # not pinned), on the states that forward saves, in the blocks that compile without spills
     # (scripts/sm90_registers.py: key blocks of 16 without the pinned D64 register cap; at D128 blocks of 32 under
     # Triton 3.9), each dv variant
-    "vector-D64-subchunk-backward": (True, 64, dict(SUBCHUNK_BACKWARD)),
     "vector-D64-subchunk-backward-uncapped-kblock16": (True, 64, dict(SUBCHUNK_BACKWARD, bwd_max_registers=0,
                                                                       bwd_key_block=16, bwd_value_block=32)),
-    "vector-D128-subchunk-backward": (True, 128, dict(SUBCHUNK_BACKWARD)),
     "vector-D128-subchunk-backward-blocks32": (True, 128, dict(SUBCHUNK_BACKWARD, bwd_key_block=32,
                                                                bwd_value_block=32)),
     "vector-D64-subchunk-backward-fused-dv-fp16": (True, 64, dict(SUBCHUNK_BACKWARD, fused_dv=True, bwd_key_block=0),

@@ -301,6 +301,22 @@ def test_hopper_sweeps_match_recurrence_on_gpu(K, V, offsets, segment, lowest, d
         assert err < RATIO[torch.bfloat16], f"{name}: relative RMS error {err:.3e} >= 5e-3"
 
 
+def _assert_matches_on_benchmark_gates(overrides: dict, offsets: list[int] | None) -> None:
+    """bf16, B2 T1000 H4 K128 V64 (packed: one sequence of 1000 tokens in four) under the plan ``overrides``, the
+    benchmark's gates logsigmoid(randn).clamp_min(-5): o, the final state and every gradient finite and within 5e-3
+    relative RMS of the fp64 recurrence."""
+    from decaylab.ops.triton.check import against_reference
+
+    B = 2 if offsets is None else 1
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    gates = torch.nn.functional.logsigmoid(torch.randn(B, 1000, 4, 128, generator=gen, device="cuda")).clamp_min(-5)
+    results = against_reference(B, 1000, 4, 128, 64, True, torch.bfloat16, -5.0, offsets, overrides, log_decay=gates)
+    for name, (out, ref) in results.items():
+        assert torch.isfinite(out).all(), f"{name}: non-finite values"
+        err = rel_rms_error(ref, out)
+        assert err < RATIO[torch.bfloat16], f"{name}: relative RMS error {err:.3e} >= 5e-3"
+
+
 # The vector forward in 64-token chunks of 16-token sub-chunks (fwd_subchunk, not pinned), with each backward beside
 # it: two sweeps at 16-token chunks; chunk-parallel on the states it saves (one per 64 tokens).
 VECTOR_SUBCHUNK = dict(chunk=64, fwd_subchunk=16, bwd_chunk=16, gate_stride=64, num_warps=8, bwd_num_warps=4)
@@ -319,17 +335,7 @@ def test_triton_vector_subchunk_forward_matches_recurrence_on_gpu(mode, offsets)
     """bf16, B2 T1000 H4 K128 V64 (packed: one sequence of 1000 tokens in four), the benchmark's gates
     (logsigmoid(randn).clamp_min(-5): a 64-token chunk often decays past SPAN_LIMIT, a 16-token sub-chunk seldom):
     o, the final state and every gradient within 5e-3 relative RMS of the fp64 recurrence."""
-    from decaylab.ops.triton.check import against_reference
-
-    B = 2 if offsets is None else 1
-    gen = torch.Generator(device="cuda").manual_seed(7)
-    gates = torch.nn.functional.logsigmoid(torch.randn(B, 1000, 4, 128, generator=gen, device="cuda")).clamp_min(-5)
-    results = against_reference(B, 1000, 4, 128, 64, True, torch.bfloat16, -5.0, offsets, VECTOR_SUBCHUNK_PLANS[mode],
-                                log_decay=gates)
-    for name, (out, ref) in results.items():
-        assert torch.isfinite(out).all(), f"{name}: non-finite values"
-        err = rel_rms_error(ref, out)
-        assert err < RATIO[torch.bfloat16], f"{name}: relative RMS error {err:.3e} >= 5e-3"
+    _assert_matches_on_benchmark_gates(VECTOR_SUBCHUNK_PLANS[mode], offsets)
 
 
 @pytest.mark.gpu
@@ -366,17 +372,7 @@ def test_triton_vector_subchunk_backward_matches_recurrence_on_gpu(mode, offsets
     """bf16, B2 T1000 H4 K128 V64 (packed: one sequence of 1000 tokens in four), the benchmark's gates
     (logsigmoid(randn).clamp_min(-5): a 64-token chunk often decays past SPAN_LIMIT, a 16-token sub-chunk seldom):
     o, the final state and every gradient within 5e-3 relative RMS of the fp64 recurrence."""
-    from decaylab.ops.triton.check import against_reference
-
-    B = 2 if offsets is None else 1
-    gen = torch.Generator(device="cuda").manual_seed(7)
-    gates = torch.nn.functional.logsigmoid(torch.randn(B, 1000, 4, 128, generator=gen, device="cuda")).clamp_min(-5)
-    results = against_reference(B, 1000, 4, 128, 64, True, torch.bfloat16, -5.0, offsets,
-                                VECTOR_SUBCHUNK_BACKWARD_PLANS[mode], log_decay=gates)
-    for name, (out, ref) in results.items():
-        assert torch.isfinite(out).all(), f"{name}: non-finite values"
-        err = rel_rms_error(ref, out)
-        assert err < RATIO[torch.bfloat16], f"{name}: relative RMS error {err:.3e} >= 5e-3"
+    _assert_matches_on_benchmark_gates(VECTOR_SUBCHUNK_BACKWARD_PLANS[mode], offsets)
 
 
 @pytest.mark.gpu

@@ -125,6 +125,15 @@ def _reload(x, g, tok, valid, i_h, H: tl.constexpr, BT: tl.constexpr, BC: tl.con
 
 
 @triton.jit
+def _decays_from_row(Gl, b, j):
+    """(row j of each sub-chunk as a [1, BC, 1] mask, 2^(G_i - G_j) for its rows i >= j and 0 above, fp32 [NC, BC, BK]);
+    the exponent masked before the exp2, so it never overflows."""
+    at_j = (b == j)[None, :, None]
+    G_j = tl.sum(tl.where(at_j, Gl, 0.0), axis=1)  # [NC, BK]
+    return at_j, tl.exp2(tl.where((b >= j)[None, :, None], Gl - G_j[:, None, :], float("-inf")))
+
+
+@triton.jit
 def subchunk_exact_dq_diagonal(dA, k, g, tok, valid, i_h, H: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
                                K: tl.constexpr, BK: tl.constexpr, i_k):
     """The diagonal blocks' share of dq (key channels i_k*BK ...), element-wise: for a chunk with a sub-chunk past
@@ -134,10 +143,8 @@ def subchunk_exact_dq_diagonal(dA, k, g, tok, valid, i_h, H: tl.constexpr, BT: t
     k3, Gl = _reload(k, g, tok, valid, i_h, H, BT, BC, K, BK, i_k)
     dq = tl.zeros([NC, BC, BK], dtype=tl.float32)
     for j in range(BC):
-        at_j = (b == j)[None, :, None]
+        at_j, decay = _decays_from_row(Gl, b, j)
         k_j = tl.sum(tl.where(at_j, k3, 0.0), axis=1)  # [NC, BK]
-        G_j = tl.sum(tl.where(at_j, Gl, 0.0), axis=1)
-        decay = tl.exp2(tl.where((b >= j)[None, :, None], Gl - G_j[:, None, :], float("-inf")))
         dq += _diagonal_column(dA, j, BT, BC)[:, :, None] * k_j[:, None, :] * decay
     return tl.reshape(dq, [BT, BK])
 
@@ -151,9 +158,7 @@ def subchunk_exact_dk_diagonal(dA, q, g, tok, valid, i_h, H: tl.constexpr, BT: t
     q3, Gl = _reload(q, g, tok, valid, i_h, H, BT, BC, K, BK, i_k)
     dk = tl.zeros([NC, BC, BK], dtype=tl.float32)
     for j in range(BC):
-        at_j = (b == j)[None, :, None]
-        G_j = tl.sum(tl.where(at_j, Gl, 0.0), axis=1)  # [NC, BK]
-        decay = tl.exp2(tl.where((b >= j)[None, :, None], Gl - G_j[:, None, :], float("-inf")))
+        at_j, decay = _decays_from_row(Gl, b, j)
         dk_j = tl.sum(_diagonal_column(dA, j, BT, BC)[:, :, None] * q3 * decay, axis=1)  # [NC, BK]
         dk += tl.where(at_j, dk_j[:, None, :], 0.0)
     return tl.reshape(dk, [BT, BK])

@@ -19,6 +19,7 @@
 #   subchunk the GPU tests of vector decay's sub-chunked forward and chunk-parallel backward (fwd_subchunk,
 #            bwd_subchunk), then their plans timed against the pinned one at the three table shapes (SUBCHUNK_CONFIGS:
 #            the --configs specs)
+#   fp32     the fp32 kernel tests against the recurrence (fp32 dots in tf32x3)
 #   step     where a graphed ptb-small step's GPU time goes, and replay rates alone and on several streams
 #   paper    the paper sweep into /tmp/paper (resumed from carry/paper.tgz when carried), stopped (SIGINT,
 #            resumable) before DEADLINE seconds (SWEEP_ARGS: the placement, default --devices cuda:0
@@ -60,6 +61,9 @@ for section in ${SECTIONS:-tests decode pos}; do
       timeout 240 python3 -m decaylab bench kernels --decay vector --cuda-graph --configs '' ${VECTOR_CONFIGS:-\
         'chunk_parallel_backward=true' 'chunk_parallel_backward=true,bwd_key_block=32' \
         'fwd_value_block=64,chunk_parallel_backward=true' 'chunk_parallel_backward=true,dv_in_sweep=true'} --json $OUT/vectorcp.json 2>&1 | tail -40 ;;
+    fp32)
+      timeout 240 python3 -m pytest -m gpu -q -rxX tests/ops/test_triton_gpu.py -k float32 > $OUT/gpu-fp32-tests.log 2>&1
+      tail -4 $OUT/gpu-fp32-tests.log ;;
     subchunk)
       timeout 200 python3 -m pytest -m gpu -q -rxX tests/ops/test_triton_gpu.py -k vector_subchunk \
         > $OUT/gpu-subchunk-tests.log 2>&1; tail -4 $OUT/gpu-subchunk-tests.log
@@ -97,6 +101,6 @@ for section in ${SECTIONS:-tests decode pos}; do
       grep -v " in B " $OUT/compare.txt | head -10; python3 scripts/fixed_cost.py /tmp/paper | tail -1
       (cd /tmp/paper && tar czf $OUT/paper.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
         for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)) ;;
-    *) echo "unknown section $section (tests, trainingtests, normtests, replicatests, vectorcp, subchunk, flafull, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
+    *) echo "unknown section $section (tests, fp32, trainingtests, normtests, replicatests, vectorcp, subchunk, flafull, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
   esac
 done

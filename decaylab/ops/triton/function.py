@@ -27,11 +27,20 @@ _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 log = logging.getLogger("decaylab.ops")
 
 
+def _dot_precision(q: torch.Tensor) -> str:
+    """fp32 inputs: three tf32 tensor-core dots per product (near fp32's accuracy; an ``ieee`` dot is a loop of FMAs
+    that takes 5x longer to compile at K = 128), except past K = 128, where tf32x3's split operands overflow a
+    Hopper SM's shared memory. Half precisions: their fp32 intra-chunk operands in tf32."""
+    if q.dtype != torch.float32:
+        return "tf32"
+    return "tf32x3" if q.shape[3] <= 128 else "ieee"
+
+
 def _launch_options(q: torch.Tensor, log_decay: torch.Tensor, chunk: int, num_warps: int, num_stages: int,
                     adjacent: bool, max_registers: int) -> dict:
     return dict(
         H=q.shape[2], K=q.shape[3], BT=chunk, VECTOR=log_decay.ndim == 4,
-        PREC="ieee" if q.dtype == torch.float32 else "tf32", ADJACENT=adjacent,
+        PREC=_dot_precision(q), ADJACENT=adjacent,
         num_warps=num_warps, num_stages=num_stages,
         **blocks.COMPILE_OPTIONS, **({"maxnreg": max_registers} if max_registers else {}),
     )

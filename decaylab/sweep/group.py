@@ -42,30 +42,36 @@ def _train_together(backend: RunBackend, held: list[tuple[str, dict, Path]]) -> 
 
 
 def group_worker(runs: list[tuple[str, dict, str]], db_path: str, backend: RunBackend, evaluate: dict | None,
-                 conn: Any) -> None:
-    """Entry point of a group's worker process (its environment already set up by the runner)."""
+                 conn: Any) -> dict[str, str]:
+    """One group in a worker process (its environment already set up by the runner): the outcome of each point, also
+    sent through ``conn``."""
     paths = {run_id: Path(run_dir) for run_id, _, run_dir in runs}
     sweep_dir = next(iter(paths.values())).parent.parent
     (sweep_dir / "locks").mkdir(exist_ok=True)
     (sweep_dir / "logs").mkdir(exist_ok=True)
     outcomes: dict[str, str] = {}
-    held = []
+    held, locks = [], []
     for run_id, config, _ in runs:
-        if lock(sweep_dir / "locks" / f"{run_id}.lock") is None:
+        fd = lock(sweep_dir / "locks" / f"{run_id}.lock")
+        if fd is None:
             outcomes[run_id] = "busy"
         else:
             held.append((run_id, config, paths[run_id]))
+            locks.append(fd)
     if not held:
         conn.send(outcomes)
-        return
+        return outcomes
     log_path = sweep_dir / "logs" / f"{held[0][0]}.log"
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     for run_id, _, _ in held[1:]:
         link = sweep_dir / "logs" / f"{run_id}.log"
         link.unlink(missing_ok=True)
         os.link(log_path, link)
+    sys.stdout.flush()  # a reused worker: what the previous group printed stays in the previous group's log
+    sys.stderr.flush()
     os.dup2(log, 1)
     os.dup2(log, 2)
+    os.close(log)
     db = ResultsDB(db_path)
     try:
         for run_id, _, _ in held:
@@ -90,4 +96,9 @@ def group_worker(runs: list[tuple[str, dict, str]], db_path: str, backend: RunBa
                 outcomes[run_id] = "interrupted"
         conn.send(outcomes)
         sys.exit(130)
+    finally:
+        db.close()
+        for fd in locks:  # a reused worker goes on to other points: these are free again
+            os.close(fd)
     conn.send(outcomes)
+    return outcomes

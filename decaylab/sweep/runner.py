@@ -8,9 +8,11 @@ Layout of a sweep directory::
     DIR/logs/<run_id>.log   the worker's output (training progress, warnings, the traceback of a failure)
     DIR/locks/<run_id>.lock held while a worker runs the point
 
-Each point runs in a fresh worker process (so a crash, an out-of-memory kill or a CUDA error takes down only that
-point; with ``runs_per_worker`` K, a process trains K points together and takes down only those), pinned to one
-device and ``cpu_count // workers`` torch threads; the process reports each point's outcome through a pipe. A point is skipped when its run
+Each worker process (pinned to one device, ``cpu_count // workers`` torch threads) takes a group of points from
+the driver (one point, or ``runs_per_worker`` K trained together; near the end of the queue fewer, so the workers end
+together), reports each point's outcome through a pipe and takes the next group: its start-up, data and compiled
+kernels are paid once. A crash, an out-of-memory kill or a CUDA error takes down only the group in training, and
+a worker whose group had a failure exits, so the next group starts in a fresh process. A point is skipped when its run
 directory already holds summary.json (and eval.json when the spec evaluates); a point whose directory holds
 its config.json is resumed with ``train(..., resume=True)`` (from its newest checkpoint, if any). Failures are
 recorded with their traceback and the sweep goes on.
@@ -21,7 +23,9 @@ a dead process is simply run again. A lock per run directory keeps two processes
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -40,6 +44,7 @@ from decaylab.sweep.ingest import read_run
 from decaylab.sweep.placement import is_cuda
 from decaylab.sweep.spec import PlannedRun, SweepSpec, expand
 from decaylab.sweep.sweepdir import open_sweep_dir, prepare_sweep
+from decaylab.training import start_up
 
 
 @dataclasses.dataclass
@@ -75,11 +80,38 @@ def _enter_worker(threads: int, device: str | None) -> None:
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
-def _entry(runs: list[tuple[str, dict, str]], db_path: str, backend: RunBackend, evaluate: dict | None,
-           threads: int, device: str | None, conn: Any) -> None:
-    """Entry point of a worker process: its points (one, or ``--runs-per-worker``) by decaylab.sweep.group."""
+def _release_memory() -> None:
+    """Between two groups of a reused worker: the finished group's models, graphs and cached device memory."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def _entry(db_path: str, backend: RunBackend, evaluate: dict | None, threads: int, device: str | None,
+           conn: Any) -> None:
+    """Entry point of a worker process: groups of points (one, or ``--runs-per-worker``) from the driver, each by
+    decaylab.sweep.group, until the driver sends None or a point fails.
+
+    One process for many groups pays its start-up (CUDA context, data, compiled kernels) once. After a failure it
+    exits, and the driver starts a fresh one: a CUDA error or a corrupt allocator must not reach the next group.
+    """
     _enter_worker(threads, device)
-    group_worker(runs, db_path, backend, evaluate, conn)
+    first = True
+    try:
+        while (runs := conn.recv()) is not None:
+            if not first:
+                _release_memory()
+                start_up.restart_clock()
+            first = False
+            if _worker_exits_after(group_worker(runs, db_path, backend, evaluate, conn)):
+                return
+    except KeyboardInterrupt:  # stopped while waiting for a group (group_worker handles one in a group)
+        return
+
+
+def _worker_exits_after(outcomes: dict[str, str]) -> bool:
+    return any(outcome in ("failed", "interrupted") for outcome in outcomes.values())
 
 
 # ---------------------------------------------------------------- driver
@@ -145,7 +177,8 @@ def run_sweep(
     try:
         prepared = prepare_sweep(spec, out, overrides, backend, plan)
         plan = seeds_adjacent(prepared.plan) if stack_seeds else prepared.plan
-        return _execute(plan, out, prepared.db, prepared.evaluate, workers, devices, backend, log, runs_per_worker)
+        return _execute(plan, out, prepared.db, prepared.evaluate, workers, devices, backend, log, runs_per_worker,
+                        unit=len(spec.seeds) if stack_seeds else 1)
     finally:
         os.close(sweep_lock)
 
@@ -202,6 +235,41 @@ def _record(outcome: str, run: PlannedRun, exitcode: int | None, elapsed: float,
         log(f"FAILED {_label(run)}: {error} (see {out / 'logs' / f'{run.run_id}.log'})")
 
 
+def group_size(queued: int, runs_per_worker: int, workers: int, unit: int = 1) -> int:
+    """How many of the ``queued`` runs a free worker takes: ``runs_per_worker``, or near the end of the queue a fair
+    share of what is left (a multiple of ``unit``, the seeds stacked together), so the workers end together instead
+    of one training the last full group alone."""
+    share = math.ceil(math.ceil(queued / workers) / unit) * unit
+    return max(1, min(runs_per_worker, share, queued))
+
+
+@dataclasses.dataclass
+class _Slot:
+    """A place for one worker process: its device, the process and its pipe (None until started, or after it
+    exited), and the group it is training (empty while idle)."""
+
+    device: str | None
+    proc: Any = None
+    conn: Any = None
+    group: list[PlannedRun] = dataclasses.field(default_factory=list)
+    started: float = 0.0
+
+    def start(self, ctx: Any, args: tuple) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_entry, args=(*args, child), name=f"sweep-worker-{self.device or 'cpu'}")
+        self.proc.start()
+        child.close()
+
+    def stop(self) -> None:
+        """An idle worker: told to exit, and waited for."""
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.join()
+        self.proc = self.conn = None
+
+
 def _execute(
     plan: list[PlannedRun],
     out: Path,
@@ -212,6 +280,7 @@ def _execute(
     backend: RunBackend,
     log: Callable[[str], None],
     runs_per_worker: int = 1,
+    unit: int = 1,
 ) -> SweepResult:
     result = SweepResult(planned=len(plan), skipped=0, finished=[], failed=[], busy=[])
     todo: list[PlannedRun] = []
@@ -229,50 +298,69 @@ def _execute(
     log(f"sweep: {len(plan)} runs, {result.skipped} already finished, {len(todo)} to run with {workers} worker(s)")
     ctx = worker_context()
     threads = _threads_per_worker(workers)
-    free_slots = list(range(workers))
-    # sentinel -> (the runs, slot, start time, process, pipe of a group worker's outcomes or None)
-    active: dict[Any, tuple[list[PlannedRun], int, float, Any, Any]] = {}
+    slots = [_Slot(devices[i] if devices else None) for i in range(workers)]
     queue = list(todo)
     done, sweep_started = 0, time.time()
+
+    def ended(slot: _Slot, outcomes: dict[str, str]) -> None:
+        nonlocal done
+        elapsed = time.time() - slot.started
+        for run in slot.group:
+            done += 1
+            _record(outcomes.get(run.run_id, "failed"), run, slot.proc.exitcode, elapsed, db, result, out,
+                    lambda text: log(f"  {_progress(done, len(todo), sweep_started)} {text}"))  # fmt: skip
+        slot.group = []
+
     try:
-        while queue or active:
-            while queue and free_slots:
-                group, queue = queue[:runs_per_worker], queue[runs_per_worker:]
-                slot = free_slots.pop(0)
-                device = devices[slot] if devices else None
-                receiver, sender = ctx.Pipe(duplex=False)
-                runs = [(r.run_id, r.config, str(out / "runs" / r.run_id)) for r in group]
-                args = (runs, str(db.path), backend, evaluate, threads, device, sender)
-                proc = ctx.Process(target=_entry, args=args, name=f"sweep-{group[0].run_id}")
-                proc.start()
-                active[proc.sentinel] = (group, slot, time.time(), proc, receiver)
-                for run in group:
-                    log(f"  start  {_label(run)}" + (f" on {device}" if device else ""))
-            ready = multiprocessing.connection.wait(list(active), timeout=5.0)
-            for sentinel in ready:
-                group, slot, started, proc, receiver = active.pop(sentinel)
-                outcomes = receiver.recv() if receiver.poll() else {}  # nothing: the worker died before reporting
-                proc.join()
-                free_slots.append(slot)
-                elapsed = time.time() - started
-                for run in group:
-                    done += 1
-                    outcome = outcomes.get(run.run_id, "failed")
-                    _record(outcome, run, proc.exitcode, elapsed, db, result, out,
-                            lambda text: log(f"  {_progress(done, len(todo), sweep_started)} {text}"))  # fmt: skip
+        while queue or any(slot.group for slot in slots):
+            for slot in slots:
+                if queue and not slot.group:
+                    size = group_size(len(queue), runs_per_worker, workers, unit)
+                    slot.group, queue = queue[:size], queue[size:]
+                    if slot.proc is None:
+                        slot.start(ctx, (str(db.path), backend, evaluate, threads, slot.device))
+                    slot.conn.send([(r.run_id, r.config, str(out / "runs" / r.run_id)) for r in slot.group])
+                    slot.started = time.time()
+                    for run in slot.group:
+                        log(f"  start  {_label(run)}" + (f" on {slot.device}" if slot.device else ""))
+                elif not queue and not slot.group and slot.proc is not None:
+                    slot.stop()  # nothing left for it
+            waits = {slot.conn: slot for slot in slots if slot.group}
+            waits.update({slot.proc.sentinel: slot for slot in slots if slot.proc is not None})
+            for ready in multiprocessing.connection.wait(list(waits), timeout=5.0):
+                slot = waits[ready]
+                if slot.proc is None:
+                    continue  # its pipe and its sentinel were both ready: handled
+                exits = False
+                if slot.group and slot.conn.poll():
+                    try:
+                        outcomes = slot.conn.recv()
+                        ended(slot, outcomes)
+                        exits = _worker_exits_after(outcomes)
+                    except EOFError:  # died before reporting: its points fail (below)
+                        exits = True
+                if exits or not slot.proc.is_alive():  # a fresh process for the next group
+                    slot.proc.join()
+                    if slot.group:
+                        ended(slot, {})
+                    slot.proc = slot.conn = None
     except KeyboardInterrupt:
-        for _, _, _, proc, _ in active.values():
-            proc.terminate()  # SIGTERM -> KeyboardInterrupt in the worker: it records "interrupted"
-        for group, _, _, proc, _ in active.values():
-            proc.join(30)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-            for run in group:
+        busy = [slot for slot in slots if slot.proc is not None]
+        for slot in busy:
+            slot.proc.terminate()  # SIGTERM -> KeyboardInterrupt in the worker: it records "interrupted"
+        for slot in busy:
+            slot.proc.join(30)
+            if slot.proc.is_alive():
+                slot.proc.kill()
+                slot.proc.join()
+            for run in slot.group:
                 if db.status(run.run_id) == "running":
                     db.mark_failed(run.run_id, INTERRUPTED, status="interrupted")
         log("sweep: interrupted; run the same command again to resume")
         raise
+    for slot in slots:
+        if slot.proc is not None:
+            slot.stop()
     log(
         f"sweep: {len(result.finished)} finished, {len(result.failed)} failed, {len(result.busy)} busy, "
         f"{result.skipped} skipped (already done) in {_duration(time.time() - sweep_started)}; results in {db.path}"

@@ -21,7 +21,8 @@ A run's ``tokens_per_s`` counts the time spent in its own steps only, not its tu
 whole group is the tokens of all its runs over the call's wall time (``decaylab bench training --together``).
 Each run a group trains to its end also gets, in summary.json, the group's size (``together_runs``), the seconds
 it spent building every run (data, model, optimizer) before the first step (``together_build_s``), the process's
-age when the group began (``together_process_s``: its start-up and imports; Linux only), the time the group began
+age when the group began (``together_process_s``: its start-up and imports, or for a sweep worker's later groups
+the time since it took the group; Linux only), the time the group began
 (``together_started_at``, unix seconds) and the seconds from the first step to this run's end
 (``together_loop_s``), so that a sweep can tell its groups' training from their fixed cost
 (``scripts/fixed_cost.py``), and the number of runs stacked with it as replicas (``together_replicas``, 1 alone).
@@ -50,6 +51,7 @@ from decaylab.config import to_dict
 from decaylab.run.config import RunConfig
 from decaylab.training import distributed as dist_utils
 from decaylab.training.loop import _Trainer, prepare_run
+from decaylab.training.start_up import start_up_s
 from decaylab.training.replicas import SeedReplicas
 
 
@@ -77,16 +79,6 @@ class _Slot:
                 yield
             finally:
                 self.cpu_rng = torch.get_rng_state()
-
-
-def _process_age() -> float | None:
-    """Seconds since this process started (from /proc; None elsewhere)."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
-        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat: start time after boot
-        return time.clock_gettime(time.CLOCK_BOOTTIME) - started
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None
 
 
 def _cuda_generator() -> torch.Generator:
@@ -140,7 +132,7 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]],
     if replicas < 1:
         raise ValueError(f"replicas={replicas}: give 1 (no stacking) or more runs to a stacked model")
     results: list[dict[str, Any] | Exception | None] = [None] * len(runs)
-    started, started_at, age = time.perf_counter(), time.time(), _process_age()
+    started, started_at, age = time.perf_counter(), time.time(), start_up_s()
     prepared = []
     for i, (cfg, out, resume) in enumerate(runs):
         try:

@@ -62,7 +62,8 @@ def train(config: dict, run_dir: Path, resume: bool) -> dict:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "calls.jsonl", "a") as f:
-        f.write(json.dumps({"resume": resume, "pid": os.getpid()}) + "\n")
+        fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None  # files the worker holds
+        f.write(json.dumps({"resume": resume, "pid": os.getpid(), "fds": fds}) + "\n")
     (run_dir / "config.json").write_text(json.dumps(config))
     kind = config["model"]["decay"]["kind"]
     if kind == "boom":

@@ -14,7 +14,7 @@ import pytest
 from fake_backend import BACKEND
 
 from decaylab.sweep.db import ResultsDB
-from decaylab.sweep.runner import run_sweep
+from decaylab.sweep.runner import group_size, run_sweep
 from decaylab.sweep.spec import spec_from_dict
 
 HERE = Path(__file__).resolve().parent
@@ -171,3 +171,32 @@ def test_a_bad_override_leaves_no_sweep_directory(tmp_path):
     with pytest.raises(ValueError, match="model.decay.pp"):
         run_sweep(make_spec(), tmp_path / "out", overrides={"model.decay.pp": 1}, backend=BACKEND, log=lambda s: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_worker_takes_group_after_group_and_a_failure_gets_a_fresh_process(tmp_path):
+    spec = make_spec(ps=(0.5, 0.8, 0.9, 0.99), seeds=(0, 1))
+    result = run_sweep(spec, tmp_path / "a", workers=1, backend=BACKEND, log=lambda s: None, runs_per_worker=2)
+    assert len(result.finished) == 8
+    history = [calls(run_dir)[0] for run_dir in (tmp_path / "a" / "runs").iterdir()]
+    assert len({c["pid"] for c in history}) == 1  # four groups, one process
+    if history[0]["fds"] is not None:  # each group's locks, log and database closed before the next
+        assert len({c["fds"] for c in history}) == 1, [c["fds"] for c in history]
+
+    spec = make_spec(kinds=("simple", "boom"), ps=(0.9, 0.99))
+    result = run_sweep(spec, tmp_path / "b", workers=1, backend=BACKEND, log=lambda s: None)
+    assert len(result.finished) == 2 and len(result.failed) == 2
+    with ResultsDB(tmp_path / "b" / "results.sqlite") as db:
+        pids = {r["config"]["model"]["decay"]["kind"] + str(r["config"]["model"]["decay"]["p"]):
+                calls(tmp_path / "b" / "runs" / r["run_id"])[0]["pid"] for r in db.runs()}  # fmt: skip
+    assert pids["simple0.9"] == pids["simple0.99"]
+    assert pids["boom0.9"] != pids["boom0.99"]  # the worker of a failed point exits; the next point gets another
+
+
+def test_the_last_groups_shrink_so_the_workers_end_together():
+    assert group_size(201, 12, 3, unit=3) == 12
+    assert group_size(33, 12, 3, unit=3) == 12
+    assert group_size(21, 12, 3, unit=3) == 9  # a fair share, whole stacks of three seeds
+    assert group_size(5, 12, 3, unit=3) == 3
+    assert group_size(2, 12, 3, unit=3) == 2
+    assert group_size(7, 8, 4) == 2
+    assert group_size(10, 1, 4) == 1

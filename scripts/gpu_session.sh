@@ -16,9 +16,6 @@
 #   replicatests  the GPU tests of seeds stacked as replicas and of the norm kernels
 #   vectorcp the GPU tests of vector decay's chunk-parallel backward, then it timed against the pinned two-sweep
 #            backward at the three table shapes (VECTOR_CONFIGS: the --configs specs to time beside the pinned one)
-#   subchunk the GPU tests of vector decay's sub-chunked forward and chunk-parallel backward (fwd_subchunk,
-#            bwd_subchunk), then their plans timed against the pinned one at the three table shapes (SUBCHUNK_CONFIGS:
-#            the --configs specs)
 #   fp32     the fp32 kernel tests against the recurrence (fp32 dots in tf32x3)
 #   step     where a graphed ptb-small step's GPU time goes, and replay rates alone and on several streams
 #   paper    the paper sweep into /tmp/paper (resumed from carry/paper.tgz when carried), stopped (SIGINT,
@@ -64,14 +61,6 @@ for section in ${SECTIONS:-tests decode pos}; do
     fp32)
       timeout 240 python3 -m pytest -m gpu -q -rxX tests/ops/test_triton_gpu.py -k float32 > $OUT/gpu-fp32-tests.log 2>&1
       tail -4 $OUT/gpu-fp32-tests.log ;;
-    subchunk)
-      timeout 200 python3 -m pytest -m gpu -q -rxX tests/ops/test_triton_gpu.py -k vector_subchunk \
-        > $OUT/gpu-subchunk-tests.log 2>&1; tail -4 $OUT/gpu-subchunk-tests.log
-      S=chunk=64,fwd_subchunk=16,gate_stride=64,num_warps=8,fwd_value_block=64
-      P=$S,bwd_subchunk=16,chunk_parallel_backward=true,save_states=true
-      timeout 300 python3 -m decaylab bench kernels --decay vector --cuda-graph --configs '' ${SUBCHUNK_CONFIGS:-\
-        $S,bwd_chunk=16,bwd_num_warps=4 $P $P,bwd_key_block=32,bwd_value_block=32 \
-        $P,bwd_max_registers=0,bwd_key_block=16,bwd_value_block=32} --json $OUT/subchunk.json 2>&1 | tail -30 ;;
     flafull)
       mkdir -p /tmp/tcache; [ -f carry/triton-autotune.tgz ] && tar xzf carry/triton-autotune.tgz -C /tmp/tcache
       TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/tcache timeout ${FLA_TIMEOUT:-480} python3 -m decaylab bench \
@@ -101,6 +90,6 @@ for section in ${SECTIONS:-tests decode pos}; do
       grep -v " in B " $OUT/compare.txt | head -10; python3 scripts/fixed_cost.py /tmp/paper | tail -1
       (cd /tmp/paper && tar czf $OUT/paper.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
         for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)) ;;
-    *) echo "unknown section $section (tests, fp32, trainingtests, normtests, replicatests, vectorcp, subchunk, flafull, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
+    *) echo "unknown section $section (tests, fp32, trainingtests, normtests, replicatests, vectorcp, flafull, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
   esac
 done

@@ -38,9 +38,6 @@ SM90_SHARED_LIMIT = 232448
 TRITON_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int64: "i64",
                 torch.int32: "i32"}
 
-SUBCHUNK = dict(chunk=64, fwd_subchunk=16, bwd_chunk=16, gate_stride=64, num_warps=8, bwd_num_warps=4)
-SUBCHUNK_BACKWARD = dict(chunk=64, fwd_subchunk=16, bwd_subchunk=16, gate_stride=64, num_warps=8, fwd_value_block=64,
-                         chunk_parallel_backward=True, save_states=True)
 # name -> (vector decay, head dim, overrides of the pinned config[, input dtype: bf16 if not named])
 CONFIGS = {
     "scalar-D64": (False, 64, {}),
@@ -84,24 +81,6 @@ CONFIGS = {
                                                                bwd_value_block=64, save_states=True,
                                                                precise_intra=False)),
     "vector-D256-chunk-parallel-dv-kernel": (True, 256, dict(chunk_parallel_backward=True, bwd_value_block=64)),
-    # vector decay's forward in 64-token chunks of 16-token sub-chunks (not pinned), 8 warps (4 spill at 64 tokens),
-    # each backward beside it: two sweeps at 16-token chunks, chunk-parallel on its saved states
-    "vector-D64-subchunk": (True, 64, dict(SUBCHUNK)),
-    "vector-D128-subchunk-blocks64": (True, 128, dict(SUBCHUNK, fwd_value_block=64)),
-    "vector-D64-subchunk-chunk-parallel-saved": (True, 64, dict(SUBCHUNK, chunk_parallel_backward=True,
-                                                                save_states=True, state_stride=64)),
-    # vector decay's chunk-parallel backward on the forward's 64-token chunks in 16-token sub-chunks (bwd_subchunk,
-    # not pinned), on the states that forward saves, in the blocks that compile without spills
-    # (scripts/sm90_registers.py: key blocks of 16 without the pinned D64 register cap; at D128 blocks of 32 under
-    # Triton 3.9), each dv variant
-    "vector-D64-subchunk-backward-uncapped-kblock16": (True, 64, dict(SUBCHUNK_BACKWARD, bwd_max_registers=0,
-                                                                      bwd_key_block=16, bwd_value_block=32)),
-    "vector-D128-subchunk-backward-blocks32": (True, 128, dict(SUBCHUNK_BACKWARD, bwd_key_block=32,
-                                                               bwd_value_block=32)),
-    "vector-D64-subchunk-backward-fused-dv-fp16": (True, 64, dict(SUBCHUNK_BACKWARD, fused_dv=True, bwd_key_block=0),
-                                                   torch.float16),
-    "vector-D128-subchunk-backward-dv-in-sweep": (True, 128, dict(SUBCHUNK_BACKWARD, dv_in_sweep=True,
-                                                                  bwd_value_block=32)),
 }
 if gluon.AVAILABLE:  # the Gluon kernels (gluon/) need a Triton with Gluon
     CONFIGS.update({

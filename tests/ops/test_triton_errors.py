@@ -65,21 +65,3 @@ def test_fused_dv_with_split_key_channels_is_refused(vector):
     log_decay = -torch.rand(1, 8, 2, 32) if vector else -torch.rand(1, 8, 2)
     with use_config(config), pytest.raises(ValueError, match="set bwd_key_block=0 or drop fused_dv"):
         triton_backend.triton_decay_linear_attention(torch.cat([q, q], -1), torch.cat([k, k], -1), v, log_decay)
-
-
-def test_fwd_subchunk_is_refused_for_scalar_decay():
-    """Sub-chunked scores are vector decay's; scalar decay factors its scores exactly at any chunk."""
-    from decaylab.ops.triton import LaunchConfig, use_config
-
-    with use_config(LaunchConfig(64, 4, 1, fwd_subchunk=16)):
-        with pytest.raises(ValueError, match="set fwd_subchunk=0 for scalar decay"):
-            triton_backend.triton_decay_linear_attention(*_inputs())
-
-
-def test_bwd_subchunk_is_refused_for_scalar_decay():
-    """Sub-chunked intra-chunk gradients are vector decay's; scalar decay factors them exactly at any chunk."""
-    from decaylab.ops.triton import LaunchConfig, use_config
-
-    with use_config(LaunchConfig(64, 4, 1, chunk_parallel_backward=True, bwd_subchunk=16)):
-        with pytest.raises(ValueError, match="set bwd_subchunk=0 for scalar decay"):
-            triton_backend.triton_decay_linear_attention(*_inputs())

@@ -15,15 +15,14 @@ GRADIENTS = ("dq", "dk", "dv", "dlog_decay", "dh0")
 def against_reference(B: int, T: int, H: int, K: int, V: int, vector: bool, dtype: torch.dtype, lowest: float,
                       offsets: list[int] | None = None, overrides: dict | None = None, seed: int | None = None,
                       device: torch.device | str = "cuda", scale: float = 0.5, initial_state: bool = True,
-                      resets: float = 0.0, log_decay: torch.Tensor | None = None) -> dict:
+                      resets: float = 0.0) -> dict:
     """``{name: (kernel output, fp64 reference)}`` for o, final_state and every gradient (names in GRADIENTS; no
     dh0 without an initial state).
 
     q, v and do are standard normal, k scaled by K^-1/2, log decays uniform in [lowest, 0], a random initial state
     (unless ``initial_state`` is False) and final-state gradient; ``offsets`` packs sequences (cu_seqlens),
     ``overrides`` change the pinned launch config, ``seed`` defaults to T + K; ``resets``: the fraction of log decays
-    (tokens, heads, and key channels for vector decay) set to -1e3 instead, hard resets among ordinary decays;
-    ``log_decay``: the log decays to use instead of the uniform ones (fp32, on ``device``; ``lowest`` then unused)."""
+    (tokens, heads, and key channels for vector decay) set to -1e3 instead, hard resets among ordinary decays."""
     device = torch.device(device)
     gen = torch.Generator(device=device).manual_seed(T + K if seed is None else seed)
 
@@ -35,7 +34,7 @@ def against_reference(B: int, T: int, H: int, K: int, V: int, vector: bool, dtyp
     k = (randn(B, T, H, K) * K**-0.5).to(dtype)
     v = randn(B, T, H, V).to(dtype)
     gate_shape = (B, T, H, K) if vector else (B, T, H)
-    g = torch.rand(gate_shape, generator=gen, device=device) * lowest if log_decay is None else log_decay
+    g = torch.rand(gate_shape, generator=gen, device=device) * lowest
     if resets:
         g = torch.where(torch.rand(gate_shape, generator=gen, device=device) < resets, -1e3, g)
     h0 = randn(N, H, K, V) if initial_state else None

@@ -17,9 +17,7 @@ the chunk, rebuilt from h_c and the chunk's keys and values), so no scan crosses
 2 x K x V values per chunk and head.
 
 Vector decay (a decay per key channel) takes the same kernels and launches under VECTOR: its G is a [BT, K] tile,
-its factors are element-wise, and its per-chunk dq, dk and gate gradient are chunk_parallel_vector.py's. With
-SUBCHUNK (bwd_subchunk) its intra-chunk products, and the scores A for dv, are built in sub-chunks
-(subchunk_backward.py), so that its chunks can be as long as scalar decay's whatever their decay span.
+its factors are element-wise, and its per-chunk dq, dk and gate gradient are chunk_parallel_vector.py's.
 
 With scalar or vector decay every element of the state evolves on its own, so the sweeps split the state into
 [STATE_BLOCK, STATE_BLOCK] blocks, one program each: more programs in flight, and a small fp32 block in registers.
@@ -46,7 +44,6 @@ from decaylab.ops.triton.blocks import STATE_BLOCK, advance_block, block_ptrs, c
     compile_options, decay_rows, dstate_at, launch_grid, load_chunk, load_gates, load_raw_gates, load_tile, \
     log2_cumsum, program_ids, retreat_block, retreat_dstate, sequence_bounds, state_block_ids, store_tile
 from decaylab.ops.triton.chunk_parallel_vector import chunk_dqk_span_vector, vector_dv_operands
-from decaylab.ops.triton.subchunk_backward import subchunk_dv_operands
 from decaylab.ops.triton.plans import ChunkParallelBackward, DvInSweep, DvKernel, FusedDv, LaunchPlan
 
 SWEEP_WARPS = 4
@@ -145,10 +142,9 @@ def _dv_operands(q_t, k_t, G, D, scale, DT: tl.constexpr, PREC: tl.constexpr):
 def chunk_dv_kernel(q, k, g, do, dstates, chunk_bos, chunk_end, dv, scale,
                     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                     SUB: tl.constexpr, VECTOR: tl.constexpr, SPAN_LIMIT: tl.constexpr, INTRA_FP32: tl.constexpr,
-                    PREC: tl.constexpr, SUBCHUNK: tl.constexpr):
+                    PREC: tl.constexpr):
     """Per (span, head), for each of its SUB chunks of BT tokens: dv = A^T do + (k * 2^(G_last - G)) dh, walking
-    the value channels in blocks of BV; dh, the state gradient leaving the chunk, is rebuilt from the span's. With
-    SUBCHUNK (vector decay), A in sub-chunks of SUBCHUNK tokens (subchunk_backward.py)."""
+    the value channels in blocks of BV; dh, the state gradient leaving the chunk, is rebuilt from the span's."""
     scale = tl.cast(scale, tl.float32)  # torch.compile hands a Python float over as fp64
     i_ch = tl.program_id(0)
     i_c, i_h = i_ch // H, i_ch % H
@@ -159,14 +155,10 @@ def chunk_dv_kernel(q, k, g, do, dstates, chunk_bos, chunk_end, dv, scale,
         tok, valid = chunk_tokens(span_bos, span_end - span_bos, j, BT)
         q_t = load_chunk(q, tok, valid, i_h, H, K)
         k_t = load_chunk(k, tok, valid, i_h, H, K)
-        if SUBCHUNK:
-            At, k_end = subchunk_dv_operands(q_t, k_t, q, k, g, tok, valid, i_h, scale, H, BT, SUBCHUNK, K,
-                                             SPAN_LIMIT, INTRA_FP32, DT, PREC)
-        elif VECTOR:
-            G = load_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)  # [BT, K], log2 units
+        G = load_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)  # [BT] or [BT, K], log2 units
+        if VECTOR:
             At, k_end = vector_dv_operands(q_t, k_t, G, rows, scale, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
         else:
-            G = load_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)  # [BT], log2 units
             At, k_end = _dv_operands(q_t, k_t, G, scalar_pair_decay(G, rows, rows), scale, DT, PREC)
         for i_v in range(0, V // BV):
             do_b = load_tile(do, tok, valid, i_h, H, V, BV, i_v)
@@ -181,12 +173,10 @@ def chunk_dv_kernel(q, k, g, do, dstates, chunk_bos, chunk_end, dv, scale,
 def chunk_dstates_dv_kernel(q, k, g, do, dht, dstates, dh0, dv, cu_seqlens, first, scale, T,
                             H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                             HAS_DHT: tl.constexpr, VECTOR: tl.constexpr, SPAN_LIMIT: tl.constexpr,
-                            INTRA_FP32: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr,
-                            SUBCHUNK: tl.constexpr):
+                            INTRA_FP32: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """Per (sequence, head, value block): the reverse sweep of chunk_dstates_kernel over [K, BV] blocks (every key
     at once), computing each chunk's dv on the way, as chunk_dv_kernel would: q, k and do are read once for both
-    and the state gradients are not read back. One stored state per chunk (no sub-chunks). With SUBCHUNK (vector
-    decay), A and the keys decayed to the chunk end in sub-chunks of SUBCHUNK tokens (subchunk_backward.py)."""
+    and the state gradients are not read back. One stored state per chunk (no sub-chunks)."""
     scale = tl.cast(scale, tl.float32)  # torch.compile hands a Python float over as fp64
     i_nh, i_v = program_ids(V // BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
@@ -209,12 +199,7 @@ def chunk_dstates_dv_kernel(q, k, g, do, dht, dstates, dh0, dv, cu_seqlens, firs
         G_last = tl.min(G, axis=0)
         # dv = A^T do + 2^(G_last - G) * (k dS), one term at a time: their operands are never live together (this
         # kernel is the backward's most crowded: a [K, BV] fp32 state gradient besides the chunk's full-width q, k)
-        if SUBCHUNK:
-            At, k_end = subchunk_dv_operands(q_t, k_t, q, k, g, tok, valid, i_h, scale, H, BT, SUBCHUNK, K,
-                                             SPAN_LIMIT, INTRA_FP32, DT, PREC)
-            dv_b = tl.dot(At, do_b, input_precision=PREC)
-            dv_b += tl.dot(k_end, dS.to(DT), input_precision=PREC)
-        elif VECTOR:
+        if VECTOR:
             At, _ = vector_dv_operands(q_t, k_t, G, rows, scale, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
             dv_b = tl.dot(At, do_b, input_precision=PREC)
             # one decay per key channel: it goes on the keys, the dot's inner dimension
@@ -234,7 +219,7 @@ def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, 
                      spans, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                      BV: tl.constexpr, SUB: tl.constexpr, SPANS: tl.constexpr, FUSE_DV: tl.constexpr,
                      VECTOR: tl.constexpr, SPAN_LIMIT: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr,
-                     ADJACENT: tl.constexpr, SUBCHUNK: tl.constexpr, DEFER_QK_COPY: tl.constexpr = False):
+                     ADJACENT: tl.constexpr, DEFER_QK_COPY: tl.constexpr = False):
     """Per (SPANS consecutive spans, head, key block), for each of the spans' SUB chunks of BT tokens: dq, dk, and
     the key block's share of the log-decay gradient (scalar decay: written at dg + i_k * part_stride, the shares
     summed over key blocks afterwards; vector decay: the block's own channels, chunk_parallel_vector.py). The state
@@ -248,24 +233,22 @@ def chunk_dqk_kernel(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, 
     i_g, i_h = i_gh // H, i_gh % H
     if SPANS == 1:  # no loop: around one span it compiled to more spills (sm_90, D64: 96 bytes against 56)
         _dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride, i_g, i_h,
-                  i_k, H, K, V, BT, BK, BV, SUB, FUSE_DV, VECTOR, SPAN_LIMIT, INTRA_FP32, PREC, DEFER_QK_COPY,
-                  SUBCHUNK)
+                  i_k, H, K, V, BT, BK, BV, SUB, FUSE_DV, VECTOR, SPAN_LIMIT, INTRA_FP32, PREC, DEFER_QK_COPY)
     else:
         for i_c in range(i_g * SPANS, tl.minimum(i_g * SPANS + SPANS, spans)):
             _dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride, i_c,
                       i_h, i_k, H, K, V, BT, BK, BV, SUB, FUSE_DV, VECTOR, SPAN_LIMIT, INTRA_FP32, PREC,
-                      DEFER_QK_COPY, SUBCHUNK)
+                      DEFER_QK_COPY)
 
 
 @triton.jit
 def _dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride, i_c, i_h,
               i_k, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
               BV: tl.constexpr, SUB: tl.constexpr, FUSE_DV: tl.constexpr, VECTOR: tl.constexpr,
-              SPAN_LIMIT: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr, DEFER_QK_COPY: tl.constexpr,
-              SUBCHUNK: tl.constexpr):
+              SPAN_LIMIT: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr, DEFER_QK_COPY: tl.constexpr):
     if VECTOR:
         chunk_dqk_span_vector(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, i_c, i_h,
-                              i_k, H, K, V, BT, BK, BV, SUB, FUSE_DV, SPAN_LIMIT, INTRA_FP32, PREC, SUBCHUNK)
+                              i_k, H, K, V, BT, BK, BV, SUB, FUSE_DV, SPAN_LIMIT, INTRA_FP32, PREC)
     else:
         _chunk_dqk_span(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, part_stride,
                         i_c, i_h, i_k, H, K, V, BT, BK, BV, SUB, FUSE_DV, PREC, DEFER_QK_COPY)
@@ -358,8 +341,7 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
     adjacent = cfg.blocks_adjacent
     vector = opts["VECTOR"]
-    # SUBCHUNK: vector decay's intra-chunk products in sub-chunks (0: off; scalar decay is refused it upstream)
-    intra = dict({name: opts[name] for name in ("VECTOR", "SPAN_LIMIT", "INTRA_FP32")}, SUBCHUNK=backward.subchunk)
+    intra = {name: opts[name] for name in ("VECTOR", "SPAN_LIMIT", "INTRA_FP32")}
     sweep = dict(H=H, K=K, V=V, BT=span, BK=min(K, STATE_BLOCK), BV=min(V, STATE_BLOCK), VECTOR=vector,
                  PREC=opts["PREC"], ADJACENT=adjacent, num_warps=SWEEP_WARPS, num_stages=opts["num_stages"],
                  **compile_options(opts))

@@ -12,21 +12,14 @@ gradient leaving it):
 Every term of dq, dk and the gate gradient is per key channel (dA sums over the value channels, which each program
 walks in full), so the key channels split into blocks of BK with no partial sums; dv sums over every key channel,
 so FUSE_DV needs BK = K. The intra-chunk products have no exact factored form here: intra.py's split-factor path
-runs them on tensor cores while the chunk's decay span allows, and an exact element-wise path beyond it. With
-SUBCHUNK (ChunkParallelBackward.subchunk) they take subchunk_backward.py's factors instead, bounded by a sub-chunk's
-span, not the chunk's, so that the backward can walk the 64-token chunks a sub-chunked forward walks (four times
-fewer stored states and programs than 16-token chunks).
+runs them on tensor cores while the chunk's decay span allows, and an exact element-wise path beyond it.
 """
 
 import triton
 import triton.language as tl
 
-from decaylab.ops.triton.blocks import chunk_tokens, chunk_value_sums, load_gates, load_raw_gates, load_tile, \
-    store_tile
+from decaylab.ops.triton.blocks import chunk_tokens, chunk_value_sums, load_gates, load_tile, store_tile
 from decaylab.ops.triton.intra import vector_dk_intra, vector_dq_intra, vector_scores
-from decaylab.ops.triton.subchunk import subchunk_decays
-from decaylab.ops.triton.subchunk_backward import subchunk_dk, subchunk_dq, subchunk_dv_operands, \
-    subchunk_exact_dk_diagonal, subchunk_exact_dq_diagonal, subchunk_last, subchunk_to_end
 
 
 @triton.jit
@@ -43,12 +36,10 @@ def vector_dv_operands(q_t, k_t, G, rows, scale, BT: tl.constexpr, SPAN_LIMIT: t
 def chunk_dqk_span_vector(q, k, v, g, do, states, dstates, chunk_bos, chunk_end, dq, dk, dv, dg, scale, i_c, i_h,
                           i_k, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
                           BK: tl.constexpr, BV: tl.constexpr, SUB: tl.constexpr, FUSE_DV: tl.constexpr,
-                          SPAN_LIMIT: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr,
-                          SUBCHUNK: tl.constexpr):
+                          SPAN_LIMIT: tl.constexpr, INTRA_FP32: tl.constexpr, PREC: tl.constexpr):
     """chunk_parallel.chunk_dqk_kernel's work for span i_c under vector decay: dq, dk and the gate gradient of key
     channels i_k*BK ... (written straight to dg: no other program has a share of them), and with FUSE_DV (BK = K)
-    dv. With SUBCHUNK, the intra-chunk products and A in sub-chunks of SUBCHUNK tokens (subchunk_backward.py), so
-    that BT can be 64 whatever the chunk's decay span."""
+    dv."""
     i_ch = i_c * H + i_h
     DT = q.dtype.element_ty
     span_bos, span_end = tl.load(chunk_bos + i_c), tl.load(chunk_end + i_c)
@@ -57,58 +48,31 @@ def chunk_dqk_span_vector(q, k, v, g, do, states, dstates, chunk_bos, chunk_end,
         tok, valid = chunk_tokens(span_bos, span_end - span_bos, j, BT)
         q_t = load_tile(q, tok, valid, i_h, H, K, BK, i_k)
         k_t = load_tile(k, tok, valid, i_h, H, K, BK, i_k)
-        if SUBCHUNK:
-            # the raw gates load now, their factors are made after the value loop: two fp32 tiles (2^Gl, 2^(t - Gl))
-            # live across it would crowd the loop's state blocks and products
-            g_t = load_raw_gates(g, tok, valid, i_h, H, K, BK, i_k, True)
-        else:
-            G = load_gates(g, tok, valid, i_h, H, K, BK, i_k, True)  # [BT, BK], log2 units
+        G = load_gates(g, tok, valid, i_h, H, K, BK, i_k, True)  # [BT, BK], log2 units
         if FUSE_DV:
-            if SUBCHUNK:
-                At, k_end = subchunk_dv_operands(q_t, k_t, q, k, g, tok, valid, i_h, scale, H, BT, SUBCHUNK, K,
-                                                 SPAN_LIMIT, INTRA_FP32, DT, PREC)
-            else:
-                At, k_end = vector_dv_operands(q_t, k_t, G, rows, scale, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
+            At, k_end = vector_dv_operands(q_t, k_t, G, rows, scale, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
         else:
             At, k_end = None, None  # no dv here
         do_h, v_dh, dA, h_dh = chunk_value_sums(q, k, v, g, do, states, dstates, dv, At, k_end, span_bos, span_end,
                                                 scale, tok, valid, i_ch, i_h, i_k, H, K, V, BT, BK, BV, j, SUB,
                                                 True, FUSE_DV, DT, PREC)
-        if SUBCHUNK:
-            up, down, t, B = subchunk_decays(g_t, BT, SUBCHUNK, BK)
-            fits = tl.max(tl.max(-t, axis=1), axis=0) <= SPAN_LIMIT  # every sub-chunk's decay, this key block's
         dA *= scale
         # the diagonal's terms cancel exactly in q*dq - k*dk, channel by channel as for scalar decay: kept out of
         # the intra-chunk products and the gate gradient, added to the stored dq and dk alone
         dA_diag = tl.sum(tl.where(rows[:, None] == rows[None, :], dA, 0.0), axis=1)
         dA = tl.where(rows[:, None] > rows[None, :], dA, 0.0)
-        if SUBCHUNK:
-            G_last = subchunk_last(B)
-        else:
-            G_last = tl.min(G, axis=0)  # [BK]
+        G_last = tl.min(G, axis=0)  # [BK]
         # dq made, reduced and stored before dk is made: their [BT, BK] fp32 tiles are never live together
-        if SUBCHUNK:
-            dq_t = subchunk_dq(dA, do_h * scale, k_t, up, down, t, B, fits, BT, SUBCHUNK, BK, INTRA_FP32, DT, PREC)
-            if not fits:  # a sub-chunk past SPAN_LIMIT: its diagonal block element-wise
-                dq_t += subchunk_exact_dq_diagonal(dA, k, g, tok, valid, i_h, H, BT, SUBCHUNK, K, BK, i_k)
-        else:
-            dq_t = do_h * tl.exp2(G) * scale
-            dq_t += vector_dq_intra(dA, k_t, G, rows, rows, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
+        dq_t = do_h * tl.exp2(G) * scale + vector_dq_intra(dA, k_t, G, rows, rows, BT, SPAN_LIMIT, INTRA_FP32, DT,
+                                                           PREC)
         db = q_t.to(tl.float32) * dq_t  # [BT, BK]
         store_tile(dq, dq_t + dA_diag[:, None] * k_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)
+        dk_t = v_dh * tl.exp2(G_last[None, :] - G)  # dk through the state leaving the chunk
         # the gate gradient's direct form at the chunk end, sum_v S_end * dh per key channel, without S_end:
         # S_end = 2^G_last * h + sum_t (k_t * 2^(G_last - G_t)) v_t^T, so its share in dh is the one through h plus
-        # sum_t k_t * (v_t dh^T) * 2^(G_last - G_t), dk's share through the state leaving the chunk
-        if SUBCHUNK:
-            to_end = subchunk_to_end(down, B, G_last, BT, SUBCHUNK, BK)
-            carry = tl.exp2(G_last) * h_dh + tl.sum(k_t.to(tl.float32) * v_dh * to_end, axis=0)  # [BK]
-            dk_t = subchunk_dk(dA, v_dh, q_t, up, down, t, B, G_last, fits, BT, SUBCHUNK, BK, INTRA_FP32, DT, PREC)
-            if not fits:
-                dk_t += subchunk_exact_dk_diagonal(dA, q, g, tok, valid, i_h, H, BT, SUBCHUNK, K, BK, i_k)
-        else:
-            dk_t = v_dh * tl.exp2(G_last[None, :] - G)  # dk through the state leaving the chunk
-            carry = tl.exp2(G_last) * h_dh + tl.sum(k_t.to(tl.float32) * dk_t, axis=0)  # [BK]
-            dk_t += vector_dk_intra(dA, q_t, G, rows, rows, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
+        # sum_t k_t * (v_t dh^T) * 2^(G_last - G_t), the dk just made
+        carry = tl.exp2(G_last) * h_dh + tl.sum(k_t.to(tl.float32) * dk_t, axis=0)  # [BK]
+        dk_t += vector_dk_intra(dA, q_t, G, rows, rows, BT, SPAN_LIMIT, INTRA_FP32, DT, PREC)
         db -= k_t.to(tl.float32) * dk_t  # 0 on padding rows
         suffix = tl.sum(db, axis=0)[None, :] - tl.cumsum(db, axis=0) + db + carry[None, :]
         store_tile(dk, dk_t + dA_diag[:, None] * q_t.to(tl.float32), tok, valid, i_h, H, K, BK, i_k)

@@ -125,7 +125,7 @@ def _forward(q, k, v, log_decay, o, scale, h0, ht, cu_seqlens, states, first, T,
     kernels.forward_kernel[blocks.launch_grid(count * H, V // BV, cfg.blocks_adjacent)](
         q, k, v, log_decay, o, h0, ht, cu_seqlens, states, first, scale, T, V=V, BV=BV, VARLEN=cu_seqlens is not None,
         HAS_H0=h0 is not None, STORE_HT=ht is not None, SAVE_STATES=states is not None, STATE_EVERY=state_every,
-        SUBCHUNK=cfg.forward.subchunk, **opts,
+        **opts,
     )
 
 
@@ -206,14 +206,6 @@ def triton_decay_linear_attention(
         raise ValueError("hopper_dqk is the Gluon dq/dk kernel of the chunk-parallel backward, for scalar decay "
                          "([B, T, H] log decays) only; vector decay's chunk-parallel backward runs its Triton dq/dk "
                          "kernel: set hopper_dqk=False for vector decay")
-    if log_decay.ndim == 3 and cfg.forward.subchunk:
-        raise ValueError(f"fwd_subchunk={cfg.forward.subchunk} builds vector decay's intra-chunk scores in sub-chunks; "
-                         f"scalar decay ([B, T, H] log decays) factors its scores exactly at any chunk: set "
-                         f"fwd_subchunk=0 for scalar decay")
-    if log_decay.ndim == 3 and isinstance(backward, ChunkParallelBackward) and backward.subchunk:
-        raise ValueError(f"bwd_subchunk={backward.subchunk} builds vector decay's intra-chunk gradients in "
-                         f"sub-chunks; scalar decay ([B, T, H] log decays) factors them exactly at any chunk: set "
-                         f"bwd_subchunk=0 for scalar decay")
     if isinstance(backward, ChunkParallelBackward) and isinstance(backward.dv, FusedDv) and \
             0 < backward.key_block < K:
         raise ValueError(f"fused_dv needs every key channel in one program, but bwd_key_block {backward.key_block} "

@@ -8,9 +8,6 @@ chunk-local cumulative decay in log2 units (fp32) and G_last its last row:
     1. o     = scale * ((q * 2^G) S  +  A v)                 A: masked intra-chunk scores (intra.py)
     2. S     = 2^G_last * S + (k * 2^(G_last - G))^T v       every exponent <= 0 for log_decay <= 0
 
-With SUBCHUNK (vector decay), A, q * 2^G and k * 2^(G_last - G) come from subchunk.py instead, built in sub-chunks
-of SUBCHUNK tokens, so that a chunk can be long whatever its decay span.
-
 Backward, two sweeps (gradients of every input; the state is recomputed, saved only every STRIDE tokens), each
 program taking a block of BK key channels (the state's rows are independent; dv sums the blocks' partials):
 
@@ -29,10 +26,8 @@ import triton
 import triton.language as tl
 
 from decaylab.ops.triton.blocks import advance_state, block_ptrs, boundary_index, chunk_tokens, decay_rows, load_chunk, \
-    load_gates, load_raw_gates, load_tile, program_ids, retreat_dstate, sequence_bounds, state_ptrs, store_chunk, \
-    store_tile
+    load_gates, load_tile, program_ids, retreat_dstate, sequence_bounds, state_ptrs, store_chunk, store_tile
 from decaylab.ops.triton.intra import scalar_pair_decay, vector_dq_intra, vector_scores, vector_scores_and_dk_intra
-from decaylab.ops.triton.subchunk import subchunk_exact_diagonal, subchunk_intra
 
 @triton.jit
 def _scores(q, k, G, rows, cols, BT: tl.constexpr, VECTOR: tl.constexpr, SPAN_LIMIT: tl.constexpr,
@@ -49,12 +44,11 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale
                    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr,
                    VECTOR: tl.constexpr, VARLEN: tl.constexpr, HAS_H0: tl.constexpr, STORE_HT: tl.constexpr,
                    SAVE_STATES: tl.constexpr, STATE_EVERY: tl.constexpr, SPAN_LIMIT: tl.constexpr,
-                   INTRA_FP32: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr, SUBCHUNK: tl.constexpr):
+                   INTRA_FP32: tl.constexpr, PREC: tl.constexpr, ADJACENT: tl.constexpr):
     """One program per (sequence, head, block of BV value channels): the state's columns are independent, so a
     block carries a [K, BV] state and recomputes the chunk's scores. With SAVE_STATES, the state entering every
     STATE_EVERY-th chunk is stored for the chunk-parallel backward, at index state_first[program] + i_t / STATE_EVERY
-    (chunk_parallel.py). With SUBCHUNK (vector decay only), the scores are built in sub-chunks of SUBCHUNK tokens
-    (subchunk.py), so that BT can be 64 whatever the decay span."""
+    (chunk_parallel.py)."""
     scale = tl.cast(scale, tl.float32)  # torch.compile hands a Python float over as fp64
     i_nh, i_v = program_ids(V // BV, ADJACENT)
     i_n, i_h = i_nh // H, i_nh % H
@@ -76,31 +70,19 @@ def forward_kernel(q, k, v, g, o, h0, ht, cu_seqlens, states, state_first, scale
         q_t = load_chunk(q, tok, valid, i_h, H, K)
         k_t = load_chunk(k, tok, valid, i_h, H, K)
         v_t = load_tile(v, tok, valid, i_h, H, V, BV, i_v)
+        G = load_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)
+        G_last = tl.min(G, axis=0)
         # 1. output: inter-chunk through the carried state, intra-chunk through the masked scores
-        if SUBCHUNK:  # the scores in sub-chunks (subchunk.py), with the decayed queries and keys the state takes
-            A, q_start, k_end, G_last, fits = subchunk_intra(q_t, k_t, g, tok, valid, i_h, H, BT, SUBCHUNK, K,
-                                                             SPAN_LIMIT, INTRA_FP32, DT, PREC)
-            o_t = tl.dot(A.to(DT), v_t.to(DT), input_precision=PREC)
-            o_t += tl.dot(q_start, S.to(DT), input_precision=PREC)
-            if not fits:  # a sub-chunk past SPAN_LIMIT: A lacks the diagonal blocks, rebuilt here
-                A = subchunk_exact_diagonal(q, k, g, tok, valid, i_h, H, BT, SUBCHUNK, K, min(K, 32))
-                o_t += tl.dot(A.to(DT), v_t.to(DT), input_precision=PREC)
-        else:
-            G = load_gates(g, tok, valid, i_h, H, K, K, 0, VECTOR)
-            G_last = tl.min(G, axis=0)
-            # (the scores first: they are dead before the decayed queries are made, so the two are never live at once)
-            A = _scores(q_t, k_t, G, rows, cols, BT, VECTOR, SPAN_LIMIT, INTRA_FP32, DT, PREC)
-            o_t = tl.dot(A.to(DT), v_t.to(DT), input_precision=PREC)
-            if VECTOR:
-                o_t += tl.dot(decay_rows(q_t, G, VECTOR).to(DT), S.to(DT), input_precision=PREC)
-            else:  # the query's decay scales the product's rows: q feeds the dot straight from shared memory
-                o_t += tl.dot(q_t.to(DT), S.to(DT), input_precision=PREC) * tl.exp2(G)[:, None]
+        # (the scores first: they are dead before the decayed queries are made, so the two are never live at once)
+        A = _scores(q_t, k_t, G, rows, cols, BT, VECTOR, SPAN_LIMIT, INTRA_FP32, DT, PREC)
+        o_t = tl.dot(A.to(DT), v_t.to(DT), input_precision=PREC)
+        if VECTOR:
+            o_t += tl.dot(decay_rows(q_t, G, VECTOR).to(DT), S.to(DT), input_precision=PREC)
+        else:  # the query's decay scales the product's rows: q feeds the dot straight from shared memory
+            o_t += tl.dot(q_t.to(DT), S.to(DT), input_precision=PREC) * tl.exp2(G)[:, None]
         store_tile(o, o_t * scale, tok, valid, i_h, H, V, BV, i_v)
         # 2. state update; keys decayed to the chunk end
-        if SUBCHUNK:
-            S = S * tl.exp2(G_last)[:, None] + tl.dot(tl.trans(k_end), v_t.to(DT), input_precision=PREC)
-        else:
-            S = advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
+        S = advance_state(S, k_t, v_t, G, G_last, VECTOR, DT, PREC)
     if STORE_HT:
         tl.store(block_ptrs(ht, i_nh, K, V, K, BV, 0, i_v), S)
 

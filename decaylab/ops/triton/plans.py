@@ -36,25 +36,18 @@ class ForwardPlan:
     """The forward kernel: ``chunk`` tokens per step (BT), Triton's ``num_warps`` and ``num_stages``;
     ``value_block`` value channels per program (0: all; blocks halve the [K, V] fp32 state each program holds and
     multiply the programs, each recomputing the chunk's scores); ``max_registers`` per thread (0: the compiler's
-    choice; a lower cap lets more programs share an SM, at the price of spills); ``subchunk``: vector decay's
-    intra-chunk scores built in sub-chunks of this many tokens (subchunk.py), so that the chunk can be long whatever
-    its decay span (0: off, the whole chunk at once; vector decay only, checked at the call)."""
+    choice; a lower cap lets more programs share an SM, at the price of spills)."""
 
     chunk: int
     num_warps: int
     num_stages: int
     value_block: int = 0
     max_registers: int = 0
-    subchunk: int = 0
 
     def __post_init__(self):
         _power_of_two("chunk", self.chunk)
         _power_of_two("fwd_value_block", self.value_block, "all channels")
         _registers("fwd_max_registers", self.max_registers)
-        _power_of_two("fwd_subchunk", self.subchunk, "off")
-        if self.subchunk and self.chunk % self.subchunk:
-            raise ValueError(f"fwd_subchunk {self.subchunk} must divide the chunk {self.chunk}: set chunk to a "
-                             f"multiple of it (e.g. chunk=64, fwd_subchunk=16) or fwd_subchunk=0")
 
     def value_block_for(self, V: int) -> int:
         """Value channels per forward program for V value channels."""
@@ -139,16 +132,12 @@ class ChunkParallelBackward(_BackwardCommon):
         pipelines (the next span's loads issued during this span's math).
     save_states: the forward stores the state entering every span of stored state, so that the backward skips its
         forward sweep (faster, at the price of that memory until the backward). Needs spans that are whole forward
-        chunks: a forward of 64-token chunks (fwd_subchunk) can feed a backward of 16-token chunks that stores a
-        state per 64 tokens (state_stride=64).
+        chunks: a forward of 64-token chunks can feed a backward of 16-token chunks that stores a state per 64 tokens
+        (state_stride=64).
     dv: how dv is computed (DvKernel, FusedDv or DvInSweep).
     gluon_dqk: on calls that suit the Gluon kernels (gluon.suits) with one stored state per 64-token chunk, dq, dk
         and the gate gradient by the persistent Gluon kernel (gluon/grads.py); it computes no dv, so not with FusedDv.
         Scalar decay only: a vector-decay call with it is refused (triton_decay_linear_attention).
-    subchunk: vector decay's intra-chunk products (dq, dk, the gate gradient, and A for dv) built in sub-chunks of
-        this many tokens (subchunk_backward.py), so that the backward chunk can be long (e.g. 64, as a sub-chunked
-        forward's) whatever its decay span; a power of two dividing the backward chunk (0: off, the whole chunk at
-        once). Vector decay only (a scalar-decay call with it is refused), so never with gluon_dqk.
     """
 
     value_block: int = 0
@@ -157,19 +146,10 @@ class ChunkParallelBackward(_BackwardCommon):
     save_states: bool = False
     dv: DvKernel | FusedDv | DvInSweep = field(default_factory=DvKernel)
     gluon_dqk: bool = False
-    subchunk: int = 0
 
     def __post_init__(self):
         _check_backward(self)
         _power_of_two("bwd_value_block", self.value_block, "all channels")
-        _power_of_two("bwd_subchunk", self.subchunk, "off")
-        if self.subchunk and self.chunk and self.chunk % self.subchunk:
-            raise ValueError(f"bwd_subchunk {self.subchunk} must divide bwd_chunk {self.chunk}: set bwd_chunk to a "
-                             f"multiple of it (e.g. bwd_chunk=64, bwd_subchunk=16) or bwd_subchunk=0")
-        if self.subchunk and self.gluon_dqk:
-            raise ValueError("bwd_subchunk builds vector decay's intra-chunk gradients in sub-chunks, and hopper_dqk "
-                             "is scalar decay's Gluon dq/dk kernel: set hopper_dqk=False (vector decay) or "
-                             "bwd_subchunk=0 (scalar decay)")
         if self.state_stride < 0:
             raise ValueError(f"state_stride must be 0 (one state per chunk) or > 0; got {self.state_stride}")
         if self.spans_per_program < 1:
@@ -278,9 +258,6 @@ class LaunchPlan:
             if stride and (stride % chunk or gate_stride % stride):  # the stride is checked here: it needs the chunk
                 raise ValueError(f"state_stride {stride} must be a multiple of the backward chunk {chunk} and divide "
                                  f"gate_stride {gate_stride} (segments are cut at gate_stride)")
-            if backward.subchunk and chunk % backward.subchunk:  # the backward chunk may be the forward's
-                raise ValueError(f"bwd_subchunk {backward.subchunk} must divide the backward chunk {chunk}: set "
-                                 f"bwd_chunk (or chunk) to a multiple of it, or bwd_subchunk=0")
             if isinstance(backward.dv, DvInSweep) and self.state_span != self.backward_chunk:
                 raise ValueError(f"dv_in_sweep needs one stored state per chunk; got state_stride "
                                  f"{backward.state_stride}: set state_stride=0 or drop dv_in_sweep")

@@ -79,7 +79,7 @@ for section in ${SECTIONS:-tests decode pos}; do
       timeout 200 python3 -m decaylab bench training --preset ptb-small --steps 1000 --repeats ${POS_REPEATS:-2} --cuda-graph on \
         --set model.decay.granularity=vector --variants "" model.pos=rope model.pos=lrpe --json $OUT/pos.json | tail -8 ;;
     paper)
-      mkdir -p /tmp/paper
+      rm -rf /tmp/paper; mkdir -p /tmp/paper  # a warm machine keeps the last call's sweep: start from the carry only
       if [ -f carry/paper.tgz ]; then tar xzf carry/paper.tgz -C /tmp/paper; fi
       LEFT=$((DEADLINE - SECONDS - 25))
       ( time timeout -s INT $LEFT python3 -m decaylab sweep paper --out /tmp/paper ${SWEEP_ARGS:---devices cuda:0 --runs-per-worker 8} ) > $OUT/sweep.log 2>&1

@@ -106,6 +106,29 @@ def test_real_runs_trained_together_match_runs_alone(tmp_path):
     assert fixed_cost.groups(tmp_path / "alone") == []  # runs trained one per process carry no group timing
 
 
+@pytest.mark.slow
+def test_real_groups_give_the_same_numbers_in_one_reused_worker_as_in_fresh_processes(tmp_path):
+    spec = tmp_path / "pair.toml"
+    spec.write_text(textwrap.dedent(SPEC).replace('set = { "model.decay.kind" = "simple" }', """set = { "model.decay.kind" = "simple" }
+[[points]]
+study = "s"
+label = "GLA"
+set = { "model.decay.kind" = "gla" }"""))  # fmt: skip
+    for name, workers in (("reused", "1"), ("fresh", "2")):  # two groups: one worker takes both, or one each
+        assert main(["sweep", str(spec), "--out", str(tmp_path / name), "--workers", workers,
+                     "--runs-per-worker", "2"]) == 0  # fmt: skip
+    for name, processes in (("reused", 1), ("fresh", 2)):
+        with ResultsDB(tmp_path / name / "results.sqlite") as db:
+            pids = {r["pid"] for r in db.runs()}
+        assert len(pids) == processes and None not in pids
+    _, reused = _results(tmp_path / "reused")
+    _, fresh = _results(tmp_path / "fresh")
+    assert len(reused) == 4 and reused.keys() == fresh.keys()
+    for run_id, values in fresh.items():
+        for name in ("final_loss", "test_ppl", "val_ppl"):
+            assert reused[run_id][name] == values[name], (run_id, name)
+
+
 def _script(name):
     import importlib.util
 

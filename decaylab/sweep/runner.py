@@ -260,6 +260,17 @@ class _Slot:
         self.proc.start()
         child.close()
 
+    def hand_over(self, ctx: Any, args: tuple, runs: list[tuple[str, dict, str]]) -> None:
+        """Send ``runs`` to this slot's worker, started first if it has none or if it has just died while idle."""
+        if self.proc is not None:
+            try:
+                self.conn.send(runs)
+                return
+            except (BrokenPipeError, ConnectionResetError):
+                self.proc.join()
+        self.start(ctx, args)
+        self.conn.send(runs)
+
     def stop(self) -> None:
         """An idle worker: told to exit, and waited for."""
         try:
@@ -317,9 +328,8 @@ def _execute(
                 if queue and not slot.group:
                     size = group_size(len(queue), runs_per_worker, workers, unit)
                     slot.group, queue = queue[:size], queue[size:]
-                    if slot.proc is None:
-                        slot.start(ctx, (str(db.path), backend, evaluate, threads, slot.device))
-                    slot.conn.send([(r.run_id, r.config, str(out / "runs" / r.run_id)) for r in slot.group])
+                    slot.hand_over(ctx, (str(db.path), backend, evaluate, threads, slot.device),
+                                   [(r.run_id, r.config, str(out / "runs" / r.run_id)) for r in slot.group])
                     slot.started = time.time()
                     for run in slot.group:
                         log(f"  start  {_label(run)}" + (f" on {slot.device}" if slot.device else ""))

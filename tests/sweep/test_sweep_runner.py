@@ -200,3 +200,37 @@ def test_the_last_groups_shrink_so_the_workers_end_together():
     assert group_size(2, 12, 3, unit=3) == 2
     assert group_size(7, 8, 4) == 2
     assert group_size(10, 1, 4) == 1
+
+
+def test_a_group_handed_to_a_worker_that_died_while_idle_goes_to_a_fresh_one():
+    from decaylab.sweep.runner import _Slot
+
+    class Dead:
+        def send(self, runs):
+            raise BrokenPipeError
+
+    class Live:
+        def __init__(self):
+            self.sent = []
+
+        def send(self, runs):
+            self.sent.append(runs)
+
+    class Proc:
+        joined = False
+
+        def join(self):
+            self.joined = True
+
+    started = []
+
+    def start(ctx, args):
+        started.append(args)
+        slot.proc, slot.conn = "fresh", Live()
+
+    old = Proc()
+    slot = _Slot("cuda:0", proc=old, conn=Dead())
+    slot.start = start  # what a real slot does: fork a worker and connect its pipe
+    slot.hand_over(None, ("args",), [("run", {}, "dir")])
+    assert old.joined and started == [("args",)] and slot.proc == "fresh"
+    assert slot.conn.sent == [[("run", {}, "dir")]]

@@ -4,8 +4,8 @@
 
 A group is the runs one worker process trained together (``decaylab sweep --runs-per-worker K``); their
 summaries carry the group's timing (``decaylab.training.together``). A group's wall time is its process's age when
-the group began (start-up, imports) plus the time from then to its last run's end, the time its eval.json was
-written (building the runs, training, evaluating each; file times survive a sweep resumed elsewhere, where
+the group began (start-up, imports; for a worker's later groups, the time since it took the group) plus the time
+from then to its last run's end, the time its eval.json was written (building the runs, training, evaluating each; file times survive a sweep resumed elsewhere, where
 results.sqlite re-stamps the runs it finds finished). Its training time is the loop from the
 first step to the last run's last step; the rest is fixed cost: start-up, data, model builds, CUDA-graph captures
 (the first step of each run), evaluation, figures and saving. Prints, per group and in all, the fixed cost's share

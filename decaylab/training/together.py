@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -51,8 +50,8 @@ from decaylab.config import to_dict
 from decaylab.run.config import RunConfig
 from decaylab.training import distributed as dist_utils
 from decaylab.training.loop import _Trainer, prepare_run
-from decaylab.training.start_up import start_up_s
 from decaylab.training.replicas import SeedReplicas
+from decaylab.training.start_up import start_up_s
 
 
 @dataclass

@@ -90,17 +90,16 @@ RATIO_EXTREME = {"float32": 1e-4, "float16": 5e-3}
 ATOL_GATE_EXTREME = {"float32": 3e-4, "float16": 5e-3}
 
 
-def assert_errors_within(name: str, errors: dict, dtype: str, lowest: float, resets: float, ratio: dict = RATIO,
-                         ratio_extreme: dict = RATIO_EXTREME, atol_gate_extreme: dict = ATOL_GATE_EXTREME) -> None:
+def assert_errors_within(name: str, errors: dict, dtype: str, lowest: float, resets: float) -> None:
     """Every tensor of ``errors`` (``check.error_summary``'s) finite and within its relative RMS bound for ``dtype``:
-    ``ratio_extreme`` where log decays reach -100 or hard resets are in, and where every decay may be that low an
+    RATIO_EXTREME where log decays reach -100 or hard resets are in, and where every decay may be that low an
     absolute bound on the gate gradient (its true value is ~0 while the terms that make it are O(1) and cancel)."""
     extreme = lowest <= -100 or resets > 0
     for tensor, (rel, finite, max_abs) in errors.items():
         assert finite, f"{name}: {tensor} has non-finite values"
         if tensor == "dlog_decay" and lowest <= -100:
-            atol = atol_gate_extreme[dtype]
+            atol = ATOL_GATE_EXTREME[dtype]
             assert max_abs < atol, f"{name}: {tensor} max abs error {max_abs:.3e} >= {atol:.1e}"
             continue
-        bound = (ratio_extreme if extreme else ratio)[dtype]
+        bound = (RATIO_EXTREME if extreme else RATIO)[dtype]
         assert rel < bound, f"{name}: {tensor} relative RMS error {rel:.3e} >= {bound:.1e}"

@@ -16,6 +16,10 @@
 #   replicatests  the GPU tests of seeds stacked as replicas and of the norm kernels
 #   vectorcp the GPU tests of vector decay's chunk-parallel backward, then it timed against the pinned two-sweep
 #            backward at the three table shapes (VECTOR_CONFIGS: the --configs specs to time beside the pinned one)
+#   mps      three processes of twelve graphed ptb-small runs (vector, stacked three to a model) started together,
+#            the card shared by time slices and then under CUDA MPS (a daemon started and stopped here), and again
+#            without: wall time of each set
+#   mpstests the GPU test of a sweep's workers under its own MPS daemon
 #   fp32     the fp32 kernel tests against the recurrence (fp32 dots in tf32x3)
 #   step     where a graphed ptb-small step's GPU time goes, and replay rates alone and on several streams
 #   paper    the paper sweep into /tmp/paper (resumed from carry/paper.tgz when carried), stopped (SIGINT,
@@ -59,6 +63,20 @@ for section in ${SECTIONS:-tests decode pos}; do
       timeout 240 python3 -m decaylab bench kernels --decay vector --cuda-graph --configs '' ${VECTOR_CONFIGS:-\
         'chunk_parallel_backward=true' 'chunk_parallel_backward=true,bwd_key_block=32' \
         'fwd_value_block=64,chunk_parallel_backward=true' 'chunk_parallel_backward=true,dv_in_sweep=true'} --json $OUT/vectorcp.json 2>&1 | tail -40 ;;
+    mps)
+      B="python3 -m decaylab bench training --preset ptb-small --together 12 --replicas 3 --cuda-graph on --set model.decay.granularity=vector --set train.eval_every=0"
+      timeout 120 $B --steps 20 > $OUT/mps-warmup.log 2>&1; tail -1 $OUT/mps-warmup.log  # compile the kernels once
+      together() {  # $1 name, $2 processes
+        local start=$(date +%s.%N); for i in $(seq $2); do timeout 200 $B --steps ${MPS_STEPS:-400} --json $OUT/mps-$1-$i.json > $OUT/mps-$1-$i.log 2>&1 & done; wait
+        python3 -c "import sys; print(f'$1: $2 processes in {float(sys.argv[2]) - float(sys.argv[1]):.1f} s')" $start $(date +%s.%N); }
+      command -v nvidia-cuda-mps-control || echo "no nvidia-cuda-mps-control"
+      together plain 3
+      export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log; mkdir -p /tmp/mps-pipe /tmp/mps-log
+      nvidia-cuda-mps-control -d && together mps 3 && together mps6 6; echo quit | nvidia-cuda-mps-control; sleep 2
+      cp -r /tmp/mps-log $OUT/mps-log; unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+      together plain-again 3 ;;
+    mpstests)
+      timeout 120 python3 -m pytest -m gpu -q -rxX tests/sweep/test_sweep_mps.py > $OUT/gpu-mps-tests.log 2>&1; tail -4 $OUT/gpu-mps-tests.log ;;
     fp32)
       timeout 240 python3 -m pytest -m gpu -q -rxX tests/ops/test_triton_gpu.py -k float32 > $OUT/gpu-fp32-tests.log 2>&1
       tail -4 $OUT/gpu-fp32-tests.log ;;
@@ -91,6 +109,6 @@ for section in ${SECTIONS:-tests decode pos}; do
       grep -v " in B " $OUT/compare.txt | head -10; python3 scripts/fixed_cost.py /tmp/paper | tail -1
       (cd /tmp/paper && tar czf $OUT/paper.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
         for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)) ;;
-    *) echo "unknown section $section (tests, fp32, trainingtests, normtests, replicatests, vectorcp, flafull, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
+    *) echo "unknown section $section (tests, fp32, trainingtests, normtests, replicatests, vectorcp, mps, mpstests, flafull, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
   esac
 done

@@ -67,6 +67,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "runs alone). Give K a multiple of the number of seeds",
     )  # fmt: skip
     parser.add_argument(
+        "--mps", action="store_true",
+        help="the workers on a CUDA card share it under NVIDIA MPS (a daemon started for the sweep and stopped after "
+        "it; needs nvidia-cuda-mps-control), so that their kernels run side by side instead of in turns",
+    )  # fmt: skip
+    parser.add_argument(
         "--import", dest="import_from", metavar="FILE",
         help="start --out (a new directory) from a results export (decaylab report DIR --export FILE): its finished "
         "runs count as done and only the rest are run",
@@ -166,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
                            lambda cards: _automatic_workers(cards, spec, overrides, args.runs_per_worker))  # fmt: skip
     workers = args.workers if args.workers is not None else default_workers(spec, slots)
     result = run_sweep(spec, args.out, workers=workers, devices=slots, overrides=overrides,
-                       runs_per_worker=args.runs_per_worker, stack_seeds=args.stack_seeds)
+                       runs_per_worker=args.runs_per_worker, stack_seeds=args.stack_seeds, mps=args.mps)
     print(f"next: decaylab report {args.out}")
     return 0 if result.ok else 1
 
@@ -196,8 +201,8 @@ def _launch(args: argparse.Namespace, spec: SweepSpec, overrides: Mapping[str, A
         return 1 if any(s.state == "failed" for s in statuses) else 0
     if args.launcher == "local":
         raise ValueError("--slurm sets the resources of launched tasks: add --launcher slurm (or submitit-local)")
-    if args.devices or args.workers_per_device is not None:
-        flag = "--devices" if args.devices else "--workers-per-device"
+    if args.devices or args.workers_per_device is not None or args.mps:
+        flag = "--devices" if args.devices else "--workers-per-device" if args.workers_per_device else "--mps"
         raise ValueError(f"{flag} is for --launcher local; with {args.launcher}, ask for GPUs with --slurm gpus=N")
     options = slurm_options(dict(spec.slurm), args.slurm)
     local = args.launcher == "submitit-local"

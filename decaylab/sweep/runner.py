@@ -22,6 +22,7 @@ a dead process is simply run again. A lock per run directory keeps two processes
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -41,6 +42,7 @@ from decaylab.sweep.backend import RunBackend, default_backend
 from decaylab.sweep.db import ResultsDB
 from decaylab.sweep.group import INTERRUPTED, group_worker
 from decaylab.sweep.ingest import read_run
+from decaylab.sweep.mps import check_available, mps_daemon
 from decaylab.sweep.placement import is_cuda
 from decaylab.sweep.spec import PlannedRun, SweepSpec, expand
 from decaylab.sweep.sweepdir import open_sweep_dir, prepare_sweep
@@ -67,8 +69,10 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _enter_worker(threads: int, device: str | None) -> None:
-    """Threads, the one visible device and SIGTERM-as-interrupt for a worker process."""
+def _enter_worker(threads: int, device: str | None, env: Mapping[str, str]) -> None:
+    """Threads, the one visible device, ``env`` (an MPS daemon's pipes) and SIGTERM-as-interrupt for a worker
+    process; before it first touches CUDA."""
+    os.environ.update(env)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # read by torch when it is imported here
         os.environ[var] = str(threads)
     if "torch" in sys.modules:  # preloaded by the fork server: its thread pool is not started yet, so size it now
@@ -89,14 +93,14 @@ def _release_memory() -> None:
 
 
 def _entry(db_path: str, backend: RunBackend, evaluate: dict | None, threads: int, device: str | None,
-           conn: Any) -> None:
+           env: Mapping[str, str], conn: Any) -> None:
     """Entry point of a worker process: groups of points (one, or ``--runs-per-worker``) from the driver, each by
     decaylab.sweep.group, until the driver sends None or a point fails.
 
     One process for many groups pays its start-up (CUDA context, data, compiled kernels) once. After a failure it
     exits, and the driver starts a fresh one: a CUDA error or a corrupt allocator must not reach the next group.
     """
-    _enter_worker(threads, device)
+    _enter_worker(threads, device, env)
     first = True
     try:
         while (runs := conn.recv()) is not None:
@@ -152,13 +156,15 @@ def run_sweep(
     log: Callable[[str], None] = print,
     runs_per_worker: int = 1,
     stack_seeds: bool = False,
+    mps: bool = False,
 ) -> SweepResult:
     """Run every point of ``spec`` into ``out_dir``; see the module docstring. Returns what happened.
 
     ``runs_per_worker`` > 1 hands each worker process that many points, trained together in turns
     (``decaylab.sweep.group``); 1 gives every point a process of its own. ``stack_seeds``: the runs are queued with
     each point's seeds next to each other, and a worker's runs that differ only in their seeds train as replicas of
-    one model (``decaylab.training.replicas``; the default backend only).
+    one model (``decaylab.training.replicas``; the default backend only). ``mps``: the workers share their cards
+    under an MPS daemon started for the sweep (``decaylab.sweep.mps``), their kernels side by side.
     """
     if workers < 1:
         raise ValueError(f"--workers {workers}: need at least 1 worker")
@@ -167,6 +173,10 @@ def run_sweep(
     devices = list(devices or [])
     if devices and workers > len(devices):
         raise ValueError(f"--workers {workers} exceeds the {len(devices)} --devices given; one worker per device")
+    if mps and not any(is_cuda(device) for device in devices):
+        raise ValueError("--mps shares CUDA cards between workers: name them with --devices, e.g. --devices cuda:0")
+    if mps:
+        check_available()
     if stack_seeds and runs_per_worker < 2:
         raise ValueError("--stack-seeds trains a worker's seeds together: give --runs-per-worker K >= 2, a multiple "
                          "of the number of seeds")
@@ -177,8 +187,9 @@ def run_sweep(
     try:
         prepared = prepare_sweep(spec, out, overrides, backend, plan)
         plan = seeds_adjacent(prepared.plan) if stack_seeds else prepared.plan
-        return _execute(plan, out, prepared.db, prepared.evaluate, workers, devices, backend, log, runs_per_worker,
-                        unit=len(spec.seeds) if stack_seeds else 1)
+        with mps_daemon(out / "logs" / "mps", log) if mps else contextlib.nullcontext({}) as env:
+            return _execute(plan, out, prepared.db, prepared.evaluate, workers, devices, backend, log,
+                            runs_per_worker, unit=len(spec.seeds) if stack_seeds else 1, env=env)
     finally:
         os.close(sweep_lock)
 
@@ -292,6 +303,7 @@ def _execute(
     log: Callable[[str], None],
     runs_per_worker: int = 1,
     unit: int = 1,
+    env: Mapping[str, str] | None = None,
 ) -> SweepResult:
     result = SweepResult(planned=len(plan), skipped=0, finished=[], failed=[], busy=[])
     todo: list[PlannedRun] = []
@@ -328,7 +340,7 @@ def _execute(
                 if queue and not slot.group:
                     size = group_size(len(queue), runs_per_worker, workers, unit)
                     slot.group, queue = queue[:size], queue[size:]
-                    slot.hand_over(ctx, (str(db.path), backend, evaluate, threads, slot.device),
+                    slot.hand_over(ctx, (str(db.path), backend, evaluate, threads, slot.device, env or {}),
                                    [(r.run_id, r.config, str(out / "runs" / r.run_id)) for r in slot.group])
                     slot.started = time.time()
                     for run in slot.group:

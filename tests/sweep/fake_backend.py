@@ -63,7 +63,8 @@ def train(config: dict, run_dir: Path, resume: bool) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "calls.jsonl", "a") as f:
         fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None  # files the worker holds
-        f.write(json.dumps({"resume": resume, "pid": os.getpid(), "fds": fds}) + "\n")
+        mps = os.environ.get("CUDA_MPS_PIPE_DIRECTORY")  # the MPS daemon the worker would reach (runner --mps)
+        f.write(json.dumps({"resume": resume, "pid": os.getpid(), "fds": fds, "mps": mps}) + "\n")
     (run_dir / "config.json").write_text(json.dumps(config))
     kind = config["model"]["decay"]["kind"]
     if kind == "boom":

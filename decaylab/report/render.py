@@ -14,6 +14,7 @@ from pathlib import Path
 
 from decaylab.files import atomic_write_text
 from decaylab.report.data import Row, Stat, SweepData, decay_medians, load_sweep, sorted_rows
+from decaylab.report.decay_range import RangeAnalysis, analyse
 from decaylab.report.findings import METHOD, Verdict, all_findings
 from decaylab.report.plots import study_figures
 
@@ -22,7 +23,20 @@ FIGURE_TITLES = {
     "decay": "Median decay per layer (one line per method)",
     "loss": "Training loss",
     "extrapolation": "Length extrapolation",
+    "range-lm": "Perplexity against learned median decay, one line per context length",
+    "range-recall": "Recall against learned median decay, one line per difficulty",
+    "range-half-life": "Half-life of the best decay against context length",
 }
+RANGE_METHOD = (
+    "Method: per setting, the best design is the one of best mean score over seeds; its half-life is "
+    "ln 0.5 / ln(learned median decay) tokens, with a 95 % interval from a parametric bootstrap (the designs' means "
+    "redrawn with the setting's pooled seed sd, the winner's decay from a resample of its seeds). Question 1 compares "
+    "the best half-life at the longest and the shortest context: it moves if the interval of their log ratio excludes "
+    "0, it stays if the interval lies within a factor of 2. Question 2 takes the best design at the longest context "
+    "and compares every other design with it on each recall setting (Bonferroni-corrected intervals): contradicted if "
+    "one recalls significantly better by 1 point or more, supported if none can be 1 point better. "
+    "decaylab/report/decay_range.py gives each rule."
+)
 
 
 def _ms(stat: Stat, digits: int = 2) -> str:
@@ -82,8 +96,11 @@ def write_report(out_dir: str | Path) -> tuple[Path, Path]:
         study: study_figures(data, study, title, data.rows[study], data.out_dir / FIGURE_DIR)
         for study, title in data.studies
     }
+    ranged = analyse(data, data.out_dir / FIGURE_DIR)
     verdicts = all_findings(data)
-    md, page = _markdown(data, figures, verdicts), _html(data, figures, verdicts)
+    if ranged and all(v.verdict == "no data" for v in verdicts):
+        verdicts = []  # a sweep of settings, not of the paper's tables: its own questions replace the four findings
+    md, page = _markdown(data, figures, verdicts, ranged), _html(data, figures, verdicts, ranged)
     paths = data.out_dir / "report.md", data.out_dir / "report.html"
     for path, text in zip(paths, (md, page)):
         atomic_write_text(path, text)
@@ -100,9 +117,18 @@ def _header_lines(data: SweepData) -> list[str]:
     return lines
 
 
-def _markdown(data: SweepData, figures: dict[str, dict[str, Path]], verdicts: list[Verdict]) -> str:
+def _markdown(data: SweepData, figures: dict[str, dict[str, Path]], verdicts: list[Verdict],
+              ranged: RangeAnalysis | None = None) -> str:  # fmt: skip
     out = [f"# Decay design-space report: {data.name}", "", *[line + "\n" for line in _header_lines(data)]]
-    out += ["## Findings", "", METHOD, ""]
+    if ranged:
+        out += ["## Decay range across settings", "", RANGE_METHOD, ""]
+        for v in ranged.verdicts:
+            out += [f"**{v.number}. {v.claim}** — **{v.verdict}**: {v.reason}.", ""]
+            out += [f"- {e}" for e in v.evidence] + ([""] if v.evidence else [])
+        for kind, path in ranged.figures.items():
+            out += [f"![{FIGURE_TITLES[kind]}]({FIGURE_DIR}/{path.name})", ""]
+    if verdicts:
+        out += ["## Findings", "", METHOD, ""]
     for v in verdicts:
         out += [f"**{v.number}. {v.claim}** — **{v.verdict}**: {v.reason}.", ""]
         out += [f"- {e}" for e in v.evidence] + ([""] if v.evidence else [])
@@ -135,29 +161,44 @@ th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}img{max-widt
 .supported{color:#17692b}.contradicted{color:#a31b1b}.inconclusive,.no-data{color:#8a6d00}"""
 
 
-def _html(data: SweepData, figures: dict[str, dict[str, Path]], verdicts: list[Verdict]) -> str:
+def _html(data: SweepData, figures: dict[str, dict[str, Path]], verdicts: list[Verdict],
+          ranged: RangeAnalysis | None = None) -> str:  # fmt: skip
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(data.name)} report</title>",
              f"<style>{_CSS}</style></head><body><h1>Decay design-space report: {e(data.name)}</h1>"]  # fmt: skip
     parts += [f"<p>{e(line)}</p>" for line in _header_lines(data)]
-    parts += ["<h2>Findings</h2>", f"<p>{e(METHOD)}</p>"]
-    for v in verdicts:
-        for sub in [v, *v.beyond]:
-            claim = f"<b>{v.number}. {e(sub.claim)}</b>" if sub is v else f"<i>{e(sub.claim)}</i>"
-            css = sub.verdict.replace(" ", "-")
-            parts.append(f"<p>{claim} — <b class='{css}'>{e(sub.verdict)}</b>: {e(sub.reason)}.</p>")
-            parts.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in sub.evidence) + "</ul>")
+    if ranged:
+        parts += ["<h2>Decay range across settings</h2>", f"<p>{e(RANGE_METHOD)}</p>"]
+        parts += _html_verdicts(ranged.verdicts)
+        parts += [_html_image(FIGURE_TITLES[kind], path) for kind, path in ranged.figures.items()]
+    if verdicts:
+        parts += ["<h2>Findings</h2>", f"<p>{e(METHOD)}</p>"]
+    parts += _html_verdicts(verdicts)
     for study, title in data.studies:
         head, cells = table(data.rows[study])
         parts.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in cells]
         parts.append("</table><div>")
-        for kind, path in figures[study].items():
-            encoded = base64.b64encode(path.read_bytes()).decode()
-            parts.append(f"<img alt='{e(FIGURE_TITLES[kind])}' src='data:image/png;base64,{encoded}'>")
+        parts += [_html_image(FIGURE_TITLES[kind], path) for kind, path in figures[study].items()]
         parts.append("</div>")
         failures = _failures(data.rows[study], lambda s: f"<li>{e(s)}</li>")
         if failures:
             parts.append("<p>Failed runs:</p><ul>" + "".join(failures[2:-1]) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _html_image(title: str, path: Path) -> str:
+    encoded = base64.b64encode(path.read_bytes()).decode()
+    return f"<img alt='{html.escape(title)}' src='data:image/png;base64,{encoded}'>"
+
+
+def _html_verdicts(verdicts: list[Verdict]) -> list[str]:
+    e, parts = html.escape, []
+    for v in verdicts:
+        for sub in [v, *v.beyond]:
+            claim = f"<b>{v.number}. {e(sub.claim)}</b>" if sub is v else f"<i>{e(sub.claim)}</i>"
+            css = sub.verdict.replace(" ", "-")
+            parts.append(f"<p>{claim} — <b class='{css}'>{e(sub.verdict)}</b>: {e(sub.reason)}.</p>")
+            parts.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in sub.evidence) + "</ul>")
+    return parts

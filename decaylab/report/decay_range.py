@@ -25,6 +25,9 @@ setting every other design is compared with it: difference of mean accuracies wi
 (df = sum of n - 1), simultaneous 95 % intervals by Bonferroni over all comparisons of the question. Contradicted
 (another design recalls better) if some design's interval lies above 0 and its mean is at least M (1 accuracy
 point) ahead; supported if every interval's upper end is below M (no design recalls M better); else inconclusive.
+Only recall settings that separate the designs count: where the best and the worst design's mean accuracies differ
+by at least M with the worst's interval (the same Bonferroni level) below the best. Where every design sits at
+chance, no design can be "best for recall", and a question with no such setting is inconclusive.
 """
 
 from __future__ import annotations
@@ -201,6 +204,12 @@ def question_recall(lm: list[Setting], recall: list[Setting]) -> Verdict:
     if not lm or not recall:
         return Verdict(2, claim, "no data", "needs language-modelling and recall studies of the same designs", [])
     chosen = lm[-1].best().label
+    level = 1 - ALPHA / (2 * sum(len(s.designs) for s in recall))  # Bonferroni over every comparison asked
+    flat = [s.name for s in recall if not _separates(s, level)]
+    recall = [s for s in recall if s.name not in flat]
+    if not recall:
+        return Verdict(2, claim, "inconclusive", f"no recall setting separates the designs (best and worst within "
+                       f"{ACCURACY.fmt(ACCURACY.margin, False)} or not significantly apart): {', '.join(flat)}", [])  # fmt: skip
     comparisons = []  # (setting, rival label, mean difference, standard error, df)
     for setting in recall:
         by_label = {d.label: d for d in setting.designs}
@@ -216,6 +225,7 @@ def question_recall(lm: list[Setting], recall: list[Setting]) -> Verdict:
         return Verdict(2, claim, "no data", f"needs {chosen} and other designs with two or more seeds on recall", [])
     level = 1 - ALPHA / (2 * len(comparisons))  # Bonferroni, two-sided
     rivals, evidence = [], [f"perplexity-best design at {lm[-1].name}: {chosen}"]
+    evidence += [f"{name}: the designs do not separate (left out)" for name in flat]
     upper_all = -math.inf
     for setting in recall:
         rows = [c for c in comparisons if c[0] is setting]
@@ -243,6 +253,17 @@ def question_recall(lm: list[Setting], recall: list[Setting]) -> Verdict:
                        f"{chosen} on any setting ({n} Bonferroni-corrected comparisons)", evidence)  # fmt: skip
     return Verdict(2, claim, "inconclusive", f"no design is significantly better than {chosen}, but a lead of "
                    f"{ACCURACY.fmt(ACCURACY.margin, False)} or more is not excluded ({n} comparisons)", evidence)  # fmt: skip
+
+
+def _separates(setting: Setting, level: float) -> bool:
+    """The setting's best and worst designs differ by at least M, significantly at ``level`` (pooled seed sd)."""
+    sd, df = setting.pooled_sd()
+    best, worst = max(setting.designs, key=lambda d: d.gain), min(setting.designs, key=lambda d: d.gain)
+    diff = best.gain - worst.gain
+    if df == 0 or diff < ACCURACY.margin:
+        return False
+    se = sd * math.sqrt(1 / len(best.gains) + 1 / len(worst.gains))
+    return diff - float(sps.t.ppf(level, df)) * se > 0
 
 
 @dataclasses.dataclass

@@ -34,7 +34,8 @@ RANGE_METHOD = (
     "the best half-life at the longest and the shortest context: it moves if the interval of their log ratio excludes "
     "0, it stays if the interval lies within a factor of 2. Question 2 takes the best design at the longest context "
     "and compares every other design with it on each recall setting (Bonferroni-corrected intervals): contradicted if "
-    "one recalls significantly better by 1 point or more, supported if none can be 1 point better. "
+    "one recalls significantly better by 1 point or more, supported if none can be 1 point better; recall settings "
+    "where the designs do not separate (all near chance) are left out. "
     "decaylab/report/decay_range.py gives each rule."
 )
 

@@ -1,14 +1,17 @@
 """Sweep specs: a TOML file (or a shipped preset) that names a grid of run configurations.
 
 A spec is a base run preset, overrides shared by every point, a budget, seeds, and a list of labelled points, each
-belonging to one study (one table of the report). A point with ``axes`` is a grid: it expands to the Cartesian
-product of its axes, in place, so points keep the order of the file. Expansion resolves every (point, seed) to a
+belonging to a study (one table of the report). A study may carry its own ``set``, applied to each of its points
+(the same designs at another context length). A point with ``axes`` is a grid: it expands to the Cartesian
+product of its axes, in place, so points keep the order of the file; a point whose ``study`` is a list expands
+to one point (or grid) per listed study, in list order, in place too. Expansion resolves every (point, seed) to a
 full run config and names its run directory by a short hash of that config, so the same spec always gives the
 same run ids in the same order, and a configuration shared by several studies (the softmax baseline, "Mamba2"
 in the parameterization and sharing tables) is trained once.
 
-Order of precedence, last wins: base preset < spec ``[overrides]`` < ``[budget]`` < point ``set`` < seed <
-``--set`` from the command line.
+Order of precedence, last wins: base preset < spec ``[overrides]`` < ``[budget]`` < study ``set`` < point
+``set`` < seed < ``--set`` from the command line. (The study's set comes after the budget so that a study can fix
+its own ``train.max_steps``.)
 
     name = "quick"
     base = "tiny"
@@ -22,13 +25,16 @@ Order of precedence, last wins: base preset < spec ``[overrides]`` < ``[budget]`
     max_tokens = 20_000
     extrapolation = [1, 4]
     [studies]
-    parameterization = "A. Decay parameterization"
+    parameterization = "A. Decay parameterization"     # study name = report title
+    [studies.long]                  # or a table: title (default: the name) and a set for each of its points
+    title = "B. Context 512"
+    set = { "train.seq_len" = 512, "train.batch_size" = 4 }
     [[points]]
     study = "parameterization"
     label = "SD-0.8"
     set = { "model.decay.kind" = "simple", "model.decay.p" = 0.8 }
-    [[points]]                      # a grid: one point per axis value
-    study = "parameterization"
+    [[points]]                      # a grid: one point per axis value, in each listed study (list order)
+    study = ["parameterization", "long"]
     label = "SD-{model.decay.p}"
     set = { "model.decay.kind" = "simple" }
     axes = { "model.decay.p" = [0.9, 0.99] }
@@ -94,6 +100,9 @@ class SweepSpec:
     budget: Budget = Budget()
     overrides: tuple[tuple[str, Any], ...] = ()
     studies: tuple[tuple[str, str], ...] = ()  # (study name, title) in report order
+    # (study name, its dotted settings) of the studies with a ``set``, in [studies] order; kept apart from
+    # ``studies`` so that sweep.json still records (name, title) pairs, which the report reads
+    study_sets: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
     description: str = ""
     evaluate: bool = True  # run decaylab.evaluation after training (ppl, extrapolation, decay statistics)
     evaluation: tuple[tuple[str, Any], ...] = ()  # keyword arguments of evaluate(): max_tokens, extrapolation, ...
@@ -115,6 +124,9 @@ class SweepSpec:
                 raise ValueError(f"sweep {self.name!r}: label {p.label!r} appears twice in study {p.study!r}")
             seen.add((p.study, p.label))
         titled = {name for name, _ in self.studies}
+        for study, _ in self.study_sets:
+            if study not in titled:
+                raise ValueError(f"sweep {self.name!r}: study {study!r} has a set but no entry in [studies]")
         for p in self.points:
             if titled and p.study not in titled:
                 raise ValueError(
@@ -131,8 +143,12 @@ class SweepSpec:
         used = {p.study for p in self.points}
         return [(n, titles.get(n, n)) for n in order if n in used]
 
+    def study_set(self, study: str) -> dict[str, Any]:
+        """The dotted settings that ``[studies.NAME] set`` applies to every point of a study ({} when none)."""
+        return dict(dict(self.study_sets).get(study, ()))
+
     def select_studies(self, names: list[str]) -> "SweepSpec":
-        """The same spec restricted to some studies (``--study``); run ids do not change."""
+        """The same spec restricted to some studies (``--study``); run ids do not change (study sets are kept)."""
         known = [n for n, _ in self.study_order()]
         for n in names:
             if n not in known:
@@ -173,6 +189,7 @@ _TOP_KEYS = {
 # [evaluation] keys: passed to decaylab.evaluation.evaluate(); not part of the run config (and not of the run id)
 EVALUATION_KEYS = {"max_tokens": int, "extrapolation": list, "splits": list, "decay_tokens": int, "precision": str}
 _POINT_KEYS = {"study", "label", "set", "base", "axes"}
+_STUDY_KEYS = {"title", "set"}  # keys of a [studies.NAME] table
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -213,9 +230,7 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> SweepSpec:
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ValueError(f"{where}: seeds={seeds!r}: expected a list of integers, e.g. seeds = [0, 1, 2]")
-    studies = data.get("studies", {})
-    if not isinstance(studies, Mapping) or not all(isinstance(t, str) for t in studies.values()):
-        raise ValueError(f'{where} [studies]: expected study = "title" pairs')
+    studies, study_sets = _studies(data.get("studies", {}), where)
 
     evaluation = data.get("evaluation", {})
     _check_keys(evaluation, set(EVALUATION_KEYS), f"{where} [evaluation]")
@@ -230,25 +245,7 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> SweepSpec:
     slurm_options(slurm)  # unknown keys and bad values fail at load time, not at submission
     points: list[Point] = []
     for i, entry in enumerate(data.get("points", [])):
-        what = f"{where} [[points]] #{i + 1}"
-        _check_keys(entry, _POINT_KEYS, what)
-        if "axes" not in entry:
-            points.append(_point(entry, flatten(entry.get("set", {})), what))
-            continue
-        axes = flatten(entry["axes"])
-        if not axes or not all(isinstance(v, list) and v for v in axes.values()):
-            raise ValueError(f"{what}: axes must map dotted keys to non-empty lists of values")
-        label = str(entry.get("label", ""))
-        for key, values in axes.items():  # else two points of the grid get the same label
-            if len(values) > 1 and "{" + key + "}" not in label:
-                raise ValueError(
-                    f"{what}: label {label!r} does not name the axis {key!r}, so its values would share one label; "
-                    f"put {{{key}}} in the label (or fix the axis name)"
-                )
-        for combo in itertools.product(*axes.values()):  # a grid: one point per combination, in axis order
-            values = dict(zip(axes, combo))
-            label = _fill_label(str(entry.get("label", "")), values, what)
-            points.append(_point({**entry, "label": label}, {**flatten(entry.get("set", {})), **values}, what))
+        points += _points_of(entry, f"{where} [[points]] #{i + 1}")
     return SweepSpec(
         name=str(data["name"]),
         base=str(data["base"]),
@@ -256,13 +253,89 @@ def spec_from_dict(data: Mapping[str, Any], where: str = "spec") -> SweepSpec:
         seeds=tuple(seeds),
         budget=Budget(**budget),
         overrides=tuple(flatten(data.get("overrides", {})).items()),
-        studies=tuple(studies.items()),
+        studies=tuple(studies),
+        study_sets=tuple(study_sets),
         points=tuple(points),
         evaluate=bool(data.get("evaluate", True)),
         evaluation=tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in evaluation.items()),
         workers=data.get("workers"),
         slurm=tuple(slurm.items()),
     )
+
+
+def _studies(table: Any, where: str) -> tuple[list[tuple[str, str]], list[tuple[str, tuple[tuple[str, Any], ...]]]]:
+    """[studies] as (name, title) pairs and (name, settings) pairs; each study is a title or a table."""
+    if not isinstance(table, Mapping):
+        raise ValueError(f'{where} [studies]: expected study = "title" entries or [studies.NAME] tables')
+    titles, sets = [], []
+    for name, entry in table.items():
+        if isinstance(entry, str):  # the short form: name = "Title"
+            titles.append((name, entry))
+            continue
+        what = f"{where} [studies.{name}]"
+        if not isinstance(entry, Mapping):
+            raise ValueError(f'{what}: expected a title ({name} = "Title") or a table with title and set')
+        _check_keys(entry, _STUDY_KEYS, what)
+        title = entry.get("title", name)
+        if not isinstance(title, str):
+            raise ValueError(f'{what}: title={title!r}: expected a string, e.g. title = "B. Context 512"')
+        titles.append((name, title))
+        settings = entry.get("set", {})
+        if not isinstance(settings, Mapping):
+            raise ValueError(
+                f"{what}: set={settings!r}: expected a table of dotted keys, e.g. set = {{ \"train.seq_len\" = 512 }}"
+            )
+        if settings:
+            sets.append((name, tuple(flatten(settings).items())))
+    return titles, sets
+
+
+def _points_of(entry: Mapping[str, Any], where: str) -> list[Point]:
+    """The points of one [[points]] entry: its grid (or the entry alone) in each of its studies, in list order."""
+    _check_keys(entry, _POINT_KEYS, where)
+    studies = _study_names(entry, where)
+    variants = _variants(entry, where)
+    return [
+        _point({**entry, "study": study, "label": label}, overrides, where)
+        for study in studies
+        for label, overrides in variants
+    ]
+
+
+def _study_names(entry: Mapping[str, Any], where: str) -> list[str]:
+    """``study = "a"`` or ``study = ["a", "b"]`` as a list of names."""
+    study = entry.get("study")
+    if not isinstance(study, list):
+        if not study:
+            raise ValueError(f"{where}: missing 'study'")
+        return [str(study)]
+    if not study:
+        raise ValueError(f'{where}: study = [] names no study; list at least one, e.g. study = ["lm-128", "lm-512"]')
+    if not all(isinstance(name, str) and name for name in study):
+        raise ValueError(f"{where}: study = {study!r}: expected a list of study names, e.g. [\"lm-128\", \"lm-512\"]")
+    return study
+
+
+def _variants(entry: Mapping[str, Any], where: str) -> list[tuple[Any, dict[str, Any]]]:
+    """(label, dotted overrides) of each point of an entry: the entry itself, or one per combination of its axes."""
+    settings = flatten(entry.get("set", {}))
+    if "axes" not in entry:
+        return [(entry.get("label"), settings)]
+    axes = flatten(entry["axes"])
+    if not axes or not all(isinstance(v, list) and v for v in axes.values()):
+        raise ValueError(f"{where}: axes must map dotted keys to non-empty lists of values")
+    template = str(entry.get("label", ""))
+    for key, values in axes.items():  # else two points of the grid get the same label
+        if len(values) > 1 and "{" + key + "}" not in template:
+            raise ValueError(
+                f"{where}: label {template!r} does not name the axis {key!r}, so its values would share one label; "
+                f"put {{{key}}} in the label (or fix the axis name)"
+            )
+    variants = []
+    for combo in itertools.product(*axes.values()):  # a grid: one point per combination, in axis order
+        values = dict(zip(axes, combo))
+        variants.append((_fill_label(template, values, where), {**settings, **values}))
+    return variants
 
 
 def _fill_label(template: str, values: Mapping[str, Any], where: str) -> str:
@@ -305,12 +378,37 @@ def _budget_overrides(budget: Budget, resolve: Resolver, base: str, overrides: M
     return {}
 
 
-def _resolves(resolve: Resolver, base: str, overrides: Mapping[str, Any]) -> bool:
+def _resolves(resolve_config: Callable[[], dict]) -> bool:
     try:
-        resolve(base, overrides)
+        resolve_config()
     except ValueError:
         return False
     return True
+
+
+def _resolve_point(
+    spec: SweepSpec, point: Point, seed: int, resolve: Resolver, cli_overrides: Mapping[str, Any], seed_key: str
+) -> dict:
+    """The run config of (point, seed). A ValueError names what to fix: --set, the study's set, or the point."""
+    base = point.base or spec.base
+    study_set = spec.study_set(point.study)
+
+    def config(with_study_set: bool = True, with_cli: bool = True) -> dict:
+        study = study_set if with_study_set else {}
+        # a token budget is converted with the batch size and length that the study and the point set
+        shape = {**dict(spec.overrides), **study, **point.override_dict}
+        budget = _budget_overrides(spec.budget, resolve, base, shape)
+        merged = {**dict(spec.overrides), **budget, **study, **point.override_dict, seed_key: seed}
+        return resolve(base, {**merged, **(cli_overrides if with_cli else {})})
+
+    try:
+        return config()
+    except ValueError as e:
+        if cli_overrides and _resolves(lambda: config(with_cli=False)):
+            raise ValueError(f"--set: {e}") from None  # the point is fine without --set: blame --set
+        if study_set and _resolves(lambda: config(with_study_set=False, with_cli=False)):
+            raise ValueError(f"[studies.{point.study}] set (applied to point {point.label!r}): {e}") from None
+        raise ValueError(f"point {point.label!r} (study {point.study!r}): {e}") from None
 
 
 def expand(
@@ -324,19 +422,7 @@ def expand(
     runs: dict[str, PlannedRun] = {}
     for seed in spec.seeds:
         for index, point in enumerate(spec.points):
-            base = point.base or spec.base
-            overrides = dict(spec.overrides)
-            overrides.update(point.override_dict)  # budget is applied below, after the point (point keys win)
-            try:
-                budget = _budget_overrides(spec.budget, resolve, base, overrides)
-                merged = {**dict(spec.overrides), **budget, **point.override_dict, seed_key: seed}
-                merged.update(cli_overrides or {})
-                config = resolve(base, merged)
-            except ValueError as e:
-                without_cli = {k: v for k, v in merged.items() if k not in (cli_overrides or {})}
-                if cli_overrides and _resolves(resolve, base, without_cli):
-                    raise ValueError(f"--set: {e}") from None  # the point is fine without --set: blame --set
-                raise ValueError(f"point {point.label!r} (study {point.study!r}): {e}") from None
+            config = _resolve_point(spec, point, seed, resolve, cli_overrides or {}, seed_key)
             run_id = run_id_of(config)
             member = Membership(point.study, point.label, seed, index)
             if run_id in runs:

@@ -123,6 +123,24 @@ def test_recall_within_noise_of_the_perplexity_best_is_inconclusive():
     assert question_recall(lm, recall).verdict == "inconclusive"
 
 
+def test_recall_at_chance_everywhere_cannot_name_a_best_design():
+    lm, recall = _with_recall({"SD-0.5": 0.004, "SD-0.8": 0.004, "SD-0.95": 0.0045, "SD-0.99": 0.004}, sigma=0.0002)
+    verdict = question_recall(lm, recall)
+    assert verdict.verdict == "inconclusive" and "no recall setting separates the designs" in verdict.reason
+
+
+def test_a_flat_recall_setting_is_left_out_and_said_so():
+    studies = {"lm-128": lm_study("lm-128", 128, SHORT_BEST), "lm-2048": lm_study("lm-2048", 2048, LONG_BEST),
+               "mqar-a": recall_study("mqar-a", 128, 8, {"SD-0.5": 0.2, "SD-0.8": 0.4, "SD-0.95": 0.5, "SD-0.99": 0.9},
+                                      sigma=0.002),
+               "mqar-b": recall_study("mqar-b", 256, 16, {"SD-0.5": 0.004, "SD-0.8": 0.004, "SD-0.95": 0.004,
+                                                         "SD-0.99": 0.004}, sigma=0.0002)}  # fmt: skip
+    lm, recall = range_settings(sweep(**studies))
+    verdict = question_recall(lm, recall)
+    assert verdict.verdict == "supported"
+    assert "T=256, 16 pairs: the designs do not separate (left out)" in verdict.evidence
+
+
 def test_questions_without_their_settings_say_no_data():
     assert question_context([], np.random.default_rng(0))[0].verdict == "no data"
     lm, _ = _with_recall({"SD-0.5": 0.5, "SD-0.8": 0.5, "SD-0.95": 0.5, "SD-0.99": 0.5})

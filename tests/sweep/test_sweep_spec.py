@@ -86,6 +86,119 @@ def test_token_budget_becomes_steps(tmp_path):
     assert {r.config["train"]["max_steps"] for r in expand(spec, resolve)} == {7}
 
 
+# Two contexts: "short" keeps the spec's settings, "long" (the table form) sets its own length, steps and lr.
+STUDY_SPEC = """
+name = "contexts"
+base = "fake"
+seeds = [0]
+[budget]
+max_steps = 7
+[overrides]
+"train.lr" = 0.002
+"train.seq_len" = 16
+[studies]
+short = "A. Short context"
+[studies.long]
+title = "B. Long context"
+set = { "train.seq_len" = 64, "train.max_steps" = 3, "train.lr" = 0.003 }
+[[points]]
+study = ["short", "long"]
+label = "SD-{model.decay.p}"
+axes = { "model.decay.p" = [0.8, 0.9] }
+[[points]]
+study = "long"
+label = "Low lr"
+set = { "train.lr" = 0.001 }
+"""
+
+
+def configs_by_row(runs):
+    return {(m.study, m.label): r.config for r in runs for m in r.memberships}
+
+
+def test_study_set_wins_over_overrides_and_budget_but_not_over_point_set_or_cli(tmp_path):
+    spec = load_spec(write(tmp_path, STUDY_SPEC))
+    rows = configs_by_row(expand(spec, resolve))
+    short, long = rows[("short", "SD-0.8")]["train"], rows[("long", "SD-0.8")]["train"]
+    assert (short["seq_len"], short["max_steps"], short["lr"]) == (16, 7, 0.002)  # no study set: as before
+    assert (long["seq_len"], long["max_steps"], long["lr"]) == (64, 3, 0.003)  # over [overrides] and [budget]
+    assert rows[("long", "Low lr")]["train"]["lr"] == 0.001  # the point's set wins over the study's
+    assert rows[("long", "Low lr")]["train"]["seq_len"] == 64
+    cli = configs_by_row(expand(spec, resolve, {"train.seq_len": 32}))
+    assert {c["train"]["seq_len"] for c in cli.values()} == {32}  # --set wins over everything
+
+
+def test_study_set_is_part_of_the_run_id(tmp_path):
+    with_set = expand(load_spec(write(tmp_path, STUDY_SPEC)), resolve)
+    assert len(with_set) == 5  # the same grid point in two studies with different settings: two runs
+    no_set = STUDY_SPEC.replace('set = { "train.seq_len" = 64, "train.max_steps" = 3, "train.lr" = 0.003 }\n', "")
+    without = expand(load_spec(write(tmp_path, no_set, "no_set.toml")), resolve)
+    shared = [r for r in without if len(r.memberships) == 2]  # identical configs: trained once, in both tables
+    assert [{(m.study, m.label) for m in r.memberships} for r in shared] == [
+        {("short", "SD-0.8"), ("long", "SD-0.8")},
+        {("short", "SD-0.9"), ("long", "SD-0.9")},
+    ]
+    long_ids = {r.run_id for r in with_set if r.memberships[0].study == "long"}
+    assert len(long_ids) == 3 and not long_ids & {r.run_id for r in without}
+
+
+def test_token_budget_uses_the_study_length(tmp_path):
+    text = STUDY_SPEC.replace("max_steps = 7", "tokens = 1024").replace('"train.max_steps" = 3, ', "")
+    rows = configs_by_row(expand(load_spec(write(tmp_path, text)), resolve))
+    # batch 2: 1024 / (2 x 16) = 32 steps at the spec's length, 1024 / (2 x 64) = 8 at the long study's
+    assert rows[("short", "SD-0.8")]["train"]["max_steps"] == 32
+    assert rows[("long", "SD-0.8")]["train"]["max_steps"] == 8
+
+
+def test_string_and_table_study_forms_mix(tmp_path):
+    text = STUDY_SPEC + '[studies.extra]\nset = { "train.lr" = 0.1 }\n'  # a table without a title: its name
+    spec = load_spec(write(tmp_path, text))
+    assert spec.studies == (("short", "A. Short context"), ("long", "B. Long context"), ("extra", "extra"))
+    assert spec.study_sets == (
+        ("long", (("train.seq_len", 64), ("train.max_steps", 3), ("train.lr", 0.003))),
+        ("extra", (("train.lr", 0.1),)),
+    )
+    assert spec.study_set("short") == {} and spec.study_set("extra") == {"train.lr": 0.1}
+    assert hash(spec) == hash(load_spec(write(tmp_path, text, "again.toml")))  # hashable, like every field
+    assert spec.study_order() == [("short", "A. Short context"), ("long", "B. Long context")]  # extra has no points
+
+
+def test_list_study_point_expands_into_each_study_in_order_with_its_grid(tmp_path):
+    spec = load_spec(write(tmp_path, STUDY_SPEC))
+    assert [(p.study, p.label) for p in spec.points] == [
+        ("short", "SD-0.8"), ("short", "SD-0.9"), ("long", "SD-0.8"), ("long", "SD-0.9"), ("long", "Low lr"),
+    ]  # fmt: skip
+    runs = expand(spec, resolve)
+    assert [m.point_index for r in runs for m in r.memberships] == [0, 1, 2, 3, 4]
+
+
+def test_select_studies_keeps_study_sets(tmp_path):
+    spec = load_spec(write(tmp_path, STUDY_SPEC))
+    only = expand(spec.select_studies(["long"]), resolve)
+    assert {r.config["train"]["seq_len"] for r in only} == {64}
+    assert {r.run_id for r in only} <= {r.run_id for r in expand(spec, resolve)}
+
+
+def test_report_reads_name_title_pairs_of_table_studies(tmp_path):
+    from fake_backend import BACKEND
+
+    from decaylab.report.data import load_sweep
+    from decaylab.sweep.sweepdir import prepare_sweep
+
+    spec = load_spec(write(tmp_path, STUDY_SPEC))
+    out = tmp_path / "sweep"
+    out.mkdir()
+    prepare_sweep(spec, out, None, BACKEND).db.close()
+    assert load_sweep(out).studies == [("short", "A. Short context"), ("long", "B. Long context")]
+
+
+def test_bad_key_in_a_study_set_is_reported_with_the_study(tmp_path):
+    spec = load_spec(write(tmp_path, STUDY_SPEC.replace('{ "train.seq_len" = 64', '{ "train.seq_lenn" = 64')))
+    message = r"^\[studies.long\] set \(applied to point 'SD-0.8'\): unknown setting 'train.seq_lenn'.*'seq_len'"
+    with pytest.raises(ValueError, match=message):
+        expand(spec, resolve)
+
+
 def test_select_studies_keeps_ids(tmp_path):
     spec = load_spec(write(tmp_path, SPEC))
     full = {r.run_id for r in expand(spec, resolve)}
@@ -140,10 +253,21 @@ def test_a_bad_command_line_override_is_blamed_on_set_not_on_a_point(tmp_path):
         ({"name": "x", "base": "fake", "workers": "2", "points": [{"study": "a", "label": "L"}]}, "positive integer"),
         ({"name": "x", "base": "fake", "evaluation": {"precision": "fp16"}, "points": [{"study": "a", "label": "L"}]},
          "precision='fp16': choose from fp32, bf16"),  # fmt: skip
+        ({"name": "x", "base": "fake", "studies": {"a": {"title": "A", "sett": {}}},
+          "points": [{"study": "a", "label": "L"}]},
+         r"\[studies.a\]: unknown key 'sett'.*Did you mean 'set'.*Allowed: set, title"),  # fmt: skip
+        ({"name": "x", "base": "fake", "studies": {"a": {"set": "train.lr=1"}},
+          "points": [{"study": "a", "label": "L"}]},
+         r"\[studies.a\]: set='train.lr=1': expected a table"),  # fmt: skip
+        ({"name": "x", "base": "fake", "studies": {"a": "A"}, "points": [{"study": [], "label": "L"}]},
+         r"study = \[\] names no study"),  # fmt: skip
+        ({"name": "x", "base": "fake", "studies": {"a": "A"}, "points": [{"study": ["a", "b"], "label": "L"}]},
+         r"belongs to study 'b', which \[studies\] does not list"),  # fmt: skip
     ],
     ids=["unknown-key", "no-points", "duplicate-label", "bad-seeds", "two-budgets", "bad-template", "unnamed-axis",
          "unlisted-study",
-         "zero-workers", "string-workers", "eval-precision"],  # fmt: skip
+         "zero-workers", "string-workers", "eval-precision",
+         "study-table-key", "study-set-not-table", "empty-study-list", "unlisted-study-in-list"],  # fmt: skip
 )
 def test_bad_specs_raise_clear_errors(data, message):
     with pytest.raises(ValueError, match=message):

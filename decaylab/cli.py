@@ -9,6 +9,7 @@ imports torch at import time, so ``decaylab --help`` and ``decaylab train --help
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from decaylab.commands.subcommands import LazySubcommands, module_setup, present
@@ -55,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"decaylab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`decaylab sweep ... --dry-run | head`): stop quietly, as Unix tools
+        # do, and point stdout at nothing so that the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

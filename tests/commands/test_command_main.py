@@ -65,3 +65,20 @@ def test_a_bad_sweep_override_is_blamed_on_set_and_creates_nothing(tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "error: --set: unknown setting 'train.max_stepz'" in done.stderr and "Did you mean" in done.stderr
     assert not (tmp_path / "out").exists()  # no empty sweep directory with a lock file left behind
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    """`decaylab sweep paper --dry-run | head -1` with the reader gone before the first line: no traceback, exit
+    141 (a shell's code for a command ended by a closed pipe)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read: the command's first write meets a closed pipe, whatever the timing
+    try:
+        done = subprocess.run([sys.executable, "-m", "decaylab", "sweep", "paper", "--out", str(tmp_path / "s"),
+                               "--dry-run"], stdout=write_end, stderr=subprocess.PIPE, cwd=REPO, env=env,
+                              timeout=120)  # fmt: skip
+    finally:
+        os.close(write_end)
+    stderr = done.stderr.decode()
+    assert done.returncode == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr

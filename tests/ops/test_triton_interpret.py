@@ -110,6 +110,11 @@ CASES = {
     "savestates-scalar-B2-T100-H2-K32-V16-fp32-h0": (2, 100, 2, 32, 16, False, "float32", True, -2.0, None),
     "savestates-segmented-scalar-varlen-T200-H1-K16-V32-fp16-h0": (1, 200, 1, 16, 32, False, "float16", True, -1.0,
                                                                    [0, 0, 64, 65, 200]),
+    # the forward (chunk 32) saves one state per 32 tokens, which the backward on 16-token chunks reads as a state
+    # every other chunk of its own
+    "savespan32-bwdchunk16-scalar-B1-T100-H2-K16-V32-fp32-h0": (1, 100, 2, 16, 32, False, "float32", True, -2.0, None),
+    "savespan32-bwdchunk16-scalar-varlen-T150-H1-K32-V16-fp16-h0": (1, 150, 1, 32, 16, False, "float16", True, -1.0,
+                                                                    [0, 1, 70, 150]),
     # key and value blocks on the second grid axis (blocks_adjacent=False) instead of next to each other
     "order2d-scalar-varlen-T150-H2-K128-V32-fp32-h0": (1, 150, 2, 128, 32, False, "float32", True, -1.0,
                                                        [0, 70, 150]),
@@ -143,6 +148,8 @@ OVERRIDES["stride64-scalar-varlen-T150-H1-K16-V32-fp16-h0"].update(bwd_value_blo
 OVERRIDES["stride32-segmented-fused-scalar-B1-T150-H1-K16-V16-fp32-h0"].update(segment=64, save_states=True,
                                                                                fused_dv=True)
 OVERRIDES["stride32-kblock16-scalar-B1-T90-H1-K32-V32-fp32-h0"].update(bwd_key_block=16, save_states=True)
+OVERRIDES.update({name: dict(chunk=32, bwd_chunk=16, state_stride=32, chunk_parallel_backward=True,
+                             save_states=True) for name in CASES if name.startswith("savespan32-")})
 # gradient programs walking several spans (the last program's group cut short)
 OVERRIDES["cparallel-scalar-B2-T150-H2-K16-V32-fp32-h0"].update(spans_per_program=3)
 OVERRIDES["fuseddv-scalar-B2-T100-H2-K32-V32-fp32-h0"].update(spans_per_program=4)

@@ -4,7 +4,8 @@ Without MPS a CUDA card takes turns between processes: while one worker's kernel
 each of a small run's kernels fills only part of the card. Under MPS (the Multi-Process Service of NVIDIA's driver)
 the workers' kernels run side by side, as those of one process's streams do. ``mps_daemon`` starts a control daemon
 of the sweep's own (its pipes in a fresh temporary directory, its logs in the sweep's ``logs/mps``), gives the
-environment that connects a worker to it, and stops it when the sweep ends. A daemon the user already runs (their
+environment that connects a worker to it, and stops it when the sweep ends (a daemon left running by a driver killed outright is stopped by the next
+``--mps`` invocation on the same directory). A daemon the user already runs (their
 ``CUDA_MPS_PIPE_DIRECTORY`` set) is used as it is and left running.
 
 Nothing here changes the card's settings: MPS runs in the default compute mode.
@@ -22,6 +23,7 @@ from typing import Iterator
 
 CONTROL = "nvidia-cuda-mps-control"
 PIPE_VAR, LOG_VAR = "CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY"
+PIPES_FILE = "pipe-directory"  # in the log directory while the sweep's daemon runs: where to stop it if left over
 
 
 class MPSError(ValueError):
@@ -56,9 +58,11 @@ def mps_daemon(log_dir: str | Path, log=print) -> Iterator[dict[str, str]]:
     binary = control_binary()
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
+    _stop_left_over(binary, log_dir)
     # The daemon's sockets live under the pipe directory: a short path in /tmp (a socket path is at most 108 bytes).
     pipes = tempfile.mkdtemp(prefix="decaylab-mps-")
     env = {PIPE_VAR: pipes, LOG_VAR: str(log_dir.resolve())}
+    (log_dir / PIPES_FILE).write_text(pipes + "\n")
     started = subprocess.run([binary, "-d"], env={**os.environ, **env}, capture_output=True, text=True)
     if started.returncode != 0:
         shutil.rmtree(pipes, ignore_errors=True)
@@ -70,7 +74,22 @@ def mps_daemon(log_dir: str | Path, log=print) -> Iterator[dict[str, str]]:
     try:
         yield env
     finally:
-        # "quit" stops the daemon and its server once the clients (the workers, joined by now) have gone.
-        subprocess.run([binary], input="quit\n", env={**os.environ, **env}, capture_output=True, text=True,
-                       timeout=60)  # fmt: skip
-        shutil.rmtree(pipes, ignore_errors=True)
+        _quit(binary, pipes, log_dir)
+
+
+def _quit(binary: str, pipes: str, log_dir: Path) -> None:
+    """Stop the daemon of ``pipes`` ("quit" ends it and its server once the clients, the workers, have gone)."""
+    env = {**os.environ, PIPE_VAR: pipes, LOG_VAR: str(log_dir.resolve())}
+    subprocess.run([binary], input="quit\n", env=env, capture_output=True, text=True, timeout=60)
+    shutil.rmtree(pipes, ignore_errors=True)
+    (log_dir / PIPES_FILE).unlink(missing_ok=True)
+
+
+def _stop_left_over(binary: str, log_dir: Path) -> None:
+    """A daemon an earlier invocation left running (its driver killed outright, so its cleanup never ran)."""
+    record = log_dir / PIPES_FILE
+    if record.is_file():
+        pipes = record.read_text().strip()
+        if pipes and Path(pipes).is_dir():
+            _quit(binary, pipes, log_dir)
+        record.unlink(missing_ok=True)

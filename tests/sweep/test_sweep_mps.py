@@ -118,3 +118,18 @@ def test_a_real_sweep_trains_under_the_real_daemon(tmp_path):
     logs = "".join(p.read_text() for p in (tmp_path / "logs" / "mps").glob("*.log"))
     assert "New client" in logs or "new client" in logs.lower(), logs[-2000:]
     assert LOG_VAR not in os.environ or os.environ[LOG_VAR] != str(tmp_path / "logs" / "mps")
+
+
+def test_a_daemon_left_by_a_killed_driver_is_stopped_by_the_next_invocation(tmp_path, control):
+    record, _ = control
+    out = tmp_path / "sweep"
+    left_over = tmp_path / "old-pipes"
+    left_over.mkdir()
+    (out / "logs" / "mps").mkdir(parents=True)
+    (out / "logs" / "mps" / "pipe-directory").write_text(f"{left_over}\n")  # what a killed driver leaves behind
+    run_sweep(make_spec(ps=(0.8,)), out, workers=1, devices=["cuda:0"], backend=BACKEND, log=lambda s: None,
+              mps=True)  # fmt: skip
+    stop_old, start, stop = _calls(record)
+    assert (stop_old["args"], stop_old["input"], stop_old["pipe"]) == ("", "quit", str(left_over))
+    assert start["args"] == "-d" and start["pipe"] != str(left_over) and stop["pipe"] == start["pipe"]
+    assert not left_over.exists() and not (out / "logs" / "mps" / "pipe-directory").exists()

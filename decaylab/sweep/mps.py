@@ -66,6 +66,7 @@ def mps_daemon(log_dir: str | Path, log=print) -> Iterator[dict[str, str]]:
     started = subprocess.run([binary, "-d"], env={**os.environ, **env}, capture_output=True, text=True)
     if started.returncode != 0:
         shutil.rmtree(pipes, ignore_errors=True)
+        (log_dir / PIPES_FILE).unlink(missing_ok=True)
         raise MPSError(
             f"{CONTROL} -d failed (exit {started.returncode}): {(started.stderr or started.stdout).strip()}; see "
             f"{log_dir / 'control.log'}, or run the sweep without --mps"
@@ -80,7 +81,10 @@ def mps_daemon(log_dir: str | Path, log=print) -> Iterator[dict[str, str]]:
 def _quit(binary: str, pipes: str, log_dir: Path) -> None:
     """Stop the daemon of ``pipes`` ("quit" ends it and its server once the clients, the workers, have gone)."""
     env = {**os.environ, PIPE_VAR: pipes, LOG_VAR: str(log_dir.resolve())}
-    subprocess.run([binary], input="quit\n", env=env, capture_output=True, text=True, timeout=60)
+    try:
+        subprocess.run([binary], input="quit\n", env=env, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return  # left running, and recorded: the next --mps invocation on this directory tries again
     shutil.rmtree(pipes, ignore_errors=True)
     (log_dir / PIPES_FILE).unlink(missing_ok=True)
 

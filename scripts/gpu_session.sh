@@ -19,6 +19,8 @@
 #   mps      three processes of twelve graphed ptb-small runs (vector, stacked three to a model) started together,
 #            the card shared by time slices and then under CUDA MPS (a daemon started and stopped here), and again
 #            without: wall time of each set
+#   range    the decay-range study into /tmp/range, as paper (resumed from carry/range.tgz; $OUT/range.tgz and
+#            $OUT/range-export.jsonl back)
 #   mpstests the GPU test of a sweep's workers under its own MPS daemon
 #   fp32     the fp32 kernel tests against the recurrence (fp32 dots in tf32x3)
 #   step     where a graphed ptb-small step's GPU time goes, and replay rates alone and on several streams
@@ -109,6 +111,16 @@ for section in ${SECTIONS:-tests decode pos}; do
       grep -v " in B " $OUT/compare.txt | head -10; python3 scripts/fixed_cost.py /tmp/paper | tail -1
       (cd /tmp/paper && tar czf $OUT/paper.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
         for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)) ;;
-    *) echo "unknown section $section (tests, fp32, trainingtests, normtests, replicatests, vectorcp, mps, mpstests, flafull, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
+    range)
+      rm -rf /tmp/range; mkdir -p /tmp/range
+      if [ -f carry/range.tgz ]; then tar xzf carry/range.tgz -C /tmp/range; fi
+      LEFT=$((DEADLINE - SECONDS - 25))
+      ( time timeout -s INT $LEFT python3 -m decaylab sweep decay-range --out /tmp/range ${SWEEP_ARGS:---devices cuda:0 --runs-per-worker 12 --stack-seeds --mps} ) > $OUT/range-sweep.log 2>&1
+      tail -4 $OUT/range-sweep.log
+      timeout 60 python3 -m decaylab report /tmp/range --export $OUT/range-export.jsonl > /dev/null 2>&1
+      python3 scripts/fixed_cost.py /tmp/range | tail -1
+      (cd /tmp/range && tar czf $OUT/range.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
+        for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)) ;;
+    *) echo "unknown section $section (tests, fp32, trainingtests, normtests, replicatests, vectorcp, mps, mpstests, range, flafull, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
   esac
 done

@@ -272,18 +272,15 @@ class RangeAnalysis:
     bests: list[BestDecay]
     lm: list[Setting]
     recall: list[Setting]
-    figures: dict[str, Path]
+    figures: dict[str, Path] = dataclasses.field(default_factory=dict)  # kind -> PNG (range_plots.range_figures)
 
 
-def analyse(data: SweepData, folder: Path) -> RangeAnalysis | None:
-    """The decay-range section of a report (its verdicts, best decays and figures), or None for a sweep without
-    such a grid."""
+def analyse(data: SweepData) -> RangeAnalysis | None:
+    """The decay-range section of a report (its verdicts and best decays; the figures are range_plots'), or None
+    for a sweep without such a grid."""
     lm, recall = range_settings(data)
     if not lm and not recall:
         return None
     rng = np.random.default_rng(RNG_SEED)
     context, bests = question_context(lm, rng)
-    verdicts = [context, question_recall(lm, recall)]
-    from decaylab.report.range_plots import range_figures  # matplotlib only when there is something to draw
-
-    return RangeAnalysis(verdicts, bests, lm, recall, range_figures(lm, recall, bests, folder))
+    return RangeAnalysis([context, question_recall(lm, recall)], bests, lm, recall)

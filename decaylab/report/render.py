@@ -17,6 +17,7 @@ from decaylab.report.data import Row, Stat, SweepData, decay_medians, load_sweep
 from decaylab.report.decay_range import RangeAnalysis, analyse
 from decaylab.report.findings import METHOD, Verdict, all_findings
 from decaylab.report.plots import study_figures
+from decaylab.report.range_plots import range_figures
 
 FIGURE_DIR = "report_files"
 FIGURE_TITLES = {
@@ -97,7 +98,9 @@ def write_report(out_dir: str | Path) -> tuple[Path, Path]:
         study: study_figures(data, study, title, data.rows[study], data.out_dir / FIGURE_DIR)
         for study, title in data.studies
     }
-    ranged = analyse(data, data.out_dir / FIGURE_DIR)
+    ranged = analyse(data)
+    if ranged:
+        ranged.figures = range_figures(ranged.lm, ranged.recall, ranged.bests, data.out_dir / FIGURE_DIR)
     verdicts = all_findings(data)
     if ranged and all(v.verdict == "no data" for v in verdicts):
         verdicts = []  # a sweep of settings, not of the paper's tables: its own questions replace the four findings

@@ -14,6 +14,7 @@ GENERATED = "### The report (generated)"
 
 def _generated_section(doc: str) -> list[str]:
     body = doc[doc.index(GENERATED) + len(GENERATED):]
+    body = body[:body.index("\n## ")] if "\n## " in body else body  # up to the next study's section
     return [line for line in body.splitlines() if line.strip()]
 
 

@@ -18,6 +18,7 @@ from decaylab.report.decay_range import (
     question_recall,
     range_settings,
 )
+from decaylab.report.range_plots import range_figures
 from decaylab.report.render import RANGE_METHOD, _html, _markdown
 
 DECAYS = {"SD-0.5": 0.5, "SD-0.8": 0.8, "SD-0.95": 0.95, "SD-0.99": 0.99}
@@ -63,7 +64,7 @@ def test_only_studies_that_differ_in_context_or_difficulty_form_settings():
     assert [s.seq_len for s in lm] == [128, 2048] and recall == []
     same = sweep(a=lm_study("a", 128, SHORT_BEST), b=lm_study("b", 128, LONG_BEST))  # the paper's tables: one context
     assert range_settings(same) == ([], [])
-    assert analyse(same, None) is None
+    assert analyse(same) is None
 
 
 def test_the_best_decay_and_its_interval():
@@ -152,7 +153,8 @@ def test_the_section_has_its_figures_and_text(tmp_path):
                "mqar-a": recall_study("mqar-a", 128, 8, {"SD-0.5": 0.9, "SD-0.8": 0.5, "SD-0.95": 0.6, "SD-0.99": 0.3}),
                "mqar-b": recall_study("mqar-b", 256, 16, {"SD-0.5": 0.9, "SD-0.8": 0.5, "SD-0.95": 0.6, "SD-0.99": 0.3})}
     data = sweep(**studies)
-    ranged = analyse(data, tmp_path)
+    ranged = analyse(data)
+    ranged.figures = range_figures(ranged.lm, ranged.recall, ranged.bests, tmp_path)
     assert set(ranged.figures) == {"range-lm", "range-recall", "range-half-life"}
     assert all(path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG" for path in ranged.figures.values())
     figures = {study: {} for study in studies}

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
 import numpy as np  # noqa: E402
 
 from decaylab.files import atomic_write  # noqa: E402
-from decaylab.report.decay_range import BestDecay, Setting  # noqa: E402
+from decaylab.report.decay_range import BestDecay, Setting, half_life  # noqa: E402
 
 DECAY_TICKS = (0.1, 0.3, 0.5, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9999)
 
@@ -65,12 +65,22 @@ def _raw_scores(setting: Setting, design) -> list[float]:
 
 
 def half_life_against_context(bests: list[BestDecay], path: Path) -> Path | None:
-    """The best design's half-life per context length with its 95 % bootstrap interval; the dashed line is a
-    half-life equal to the context."""
+    """The best design's half-life per context length with its 95 % bootstrap interval, over thin lines of every
+    design's learned half-life (learned decays may lengthen with the context too); the dashed line is a half-life
+    equal to the context."""
     points = [(b.setting.seq_len, b.half_life, b.interval()) for b in bests if b.half_life is not None]
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    by_design: dict[str, list[tuple[int, float]]] = {}
+    for b in bests:
+        for d in b.setting.designs:
+            if (h := half_life(d.decay)) is not None:
+                by_design.setdefault(d.label, []).append((b.setting.seq_len, h))
+    for label, line in by_design.items():
+        xs, ys = zip(*line)
+        ax.plot(xs, ys, color="gray", alpha=0.35, linewidth=0.8, marker=".", markersize=3)
+        ax.annotate(label, (xs[-1], ys[-1]), fontsize=6, color="gray", xytext=(3, 0), textcoords="offset points")
     xs = [p[0] for p in points]
     ys = [p[1] for p in points]
     low = [p[1] - p[2][0] if p[2] else 0.0 for p in points]
@@ -81,7 +91,7 @@ def half_life_against_context(bests: list[BestDecay], path: Path) -> Path | None
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("half-life of the best decay (tokens)")
+    ax.set_ylabel("half-life of the learned median decay (tokens)")
     ax.set_title("Best decay against context length")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")

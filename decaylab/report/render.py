@@ -26,7 +26,7 @@ FIGURE_TITLES = {
     "extrapolation": "Length extrapolation",
     "range-lm": "Perplexity against learned median decay, one line per context length",
     "range-recall": "Recall against learned median decay, one line per difficulty",
-    "range-half-life": "Half-life of the best decay against context length",
+    "range-half-life": "Half-life of the best decay (and, in grey, of each design) against context length",
 }
 RANGE_METHOD = (
     "Method: per setting, the best design is the one of best mean score over seeds; its half-life is "

@@ -45,7 +45,6 @@ from decaylab.report.stats import ACCURACY, ALPHA, RNG_SEED, scale_of
 
 BOOTSTRAP = 4000
 FACTOR = 2.0  # Q1: a best half-life that changes by less than this factor either way has not moved
-LM_METRICS = ("test_ppl", "val_ppl")
 
 
 @dataclasses.dataclass
@@ -73,8 +72,6 @@ def half_life(decay: float | None) -> float | None:
 @dataclasses.dataclass
 class Setting:
     study: str
-    title: str
-    metric: str
     seq_len: int
     kv_pairs: int | None  # recall settings only
     designs: list[Design]
@@ -101,7 +98,7 @@ class Setting:
         return max(self.designs, key=lambda d: d.gain)
 
 
-def _setting(data: SweepData, study: str, title: str) -> Setting | None:
+def _setting(data: SweepData, study: str) -> Setting | None:
     rows = [r for r in data.rows.get(study, []) if not r.is_softmax and r.score]
     metrics = {r.score[0] for r in rows}
     if len(rows) < 2 or len(metrics) != 1:
@@ -112,13 +109,13 @@ def _setting(data: SweepData, study: str, title: str) -> Setting | None:
                       decay_medians(r, data.decay_stats).by_seed()) for r in rows]  # fmt: skip
     first = rows[0].config
     kv = first.get("data.mqar_num_kv_pairs") if metric == "mqar_accuracy" else None
-    return Setting(study, title, metric, int(first.get("train.seq_len", 0)), kv, designs)
+    return Setting(study, int(first.get("train.seq_len", 0)), kv, designs)
 
 
 def range_settings(data: SweepData) -> tuple[list[Setting], list[Setting]]:
     """(language-modelling settings by context length, recall settings by difficulty); a kind with fewer than two
     distinct settings is left empty, so a sweep without such a grid gets no decay-range section."""
-    settings = [s for study, title in data.studies if (s := _setting(data, study, title))]
+    settings = [s for study, _ in data.studies if (s := _setting(data, study))]
     lm = sorted((s for s in settings if not s.is_recall), key=lambda s: s.seq_len)
     recall = sorted((s for s in settings if s.is_recall), key=lambda s: (s.seq_len, s.kv_pairs))
     if len({s.seq_len for s in lm}) < 2:
@@ -204,24 +201,18 @@ def question_recall(lm: list[Setting], recall: list[Setting]) -> Verdict:
     if not lm or not recall:
         return Verdict(2, claim, "no data", "needs language-modelling and recall studies of the same designs", [])
     chosen = lm[-1].best().label
-    level = 1 - ALPHA / (2 * sum(len(s.designs) for s in recall))  # Bonferroni over every comparison asked
-    flat = [s.name for s in recall if not _separates(s, level)]
+    separation_level = 1 - ALPHA / (2 * sum(len(s.designs) for s in recall))  # Bonferroni over every test asked
+    flat = [s.name for s in recall if not _separates(s, separation_level)]
     recall = [s for s in recall if s.name not in flat]
     if not recall:
         return Verdict(2, claim, "inconclusive", f"no recall setting separates the designs (best and worst within "
                        f"{ACCURACY.fmt(ACCURACY.margin, False)} or not significantly apart): {', '.join(flat)}", [])  # fmt: skip
-    comparisons = []  # (setting, rival label, mean difference, standard error, df)
+    comparisons = []  # (setting, the perplexity-best design, a rival design)
     for setting in recall:
         by_label = {d.label: d for d in setting.designs}
-        if chosen not in by_label:
-            continue
-        ref = by_label[chosen]
-        sd, df = setting.pooled_sd()
-        for d in setting.designs:
-            if d.label != chosen:
-                se = sd * math.sqrt(1 / len(d.gains) + 1 / len(ref.gains))
-                comparisons.append((setting, d.label, d.gain - ref.gain, se, df))
-    if not comparisons or any(df == 0 for *_, df in comparisons):
+        if chosen in by_label:
+            comparisons += [(setting, by_label[chosen], d) for d in setting.designs if d.label != chosen]
+    if not comparisons or any(setting.pooled_sd()[1] == 0 for setting, _, _ in comparisons):
         return Verdict(2, claim, "no data", f"needs {chosen} and other designs with two or more seeds on recall", [])
     level = 1 - ALPHA / (2 * len(comparisons))  # Bonferroni, two-sided
     rivals, evidence = [], [f"perplexity-best design at {lm[-1].name}: {chosen}"]
@@ -233,16 +224,17 @@ def question_recall(lm: list[Setting], recall: list[Setting]) -> Verdict:
             evidence.append(f"{setting.name}: {chosen} not trained")
             continue
         ahead = []
-        for _, label, diff, se, df in rows:
-            half = float(sps.t.ppf(level, df)) * se
+        for _, ref, rival in rows:
+            diff, half = _difference(setting, rival, ref, level)
             upper_all = max(upper_all, diff + half)
             if diff - half > 0 and diff >= ACCURACY.margin:
-                rivals.append(f"{label} at {setting.name}")
-                ahead.append(f"{label} {ACCURACY.fmt(diff)} [{ACCURACY.fmt(diff - half, unit=False)}, "
+                rivals.append(f"{rival.label} at {setting.name}")
+                ahead.append(f"{rival.label} {ACCURACY.fmt(diff)} [{ACCURACY.fmt(diff - half, unit=False)}, "
                              f"{ACCURACY.fmt(diff + half, unit=False)}]")  # fmt: skip
-        top = max(rows, key=lambda c: c[2])
-        ref = next(d for d in setting.designs if d.label == chosen)
-        line = f"{setting.name}: {chosen} {100 * ref.gain:.1f}% accuracy; best {top[1]} {ACCURACY.fmt(top[2])}"
+        ref = rows[0][1]
+        top = max((rival for _, _, rival in rows), key=lambda d: d.gain)
+        line = (f"{setting.name}: {chosen} {100 * ref.gain:.1f}% accuracy; best {top.label} "
+                f"{ACCURACY.fmt(top.gain - ref.gain)}")  # fmt: skip
         evidence.append(line + (f"; significantly ahead: {', '.join(ahead)}" if ahead else ""))
     n = len(comparisons)
     if rivals:
@@ -255,15 +247,20 @@ def question_recall(lm: list[Setting], recall: list[Setting]) -> Verdict:
                    f"{ACCURACY.fmt(ACCURACY.margin, False)} or more is not excluded ({n} comparisons)", evidence)  # fmt: skip
 
 
+def _difference(setting: Setting, a: Design, b: Design, level: float) -> tuple[float, float]:
+    """Mean gain of a minus b, and the half-width of its interval at ``level`` from the setting's pooled seed sd."""
+    sd, df = setting.pooled_sd()
+    se = sd * math.sqrt(1 / len(a.gains) + 1 / len(b.gains))
+    return a.gain - b.gain, float(sps.t.ppf(level, df)) * se
+
+
 def _separates(setting: Setting, level: float) -> bool:
     """The setting's best and worst designs differ by at least M, significantly at ``level`` (pooled seed sd)."""
-    sd, df = setting.pooled_sd()
     best, worst = max(setting.designs, key=lambda d: d.gain), min(setting.designs, key=lambda d: d.gain)
-    diff = best.gain - worst.gain
-    if df == 0 or diff < ACCURACY.margin:
+    if setting.pooled_sd()[1] == 0 or best.gain - worst.gain < ACCURACY.margin:
         return False
-    se = sd * math.sqrt(1 / len(best.gains) + 1 / len(worst.gains))
-    return diff - float(sps.t.ppf(level, df)) * se > 0
+    diff, half = _difference(setting, best, worst, level)
+    return diff - half > 0
 
 
 @dataclasses.dataclass

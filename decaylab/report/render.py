@@ -125,20 +125,11 @@ def _markdown(data: SweepData, figures: dict[str, dict[str, Path]], verdicts: li
               ranged: RangeAnalysis | None = None) -> str:  # fmt: skip
     out = [f"# Decay design-space report: {data.name}", "", *[line + "\n" for line in _header_lines(data)]]
     if ranged:
-        out += ["## Decay range across settings", "", RANGE_METHOD, ""]
-        for v in ranged.verdicts:
-            out += [f"**{v.number}. {v.claim}** — **{v.verdict}**: {v.reason}.", ""]
-            out += [f"- {e}" for e in v.evidence] + ([""] if v.evidence else [])
+        out += ["## Decay range across settings", "", RANGE_METHOD, "", *_markdown_verdicts(ranged.verdicts)]
         for kind, path in ranged.figures.items():
             out += [f"![{FIGURE_TITLES[kind]}]({FIGURE_DIR}/{path.name})", ""]
     if verdicts:
-        out += ["## Findings", "", METHOD, ""]
-    for v in verdicts:
-        out += [f"**{v.number}. {v.claim}** — **{v.verdict}**: {v.reason}.", ""]
-        out += [f"- {e}" for e in v.evidence] + ([""] if v.evidence else [])
-        for b in v.beyond:
-            out += [f"*{b.claim}* — **{b.verdict}**: {b.reason}.", ""]
-            out += [f"- {e}" for e in b.evidence] + ([""] if b.evidence else [])
+        out += ["## Findings", "", METHOD, "", *_markdown_verdicts(verdicts)]
     for study, title in data.studies:
         head, cells = table(data.rows[study])
         out += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -148,6 +139,17 @@ def _markdown(data: SweepData, figures: dict[str, dict[str, Path]], verdicts: li
             out += [f"![{FIGURE_TITLES[kind]}]({FIGURE_DIR}/{path.name})", ""]
         out += _failures(data.rows[study], lambda s: f"- {s}")
     return "\n".join(out) + "\n"
+
+
+def _markdown_verdicts(verdicts: list[Verdict]) -> list[str]:
+    out = []
+    for v in verdicts:
+        out += [f"**{v.number}. {v.claim}** — **{v.verdict}**: {v.reason}.", ""]
+        out += [f"- {e}" for e in v.evidence] + ([""] if v.evidence else [])
+        for b in v.beyond:
+            out += [f"*{b.claim}* — **{b.verdict}**: {b.reason}.", ""]
+            out += [f"- {e}" for e in b.evidence] + ([""] if b.evidence else [])
+    return out
 
 
 def _failures(rows: list[Row], bullet) -> list[str]:

@@ -4,9 +4,9 @@ Without MPS a CUDA card takes turns between processes: while one worker's kernel
 each of a small run's kernels fills only part of the card. Under MPS (the Multi-Process Service of NVIDIA's driver)
 the workers' kernels run side by side, as those of one process's streams do. ``mps_daemon`` starts a control daemon
 of the sweep's own (its pipes in a fresh temporary directory, its logs in the sweep's ``logs/mps``), gives the
-environment that connects a worker to it, and stops it when the sweep ends (a daemon left running by a driver killed outright is stopped by the next
-``--mps`` invocation on the same directory). A daemon the user already runs (their
-``CUDA_MPS_PIPE_DIRECTORY`` set) is used as it is and left running.
+environment that connects a worker to it, and stops it when the sweep ends (a daemon left running by a driver
+killed outright is stopped by the next ``--mps`` invocation on the same directory). A daemon the user already runs
+(their ``CUDA_MPS_PIPE_DIRECTORY`` set) is used as it is and left running.
 
 Nothing here changes the card's settings: MPS runs in the default compute mode.
 """
@@ -61,7 +61,7 @@ def mps_daemon(log_dir: str | Path, log=print) -> Iterator[dict[str, str]]:
     _stop_left_over(binary, log_dir)
     # The daemon's sockets live under the pipe directory: a short path in /tmp (a socket path is at most 108 bytes).
     pipes = tempfile.mkdtemp(prefix="decaylab-mps-")
-    env = {PIPE_VAR: pipes, LOG_VAR: str(log_dir.resolve())}
+    env = _daemon_env(pipes, log_dir)
     (log_dir / PIPES_FILE).write_text(pipes + "\n")
     started = subprocess.run([binary, "-d"], env={**os.environ, **env}, capture_output=True, text=True)
     if started.returncode != 0:
@@ -78,9 +78,14 @@ def mps_daemon(log_dir: str | Path, log=print) -> Iterator[dict[str, str]]:
         _quit(binary, pipes, log_dir)
 
 
+def _daemon_env(pipes: str, log_dir: Path) -> dict[str, str]:
+    """The variables that name one daemon, to the control program and to the workers alike."""
+    return {PIPE_VAR: pipes, LOG_VAR: str(log_dir.resolve())}
+
+
 def _quit(binary: str, pipes: str, log_dir: Path) -> None:
     """Stop the daemon of ``pipes`` ("quit" ends it and its server once the clients, the workers, have gone)."""
-    env = {**os.environ, PIPE_VAR: pipes, LOG_VAR: str(log_dir.resolve())}
+    env = {**os.environ, **_daemon_env(pipes, log_dir)}
     try:
         subprocess.run([binary], input="quit\n", env=env, capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:

@@ -34,6 +34,24 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1
 DEADLINE=${DEADLINE:-560}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee $OUT/card.txt
+
+# A sweep into /tmp/$1 ($1 the name, $2 the spec, $3 its log file in $OUT), resumed from carry/$1.tgz when carried (a
+# warm machine keeps the last call's directory: start from the carry only), stopped (SIGINT, resumable) before
+# DEADLINE seconds; its export in $OUT/$1-export.jsonl (the status is the export's)
+sweep_section() {
+  rm -rf /tmp/$1; mkdir -p /tmp/$1
+  if [ -f carry/$1.tgz ]; then tar xzf carry/$1.tgz -C /tmp/$1; fi
+  LEFT=$((DEADLINE - SECONDS - 25))
+  ( time timeout -s INT $LEFT python3 -m decaylab sweep $2 --out /tmp/$1 ${SWEEP_ARGS:---devices cuda:0 --runs-per-worker 12 --stack-seeds --mps} ) > $OUT/$3 2>&1
+  tail -4 $OUT/$3
+  timeout 60 python3 -m decaylab report /tmp/$1 --export $OUT/$1-export.jsonl > /dev/null 2>&1
+}
+# The fixed cost of sweep $1, and its database and run files in $OUT/$1.tgz (the carry of a later call)
+pack_sweep() {
+  python3 scripts/fixed_cost.py /tmp/$1 | tail -1
+  (cd /tmp/$1 && tar czf $OUT/$1.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
+    for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done))
+}
 for section in ${SECTIONS:-tests decode pos}; do
   echo "== $section"
   case $section in
@@ -100,27 +118,14 @@ for section in ${SECTIONS:-tests decode pos}; do
       timeout 200 python3 -m decaylab bench training --preset ptb-small --steps 1000 --repeats ${POS_REPEATS:-2} --cuda-graph on \
         --set model.decay.granularity=vector --variants "" model.pos=rope model.pos=lrpe --json $OUT/pos.json | tail -8 ;;
     paper)
-      rm -rf /tmp/paper; mkdir -p /tmp/paper  # a warm machine keeps the last call's sweep: start from the carry only
-      if [ -f carry/paper.tgz ]; then tar xzf carry/paper.tgz -C /tmp/paper; fi
-      LEFT=$((DEADLINE - SECONDS - 25))
-      ( time timeout -s INT $LEFT python3 -m decaylab sweep ${SPEC:-paper} --out /tmp/paper ${SWEEP_ARGS:---devices cuda:0 --runs-per-worker 12 --stack-seeds --mps} ) > $OUT/sweep.log 2>&1
-      tail -4 $OUT/sweep.log
-      # the finished runs against the same points of the committed study (one run per process, 12 on one H100)
-      timeout 60 python3 -m decaylab report /tmp/paper --export $OUT/paper-export.jsonl > /dev/null 2>&1 &&
+      sweep_section paper ${SPEC:-paper} sweep.log &&
+        # the finished runs against the same points of the committed study (one run per process, 12 on one H100)
         python3 scripts/compare_results.py docs/results/paper.jsonl $OUT/paper-export.jsonl > $OUT/compare.txt
-      grep -v " in B " $OUT/compare.txt | head -10; python3 scripts/fixed_cost.py /tmp/paper | tail -1
-      (cd /tmp/paper && tar czf $OUT/paper.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
-        for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)) ;;
+      grep -v " in B " $OUT/compare.txt | head -10
+      pack_sweep paper ;;
     range)
-      rm -rf /tmp/range; mkdir -p /tmp/range
-      if [ -f carry/range.tgz ]; then tar xzf carry/range.tgz -C /tmp/range; fi
-      LEFT=$((DEADLINE - SECONDS - 25))
-      ( time timeout -s INT $LEFT python3 -m decaylab sweep decay-range --out /tmp/range ${SWEEP_ARGS:---devices cuda:0 --runs-per-worker 12 --stack-seeds --mps} ) > $OUT/range-sweep.log 2>&1
-      tail -4 $OUT/range-sweep.log
-      timeout 60 python3 -m decaylab report /tmp/range --export $OUT/range-export.jsonl > /dev/null 2>&1
-      python3 scripts/fixed_cost.py /tmp/range | tail -1
-      (cd /tmp/range && tar czf $OUT/range.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
-        for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done)) ;;
+      sweep_section range decay-range range-sweep.log
+      pack_sweep range ;;
     *) echo "unknown section $section (tests, fp32, trainingtests, normtests, replicatests, vectorcp, mps, mpstests, range, flafull, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
   esac
 done

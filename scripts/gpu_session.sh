@@ -19,8 +19,8 @@
 #   mps      three processes of twelve graphed ptb-small runs (vector, stacked three to a model) started together,
 #            the card shared by time slices and then under CUDA MPS (a daemon started and stopped here), and again
 #            without: wall time of each set
-#   range    the decay-range study into /tmp/range, as paper (resumed from carry/range.tgz; $OUT/range.tgz and
-#            $OUT/range-export.jsonl back)
+#   range    the decay-range study into /tmp/range in stages of studies, each started only if it can finish before
+#            DEADLINE (resumed from carry/range.tgz; $OUT/range.tgz and $OUT/range-export.jsonl back)
 #   mpstests the GPU test of a sweep's workers under its own MPS daemon
 #   fp32     the fp32 kernel tests against the recurrence (fp32 dots in tf32x3)
 #   step     where a graphed ptb-small step's GPU time goes, and replay rates alone and on several streams
@@ -124,7 +124,24 @@ for section in ${SECTIONS:-tests decode pos}; do
       grep -v " in B " $OUT/compare.txt | head -10
       pack_sweep paper ;;
     range)
-      sweep_section range decay-range range-sweep.log
+      # In stages of studies, so that a stage either finishes or is never started (every run of a stage trains at
+      # once, and a killed run starts over). RANGE_STAGES: "studies:weight" (a stage is expected to take weight x the
+      # first stage's time; "=S" for S seconds); RANGE_UNIT: that time when the first stage ran in an earlier call;
+      # RANGE_WARM=1: go on from /tmp/range of the last call on a warm machine instead of carry/range.tgz
+      if [ -z "$RANGE_WARM" ]; then rm -rf /tmp/range; mkdir -p /tmp/range; [ -f carry/range.tgz ] && tar xzf carry/range.tgz -C /tmp/range; fi
+      UNIT=${RANGE_UNIT:-0}
+      for stage in ${RANGE_STAGES:-mqar-512-32:1 mqar-512-16:1 mqar-256-16,mqar-256-32:1 lm-128,lm-512,lm-2048:=420}; do
+        studies=${stage%:*}; weight=${stage#*:}; LEFT=$((DEADLINE - SECONDS - 30))
+        need=$(python3 -c "w='$weight'; print(int(float(w[1:]) if w[0] == '=' else 1.15 * $UNIT * float(w)))")
+        if [ $need -gt $LEFT ]; then echo "$studies: not started (about ${need} s needed, $LEFT s left)"; continue; fi
+        before=$(ls /tmp/range/runs/*/summary.json 2>/dev/null | wc -l); start=$SECONDS
+        ( time timeout -s INT $LEFT python3 -m decaylab sweep decay-range --out /tmp/range --study ${studies//,/ --study } \
+          ${SWEEP_ARGS:---devices cuda:0 --runs-per-worker 12 --stack-seeds --mps} ) >> $OUT/range-sweep.log 2>&1
+        ran=$(( $(ls /tmp/range/runs/*/summary.json 2>/dev/null | wc -l) - before )); took=$((SECONDS - start))
+        echo "$studies: $ran runs finished in $took s"
+        [ "$UNIT" = 0 ] && [ $ran -gt 0 ] && [ "${weight:0:1}" != "=" ] && UNIT=$(python3 -c "print($took / $weight)")
+      done
+      timeout 60 python3 -m decaylab report /tmp/range --export $OUT/range-export.jsonl > /dev/null 2>&1
       pack_sweep range ;;
     *) echo "unknown section $section (tests, fp32, trainingtests, normtests, replicatests, vectorcp, mps, mpstests, range, flafull, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
   esac

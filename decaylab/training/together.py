@@ -17,8 +17,12 @@ Each run is exactly what ``train()`` would make of it: its own model, optimizer,
 directory. Its random-number streams (CPU and CUDA generators, which dropout draws from) are swapped in around
 each of its steps, so a run's dropout masks do not depend on which runs share its process. A run that raises is
 recorded and dropped; the others go on (a CUDA error that breaks the process stops them all, as it would stop one).
-A run's ``tokens_per_s`` counts the time spent in its own steps only, not its turns' waits: the throughput of the
-whole group is the tokens of all its runs over the call's wall time (``decaylab bench training --together``).
+A run's ``train_time_s`` and ``tokens_per_s`` in summary.json are those of the group's wall time from its first step
+to this run's end: the rate the run trained at while sharing the process (and the card) with the others. Its own
+step calls would not do: they queue work that the GPU runs later, and replicas stacked with it do no work of their
+own (their lead's steps train them all). The throughput of the whole group is the tokens of all its runs over the
+call's wall time (``decaylab bench training --together``). The ``tokens_per_s`` of a run's log lines still time its
+own step calls only.
 Each run a group trains to its end also gets, in summary.json, the group's size (``together_runs``), the seconds
 it spent building every run (data, model, optimizer) before the first step (``together_build_s``), the process's
 age when the group began (``together_process_s``: its start-up and imports, or for a sweep worker's later groups
@@ -38,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +123,21 @@ def _replica_stacks(prepared: list[tuple], replicas: int) -> list[list[int]]:
     return [stack for stack in stacks if len(stack) > 1]
 
 
+def _group_summary(trainer: _Trainer, group: dict[str, Any], looping: float) -> Callable[[], dict[str, Any]]:
+    """What a run trained in the group adds to its summary at its end: the group's timing, its stacking, and its
+    time and rate over the group's wall time (the module's docstring says why)."""
+    stacked = 1 if trainer.replicas is None else len(trainer.replicas.trainers)
+    first_step, time_before = trainer.step, trainer.train_time_s  # a resumed run's earlier training counts too
+
+    def extra() -> dict[str, Any]:
+        loop_s = time.perf_counter() - looping
+        tokens = (trainer.step - first_step) * trainer.cfg.train.tokens_per_step()
+        return dict(group, together_replicas=stacked, together_loop_s=round(loop_s, 3),
+                    train_time_s=round(time_before + loop_s, 3), tokens_per_s=round(tokens / max(loop_s, 1e-9), 1))
+
+    return extra
+
+
 def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]],
                    replicas: int = 1) -> list[dict[str, Any] | Exception]:  # fmt: skip
     """Train ``(run_config, out_dir, resume)`` runs in turns (see the module docstring), all on one device.
@@ -181,9 +200,7 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]],
         if age is not None:
             group["together_process_s"] = round(age, 3)
         for slot in slots.values():  # written into the summary of each run that trains to its end here
-            stacked = 1 if slot.trainer.replicas is None else len(slot.trainer.replicas.trainers)
-            slot.trainer.summary_extra = lambda stacked=stacked: dict(
-                group, together_replicas=stacked, together_loop_s=round(time.perf_counter() - looping, 3))
+            slot.trainer.summary_extra = _group_summary(slot.trainer, group, looping)
         while slots:
             for i, slot in list(slots.items()):
                 with slot.turn():

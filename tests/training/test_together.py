@@ -30,6 +30,9 @@ def test_runs_in_turns_match_runs_alone_dropout_included(tmp_path):
         assert r["together_started_at"] == results[0]["together_started_at"]
         assert r.get("together_process_s", 1.0) > 0  # Linux only
         assert json.loads((tmp_path / f"together-{i}" / "summary.json").read_text())["together_loop_s"] == r["together_loop_s"]
+        # its time and rate are over the group's wall time up to its end, not its own step calls only
+        assert r["train_time_s"] == r["together_loop_s"]
+        assert r["tokens_per_s"] == pytest.approx(r["tokens"] / r["together_loop_s"], rel=1e-2)
     assert results[2]["together_loop_s"] < results[0]["together_loop_s"]  # its 5 steps ended first
     for i in range(len(configs)):
         assert _curve(tmp_path / f"together-{i}") == _curve(tmp_path / f"alone-{i}")  # bit for bit
@@ -58,6 +61,9 @@ def test_resumed_and_new_runs_together(tmp_path):
     train(small_run(**{"train.max_steps": 3}), tmp_path / "short")  # resumed below to 8 steps
     results = train_together([(cfg, tmp_path / "short", True), (cfg, tmp_path / "new", False)])
     assert results[0]["resumed_from"] == 3 and results[1]["steps"] == 8
+    # the resumed run's rate counts the 5 steps it trained here; its time adds the group's to its earlier training
+    assert results[0]["tokens_per_s"] == pytest.approx(5 * cfg.train.tokens_per_step() / results[0]["together_loop_s"], rel=1e-2)
+    assert results[0]["train_time_s"] > results[0]["together_loop_s"]
     again = train_together([(cfg, tmp_path / "new", True), (cfg, tmp_path / "short", True)])
     assert again == results[::-1]  # nothing left to train: each summary as its own group wrote it
     assert _curve(tmp_path / "new") == _curve(tmp_path / "straight")

@@ -21,6 +21,7 @@
 #            without: wall time of each set
 #   range    the decay-range study into /tmp/range in stages of studies, each started only if it can finish before
 #            DEADLINE (resumed from carry/range.tgz; $OUT/range.tgz and $OUT/range-export.jsonl back)
+#   mqarpilot  scripts/specs/mqar-pilot.toml into /tmp/pilot, as paper: how long MQAR must train to a plateau
 #   mpstests the GPU test of a sweep's workers under its own MPS daemon
 #   fp32     the fp32 kernel tests against the recurrence (fp32 dots in tf32x3)
 #   step     where a graphed ptb-small step's GPU time goes, and replay rates alone and on several streams
@@ -143,6 +144,10 @@ for section in ${SECTIONS:-tests decode pos}; do
       done
       timeout 60 python3 -m decaylab report /tmp/range --export $OUT/range-export.jsonl > /dev/null 2>&1
       pack_sweep range ;;
-    *) echo "unknown section $section (tests, fp32, trainingtests, normtests, replicatests, vectorcp, mps, mpstests, range, flafull, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
+    mqarpilot)
+      SWEEP_ARGS=${SWEEP_ARGS:---devices cuda:0 --runs-per-worker 6 --workers-per-device 4 --stack-seeds --mps} \
+        sweep_section pilot scripts/specs/mqar-pilot.toml pilot-sweep.log
+      pack_sweep pilot ;;
+    *) echo "unknown section $section (mqarpilot, tests, fp32, trainingtests, normtests, replicatests, vectorcp, mps, mpstests, range, flafull, stacking, together, kernels, decode, decode-short, evalprof, step, pos, paper)" ;;
   esac
 done

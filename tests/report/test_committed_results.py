@@ -34,3 +34,19 @@ def test_results_doc_matches_the_committed_paper_export(tmp_path):
     assert quoted == regenerated
     figures = {p.name for p in (tmp_path / "paper" / "report_files").iterdir()}
     assert figures == {p.name for p in (REPO / "docs" / "results" / "paper").iterdir()}
+
+
+@pytest.mark.slow
+def test_results_doc_matches_the_committed_decay_range_export(tmp_path):
+    export = REPO / "docs" / "results" / "decay-range.jsonl"
+    assert main(["report", str(export), "--out", str(tmp_path / "range")]) == 0
+    doc = (REPO / "docs" / "results.md").read_text()
+    quoted = _generated_section(doc[doc.index("## Beyond the paper: the best decay range"):])
+    report = (tmp_path / "range" / "report.md").read_text()
+    section = report[report.index("## Decay range across settings"):]
+    section = section[:section.index("\n## ", 1)]  # the verdicts and their figures, without the per-setting tables
+    regenerated = [line.replace("](report_files/", "](results/decay-range/") for line in section.splitlines()[1:]
+                   if line.strip()]  # fmt: skip
+    assert len(regenerated) > 10 and quoted == regenerated
+    figures = {p.name for p in (tmp_path / "range" / "report_files").iterdir() if p.name.startswith("range-")}
+    assert figures == {p.name for p in (REPO / "docs" / "results" / "decay-range").iterdir()}

@@ -126,7 +126,8 @@ for section in ${SECTIONS:-tests decode pos}; do
       pack_sweep paper ;;
     range)
       # In stages of studies, so that a stage either finishes or is never started (every run of a stage trains at
-      # once, and a killed run starts over). RANGE_STAGES: "studies:weight" (a stage is expected to take weight x the
+      # once; one stopped at the deadline keeps a checkpoint in /tmp/range, on this machine only, as range.tgz holds
+      # no checkpoints). RANGE_STAGES: "studies:weight" (a stage is expected to take weight x the
       # first stage's time; "=S" for S seconds); RANGE_UNIT: that time when the first stage ran in an earlier call;
       # RANGE_WARM=1: go on from /tmp/range of the last call on a warm machine instead of carry/range.tgz
       if [ -z "$RANGE_WARM" ]; then rm -rf /tmp/range; mkdir -p /tmp/range; [ -f carry/range.tgz ] && tar xzf carry/range.tgz -C /tmp/range; fi

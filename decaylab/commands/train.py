@@ -67,7 +67,7 @@ def _config(args: argparse.Namespace, overrides: dict[str, str]):
 
 def run(args: argparse.Namespace) -> int:
     from decaylab.run.config import RUN_PRESETS, preset_description
-    from decaylab.training import resume
+    from decaylab.training import resume, stopping
     from decaylab.training.loop import TrainingDiverged, train
 
     if args.list_presets:
@@ -85,10 +85,14 @@ def run(args: argparse.Namespace) -> int:
     is_main = int(os.environ.get("RANK", "0")) == 0
     finished = resume.finished_summary(out, cfg.train.max_steps) if args.resume else None
     try:
-        summary = train(cfg, out, resume=args.resume)
+        with stopping.between_steps():  # Ctrl-C stops after the step in flight, with a checkpoint
+            summary = train(cfg, out, resume=args.resume)
     except TrainingDiverged as e:
         print(f"decaylab train: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"decaylab train: stopped; continue with: decaylab train --resume --out {out}", file=sys.stderr)
+        return 130
     if not is_main:
         return 0
     if finished is None:

@@ -13,6 +13,7 @@ import html
 from pathlib import Path
 
 from decaylab.files import atomic_write_text
+from decaylab.report.convergence import training_end_line
 from decaylab.report.data import Row, Stat, SweepData, decay_medians, load_sweep, sorted_rows
 from decaylab.report.decay_range import RangeAnalysis, analyse
 from decaylab.report.findings import METHOD, Verdict, all_findings
@@ -137,6 +138,8 @@ def _markdown(data: SweepData, figures: dict[str, dict[str, Path]], verdicts: li
         out.append("")
         for kind, path in figures[study].items():
             out += [f"![{FIGURE_TITLES[kind]}]({FIGURE_DIR}/{path.name})", ""]
+        if (line := training_end_line(data, study)) is not None:
+            out += [line, ""]
         out += _failures(data.rows[study], lambda s: f"- {s}")
     return "\n".join(out) + "\n"
 
@@ -187,6 +190,8 @@ def _html(data: SweepData, figures: dict[str, dict[str, Path]], verdicts: list[V
         parts.append("</table><div>")
         parts += [_html_image(FIGURE_TITLES[kind], path) for kind, path in figures[study].items()]
         parts.append("</div>")
+        if (line := training_end_line(data, study)) is not None:
+            parts.append(f"<p>{e(line)}</p>")
         failures = _failures(data.rows[study], lambda s: f"<li>{e(s)}</li>")
         if failures:
             parts.append("<p>Failed runs:</p><ul>" + "".join(failures[2:-1]) + "</ul>")

@@ -21,6 +21,7 @@ from decaylab.sweep.backend import RunBackend
 from decaylab.sweep.db import ResultsDB
 from decaylab.sweep.ingest import read_run
 from decaylab.sweep.sweepdir import lock, run_point, set_aside_aborted
+from decaylab.training import stopping
 
 INTERRUPTED = "interrupted; run the sweep again to resume"
 
@@ -76,19 +77,22 @@ def group_worker(runs: list[tuple[str, dict, str]], db_path: str, backend: RunBa
     try:
         for run_id, _, _ in held:
             db.mark_running(run_id)
-        errors = _train_together(backend, held)
-        for run_id, config, path in held:
-            try:
-                if run_id in errors:
-                    raise errors[run_id]
-                run_point(backend, config, path, evaluate)  # trains what is not trained yet, then evaluates
-                db.mark_finished(run_id, read_run(path))
-                outcomes[run_id] = "finished"
-            except Exception as failure:  # noqa: BLE001
-                text = _error_text(failure)
-                print(f"{run_id}:\n{text}", file=sys.stderr, flush=True)
-                db.mark_failed(run_id, text)
-                outcomes[run_id] = "failed"
+        with stopping.between_steps():  # the driver's SIGTERM (or a Ctrl-C) stops after a step, with checkpoints
+            errors = _train_together(backend, held)
+            for run_id, config, path in held:
+                if stopping.requested():  # asked while an earlier point was evaluated
+                    raise KeyboardInterrupt("stopped before the next point")
+                try:
+                    if run_id in errors:
+                        raise errors[run_id]
+                    run_point(backend, config, path, evaluate)  # trains what is not trained yet, then evaluates
+                    db.mark_finished(run_id, read_run(path))
+                    outcomes[run_id] = "finished"
+                except Exception as failure:  # noqa: BLE001
+                    text = _error_text(failure)
+                    print(f"{run_id}:\n{text}", file=sys.stderr, flush=True)
+                    db.mark_failed(run_id, text)
+                    outcomes[run_id] = "failed"
     except KeyboardInterrupt:
         for run_id, _, _ in held:
             if run_id not in outcomes:

@@ -371,7 +371,7 @@ def _execute(
         for slot in busy:
             slot.proc.terminate()  # SIGTERM -> KeyboardInterrupt in the worker: it records "interrupted"
         for slot in busy:
-            slot.proc.join(30)
+            slot.proc.join(60)  # a worker stopping between steps writes its runs' checkpoints first
             if slot.proc.is_alive():
                 slot.proc.kill()
                 slot.proc.join()

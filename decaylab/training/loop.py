@@ -28,6 +28,7 @@ from decaylab.run.checkpoint import load_latest, save_checkpoint
 from decaylab.run.config import RunConfig, TrainConfig, settle_vocab
 from decaylab.run.schedules import learning_rate
 from decaylab.training import distributed as dist_utils
+from decaylab.training import stopping
 from decaylab.training.cuda_graph import GraphedTrainStep, graph_step_unsupported
 from decaylab.training.lagged import LaggedRecords
 from decaylab.training.optim import build_optimizer, set_learning_rate
@@ -197,6 +198,7 @@ class _Trainer:
         self.micro_batch = cfg.train.micro_batch(ctx.world_size)
         self.resumed_from: int | None = None
         self.step, self.train_time_s = 0, 0.0
+        self._checkpointed_at = -1  # the step of the newest checkpoint written or restored (-1: none)
 
         seed_all(cfg.train.seed)
         self.model = DecayLM(cfg.model).to(ctx.device)
@@ -244,6 +246,7 @@ class _Trainer:
         dist_utils.load_optimizer_state(self.model, self.optimizer, parts["optimizer"], self.ctx, self.cfg.train.fsdp)
         trainer = parts["trainer"]
         self.step, self.train_time_s = trainer["step"], trainer["train_time_s"]
+        self._checkpointed_at = self.step
         rng = trainer["rng"]
         set_rng_state(rng[self.ctx.rank] if self.ctx.rank < len(rng) else rng[0])
         self.resumed_from = step
@@ -252,6 +255,21 @@ class _Trainer:
             if step < self.cfg.train.max_steps:
                 print(f"resume: from checkpoint {self.run_dir / rundir.CHECKPOINTS / rundir.checkpoint_name(step)} "
                       f"(step {step} of {self.cfg.train.max_steps})", flush=True)
+
+    def _checkpoint_on_stop(self, records: LaggedRecords, loss: Any, grad_norm: Any, lr: float) -> None:
+        """A checkpoint of the step just ended, for a stop between steps (``decaylab.training.stopping``): written
+        after that step's numbers are read and checked, unless one exists for it already. Not for several processes
+        (they would have to agree on the step) nor for a replica whose stacked state has moved past its own step."""
+        if self.step == self._checkpointed_at or self.ctx.world_size > 1:
+            return
+        if self.replicas is not None and self.replicas.steps_done != self.step:
+            return
+        if torch.is_tensor(loss):
+            records.settle(self.step - 1, loss, grad_norm, lr)  # raises TrainingDiverged on a bad step
+        records.flush(wait=True)
+        self._checkpoint()
+        if self.ctx.is_main:
+            print(f"stopped after step {self.step}: checkpoint in {self.run_dir / rundir.CHECKPOINTS}", flush=True)
 
     def _sync_model(self) -> None:
         """A replica's parameters and optimizer state into its own model and optimizer, before they are read."""
@@ -267,6 +285,7 @@ class _Trainer:
             trainer = {"step": self.step, "train_time_s": self.train_time_s, "rng": rng}
             parts = {"model": model_state, "optimizer": optim_state, "trainer": trainer}
             save_checkpoint(self.run_dir, self.step, parts, keep=self.cfg.train.keep_checkpoints)
+        self._checkpointed_at = self.step
         dist_utils.barrier(self.ctx)
 
     # -- one optimizer step ------------------------------------------------------------------------------
@@ -413,6 +432,13 @@ class _Trainer:
                 if (train.ckpt_every and self.step % train.ckpt_every == 0) or self.step == train.max_steps:
                     self._checkpoint()
                 yield
+                if stopping.requested():
+                    self._checkpoint_on_stop(records, loss, grad_norm, lr)
+                    raise KeyboardInterrupt(f"stopped at step {self.step} of {train.max_steps}")
+        except GeneratorExit:  # closed at a step's end: runs trained together, after another of them stopped
+            if stopping.requested():
+                self._checkpoint_on_stop(records, loss, grad_norm, lr)
+            raise
         except BaseException:
             with contextlib.suppress(Exception):
                 records.flush(wait=True)  # the records of the steps that ran before the error or interrupt

@@ -131,6 +131,11 @@ class SeedReplicas:
         self._at: int | None = None  # the step replayed last
         self._numbers: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    @property
+    def steps_done(self) -> int | None:
+        """The optimizer steps the stacked state holds (None before the first: it is then each run's own)."""
+        return None if self._at is None else self._at + 1
+
     def step(self, trainer, step: int) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(loss, gradient norm, learning rate) of ``trainer``'s step ``step`` (0-based), device tensors."""
         train = trainer.cfg.train

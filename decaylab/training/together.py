@@ -213,8 +213,9 @@ def train_together(runs: Sequence[tuple[RunConfig | None, str | Path, bool]],
                         results[i] = error
                         del slots[i]
     finally:
-        for slot in slots.values():
-            slot.steps.close()  # closes the metrics logs of runs stopped by an interrupt
+        for slot in slots.values():  # closes the metrics logs of runs stopped by an interrupt (checkpointed when it
+            with slot.turn():       # was a stop between steps: with the run's own random-number states)
+                slot.steps.close()
         if shared_cuda_rng is not None:
             _cuda_generator().graphsafe_set_state(shared_cuda_rng)
         dist_utils.teardown(ctx)

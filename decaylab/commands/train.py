@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -85,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
     is_main = int(os.environ.get("RANK", "0")) == 0
     finished = resume.finished_summary(out, cfg.train.max_steps) if args.resume else None
     try:
-        with stopping.between_steps():  # Ctrl-C stops after the step in flight, with a checkpoint
+        # Ctrl-C stops after the step in flight, with a checkpoint; under torchrun the processes would have to agree
+        # on the step, so there it stops at once as before (back to the last periodic checkpoint).
+        alone = int(os.environ.get("WORLD_SIZE", "1")) == 1
+        with stopping.between_steps() if alone else contextlib.nullcontext():
             summary = train(cfg, out, resume=args.resume)
     except TrainingDiverged as e:
         print(f"decaylab train: error: {e}", file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,16 @@ INTERRUPTED = "interrupted; run the sweep again to resume"
 
 def _error_text(error: BaseException) -> str:
     return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+def _stoppable(train: Callable[..., Any]) -> Callable[..., Any]:
+    """``train`` with a signal stopping it after a step, with a checkpoint (decaylab.training.stopping)."""
+
+    def stoppable(*args: Any) -> Any:
+        with stopping.between_steps():
+            return train(*args)
+
+    return stoppable
 
 
 def _train_together(backend: RunBackend, held: list[tuple[str, dict, Path]]) -> dict[str, BaseException]:
@@ -79,20 +90,19 @@ def group_worker(runs: list[tuple[str, dict, str]], db_path: str, backend: RunBa
             db.mark_running(run_id)
         with stopping.between_steps():  # the driver's SIGTERM (or a Ctrl-C) stops after a step, with checkpoints
             errors = _train_together(backend, held)
-            for run_id, config, path in held:
-                if stopping.requested():  # asked while an earlier point was evaluated
-                    raise KeyboardInterrupt("stopped before the next point")
-                try:
-                    if run_id in errors:
-                        raise errors[run_id]
-                    run_point(backend, config, path, evaluate)  # trains what is not trained yet, then evaluates
-                    db.mark_finished(run_id, read_run(path))
-                    outcomes[run_id] = "finished"
-                except Exception as failure:  # noqa: BLE001
-                    text = _error_text(failure)
-                    print(f"{run_id}:\n{text}", file=sys.stderr, flush=True)
-                    db.mark_failed(run_id, text)
-                    outcomes[run_id] = "failed"
+        for run_id, config, path in held:
+            try:
+                if run_id in errors:
+                    raise errors[run_id]
+                # trains what is not trained yet (stoppable as above), then evaluates (a signal stops it at once)
+                run_point(backend, config, path, evaluate, train=_stoppable(backend.train))
+                db.mark_finished(run_id, read_run(path))
+                outcomes[run_id] = "finished"
+            except Exception as failure:  # noqa: BLE001
+                text = _error_text(failure)
+                print(f"{run_id}:\n{text}", file=sys.stderr, flush=True)
+                db.mark_failed(run_id, text)
+                outcomes[run_id] = "failed"
     except KeyboardInterrupt:
         for run_id, _, _ in held:
             if run_id not in outcomes:

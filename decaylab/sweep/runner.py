@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from decaylab.rundir import run_is_done
+from decaylab.rundir import list_checkpoints, run_is_done
 from decaylab.sweep.archive import IMPORTED_RUNS
 from decaylab.sweep.backend import RunBackend, default_backend
 from decaylab.sweep.db import ResultsDB
@@ -318,7 +318,9 @@ def _execute(
             result.skipped += 1  # results imported from an export (decaylab.sweep.archive); no directory here
         else:
             todo.append(run)
-    log(f"sweep: {len(plan)} runs, {result.skipped} already finished, {len(todo)} to run with {workers} worker(s)")
+    resumed = sum(bool(list_checkpoints(out / "runs" / run.run_id)) for run in todo)
+    log(f"sweep: {len(plan)} runs, {result.skipped} already finished, {len(todo)} to run with {workers} worker(s)"
+        + (f" ({resumed} of them from a checkpoint)" if resumed else ""))  # fmt: skip
     ctx = worker_context()
     threads = _threads_per_worker(workers)
     slots = [_Slot(devices[i] if devices else None) for i in range(workers)]

@@ -68,6 +68,7 @@ def test_a_sweep_stopped_by_ctrl_c_resumes_its_runs_from_their_stop_checkpoints(
 
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 to run with 1 worker(s) (2 of them from a checkpoint)" in again.stdout + again.stderr
     assert {r["status"] for r in ResultsDB(out / "results.sqlite").runs()} == {"finished"}
     for run, step in zip(run_dirs, stopped_at):
         assert f"from checkpoint {run / 'checkpoints'}" in (out / "logs" / f"{run.name}.log").read_text()

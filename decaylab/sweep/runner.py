@@ -32,6 +32,7 @@ import multiprocessing.connection
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -187,11 +188,26 @@ def run_sweep(
     try:
         prepared = prepare_sweep(spec, out, overrides, backend, plan)
         plan = seeds_adjacent(prepared.plan) if stack_seeds else prepared.plan
-        with mps_daemon(out / "logs" / "mps", log) if mps else contextlib.nullcontext({}) as env:
+        daemon = mps_daemon(out / "logs" / "mps", log) if mps else contextlib.nullcontext({})
+        with _sigterm_as_interrupt(), daemon as env:
             return _execute(plan, out, prepared.db, prepared.evaluate, workers, devices, backend, log,
                             runs_per_worker, unit=len(spec.seeds) if stack_seeds else 1, env=env)
     finally:
         os.close(sweep_lock)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM to the driver (``kill PID``, a batch system's notice before its time limit) stops the sweep as Ctrl-C
+    does: the workers checkpoint their runs and the next invocation resumes them. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def seeds_adjacent(plan: list[PlannedRun], seed_key: str = "train.seed") -> list[PlannedRun]:

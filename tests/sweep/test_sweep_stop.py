@@ -1,4 +1,4 @@
-"""A sweep stopped by Ctrl-C (SIGINT to its driver) keeps a checkpoint of every run in flight, even with periodic
+"""A sweep stopped by Ctrl-C or SIGTERM to its driver keeps a checkpoint of every run in flight, even with periodic
 checkpoints off, and the same command resumes each run from it to the uninterrupted result (real training on a
 CPU; decaylab.training.stopping)."""
 
@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from decaylab.config import load_json
 from decaylab.rundir import list_checkpoints, read_metrics
@@ -44,7 +46,8 @@ def _curve(run_dir: Path) -> list[tuple]:
     return [(r["step"], r["loss"], r["grad_norm"], r["lr"]) for r in read_metrics(run_dir)]
 
 
-def test_a_sweep_stopped_by_ctrl_c_resumes_its_runs_from_their_stop_checkpoints(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])  # Ctrl-C; kill, Slurm
+def test_a_stopped_sweep_resumes_its_runs_from_their_stop_checkpoints(tmp_path, signum):
     (tmp_path / "stop.toml").write_text(SPEC)
     out = tmp_path / "sweep"
     command = [sys.executable, "-m", "decaylab", "sweep", str(tmp_path / "stop.toml"), "--out", str(out),
@@ -55,7 +58,7 @@ def test_a_sweep_stopped_by_ctrl_c_resumes_its_runs_from_their_stop_checkpoints(
                and all(len(read_metrics(r.parent)) >= 5 for r in runs)):  # fmt: skip
         assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()[0]
         time.sleep(0.2)
-    driver.send_signal(signal.SIGINT)  # the driver alone, as `timeout -s INT` sends it
+    driver.send_signal(signum)  # the driver alone
     printed = driver.communicate(timeout=120)[0]
     assert driver.returncode == 130, printed
     run_dirs = [r.parent for r in runs]

@@ -435,11 +435,13 @@ class _Trainer:
                 if stopping.requested():
                     self._checkpoint_on_stop(records, loss, grad_norm, lr)
                     raise KeyboardInterrupt(f"stopped at step {self.step} of {train.max_steps}")
-        except GeneratorExit:  # closed at a step's end: runs trained together, after another of them stopped
-            if stopping.requested():
-                self._checkpoint_on_stop(records, loss, grad_norm, lr)
-            raise
-        except BaseException:
+        except BaseException as error:
+            if isinstance(error, GeneratorExit) and stopping.requested():
+                # closed at a step's end: runs trained together, after another of them stopped
+                try:
+                    self._checkpoint_on_stop(records, loss, grad_norm, lr)
+                except Exception as failure:  # noqa: BLE001 - the runs closed after this one must still be saved
+                    print(f"{self.run_dir}: no checkpoint at the stop: {failure}", file=sys.stderr, flush=True)
             with contextlib.suppress(Exception):
                 records.flush(wait=True)  # the records of the steps that ran before the error or interrupt
             raise

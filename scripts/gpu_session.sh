@@ -20,7 +20,8 @@
 #            the card shared by time slices and then under CUDA MPS (a daemon started and stopped here), and again
 #            without: wall time of each set
 #   range    the decay-range study into /tmp/range in stages of studies, each started only if it can finish before
-#            DEADLINE (resumed from carry/range.tgz; $OUT/range.tgz and $OUT/range-export.jsonl back)
+#            DEADLINE (resumed from carry/range.tgz, or RANGE_IMPORT=docs/results/decay-range.jsonl to train only
+#            what the committed export lacks; $OUT/range.tgz and $OUT/range-export.jsonl back)
 #   mqarpilot  scripts/specs/mqar-pilot.toml into /tmp/pilot, as paper: how long MQAR must train to a plateau
 #   mpstests the GPU test of a sweep's workers under its own MPS daemon
 #   fp32     the fp32 kernel tests against the recurrence (fp32 dots in tf32x3)
@@ -49,8 +50,8 @@ sweep_section() {
 }
 # The fixed cost of sweep $1, and its database and run files in $OUT/$1.tgz (the carry of a later call)
 pack_sweep() {
-  python3 scripts/fixed_cost.py /tmp/$1 | tail -1
-  (cd /tmp/$1 && tar czf $OUT/$1.tgz results.sqlite sweep.json logs $(ls -d runs/*/ | while read d; do
+  [ -d /tmp/$1/runs ] && python3 scripts/fixed_cost.py /tmp/$1 | tail -1  # none when every run was imported
+  (cd /tmp/$1 && tar czf $OUT/$1.tgz results.sqlite $(ls -d sweep.json logs 2>/dev/null) $(ls -d runs/*/ 2>/dev/null | while read d; do
     for f in config.json summary.json eval.json metrics.jsonl; do [ -f $d$f ] && echo $d$f; done; done))
 }
 for section in ${SECTIONS:-tests decode pos}; do
@@ -129,8 +130,12 @@ for section in ${SECTIONS:-tests decode pos}; do
       # once; one stopped at the deadline keeps a checkpoint in /tmp/range, on this machine only, as range.tgz holds
       # no checkpoints). RANGE_STAGES: "studies:weight" (a stage is expected to take weight x the
       # first stage's time; "=S" for S seconds); RANGE_UNIT: that time when the first stage ran in an earlier call;
-      # RANGE_WARM=1: go on from /tmp/range of the last call on a warm machine instead of carry/range.tgz
+      # RANGE_WARM=1: go on from /tmp/range of the last call on a warm machine instead of carry/range.tgz;
+      # RANGE_IMPORT=FILE without a carry: start from an export (docs/results/decay-range.jsonl: its runs count as done)
       if [ -z "$RANGE_WARM" ]; then rm -rf /tmp/range; mkdir -p /tmp/range; [ -f carry/range.tgz ] && tar xzf carry/range.tgz -C /tmp/range; fi
+      if [ -n "$RANGE_IMPORT" ] && [ ! -f /tmp/range/results.sqlite ]; then
+        echo "$(python3 -m decaylab sweep decay-range --out /tmp/range --import $RANGE_IMPORT --dry-run | grep -c 'to run')" \
+          "runs to train after importing $RANGE_IMPORT"; fi
       UNIT=${RANGE_UNIT:-0}
       for stage in ${RANGE_STAGES:-mqar-512-32:1 mqar-512-16:1 mqar-256-16,mqar-256-32:1 lm-128,lm-512,lm-2048:=420}; do
         studies=${stage%:*}; weight=${stage#*:}; LEFT=$((DEADLINE - SECONDS - 30))

@@ -94,7 +94,7 @@ def _replica_key(cfg: RunConfig, stored: RunConfig | None, out: Path) -> str | N
     fresh runs (or resumed ones without a checkpoint) that may be graphed (on a CPU the replicas' step runs eagerly).
     None: this run trains on its own."""
     train = cfg.train
-    # a resumed run without a checkpoint starts again from step 0 (an interrupted sweep's runs): fresh too
+    # a resumed run without a checkpoint starts again from step 0 (a sweep's run killed before any): fresh too
     resumed = stored is not None and bool(rundir.list_checkpoints(out))
     if resumed or train.cuda_graph == "off" or train.compile:
         return None

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from decaylab.commands.args import add_set_argument
 from decaylab.config import parse_set_args
-from decaylab.rundir import run_is_done
+from decaylab.rundir import list_checkpoints, run_is_done
 from decaylab.sweep.placement import automatic_workers, check_worker_args, parse_devices, worker_devices
 from decaylab.sweep.runner import run_sweep
 from decaylab.sweep.spec import SweepSpec, expand, load_spec, preset_names
@@ -164,8 +164,11 @@ def run(args: argparse.Namespace) -> int:
         imported = _imported_runs(Path(args.out))
         for run_ in expand(spec, default_backend().resolve, overrides):
             rows = ", ".join(f"{m.study}/{m.label}" for m in run_.memberships)
-            done = run_is_done(Path(args.out) / "runs" / run_.run_id, spec.evaluate) or run_.run_id in imported
-            print(f"{run_.run_id}  seed {run_.memberships[0].seed}  {'done  ' if done else 'to run'}  {rows}")
+            run_dir = Path(args.out) / "runs" / run_.run_id
+            done = run_is_done(run_dir, spec.evaluate) or run_.run_id in imported
+            saved = [] if done else list_checkpoints(run_dir)  # an interrupted run goes on from its newest
+            state = "done  " if done else f"to run from step {saved[-1][0]}" if saved else "to run"
+            print(f"{run_.run_id}  seed {run_.memberships[0].seed}  {state}  {rows}")
         return 0
     slots = worker_devices(devices, args.workers_per_device, args.workers,
                            lambda cards: _automatic_workers(cards, spec, overrides, args.runs_per_worker))  # fmt: skip

@@ -68,6 +68,9 @@ def test_a_stopped_sweep_resumes_its_runs_from_their_stop_checkpoints(tmp_path, 
         assert step == read_metrics(run)[-1]["step"] < 150 and not (run / "summary.json").exists()
         stopped_at.append(step)
     assert {r["status"] for r in ResultsDB(out / "results.sqlite").runs()} == {"interrupted"}
+    listed = subprocess.run([*command, "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=120).stdout
+    for run, step in zip(run_dirs, stopped_at):
+        assert any(line.startswith(run.name) and f"to run from step {step}" in line for line in listed.splitlines())
 
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr

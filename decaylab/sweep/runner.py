@@ -32,7 +32,6 @@ import multiprocessing.connection
 import os
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -47,7 +46,7 @@ from decaylab.sweep.mps import check_available, mps_daemon
 from decaylab.sweep.placement import is_cuda
 from decaylab.sweep.spec import PlannedRun, SweepSpec, expand
 from decaylab.sweep.sweepdir import open_sweep_dir, prepare_sweep
-from decaylab.training import start_up
+from decaylab.training import start_up, stopping
 
 
 @dataclasses.dataclass
@@ -189,25 +188,13 @@ def run_sweep(
         prepared = prepare_sweep(spec, out, overrides, backend, plan)
         plan = seeds_adjacent(prepared.plan) if stack_seeds else prepared.plan
         daemon = mps_daemon(out / "logs" / "mps", log) if mps else contextlib.nullcontext({})
-        with _sigterm_as_interrupt(), daemon as env:
+        # SIGTERM to the driver (`kill PID`, a batch system's notice before its time limit) stops the sweep as Ctrl-C
+        # does: the workers checkpoint their runs and the next invocation resumes them.
+        with stopping.handling((signal.SIGTERM,), _raise_interrupt), daemon as env:
             return _execute(plan, out, prepared.db, prepared.evaluate, workers, devices, backend, log,
                             runs_per_worker, unit=len(spec.seeds) if stack_seeds else 1, env=env)
     finally:
         os.close(sweep_lock)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM to the driver (``kill PID``, a batch system's notice before its time limit) stops the sweep as Ctrl-C
-    does: the workers checkpoint their runs and the next invocation resumes them. Main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def seeds_adjacent(plan: list[PlannedRun], seed_key: str = "train.seed") -> list[PlannedRun]:

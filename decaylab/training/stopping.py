@@ -38,25 +38,37 @@ def _ask(signum: int, frame: object) -> None:
 
 
 @contextlib.contextmanager
+def handling(signals: tuple[int, ...], handler) -> Iterator[bool]:
+    """``handler`` for ``signals`` inside the block, the previous handlers restored after it. Python runs signal
+    handlers in the main thread only, so elsewhere nothing is installed; the block gets whether they were."""
+    if threading.current_thread() is not threading.main_thread():
+        yield False
+        return
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield True
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+@contextlib.contextmanager
 def between_steps(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
     """``signals`` ask the training loop to stop after its step in flight (main thread only; elsewhere a no-op). A
     request that came too late to stop the loop (during its last step) still stops the caller: KeyboardInterrupt on
     leaving the block."""
     global _requested
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, _ask) for s in signals}
-    _requested = None
-    stopped = None
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        stopped, _requested = _requested, None
+    with handling(signals, _ask) as installed:
+        if not installed:
+            yield
+            return
+        _requested = None
+        try:
+            yield
+        finally:
+            stopped, _requested = _requested, None
     if stopped is not None:
         raise KeyboardInterrupt("stopped by a signal")
 
 
-__all__ = ["between_steps", "requested"]
+__all__ = ["between_steps", "handling", "requested"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import small_run
+from training_helpers import curve, small_run
 
 from decaylab.config import load_json
 from decaylab.model import DecayLM
@@ -22,10 +22,6 @@ from decaylab.training import loop
 from decaylab.training.loop import TrainingDiverged, train
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _curve(run_dir: Path) -> list[tuple]:
-    return [(r["step"], r["loss"], r["grad_norm"], r["lr"], r.get("val_loss")) for r in read_metrics(run_dir)]
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +97,7 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path, straight_r
     assert not (out / "summary.json").exists()
     summary = train(None, out, resume=True)
     assert summary["resumed_from"] == 3  # the half-written checkpoint 6 is invisible
-    assert _curve(out) == _curve(straight)  # exactly, dropout included
+    assert curve(out) == curve(straight)  # exactly, dropout included
     a, b = DecayLM.from_pretrained(out / "model"), DecayLM.from_pretrained(straight / "model")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
@@ -185,7 +181,7 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     base = {"model.dropout": 0.0, "train.max_steps": 3, "train.eval_every": 0}
     train(small_run(**base), tmp_path / "one")
     train(small_run(**base, **{"train.grad_accum": 4}), tmp_path / "accum")
-    one, accum = _curve(tmp_path / "one"), _curve(tmp_path / "accum")
+    one, accum = curve(tmp_path / "one"), curve(tmp_path / "accum")
     for a, b in zip(one, accum):
         assert a[1] == pytest.approx(b[1], rel=1e-5) and a[2] == pytest.approx(b[2], rel=1e-4)
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from training_helpers import small_run
+from training_helpers import curve, small_run
 
 from decaylab.rundir import list_checkpoints, read_metrics
 from decaylab.training import loop, stopping, together
@@ -21,9 +21,6 @@ from decaylab.training.together import train_together
 REPO = Path(__file__).resolve().parents[2]
 NO_CHECKPOINTS = {"train.ckpt_every": 0, "train.keep_checkpoints": 1}  # as the GPU sweep presets train
 
-
-def _curve(run_dir: Path) -> list[tuple]:
-    return [(r["step"], r["loss"], r["grad_norm"], r["lr"], r.get("val_loss")) for r in read_metrics(run_dir)]
 
 
 def _signal_at_call(monkeypatch, call: int, signum: int) -> None:
@@ -54,7 +51,7 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_and_the_run_resumes_exa
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are restored
     resumed = train(None, tmp_path / "stopped", resume=True)
     assert resumed["resumed_from"] == done[-1] and resumed["final_loss"] == straight["final_loss"]
-    assert _curve(tmp_path / "stopped") == _curve(tmp_path / "straight")  # exactly, dropout included
+    assert curve(tmp_path / "stopped") == curve(tmp_path / "straight")  # exactly, dropout included
 
 
 def test_the_same_signal_again_stops_at_once_another_does_not():
@@ -83,7 +80,7 @@ def test_runs_trained_together_all_checkpoint_their_own_step(tmp_path, monkeypat
     results = train_together([(cfg, tmp_path / f"run-{i}", True) for i, cfg in enumerate(configs)])
     assert [r["resumed_from"] for r in results] == [s[0] for s in steps]
     for i in range(3):
-        assert _curve(tmp_path / f"run-{i}") == _curve(tmp_path / f"alone-{i}")
+        assert curve(tmp_path / f"run-{i}") == curve(tmp_path / f"alone-{i}")
 
 
 def test_ctrl_c_in_decaylab_train_keeps_a_checkpoint_and_names_the_resume_command(tmp_path):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from decaylab.config import with_overrides
 from decaylab.data import DataConfig
 from decaylab.model import ModelConfig
 from decaylab.run.config import RunConfig, TrainConfig
+from decaylab.rundir import read_metrics
 
 SMALL_TRAIN = dict(
     max_steps=8, batch_size=4, seq_len=24, lr=3e-3, warmup_steps=2, log_every=1, ckpt_every=3,
@@ -23,3 +25,8 @@ def small_run(**overrides: Any) -> RunConfig:
         data=DataConfig(corpus="mqar", vocab_size=64, mqar_num_kv_pairs=4, mqar_eval_examples=16),
     )
     return with_overrides(cfg, overrides)
+
+
+def curve(run_dir: Path) -> list[tuple]:
+    """A run's logged curve, for exact comparisons: (step, loss, gradient norm, learning rate, validation loss)."""
+    return [(r["step"], r["loss"], r["grad_norm"], r["lr"], r.get("val_loss")) for r in read_metrics(run_dir)]

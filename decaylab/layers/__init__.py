@@ -1,4 +1,5 @@
-"""Layers: token mixers (decay linear attention, softmax baseline), norms, SwiGLU and positional encodings."""
+"""Layers: token mixers (decay linear attention, softmax baseline), norms, SwiGLU, positional encodings and the
+short convolution."""
 
 from decaylab.layers.base import MIXERS, MixerOutput
 from decaylab.layers.ffn import SwiGLU
@@ -12,6 +13,7 @@ from decaylab.layers.positional import (
     RotaryEncoding,
     TemporalPositionEncoding,
 )
+from decaylab.layers.short_conv import ShortConv
 from decaylab.layers.softmax_attention import SoftmaxAttention
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "PositionalEncoding",
     "RotaryEncoding",
     "TemporalPositionEncoding",
+    "ShortConv",
     "SoftmaxAttention",
     "KVCache",
     "StaticKVCache",

@@ -1,7 +1,7 @@
 """The token-mixer interface and the ``MIXERS`` registry (``linear``: decay linear attention; ``softmax``).
 
 A mixer is built as ``MIXERS.get(name)(cfg, layer_idx)`` where ``cfg`` has the model fields it reads (d_model,
-n_heads, n_layers, pos, rope_base, norm_eps, and for the linear mixer decay and gate_rank). Its forward is
+n_heads, n_layers, pos, rope_base, norm_eps, and for the linear mixer decay, gate_rank and short_conv). Its forward is
 
     forward(x [B, T, d], *, lower_bound=None, cache=None, offset=0, use_cache=False, cache_capacity=None) -> MixerOutput
 

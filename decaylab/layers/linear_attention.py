@@ -1,6 +1,7 @@
 """DecayLinearAttention: the token mixer of the decay linear transformer.
 
     q = silu(W_q x),  k = silu(W_k x)  (or the key derived from the decay when shared),  v = W_v x
+    (W_q x, W_k x, W_v x) mixed over the last few tokens first when short_conv > 0     layers/short_conv.py
     (log lambda, k_shared, decay state) = decay(x)                 one DECAY_KINDS module, called blindly
     q, k = PE(q, k, offset)                                        none | rope | lrpe
     S_t = diag(lambda_t) S_{t-1} + k_t v_t^T,   o_t = S_t^T q_t    decaylab.ops (scale 1)
@@ -9,7 +10,7 @@
 All projections are bias-free. The layer branches only on the decay's shape (``log_decay.ndim``: scalar vs vector),
 never on a kind's name. Its cache is ``LinearAttentionCache(state, decay_state)``: the fp32 recurrent state
 ``[B, H, K', V]`` and the decay's own carried state (lightnet, lssp), so that decoding token by token reproduces the
-parallel forward exactly.
+parallel forward exactly; with a short convolution it also holds the convolution's last inputs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from decaylab.layers.base import MIXERS, MixerOutput
 from decaylab.layers.norms import GatedRMSNorm
 from decaylab.layers.positional import POSITIONAL_ENCODINGS
 from decaylab.layers.projections import project
+from decaylab.layers.short_conv import ShortConv
 from decaylab.ops import decay_linear_attention
 
 
@@ -33,18 +35,21 @@ class LinearAttentionCache(NamedTuple):
     """``[B, H, K', V]`` recurrent state (fp32, fp64 for fp64 models); K' = head dim, doubled by lrpe."""
     decay_state: torch.Tensor | None
     """The decay's carried state (lightnet/lssp normalizer) or None."""
+    conv_state: torch.Tensor | None = None
+    """The short convolution's last inputs ``[B, W - 1, channels]`` or None (no convolution)."""
 
     @classmethod
     def stack(cls, caches) -> LinearAttentionCache:
         """One batch from per-row caches (``decaylab.model.padding``)."""
-        decay = None if caches[0].decay_state is None else torch.cat([c.decay_state for c in caches])
-        return cls(torch.cat([c.state for c in caches]), decay)
+        def cat(field):
+            return None if getattr(caches[0], field) is None else torch.cat([getattr(c, field) for c in caches])
+
+        return cls(*(cat(field) for field in cls._fields))
 
     def to_static(self, steps: int) -> LinearAttentionCache:
         """A copy of its own (contiguous) for a decoding step that updates it in place (``model/decoding.py``); the
         state has a fixed size, so any number of ``steps`` fits."""
-        decay = None if self.decay_state is None else self.decay_state.clone(memory_format=torch.contiguous_format)
-        return LinearAttentionCache(self.state.clone(memory_format=torch.contiguous_format), decay)
+        return LinearAttentionCache(*(None if t is None else t.clone(memory_format=torch.contiguous_format) for t in self))
 
 
 @MIXERS.register("linear")
@@ -63,6 +68,7 @@ class DecayLinearAttention(nn.Module):
         # A shared decay owns the key projection (the key is a function of the decay); otherwise the layer does.
         self.k_proj = None if cfg.decay.share else nn.Linear(d, d, bias=False)
         self.v_proj = nn.Linear(d, d, bias=False)
+        self.short_conv = ShortConv(d * (2 if cfg.decay.share else 3), cfg.short_conv) if cfg.short_conv else None
         rank = cfg.gate_rank or self.head_dim
         self.gate = nn.Sequential(nn.Linear(d, rank, bias=False), nn.Linear(rank, d, bias=False))
         self.norm = GatedRMSNorm(d, cfg.norm_eps)
@@ -78,6 +84,14 @@ class DecayLinearAttention(nn.Module):
             q, v, gate = project(x, self.q_proj, self.v_proj, self.gate[0])
         else:
             q, k, v, gate = project(x, self.q_proj, self.k_proj, self.v_proj, self.gate[0])
+        conv_state = None
+        if self.short_conv is not None:
+            mixed, conv_state = self.short_conv(torch.cat([q, v] if self.k_proj is None else [q, k, v], dim=-1),
+                                                None if cache is None else cache.conv_state)
+            if self.k_proj is None:
+                q, v = mixed.split(d, dim=-1)
+            else:
+                q, k, v = mixed.split(d, dim=-1)
         q = F.silu(q).view(B, T, H, K)
         if decay.key is None:
             k = F.silu(k).view(B, T, H, K)
@@ -102,5 +116,5 @@ class DecayLinearAttention(nn.Module):
             check_decay=False,
         )
         y = self.o_proj(self.norm(o.reshape(B, T, d), self.gate[1](gate)))
-        new_cache = LinearAttentionCache(state, decay.state) if use_cache else None
+        new_cache = LinearAttentionCache(state, decay.state, conv_state) if use_cache else None
         return MixerOutput(y, decay.log_decay, new_cache)

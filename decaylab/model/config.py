@@ -49,6 +49,10 @@ class ModelConfig:
     regularizer of small word-level models (Press & Wolf, 2017). The paper's models have an untied head."""
     gate_rank: int | None = None
     """Rank of the low-rank output gate d -> rank -> d. None: the head dimension."""
+    short_conv: int = 0
+    """Width of a causal depthwise convolution over time on the linear mixer's q, k and v projections (0: none, as
+    in the paper; 4 in zoology's and Mamba2's). It hands each token its last few neighbours, which associative
+    recall needs (``layers/short_conv.py``)."""
     rope_base: float = 10000.0
     """Base of the rotary / cosine position frequencies."""
     norm_eps: float = 1e-5
@@ -72,6 +76,12 @@ class ModelConfig:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         if self.gate_rank is not None and self.gate_rank < 1:
             raise ValueError(f"gate_rank={self.gate_rank} must be a positive integer or None (head dimension)")
+        if self.short_conv < 0 or self.short_conv == 1:
+            raise ValueError(f"short_conv={self.short_conv} must be 0 (no convolution) or a width of 2 or more "
+                             "tokens (e.g. 4)")
+        if self.short_conv and self.mixer != "linear":
+            raise ValueError(f"short_conv={self.short_conv} applies to the linear mixer only; set short_conv=0 for "
+                             f"mixer={self.mixer!r}")
         if self.norm_eps <= 0 or self.init_std <= 0 or self.rope_base <= 1:
             raise ValueError("norm_eps and init_std must be > 0 and rope_base > 1")
 

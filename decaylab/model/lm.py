@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from decaylab.decay import DecayParam
-from decaylab.layers import MIXERS, POSITIONAL_ENCODINGS, RMSNorm, SwiGLU, TemporalPositionEncoding
+from decaylab.layers import MIXERS, POSITIONAL_ENCODINGS, RMSNorm, ShortConv, SwiGLU, TemporalPositionEncoding
 from decaylab.model.config import ModelConfig
 from decaylab.ops.linear_cross_entropy import linear_cross_entropy
 
@@ -98,7 +98,7 @@ class DecayLM(nn.Module):
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.trunc_normal_(m.weight, 0.0, std, -3 * std, 3 * std)
         for m in self.modules():
-            if isinstance(m, (RMSNorm, DecayParam, TemporalPositionEncoding)):
+            if isinstance(m, (RMSNorm, DecayParam, TemporalPositionEncoding, ShortConv)):
                 m.reset_parameters()
         for block in self.blocks:
             nn.init.zeros_(block.ffn.w3.weight)

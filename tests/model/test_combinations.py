@@ -28,6 +28,10 @@ def grid():
     yield {"decay.kind": "gla", "decay.gla_form": "original", "decay.granularity": "scalar", "pos": "lrpe"}
     for pos in POSITIONAL_ENCODINGS.names():
         yield {"mixer": "softmax", "pos": pos}
+    # The short convolution on q, k, v: with the layer's own key, with a key derived from the decay, with TPE.
+    yield {"decay.kind": "mamba2", "short_conv": 4}
+    yield {"decay.kind": "gla", "decay.share": True, "short_conv": 3, "pos": "rope"}
+    yield {"decay.kind": "lightnet", "decay.granularity": "scalar", "short_conv": 2, "pos": "tpe"}
 
 
 def expected_valid(ov) -> bool:

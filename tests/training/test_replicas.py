@@ -64,9 +64,10 @@ def _alone(model, optimizer, batches, r, grad_accum, max_norm, lrs):
     {"decay.kind": "simple", "decay.granularity": "scalar"},
     {"decay.kind": "gla", "decay.granularity": "vector", "pos": "rope"},
     {"decay.kind": "mamba2", "decay.granularity": "vector", "decay.share": True},
+    {"decay.kind": "hgrn2", "decay.granularity": "vector", "short_conv": 4},
     {"mixer": "softmax", "pos": "rope"},
     {"mixer": "softmax", "pos": "none"},
-], ids=["simple-scalar", "gla-vector-rope", "mamba2-shared-key", "softmax-rope", "softmax"])
+], ids=["simple-scalar", "gla-vector-rope", "mamba2-shared-key", "hgrn2-short-conv", "softmax-rope", "softmax"])
 def test_each_replica_trains_as_its_model_alone(design):
     grad_accum, max_norm, lrs = 2, 0.5, [3e-3, 2e-3, 1e-3]  # a low clip: every step clips
     models = _models("cpu", **design)
@@ -116,14 +117,15 @@ def test_clipping_is_per_replica():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("granularity", ["scalar", "vector"])
-def test_graphed_replicas_replay_the_eager_step_on_gpu(granularity):
+@pytest.mark.parametrize("design", [{"decay.granularity": "scalar"}, {"decay.granularity": "vector"},
+                                    {"decay.granularity": "vector", "short_conv": 4}], ids=["scalar", "vector", "conv"])
+def test_graphed_replicas_replay_the_eager_step_on_gpu(design):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     lrs, batches = [3e-3, 2e-3, 1e-3], _batches(3)
     results = []
     for graphed in (False, True):
-        models = _models("cuda", **{"decay.granularity": granularity})
+        models = _models("cuda", **design)
         step = ReplicatedGraphedStep(models, _adamw(models[0], capturable=True), rows=ROWS, seq_len=T, grad_accum=1,
                                      max_norm=1.0, autocast_dtype=torch.bfloat16)  # fmt: skip
         out = []

@@ -74,7 +74,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--import", dest="import_from", metavar="FILE",
         help="start --out (a new directory) from a results export (decaylab report DIR --export FILE): its finished "
-        "runs count as done and only the rest are run",
+        "runs count as done and only the rest are run (runs whose settings the spec has since changed are left out)",
     )  # fmt: skip
     parser.add_argument(
         "--dry-run",
@@ -131,6 +131,13 @@ def default_workers(spec: SweepSpec, devices: list[str]) -> int:
     return spec.workers or 1
 
 
+def _planned_ids(spec_name: str, overrides: Mapping[str, Any]) -> set[str]:
+    """The ids of every run the whole spec plans (all its studies, whatever --study selects)."""
+    from decaylab.sweep.backend import default_backend
+
+    return {run_.run_id for run_ in expand(load_spec(spec_name), default_backend().resolve, overrides)}
+
+
 def _imported_runs(out: Path) -> set[str]:
     """Finished runs a results export brought into ``out`` (none when it has no database yet)."""
     if not (out / "results.sqlite").is_file():
@@ -156,8 +163,10 @@ def run(args: argparse.Namespace) -> int:
 
         if (Path(args.out) / "results.sqlite").exists():
             raise FileExistsError(f"{args.out} already holds results.sqlite; --import needs a new --out directory")
-        imported = import_results(args.import_from, Path(args.out) / "results.sqlite", current_ids=True)
-        print(f"imported {imported} runs from {args.import_from}; their finished runs count as done")
+        imported = import_results(args.import_from, Path(args.out) / "results.sqlite", current_ids=True,
+                                  only=_planned_ids(args.spec, overrides))  # fmt: skip
+        print(f"imported {imported} runs from {args.import_from}, those {spec.name} plans as it stands (a run whose "
+              "settings it has since changed is left out and trains again); the finished ones count as done")
     if args.dry_run:
         from decaylab.sweep.backend import default_backend
 

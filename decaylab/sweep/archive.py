@@ -16,7 +16,9 @@ and timestamps are left out. A study of 200 runs takes about 0.6 MB.
 done, so a study can be carried between machines as one text file. Run ids hash the whole resolved config, so a
 setting added to decaylab since the export (with its default) would change every id and make the study start
 over; a resumed study therefore re-keys each imported run by its config as this version resolves it
-(``current_ids=True``), which matches the runs the spec plans now whenever their settings are unchanged.
+(``current_ids=True``), which matches the runs the spec plans now whenever their settings are unchanged. It
+imports only those (``only``): a run whose settings the spec has since changed (a study's protocol revised) is
+left out, so that a report never shows it beside the runs that replace it, and trains again under the new settings.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from decaylab.config import flatten
 from decaylab.sweep.db import ResultsDB
@@ -114,11 +116,13 @@ def resolved_now(config: dict) -> dict | None:
         return None
 
 
-def import_results(path: str | Path, db_path: str | Path, current_ids: bool = False) -> int:
+def import_results(path: str | Path, db_path: str | Path, current_ids: bool = False,
+                   only: Collection[str] | None = None) -> int:  # fmt: skip
     """Rebuild a results database at ``db_path`` (which must not exist) from ``path``; returns the run count.
 
     ``current_ids``: key each run by the id of its config as this version resolves it (see the module docstring);
-    a config that no longer parses keeps its old id (and its point runs again)."""
+    a config that no longer parses keeps its old id (and its point runs again). ``only``: import just the runs of
+    these ids (after re-keying), e.g. the ones a spec plans now; the count returned is theirs."""
     path, db_path = Path(path), Path(db_path)
     if not path.is_file():
         raise FileNotFoundError(f"results export {path} does not exist; `decaylab report DIR --export FILE` writes one")
@@ -146,6 +150,8 @@ def import_results(path: str | Path, db_path: str | Path, current_ids: bool = Fa
         if now is not None:
             config, e["run"] = now, run_id_of(now)
         configs[e["run"]] = config
+    if only is not None:
+        runs = [e for e in runs if e["run"] in only]
     planned = [
         _Run(e["run"], configs[e["run"]], tuple(_Member(s, label, e["seed"], i) for s, label, i in e["members"]))
         for e in runs if e["members"]

@@ -86,3 +86,20 @@ def test_an_export_from_before_a_new_setting_keeps_its_runs_done(tmp_path):
     import_results(export, tmp_path / "stale" / "results.sqlite", current_ids=True)
     with ResultsDB(tmp_path / "stale" / "results.sqlite") as db:
         assert [r["run_id"] for r in db.runs()] == [stale_id]  # no longer parses: kept as it was (runs again)
+
+
+def test_a_resumed_study_leaves_out_runs_whose_settings_changed(tmp_path):
+    first = make_spec(ps=(0.8, 0.99), seeds=(0,))
+    run_sweep(first, tmp_path / "a", workers=1, backend=BACKEND, log=lambda s: None)
+    export = tmp_path / "a.jsonl"
+    export_results(tmp_path / "a" / "results.sqlite", export)
+    revised = make_spec(ps=(0.8, 0.9), seeds=(0,))  # the p = 0.99 point revised to 0.9
+    from decaylab.sweep.spec import expand
+
+    planned = {run_.run_id for run_ in expand(revised, BACKEND.resolve)}
+    assert import_results(export, tmp_path / "b" / "results.sqlite", only=planned) == 1
+    result = run_sweep(revised, tmp_path / "b", workers=1, backend=BACKEND, log=lambda s: None)
+    assert result.skipped == 1 and len(result.finished) == 1
+    with ResultsDB(tmp_path / "b" / "results.sqlite") as db:
+        assert {r["run_id"] for r in db.runs()} == planned  # the revised-away run is not there to be reported
+        assert {m["run_id"] for m in db.memberships()} == planned

@@ -25,6 +25,7 @@ MODELS = {
     "lightnet-lrpe": {"decay.kind": "lightnet", "pos": "lrpe"},
     "lssp-shared-rope": {"decay.kind": "lssp", "decay.share": True, "pos": "rope"},
     "tnl-tpe": {"decay.kind": "tnl", "decay.granularity": "scalar", "pos": "tpe"},
+    "gla-short-conv": {"decay.kind": "gla", "short_conv": 4},
     "softmax-rope": {"mixer": "softmax", "pos": "rope"},
 }
 PROMPT = 37  # an awkward length: no chunk or table size divides it
@@ -92,7 +93,8 @@ def test_static_steps_give_the_eager_logits_and_caches(ov):
     step_both(model, cache, ids[:, PROMPT:])
 
 
-@pytest.mark.parametrize("ov", [MODELS["lightnet-lrpe"], MODELS["softmax-rope"]], ids=["lightnet-lrpe", "softmax"])
+@pytest.mark.parametrize("ov", [MODELS["lightnet-lrpe"], MODELS["gla-short-conv"], MODELS["softmax-rope"]],
+                         ids=["lightnet-lrpe", "gla-short-conv", "softmax"])
 @torch.no_grad()
 def test_a_left_padded_batch_steps_in_place_at_each_rows_position(ov):
     model = random_model(ov)

@@ -8,9 +8,9 @@
     y = W_o GatedRMSNorm(o, gate),  gate = U(D x)                  low-rank output gate, RMSNorm over all of d
 
 All projections are bias-free. The layer branches only on the decay's shape (``log_decay.ndim``: scalar vs vector),
-never on a kind's name. Its cache is ``LinearAttentionCache(state, decay_state)``: the fp32 recurrent state
-``[B, H, K', V]`` and the decay's own carried state (lightnet, lssp), so that decoding token by token reproduces the
-parallel forward exactly; with a short convolution it also holds the convolution's last inputs.
+never on a kind's name. Its cache is ``LinearAttentionCache(state, decay_state, conv_state)``: the fp32 recurrent
+state ``[B, H, K', V]``, the decay's own carried state (lightnet, lssp) and the short convolution's last inputs, so
+that decoding token by token reproduces the parallel forward exactly.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ class LinearAttentionCache(NamedTuple):
     def to_static(self, steps: int) -> LinearAttentionCache:
         """A copy of its own (contiguous) for a decoding step that updates it in place (``model/decoding.py``); the
         state has a fixed size, so any number of ``steps`` fits."""
-        return LinearAttentionCache(*(None if t is None else t.clone(memory_format=torch.contiguous_format) for t in self))
+        return LinearAttentionCache(*(None if t is None else t.clone(memory_format=torch.contiguous_format)
+                                      for t in self))  # fmt: skip
 
 
 @MIXERS.register("linear")

@@ -11,7 +11,7 @@ from decaylab.config import parse_set_args
 from decaylab.rundir import list_checkpoints, run_is_done
 from decaylab.sweep.placement import automatic_workers, check_worker_args, parse_devices, worker_devices
 from decaylab.sweep.runner import run_sweep
-from decaylab.sweep.spec import SweepSpec, expand, load_spec, preset_names
+from decaylab.sweep.spec import PlannedRun, SweepSpec, expand, load_spec, preset_names
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -131,11 +131,11 @@ def default_workers(spec: SweepSpec, devices: list[str]) -> int:
     return spec.workers or 1
 
 
-def _planned_ids(spec_name: str, overrides: Mapping[str, Any]) -> set[str]:
-    """The ids of every run the whole spec plans (all its studies, whatever --study selects)."""
+def _plan(spec: SweepSpec, overrides: Mapping[str, Any]) -> list[PlannedRun]:
+    """The runs ``spec`` plans with ``overrides``, resolved by the default backend (its import deferred: start-up)."""
     from decaylab.sweep.backend import default_backend
 
-    return {run_.run_id for run_ in expand(load_spec(spec_name), default_backend().resolve, overrides)}
+    return expand(spec, default_backend().resolve, overrides)
 
 
 def _imported_runs(out: Path) -> set[str]:
@@ -163,15 +163,13 @@ def run(args: argparse.Namespace) -> int:
 
         if (Path(args.out) / "results.sqlite").exists():
             raise FileExistsError(f"{args.out} already holds results.sqlite; --import needs a new --out directory")
-        imported = import_results(args.import_from, Path(args.out) / "results.sqlite", current_ids=True,
-                                  only=_planned_ids(args.spec, overrides))  # fmt: skip
+        planned = {run_.run_id for run_ in _plan(load_spec(args.spec), overrides)}  # every study, not just --study's
+        imported = import_results(args.import_from, Path(args.out) / "results.sqlite", current_ids=True, only=planned)
         print(f"imported {imported} runs from {args.import_from}, those {spec.name} plans as it stands (a run whose "
               "settings it has since changed is left out and trains again); the finished ones count as done")
     if args.dry_run:
-        from decaylab.sweep.backend import default_backend
-
         imported = _imported_runs(Path(args.out))
-        for run_ in expand(spec, default_backend().resolve, overrides):
+        for run_ in _plan(spec, overrides):
             rows = ", ".join(f"{m.study}/{m.label}" for m in run_.memberships)
             run_dir = Path(args.out) / "runs" / run_.run_id
             done = run_is_done(run_dir, spec.evaluate) or run_.run_id in imported
@@ -191,9 +189,7 @@ def run(args: argparse.Namespace) -> int:
 def _automatic_workers(cards: list[str], spec: SweepSpec, overrides: Mapping[str, Any],
                        runs_per_worker: int) -> dict[str, int]:  # fmt: skip
     """The automatic number of workers per card, for the largest run of the sweep, K runs to a worker."""
-    from decaylab.sweep.backend import default_backend
-
-    configs = [run_.config for run_ in expand(spec, default_backend().resolve, overrides)]
+    configs = [run_.config for run_ in _plan(spec, overrides)]
     return automatic_workers(cards, configs, runs_per_worker)
 
 

@@ -33,5 +33,6 @@ def test_lines_of_the_committed_decay_range_study(tmp_path):
     data = load_sweep(tmp_path)
     lines = {study: training_end_line(data, study) for study, _ in data.studies}
     assert lines["lm-128"].startswith("End of training: 33 of 33 runs still improving")
-    # MQAR: the designs at chance are flat; the others still improving (docs/results.md, "Beyond the paper")
-    assert lines["mqar-256-16"].startswith("End of training: 21 of 33 runs still improving")
+    # MQAR: most runs at a plateau, solved or flat at chance; a few leaving chance late (docs/results.md, "Limits")
+    assert lines["mqar-256-16"].startswith("End of training: 2 of 33 runs still improving")
+    assert lines["mqar-512-16"].startswith("End of training: 6 of 33 runs still improving")

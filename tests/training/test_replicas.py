@@ -90,8 +90,13 @@ def test_each_replica_trains_as_its_model_alone(design):
         assert max(norms) > max_norm  # clipping took part
         own = _adamw(models[r])
         step.write_back(r, own)
+        # AdamW moves an entry by about lr a step whatever its gradient's size, so where the gradient is tiny and
+        # mostly float32 rounding (cancelling sums), the two orders of summation (one batched matmul for the
+        # replicas, one per model alone) move it differently: up to a few 1e-7 here, more on other CPUs' BLAS.
+        # Parameters agree to 0.1 % of the steps' summed size; the moments, checked next, carry any real mismatch.
+        atol = 1e-3 * sum(lrs)
         for name, p in alone[r].named_parameters():
-            torch.testing.assert_close(models[r].get_parameter(name), p, rtol=1e-5, atol=1e-6, msg=name)
+            torch.testing.assert_close(models[r].get_parameter(name), p, rtol=1e-5, atol=atol, msg=name)
             mine = own.state[models[r].get_parameter(name)]
             for key in ("exp_avg", "exp_avg_sq"):
                 torch.testing.assert_close(mine[key], optimizer.state[p][key], rtol=1e-5, atol=1e-8, msg=name)

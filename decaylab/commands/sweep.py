@@ -150,9 +150,8 @@ def _imported_runs(out: Path) -> set[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec)
-    if args.study:
-        spec = spec.select_studies(args.study)
+    whole = load_spec(args.spec)
+    spec = whole.select_studies(args.study) if args.study else whole
     overrides = parse_set_args(args.overrides)
     if not args.dry_run and (args.status or args.collect or args.launcher != "local" or args.slurm):
         return _launch(args, spec, overrides)
@@ -163,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
 
         if (Path(args.out) / "results.sqlite").exists():
             raise FileExistsError(f"{args.out} already holds results.sqlite; --import needs a new --out directory")
-        planned = {run_.run_id for run_ in _plan(load_spec(args.spec), overrides)}  # every study, not just --study's
+        planned = {run_.run_id for run_ in _plan(whole, overrides)}  # every study's, not just --study's
         imported = import_results(args.import_from, Path(args.out) / "results.sqlite", current_ids=True, only=planned)
         print(f"imported {imported} runs from {args.import_from}, those {spec.name} plans as it stands (a run whose "
               "settings it has since changed is left out and trains again); the finished ones count as done")

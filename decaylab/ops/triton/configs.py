@@ -47,15 +47,17 @@ PINNED_CONFIGS: dict[tuple[int | None, bool, int], LaunchPlan] = {
         TwoSweepBackward(key_block=64, gate_stride=32, bf16_boundaries=True, bf16_dv_partials=True, precise_intra=True),
         Splitting(programs_per_sm=2, sweep_chunk=64)),
     # Head dims up to 256: D128's plans in narrower blocks, so that the [K, V] fp32 state blocks and the tiles fit
-    # the registers, and the segment sweeps in 64 x 64 state blocks (docs/benchmarks-log.md, "Head dims of 256").
+    # the registers, and the segment sweeps in 64 x 64 state blocks (docs/benchmarks-log.md, "Head dims of 256");
+    # the vector forward on 8 warps in [256, 128] state blocks, its backward kept on 4 (H100, 2026-12-07 evening).
     (None, False, 256): LaunchPlan(
         ForwardPlan(64, 4, 2, value_block=32),
         ChunkParallelBackward(num_stages=3, key_block=64, value_block=64, save_states=True,
                               dv=DvInSweep(num_stages=2)),
         Splitting(split_percent=85, sweep_block=64)),
     (None, True, 256): LaunchPlan(
-        ForwardPlan(16, 4, 2, value_block=64),
-        TwoSweepBackward(key_block=32, gate_stride=32, bf16_boundaries=True, bf16_dv_partials=True, precise_intra=True),
+        ForwardPlan(16, 8, 2, value_block=128),
+        TwoSweepBackward(key_block=32, num_warps=4, gate_stride=32, bf16_boundaries=True, bf16_dv_partials=True,
+                         precise_intra=True),
         Splitting(programs_per_sm=1, sweep_chunk=64, sweep_block=64)),
 }
 # Hopper (sm_90): scalar D128's forward and dv sweep, and the chunk-parallel backward's dq/dk, as the Gluon kernels

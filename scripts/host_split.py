@@ -74,29 +74,24 @@ def double(parts):
     parts["bwd"] += t2 - t1
 
 
-def op_backward(parts):
-    t0 = time.perf_counter()
-    o = op(*leaves)[0]
-    t1 = time.perf_counter()
-    o.backward(do)
-    t2 = time.perf_counter()
-    for leaf in leaves:
-        leaf.grad = None
-    parts["fwd"] += t1 - t0
-    parts["bwd"] += t2 - t1
+def op_call(backward):
+    """A forward+backward of the op with ``backward(o)`` taking the gradients, timed in ``parts``."""
 
+    def call(parts):
+        t0 = time.perf_counter()
+        o = op(*leaves)[0]
+        t1 = time.perf_counter()
+        backward(o)
+        t2 = time.perf_counter()
+        for leaf in leaves:
+            leaf.grad = None
+        parts["fwd"] += t1 - t0
+        parts["bwd"] += t2 - t1
 
-def op_grad(parts):
-    t0 = time.perf_counter()
-    o = op(*leaves)[0]
-    t1 = time.perf_counter()
-    torch.autograd.grad(o, leaves, do)
-    t2 = time.perf_counter()
-    parts["fwd"] += t1 - t0
-    parts["bwd"] += t2 - t1
+    return call
 
 
 for _ in range(2):
     run("trivial Function", double)
-    run("op .backward", op_backward)
-    run("op autograd.grad", op_grad)
+    run("op .backward", op_call(lambda o: o.backward(do)))
+    run("op autograd.grad", op_call(lambda o: torch.autograd.grad(o, leaves, do)))

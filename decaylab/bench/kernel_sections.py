@@ -116,8 +116,9 @@ def kernel_profile(request: Request) -> list:
 
 def host_time(request: Request, calls: int = 200) -> list:
     """Calls queued back to back, timed before the closing sync: at a shape whose GPU work is smaller than the
-    host's, the Python and launch cost of the op. Then the same fwd+bwd replayed from a CUDA graph (GPU time), and
-    for the first shape where the host's time goes (cProfile, own time)."""
+    host's, the Python and launch cost of the op, with the kernels launched through Triton's JIT and through their
+    compiled binaries (launch.launch_kernel), alternating. Then the same fwd+bwd replayed from a CUDA graph (GPU
+    time), and for the first shape where the host's time goes (cProfile, own time)."""
     import cProfile
     import pstats
 
@@ -125,11 +126,13 @@ def host_time(request: Request, calls: int = 200) -> list:
     from triton.testing import do_bench
 
     from decaylab.ops import BACKENDS
+    from decaylab.ops.triton import launch
 
     op = BACKENDS.get("triton")
-    out = []
+    out, profiled = [], set()
     for index, shape in enumerate(request.shapes):
-        for decay in request.decays:
+        for decay, launches in ((d, mode) for d in request.decays for mode in ("jit", "binary", "jit", "binary")):
+            launch.ENABLED = launches == "binary"
             inputs = make_inputs(shape, decay == "vector", request.device)
             leaves = leaves_of(inputs)
 
@@ -142,7 +145,7 @@ def host_time(request: Request, calls: int = 200) -> list:
                 for leaf in leaves:
                     leaf.grad = None
 
-            row = {"shape": str(shape), "decay": decay}
+            row = {"shape": str(shape), "decay": decay, "launches": launches}
             for name, fn in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):
                 for _ in range(5):
                     fn()
@@ -155,10 +158,11 @@ def host_time(request: Request, calls: int = 200) -> list:
                 row[f"{name}_host_us"] = queued / calls * 1e6
                 row[f"{name}_wall_us"] = (time.perf_counter() - start) / calls * 1e6
             row["graph_fwd_bwd_us"] = do_bench(replay_of(fwd_bwd), warmup=25, rep=100, return_mode="median") * 1e3
-            print(f"{shape} {decay}: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if k.endswith("us")),
-                  flush=True)
+            print(f"{shape} {decay}, launches through the {launches}: "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if k.endswith("us")), flush=True)
             out.append(row)
-            if index == 0:
+            if index == 0 and launches == "binary" and decay not in profiled:
+                profiled.add(decay)
                 prof = cProfile.Profile()
                 prof.enable()
                 for _ in range(50):
@@ -166,6 +170,7 @@ def host_time(request: Request, calls: int = 200) -> list:
                 prof.disable()
                 torch.cuda.synchronize()
                 pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(18)
+    launch.ENABLED = True
     return out
 
 

@@ -273,6 +273,52 @@ def test_triton_forward_backward_replays_in_a_cuda_graph(vector, B, T, H, D):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("vector,B,T,H,D", [(False, 2, 1000, 3, 128), (False, 2, 333, 3, 64), (True, 2, 1000, 3, 64),
+                                            (True, 1, 4096, 2, 128), (False, 1, 4096, 2, 128)],
+                         ids=["scalar-D128", "scalar-D64", "vector-D64", "vector-segments", "scalar-segments"])
+def test_binary_launches_match_the_jit_bit_for_bit(vector, B, T, H, D, monkeypatch):
+    """Every launch of a forward+backward through the compiled binaries (launch.launch_kernel, after each key's first
+    launch) gives the JIT path's outputs and gradients bit for bit, and goes through no JIT launch at all (checked
+    to be able to fail: with the binaries off, the same call does reach the JIT)."""
+    from triton.runtime.jit import JITFunction
+
+    from decaylab.ops import BACKENDS
+    from decaylab.ops.triton import launch
+
+    op = BACKENDS.get("triton")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    randn = lambda *s: torch.randn(*s, generator=gen, device="cuda")  # noqa: E731
+    x = dict(q=randn(B, T, H, D).bfloat16(), k=(randn(B, T, H, D) * D**-0.5).bfloat16(), v=randn(B, T, H, D).bfloat16(),
+             log_decay=torch.nn.functional.logsigmoid(randn(*((B, T, H, D) if vector else (B, T, H)))),
+             initial_state=randn(B, H, D, D))
+    do, dht = randn(B, T, H, D).bfloat16(), randn(B, H, D, D)
+
+    def step():
+        leaves = {n: t.detach().clone().requires_grad_() for n, t in x.items()}
+        o, ht = op(leaves["q"], leaves["k"], leaves["v"], leaves["log_decay"], scale=0.5,
+                   initial_state=leaves["initial_state"], output_final_state=True)
+        torch.autograd.backward([o, ht], [do, dht])
+        return [o, ht, *(leaves[n].grad for n in x)]
+
+    monkeypatch.setattr(launch, "ENABLED", False)
+    through_jit = step()
+    monkeypatch.setattr(launch, "ENABLED", True)
+    step()  # each key's first launch: through the JIT, its binary kept
+    with monkeypatch.context() as patch:
+        def no_jit(fn, grid):
+            raise AssertionError(f"{fn} launched through the JIT")
+
+        patch.setattr(JITFunction, "__getitem__", no_jit)
+        through_binaries = step()
+        patch.setattr(launch, "ENABLED", False)
+        with pytest.raises(AssertionError, match="launched through the JIT"):
+            step()
+    torch.cuda.synchronize()
+    for name, ref, out in zip(("o", "ht", *(f"d{n}" for n in x)), through_jit, through_binaries):
+        assert torch.equal(ref, out), f"{name}: the binary launches differ from the JIT's"
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("K,V", [(128, 128), (64, 128), (128, 64)], ids=lambda d: str(d))
 @pytest.mark.parametrize("offsets", [None, [0, 100, 101, 357, 1000]], ids=["dense", "varlen"])
 @pytest.mark.parametrize("segment", [0, 128], ids=["whole", "segments"])

@@ -40,6 +40,7 @@ import triton.language as tl
 from decaylab.ops.triton import gluon
 from decaylab.ops.triton.configs import interpreter_active
 from decaylab.ops.triton.intra import scalar_pair_decay
+from decaylab.ops.triton.launch import launch_kernel
 from decaylab.ops.triton.blocks import STATE_BLOCK, advance_block, block_ptrs, chunk_tokens, chunk_value_sums, \
     compile_options, decay_rows, dstate_at, launch_grid, load_chunk, load_gates, load_raw_gates, load_tile, \
     log2_cumsum, program_ids, retreat_block, retreat_dstate, sequence_bounds, state_block_ids, store_tile
@@ -348,8 +349,8 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     grid = launch_grid(N * H, (K // sweep["BK"]) * (V // sweep["BV"]), adjacent)
     if states is None:
         states = new_chunk_states(q, v, table.count)
-        chunk_states_kernel[grid](k, v, log_decay, initial_state, states, table.cu_seqlens, table.first, T,
-                                  HAS_H0=initial_state is not None, **sweep)
+        launch_kernel(chunk_states_kernel, grid, k, v, log_decay, initial_state, states, table.cu_seqlens,
+                      table.first, T, HAS_H0=initial_state is not None, **sweep)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     suits_gluon = gluon.suits(q, k, do, log_decay)
     dv_plan = backward.dv
@@ -359,19 +360,21 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
         gluon_ran = suits_gluon and cfg.gluon_sweeps and gluon.dstates_dv(
             q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, N, stages)
         if not gluon_ran:
-            chunk_dstates_dv_kernel[launch_grid(N * H, V // sweep_bv, adjacent)](
+            launch_kernel(
+                chunk_dstates_dv_kernel, launch_grid(N * H, V // sweep_bv, adjacent),
                 q, k, log_decay, do, dht, dstates, dh0, dv, table.cu_seqlens, table.first, scale, T, H=H, K=K, V=V,
                 BT=span, BV=sweep_bv, HAS_DHT=dht is not None, PREC=opts["PREC"], ADJACENT=adjacent, **intra,
                 num_warps=dv_plan.num_warps or opts["num_warps"], num_stages=stages, **compile_options(opts),
             )
     else:
-        chunk_dstates_kernel[grid](q, log_decay, do, dht, dstates, dh0, table.cu_seqlens, table.first, scale, T,
-                                   HAS_DHT=dht is not None, **sweep)
+        launch_kernel(chunk_dstates_kernel, grid, q, log_decay, do, dht, dstates, dh0, table.cu_seqlens, table.first,
+                      scale, T, HAS_DHT=dht is not None, **sweep)
     BK, BV = min(K, backward.key_block or K), min(V, backward.value_block or V)
     launch = dict(H=H, K=K, V=V, BT=BT, BV=BV, SUB=span // BT, PREC=opts["PREC"], num_warps=opts["num_warps"],
                   num_stages=opts["num_stages"], **intra, **compile_options(opts))
     if table.count and isinstance(dv_plan, DvKernel):
-        chunk_dv_kernel[(table.count * H,)](q, k, log_decay, do, dstates, table.bos, table.end, dv, scale, **launch)
+        launch_kernel(chunk_dv_kernel, (table.count * H,), q, k, log_decay, do, dstates, table.bos, table.end, dv,
+                      scale, **launch)
     if table.count and suits_gluon and backward.gluon_dqk and span == gluon.CHUNK:
         dg = gluon.new_gate_grad(log_decay, K)
         if gluon.dqk(q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dg, scale, table.count):
@@ -382,7 +385,8 @@ def chunk_parallel_backward(q, k, v, log_decay, do, initial_state, dht, scale, l
     dg = q.new_empty((parts, *log_decay.shape), dtype=torch.float32)
     if table.count:
         spans_per_program = backward.spans_per_program
-        chunk_dqk_kernel[launch_grid(triton.cdiv(table.count, spans_per_program) * H, NK, adjacent)](
+        launch_kernel(
+            chunk_dqk_kernel, launch_grid(triton.cdiv(table.count, spans_per_program) * H, NK, adjacent),
             q, k, v, log_decay, do, states, dstates, table.bos, table.end, dq, dk, dv, dg, scale, log_decay.numel(),
             table.count, BK=BK, SPANS=spans_per_program, FUSE_DV=isinstance(dv_plan, FusedDv), ADJACENT=adjacent,
             DEFER_QK_COPY=not interpreter_active(), **launch,

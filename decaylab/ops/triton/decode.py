@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from decaylab.ops.triton.blocks import COMPILE_OPTIONS
+from decaylab.ops.triton.launch import launch_kernel
 
 TILE = 64  # key and value channels per tile: a [64, 64] fp32 state tile per program step
 
@@ -65,7 +66,8 @@ def decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: to
     o = torch.empty_like(v)
     ht = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device)
     BK, BV = min(K, TILE), min(V, TILE)
-    decode_step_kernel[(B * H, V // BV)](
+    launch_kernel(
+        decode_step_kernel, (B * H, V // BV),
         q, k, v, log_decay, ht if h0 is None else h0, o, ht, float(scale), H=H, K=K, V=V, BK=BK, BV=BV,
         VECTOR=log_decay.ndim == 4, HAS_H0=h0 is not None, **COMPILE_OPTIONS,
     )

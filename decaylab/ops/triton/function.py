@@ -18,6 +18,7 @@ from decaylab.ops.triton import blocks, gluon, kernels
 from decaylab.ops.triton.chunk_parallel import chunk_parallel_backward, chunk_table, new_chunk_states
 from decaylab.ops.triton.configs import SPAN_LIMIT, SUPPORTED_DIMS, active_config, interpreter_active
 from decaylab.ops.triton.decode import decode_step
+from decaylab.ops.triton.launch import launch_kernel
 from decaylab.ops.triton.plans import ChunkParallelBackward, FusedDv, LaunchPlan, TwoSweepBackward
 from decaylab.ops.triton.segments import plan_segments, segment_length, segment_states
 from decaylab.ops.triton.two_sweeps import two_sweep_backward
@@ -122,7 +123,8 @@ def _forward(q, k, v, log_decay, o, scale, h0, ht, cu_seqlens, states, first, T,
                                                                states, first, T, count, opts["num_stages"]):
         return
     H, V = q.shape[2], v.shape[3]
-    kernels.forward_kernel[blocks.launch_grid(count * H, V // BV, cfg.blocks_adjacent)](
+    launch_kernel(
+        kernels.forward_kernel, blocks.launch_grid(count * H, V // BV, cfg.blocks_adjacent),
         q, k, v, log_decay, o, h0, ht, cu_seqlens, states, first, scale, T, V=V, BV=BV, VARLEN=cu_seqlens is not None,
         HAS_H0=h0 is not None, STORE_HT=ht is not None, SAVE_STATES=states is not None, STATE_EVERY=state_every,
         **opts,

@@ -26,6 +26,7 @@ import triton.language as tl
 
 from decaylab.ops.triton.blocks import COMPILE_OPTIONS, advance_block, block_ptrs, chunk_tokens, compile_options, \
     launch_grid, retreat_block, sequence_bounds, state_block_ids
+from decaylab.ops.triton.launch import launch_kernel
 from decaylab.ops.triton.plans import Splitting
 
 
@@ -174,7 +175,8 @@ def _scan(first, init, local, decay, boundary, final, vector: bool, reverse: boo
     """Launch the segment scan over (sequence, head) x state blocks of at most 32 x 32."""
     N, H, K, V = final.shape
     BK, BV = min(K, 32), min(V, 32)
-    segment_scan_kernel[(N * H, (K // BK) * (V // BV))](
+    launch_kernel(
+        segment_scan_kernel, (N * H, (K // BK) * (V // BV)),
         first, init, local, decay, boundary, after, final, H=H, K=K, V=V, BK=BK, BV=BV, VECTOR=vector,
         HAS_INIT=init is not None, REVERSE=reverse, STORE_AFTER=after is not None, num_warps=1, **COMPILE_OPTIONS,
     )
@@ -203,7 +205,7 @@ def segment_states(k, v, log_decay, initial_state, plan: SegmentPlan, T, V, opts
     local = k.new_empty(plan.count, H, K, V, dtype=torch.float32)
     decay = k.new_empty(plan.count, *log_decay.shape[2:], dtype=torch.float32)  # [S, H] or [S, H, K]
     grid, launch = _sweep_launch(opts, plan.count, V, splitting.sweep_chunk, splitting.sweep_block)
-    segment_state_kernel[grid](k, v, log_decay, local, decay, plan.cu_seqlens, T, **launch)
+    launch_kernel(segment_state_kernel, grid, k, v, log_decay, local, decay, plan.cu_seqlens, T, **launch)
     starts = torch.empty_like(local)
     final = k.new_empty(N, H, K, V, dtype=torch.float32)
     ends = torch.empty_like(local) if store_ends else None
@@ -217,7 +219,7 @@ def segment_state_grads(q, log_decay, do, dht, decay, plan: SegmentPlan, scale, 
     H, K = q.shape[2], q.shape[3]
     dlocal = q.new_empty(plan.count, H, K, V, dtype=torch.float32)
     grid, launch = _sweep_launch(opts, plan.count, V, splitting.sweep_chunk, splitting.sweep_block)
-    segment_dstate_kernel[grid](q, log_decay, do, dlocal, plan.cu_seqlens, scale, T, **launch)
+    launch_kernel(segment_dstate_kernel, grid, q, log_decay, do, dlocal, plan.cu_seqlens, scale, T, **launch)
     ends = torch.empty_like(dlocal)
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32)
     _scan(plan.first, dht, dlocal, decay, ends, dh0, opts["VECTOR"], reverse=True)

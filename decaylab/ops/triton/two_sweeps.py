@@ -9,6 +9,7 @@ import torch
 import triton
 
 from decaylab.ops.triton import blocks, kernels
+from decaylab.ops.triton.launch import launch_kernel
 from decaylab.ops.triton.plans import LaunchPlan
 from decaylab.ops.triton.segments import SegmentPlan, segment_state_grads
 
@@ -46,13 +47,15 @@ def two_sweep_backward(q, k, v, log_decay, do, initial_state, dht, ht, scale, cu
     states, boundary_offsets = _boundary_buffers(q, v, lengths, varlen, backward.gate_stride,
                                                  torch.bfloat16 if backward.bf16_boundaries else torch.float32)
     grid = blocks.launch_grid(programs * H, NK, cfg.blocks_adjacent)
-    kernels.backward_dq_kernel[grid](
+    launch_kernel(
+        kernels.backward_dq_kernel, grid,
         q, k, v, log_decay, do, dq, qdq, h_start, states, boundary_offsets, bounds, scale, T, part_stride,
         V=V, BK=BK, VARLEN=varlen, HAS_H0=h_start is not None, **opts
     )
     store_dh0 = has_h0 and segments is None
     dh0 = torch.empty_like(initial_state) if store_dh0 else None
-    kernels.backward_dkv_kernel[grid](
+    launch_kernel(
+        kernels.backward_dkv_kernel, grid,
         q, k, v, log_decay, do, qdq, dk, dv, dg, dh_end, h_end, dh0, states, boundary_offsets, bounds,
         scale, T, part_stride, v.numel(), V=V, BK=BK, VARLEN=varlen, HAS_DHT=dh_end is not None,
         STORE_DH0=store_dh0, **opts,
@@ -71,8 +74,8 @@ def _sum_partials(parts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     and an fp32 intermediate."""
     out = torch.empty(parts.shape[1:], dtype=dtype, device=parts.device)
     M, block = out.numel(), 4096
-    kernels.sum_partials_kernel[(triton.cdiv(M, block),)](parts, out, M, NP=parts.shape[0], BLOCK=block, num_warps=8,
-                                                        **blocks.COMPILE_OPTIONS)
+    launch_kernel(kernels.sum_partials_kernel, (triton.cdiv(M, block),), parts, out, M, NP=parts.shape[0], BLOCK=block,
+                  num_warps=8, **blocks.COMPILE_OPTIONS)
     return out
 
 

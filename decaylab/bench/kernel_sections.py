@@ -129,7 +129,7 @@ def host_time(request: Request, calls: int = 200) -> list:
     from decaylab.ops.triton import launch
 
     op = BACKENDS.get("triton")
-    out, profiled = [], set()
+    out, profiled, enabled = [], set(), launch.ENABLED
     for index, shape in enumerate(request.shapes):
         for decay, launches in ((d, mode) for d in request.decays for mode in ("jit", "binary", "jit", "binary")):
             launch.ENABLED = launches == "binary"
@@ -170,7 +170,7 @@ def host_time(request: Request, calls: int = 200) -> list:
                 prof.disable()
                 torch.cuda.synchronize()
                 pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(18)
-    launch.ENABLED = True
+    launch.ENABLED = enabled
     return out
 
 

@@ -2,15 +2,16 @@
 **kwargs)``, but after the first launch of each specialization the compiled binary is launched directly
 (``CompiledKernel[grid](*args)``, Triton's own launcher), skipping the JIT's per-call work: binding the arguments,
 specializing each of them (a TMA descriptor's layout is printed for its key), building the cache key from the
-options' text, and the cache lookup. That work is about half of a launch's host time on the lent H100 hosts, and an
-eager call of the op makes three to six launches (docs/benchmarks.md, "Host cost of an eager call").
+options' text, and the cache lookup. That work was most of a Gluon launch's host time in a profile on a lent H100 host
+(``scripts/host_profile.py``), and an eager call of the op makes three to six launches.
 
 The binary is the one the JIT returned at the first launch of the key, so it is the one Triton picks; the key
 holds all that Triton specializes a launch on, and more: each tensor's dtype and 16-byte alignment, None, the
 exact value of every int, bool and constexpr, a descriptor's dtype, block, layout, shape and strides, and the
 launch options. A call that Triton would specialize differently therefore never shares a key. The interpreter
 (TRITON_INTERPRET=1), a machine without CUDA (where tests capture the launches) and torch.compile's tracing take
-the JIT's path every time, as does every call while ``ENABLED`` is False (``decaylab bench kernels --section host`` times both paths).
+the JIT's path every time, as does every call while ``ENABLED`` is False (``decaylab bench kernels --section host``
+times both paths).
 """
 
 from __future__ import annotations

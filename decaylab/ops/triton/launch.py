@@ -12,6 +12,10 @@ launch options. A call that Triton would specialize differently therefore never 
 (TRITON_INTERPRET=1), a machine without CUDA (where tests capture the launches) and torch.compile's tracing take
 the JIT's path every time, as does every call while ``ENABLED`` is False (``decaylab bench kernels --section host``
 times both paths).
+
+Off by default until its GPU test (tests/ops/test_triton_gpu.py, ``binary_launches``: the binary path's outputs and
+gradients against the JIT's, bit for bit) has passed on a GPU; set ``decaylab.ops.triton.launch.ENABLED = True`` to
+use it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 
 from decaylab.ops.triton.configs import interpreter_active
 
-ENABLED = True
+ENABLED = False
 MAX_KEYS = 4096
 _binaries: dict[tuple, object] = {}  # (kernel, key) -> compiled binary
 _parameters: dict[int, tuple[tuple[str, ...], dict]] = {}  # id(kernel) -> (parameter names, defaults)

@@ -64,7 +64,7 @@ def test_first_launch_through_the_jit_then_the_binary_with_every_parameter_in_or
     assert kernel.calls == [("jit", (3,), (x, y, 5), {"FLAG": True, "num_warps": 4})]
     launch.launch_kernel(kernel, (7, 2), x, y, 5, FLAG=True, num_warps=4)
     # the default BLOCK filled in, the launch option left out (it is in the binary)
-    assert kernel.calls[1] == ("binary", (7, 2), (x, y, 5, True, 64))
+    assert kernel.calls[1] == ("binary", (7, 2, 1), (x, y, 5, True, 64))
 
 
 @pytest.mark.parametrize("change", ["int", "None", "dtype", "alignment", "constexpr", "bool", "option"])

@@ -13,9 +13,10 @@ launch options. A call that Triton would specialize differently therefore never 
 the JIT's path every time, as does every call while ``ENABLED`` is False (``decaylab bench kernels --section host``
 times both paths).
 
-Off by default until its GPU test (tests/ops/test_triton_gpu.py, ``binary_launches``: the binary path's outputs and
-gradients against the JIT's, bit for bit) has passed on a GPU; set ``decaylab.ops.triton.launch.ENABLED = True`` to
-use it.
+Off by default (``decaylab.ops.triton.launch.ENABLED = True`` turns it on). Its GPU test (tests/ops/test_triton_gpu.py,
+``binary_launches``: outputs and gradients bit for bit against the JIT's, no JIT launch once warm) passed on an H100,
+but the host time it saved there was within the host's noise (docs/benchmarks-log.md, "2026-12-07 (night)"), and
+CUDA-graph capture through it has not run on a GPU.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def launch_kernel(kernel, grid: tuple[int, ...], *args, **kwargs) -> None:
     values = list(args)
     for name in names[len(args):]:
         values.append(kwargs[name] if name in kwargs else defaults[name])
-    binary[grid](*values)
+    binary[(*grid, 1, 1)[:3]](*values)  # the binary's runner takes all three grid sizes
 
 
 def _parameters_of(kernel) -> tuple[tuple[str, ...], dict]:

@@ -94,7 +94,7 @@ def forward(q, k, v, log_decay, o, scale, initial_state, final_state, cu_seqlens
     if not save:  # the descriptor needs a buffer; nothing is stored to it
         states, state_first = q.new_empty(1, H, K, V), None
 
-    def start(d, sweeps, _):
+    def launch(d, sweeps, _):
         launch_kernel(
             sweeps.hopper_forward_kernel, (count * H * (V // VALUE_BLOCK),),
             d.tokens(q, K), d.tokens(k, K), d.tokens(v, VALUE_BLOCK), d.states(states), d.tokens(o, VALUE_BLOCK),
@@ -102,21 +102,21 @@ def forward(q, k, v, log_decay, o, scale, initial_state, final_state, cu_seqlens
             BV=VALUE_BLOCK, BT=CHUNK, STAGES=stages, VARLEN=cu_seqlens is not None, HAS_H0=initial_state is not None,
             STORE_HT=final_state is not None, SAVE_STATES=save, num_warps=4, **COMPILE_OPTIONS,
         )
-    return _launch(start)
+    return _launch(launch)
 
 
 def dstates_dv(q, k, log_decay, do, dht, dstates, dh0, dv, cu_seqlens, first, scale, T, count, stages) -> bool:
     """chunk_parallel.chunk_dstates_dv_kernel: writes dstates, dh0 and dv in place. False as forward()."""
     H, K, V = q.shape[2], q.shape[3], do.shape[3]
 
-    def start(d, sweeps, _):
+    def launch(d, sweeps, _):
         launch_kernel(
             sweeps.hopper_dstates_dv_kernel, (count * H * (V // VALUE_BLOCK),),
             d.tokens(q, K), d.tokens(k, K), d.tokens(do, VALUE_BLOCK), d.states(dstates), d.tokens(dv, VALUE_BLOCK),
             log_decay, dv, dht, dh0, cu_seqlens, first, scale, T, H=H, K=K, V=V, BV=VALUE_BLOCK, BT=CHUNK,
             STAGES=stages, HAS_DHT=dht is not None, num_warps=4, **COMPILE_OPTIONS,
         )
-    return _launch(start)
+    return _launch(launch)
 
 
 def _programs(device: torch.device) -> int:
@@ -142,23 +142,23 @@ def dqk(q, k, v, log_decay, do, states, dstates, chunk_bos, chunk_end, dq, dk, d
     H, K, V = q.shape[2], q.shape[3], v.shape[3]
     items = chunks * H * (K // CHUNK)
 
-    def start(d, _, kernels):
+    def launch(d, _, kernels):
         launch_kernel(
             kernels.hopper_dqk_kernel, (max(min(items, _programs(q.device)), 1),),
             d.tiles(q), d.tiles(k), d.tiles(v), d.tiles(do), d.state_tiles(states), d.state_tiles(dstates),
             d.tiles(dq), d.tiles(dk), log_decay, dq, dk, dg, chunk_bos, chunk_end, scale, items, H=H, K=K, V=V,
             BT=CHUNK, RING=RING, num_warps=DQK_WARPS, **COMPILE_OPTIONS,
         )
-    return _launch(start)
+    return _launch(launch)
 
 
-def _launch(start) -> bool:
-    """Run ``start(descriptors, sweeps, grads)``. A Triton whose Gluon differs from the one these kernels were
+def _launch(launch) -> bool:
+    """Run ``launch(descriptors, sweeps, grads)``. A Triton whose Gluon differs from the one these kernels were
     written for fails to build them (at the first call per shape, before anything runs; or at the import of the
     kernel modules, for a name this Gluon lacks): that is logged once, every later call takes the Triton kernels
     (``unusable``), and this call returns False so that its caller runs the Triton kernel."""
     try:
-        start(*_modules())
+        launch(*_modules())
     except Exception as error:
         if unusable or not _is_build_error(error):
             raise

@@ -30,8 +30,8 @@ def register_fla_backend() -> None:
 
 def model_tokens_per_s(backend: str, decay_overrides: dict, device, B: int = 8, T: int = 2048,
                        steps: int = 6) -> tuple[float, float]:
-    """Training tokens/s of the 160m preset (bf16 autocast, fused AdamW) over ``steps`` steps after 2 warm-up steps,
-    and the last loss."""
+    """Training tokens/s of the 160m preset (bf16 autocast, fused AdamW, the model's own loss as the trainer takes
+    it) over ``steps`` steps after 2 warm-up steps, and the last loss."""
     import torch
 
     from decaylab import DecayLM, ModelConfig
@@ -43,9 +43,8 @@ def model_tokens_per_s(backend: str, decay_overrides: dict, device, B: int = 8, 
     x = torch.randint(0, cfg.vocab_size, (B, T + 1), device=device)
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits = model(x[:, :-1])
-            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
+        with torch.autocast("cuda", dtype=torch.bfloat16):  # the trainer's loss (linear_cross_entropy)
+            loss = model(x[:, :-1], targets=x[:, 1:])
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -128,9 +127,49 @@ def check_cost(request: Request) -> list:
     return out
 
 
+def loss_cost(request: Request, rows: int = 8 * 2048, width: int = 768, vocab: int = 50_432) -> list:
+    """The language-model loss of the 160m preset's step (B8·T2048 rows, d 768, vocab 50,432, bf16 autocast):
+    the plain formula (logits, ``.float()``, torch's cross_entropy) against the fused loss, forward+backward ms
+    and peak memory, alternating."""
+    import torch
+    from triton.testing import do_bench
+
+    from decaylab.ops.linear_cross_entropy import reference
+    from decaylab.ops.triton.cross_entropy import fused
+
+    device = request.device
+    x = torch.randn(rows, width, device=device, dtype=torch.bfloat16, requires_grad=True)
+    w = (torch.randn(vocab, width, device=device) * 0.02).requires_grad_()
+    y = torch.randint(0, vocab, (rows,), device=device)
+    print(f"loss of {rows} rows, d {width}, vocab {vocab:,}, bf16 autocast, fp32 weight: fwd+bwd")
+    out = []
+    for name, fn in (("plain", reference), ("fused", fused)) * 2:
+
+        def step(fn=fn):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = fn(x, w, y)
+            loss.backward()
+
+        step()
+        x.grad = w.grad = None
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize()
+        peak_gb = (torch.cuda.max_memory_allocated(device) - base) / 1e9
+        ms = do_bench(step, warmup=25, rep=200, grad_to_none=[x, w], return_mode="median")
+        print(f"{name}: {ms:.3f} ms, peak {peak_gb:.2f} GB over the inputs", flush=True)
+        out.append({"loss": name, "ms": ms, "peak_gb": peak_gb})
+        x.grad = w.grad = None
+    return out
+
+
 SECTIONS = {
     "model": Section("training tokens/s of the 160m preset (B8·T2048) on the triton backend, and on fla's kernels "
                      "with --compare fla", model_level),
+    "loss": Section("the language-model loss at the 160m step's size: the plain formula against the fused loss "
+                    "(ms fwd+bwd, peak memory), alternating", loss_cost),
     "check-cost": Section("the op's log_decay <= 0 check (a host sync): op ms and 160m tokens/s with and without it, "
                           "alternating", check_cost),
 }

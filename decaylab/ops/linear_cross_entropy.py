@@ -7,7 +7,9 @@ a block of rows at a time, so each block of logits is still in cache from the ma
 log-sum-exp per row, and recomputes the block in the backward (one more ``[rows, d] x [d, vocab]`` matmul). That
 pays while the matmuls are cheap next to the memory traffic, i.e. for a narrow model: 1.37x at d = 64, 0.98-1.2x
 at d = 128, 0.8x at d = 256 and less beyond (``decaylab bench ops --compare loss``, ``docs/ops.md``), so
-``linear_cross_entropy`` takes it on a CPU up to CHUNKED_MAX_WIDTH only. ``reference`` is the plain formula.
+``linear_cross_entropy`` takes it on a CPU up to CHUNKED_MAX_WIDTH only. On a GPU a large loss takes the fused
+kernel of ``decaylab.ops.triton.cross_entropy`` (the logits written once, in the matmul's dtype, and overwritten by
+their gradient in the forward). ``reference`` is the plain formula.
 
 Both take ``x [N, d]``, ``weight [V, d]``, ``targets [N]`` (``ignore_index`` rows score nothing) and return the
 mean loss over the scored rows (``reduction="sum"``: the sum), in fp32. Only first derivatives are defined.
@@ -21,6 +23,10 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 BLOCK_BYTES = 4 << 20  # fp32 logits per block: the best of 1, 4, 16 and 64 MiB at d = 64 and 128, vocab 10k
 CHUNKED_MAX_WIDTH = 64  # widest d at which the blocks clearly beat the plain formula on a CPU (see the docstring)
+# Logits (rows x vocab) from which a GPU takes the fused loss: 512 MB of float32 logits, whose extra passes in the
+# plain formula cost milliseconds a step (160m at B8.T2048: 0.8 G logits). Below it they cost little, and the plain
+# formula keeps the numbers of torch's own loss (the PTB studies' steps: 20-82 M logits).
+FUSED_MIN_LOGITS = 1 << 27
 
 
 def reference(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX,
@@ -89,8 +95,15 @@ def chunked(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                          ignore_index: int = IGNORE_INDEX, reduction: str = "mean") -> torch.Tensor:  # fmt: skip
-    """The chunked loss on a CPU for a narrow model (d <= CHUNKED_MAX_WIDTH), where memory traffic dominates;
-    elsewhere (a wider model, or a GPU, whose large matmul and fused softmax are fast) the plain formula."""
+    """The chunked loss on a CPU for a narrow model (d <= CHUNKED_MAX_WIDTH), where memory traffic dominates; on a
+    GPU the fused loss (one logits buffer, ``decaylab.ops.triton.cross_entropy``) once the logits reach
+    FUSED_MIN_LOGITS; elsewhere the plain formula."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction={reduction!r}: linear_cross_entropy reduces by 'mean' or 'sum'")
+    if x.device.type == "cuda" and x.shape[0] * weight.shape[0] >= FUSED_MIN_LOGITS:
+        from decaylab.ops.triton.cross_entropy import fused
+
+        return fused(x, weight, targets, ignore_index, reduction)
     narrow_cpu = x.device.type == "cpu" and x.shape[-1] <= CHUNKED_MAX_WIDTH
     impl = chunked if narrow_cpu else reference
     return impl(x, weight, targets, ignore_index, reduction)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 
 import torch
-import torch.nn.functional as F
 
 from decaylab.training.weight_cast import call_with_cast_weights, castable_linear_weights
 
@@ -63,10 +62,9 @@ class GraphedTrainStep:
         loss_sum = torch.zeros((), device=self.x.device)
         for i in range(self.grad_accum):
             part = slice(i * micro, (i + 1) * micro)
-            with self._autocast():
-                logits = call_with_cast_weights(self.forward_model, self.cast_weights, self.autocast_dtype,
-                                                self.x[part])
-            loss = F.cross_entropy(logits.float().flatten(0, 1), self.y[part].flatten(), ignore_index=IGNORE_INDEX)
+            with self._autocast():  # the mean over scored tokens (decaylab.ops.linear_cross_entropy)
+                loss = call_with_cast_weights(self.forward_model, self.cast_weights, self.autocast_dtype,
+                                              self.x[part], targets=self.y[part])
             (loss / self.grad_accum).backward()
             loss_sum += loss.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm, foreach=True)

@@ -13,7 +13,8 @@ launch options. A call that Triton would specialize differently therefore never 
 the JIT's path every time, as does every call while ``ENABLED`` is False (``decaylab bench kernels --section host``
 times both paths).
 
-Off by default (``decaylab.ops.triton.launch.ENABLED = True`` turns it on). Its GPU test (tests/ops/test_triton_gpu.py,
+Off by default (``decaylab.ops.triton.launch.ENABLED = True``, or ``DECAYLAB_BINARY_LAUNCHES=1`` in the
+environment before the import, turns it on). Its GPU test (tests/ops/test_triton_gpu.py,
 ``binary_launches``: outputs and gradients bit for bit against the JIT's, no JIT launch once warm) passed on an H100,
 but the host time it saved there was within the host's noise (docs/benchmarks-log.md, "2026-12-07 (night)"), and
 CUDA-graph capture through it has not run on a GPU.
@@ -22,12 +23,13 @@ CUDA-graph capture through it has not run on a GPU.
 from __future__ import annotations
 
 import inspect
+import os
 
 import torch
 
 from decaylab.ops.triton.configs import interpreter_active
 
-ENABLED = False
+ENABLED = os.environ.get("DECAYLAB_BINARY_LAUNCHES", "0") == "1"
 MAX_KEYS = 4096
 _binaries: dict[tuple, object] = {}  # (kernel, key) -> compiled binary
 _parameters: dict[int, tuple[tuple[str, ...], dict]] = {}  # id(kernel) -> (parameter names, defaults)

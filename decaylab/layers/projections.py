@@ -27,12 +27,21 @@ def fuse(enabled: bool | None):
     return _switch.forced(enabled)
 
 
+def stacks(x: torch.Tensor, *linears: nn.Linear) -> bool:
+    """Whether ``project`` runs these linears on ``x`` as one matmul."""
+    return _switch.on(x.device) and len(linears) >= 2 and all(linear.bias is None for linear in linears)
+
+
+def project_stacked(x: torch.Tensor, *linears: nn.Linear) -> torch.Tensor:
+    """The linears' outputs side by side in the last dim, ``[..., sum of out_features]``, from one matmul."""
+    return F.linear(x, torch.cat([linear.weight for linear in linears]))
+
+
 def project(x: torch.Tensor, *linears: nn.Linear) -> tuple[torch.Tensor, ...]:
     """``tuple(linear(x) for linear in linears)``, computed as one matmul where stacking applies."""
-    if not _switch.on(x.device) or len(linears) < 2 or any(linear.bias is not None for linear in linears):
+    if not stacks(x, *linears):
         return tuple(linear(x) for linear in linears)
-    weight = torch.cat([linear.weight for linear in linears])
-    return F.linear(x, weight).split([linear.out_features for linear in linears], dim=-1)
+    return project_stacked(x, *linears).split([linear.out_features for linear in linears], dim=-1)
 
 
-__all__ = ["fuse", "project"]
+__all__ = ["fuse", "project", "project_stacked", "stacks"]

@@ -25,28 +25,30 @@ NUM_WARPS = 4
 
 
 @triton.jit
-def swiglu_forward_kernel(gv, h, N, H, BLOCK: tl.constexpr, ROWS: tl.constexpr):
-    """Grid ``(cdiv(N, ROWS), cdiv(H, BLOCK))``: h[n, c] = silu(gv[n, c]) * gv[n, H + c] for its rows and channels."""
+def _load_tile(gv, N, H, BLOCK: tl.constexpr, ROWS: tl.constexpr):
+    """The program's [ROWS, BLOCK] tile: its offsets in gv [N, 2H] and in an [N, H] tensor, its mask, and the gate
+    and value halves in float32."""
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = (rows < N)[:, None] & (cols < H)[None, :]
     at = rows.to(tl.int64)[:, None] * (2 * H) + cols[None, :]
     g = tl.load(gv + at, mask=mask, other=0.0).to(tl.float32)
     v = tl.load(gv + at + H, mask=mask, other=0.0).to(tl.float32)
-    out = g * tl.sigmoid(g) * v
-    tl.store(h + rows.to(tl.int64)[:, None] * H + cols[None, :], out.to(h.dtype.element_ty), mask=mask)
+    return at, rows.to(tl.int64)[:, None] * H + cols[None, :], mask, g, v
+
+
+@triton.jit
+def swiglu_forward_kernel(gv, h, N, H, BLOCK: tl.constexpr, ROWS: tl.constexpr):
+    """Grid ``(cdiv(N, ROWS), cdiv(H, BLOCK))``: h[n, c] = silu(gv[n, c]) * gv[n, H + c] for its rows and channels."""
+    at, out_at, mask, g, v = _load_tile(gv, N, H, BLOCK, ROWS)
+    tl.store(h + out_at, (g * tl.sigmoid(g) * v).to(h.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def swiglu_backward_kernel(gv, dh, dgv, N, H, BLOCK: tl.constexpr, ROWS: tl.constexpr):
     """Grid as the forward's: the packed gradient dgv = [dg | dv] of its rows and channels."""
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = (rows < N)[:, None] & (cols < H)[None, :]
-    at = rows.to(tl.int64)[:, None] * (2 * H) + cols[None, :]
-    g = tl.load(gv + at, mask=mask, other=0.0).to(tl.float32)
-    v = tl.load(gv + at + H, mask=mask, other=0.0).to(tl.float32)
-    d = tl.load(dh + rows.to(tl.int64)[:, None] * H + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    at, out_at, mask, g, v = _load_tile(gv, N, H, BLOCK, ROWS)
+    d = tl.load(dh + out_at, mask=mask, other=0.0).to(tl.float32)
     s = tl.sigmoid(g)
     tl.store(dgv + at, (d * v * s * (1.0 + g * (1.0 - s))).to(dgv.dtype.element_ty), mask=mask)
     tl.store(dgv + at + H, (d * g * s).to(dgv.dtype.element_ty), mask=mask)

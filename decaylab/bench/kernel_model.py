@@ -29,9 +29,10 @@ def register_fla_backend() -> None:
 
 
 def model_tokens_per_s(backend: str, decay_overrides: dict, device, B: int = 8, T: int = 2048,
-                       steps: int = 6) -> tuple[float, float]:
+                       steps: int = 6, graph: bool = False) -> tuple[float, float]:
     """Training tokens/s of the 160m preset (bf16 autocast, fused AdamW, the model's own loss as the trainer takes
-    it) over ``steps`` steps after 2 warm-up steps, and the last loss."""
+    it) over ``steps`` steps after 2 warm-up steps, and the last loss. ``graph``: the trainer's step on a GPU (one
+    CUDA graph of forward, backward, gradient clipping and AdamW, replayed; ``decaylab.training.cuda_graph``)."""
     import torch
 
     from decaylab import DecayLM, ModelConfig
@@ -39,16 +40,27 @@ def model_tokens_per_s(backend: str, decay_overrides: dict, device, B: int = 8, 
     torch.manual_seed(0)
     cfg = ModelConfig.from_preset("160m", decay_overrides)
     model = DecayLM(cfg).to(device).set_backend(backend)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=graph)
     x = torch.randint(0, cfg.vocab_size, (B, T + 1), device=device)
 
-    def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):  # the trainer's loss (linear_cross_entropy)
-            loss = model(x[:, :-1], targets=x[:, 1:])
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
+    if graph:
+        from decaylab.training.cuda_graph import GraphedTrainStep
+
+        graphed = GraphedTrainStep(model, model, opt, rows=B, seq_len=T, grad_accum=1, max_norm=1.0,
+                                   autocast_dtype=torch.bfloat16)  # fmt: skip
+        inputs, targets = x[:, :-1].contiguous(), x[:, 1:].contiguous()
+
+        def step():
+            return graphed(inputs, targets, 1e-4)[0]
+    else:
+
+        def step():
+            with torch.autocast("cuda", dtype=torch.bfloat16):  # the trainer's loss (linear_cross_entropy)
+                loss = model(x[:, :-1], targets=x[:, 1:])
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss
 
     for _ in range(2):
         step()
@@ -69,13 +81,16 @@ def _backends(request: Request) -> list[str]:
 def model_level(request: Request) -> list:
     import torch
 
-    print("160m preset, B8·T2048, bf16 autocast, fused AdamW, 2 warm-up + 6 timed steps: tokens/s")
+    how = "the trainer's graphed step (--cuda-graph)" if request.cuda_graph else "eager steps"
+    print(f"160m preset, B8·T2048, bf16 autocast, fused AdamW, {how}, 2 warm-up + 6 timed steps: tokens/s")
     out = []
     for decay in request.decays:
         for backend in _backends(request):
-            tokens_per_s, loss = model_tokens_per_s(backend, MODEL_DECAYS[decay], request.device)
+            tokens_per_s, loss = model_tokens_per_s(backend, MODEL_DECAYS[decay], request.device,
+                                                    graph=request.cuda_graph)  # fmt: skip
             print(f"{MODEL_DECAYS[decay]} {backend}: {tokens_per_s:,.0f} tokens/s (loss {loss:.3f})", flush=True)
-            out.append({"decay": MODEL_DECAYS[decay], "backend": backend, "tokens_per_s": tokens_per_s, "loss": loss})
+            out.append({"decay": MODEL_DECAYS[decay], "backend": backend, "graph": request.cuda_graph,
+                        "tokens_per_s": tokens_per_s, "loss": loss})
             torch.cuda.empty_cache()
     return out
 
@@ -193,7 +208,7 @@ def swiglu_cost(request: Request, rows: int = 8 * 2048, hidden: int = 2048) -> l
 
 SECTIONS = {
     "model": Section("training tokens/s of the 160m preset (B8·T2048) on the triton backend, and on fla's kernels "
-                     "with --compare fla", model_level),
+                     "with --compare fla; with --cuda-graph the trainer's graphed step", model_level),
     "loss": Section("the language-model loss at the 160m step's size: the plain formula against the fused loss "
                     "(ms fwd+bwd, peak memory), alternating", loss_cost),
     "swiglu": Section("the FFN activation at the 160m step's size: the torch code against the kernels (ms "

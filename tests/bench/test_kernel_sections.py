@@ -27,8 +27,8 @@ def test_the_sections_are_listed_without_torch_or_a_gpu():
     assert done.returncode == 0, done.stderr
     listed = [line.split()[0] for line in done.stdout.splitlines()[:-1]]
     assert listed == list(kernels.SECTIONS)
-    assert {"table", "accuracy", "profile", "host", "registers", "packed", "fallback", "model", "check-cost"} <= set(
-        listed)
+    assert {"table", "accuracy", "profile", "host", "registers", "packed", "fallback", "model", "loss", "swiglu",
+            "check-cost"} <= set(listed)
     assert done.stdout.strip().endswith("imported: []")
 
 
@@ -97,3 +97,15 @@ def test_the_packed_and_model_sections_run_on_gpu(tmp_path):
     result = json.loads(out.read_text())
     assert [row["config"] for row in result["packed"]] == ["pinned", "whole documents"]
     assert [row["backend"] for row in result["model"]] == ["triton"] and result["model"][0]["tokens_per_s"] > 0
+
+
+@pytest.mark.gpu
+def test_the_loss_swiglu_and_graphed_model_sections_run_on_gpu(tmp_path):
+    out = tmp_path / "kernels.json"
+    assert main(["bench", "kernels", "--section", "loss", "swiglu", "model", "--decay", "vector", "--cuda-graph",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [row["loss"] for row in result["loss"]] == ["plain", "fused"] * 2
+    assert all(row["ms"] > 0 and row["peak_gb"] > 0 for row in result["loss"])
+    assert [row["swiglu"] for row in result["swiglu"]] == ["torch", "kernels"] * 2
+    assert result["model"][0]["graph"] and result["model"][0]["tokens_per_s"] > 0

@@ -63,6 +63,12 @@ for name, (n, d, vocab, ignored, block, precision, reduction, upstream) in json.
 x, w, y = inputs(5, 4, 7, 0, 0)
 y[:] = -100
 print(json.dumps({"all_ignored": bool(torch.isnan(ce.fused(x.float(), w.float(), y)))}))
+x, w, y = inputs(6, 4, 7, 0, 0)
+y[2] = 9  # outside the vocabulary of 7
+xs = x.float().requires_grad_()
+loss = ce.fused(xs, w.float(), y)
+loss.backward()
+print(json.dumps({"out_of_range": [bool(torch.isnan(loss)), bool(torch.isnan(xs.grad).any())]}))
 """
 
 # name -> (rows, width, vocab, ignored rows, kernel block, precision, reduction, upstream gradient)
@@ -94,6 +100,10 @@ def test_fused_loss_matches_the_formula_under_interpreter(results, case):
 
 def test_all_rows_ignored_gives_nan_like_torch(results):
     assert results["all_ignored"]
+
+
+def test_a_target_outside_the_vocabulary_makes_the_loss_and_gradient_nan(results):
+    assert results["out_of_range"] == [True, True]
 
 
 def _gpu_inputs(n, d, vocab, seed=0):

@@ -45,11 +45,13 @@ def cross_entropy_rows_kernel(logits, targets, losses, scale, stride, vocab, ign
         top = new_top
     lse = top + tl.log(total)
     keep = target != ignore_index
-    # an ignored (or out-of-range) target reads column 0, never past the row
-    picked = tl.load(base + tl.where(keep & (target >= 0) & (target < vocab), target, 0)).to(tl.float32)
-    tl.store(losses + row, tl.where(keep, lse - picked, 0.0))
+    # A target outside the vocabulary makes the row's loss and gradient NaN (torch asserts on the device; a NaN
+    # loss stops a run with its own message). Such a row and an ignored one read column 0, never past the row.
+    bad = keep & ((target < 0) | (target >= vocab))
+    picked = tl.load(base + tl.where(keep & ~bad, target, 0)).to(tl.float32)
+    tl.store(losses + row, tl.where(bad, float("nan"), tl.where(keep, lse - picked, 0.0)))
     if GRAD:
-        factor = tl.where(keep, tl.load(scale), 0.0)
+        factor = tl.where(bad, float("nan"), tl.where(keep, tl.load(scale), 0.0))
         for start in range(0, vocab, BLOCK):
             at = start + cols
             z = tl.load(base + at, mask=at < vocab, other=0.0).to(tl.float32)

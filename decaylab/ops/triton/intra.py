@@ -16,6 +16,10 @@ and runs the products on tensor cores. That is exact arithmetic, but the factors
 decay span exceeds SPAN_LIMIT (log2 units); such chunks take an exact element-wise path (one key row at a time,
 exponents masked to <= 0). Typical gates (per-step log decay > -5 at BT = 16..32) never take it; hard resets
 (log decay -1e3) do, and stay exact and finite.
+
+That path costs the kernels registers (and spills) whether a chunk takes it or not. SPAN_LIMIT = 0 builds them
+without it (``LaunchPlan.exact_intra=False``), for timing what it costs: a chunk past the fast path's range then
+overflows (inf or NaN), so such a plan is for benchmarks on bounded decays, never for training.
 """
 
 import triton
@@ -60,15 +64,61 @@ def _span(G):
 
 
 @triton.jit
+def _fast_scores(q, k, G, rows, cols, INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """The masked scores by the split factors (fp32 q, k; the chunk's span within SPAN_LIMIT)."""
+    q_split, k_split, R = _split_factors(q, k, G, INTRA_FP32, DT)
+    A = tl.dot(q_split, tl.trans(k_split), input_precision=PREC)
+    return tl.where(rows[:, None] >= cols[None, :], A, 0.0)
+
+
+@triton.jit
+def _fast_dq(dA, k, G, INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """dq by the split factors (fp32 k)."""
+    R = 0.5 * (tl.max(G, axis=0) + tl.min(G, axis=0))
+    up = tl.exp2(G - R[None, :])
+    k_split = k / up
+    if INTRA_FP32:
+        return tl.dot(dA, k_split, input_precision=PREC) * up
+    else:
+        return tl.dot(dA.to(DT), k_split.to(DT), input_precision=PREC) * up
+
+
+@triton.jit
+def _fast_dk(dA, q, G, INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """dk by the split factors (fp32 q)."""
+    R = 0.5 * (tl.max(G, axis=0) + tl.min(G, axis=0))
+    q_split = q * tl.exp2(G - R[None, :])
+    down = tl.exp2(R[None, :] - G)
+    if INTRA_FP32:
+        return tl.dot(tl.trans(dA), q_split, input_precision=PREC) * down
+    else:
+        return tl.dot(tl.trans(dA).to(DT), q_split.to(DT), input_precision=PREC) * down
+
+
+@triton.jit
+def _fast_scores_and_dk(q, k, G, dA, rows, cols, INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+    """(masked scores, dk) by the split factors, sharing q's split (fp32 q, k)."""
+    q_split, k_split, R = _split_factors(q, k, G, INTRA_FP32, DT)
+    A = tl.dot(q_split, tl.trans(k_split), input_precision=PREC)
+    A = tl.where(rows[:, None] >= cols[None, :], A, 0.0)
+    down = tl.exp2(R[None, :] - G)
+    if INTRA_FP32:
+        dk = tl.dot(tl.trans(dA), q_split, input_precision=PREC) * down
+    else:
+        dk = tl.dot(tl.trans(dA).to(DT), q_split, input_precision=PREC) * down
+    return A, dk
+
+
+@triton.jit
 def vector_scores(q, k, G, rows, cols, BT: tl.constexpr, SPAN_LIMIT: tl.constexpr,
                   INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """Masked A_ij (without scale) for vector decay; q, k [BT, K] in the input dtype, G fp32 [BT, K]."""
     q = q.to(tl.float32)
     k = k.to(tl.float32)
-    if _span(G) <= SPAN_LIMIT:
-        q_split, k_split, R = _split_factors(q, k, G, INTRA_FP32, DT)
-        A = tl.dot(q_split, tl.trans(k_split), input_precision=PREC)
-        A = tl.where(rows[:, None] >= cols[None, :], A, 0.0)
+    if SPAN_LIMIT == 0:  # built without the exact path (LaunchPlan.exact_intra=False)
+        A = _fast_scores(q, k, G, rows, cols, INTRA_FP32, DT, PREC)
+    elif _span(G) <= SPAN_LIMIT:
+        A = _fast_scores(q, k, G, rows, cols, INTRA_FP32, DT, PREC)
     else:
         A = tl.zeros([BT, BT], dtype=tl.float32)
         for j in range(BT):
@@ -84,14 +134,10 @@ def vector_dq_intra(dA, k, G, rows, cols, BT: tl.constexpr, SPAN_LIMIT: tl.const
                     INTRA_FP32: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """dq_i = sum_{j<=i} dA_ij k_j 2^(G_i - G_j); dA is masked fp32 [BT, BT]."""
     k = k.to(tl.float32)
-    if _span(G) <= SPAN_LIMIT:
-        R = 0.5 * (tl.max(G, axis=0) + tl.min(G, axis=0))
-        up = tl.exp2(G - R[None, :])
-        k_split = k / up
-        if INTRA_FP32:
-            dq = tl.dot(dA, k_split, input_precision=PREC) * up
-        else:
-            dq = tl.dot(dA.to(DT), k_split.to(DT), input_precision=PREC) * up
+    if SPAN_LIMIT == 0:  # built without the exact path (LaunchPlan.exact_intra=False)
+        dq = _fast_dq(dA, k, G, INTRA_FP32, DT, PREC)
+    elif _span(G) <= SPAN_LIMIT:
+        dq = _fast_dq(dA, k, G, INTRA_FP32, DT, PREC)
     else:
         dq = tl.zeros(k.shape, dtype=tl.float32)
         for j in range(BT):
@@ -107,14 +153,10 @@ def vector_dk_intra(dA, q, G, rows, cols, BT: tl.constexpr, SPAN_LIMIT: tl.const
     """dk_j = sum_{i>=j} dA_ij q_i 2^(G_i - G_j) alone (vector_scores_and_dk_intra without the scores, which the
     chunk-parallel backward needs only for dv); dA is masked fp32 [BT, BT]."""
     q = q.to(tl.float32)
-    if _span(G) <= SPAN_LIMIT:
-        R = 0.5 * (tl.max(G, axis=0) + tl.min(G, axis=0))
-        q_split = q * tl.exp2(G - R[None, :])
-        down = tl.exp2(R[None, :] - G)
-        if INTRA_FP32:
-            dk = tl.dot(tl.trans(dA), q_split, input_precision=PREC) * down
-        else:
-            dk = tl.dot(tl.trans(dA).to(DT), q_split.to(DT), input_precision=PREC) * down
+    if SPAN_LIMIT == 0:  # built without the exact path (LaunchPlan.exact_intra=False)
+        dk = _fast_dk(dA, q, G, INTRA_FP32, DT, PREC)
+    elif _span(G) <= SPAN_LIMIT:
+        dk = _fast_dk(dA, q, G, INTRA_FP32, DT, PREC)
     else:
         dk = tl.zeros(q.shape, dtype=tl.float32)
         for j in range(BT):
@@ -130,15 +172,10 @@ def vector_scores_and_dk_intra(q, k, G, dA, rows, cols, BT: tl.constexpr, SPAN_L
     """(A, dk) for the reverse sweep: masked scores and dk_j = sum_{i>=j} dA_ij q_i 2^(G_i - G_j)."""
     q = q.to(tl.float32)
     k = k.to(tl.float32)
-    if _span(G) <= SPAN_LIMIT:
-        q_split, k_split, R = _split_factors(q, k, G, INTRA_FP32, DT)
-        A = tl.dot(q_split, tl.trans(k_split), input_precision=PREC)
-        A = tl.where(rows[:, None] >= cols[None, :], A, 0.0)
-        down = tl.exp2(R[None, :] - G)
-        if INTRA_FP32:
-            dk = tl.dot(tl.trans(dA), q_split, input_precision=PREC) * down
-        else:
-            dk = tl.dot(tl.trans(dA).to(DT), q_split, input_precision=PREC) * down
+    if SPAN_LIMIT == 0:  # built without the exact path (LaunchPlan.exact_intra=False)
+        A, dk = _fast_scores_and_dk(q, k, G, dA, rows, cols, INTRA_FP32, DT, PREC)
+    elif _span(G) <= SPAN_LIMIT:
+        A, dk = _fast_scores_and_dk(q, k, G, dA, rows, cols, INTRA_FP32, DT, PREC)
     else:
         A = tl.zeros([BT, BT], dtype=tl.float32)
         dk = tl.zeros(k.shape, dtype=tl.float32)

@@ -50,7 +50,7 @@ _TABLE: dict[str, Knob] = {
     **{name: Knob("splitting", name) for name in ("split_below", "target_programs", "programs_per_sm",
                                                   "split_percent", "segment", "sweep_chunk", "sweep_block")},
     "hopper_sweeps": Knob("plan", "gluon_sweeps"),
-    **{name: Knob("plan", name) for name in ("lone_stages", "sms", "blocks_adjacent")},
+    **{name: Knob("plan", name) for name in ("lone_stages", "sms", "blocks_adjacent", "exact_intra")},
 }
 _SELECTORS = ("chunk_parallel_backward", "fused_dv", "dv_in_sweep")
 # A knob whose part is missing gets this message instead of the generic one.

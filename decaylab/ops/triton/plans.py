@@ -228,6 +228,9 @@ class LaunchPlan:
     sms: the GPU's SM count (set by ``fitted``; 0: unknown, and lone_stages is not applied).
     blocks_adjacent: launch the key or value blocks of one owner next to each other, so that the tiles they share
         come from HBM once, then from L2 (blocks.program_ids); False: a 2-D grid.
+    exact_intra: build vector decay's kernels with the exact element-wise intra-chunk path that chunks decaying
+        more than SPAN_LIMIT take (intra.py). False drops it, to time what it costs: such chunks then come out inf
+        or NaN, so a plan without it is for benchmarks on bounded decays, never for training.
     """
 
     forward: ForwardPlan
@@ -237,6 +240,7 @@ class LaunchPlan:
     lone_stages: int = 0
     sms: int = 0
     blocks_adjacent: bool = True
+    exact_intra: bool = True
 
     def __post_init__(self):
         gate_stride = self.backward.gate_stride

@@ -112,8 +112,8 @@ for section in ${SECTIONS:-tests decode pos}; do
       timeout 90 python3 -m decaylab bench kernels --section loss swiglu --json $OUT/loss.json 2>&1 | tail -12
       timeout 100 python3 scripts/profile_model.py --decays scalar --backends triton --plain-loss > $OUT/profile-plain.txt 2>&1
       timeout 150 python3 scripts/profile_model.py > $OUT/profile-model.txt 2>&1; grep -h "==" $OUT/profile-*.txt
-      timeout 200 python3 -m decaylab bench kernels --compare fla --section model --cuda-graph --json $OUT/model-graph.json 2>&1 | grep "tokens/s"
-      timeout 200 python3 -m decaylab bench kernels --compare fla --section model --json $OUT/model.json 2>&1 | grep "tokens/s" ;;
+      timeout 200 python3 -m decaylab bench kernels --compare fla --section model --cuda-graph --json $OUT/model-graph.json 2>&1 | grep "tokens/s\|x fla"
+      timeout 200 python3 -m decaylab bench kernels --compare fla --section model --json $OUT/model.json 2>&1 | grep "tokens/s\|x fla" ;;
     noexact)
       timeout 200 python3 -m decaylab bench kernels --decay vector --cuda-graph --configs '' 'exact_intra=false' \
         --json $OUT/noexact.json 2>&1 | tail -14 ;;

@@ -92,6 +92,9 @@ def model_level(request: Request) -> list:
             out.append({"decay": MODEL_DECAYS[decay], "backend": backend, "graph": request.cuda_graph,
                         "tokens_per_s": tokens_per_s, "loss": loss})
             torch.cuda.empty_cache()
+        rates = {row["backend"]: row["tokens_per_s"] for row in out if row["decay"] == MODEL_DECAYS[decay]}
+        if "fla" in rates:
+            print(f"{MODEL_DECAYS[decay]}: decaylab {rates['triton'] / rates['fla']:.2f}x fla's tokens/s", flush=True)
     return out
 
 

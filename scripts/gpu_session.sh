@@ -109,7 +109,8 @@ for section in ${SECTIONS:-tests decode pos}; do
     model160)
       mkdir -p /tmp/tcache; [ -f carry/triton-autotune.tgz ] && tar xzf carry/triton-autotune.tgz -C /tmp/tcache
       export TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/tcache
-      timeout 150 python3 -m pytest -m gpu -q -rxX tests/ops/test_cross_entropy_triton.py tests/ops/test_swiglu.py \
+      timeout 200 python3 -m pytest -m gpu -q -rxX tests/ops/test_cross_entropy_triton.py tests/ops/test_swiglu.py \
+        tests/training/test_cuda_graph.py tests/training/test_replicas.py tests/model/test_lm_gpu.py \
         > $OUT/gpu-loss-tests.log 2>&1; tail -3 $OUT/gpu-loss-tests.log
       timeout 90 python3 -m decaylab bench kernels --section loss swiglu --json $OUT/loss.json 2>&1 | tail -12
       timeout 200 python3 -m decaylab bench kernels --compare fla --section model --cuda-graph --json $OUT/model-graph.json 2>&1 | grep "tokens/s\|x fla" ;;

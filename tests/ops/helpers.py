@@ -106,3 +106,39 @@ def assert_errors_within(name: str, errors: dict, dtype: str, lowest: float, res
             continue
         bound = (RATIO_EXTREME if extreme else RATIO)[dtype]
         assert rel < bound, f"{name}: {tensor} relative RMS error {rel:.3e} >= {bound:.1e}"
+
+
+class _Traced(Exception):
+    pass
+
+
+def dynamo_kernel_launches(fn, *args, monkeypatch) -> tuple[int, int]:
+    """Triton kernel launches in Dynamo's forward and backward graphs of ``fn(*args)`` traced whole
+    (``fullgraph``); nothing runs: the backend records the graph and stops. Dynamo recognises Triton kernels only
+    where torch finds a GPU, so that check is patched. Asserts one graph."""
+    import torch.utils._triton
+
+    monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: True)
+    graphs = []
+
+    def backend(graph, example_inputs):
+        graphs.append(graph)
+
+        def stop(*_):
+            raise _Traced
+
+        return stop
+
+    torch._dynamo.reset()
+    try:
+        try:
+            torch.compile(fn, fullgraph=True, backend=backend)(*args)
+        except _Traced:
+            pass
+        else:
+            raise AssertionError("the compiled function ran instead of stopping at its graph")
+    finally:
+        torch._dynamo.reset()
+    assert len(graphs) == 1, f"{len(graphs)} graphs"
+    launch = "higher_order.triton_kernel_wrapper"
+    return graphs[0].fwd_body_0.code.count(launch), graphs[0].bwd_body_0.code.count(launch)

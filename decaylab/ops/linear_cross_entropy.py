@@ -82,13 +82,18 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 None, None, None, None)  # fmt: skip
 
 
-def chunked(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX,
-            reduction: str = "mean") -> torch.Tensor:  # fmt: skip
+def check_inputs(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str) -> None:
+    """The shapes and reduction every implementation here takes, or a ValueError naming them."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction={reduction!r}: linear_cross_entropy reduces by 'mean' or 'sum'")
     if x.ndim != 2 or weight.ndim != 2 or targets.shape != x.shape[:1] or x.shape[1] != weight.shape[1]:
         raise ValueError(f"need x [N, d], weight [V, d], targets [N]; got {tuple(x.shape)}, {tuple(weight.shape)}, "
                          f"{tuple(targets.shape)}")  # fmt: skip
+
+
+def chunked(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+            reduction: str = "mean") -> torch.Tensor:  # fmt: skip
+    check_inputs(x, weight, targets, reduction)
     return _ChunkedLinearCrossEntropy.apply(x, weight, targets, ignore_index, reduction == "mean",
                                             rows_per_block(weight.shape[0]))  # fmt: skip
 
@@ -98,8 +103,7 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
     """The chunked loss on a CPU for a narrow model (d <= CHUNKED_MAX_WIDTH), where memory traffic dominates; on a
     GPU the fused loss (one logits buffer, ``decaylab.ops.triton.cross_entropy``) once the logits reach
     FUSED_MIN_LOGITS, unless torch.compile traces it; elsewhere the plain formula."""
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction={reduction!r}: linear_cross_entropy reduces by 'mean' or 'sum'")
+    check_inputs(x, weight, targets, reduction)
     large = x.shape[0] * weight.shape[0] >= FUSED_MIN_LOGITS
     # under torch.compile the plain formula: the compiler fuses it, and it traces no raw kernel launch
     if x.device.type == "cuda" and large and not torch.compiler.is_compiling():

@@ -23,6 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
+from decaylab.ops.linear_cross_entropy import check_inputs
+
 BLOCK = 4096  # logits per step of a row's loops (a power of two); 16 float32 values a thread on 8 warps
 NUM_WARPS = 8
 
@@ -70,20 +72,21 @@ def _row_losses(logits: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor
     return losses
 
 
-def _matmul_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+def _logits(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x @ weight.T, x and weight in the matmul's dtype): autocast's dtype where it is on, as the plain formula's
+    linear would take, else the inputs' promoted dtype."""
     device = x.device.type
-    if torch.is_autocast_enabled(device):
-        return torch.get_autocast_dtype(device)
-    return torch.promote_types(x.dtype, weight.dtype)
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else \
+        torch.promote_types(x.dtype, weight.dtype)
+    xc, wc = x.to(dtype), weight.to(dtype)
+    with torch.autocast(device, enabled=False):
+        return xc @ wc.T, xc, wc
 
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, targets, ignore_index, mean):
-        dtype = _matmul_dtype(x, weight)
-        xc, wc = x.to(dtype), weight.to(dtype)
-        with torch.autocast(x.device.type, enabled=False):
-            logits = xc @ wc.T
+        logits, xc, wc = _logits(x, weight)
         count = (targets != ignore_index).sum()
         scale = (1.0 / count.float()) if mean else torch.ones((), device=x.device)
         losses = _row_losses(logits, targets, scale.reshape(1), ignore_index, grad=True)
@@ -107,17 +110,11 @@ def fused(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_i
     """``cross_entropy(x @ weight.T, targets)`` (mean over scored rows, or sum) with one logits buffer; see the
     module docstring. x ``[N, d]``, weight ``[vocab, d]``, targets ``[N]``, on a CUDA device (or any device under
     TRITON_INTERPRET=1)."""
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction={reduction!r}: the fused loss reduces by 'mean' or 'sum'")
-    if x.ndim != 2 or weight.ndim != 2 or targets.shape != x.shape[:1] or x.shape[1] != weight.shape[1]:
-        raise ValueError(f"need x [N, d], weight [V, d], targets [N]; got {tuple(x.shape)}, {tuple(weight.shape)}, "
-                         f"{tuple(targets.shape)}")  # fmt: skip
+    check_inputs(x, weight, targets, reduction)
     mean = reduction == "mean"
     targets = targets.contiguous()
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return _FusedLinearCrossEntropy.apply(x, weight, targets, ignore_index, mean)
-    dtype = _matmul_dtype(x, weight)
-    with torch.autocast(x.device.type, enabled=False):
-        logits = x.to(dtype) @ weight.to(dtype).T
+    logits = _logits(x, weight)[0]
     losses = _row_losses(logits, targets, torch.ones(1, device=x.device), ignore_index, grad=False)
     return losses.sum() / (targets != ignore_index).sum() if mean else losses.sum()

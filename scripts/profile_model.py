@@ -1,18 +1,21 @@
 """Where a training step of the ``160m`` preset spends its GPU time, on decaylab's kernels and on fla's: the step of
-``decaylab bench kernels --section model`` (B8·T2048, bf16 autocast, fused AdamW), profiled eagerly, its kernels
-grouped into the attention op's, the matmuls, the loss and the rest. Needs a CUDA device (and fla for ``fla``).
+``decaylab bench kernels --section model`` (``kernel_model.model_step``: B8·T2048, bf16 autocast, fused AdamW),
+profiled eagerly, its kernels grouped into the attention op's, the matmuls, the loss and the rest. Needs a CUDA
+device (and fla for ``fla``).
 
     python scripts/profile_model.py [--decays scalar vector] [--backends triton fla] [--steps 3] [--rows 25]
         [--plain-loss]   (--plain-loss: the step as it was before the fused loss and FFN activation)
 """
 
 import argparse
+import contextlib
+from unittest import mock
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from decaylab import DecayLM, ModelConfig
-from decaylab.bench.kernel_model import MODEL_DECAYS, register_fla_backend
+from decaylab.bench.kernel_model import MODEL_DECAYS, model_step, register_fla_backend
+from decaylab.ops import linear_cross_entropy
 from decaylab.ops import swiglu as swiglu_op
 
 # kernel name fragments -> group (first match wins; the op's kernels are Triton's, named after their functions)
@@ -35,25 +38,12 @@ def group_of(name: str) -> str:
     return "other"
 
 
-def run(backend: str, decay: str, steps: int, rows: int, plain_loss: bool, B: int = 8, T: int = 2048) -> None:
-    torch.manual_seed(0)
-    cfg = ModelConfig.from_preset("160m", MODEL_DECAYS[decay])
-    model = DecayLM(cfg).cuda().set_backend(backend)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    x = torch.randint(0, cfg.vocab_size, (B, T + 1), device="cuda")
-
-    def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            if plain_loss:
-                logits = model(x[:, :-1])
-                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
-            else:
-                loss = model(x[:, :-1], targets=x[:, 1:])
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    with swiglu_op.use_kernels(False if plain_loss else None):
+def run(backend: str, decay: str, steps: int, rows: int, plain_loss: bool) -> None:
+    # the plain loss: the model's own loss below the fused loss's threshold is torch's formula on the logits
+    plain = (mock.patch.object(linear_cross_entropy, "FUSED_MIN_LOGITS", float("inf")) if plain_loss
+             else contextlib.nullcontext())  # fmt: skip
+    with plain, swiglu_op.use_kernels(False if plain_loss else None):
+        step = model_step(backend, MODEL_DECAYS[decay], "cuda")
         for _ in range(3):
             step()
         torch.cuda.synchronize()
@@ -70,7 +60,7 @@ def run(backend: str, decay: str, steps: int, rows: int, plain_loss: bool, B: in
           + ", ".join(f"{g} {ms:.2f}" for g, ms in sorted(groups.items(), key=lambda kv: -kv[1])), flush=True)
     for e in sorted(events, key=lambda e: -e.device_time_total)[:rows]:
         print(f"   {e.device_time_total / steps / 1000:8.3f} ms {e.count // steps:5d}x  [{group_of(e.key)}] {e.key[:90]}")
-    del model, opt
+    del step
     torch.cuda.empty_cache()
 
 
@@ -80,7 +70,7 @@ parser.add_argument("--backends", nargs="+", default=["triton", "fla"])
 parser.add_argument("--steps", type=int, default=3)
 parser.add_argument("--rows", type=int, default=25)
 parser.add_argument("--plain-loss", action="store_true",
-                    help="the logits and torch's cross_entropy (not the model's loss), and the FFN activation in torch")
+                    help="torch's loss formula on the logits (not the fused loss) and the FFN activation in torch")
 args = parser.parse_args()
 if "fla" in args.backends:
     register_fla_backend()

@@ -28,10 +28,9 @@ def register_fla_backend() -> None:
         BACKENDS.register("fla")(fla_backend)
 
 
-def model_tokens_per_s(backend: str, decay_overrides: dict, device, B: int = 8, T: int = 2048,
-                       steps: int = 6, graph: bool = False) -> tuple[float, float]:
-    """Training tokens/s of the 160m preset (bf16 autocast, fused AdamW, the model's own loss as the trainer takes
-    it) over ``steps`` steps after 2 warm-up steps, and the last loss. ``graph``: the trainer's step on a GPU (one
+def model_step(backend: str, decay_overrides: dict, device, B: int = 8, T: int = 2048, graph: bool = False):
+    """One training step of the 160m preset on random tokens (bf16 autocast, fused AdamW, the model's own loss as
+    the trainer takes it), as a function returning the step's loss. ``graph``: the trainer's step on a GPU (one
     CUDA graph of forward, backward, gradient clipping and AdamW, replayed; ``decaylab.training.cuda_graph``)."""
     import torch
 
@@ -42,26 +41,31 @@ def model_tokens_per_s(backend: str, decay_overrides: dict, device, B: int = 8, 
     model = DecayLM(cfg).to(device).set_backend(backend)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=graph)
     x = torch.randint(0, cfg.vocab_size, (B, T + 1), device=device)
-
     if graph:
         from decaylab.training.cuda_graph import GraphedTrainStep
 
         graphed = GraphedTrainStep(model, model, opt, rows=B, seq_len=T, grad_accum=1, max_norm=1.0,
                                    autocast_dtype=torch.bfloat16)  # fmt: skip
         inputs, targets = x[:, :-1].contiguous(), x[:, 1:].contiguous()
+        return lambda: graphed(inputs, targets, 1e-4)[0]
 
-        def step():
-            return graphed(inputs, targets, 1e-4)[0]
-    else:
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):  # the trainer's loss (linear_cross_entropy)
+            loss = model(x[:, :-1], targets=x[:, 1:])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
 
-        def step():
-            with torch.autocast("cuda", dtype=torch.bfloat16):  # the trainer's loss (linear_cross_entropy)
-                loss = model(x[:, :-1], targets=x[:, 1:])
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return loss
+    return step
 
+
+def model_tokens_per_s(backend: str, decay_overrides: dict, device, B: int = 8, T: int = 2048,
+                       steps: int = 6, graph: bool = False) -> tuple[float, float]:
+    """Training tokens/s of ``model_step`` over ``steps`` steps after 2 warm-up steps, and the last loss."""
+    import torch
+
+    step = model_step(backend, decay_overrides, device, B, T, graph)
     for _ in range(2):
         step()
     torch.cuda.synchronize()

@@ -23,8 +23,6 @@ import torch
 import triton
 import triton.language as tl
 
-from decaylab.ops.linear_cross_entropy import check_inputs
-
 BLOCK = 4096  # logits per step of a row's loops (a power of two); 16 float32 values a thread on 8 warps
 NUM_WARPS = 8
 
@@ -110,7 +108,12 @@ def fused(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_i
     """``cross_entropy(x @ weight.T, targets)`` (mean over scored rows, or sum) with one logits buffer; see the
     module docstring. x ``[N, d]``, weight ``[vocab, d]``, targets ``[N]``, on a CUDA device (or any device under
     TRITON_INTERPRET=1)."""
-    check_inputs(x, weight, targets, reduction)
+    # the checks of decaylab.ops.linear_cross_entropy.check_inputs, written out: that module imports this one
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction={reduction!r}: the fused loss reduces by 'mean' or 'sum'")
+    if x.ndim != 2 or weight.ndim != 2 or targets.shape != x.shape[:1] or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"need x [N, d], weight [V, d], targets [N]; got {tuple(x.shape)}, {tuple(weight.shape)}, "
+                         f"{tuple(targets.shape)}")  # fmt: skip
     mean = reduction == "mean"
     targets = targets.contiguous()
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
